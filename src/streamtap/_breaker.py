@@ -1,0 +1,272 @@
+"""Circuit breakers, one per (upstream, model): stop hammering an upstream that is failing.
+
+States and moves (`BreakerSettings` supplies the numbers):
+
+* closed: every call is allowed. Outcomes are counted in a sliding `window` of 10 time
+  buckets (an outcome counts until 0.9–1.0 × window after it happened). After each counted
+  outcome, if the window holds >= `min_requests` outcomes and failures/outcomes >=
+  `failure_ratio`, the breaker opens.
+* open: calls are refused until `open_for` seconds have passed; the first `allow()` after
+  that moves to half_open. (`state` does not move by itself: it reports open until then.)
+* half_open: up to `half_open_probes` calls are admitted concurrently. A success closes the
+  breaker with an empty window; a failure opens it again and restarts the timer; `release()`
+  gives a probe slot back without counting anything.
+
+Every allowed call must end with exactly one of `record_success()`, `record_failure()` or
+`release()` (for outcomes that say nothing about the upstream's health, e.g. a 400 or the
+caller cancelling). Outcomes are not tied to the call that was admitted: a late result of a
+call admitted while closed also decides a half-open breaker, which errs on the side of
+believing the newest evidence.
+
+`on_transition(old, new)` is called outside the lock, in the order the transitions happened,
+even when several threads move the breaker at once; an exception it raises is logged at debug
+and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from ._policy import BreakerSettings
+from ._taxonomy import BreakerState
+
+log = logging.getLogger("streamtap")
+
+_BUCKETS = 10
+
+
+class CircuitBreaker:
+    """The breaker of one (upstream, model) key. Thread-safe.
+
+    Args:
+        settings: window, thresholds, open time, probes and the on/off switch.
+        clock: monotonic seconds; injectable for tests.
+        on_transition: called with (old, new) after each state change.
+    """
+
+    def __init__(
+        self,
+        settings: BreakerSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: Callable[[BreakerState, BreakerState], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._on_transition = on_transition
+        self._width = settings.window / _BUCKETS
+        self._lock = threading.Lock()
+        self._state: BreakerState = "closed"
+        self._opened_at = 0.0
+        self._probes = 0  # half-open calls admitted and not yet finished
+        # [bucket index, successes, failures], oldest first; at most _BUCKETS entries.
+        self._buckets: deque[list[int]] = deque()
+        # Transitions waiting to be reported, and who is reporting them (see _notify).
+        self._pending: deque[tuple[BreakerState, BreakerState]] = deque()
+        self._notifying = threading.Lock()
+
+    @property
+    def settings(self) -> BreakerSettings:
+        return self._settings
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state; open stays open until an `allow()` after `open_for`."""
+        with self._lock:
+            return self._state
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def allow(self) -> bool:
+        """May a call go to this upstream now? True always when closed or disabled."""
+        if not self._settings.enabled:
+            return True
+        with self._lock:
+            if self._state == "closed":
+                return True
+            if self._state == "open":
+                if self._clock() - self._opened_at < self._settings.open_for:
+                    return False
+                self._move("half_open")
+            allowed = self._probes < self._settings.half_open_probes
+            if allowed:
+                self._probes += 1
+        self._notify()
+        return allowed
+
+    def record_success(self) -> None:
+        """An allowed call succeeded: counts in the window; closes a half-open breaker."""
+        self._record(failure=False)
+
+    def record_failure(self) -> None:
+        """An allowed call failed in a way that blames the upstream: may open the breaker."""
+        self._record(failure=True)
+
+    def release(self) -> None:
+        """An allowed call ended without a verdict on the upstream: frees a half-open probe slot."""
+        if not self._settings.enabled:
+            return
+        with self._lock:
+            if self._state == "half_open" and self._probes > 0:
+                self._probes -= 1
+
+    # -- internals (called with self._lock held unless said otherwise) -----------------------
+
+    def _record(self, *, failure: bool) -> None:
+        if not self._settings.enabled:
+            return
+        with self._lock:
+            if self._state == "half_open":
+                self._move("open" if failure else "closed")
+            elif self._state == "closed":
+                self._count(failure)
+            # open: a straggler admitted before the breaker opened; it changes nothing.
+        self._notify()
+
+    def _count(self, failure: bool) -> None:
+        index = math.floor(self._clock() / self._width)
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= index - _BUCKETS:
+            buckets.popleft()
+        if buckets and buckets[-1][0] >= index:  # same bucket (or a clock that stepped back)
+            bucket = buckets[-1]
+        else:
+            bucket = [index, 0, 0]
+            buckets.append(bucket)
+        bucket[2 if failure else 1] += 1
+        failures = sum(b[2] for b in buckets)
+        total = failures + sum(b[1] for b in buckets)
+        # Division, not failures >= ratio * total: 0.3 * 10 is 3.0000000000000004.
+        if total >= self._settings.min_requests and failures / total >= self._settings.failure_ratio:
+            self._move("open")
+
+    def _move(self, new: BreakerState) -> None:
+        old = self._state
+        self._state = new
+        self._probes = 0
+        if new == "open":
+            self._opened_at = self._clock()
+        self._buckets.clear()  # a breaker that opens or closes starts from a fresh window
+        if self._on_transition is not None:
+            self._pending.append((old, new))
+
+    def _notify(self) -> None:
+        """Report pending transitions in order, outside the state lock (lock NOT held).
+
+        Whoever holds `_notifying` delivers everything queued, including transitions queued by
+        other threads meanwhile; a callback that re-enters the breaker just queues more.
+        """
+        callback = self._on_transition
+        if callback is None:
+            return
+        while self._pending:
+            if not self._notifying.acquire(blocking=False):
+                return  # another thread (or an outer frame of this one) is delivering
+            try:
+                while True:
+                    with self._lock:
+                        if not self._pending:
+                            break
+                        old, new = self._pending.popleft()
+                    try:
+                        callback(old, new)
+                    except Exception:
+                        log.debug("streamtap: breaker on_transition callback failed", exc_info=True)
+            finally:
+                self._notifying.release()
+            # Loop: a transition queued between our last check and the release is ours to send.
+
+
+class Breakers:
+    """Thread-safe registry of circuit breakers keyed by (upstream, model).
+
+    Breakers are created on first use with shared settings, clock and callback. At most
+    `max_keys` are kept: a new key evicts the least recently used closed breaker (or, when
+    none is closed, the least recently used one, reporting it as moving to closed, which is
+    what a recreated breaker would be), so unbounded model names cannot grow memory.
+
+    Args:
+        settings: the settings of every breaker.
+        clock: monotonic seconds; injectable for tests.
+        on_transition: called with (upstream, model, old, new) after each state change.
+        max_keys: the most breakers kept (>= 1).
+    """
+
+    def __init__(
+        self,
+        settings: BreakerSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: Callable[[str, str, BreakerState, BreakerState], None] | None = None,
+        max_keys: int = 1000,
+    ) -> None:
+        if not isinstance(max_keys, int) or isinstance(max_keys, bool) or max_keys < 1:
+            raise ValueError(f"Breakers.max_keys must be an integer >= 1, got {max_keys!r}")
+        self._settings = settings
+        self._clock = clock
+        self._on_transition = on_transition
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+        self._breakers: OrderedDict[tuple[str, str], CircuitBreaker] = OrderedDict()
+
+    def get(self, upstream: str, model: str) -> CircuitBreaker:
+        """The breaker of (upstream, model), created closed on first use.
+
+        Args:
+            upstream: the upstream's name or base URL.
+            model: the model the attempt asks for.
+        """
+        key = (upstream, model)
+        evicted: tuple[tuple[str, str], BreakerState] | None = None
+        with self._lock:
+            breaker = self._breakers.get(key)
+            if breaker is not None:
+                self._breakers.move_to_end(key)
+                return breaker
+            if len(self._breakers) >= self._max_keys:
+                evicted = self._evict()
+            breaker = CircuitBreaker(self._settings, clock=self._clock, on_transition=self._callback(key))
+            self._breakers[key] = breaker
+        if evicted is not None and evicted[1] != "closed" and self._on_transition is not None:
+            (old_upstream, old_model), old_state = evicted
+            try:
+                self._on_transition(old_upstream, old_model, old_state, "closed")
+            except Exception:
+                log.debug("streamtap: breaker on_transition callback failed", exc_info=True)
+        return breaker
+
+    def _evict(self) -> tuple[tuple[str, str], BreakerState]:
+        """Drop the LRU closed breaker, else the LRU one (caller holds the lock)."""
+        victim = next(iter(self._breakers))
+        for key, breaker in self._breakers.items():  # oldest first
+            if breaker.state == "closed":
+                victim = key
+                break
+        state = self._breakers.pop(victim).state
+        return victim, state
+
+    def _callback(self, key: tuple[str, str]) -> Callable[[BreakerState, BreakerState], None] | None:
+        outer = self._on_transition
+        if outer is None:
+            return None
+        upstream, model = key
+
+        def report(old: BreakerState, new: BreakerState) -> None:
+            outer(upstream, model, old, new)
+
+        return report
+
+    def states(self) -> dict[tuple[str, str], BreakerState]:
+        """A snapshot of every kept breaker's state, least recently used first."""
+        with self._lock:
+            items = list(self._breakers.items())
+        return {key: breaker.state for key, breaker in items}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._breakers)
