@@ -215,11 +215,19 @@ def test_from_mapping_accepts_built_settings() -> None:
             "half_open_probes, min_requests, open_for, window",
             id="unknown-breaker",
         ),
-        pytest.param({"max_attempts": "three"}, "Policy.max_attempts must be an integer, got 'three'", id="int"),
-        pytest.param({"max_attempts": "2.5"}, "Policy.max_attempts must be an integer, got '2.5'", id="int-frac"),
-        pytest.param({"backoff_base": "fast"}, "Policy.backoff_base must be a number, got 'fast'", id="float"),
         pytest.param(
-            {"connect_timeout": "none"}, "Policy.connect_timeout must be a number, got 'none'", id="not-optional"
+            {"max_attempts": "three"}, "Policy.max_attempts must be an integer, got 'three'", id="int"
+        ),
+        pytest.param(
+            {"max_attempts": "2.5"}, "Policy.max_attempts must be an integer, got '2.5'", id="int-frac"
+        ),
+        pytest.param(
+            {"backoff_base": "fast"}, "Policy.backoff_base must be a number, got 'fast'", id="float"
+        ),
+        pytest.param(
+            {"connect_timeout": "none"},
+            "Policy.connect_timeout must be a number, got 'none'",
+            id="not-optional",
         ),
         pytest.param(
             {"budget": {"enabled": "maybe"}},
@@ -228,7 +236,9 @@ def test_from_mapping_accepts_built_settings() -> None:
         ),
         pytest.param({"budget": 5}, "Policy.budget must be a mapping, got 5", id="nested-type"),
         pytest.param(
-            {"max_attempts": "0"}, "Policy.max_attempts must be an integer >= 1, got 0", id="range-after-coerce"
+            {"max_attempts": "0"},
+            "Policy.max_attempts must be an integer >= 1, got 0",
+            id="range-after-coerce",
         ),
         pytest.param(
             {"breaker": {"failure_ratio": "2"}},
