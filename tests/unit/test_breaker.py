@@ -1,0 +1,394 @@
+"""Circuit breaker and the per-(upstream, model) registry."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from streamtap._breaker import Breakers, CircuitBreaker
+from streamtap._policy import BreakerSettings
+from streamtap._taxonomy import BreakerState
+
+Transition = tuple[BreakerState, BreakerState]
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    clock: FakeClock | None = None, **settings: object
+) -> tuple[CircuitBreaker, list[Transition], FakeClock]:
+    clock = clock or FakeClock()
+    seen: list[Transition] = []
+    base: dict[str, object] = {"window": 10.0, "min_requests": 4, "failure_ratio": 0.5, "open_for": 5.0}
+    base.update(settings)
+    breaker = CircuitBreaker(
+        BreakerSettings(**base),  # type: ignore[arg-type]
+        clock=clock,
+        on_transition=lambda old, new: seen.append((old, new)),
+    )
+    return breaker, seen, clock
+
+
+def trip(breaker: CircuitBreaker, failures: int = 4) -> None:
+    for _ in range(failures):
+        assert breaker.allow() is True
+        breaker.record_failure()
+
+
+def test_starts_closed_and_allows() -> None:
+    breaker, seen, _ = make()
+    assert breaker.state == "closed"
+    assert all(breaker.allow() for _ in range(100))
+    assert seen == []
+
+
+def test_opens_only_at_min_requests() -> None:
+    breaker, seen, _ = make()
+    trip(breaker, 3)
+    assert breaker.state == "closed"
+    breaker.record_failure()
+    assert breaker.state == "open"
+    assert seen == [("closed", "open")]
+    assert breaker.allow() is False
+
+
+def test_opens_at_exact_failure_ratio() -> None:
+    breaker, _, _ = make(min_requests=4, failure_ratio=0.5)
+    breaker.record_success()
+    breaker.record_failure()
+    breaker.record_success()
+    assert breaker.state == "closed"
+    breaker.record_failure()  # 2 of 4
+    assert breaker.state == "open"
+
+
+def test_ratio_just_below_threshold_stays_closed() -> None:
+    breaker, _, _ = make(min_requests=10, failure_ratio=0.3)
+    for _ in range(8):
+        breaker.record_success()
+    breaker.record_failure()
+    breaker.record_failure()  # 2 of 10 < 0.3
+    assert breaker.state == "closed"
+    breaker.record_failure()  # 3 of 11 = 0.27
+    assert breaker.state == "closed"
+    breaker.record_failure()  # 4 of 12 = 0.33
+    assert breaker.state == "open"
+
+
+def test_float_ratio_compared_exactly() -> None:
+    # 0.3 * 10 == 3.0000000000000004: multiplying would keep 3 failures of 10 closed.
+    breaker, _, _ = make(min_requests=10, failure_ratio=0.3)
+    for _ in range(7):
+        breaker.record_success()
+    trip(breaker, 3)
+    assert breaker.state == "open"
+
+
+def test_success_can_complete_min_requests() -> None:
+    breaker, _, _ = make(min_requests=4)
+    trip(breaker, 3)
+    breaker.record_success()  # 3 of 4 failed
+    assert breaker.state == "open"
+
+
+def test_old_outcomes_leave_the_window() -> None:
+    breaker, _, clock = make(window=10.0, min_requests=4)
+    trip(breaker, 3)
+    clock.now += 10.0  # the 3 failures expired (bucket width 1 s)
+    breaker.record_failure()
+    assert breaker.state == "closed"
+    trip(breaker, 3)
+    assert breaker.state == "open"
+
+
+def test_outcomes_within_window_still_count() -> None:
+    breaker, _, clock = make(window=10.0, min_requests=4)
+    trip(breaker, 3)
+    clock.now += 9.0
+    breaker.record_failure()
+    assert breaker.state == "open"
+
+
+def test_open_refuses_until_open_for_then_half_open() -> None:
+    breaker, seen, clock = make(open_for=5.0)
+    trip(breaker)
+    clock.now += 4.999
+    assert breaker.allow() is False
+    assert breaker.state == "open"
+    clock.now += 0.001
+    assert breaker.state == "open"  # state does not move by itself
+    assert breaker.allow() is True
+    assert breaker.state == "half_open"
+    assert seen == [("closed", "open"), ("open", "half_open")]
+
+
+def test_half_open_admits_exactly_the_probe_count() -> None:
+    breaker, _, clock = make(half_open_probes=3)
+    trip(breaker)
+    clock.now += 5.0
+    assert [breaker.allow() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_probe_success_closes_with_fresh_window() -> None:
+    breaker, seen, clock = make()
+    trip(breaker)
+    clock.now += 5.0
+    assert breaker.allow() is True
+    breaker.record_success()
+    assert breaker.state == "closed"
+    trip(breaker, 3)  # would open if the old failures still counted
+    assert breaker.state == "closed"
+    assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_probe_failure_reopens_and_restarts_timer() -> None:
+    breaker, seen, clock = make(open_for=5.0)
+    trip(breaker)
+    clock.now += 5.0
+    assert breaker.allow() is True
+    clock.now += 2.0
+    breaker.record_failure()
+    assert breaker.state == "open"
+    clock.now += 4.999
+    assert breaker.allow() is False
+    clock.now += 0.001
+    assert breaker.allow() is True
+    assert seen == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "open"),
+        ("open", "half_open"),
+    ]
+
+
+def test_release_frees_a_probe_without_counting() -> None:
+    breaker, seen, clock = make(half_open_probes=1)
+    trip(breaker)
+    clock.now += 5.0
+    assert breaker.allow() is True
+    assert breaker.allow() is False
+    breaker.release()
+    assert breaker.state == "half_open"
+    assert breaker.allow() is True
+    assert breaker.allow() is False
+    assert seen[-1] == ("open", "half_open")
+
+
+def test_release_is_harmless_when_closed_or_unbalanced() -> None:
+    breaker, seen, clock = make(half_open_probes=1)
+    breaker.release()
+    trip(breaker)
+    clock.now += 5.0
+    breaker.allow()
+    breaker.release()
+    breaker.release()  # one more than admitted: must not create a second slot
+    assert [breaker.allow(), breaker.allow()] == [True, False]
+    assert len(seen) == 2
+
+
+def test_straggler_outcomes_while_open_change_nothing() -> None:
+    breaker, seen, clock = make(open_for=5.0)
+    trip(breaker)
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state == "open"
+    clock.now += 5.0
+    assert breaker.allow() is True
+    assert seen == [("closed", "open"), ("open", "half_open")]
+
+
+def test_disabled_breaker_allows_everything() -> None:
+    breaker, seen, _ = make(enabled=False)
+    trip(breaker, 100)
+    breaker.release()
+    assert breaker.state == "closed"
+    assert breaker.allow() is True
+    assert seen == []
+
+
+def test_window_memory_is_bounded() -> None:
+    breaker, _, clock = make(min_requests=1_000_000)
+    for _ in range(1000):
+        clock.now += 0.37
+        breaker.record_success()
+    assert len(breaker._buckets) <= 10
+
+
+def test_callback_error_is_swallowed() -> None:
+    def boom(old: BreakerState, new: BreakerState) -> None:
+        raise RuntimeError("recorder broke")
+
+    breaker = CircuitBreaker(BreakerSettings(min_requests=1), clock=FakeClock(), on_transition=boom)
+    breaker.record_failure()
+    assert breaker.state == "open"
+
+
+def test_reentrant_callback_keeps_order() -> None:
+    clock = FakeClock()
+    seen: list[Transition] = []
+    breaker: CircuitBreaker
+
+    def on_transition(old: BreakerState, new: BreakerState) -> None:
+        seen.append((old, new))
+        if new == "open" and len(seen) == 1:
+            clock.now += 100.0
+            assert breaker.allow() is True  # moves to half_open from inside the callback
+
+    breaker = CircuitBreaker(BreakerSettings(min_requests=1), clock=clock, on_transition=on_transition)
+    breaker.record_failure()
+    assert seen == [("closed", "open"), ("open", "half_open")]
+    assert breaker.state == "half_open"
+
+
+def test_concurrent_probes_and_transitions() -> None:
+    """Threads hammer a half-open breaker: never more probes than allowed, transitions alternate."""
+    clock = FakeClock()
+    seen: list[Transition] = []
+    breaker = CircuitBreaker(
+        BreakerSettings(min_requests=1, open_for=1.0, half_open_probes=2),
+        clock=clock,
+        on_transition=lambda old, new: seen.append((old, new)),
+    )
+    breaker.record_failure()
+    clock.now += 1.0
+    active = 0
+    peak = 0
+    admitted = 0
+    guard = threading.Lock()
+    start = threading.Barrier(8)
+
+    def worker(index: int) -> None:
+        nonlocal active, peak, admitted
+        start.wait(timeout=5)
+        for i in range(300):
+            if not breaker.allow():
+                continue
+            # `active` lags allow() and leads the outcome, so it never exceeds the true number
+            # of outstanding probes: more than 2 can only mean the breaker over-admitted.
+            with guard:
+                active += 1
+                admitted += 1
+                peak = max(peak, active)
+            sum(range(50))  # a little work so probes overlap
+            with guard:
+                active -= 1
+            if (index + i) % 50 == 0:
+                breaker.record_failure()  # reopens; move the fake clock past open_for
+                clock.now += 1.0
+            else:
+                breaker.release()
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in pool)
+    assert peak <= 2
+    assert admitted >= 2
+    # Every reported transition starts where the previous one ended.
+    assert seen[0] == ("closed", "open")
+    assert all(prev[1] == cur[0] for prev, cur in itertools.pairwise(seen))
+    assert seen[-1][1] == breaker.state
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+def test_registry_creates_one_breaker_per_key() -> None:
+    breakers = Breakers(BreakerSettings(), clock=FakeClock())
+    a = breakers.get("api.openai.com", "gpt-4o")
+    assert breakers.get("api.openai.com", "gpt-4o") is a
+    assert breakers.get("api.openai.com", "gpt-4o-mini") is not a
+    assert breakers.get("azure", "gpt-4o") is not a
+    assert len(breakers) == 3
+
+
+def test_registry_reports_key_with_transitions() -> None:
+    clock = FakeClock()
+    seen: list[tuple[str, str, BreakerState, BreakerState]] = []
+    breakers = Breakers(
+        BreakerSettings(min_requests=1, open_for=1.0),
+        clock=clock,
+        on_transition=lambda up, model, old, new: seen.append((up, model, old, new)),
+    )
+    breakers.get("up", "m1").record_failure()
+    clock.now += 1.0
+    assert breakers.get("up", "m1").allow() is True
+    breakers.get("up", "m1").record_success()
+    assert seen == [
+        ("up", "m1", "closed", "open"),
+        ("up", "m1", "open", "half_open"),
+        ("up", "m1", "half_open", "closed"),
+    ]
+    assert breakers.states() == {("up", "m1"): "closed"}
+
+
+def test_registry_evicts_least_recently_used_closed() -> None:
+    breakers = Breakers(BreakerSettings(min_requests=1), clock=FakeClock(), max_keys=3)
+    breakers.get("u", "a").record_failure()  # open: kept while a closed one can go
+    breakers.get("u", "b")
+    breakers.get("u", "c")
+    breakers.get("u", "b")  # b is now more recent than c
+    breakers.get("u", "d")
+    assert list(breakers.states()) == [("u", "a"), ("u", "b"), ("u", "d")]
+    assert breakers.states()[("u", "a")] == "open"
+
+
+def test_registry_evicts_lru_open_when_none_closed_and_reports_it() -> None:
+    seen: list[tuple[str, str, BreakerState, BreakerState]] = []
+    breakers = Breakers(
+        BreakerSettings(min_requests=1),
+        clock=FakeClock(),
+        max_keys=2,
+        on_transition=lambda up, model, old, new: seen.append((up, model, old, new)),
+    )
+    breakers.get("u", "a").record_failure()
+    breakers.get("u", "b").record_failure()
+    seen.clear()
+    breakers.get("u", "c")
+    assert breakers.states() == {("u", "b"): "open", ("u", "c"): "closed"}
+    assert seen == [("u", "a", "open", "closed")]
+
+
+def test_registry_memory_is_capped() -> None:
+    breakers = Breakers(BreakerSettings(), clock=FakeClock(), max_keys=50)
+    for n in range(500):
+        breakers.get("u", f"model-{n}")
+    assert len(breakers) == 50
+    assert ("u", "model-499") in breakers.states()
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5])
+def test_registry_rejects_bad_max_keys(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^Breakers.max_keys must be an integer >= 1, got "):
+        Breakers(BreakerSettings(), max_keys=value)  # type: ignore[arg-type]
+
+
+def test_registry_concurrent_get_returns_one_breaker() -> None:
+    breakers = Breakers(BreakerSettings(), clock=FakeClock())
+    got: list[CircuitBreaker] = []
+    guard = threading.Lock()
+    start = threading.Barrier(8)
+
+    def worker() -> None:
+        start.wait(timeout=5)
+        breaker = breakers.get("u", "m")
+        with guard:
+            got.append(breaker)
+
+    pool = [threading.Thread(target=worker) for _ in range(8)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=5)
+    assert len(got) == 8
+    assert len({id(b) for b in got}) == 1
