@@ -1,0 +1,85 @@
+"""Serving the Prometheus metrics: an HTTP server, WSGI and ASGI apps, multi-process mode.
+
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn/uvicorn workers), every worker writes its values to
+files in that directory and whoever serves `/metrics` must read them all: these helpers then
+expose a fresh registry holding a MultiProcessCollector instead of the in-process REGISTRY.
+All servers and apps negotiate OpenMetrics (where exemplars live) from the Accept header.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
+from prometheus_client import multiprocess as _multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus_client runs in multi-process mode (PROMETHEUS_MULTIPROC_DIR set)."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The registry to expose: `registry` if given, else a multi-process view or REGISTRY.
+
+    Args:
+        registry: an explicit registry wins over everything.
+    """
+    if registry is not None:
+        return registry
+    if multiprocess_enabled():
+        view = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(view)  # type: ignore[no-untyped-call]
+        return view
+    return REGISTRY
+
+
+def serve_metrics(
+    port: int = 9464, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> WSGIServer:
+    """Serve the metrics over HTTP from a daemon thread and return the server.
+
+    Stop it with `server.shutdown(); server.server_close()`. `port=0` picks a free port
+    (read it from `server.server_port`).
+
+    Args:
+        port: TCP port (9464 is the conventional Prometheus exporter port for OpenTelemetry).
+        addr: interface to bind; loopback by default so nothing is exposed by accident.
+        registry: what to serve (default: the multi-process view or the global REGISTRY).
+    """
+    server, _thread = start_http_server(port, addr, exposition_registry(registry))
+    return server
+
+
+def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """A WSGI app serving the metrics (mount it at /metrics).
+
+    Args:
+        registry: what to serve (default: the multi-process view or the global REGISTRY).
+    """
+    return make_wsgi_app(exposition_registry(registry))
+
+
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """An ASGI app serving the metrics (mount it at /metrics).
+
+    Args:
+        registry: what to serve (default: the multi-process view or the global REGISTRY).
+    """
+    return make_asgi_app(exposition_registry(registry))
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """Forget a dead worker's live gauges (active streams, circuit state); call it from the
+    process manager's child-exit hook (gunicorn: `child_exit`).
+
+    Args:
+        pid: the dead worker's process id.
+        path: the multi-process directory (default: PROMETHEUS_MULTIPROC_DIR).
+    """
+    _multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]

@@ -1,0 +1,141 @@
+"""Pure attribute builders for the OpenTelemetry spans: GenAI and HTTP client conventions.
+
+Nothing here reads headers, and URLs lose their query string, fragment and user info: API keys
+and Authorization values must never reach a span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from ._taxonomy import Api
+
+PROVIDER: Final = "openai"
+MAX_MODEL_CHARS: Final = 256
+
+# Responses is OpenAI's successor of chat completions: a conversation in, generated messages
+# out, which is what the predefined `chat` operation describes. The conventions define no
+# separate name for it; they distinguish the two APIs with `openai.api.type` instead.
+_OPERATION: Final[dict[str, str]] = {"chat_completions": "chat", "responses": "chat", "other": "chat"}
+
+AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | list[bool]
+
+
+def operation_name(api: Api | str) -> str:
+    """gen_ai.operation.name for an API."""
+    return _OPERATION.get(api, "chat")
+
+
+def request_model(model: object) -> str:
+    """The requested model as the conventions want it: exact, only stripped and bounded."""
+    return model.strip()[:MAX_MODEL_CHARS] if isinstance(model, str) else ""
+
+
+def call_span_name(api: Api | str, model: object) -> str:
+    model_name = request_model(model)
+    return f"{operation_name(api)} {model_name}" if model_name else operation_name(api)
+
+
+def safe_url(url: str) -> tuple[str, str | None, int | None]:
+    """(url.full without query/fragment/userinfo, host, port) of an attempt URL."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "", None, None
+    netloc = host or ""
+    if host and ":" in host:
+        netloc = f"[{host}]"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    if port is None and host:
+        port = {"https": 443, "http": 80}.get(parts.scheme)
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), host, port
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def call_attributes(
+    *,
+    api: str,
+    model: object,
+    stream: bool,
+    server_address: str,
+    server_port: int | None,
+    request: Mapping[str, Any],
+) -> dict[str, AttributeValue]:
+    """Attributes known when the call starts (sampling decisions may use them)."""
+    attrs: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": operation_name(api),
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.request.model": request_model(model),
+    }
+    if api in ("chat_completions", "responses"):
+        attrs["openai.api.type"] = api
+    if stream:
+        attrs["gen_ai.request.stream"] = True  # the conventions: set if and only if streaming
+    if server_address:
+        attrs["server.address"] = server_address
+    if server_port is not None:
+        attrs["server.port"] = server_port
+    for key, name in (
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+        ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+        ("presence_penalty", "gen_ai.request.presence_penalty"),
+    ):
+        number = _number(request.get(key))
+        if number is not None:
+            attrs[name] = number
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        limit = _integer(request.get(key))
+        if limit is not None:
+            attrs["gen_ai.request.max_tokens"] = limit
+            break
+    seed = _integer(request.get("seed"))
+    if seed is not None:
+        attrs["gen_ai.request.seed"] = seed
+    choices = _integer(request.get("n"))
+    if choices is not None and choices != 1:
+        attrs["gen_ai.request.choice.count"] = choices
+    stop = request.get("stop")
+    if isinstance(stop, str):
+        attrs["gen_ai.request.stop_sequences"] = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        attrs["gen_ai.request.stop_sequences"] = list(stop)
+    tier = request.get("service_tier")
+    if isinstance(tier, str) and tier != "auto":
+        attrs["openai.request.service_tier"] = tier
+    return attrs
+
+
+def attempt_attributes(
+    *, method: str, url: str, attempt: int, model: str, call_model: str, fallback: str | None
+) -> dict[str, AttributeValue]:
+    """HTTP client span attributes of one upstream attempt."""
+    full, host, port = safe_url(url)
+    attrs: dict[str, AttributeValue] = {"http.request.method": method.upper() or "_OTHER"}
+    if full:
+        attrs["url.full"] = full
+    if host:
+        attrs["server.address"] = host
+    if port is not None:
+        attrs["server.port"] = port
+    if attempt > 0:
+        attrs["http.request.resend_count"] = attempt
+    if model and model != call_model:
+        attrs["gen_ai.request.model"] = request_model(model)
+    if fallback:
+        attrs["streamtap.fallback"] = fallback
+    return attrs

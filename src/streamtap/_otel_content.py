@@ -1,0 +1,126 @@
+"""Opt-in content capture: request messages and output text in the GenAI semconv JSON shape.
+
+Only used when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true or the
+recorder's flag). Shapes follow gen-ai-input-messages.json / gen-ai-output-messages.json:
+`[{"role": ..., "parts": [{"type": "text", "content": ...}, ...]}]`. Span attributes cannot
+hold nested structures in the Python SDK, so they are recorded as JSON strings, as the
+conventions allow. Parts that are not text (images, audio, files) keep only their type: their
+payloads are large and not messages anyone reads in a trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
+
+
+def capture_from_env(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when the standard GenAI opt-in variable says so (true/1/yes, any case)."""
+    return environ.get(CAPTURE_ENV, "").strip().lower() in {"true", "1", "yes"}
+
+
+def _parts(content: object) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, Sequence):
+        for part in content:
+            if isinstance(part, str):
+                parts.append({"type": "text", "content": part})
+            elif isinstance(part, Mapping):
+                kind = str(part.get("type", "generic"))
+                if kind in _TEXT_TYPES and isinstance(part.get("text"), str):
+                    parts.append({"type": "text", "content": part["text"]})
+                else:
+                    parts.append({"type": kind})
+    return parts
+
+
+def _tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    calls = message.get("tool_calls")
+    out: list[dict[str, Any]] = []
+    if isinstance(calls, Sequence):
+        for call in calls:
+            if isinstance(call, Mapping):
+                function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+                assert isinstance(function, Mapping)
+                out.append(
+                    {
+                        "type": "tool_call",
+                        "id": call.get("id"),
+                        "name": function.get("name"),
+                        "arguments": function.get("arguments"),
+                    }
+                )
+    return out
+
+
+def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The chat history of a chat-completions (`messages`) or responses (`input`) request."""
+    raw = request.get("messages", request.get("input"))
+    if isinstance(raw, str):
+        return [{"role": "user", "parts": [{"type": "text", "content": raw}]}]
+    messages: list[dict[str, Any]] = []
+    if not isinstance(raw, Sequence):
+        return messages
+    for item in raw:
+        if not isinstance(item, Mapping):
+            continue
+        role = item.get("role")
+        if role == "tool":
+            result = item.get("content")
+            messages.append(
+                {
+                    "role": "tool",
+                    "parts": [
+                        {"type": "tool_call_response", "id": item.get("tool_call_id"), "result": result}
+                    ],
+                }
+            )
+        elif isinstance(role, str):
+            messages.append({"role": role, "parts": _parts(item.get("content")) + _tool_calls(item)})
+        elif item.get("type") == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "parts": [
+                        {
+                            "type": "tool_call_response",
+                            "id": item.get("call_id"),
+                            "result": item.get("output"),
+                        }
+                    ],
+                }
+            )
+        else:
+            messages.append({"role": "user", "parts": [{"type": str(item.get("type", "generic"))}]})
+    return messages
+
+
+def system_instructions(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The Responses API's separate `instructions`, if any."""
+    instructions = request.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        return [{"type": "text", "content": instructions}]
+    return None
+
+
+def output_messages(text: str, finish_reasons: Sequence[str]) -> list[dict[str, Any]]:
+    """The one assistant message the call delivered."""
+    return [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": text}],
+            "finish_reason": finish_reasons[0] if finish_reasons else "",
+        }
+    ]
+
+
+def to_json(value: object) -> str:
+    """Compact JSON; values that are not JSON become their string form instead of failing."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)

@@ -1,0 +1,244 @@
+"""OtelTraceRecorder: one logical CLIENT span per call, one HTTP child span per attempt.
+
+The call span starts in the caller's context (the engine calls start_call there), so it nests
+under whatever span the application has open. Each attempt's context is injected into the
+attempt's request headers as W3C `traceparent`. Every span ends exactly once: at its own end
+event, or at CallFinished for anything still open (cancelled, abandoned, engine shortcuts).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from . import _otel_content as content
+from ._events import (
+    AttemptFinished,
+    AttemptStarted,
+    BreakerTransition,
+    CallEvent,
+    CallFinished,
+    CallObserver,
+    CallStarted,
+    FallbackUsed,
+    FirstToken,
+    RetryScheduled,
+    RetrySuppressed,
+)
+from ._otel_attrs import attempt_attributes, call_attributes, call_span_name, request_model
+from ._version import __version__
+
+# How many calls in flight keep their trace id for the Prometheus exemplars; beyond that the
+# oldest entry is forgotten (its exemplar is lost, nothing else), so state never grows unbounded.
+MAX_TRACKED_CALLS: Final = 10_000
+_W3C = TraceContextTextMapPropagator()
+
+
+class OtelTraceRecorder:
+    """Records each call as a GenAI CLIENT span with HTTP child spans per attempt.
+
+    Args:
+        tracer_provider: where spans go; None uses the global provider (resolved lazily, so an
+            application that configures OpenTelemetry later is still honoured).
+        inject_traceparent: add the attempt span's W3C `traceparent` to the upstream request.
+        capture_content: record input and output messages; None reads
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (off unless "true").
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        inject_traceparent: bool = True,
+        capture_content: bool | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer("streamtap", __version__, tracer_provider=tracer_provider)
+        self.inject_traceparent = inject_traceparent
+        self.capture_content = content.capture_from_env() if capture_content is None else capture_content
+        self._trace_ids: OrderedDict[int, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def start_call(self, event: CallStarted) -> CallObserver:
+        attrs = call_attributes(
+            api=event.api,
+            model=event.model,
+            stream=event.stream,
+            server_address=event.server_address,
+            server_port=event.server_port,
+            request=event.request,
+        )
+        if self.capture_content:
+            attrs["gen_ai.input.messages"] = content.to_json(content.input_messages(event.request))
+            instructions = content.system_instructions(event.request)
+            if instructions is not None:
+                attrs["gen_ai.system_instructions"] = content.to_json(instructions)
+        span = self.tracer.start_span(
+            call_span_name(event.api, event.model), kind=SpanKind.CLIENT, attributes=attrs
+        )
+        span_context = span.get_span_context()
+        if span.is_recording() and span_context.trace_flags.sampled:
+            with self._lock:
+                self._trace_ids[event.call_id] = format(span_context.trace_id, "032x")
+                if len(self._trace_ids) > MAX_TRACKED_CALLS:
+                    self._trace_ids.popitem(last=False)
+        return _SpanCall(self, event.call_id, span, request_model(event.model))
+
+    def trace_id(self, call_id: int) -> str | None:
+        """The hex trace id of a call in flight whose span is sampled, else None."""
+        return self._trace_ids.get(call_id)
+
+    def forget(self, call_id: int) -> None:
+        with self._lock:
+            self._trace_ids.pop(call_id, None)
+
+    def breaker_changed(self, event: BreakerTransition) -> None:
+        """Process-wide transitions have no span; the call's own event is recorded on its span."""
+
+    def telemetry_failed(self, error: BaseException) -> None:
+        """Counting failures is the Prometheus recorder's job."""
+
+
+class _SpanCall:
+    __slots__ = ("_attempts", "_call_id", "_finished", "_model", "_recorder", "_span")
+
+    def __init__(self, recorder: OtelTraceRecorder, call_id: int, span: Span, model: str) -> None:
+        self._recorder = recorder
+        self._call_id = call_id
+        self._span = span
+        self._model = model
+        self._attempts: dict[int, Span] = {}
+        self._finished = False
+
+    def on_event(self, event: CallEvent) -> None:
+        if self._finished:
+            return
+        span = self._span
+        if isinstance(event, AttemptStarted):
+            self._start_attempt(event)
+        elif isinstance(event, AttemptFinished):
+            self._finish_attempt(event)
+        elif isinstance(event, FirstToken):
+            span.set_attribute("gen_ai.response.time_to_first_chunk", event.time_to_first_token)
+        elif isinstance(event, RetryScheduled):
+            span.add_event(
+                "streamtap.retry",
+                {
+                    "streamtap.retry.reason": event.reason,
+                    "streamtap.retry.delay": event.delay,
+                    "streamtap.retry.attempt": event.attempt,
+                },
+            )
+        elif isinstance(event, RetrySuppressed):
+            span.add_event(
+                "streamtap.retry_suppressed",
+                {"streamtap.retry.reason": event.reason, "streamtap.retry.suppressed_by": event.cause},
+            )
+        elif isinstance(event, FallbackUsed):
+            span.add_event(
+                "streamtap.fallback",
+                {
+                    "streamtap.fallback.kind": event.kind,
+                    "streamtap.fallback.model": request_model(event.model),
+                    "streamtap.fallback.ok": event.ok,
+                },
+            )
+        elif isinstance(event, BreakerTransition):
+            span.add_event(
+                "streamtap.breaker",
+                {
+                    "streamtap.breaker.upstream": event.upstream,
+                    "streamtap.breaker.model": request_model(event.model),
+                    "streamtap.breaker.old": event.old,
+                    "streamtap.breaker.new": event.new,
+                },
+            )
+        elif isinstance(event, CallFinished):
+            self._finish(event)
+
+    def _start_attempt(self, event: AttemptStarted) -> None:
+        previous = self._attempts.pop(event.attempt, None)
+        if previous is not None:
+            previous.end()  # a repeated attempt number: close the first, never leak it
+        attempt = self._recorder.tracer.start_span(
+            event.method.upper() or "HTTP",
+            context=trace.set_span_in_context(self._span),
+            kind=SpanKind.CLIENT,
+            attributes=attempt_attributes(
+                method=event.method,
+                url=event.url,
+                attempt=event.attempt,
+                model=event.model,
+                call_model=self._model,
+                fallback=event.fallback,
+            ),
+        )
+        self._attempts[event.attempt] = attempt
+        if self._recorder.inject_traceparent:
+            _W3C.inject(event.carrier, context=trace.set_span_in_context(attempt))
+
+    def _finish_attempt(self, event: AttemptFinished) -> None:
+        attempt = self._attempts.pop(event.attempt, None)
+        if attempt is None:
+            return  # no AttemptStarted seen: nothing to end
+        if event.status_code is not None:
+            attempt.set_attribute("http.response.status_code", event.status_code)
+        if event.error_type is not None:
+            attempt.set_attribute("error.type", event.error_type)
+            if event.phase is not None:
+                attempt.set_attribute("streamtap.error.phase", event.phase)
+            attempt.set_status(Status(StatusCode.ERROR, event.error_type))
+        attempt.end()
+
+    def _finish(self, event: CallFinished) -> None:
+        self._finished = True
+        self._recorder.forget(self._call_id)
+        span = self._span
+        failed = event.outcome == "error"
+        for attempt in self._attempts.values():
+            # Still open: the call ended around it (cancelled, abandoned, or the engine skipped
+            # AttemptFinished). Close it with the call's verdict.
+            attempt.set_attribute("streamtap.outcome", event.outcome)
+            if failed:
+                attempt.set_attribute("error.type", event.error_type or "_OTHER")
+                attempt.set_status(Status(StatusCode.ERROR, event.error_type or "_OTHER"))
+            attempt.end()
+        self._attempts.clear()
+        attrs: dict[str, str | int | float | bool | list[str]] = {
+            "streamtap.attempts": event.attempts,
+            "streamtap.outcome": event.outcome,
+        }
+        if event.fallback is not None:
+            attrs["streamtap.fallback"] = event.fallback
+        if event.response_model:
+            attrs["gen_ai.response.model"] = request_model(event.response_model)
+        if event.response_id:
+            attrs["gen_ai.response.id"] = event.response_id
+        if event.finish_reasons:
+            attrs["gen_ai.response.finish_reasons"] = [str(r) for r in event.finish_reasons]
+        if event.input_tokens is not None:
+            attrs["gen_ai.usage.input_tokens"] = event.input_tokens
+        if event.output_tokens is not None:
+            attrs["gen_ai.usage.output_tokens"] = event.output_tokens
+        if event.time_to_first_token is not None:
+            attrs["gen_ai.response.time_to_first_chunk"] = event.time_to_first_token
+        if event.max_chunk_gap is not None:
+            attrs["streamtap.max_chunk_gap"] = event.max_chunk_gap
+        if event.chunks:
+            attrs["streamtap.chunks"] = event.chunks
+        if self._recorder.capture_content and event.output_text is not None:
+            attrs["gen_ai.output.messages"] = content.to_json(
+                content.output_messages(event.output_text, event.finish_reasons)
+            )
+        span.set_attributes(attrs)
+        if failed:
+            span.set_attribute("error.type", event.error_type or "_OTHER")
+            span.set_status(Status(StatusCode.ERROR, event.error_type or "_OTHER"))
+        elif event.outcome == "ok":
+            # streamtap saw the terminal marker, so OK is a verified result, not a default.
+            span.set_status(Status(StatusCode.OK))
+        span.end()

@@ -1,0 +1,187 @@
+"""The Prometheus metric set: names, types, labels and buckets of DESIGN.md's table.
+
+One set per CollectorRegistry: a second recorder on the same registry reuses it instead of
+failing with "Duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+# Time to first token: from a fast cached answer to the minute a reasoning model may think.
+TTFT_BUCKETS: Final = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+)
+# A whole call: a short non-streaming answer up to a ten-minute generation.
+DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# The largest silence inside a stream: steady token flow is ~10-50 ms, a stall is seconds.
+CHUNK_GAP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # the exposed name (counters with their `_total`)
+    kind: Kind
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+
+
+_AM = ("api", "model")
+SPECS: Final[tuple[MetricSpec, ...]] = (
+    MetricSpec("streamtap_requests_total", "counter", (*_AM, "outcome"), "Logical calls by outcome."),
+    MetricSpec(
+        "streamtap_request_errors_total", "counter", (*_AM, "error_type"), "Failed calls by error type."
+    ),
+    MetricSpec("streamtap_attempts_total", "counter", (*_AM, "result"), "Upstream attempts by result."),
+    MetricSpec(
+        "streamtap_attempt_errors_total", "counter", (*_AM, "error_type", "phase"), "Failed attempts."
+    ),
+    MetricSpec("streamtap_retries_total", "counter", (*_AM, "reason"), "Retries scheduled, by reason."),
+    MetricSpec(
+        "streamtap_retries_suppressed_total", "counter", (*_AM, "cause"), "Retryable failures not retried."
+    ),
+    MetricSpec("streamtap_fallbacks_total", "counter", (*_AM, "kind", "result"), "Fallbacks tried."),
+    MetricSpec(
+        "streamtap_circuit_state", "gauge", ("upstream", "model"), "Breaker: 0 closed, 1 half-open, 2 open."
+    ),
+    MetricSpec(
+        "streamtap_time_to_first_token_seconds",
+        "histogram",
+        _AM,
+        "Call start to first content delivered, retries included.",
+        TTFT_BUCKETS,
+    ),
+    MetricSpec(
+        "streamtap_attempt_time_to_first_token_seconds",
+        "histogram",
+        _AM,
+        "One attempt's request to its first content.",
+        TTFT_BUCKETS,
+    ),
+    MetricSpec(
+        "streamtap_request_duration_seconds",
+        "histogram",
+        (*_AM, "outcome"),
+        "Call duration.",
+        DURATION_BUCKETS,
+    ),
+    MetricSpec(
+        "streamtap_max_chunk_gap_seconds",
+        "histogram",
+        _AM,
+        "Largest gap between content events of a stream.",
+        CHUNK_GAP_BUCKETS,
+    ),
+    MetricSpec("streamtap_tokens_total", "counter", (*_AM, "type"), "Tokens reported by the upstream."),
+    MetricSpec(
+        "streamtap_usage_missing_total", "counter", _AM, "Streams that finished ok without token usage."
+    ),
+    MetricSpec("streamtap_active_streams", "gauge", ("api",), "Streaming calls in progress."),
+    MetricSpec(
+        "streamtap_telemetry_errors_total", "counter", (), "Recorder failures (the caller was not affected)."
+    ),
+)
+
+# Multi-process aggregation of the gauges (ignored outside PROMETHEUS_MULTIPROC_DIR mode):
+# - active_streams: the sum over live workers is the number of streams in progress.
+# - circuit_state: each worker runs its own breaker; the max over live workers answers "is the
+#   breaker open (2) or probing (1) anywhere", which is what the alert and dashboard need.
+#   `mostrecent` would show whichever worker wrote last and can hide an open breaker behind a
+#   neighbour that just closed. "live" drops a dead worker's frozen state (mark_process_dead).
+_GAUGE_MODES: Final = {"streamtap_active_streams": "livesum", "streamtap_circuit_state": "livemax"}
+
+
+class Metrics:
+    """The metric objects of one registry, by exposed name."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        made: dict[str, Counter | Gauge | Histogram] = {}
+        for spec in SPECS:
+            if spec.kind == "counter":
+                made[spec.name] = Counter(
+                    spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry
+                )
+            elif spec.kind == "gauge":
+                made[spec.name] = Gauge(
+                    spec.name,
+                    spec.help,
+                    spec.labels,
+                    registry=registry,
+                    multiprocess_mode=_GAUGE_MODES[spec.name],  # type: ignore[arg-type]
+                )
+            else:
+                made[spec.name] = Histogram(
+                    spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets
+                )
+        c, g, h = self._counter, self._gauge, self._histogram
+        self.requests = c(made, "streamtap_requests_total")
+        self.request_errors = c(made, "streamtap_request_errors_total")
+        self.attempts = c(made, "streamtap_attempts_total")
+        self.attempt_errors = c(made, "streamtap_attempt_errors_total")
+        self.retries = c(made, "streamtap_retries_total")
+        self.retries_suppressed = c(made, "streamtap_retries_suppressed_total")
+        self.fallbacks = c(made, "streamtap_fallbacks_total")
+        self.circuit_state = g(made, "streamtap_circuit_state")
+        self.ttft = h(made, "streamtap_time_to_first_token_seconds")
+        self.attempt_ttft = h(made, "streamtap_attempt_time_to_first_token_seconds")
+        self.duration = h(made, "streamtap_request_duration_seconds")
+        self.chunk_gap = h(made, "streamtap_max_chunk_gap_seconds")
+        self.tokens = c(made, "streamtap_tokens_total")
+        self.usage_missing = c(made, "streamtap_usage_missing_total")
+        self.active_streams = g(made, "streamtap_active_streams")
+        self.telemetry_errors = c(made, "streamtap_telemetry_errors_total")
+
+    @staticmethod
+    def _counter(made: dict[str, Counter | Gauge | Histogram], name: str) -> Counter:
+        metric = made[name]
+        assert isinstance(metric, Counter)
+        return metric
+
+    @staticmethod
+    def _gauge(made: dict[str, Counter | Gauge | Histogram], name: str) -> Gauge:
+        metric = made[name]
+        assert isinstance(metric, Gauge)
+        return metric
+
+    @staticmethod
+    def _histogram(made: dict[str, Counter | Gauge | Histogram], name: str) -> Histogram:
+        metric = made[name]
+        assert isinstance(metric, Histogram)
+        return metric
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def metrics_for(registry: CollectorRegistry) -> Metrics:
+    """The metric set of `registry`, created on first use and shared afterwards."""
+    with _lock:
+        found = _by_registry.get(registry)
+        if found is None:
+            found = _by_registry[registry] = Metrics(registry)
+        return found

@@ -1,0 +1,167 @@
+"""setup_telemetry() and default_recorders(): the recorder lists the engine feeds.
+
+setup_telemetry configures OpenTelemetry SDK providers with OTLP exporters only when the
+application has not configured its own (the global providers are still the API's proxies);
+what it builds is driven by the standard OTEL_* variables, as the SDK's own autoconfiguration
+is. default_recorders() is the process-wide list streamtap uses when given none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._events import Recorder
+from ._otel_metrics import OtelMetricsRecorder
+from ._otel_traces import OtelTraceRecorder
+from ._prometheus import PrometheusRecorder
+
+log = logging.getLogger("streamtap")
+_lock = threading.Lock()
+_defaults: list[Recorder] | None = None
+
+
+def _exporter_names(environ: Mapping[str, str], signal: str) -> list[str]:
+    raw = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp")
+    return [name.strip().lower() for name in raw.split(",") if name.strip()]
+
+
+def _protocol(environ: Mapping[str, str], signal: str) -> str:
+    return (
+        environ.get(
+            f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL",
+            environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        )
+        .strip()
+        .lower()
+    )
+
+
+def _is_unconfigured(provider: object) -> bool:
+    # The API hands out proxies (or no-ops) until an application sets a real provider.
+    return isinstance(provider, ProxyTracerProvider | NoOpTracerProvider | NoOpMeterProvider) or (
+        type(provider).__name__ == "_ProxyMeterProvider"
+    )
+
+
+def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> TracerProvider:
+    """An SDK tracer provider with the exporters OTEL_TRACES_EXPORTER names (default otlp)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    provider = SdkTracerProvider(resource=Resource.create({"service.name": service_name}))
+    for name in _exporter_names(environ, "traces"):
+        exporter: SpanExporter
+        if name == "none":
+            continue
+        if name == "console":
+            exporter = ConsoleSpanExporter()
+        elif name == "otlp":
+            if _protocol(environ, "traces") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                    OTLPSpanExporter,
+                )
+            exporter = OTLPSpanExporter()
+        else:
+            log.warning("streamtap: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
+            continue
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> MeterProvider:
+    """An SDK meter provider with the exporters OTEL_METRICS_EXPORTER names (default otlp)."""
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExporter,
+        MetricReader,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import Resource
+
+    readers: list[MetricReader] = []
+    for name in _exporter_names(environ, "metrics"):
+        exporter: MetricExporter
+        if name == "none":
+            continue
+        if name == "console":
+            exporter = ConsoleMetricExporter()
+        elif name == "otlp":
+            if _protocol(environ, "metrics") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                    OTLPMetricExporter,
+                )
+            exporter = OTLPMetricExporter()
+        else:
+            log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
+            continue
+        readers.append(PeriodicExportingMetricReader(exporter))
+    return SdkMeterProvider(metric_readers=readers, resource=Resource.create({"service.name": service_name}))
+
+
+def setup_telemetry(
+    *,
+    service_name: str = "streamtap",
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    prometheus_registry: CollectorRegistry | None = None,
+) -> list[Recorder]:
+    """Configure OpenTelemetry if the application has not, and return the recorders.
+
+    Injected providers win; otherwise the global ones are used, and when those are still the
+    API's proxies an SDK provider with OTLP exporters (per OTEL_* variables, e.g.
+    OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=none) is built and set as global.
+    OTEL_SDK_DISABLED=true leaves the globals alone.
+
+    Args:
+        service_name: `service.name` of the providers built here (OTEL_SERVICE_NAME wins).
+        tracer_provider: use this tracer provider, do not touch the global one.
+        meter_provider: use this meter provider, do not touch the global one.
+        prometheus_registry: the Prometheus registry (default: the global REGISTRY).
+
+    Returns:
+        [OtelTraceRecorder, PrometheusRecorder, OtelMetricsRecorder], in Fanout order (the
+        trace recorder first, so Prometheus exemplars carry its trace ids).
+    """
+    disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    with _lock:
+        if tracer_provider is None:
+            tracer_provider = trace.get_tracer_provider()
+            if _is_unconfigured(tracer_provider) and not disabled:
+                tracer_provider = build_tracer_provider(service_name)
+                trace.set_tracer_provider(tracer_provider)
+        if meter_provider is None:
+            meter_provider = metrics.get_meter_provider()
+            if _is_unconfigured(meter_provider) and not disabled:
+                meter_provider = build_meter_provider(service_name)
+                metrics.set_meter_provider(meter_provider)
+    traces = OtelTraceRecorder(tracer_provider)
+    registry = REGISTRY if prometheus_registry is None else prometheus_registry
+    return [traces, PrometheusRecorder(registry, trace_ids=traces), OtelMetricsRecorder(meter_provider)]
+
+
+def default_recorders() -> list[Recorder]:
+    """The process-wide default recorders, built once (thread-safe) on the global providers.
+
+    They resolve the global OpenTelemetry providers lazily, so an application that configures
+    OpenTelemetry after importing streamtap is still honoured; Prometheus uses REGISTRY.
+    """
+    global _defaults
+    with _lock:
+        if _defaults is None:
+            traces = OtelTraceRecorder()
+            _defaults = [traces, PrometheusRecorder(REGISTRY, trace_ids=traces), OtelMetricsRecorder()]
+        return list(_defaults)
