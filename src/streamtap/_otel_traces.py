@@ -30,6 +30,7 @@ from ._events import (
     RetryScheduled,
     RetrySuppressed,
 )
+from ._labels import upstream_name
 from ._otel_attrs import attempt_attributes, call_attributes, call_span_name, request_model
 from ._version import __version__
 
@@ -151,7 +152,7 @@ class _SpanCall:
             span.add_event(
                 "streamtap.breaker",
                 {
-                    "streamtap.breaker.upstream": event.upstream,
+                    "streamtap.breaker.upstream": upstream_name(event.upstream),
                     "streamtap.breaker.model": request_model(event.model),
                     "streamtap.breaker.old": event.old,
                     "streamtap.breaker.new": event.new,

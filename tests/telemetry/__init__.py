@@ -1,0 +1,1 @@
+"""Tests of the telemetry recorders (a package, so helpers import relatively)."""

@@ -1,0 +1,261 @@
+"""OtelTraceRecorder: spans, children, events, status and traceparent injection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from streamtap._events import Fanout
+from streamtap._otel_content import CAPTURE_ENV
+from streamtap._otel_traces import OtelTraceRecorder
+
+from ._builder import Call, two_429s_then_success
+
+
+def by_name(spans: InMemorySpanExporter) -> tuple[ReadableSpan, list[ReadableSpan]]:
+    finished = list(spans.get_finished_spans())
+    calls = [s for s in finished if s.name.startswith("chat")]
+    assert len(calls) == 1
+    attempts = sorted((s for s in finished if s.name == "POST"), key=lambda s: s.start_time or 0)
+    return calls[0], attempts
+
+
+def test_two_429s_then_success(tracer_provider: TracerProvider, spans: InMemorySpanExporter) -> None:
+    call = two_429s_then_success([OtelTraceRecorder(tracer_provider)])
+    span, attempts = by_name(spans)
+
+    assert span.name == "chat gpt-4o-mini"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.OK
+    assert dict(span.attributes or {}) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "openai.api.type": "chat_completions",
+        "gen_ai.request.stream": True,
+        "server.address": "api.openai.com",
+        "server.port": 443,
+        "streamtap.attempts": 3,
+        "streamtap.outcome": "ok",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        "gen_ai.response.id": "chatcmpl-123",
+        "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 30,
+        "gen_ai.response.time_to_first_chunk": 1.6,
+        "streamtap.max_chunk_gap": 0.2,
+        "streamtap.chunks": 11,
+    }
+    assert [e.name for e in span.events] == ["streamtap.retry", "streamtap.retry"]
+    assert dict(span.events[0].attributes or {}) == {
+        "streamtap.retry.reason": "rate_limited",
+        "streamtap.retry.delay": 0.5,
+        "streamtap.retry.attempt": 0,
+    }
+
+    assert len(attempts) == 3
+    for n, attempt in enumerate(attempts):
+        assert attempt.parent is not None
+        assert attempt.parent.span_id == span.context.span_id
+        assert attempt.kind is SpanKind.CLIENT
+        attrs = dict(attempt.attributes or {})
+        assert attrs["http.request.method"] == "POST"
+        assert attrs["url.full"] == "https://api.openai.com/v1/chat/completions"
+        assert attrs["server.address"] == "api.openai.com"
+        assert attrs["server.port"] == 443
+        assert attrs.get("http.request.resend_count") == (n if n > 0 else None)
+        # each attempt's own context went to the upstream as W3C traceparent
+        assert call.carriers[n] == {
+            "traceparent": f"00-{span.context.trace_id:032x}-{attempt.context.span_id:016x}"
+            f"-{attempt.context.trace_flags:02x}"
+        }
+        assert attempt.context.trace_flags.sampled
+    assert [dict(a.attributes or {})["http.response.status_code"] for a in attempts] == [429, 429, 200]
+    assert [dict(a.attributes or {}).get("error.type") for a in attempts] == ["rate_limited", "rate_limited", None]
+    assert [a.status.status_code for a in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
+
+
+def test_call_span_is_a_child_of_the_callers_span(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    recorder = OtelTraceRecorder(tracer_provider)
+    with tracer_provider.get_tracer("app").start_as_current_span("handler") as handler:
+        c = Call(Fanout([recorder])).start()
+    c.attempt_ok().finish("ok")
+    span, _ = by_name(spans)
+    assert span.parent is not None
+    assert span.parent.span_id == handler.get_span_context().span_id
+    assert span.context.trace_id == handler.get_span_context().trace_id
+
+
+def test_no_traceparent_when_injection_is_off(tracer_provider: TracerProvider) -> None:
+    call = two_429s_then_success([OtelTraceRecorder(tracer_provider, inject_traceparent=False)])
+    assert call.carriers == [{}, {}, {}]
+
+
+@pytest.mark.parametrize("outcome", ["cancelled", "abandoned"])
+def test_cancelled_and_abandoned_end_every_span(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter, outcome: str
+) -> None:
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)])).start().attempt_open()
+    c.first_token(0.5)
+    c.finish(outcome, ttft=0.5, chunks=3)  # type: ignore[arg-type]
+    c.finish(outcome)  # type: ignore[arg-type]  # a duplicate finish ends nothing twice
+    span, attempts = by_name(spans)
+    assert len(spans.get_finished_spans()) == 2
+    assert span.status.status_code is StatusCode.UNSET
+    assert dict(span.attributes or {})["streamtap.outcome"] == outcome
+    assert "error.type" not in dict(span.attributes or {})
+    assert len(attempts) == 1
+    assert dict(attempts[0].attributes or {})["streamtap.outcome"] == outcome
+    assert attempts[0].end_time is not None
+
+
+def test_error_outcome_sets_error_type_and_status(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)])).start()
+    c.attempt_fails("stream_interrupted", status=200, phase="streaming", retry=False).attempt_open()
+    c.finish("error", error_type="stream_interrupted")
+    span, attempts = by_name(spans)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "stream_interrupted"
+    assert dict(span.attributes or {})["error.type"] == "stream_interrupted"
+    assert dict(attempts[0].attributes or {})["streamtap.error.phase"] == "streaming"
+    assert [a.status.status_code for a in attempts] == [StatusCode.ERROR, StatusCode.ERROR]
+
+
+def test_fallback_and_breaker_events(tracer_provider: TracerProvider, spans: InMemorySpanExporter) -> None:
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)])).start()
+    c.attempt_fails("server_error", status=500, retry=False)
+    c.suppressed("server_error", "breaker").breaker("closed", "open").fallback("model", "gpt-4o", ok=True)
+    c.finish("ok", fallback="model")
+    span, _ = by_name(spans)
+    assert [e.name for e in span.events] == [
+        "streamtap.retry_suppressed",
+        "streamtap.breaker",
+        "streamtap.fallback",
+    ]
+    assert dict(span.events[1].attributes or {}) == {
+        "streamtap.breaker.upstream": "openai",
+        "streamtap.breaker.model": "gpt-4o-mini",
+        "streamtap.breaker.old": "closed",
+        "streamtap.breaker.new": "open",
+    }
+    assert dict(span.events[2].attributes or {}) == {
+        "streamtap.fallback.kind": "model",
+        "streamtap.fallback.model": "gpt-4o",
+        "streamtap.fallback.ok": True,
+    }
+    assert dict(span.attributes or {})["streamtap.fallback"] == "model"
+
+
+def test_unknown_attempts_and_late_events_are_tolerated(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    from streamtap._events import AttemptFinished
+
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)])).start()
+    c.emit(AttemptFinished(c.call_id, 7, 200, None, None, 0.1, None))  # never started
+    c.finish("ok")
+    c.attempt_ok()  # after the end: ignored, no span leaks
+    assert [s.name for s in spans.get_finished_spans()] == ["chat gpt-4o-mini"]
+
+
+def test_responses_api_span(tracer_provider: TracerProvider, spans: InMemorySpanExporter) -> None:
+    request = {"model": "gpt-4.1", "input": "hi", "temperature": 0.2, "max_output_tokens": 50, "seed": 7}
+    Call(Fanout([OtelTraceRecorder(tracer_provider)]), api="responses", model="gpt-4.1", request=request).start(
+    ).finish("ok")
+    span = spans.get_finished_spans()[0]
+    attrs = dict(span.attributes or {})
+    assert span.name == "chat gpt-4.1"
+    assert attrs["openai.api.type"] == "responses"
+    assert attrs["gen_ai.request.temperature"] == 0.2
+    assert attrs["gen_ai.request.max_tokens"] == 50
+    assert attrs["gen_ai.request.seed"] == 7
+    assert "gen_ai.input.messages" not in attrs  # content capture is off by default
+
+
+CHAT_REQUEST = {
+    "model": "gpt-4o-mini",
+    "stream": True,
+    "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+}
+
+
+def test_content_capture_is_off_by_default(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(CAPTURE_ENV, raising=False)
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)]), request=CHAT_REQUEST).start()
+    c.finish("ok", output_text="hi there", finish_reasons=["stop"])
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert "gen_ai.input.messages" not in attrs
+    assert "gen_ai.output.messages" not in attrs
+    assert "hello" not in json.dumps(attrs, default=str)
+
+
+def test_content_capture_on_by_env(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAPTURE_ENV, "true")
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)]), request=CHAT_REQUEST).start()
+    c.finish("ok", output_text="hi there", finish_reasons=["stop"])
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert json.loads(str(attrs["gen_ai.input.messages"])) == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "hello"}]},
+    ]
+    assert json.loads(str(attrs["gen_ai.output.messages"])) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi there"}], "finish_reason": "stop"}
+    ]
+
+
+def test_constructor_flag_beats_env(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAPTURE_ENV, "true")
+    Call(Fanout([OtelTraceRecorder(tracer_provider, capture_content=False)]), request=CHAT_REQUEST).start(
+    ).finish("ok", output_text="x")
+    assert "gen_ai.input.messages" not in dict(spans.get_finished_spans()[0].attributes or {})
+
+
+def test_responses_instructions_are_captured_separately(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    request = {"model": "gpt-4.1", "instructions": "talk like a pirate", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "ahoy"}, {"type": "input_image"}]},
+    ]}
+    Call(
+        Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), api="responses", request=request
+    ).start().finish("ok")
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert json.loads(str(attrs["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": "talk like a pirate"}
+    ]
+    assert json.loads(str(attrs["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": "ahoy"}, {"type": "input_image"}]}
+    ]
+
+
+def test_no_key_or_query_string_reaches_any_span(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    url = "https://user:sk-secret@example.openai.azure.com:8443/openai/deployments/x/chat?api-key=sk-secret#f"
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), request=CHAT_REQUEST).start()
+    c.attempt_fails("auth", status=401, retry=False, url=url)
+    c.breaker("closed", "open", upstream="https://example.openai.azure.com?api-key=sk-secret")
+    c.finish("error", error_type="auth")
+    dumped = json.dumps(
+        [[dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]] for s in spans.get_finished_spans()],
+        default=str,
+    )
+    assert "sk-secret" not in dumped
+    attempt = next(s for s in spans.get_finished_spans() if s.name == "POST")
+    assert dict(attempt.attributes or {})["url.full"] == (
+        "https://example.openai.azure.com:8443/openai/deployments/x/chat"
+    )
