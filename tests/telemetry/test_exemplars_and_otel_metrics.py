@@ -1,0 +1,143 @@
+"""Trace-id exemplars in the OpenMetrics exposition, and the OTel GenAI histograms."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+
+from streamtap._events import Fanout
+from streamtap._otel_metrics import (
+    DURATION_BOUNDARIES,
+    TOKEN_BOUNDARIES,
+    OtelMetricsRecorder,
+    time_per_output_chunk,
+)
+from streamtap._otel_traces import MAX_TRACKED_CALLS, OtelTraceRecorder
+from streamtap._prometheus import PrometheusRecorder
+
+from ._builder import Call, two_429s_then_success
+
+
+def test_histograms_carry_the_call_trace_id_as_exemplar(
+    registry: CollectorRegistry, tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    traces = OtelTraceRecorder(tracer_provider)
+    call = two_429s_then_success([traces, PrometheusRecorder(registry, trace_ids=traces)])
+    trace_id = f"{spans.get_finished_spans()[-1].context.trace_id:032x}"
+    text = generate_latest(registry).decode()
+
+    # TTFT 1.6 s lands in the le=2.0 bucket; the exemplar carries the span's trace id
+    line = next(
+        x for x in text.splitlines() if x.startswith("streamtap_time_to_first_token_seconds_bucket") and 'le="2.0"' in x
+    )
+    assert re.search(r' # \{trace_id="([0-9a-f]{32})"\} 1\.6 ', line), line
+    assert f'trace_id="{trace_id}"' in line
+    for metric in (
+        "streamtap_attempt_time_to_first_token_seconds_bucket",
+        "streamtap_request_duration_seconds_bucket",
+        "streamtap_max_chunk_gap_seconds_bucket",
+    ):
+        assert any(metric in x and f'trace_id="{trace_id}"' in x for x in text.splitlines()), metric
+    assert traces.trace_id(call.call_id) is None  # finished calls are forgotten
+
+
+def test_no_exemplar_when_the_span_is_not_sampled(registry: CollectorRegistry) -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    traces = OtelTraceRecorder(provider)
+    two_429s_then_success([traces, PrometheusRecorder(registry, trace_ids=traces)])
+    assert "trace_id" not in generate_latest(registry).decode()
+
+
+def test_trace_id_lookup_is_bounded(tracer_provider: TracerProvider) -> None:
+    traces = OtelTraceRecorder(tracer_provider)
+    fanout = Fanout([traces])
+    calls = [Call(fanout, call_id=n).start() for n in range(MAX_TRACKED_CALLS + 5)]
+    assert traces.trace_id(0) is None  # the oldest were forgotten
+    assert traces.trace_id(MAX_TRACKED_CALLS + 4) is not None
+    for c in calls:
+        c.finish("abandoned")
+    assert traces.trace_id(MAX_TRACKED_CALLS + 4) is None
+
+
+def points(reader: InMemoryMetricReader) -> dict[str, list[HistogramDataPoint]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    found: dict[str, list[HistogramDataPoint]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = [p for p in metric.data.data_points if isinstance(p, HistogramDataPoint)]
+    return found
+
+
+BASE = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "server.address": "api.openai.com",
+    "server.port": 443,
+    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+}
+
+
+def test_genai_histograms_recorded_once_per_call(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    two_429s_then_success([OtelMetricsRecorder(meter_provider)])
+    found = points(metric_reader)
+
+    (duration,) = found["gen_ai.client.operation.duration"]
+    assert dict(duration.attributes) == {**BASE, "streamtap.outcome": "ok"}
+    assert (duration.count, duration.sum) == (1, 3.0)
+    assert tuple(duration.explicit_bounds) == DURATION_BOUNDARIES
+
+    tokens = {p.attributes["gen_ai.token.type"]: p for p in found["gen_ai.client.token.usage"]}
+    assert (tokens["input"].count, tokens["input"].sum) == (1, 12)
+    assert (tokens["output"].count, tokens["output"].sum) == (1, 30)
+    assert tuple(tokens["input"].explicit_bounds) == TOKEN_BOUNDARIES
+    assert dict(tokens["input"].attributes) == {**BASE, "gen_ai.token.type": "input"}
+
+    (ttfc,) = found["gen_ai.client.operation.time_to_first_chunk"]
+    assert (ttfc.count, ttfc.sum) == (1, 1.6)
+    assert tuple(ttfc.explicit_bounds) == DURATION_BOUNDARIES
+
+    (per_chunk,) = found["gen_ai.client.operation.time_per_output_chunk"]
+    assert per_chunk.count == 1  # once per call, not once per chunk
+    assert per_chunk.sum == pytest.approx((3.0 - 1.6) / 10)
+    assert tuple(per_chunk.explicit_bounds) == DURATION_BOUNDARIES
+
+
+def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    recorder = OtelMetricsRecorder(meter_provider)
+    c = Call(Fanout([recorder]), stream=False).start().attempt_fails("timeout", retry=False)
+    c.finish("error", error_type="timeout", duration=10.0, ttft=None)
+    c.finish("error", error_type="timeout", duration=10.0)  # duplicate: ignored
+    found = points(metric_reader)
+    (duration,) = found["gen_ai.client.operation.duration"]
+    assert duration.count == 1
+    assert duration.attributes["error.type"] == "timeout"
+    assert duration.attributes["streamtap.outcome"] == "error"
+    assert "gen_ai.client.operation.time_to_first_chunk" not in found or not found[
+        "gen_ai.client.operation.time_to_first_chunk"
+    ]
+    assert "gen_ai.client.token.usage" not in found or not found["gen_ai.client.token.usage"]
+
+
+@pytest.mark.parametrize(
+    ("duration", "ttft", "chunks", "expected"),
+    [(3.0, 1.0, 5, 0.5), (3.0, 1.0, 1, None), (3.0, None, 5, None), (1.0, 2.0, 3, 0.0)],
+)
+def test_time_per_output_chunk(duration: float, ttft: float | None, chunks: int, expected: float | None) -> None:
+    assert time_per_output_chunk(duration, ttft, chunks) == expected

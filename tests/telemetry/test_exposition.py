@@ -1,0 +1,143 @@
+"""Serving metrics: HTTP server with OpenMetrics negotiation, WSGI/ASGI apps, multi-process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from streamtap._exposition import (
+    exposition_registry,
+    mark_process_dead,
+    metrics_asgi_app,
+    metrics_wsgi_app,
+    serve_metrics,
+)
+from streamtap._otel_traces import OtelTraceRecorder
+from streamtap._prometheus import PrometheusRecorder
+
+from . import _mp_worker
+from ._builder import two_429s_then_success
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+CHAT = {"api": "chat_completions", "model": "gpt-4o-mini"}
+
+
+def test_serve_metrics_scraped_over_http_with_openmetrics(
+    registry: CollectorRegistry, tracer_provider: TracerProvider
+) -> None:
+    traces = OtelTraceRecorder(tracer_provider)
+    two_429s_then_success([traces, PrometheusRecorder(registry, trace_ids=traces)])
+    server = serve_metrics(port=0, registry=registry)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        request = urllib.request.Request(url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            content_type = response.headers["Content-Type"]
+            body = response.read().decode()
+        with urllib.request.urlopen(url, timeout=5) as response:
+            plain = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+    assert 'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 1.0' in body
+    assert '# {trace_id="' in body
+    assert "# EOF" not in plain  # the classic text format when OpenMetrics is not asked for
+    assert 'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 1.0' in plain
+
+
+def call_wsgi(app: Any, accept: str = "") -> tuple[str, bytes]:
+    seen: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"] = status
+        seen.update({k.lower(): v for k, v in headers})
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": "", "HTTP_ACCEPT": accept}
+    chunks: Iterable[bytes] = app(environ, start_response)
+    assert seen["status"].startswith("200")
+    return seen["content-type"], b"".join(chunks)
+
+
+def test_wsgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
+    two_429s_then_success([PrometheusRecorder(registry)])
+    content_type, body = call_wsgi(metrics_wsgi_app(registry), accept=OPENMETRICS)
+    assert content_type.startswith("application/openmetrics-text")
+    assert b'streamtap_retries_total{api="chat_completions",model="gpt-4o-mini",reason="rate_limited"} 2.0' in body
+
+
+@pytest.mark.anyio
+async def test_asgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
+    two_429s_then_success([PrometheusRecorder(registry)])
+    app = metrics_asgi_app(registry)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/metrics",
+        "query_string": b"",
+        "headers": [(b"accept", OPENMETRICS.encode())],
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"Content-Type"].startswith(b"application/openmetrics-text")
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert b'streamtap_attempts_total{api="chat_completions",model="gpt-4o-mini",result="error"} 2.0' in body
+
+
+def test_default_exposition_registry_is_the_global_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import REGISTRY
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert exposition_registry() is REGISTRY
+
+
+def test_multiprocess_totals_with_real_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    spawn = multiprocessing.get_context("spawn")
+    plans = [(1, 1, "open"), (2, 1, "half_open"), (3, 2, "closed")]
+    workers = [spawn.Process(target=_mp_worker.record, args=plan) for plan in plans]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+    view = exposition_registry()
+    assert view.get_sample_value("streamtap_requests_total", {**CHAT, "outcome": "ok"}) == 6
+    assert view.get_sample_value("streamtap_retries_total", {**CHAT, "reason": "rate_limited"}) == 12
+    assert view.get_sample_value("streamtap_attempts_total", {**CHAT, "result": "error"}) == 12
+    assert view.get_sample_value("streamtap_time_to_first_token_seconds_count", CHAT) == 6
+    assert view.get_sample_value("streamtap_tokens_total", {**CHAT, "type": "input"}) == 72
+    # livesum: the streams still open in every worker
+    assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 4
+    # livemax: the worst breaker state any worker reports
+    circuit = {"upstream": "primary", "model": "gpt-4o-mini"}
+    assert view.get_sample_value("streamtap_circuit_state", circuit) == 2
+
+    pid = workers[0].pid
+    assert pid is not None
+    mark_process_dead(pid)  # the worker with the open breaker and one open stream is gone
+    view = exposition_registry()
+    assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 3
+    assert view.get_sample_value("streamtap_circuit_state", circuit) == 1
+    assert view.get_sample_value("streamtap_requests_total", {**CHAT, "outcome": "ok"}) == 6  # counters stay
+
+    _content_type, body = call_wsgi(metrics_wsgi_app())
+    assert b'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 6.0' in body
