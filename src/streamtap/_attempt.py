@@ -1,0 +1,190 @@
+"""One upstream stream, read frame by frame: buffered until commit, then released. Pure.
+
+The drivers feed it the bytes they read and the time they read them; it answers with the
+bytes the caller may see now, and sets `failure` when the attempt must stop. Clock reads
+happen once per network read, never per frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, Dialect, StreamFacts
+from ._errors import Failure, classify_error_event, failure
+from ._sse import FrameBuffer, FrameTooLarge
+from ._taxonomy import Phase
+
+
+class StreamAttempt:
+    """The reading state of one streamed attempt.
+
+    Args:
+        dialect: how to read the frames.
+        sent_at: monotonic time the request was sent.
+        headers_at: monotonic time the response headers arrived.
+        first_token_timeout: seconds from sending to the first content, or None.
+        idle_timeout: the largest gap between events after the headers, or None.
+        deadline: the call's absolute deadline (monotonic), or None.
+        committed: True for a resumed stream, whose content the caller already awaits.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_dialect",
+        "_ftt_deadline",
+        "_held",
+        "_idle",
+        "_last_content_at",
+        "_last_event_at",
+        "chunks",
+        "committed",
+        "deadline",
+        "facts",
+        "failure",
+        "first_content_at",
+        "max_gap",
+        "sent_at",
+        "terminal",
+    )
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        sent_at: float,
+        headers_at: float,
+        first_token_timeout: float | None,
+        idle_timeout: float | None,
+        deadline: float | None,
+        committed: bool = False,
+    ) -> None:
+        self._dialect = dialect
+        self._buffer = FrameBuffer()
+        self._held: list[bytes] = []
+        self._idle = idle_timeout
+        self._ftt_deadline = sent_at + first_token_timeout if first_token_timeout is not None else math.inf
+        self._last_event_at = headers_at
+        self._last_content_at = headers_at
+        self.sent_at = sent_at
+        self.deadline = deadline if deadline is not None else math.inf
+        self.committed = committed
+        self.terminal = False
+        self.failure: Failure | None = None
+        self.first_content_at: float | None = None
+        self.max_gap = 0.0
+        self.chunks = 0
+        self.facts = StreamFacts()
+
+    @property
+    def phase(self) -> Phase:
+        return "streaming" if self.committed else "first_token"
+
+    def read_timeout(self, now: float) -> float | None:
+        """Seconds the next read may block before the attempt has failed."""
+        limit = self.deadline
+        if self._idle is not None:
+            limit = min(limit, self._last_event_at + self._idle)
+        if not self.committed:
+            limit = min(limit, self._ftt_deadline)
+        return None if limit == math.inf else max(limit - now, 0.0)
+
+    def timed_out(self, now: float) -> Failure:
+        """Why a read that blocked until `read_timeout` ran out has failed."""
+        if not self.committed and now >= self._ftt_deadline - 1e-3:
+            return failure("first_token_timeout", "first_token", "no content within first_token_timeout")
+        if now >= self.deadline - 1e-3:
+            return failure("timeout", self.phase, "the call's total_timeout ran out")
+        return failure("stall", self.phase, "no event within idle_timeout")
+
+    def feed(self, chunk: bytes, now: float) -> bytes:
+        """Take bytes read at `now`; return what the caller may see now (b"" while buffering)."""
+        try:
+            frames = self._buffer.feed(chunk)
+        except FrameTooLarge as error:
+            self._fail(failure("bad_response", self.phase, str(error)))
+            return b""
+        if not frames:
+            return self._check_time(now)
+        dialect = self._dialect
+        facts = self.facts
+        released: list[bytes] = []
+        content = False
+        progress = False
+        start = 0
+        end = len(frames)
+        while start < end:
+            stop = frames.find(b"\n\n", start)
+            frame = frames[start:stop]
+            start = stop + 2
+            if not frame:
+                continue
+            kind = dialect.classify(frame, facts) if self.committed else dialect.inspect(frame, facts)
+            if kind == CONTENT:
+                content = progress = True
+                self.chunks += 1
+                if not self.committed:
+                    self._commit(now, released)
+            elif kind == PREAMBLE:
+                progress = True
+            elif kind == COMMENT:
+                if not self.committed:
+                    continue  # keep-alives are not worth buffering
+            elif kind == TERMINAL:
+                progress = True
+                self.terminal = True
+                if not self.committed:
+                    self._commit(now, released)
+            elif kind == ERROR:
+                assert facts.error is not None
+                self._fail(classify_error_event(facts.error, self.phase))
+                break
+            elif kind == BAD:
+                self._fail(failure("bad_response", self.phase, facts.bad or "bad event"))
+                break
+            (released if self.committed else self._held).append(frame + b"\n\n")
+        if progress:
+            self._last_event_at = now
+        if content:
+            gap = now - self._last_content_at
+            if gap > self.max_gap and self.chunks > 1:
+                self.max_gap = gap
+            self._last_content_at = now
+        if self.failure is None:
+            self._check_time(now)
+        return b"".join(released)
+
+    def end(self) -> None:
+        """The upstream body ended cleanly."""
+        if self.failure is not None:
+            return
+        if self._buffer.pending.strip():
+            self._fail(failure("stream_truncated", self.phase, "the stream ended inside an event"))
+        elif not self.terminal:
+            what = "before its first content" if not self.committed else "without its terminal event"
+            self._fail(failure("stream_truncated", self.phase, f"the stream ended {what}"))
+
+    def broke(self, failure_: Failure) -> None:
+        """Reading failed (connection error or timeout)."""
+        if self.failure is None:
+            self._fail(failure_)
+
+    def _commit(self, now: float, released: list[bytes]) -> None:
+        # The buffered preamble goes to the caller first, then the content that committed.
+        self.committed = True
+        self.first_content_at = now
+        self._last_content_at = now
+        released.extend(self._held)
+        self._held.clear()
+
+    def _check_time(self, now: float) -> bytes:
+        # Keep-alive comments keep reads returning; they are not progress.
+        if not self.committed and now >= self._ftt_deadline:
+            self._fail(failure("first_token_timeout", "first_token", "no content within first_token_timeout"))
+        elif self._idle is not None and now - self._last_event_at > self._idle:
+            self._fail(failure("stall", self.phase, "no event within idle_timeout"))
+        elif now >= self.deadline:
+            self._fail(failure("timeout", self.phase, "the call's total_timeout ran out"))
+        return b""
+
+    def _fail(self, failure_: Failure) -> None:
+        self.failure = failure_

@@ -1,0 +1,169 @@
+"""The chat completions dialect: `data: {chunk}` frames ending with `data: [DONE]`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json
+from ._sse import encode_event, parse_frame, split_frames
+from ._taxonomy import Api
+
+_CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class ChatDialect:
+    api: Api = "chat_completions"
+
+    def classify(self, frame: bytes, facts: StreamFacts) -> int:
+        if frame[:6] != b"data: ":
+            return self.inspect(frame, facts)
+        data = frame[6:]
+        if data[:1] != b"{" or data[-1:] != b"}" or b"\n" in data:
+            return self.inspect(frame, facts)
+        # Only the rare frames that may carry an error, a finish reason or usage are parsed.
+        if b'"error"' in data or b'"usage":{' in data or b'"usage": {' in data:
+            return self.inspect(frame, facts)
+        if b'"finish_reason":"' in data or b'"finish_reason": "' in data:
+            return self.inspect(frame, facts)
+        facts.last_frame = frame
+        return CONTENT
+
+    def inspect(self, frame: bytes, facts: StreamFacts) -> int:
+        try:
+            event = parse_frame(frame)
+        except UnicodeDecodeError as error:
+            facts.bad = f"an event is not valid UTF-8 ({error})"
+            return BAD
+        if event.comment:
+            return COMMENT
+        if event.data.startswith("[DONE]"):
+            return TERMINAL
+        chunk = load_json(event.data, facts)
+        if chunk is None:
+            return BAD
+        if not isinstance(chunk, dict):
+            facts.bad = "an event is not a JSON object"
+            return BAD
+        if chunk.get("error"):
+            facts.error = chunk
+            return ERROR
+        facts.last_frame = frame
+        if facts.response_id is None and isinstance(chunk.get("id"), str):
+            facts.response_id = chunk["id"]
+        if facts.response_model is None and isinstance(chunk.get("model"), str):
+            facts.response_model = chunk["model"]
+        usage = chunk.get("usage")
+        if isinstance(usage, Mapping):
+            facts.input_tokens = _int(usage.get("prompt_tokens"))
+            facts.output_tokens = _int(usage.get("completion_tokens"))
+        kind = PREAMBLE
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, Mapping):
+                continue
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                facts.finish_reasons.append(reason)
+            delta = choice.get("delta")
+            if isinstance(delta, Mapping) and any(delta.get(key) for key in _CONTENT_KEYS):
+                kind = CONTENT
+        return kind
+
+    def text(self, frames: bytes) -> str:
+        parts: list[str] = []
+        for frame in split_frames(frames):
+            try:
+                event = parse_frame(frame)
+                chunk = json.loads(event.data) if event.data and event.data[0] == "{" else None
+            except ValueError:
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") if isinstance(choice, Mapping) else None
+                if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
+                    parts.append(delta["content"])
+        return "".join(parts)
+
+    def body_facts(self, body: Mapping[str, Any], facts: StreamFacts) -> None:
+        facts.response_id = body.get("id") if isinstance(body.get("id"), str) else None
+        facts.response_model = body.get("model") if isinstance(body.get("model"), str) else None
+        usage = body.get("usage")
+        if isinstance(usage, Mapping):
+            facts.input_tokens = _int(usage.get("prompt_tokens"))
+            facts.output_tokens = _int(usage.get("completion_tokens"))
+        for choice in body.get("choices") or ():
+            if isinstance(choice, Mapping) and isinstance(choice.get("finish_reason"), str):
+                facts.finish_reasons.append(choice["finish_reason"])
+
+    def from_json(self, body: Mapping[str, Any]) -> bytes:
+        base = {
+            "id": body.get("id", "chatcmpl-streamtap"),
+            "object": "chat.completion.chunk",
+            "created": body.get("created", int(time.time())),
+            "model": body.get("model", ""),
+        }
+        frames: list[bytes] = []
+        for choice in body.get("choices") or ():
+            index = choice.get("index", 0)
+            message = choice.get("message") or {}
+            frames.append(self._chunk(base, index, {"role": message.get("role", "assistant"), "content": ""}))
+            delta: dict[str, Any] = {}
+            if message.get("content"):
+                delta["content"] = message["content"]
+            if message.get("refusal"):
+                delta["refusal"] = message["refusal"]
+            if message.get("tool_calls"):
+                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+            if delta:
+                frames.append(self._chunk(base, index, delta))
+            frames.append(self._chunk(base, index, {}, choice.get("finish_reason") or "stop"))
+        if body.get("usage"):
+            frames.append(encode_event(_dumps({**base, "choices": [], "usage": body["usage"]})))
+        frames.append(encode_event("[DONE]"))
+        return b"".join(frames)
+
+    def from_text(self, text: str, model: str) -> bytes:
+        return self.from_json(self.answer_json(text, model))
+
+    def answer_text(self, body: Mapping[str, Any]) -> str:
+        for choice in body.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, Mapping) else None
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, str):
+                return content
+        return ""
+
+    def answer_json(self, text: str, model: str) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text, "refusal": None}
+        return {
+            "id": "chatcmpl-streamtap-cache",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        }
+
+    def error_frame(self, error_type: str, message: str) -> bytes:
+        error = {"message": message, "type": "streamtap_error", "code": error_type}
+        return encode_event(_dumps({"error": error}))
+
+    @staticmethod
+    def _chunk(
+        base: Mapping[str, Any], index: int, delta: Mapping[str, Any], finish: str | None = None
+    ) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return encode_event(_dumps({**base, "choices": [choice]}))
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+CHAT = ChatDialect()

@@ -1,0 +1,84 @@
+"""What an SSE frame means, per API dialect (chat completions, responses). Pure.
+
+Before the commit point every frame is parsed in full (there are only a few). After it, the
+hot path classifies a frame with a few substring checks and parses only the rare frames that
+carry an error, a finish reason, usage or the terminal event: a JSON parse costs ~5 µs, the
+engine's budget is 2 µs per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._taxonomy import Api
+
+# Frame kinds.
+COMMENT = 0  # SSE comment (keep-alive): not progress
+PREAMBLE = 1  # an event that carries no content (role chunk, response.created, ...)
+CONTENT = 2  # text, tool-call, refusal or reasoning delta: the commit point
+TERMINAL = 3  # [DONE] / response.completed / response.incomplete
+ERROR = 4  # an upstream error event (facts.error holds it)
+BAD = 5  # not valid JSON / UTF-8 / shape (facts.bad holds why)
+
+
+@dataclass(slots=True)
+class StreamFacts:
+    """What the engine learns from a stream's frames, for telemetry and resume."""
+
+    response_id: str | None = None
+    response_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    error: Mapping[str, Any] | None = None
+    bad: str | None = None
+    last_frame: bytes = b""  # the last frame delivered (responses resume reads its sequence_number)
+
+
+class Dialect(Protocol):
+    api: Api
+
+    def classify(self, frame: bytes, facts: StreamFacts) -> int:
+        """Classify one frame cheaply; parse it only when it may matter."""
+
+    def inspect(self, frame: bytes, facts: StreamFacts) -> int:
+        """Classify one frame with a full parse."""
+
+    def text(self, frames: bytes) -> str:
+        """The answer text carried by complete frames."""
+
+    def from_json(self, body: Mapping[str, Any]) -> bytes:
+        """SSE frames equivalent to a non-streaming answer of this dialect."""
+
+    def from_text(self, text: str, model: str) -> bytes:
+        """SSE frames of a complete answer made of `text` (a cached answer)."""
+
+    def error_frame(self, error_type: str, message: str) -> bytes:
+        """An SSE error event in this dialect, so a client's SDK raises."""
+
+    def body_facts(self, body: Mapping[str, Any], facts: StreamFacts) -> None:
+        """Fill facts from a non-streaming JSON answer."""
+
+    def answer_text(self, body: Mapping[str, Any]) -> str:
+        """The text of a non-streaming JSON answer."""
+
+    def answer_json(self, text: str, model: str) -> dict[str, Any]:
+        """A non-streaming JSON answer made of `text` (a cached answer)."""
+
+
+def load_json(data: str | bytes, facts: StreamFacts) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        facts.bad = f"an event is not valid JSON ({error})"
+        return None
+
+
+def dialect_for(api: Api) -> Dialect:
+    from ._chat import CHAT
+    from ._responses import RESPONSES
+
+    return RESPONSES if api == "responses" else CHAT

@@ -1,0 +1,178 @@
+"""What the sync and async drivers share: building attempts, reading answers, giving up.
+
+Nothing here blocks; `_sync.py` and `_async.py` are the thin loops that do the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import httpx2
+
+from ._attempt import StreamAttempt
+from ._backoff import should_retry_override
+from ._call import Call, ErrorResponse, Send, Serve
+from ._errors import (
+    CircuitOpenError,
+    Failure,
+    StreamInterrupted,
+    classify_exception,
+    classify_status,
+    failure,
+)
+
+log = logging.getLogger("streamtap")
+
+MAX_BODY = 64 * 1024 * 1024  # a non-streaming answer larger than this is a bad response
+# Headers that describe the upstream's encoding of the body, not the body the caller gets.
+_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
+
+
+def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Request:
+    """The upstream request of one attempt, derived from the caller's request."""
+    headers = httpx2.Headers(original.headers)
+    for name in ("content-length", "transfer-encoding", "host"):
+        headers.pop(name, None)
+    if send.route.api_key is not None:
+        headers["authorization"] = f"Bearer {send.route.api_key}"
+    if send.method == "GET":
+        headers.pop("content-type", None)
+        headers["accept"] = "text/event-stream"
+    # The SDK's own retries are off, so its retry-count header would always say 0.
+    headers["x-stainless-retry-count"] = str(send.attempt)
+    headers.update(send.carrier)
+    timeouts = dict(original.extensions.get("timeout") or {})
+    policy = call.engine.policy
+    connect = timeouts.get("connect")
+    timeouts["connect"] = policy.connect_timeout if connect is None else min(connect, policy.connect_timeout)
+    if send.route.stream:
+        # Until the headers arrive; while the body streams, the attempt's deadlines govern.
+        limits = [t for t in (timeouts.get("read"), policy.first_token_timeout, policy.idle_timeout) if t]
+        timeouts["read"] = min(limits) if limits else None
+    if call.deadline is not None:
+        remaining = max(call.deadline - call.engine.clock(), 0.001)
+        for key in ("connect", "read", "write", "pool"):
+            value = timeouts.get(key)
+            timeouts[key] = remaining if value is None else min(value, remaining)
+    extensions = {**original.extensions, "timeout": timeouts}
+    return httpx2.Request(send.method, send.url, headers=headers, content=send.body, extensions=extensions)
+
+
+def caller_headers(upstream: httpx2.Headers | None, call: Call, *, sse: bool) -> list[tuple[str, str]]:
+    """Headers of the response the caller gets: the upstream's, re-described, plus streamtap's."""
+    items = [
+        (k, v)
+        for k, v in (upstream.multi_items() if upstream is not None else ())
+        if k.lower() not in _BODY_HEADERS and k.lower() not in _HOP_BY_HOP
+    ]
+    if upstream is None or "content-type" not in upstream:
+        items.append(("content-type", "text/event-stream; charset=utf-8" if sse else "application/json"))
+    items.append(("x-streamtap-attempts", str(call.attempts)))
+    if call.served_by is not None:
+        items.append(("x-streamtap-fallback", call.served_by.kind))
+    return items
+
+
+def status_failure(response: httpx2.Response) -> Failure:
+    headers = response.headers
+    return classify_status(response.status_code, headers, should_retry_override(headers))
+
+
+def error_response(response: httpx2.Response, body: bytes) -> ErrorResponse:
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    return ErrorResponse(response.status_code, headers, body)
+
+
+def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float) -> StreamAttempt:
+    policy = call.engine.policy
+    attempt = StreamAttempt(
+        call.dialect,
+        sent_at=sent_at,
+        headers_at=headers_at,
+        first_token_timeout=policy.first_token_timeout,
+        idle_timeout=policy.idle_timeout,
+        deadline=call.deadline,
+        committed=send.resume,
+    )
+    if send.resume and call.stream is not None:
+        # A resumed stream continues the committed one: same facts, same counters.
+        previous = call.stream
+        attempt.facts = call.facts
+        attempt.chunks = previous.chunks
+        attempt.max_gap = previous.max_gap
+    return attempt
+
+
+def read_failure(attempt: StreamAttempt, error: Exception, now: float) -> Failure:
+    """Classify an exception raised while reading an attempt's body."""
+    if isinstance(error, httpx2.TimeoutException):
+        return attempt.timed_out(now)
+    return classify_exception(error, phase=attempt.phase)
+
+
+def connect_failure(error: Exception) -> Failure:
+    return classify_exception(error, phase="connect")
+
+
+def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:
+    """A complete non-streaming answer: (what the caller gets, parsed JSON), or why it is bad."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        return failure("bad_response", "first_token", f"the answer is not valid JSON ({error})")
+    if not isinstance(body, dict):
+        return failure("bad_response", "first_token", "the answer is not a JSON object")
+    call.dialect.body_facts(body, call.facts)
+    if call.primary.stream:  # a non-streaming fallback serves a streaming caller
+        return call.dialect.from_json(body), body
+    return raw, body
+
+
+def served(step: Serve, call: Call, request: httpx2.Request) -> httpx2.Response:
+    call.delivered.append(step.body)
+    return httpx2.Response(
+        200, headers=caller_headers(None, call, sse=step.stream), content=step.body, request=request
+    )
+
+
+def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
+    """The call cannot be served: the caller gets what the SDK would have raised without us."""
+    call.finish("error", call.engine.clock())
+    if call.error_response is not None:
+        err = call.error_response
+        headers = [*err.headers, ("x-streamtap-attempts", str(call.attempts))]
+        return httpx2.Response(err.status_code, headers=headers, content=err.body, request=request)
+    if call.exception is not None:
+        raise call.exception
+    if call.last_failure is not None:
+        raise interrupted(call, request, call.last_failure)
+    raise CircuitOpenError(request=request, upstream=call.primary.upstream, model=call.primary.model)
+
+
+def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> StreamInterrupted:
+    return StreamInterrupted(
+        request=request,
+        error_type=call.error_type,
+        phase=failure_.phase,
+        attempts=call.attempts,
+        text=call.delivered_text() if call.committed else "",
+        message=failure_.message,
+    )
+
+
+def caller_failure() -> Failure | None:
+    """When the caller closes a stream while an exception unwinds: was it the SDK failing to parse?
+
+    The SDK parses events after streamtap released them; if that fails, its generator closes
+    the response while the exception is in flight, and the call is an error, not a cancel.
+    """
+    error = sys.exc_info()[1]
+    if error is None:
+        return None
+    if isinstance(error, json.JSONDecodeError) or type(error).__name__ == "ValidationError":
+        return failure("bad_response", "streaming", f"the SDK could not parse an event ({error})")
+    return None

@@ -1,0 +1,130 @@
+"""The engine: what every call of one client (or one proxy) shares, and how a call starts."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ._breaker import Breakers
+from ._budget import RetryBudget
+from ._call import Call
+from ._dialect import dialect_for
+from ._events import BreakerTransition, CallStarted, Fanout, Recorder
+from ._fallback import AnswerCache, Fallback, Route, upstream_of
+from ._policy import Policy
+from ._taxonomy import Api, BreakerState
+
+_PATHS: dict[str, Api] = {"/chat/completions": "chat_completions", "/responses": "responses"}
+_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+def engine_api(method: str, path: str) -> tuple[Api, str] | None:
+    """The API and path suffix of a request the engine handles, or None to pass it through."""
+    if method != "POST":
+        return None
+    for suffix, api in _PATHS.items():
+        if path.endswith(suffix):
+            return api, suffix
+    return None
+
+
+def capture_from_env() -> bool:
+    return os.environ.get(_CAPTURE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Engine:
+    """Policy, fallbacks, retry budget, circuit breakers and recorders shared by calls.
+
+    Args:
+        policy: retries, timeouts, budget and breaker settings (default `Policy()`).
+        fallbacks: tried in order when the primary route fails before commit.
+        recorders: telemetry sinks; None means streamtap's defaults (Prometheus on the global
+            registry, OpenTelemetry traces and metrics on the global providers).
+        capture_content: record prompts and answers in telemetry; None reads
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
+        clock, wall, rng, sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        fallbacks: Iterable[Fallback] = (),
+        recorders: Sequence[Recorder] | None = None,
+        *,
+        capture_content: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy if policy is not None else Policy()
+        if not isinstance(self.policy, Policy):
+            raise TypeError(f"policy must be a streamtap.Policy, got {type(policy).__name__}")
+        self.fallbacks = tuple(fallbacks)
+        for fallback in self.fallbacks:
+            if not isinstance(fallback, Fallback):
+                raise TypeError(f"fallbacks must be streamtap.Fallback values, got {fallback!r}")
+        self.caches: tuple[AnswerCache, ...] = tuple(f.cache for f in self.fallbacks if f.cache is not None)
+        if recorders is None:
+            from ._telemetry import default_recorders
+
+            recorders = default_recorders()
+        self.recorder = Fanout(recorders)
+        self.capture_content = capture_from_env() if capture_content is None else capture_content
+        self.clock = clock
+        self.wall = wall
+        self.rng = rng
+        self.budget = RetryBudget(self.policy.budget, clock=clock)
+        self.breakers = Breakers(self.policy.breaker, clock=clock, on_transition=self._breaker_moved)
+        self._ids = itertools.count(1)
+
+    def _breaker_moved(self, upstream: str, model: str, old: BreakerState, new: BreakerState) -> None:
+        self.recorder.breaker_changed(BreakerTransition(upstream, model, old, new))
+
+    def start_call(self, api: Api, suffix: str, url: str, body: dict[str, Any]) -> Call:
+        """Begin a logical call (emits CallStarted, deposits in the retry budget).
+
+        Args:
+            api: which dialect.
+            suffix: the API path ("/chat/completions" or "/responses"), for upstream fallbacks.
+            url: the upstream URL without query string.
+            body: the parsed JSON request.
+        """
+        model = body.get("model")
+        model = model if isinstance(model, str) else ""
+        stream = body.get("stream") is True
+        host, _, port = upstream_of(url).partition("://")[2].partition(":")
+        call_id = next(self._ids)
+        started = CallStarted(
+            call_id, api, model, stream, host, int(port) if port.isdigit() else _default_port(url), body
+        )
+        observer = self.recorder.start_call(started)
+        self.budget.deposit()
+        primary = Route(url, upstream_of(url), model, body, stream)
+        return Call(
+            self,
+            call_id=call_id,
+            api=api,
+            dialect=dialect_for(api),
+            primary=primary,
+            suffix=suffix,
+            observer=observer,
+            started_at=self.clock(),
+        )
+
+
+def parse_body(content: bytes) -> dict[str, Any] | None:
+    """The JSON object of a request body, or None when it is not one (passed through)."""
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _default_port(url: str) -> int:
+    return 443 if url.startswith("https://") else 80

@@ -1,0 +1,172 @@
+"""The error taxonomy: what broke, in which phase, and whether a retry may help. Pure.
+
+`Failure` is what an attempt ends with; the exceptions are what a caller sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+
+from ._taxonomy import ErrorType, Phase
+
+# Client errors that no retry fixes; everything else that is an error status may be transient.
+_NOT_RETRYABLE = frozenset({400, 401, 403, 404, 422})
+# 4xx other than 408/429 are the caller's fault: they do not count against the breaker.
+_BREAKER_NEUTRAL_4XX = frozenset(range(400, 500)) - {408, 429}
+
+# Upstream error-event codes (chat `error.code`/`error.type`, responses `code`) that a retry may fix.
+_TRANSIENT_EVENT_CODES = frozenset(
+    {
+        "server_error",
+        "internal_error",
+        "rate_limit_exceeded",
+        "rate_limit_error",
+        "overloaded",
+        "overloaded_error",
+        "service_unavailable",
+        "timeout",
+        "engine_overloaded",
+        "too_many_requests",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How one attempt failed."""
+
+    error_type: ErrorType
+    phase: Phase
+    retryable: bool
+    message: str
+    status_code: int | None = None
+    # Whether the upstream is to blame (counts against the circuit breaker).
+    counts_for_breaker: bool = True
+
+
+def status_error_type(status: int) -> ErrorType:
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status >= 500:
+        return "server_error"
+    if 400 <= status < 500:
+        return "bad_request"
+    return "other"
+
+
+def classify_status(status: int, headers: Mapping[str, str], should_retry: bool | None) -> Failure:
+    """An error status. `should_retry` is the upstream's x-should-retry override, if any."""
+    retryable = status in (408, 409, 429) or status >= 500
+    if status in _NOT_RETRYABLE:
+        retryable = False
+    if should_retry is not None:
+        retryable = should_retry
+    return Failure(
+        error_type=status_error_type(status),
+        phase="headers",
+        retryable=retryable,
+        message=f"upstream answered HTTP {status}",
+        status_code=status,
+        counts_for_breaker=status not in _BREAKER_NEUTRAL_4XX,
+    )
+
+
+def classify_exception(error: BaseException, *, phase: Phase) -> Failure:
+    """A transport exception, before headers (`connect`) or while reading the body."""
+    if phase == "connect":
+        timeout = isinstance(error, httpx2.TimeoutException)
+        return Failure(
+            error_type="timeout" if timeout else "connection",
+            phase="connect",
+            retryable=True,
+            message=f"{type(error).__name__}: {error}",
+        )
+    return Failure(
+        error_type="stream_interrupted",
+        phase=phase,
+        retryable=phase != "streaming",
+        message=f"the connection broke mid-stream ({type(error).__name__}: {error})",
+    )
+
+
+def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
+    """An upstream error event: chat `{"error": {...}}`, responses `error` or `response.failed`."""
+    error = payload.get("error")
+    if not isinstance(error, Mapping):
+        error = (
+            payload.get("response", {}).get("error") if isinstance(payload.get("response"), Mapping) else None
+        )
+    if not isinstance(error, Mapping):
+        error = payload
+    code = str(error.get("code") or error.get("type") or "")
+    message = str(error.get("message") or "the upstream sent an error event")
+    return Failure(
+        error_type="upstream_error_event",
+        phase=phase,
+        retryable=phase != "streaming" and code.lower() in _TRANSIENT_EVENT_CODES,
+        message=f"upstream error event {code or '(no code)'}: {message}",
+    )
+
+
+def failure(error_type: ErrorType, phase: Phase, message: str, *, retryable: bool | None = None) -> Failure:
+    """A failure the engine detected itself (truncation, stall, timeouts, bad bytes)."""
+    if retryable is None:
+        retryable = phase != "streaming" and error_type != "bad_request"
+    return Failure(error_type=error_type, phase=phase, retryable=retryable, message=message)
+
+
+class StreamInterrupted(openai.APIConnectionError):
+    """A stream failed after streamtap could no longer retry invisibly.
+
+    Raised after the first content was delivered (the caller already has part of the answer),
+    or when every attempt of a stream broke before its first content. Never a silent short
+    answer, never duplicated text.
+
+    Attributes:
+        error_type: one of streamtap's error types, e.g. "stream_truncated" or "stall".
+        attempts: how many upstream attempts the call made.
+        text: the text delivered to the caller before the failure.
+        phase: "first_token" (nothing delivered) or "streaming".
+    """
+
+    def __init__(
+        self,
+        *,
+        request: httpx2.Request,
+        error_type: ErrorType,
+        phase: Phase,
+        attempts: int,
+        text: str,
+        message: str,
+    ) -> None:
+        super().__init__(message=f"streamtap: {error_type}: {message}", request=request)
+        self.error_type: ErrorType = error_type
+        self.phase: Phase = phase
+        self.attempts = attempts
+        self.text = text
+
+
+class CircuitOpenError(openai.APIConnectionError):
+    """The circuit breaker for this upstream and model is open and no fallback served the call."""
+
+    error_type: ErrorType = "circuit_open"
+
+    def __init__(self, *, request: httpx2.Request, upstream: str, model: str) -> None:
+        super().__init__(
+            message=f"streamtap: circuit_open: the circuit for {upstream} / {model} is open; failing fast",
+            request=request,
+        )
+        self.upstream = upstream
+        self.model = model
+        self.attempts = 0

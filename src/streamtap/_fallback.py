@@ -1,0 +1,187 @@
+"""Fallbacks: what to try, in order, when the primary route cannot serve a call before commit.
+
+Pure request rewriting; the answer synthesis lives in the dialects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ._taxonomy import FallbackKind
+
+# Request fields that do not change the answer: a cached answer is keyed without them.
+_NOT_IN_KEY = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "background",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
+
+
+class AnswerCache(Protocol):
+    """Where last good answers are kept; bring your own (Redis, ...) or use `MemoryCache`."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, text: str) -> None: ...
+
+
+class MemoryCache:
+    """An in-memory LRU of the last good answers, each valid for `ttl` seconds. Thread-safe.
+
+    Args:
+        max_entries: how many answers to keep (>= 1).
+        ttl: seconds an answer stays usable (> 0).
+        clock: monotonic seconds; injectable for tests.
+    """
+
+    def __init__(
+        self, max_entries: int = 1024, ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ):
+        if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
+            raise ValueError(f"MemoryCache.max_entries must be an integer >= 1, got {max_entries!r}")
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not ttl > 0:
+            raise ValueError(f"MemoryCache.ttl must be a number of seconds > 0, got {ttl!r}")
+        self._max = max_entries
+        self._ttl = float(ttl)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def set(self, key: str, text: str) -> None:
+        with self._lock:
+            self._entries[key] = (self._clock() + self._ttl, text)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """One way to serve a call when the primary route fails before its first content.
+
+    Build them with the class methods; pass them, in the order to try, to `instrument`.
+    Each fallback is tried once; fallbacks never apply after content was delivered.
+    """
+
+    kind: FallbackKind
+    to_model: str | None = None  # `model` is the constructor's name
+    base_url: str | None = None
+    api_key: str | None = None
+    cache: AnswerCache | None = None
+
+    @classmethod
+    def model(cls, name: str) -> Fallback:
+        """The same request, to another model (e.g. "gpt-4o-mini")."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"Fallback.model needs a non-empty model name, got {name!r}")
+        return cls(kind="model", to_model=name)
+
+    @classmethod
+    def upstream(cls, base_url: str, *, api_key: str | None = None, model: str | None = None) -> Fallback:
+        """The same request to another OpenAI-compatible base URL (and optionally key and model)."""
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"Fallback.upstream base_url must start with http:// or https://, got {base_url!r}"
+            )
+        return cls(kind="upstream", base_url=base_url.rstrip("/"), api_key=api_key, to_model=model)
+
+    @classmethod
+    def non_streaming(cls) -> Fallback:
+        """The request without streaming; its answer is delivered as a synthesized stream."""
+        return cls(kind="non_streaming")
+
+    @classmethod
+    def cached(cls, cache: AnswerCache | None = None) -> Fallback:
+        """The last good answer to the same request (an in-memory LRU+TTL unless you bring one)."""
+        return cls(kind="cache", cache=cache if cache is not None else MemoryCache())
+
+    def __repr__(self) -> str:  # never shows the key
+        detail = self.to_model or self.base_url or ""
+        return f"Fallback.{self.kind}({detail!r})" if detail else f"Fallback.{self.kind}()"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one attempt goes and what it asks for."""
+
+    url: str
+    upstream: str  # scheme://host[:port], the breaker's key
+    model: str
+    body: Mapping[str, Any]
+    stream: bool
+    fallback: FallbackKind | None = None
+    api_key: str | None = None  # replaces the caller's key (upstream fallback)
+
+
+def upstream_of(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def fallback_route(primary: Route, fallback: Fallback, api_suffix: str) -> Route | None:
+    """The route a fallback takes, or None when it does not apply to this call."""
+    if fallback.kind == "model":
+        assert fallback.to_model is not None
+        return Route(
+            primary.url,
+            primary.upstream,
+            fallback.to_model,
+            {**primary.body, "model": fallback.to_model},
+            primary.stream,
+            "model",
+        )
+    if fallback.kind == "upstream":
+        assert fallback.base_url is not None
+        model = fallback.to_model or primary.model
+        url = fallback.base_url + api_suffix
+        return Route(
+            url,
+            upstream_of(url),
+            model,
+            {**primary.body, "model": model},
+            primary.stream,
+            "upstream",
+            fallback.api_key,
+        )
+    if fallback.kind == "non_streaming":
+        if not primary.stream:
+            return None
+        body = {k: v for k, v in primary.body.items() if k not in ("stream", "stream_options")}
+        return Route(primary.url, primary.upstream, primary.model, body, False, "non_streaming")
+    return Route(primary.url, primary.upstream, primary.model, primary.body, primary.stream, "cache")
+
+
+def cache_key(api: str, body: Mapping[str, Any]) -> str:
+    """The key of a request's answer: the request without fields that do not change it."""
+    kept = {k: v for k, v in body.items() if k not in _NOT_IN_KEY}
+    canonical = json.dumps([api, kept], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

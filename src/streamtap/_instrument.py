@@ -1,0 +1,86 @@
+"""`streamtap.instrument(client)`: a copy of an OpenAI client whose HTTP goes through the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import httpx2
+import openai
+
+from ._engine import Engine
+from ._events import Recorder
+from ._fallback import Fallback
+from ._policy import Policy
+from ._transport import AsyncStreamtapTransport, StreamtapTransport
+
+ClientT = TypeVar("ClientT", openai.OpenAI, openai.AsyncOpenAI)
+
+
+class _Borrowed(httpx2.BaseTransport):
+    """The original client's transport, shared but never closed by the copy: the original owns it."""
+
+    def __init__(self, transport: httpx2.BaseTransport) -> None:
+        self._transport = transport
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        return self._transport.handle_request(request)
+
+
+class _AsyncBorrowed(httpx2.AsyncBaseTransport):
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._transport.handle_async_request(request)
+
+
+def instrument(
+    client: ClientT,
+    *,
+    policy: Policy | None = None,
+    fallbacks: Iterable[Fallback] = (),
+    recorders: Sequence[Recorder] | None = None,
+    capture_content: bool | None = None,
+) -> ClientT:
+    """Return a copy of `client` whose chat completions and responses calls go through streamtap.
+
+    The copy has the SDK's own retries turned off (streamtap's retries see every attempt) and
+    shares the original's connection pool; the original is left untouched. Everything the SDK
+    offers keeps working: the returned streams are ordinary `openai.Stream` objects.
+
+    Args:
+        client: an `openai.OpenAI` or `openai.AsyncOpenAI` (or a subclass such as Azure's).
+        policy: retries, timeouts, retry budget and circuit breaker (default `Policy()`).
+        fallbacks: tried in order when a call fails before its first content, e.g.
+            `[Fallback.model("gpt-4o-mini"), Fallback.non_streaming(), Fallback.cached()]`.
+        recorders: telemetry sinks; None means Prometheus on the global registry and
+            OpenTelemetry on the global tracer and meter providers.
+        capture_content: record prompts and answers in spans; None reads
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
+    """
+    engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
+    http = client._client
+    if isinstance(client, openai.AsyncOpenAI):
+        if not isinstance(http, httpx2.AsyncClient):
+            raise TypeError("streamtap.instrument needs an AsyncOpenAI client built on httpx2 (openai 3.x)")
+        transport = AsyncStreamtapTransport(_AsyncBorrowed(http._transport), engine=engine)
+        return client.copy(
+            http_client=httpx2.AsyncClient(
+                transport=transport, timeout=http.timeout, follow_redirects=http.follow_redirects
+            ),
+            max_retries=0,
+        )
+    if isinstance(client, openai.OpenAI):
+        if not isinstance(http, httpx2.Client):
+            raise TypeError("streamtap.instrument needs an OpenAI client built on httpx2 (openai 3.x)")
+        sync = StreamtapTransport(_Borrowed(http._transport), engine=engine)
+        return client.copy(
+            http_client=httpx2.Client(
+                transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects
+            ),
+            max_retries=0,
+        )
+    raise TypeError(
+        f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
+    )

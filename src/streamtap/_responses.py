@@ -1,0 +1,204 @@
+"""The responses dialect: `event: <type>` frames from response.created to response.completed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json
+from ._sse import encode_event, parse_frame, split_frames
+from ._taxonomy import Api
+
+_TERMINAL = frozenset({"response.completed", "response.incomplete"})
+_ERRORS = frozenset({"error", "response.failed"})
+# After the commit point these are parsed (usage, finish reason, errors); the rest pass unparsed.
+_PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class ResponsesDialect:
+    api: Api = "responses"
+
+    def classify(self, frame: bytes, facts: StreamFacts) -> int:
+        if frame[:7] != b"event: ":
+            return self.inspect(frame, facts)
+        newline = frame.find(b"\n")
+        name = frame[7:newline]
+        if name in _PARSE or frame[newline + 1 : newline + 7] != b"data: " or frame[-1:] != b"}":
+            return self.inspect(frame, facts)
+        facts.last_frame = frame
+        return CONTENT if name.endswith(b".delta") else PREAMBLE
+
+    def inspect(self, frame: bytes, facts: StreamFacts) -> int:
+        try:
+            event = parse_frame(frame)
+        except UnicodeDecodeError as error:
+            facts.bad = f"an event is not valid UTF-8 ({error})"
+            return BAD
+        if event.comment:
+            return COMMENT
+        payload = load_json(event.data, facts)
+        if payload is None:
+            return BAD
+        if not isinstance(payload, dict):
+            facts.bad = "an event is not a JSON object"
+            return BAD
+        kind = str(payload.get("type") or event.event or "")
+        if kind in _ERRORS:
+            facts.error = payload
+            return ERROR
+        facts.last_frame = frame
+        response = payload.get("response")
+        if isinstance(response, Mapping):
+            self.body_facts(response, facts, finish=kind in _TERMINAL)
+        if kind in _TERMINAL:
+            return TERMINAL
+        return CONTENT if kind.endswith(".delta") else PREAMBLE
+
+    def text(self, frames: bytes) -> str:
+        parts: list[str] = []
+        for frame in split_frames(frames):
+            if b"output_text.delta" not in frame:
+                continue
+            try:
+                payload = json.loads(parse_frame(frame).data)
+            except ValueError:
+                continue
+            if isinstance(payload, dict) and isinstance(payload.get("delta"), str):
+                parts.append(payload["delta"])
+        return "".join(parts)
+
+    def body_facts(self, body: Mapping[str, Any], facts: StreamFacts, finish: bool = True) -> None:
+        if isinstance(body.get("id"), str):
+            facts.response_id = body["id"]
+        if isinstance(body.get("model"), str):
+            facts.response_model = body["model"]
+        usage = body.get("usage")
+        if isinstance(usage, Mapping):
+            facts.input_tokens = _int(usage.get("input_tokens"))
+            facts.output_tokens = _int(usage.get("output_tokens"))
+        if finish:
+            details = body.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, Mapping) else None
+            facts.finish_reasons.append(str(reason) if reason else "stop")
+
+    def from_json(self, body: Mapping[str, Any]) -> bytes:
+        events = _Events()
+        started = {**body, "status": "in_progress", "output": [], "usage": None}
+        events.add("response.created", response=started)
+        events.add("response.in_progress", response=started)
+        for index, item in enumerate(body.get("output") or ()):
+            if item.get("type") == "message":
+                events.message(index, item)
+            elif item.get("type") == "function_call":
+                events.function_call(index, item)
+            else:
+                events.add("response.output_item.added", output_index=index, item=item)
+                events.add("response.output_item.done", output_index=index, item=item)
+        events.add("response.completed", response={**body, "status": body.get("status", "completed")})
+        return b"".join(events.frames)
+
+    def from_text(self, text: str, model: str) -> bytes:
+        return self.from_json(self.answer_json(text, model))
+
+    def answer_text(self, body: Mapping[str, Any]) -> str:
+        parts: list[str] = []
+        for item in body.get("output") or ():
+            if isinstance(item, Mapping) and item.get("type") == "message":
+                parts.extend(
+                    str(part.get("text", ""))
+                    for part in item.get("content") or ()
+                    if isinstance(part, Mapping) and part.get("type") == "output_text"
+                )
+        return "".join(parts)
+
+    def answer_json(self, text: str, model: str) -> dict[str, Any]:
+        message = {
+            "id": "msg_streamtap_cache",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        body = {
+            "id": "resp_streamtap_cache",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": model,
+            "status": "completed",
+            "output": [message],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+        return body
+
+    def error_frame(self, error_type: str, message: str) -> bytes:
+        payload = {
+            "type": "error",
+            "code": error_type,
+            "message": message,
+            "param": None,
+            "sequence_number": 0,
+        }
+        return encode_event(_dumps(payload), event="error")
+
+
+class _Events:
+    """Builds a synthesized event sequence with increasing sequence numbers."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def add(self, kind: str, **fields: Any) -> None:
+        payload = {"type": kind, "sequence_number": len(self.frames), **fields}
+        self.frames.append(encode_event(_dumps(payload), event=kind))
+
+    def message(self, index: int, item: Mapping[str, Any]) -> None:
+        item_id = item.get("id", f"msg_{index}")
+        self.add(
+            "response.output_item.added",
+            output_index=index,
+            item={**item, "content": [], "status": "in_progress"},
+        )
+        for part_index, part in enumerate(item.get("content") or ()):
+            where = {"item_id": item_id, "output_index": index, "content_index": part_index}
+            text = part.get("text", "") if part.get("type") == "output_text" else ""
+            self.add("response.content_part.added", **where, part={**part, "text": ""})
+            if text:
+                self.add("response.output_text.delta", **where, delta=text, logprobs=[])
+            self.add("response.output_text.done", **where, text=text, logprobs=[])
+            self.add("response.content_part.done", **where, part=part)
+        self.add("response.output_item.done", output_index=index, item=item)
+
+    def function_call(self, index: int, item: Mapping[str, Any]) -> None:
+        item_id = item.get("id", f"fc_{index}")
+        arguments = item.get("arguments", "")
+        self.add("response.output_item.added", output_index=index, item={**item, "arguments": ""})
+        where = {"item_id": item_id, "output_index": index}
+        if arguments:
+            self.add("response.function_call_arguments.delta", **where, delta=arguments)
+        self.add("response.function_call_arguments.done", **where, arguments=arguments)
+        self.add("response.output_item.done", output_index=index, item=item)
+
+
+def sequence_number(frame: bytes) -> int | None:
+    """The sequence_number of a delivered frame, for resuming a background response."""
+    try:
+        payload = json.loads(parse_frame(frame).data)
+    except ValueError:
+        return None
+    number = payload.get("sequence_number") if isinstance(payload, dict) else None
+    return number if isinstance(number, int) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+RESPONSES = ResponsesDialect()

@@ -1,0 +1,103 @@
+"""Incremental Server-Sent Events framing: bytes in, complete frames out. No I/O.
+
+The engine forwards only complete frames, so a connection cut mid-frame never leaves half an
+event in the SDK's decoder (which would corrupt a resumed stream), and a frame is classified
+once, when it is whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A single event larger than this is a bad response, not a reason to buffer without bound.
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+
+
+class FrameTooLarge(ValueError):
+    pass
+
+
+class FrameBuffer:
+    """Splits a byte stream into complete SSE frames (each ending with a blank line).
+
+    Line endings are normalised to `\\n`, so `\\r\\n` and `\\r` producers are handled; a `\\r`
+    at the end of a chunk is held back because its `\\n` may start the next chunk.
+    """
+
+    __slots__ = ("_held", "_max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._held = b""
+        self._max_frame = max_frame
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Add `chunk`; return the complete frames now available (possibly b"")."""
+        data = self._held + chunk if self._held else chunk
+        if b"\r" in data:
+            tail = b""
+            if data.endswith(b"\r"):
+                data, tail = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            data += tail
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            if len(data) > self._max_frame:
+                raise FrameTooLarge(f"an SSE event exceeds {self._max_frame} bytes")
+            self._held = data
+            return b""
+        end += 2
+        self._held = data[end:]
+        if len(self._held) > self._max_frame:
+            raise FrameTooLarge(f"an SSE event exceeds {self._max_frame} bytes")
+        return data[:end]
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an incomplete frame still held back."""
+        return self._held
+
+
+def split_frames(frames: bytes) -> list[bytes]:
+    """Split complete frames (as returned by FrameBuffer.feed) into single frames."""
+    parts = frames.split(b"\n\n")
+    parts.pop()  # the empty remainder after the last separator
+    return [p for p in parts if p]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One parsed SSE event. `comment` is True for a frame made only of comment lines."""
+
+    event: str | None
+    data: str
+    comment: bool = False
+
+
+def parse_frame(frame: bytes) -> Event:
+    """Parse one frame per the SSE spec (event, data, comments); raises UnicodeDecodeError."""
+    text = frame.decode("utf-8")
+    event: str | None = None
+    data: list[str] = []
+    fields = 0
+    for line in text.split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+            fields += 1
+        elif name == "data":
+            data.append(value)
+            fields += 1
+        elif name in ("id", "retry"):
+            fields += 1
+    return Event(event=event, data="\n".join(data), comment=fields == 0)
+
+
+def encode_event(data: str, event: str | None = None) -> bytes:
+    """Encode one SSE event (data may span lines)."""
+    head = f"event: {event}\n" if event else ""
+    body = "".join(f"data: {line}\n" for line in data.split("\n"))
+    return (head + body + "\n").encode("utf-8")

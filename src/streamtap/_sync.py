@@ -1,0 +1,332 @@
+"""The synchronous driver: runs a Call over an httpx2 transport, blocking."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+
+from ._attempt import StreamAttempt
+from ._call import Call, GiveUp, Send, Serve, Wait
+from ._driver import (
+    MAX_BODY,
+    body_answer,
+    build_request,
+    caller_failure,
+    caller_headers,
+    connect_failure,
+    error_response,
+    give_up,
+    interrupted,
+    new_stream_attempt,
+    read_failure,
+    served,
+    status_failure,
+)
+from ._errors import failure
+
+
+def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:
+    """Run `call` until it commits, is answered, or gives up."""
+    live = _Live(call, transport, request)
+    try:
+        while True:
+            step = call.next()
+            if isinstance(step, Wait):
+                time.sleep(step.seconds)
+            elif isinstance(step, Serve):
+                answer = served(step, call, request)
+                call.finish("ok", call.engine.clock())
+                return answer
+            elif isinstance(step, GiveUp):
+                return give_up(call, request)
+            else:
+                response = live.try_send(step)
+                if response is not None:
+                    return response
+    except BaseException as error:
+        live.abort(error)
+        raise
+
+
+class _Live:
+    """The state of one call's current attempt; what a stream's finalizer may touch."""
+
+    def __init__(self, call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> None:
+        self.call = call
+        self.transport = transport
+        self.request = request
+        self.send: Send | None = None
+        self.attempt: StreamAttempt | None = None
+        self.upstream: httpx2.Response | None = None
+        self.chunks: Iterator[bytes] | None = None
+        self.restore: Callable[[], None] | None = None
+
+    def open(self, send: Send) -> httpx2.Response | None:
+        """Send one attempt; its response when 2xx, else None (the failure is recorded)."""
+        call = self.call
+        clock = call.engine.clock
+        upstream_request = build_request(self.request, send, call)
+        call.sending(send, clock())
+        try:
+            upstream = self.transport.handle_request(upstream_request)
+        except httpx2.TransportError as error:
+            call.attempt_failed(
+                send, connect_failure(error), now=clock(), wall=call.engine.wall(), exception=error
+            )
+            return None
+        if upstream.status_code < 400:
+            return upstream
+        try:
+            raw = upstream.read()
+        except httpx2.TransportError:
+            raw = b""
+        finally:
+            upstream.close()
+        call.attempt_failed(
+            send,
+            status_failure(upstream),
+            now=clock(),
+            wall=call.engine.wall(),
+            headers=upstream.headers,
+            error_response=error_response(upstream, raw),
+        )
+        return None
+
+    def try_send(self, send: Send) -> httpx2.Response | None:
+        """One attempt before commit: the caller's response once committed, else None."""
+        call = self.call
+        clock = call.engine.clock
+        upstream = self.open(send)
+        if upstream is None:
+            return None
+        if not send.route.stream:
+            return self._answer(send, upstream)
+        self._begin(send, upstream)
+        attempt = self.attempt
+        assert attempt is not None
+        first = b""
+        while not attempt.committed and attempt.failure is None:
+            chunk = self.read()
+            if chunk is None:
+                break
+            first = attempt.feed(chunk, clock())
+        if attempt.committed:
+            call.committed_at(send, attempt, attempt.first_content_at or clock())
+            body = _SyncBody(self, first)
+            headers = caller_headers(upstream.headers, call, sse=True)
+            return httpx2.Response(
+                upstream.status_code,
+                headers=headers,
+                stream=body,
+                request=self.request,
+                extensions={"http_version": upstream.extensions.get("http_version", b"HTTP/1.1")},
+            )
+        assert attempt.failure is not None
+        self.close_upstream()
+        call.attempt_failed(send, attempt.failure, now=clock(), wall=call.engine.wall())
+        return None
+
+    def _answer(self, send: Send, upstream: httpx2.Response) -> httpx2.Response | None:
+        call = self.call
+        clock = call.engine.clock
+        try:
+            raw = b"".join(_bounded(upstream.iter_bytes()))
+        except (httpx2.TransportError, ValueError) as error:
+            self.upstream = upstream
+            self.close_upstream()
+            reason = (
+                connect_failure(error)
+                if isinstance(error, httpx2.TransportError)
+                else failure("bad_response", "first_token", str(error))
+            )
+            call.attempt_failed(send, reason, now=clock(), wall=call.engine.wall())
+            return None
+        finally:
+            upstream.close()
+        answer = body_answer(call, send, upstream, raw)
+        if not isinstance(answer, tuple):
+            call.attempt_failed(send, answer, now=clock(), wall=call.engine.wall())
+            return None
+        content, body = answer
+        call.attempt_ok(send, clock(), upstream.status_code, None)
+        call.delivered.append(content)
+        response = httpx2.Response(
+            upstream.status_code,
+            headers=caller_headers(
+                upstream.headers if not call.primary.stream else None, call, sse=call.primary.stream
+            ),
+            content=content,
+            request=self.request,
+        )
+        call.finish("ok", clock(), body=body)
+        return response
+
+    def _begin(self, send: Send, upstream: httpx2.Response) -> None:
+        call = self.call
+        clock = call.engine.clock
+        self.send = send
+        self.upstream = upstream
+        self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
+        self.chunks = upstream.iter_bytes()
+        self.restore = _deadline_reads(upstream, attempt, clock)
+
+    def read(self) -> bytes | None:
+        """The next chunk, or None at the end or on failure (then attempt.failure is set)."""
+        attempt = self.attempt
+        assert attempt is not None and self.chunks is not None
+        try:
+            return next(self.chunks)
+        except StopIteration:
+            attempt.end()
+        except httpx2.TransportError as error:
+            attempt.broke(read_failure(attempt, error, self.call.engine.clock()))
+        return None
+
+    def resume(self) -> bool:
+        """After a failure past commit: continue the stream from another attempt, if the call may."""
+        call = self.call
+        while True:
+            step = call.next()
+            if isinstance(step, Wait):
+                time.sleep(step.seconds)
+            elif isinstance(step, Send):
+                upstream = self.open(step)
+                if upstream is not None:
+                    self._begin(step, upstream)
+                    return True
+            else:
+                return False
+
+    def close_upstream(self) -> None:
+        restore, self.restore = self.restore, None
+        if restore is not None:
+            restore()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+
+    def abort(self, error: BaseException | None) -> None:
+        """The caller stopped (or the engine failed): finalise once and release the connection."""
+        call = self.call
+        try:
+            self.close_upstream()
+        finally:
+            if not call.finished:
+                reason = caller_failure()
+                if reason is not None:
+                    call.last_failure = reason
+                    call.finish("error", call.engine.clock())
+                elif error is None or isinstance(error, (KeyboardInterrupt, GeneratorExit)):
+                    call.finish("cancelled", call.engine.clock())
+                else:
+                    call.last_failure = failure(
+                        "other", "streaming" if call.committed else "first_token", repr(error)
+                    )
+                    call.finish("error", call.engine.clock())
+
+
+class _SyncBody(httpx2.SyncByteStream):
+    """The committed stream the caller reads: released frames, then the rest as it arrives."""
+
+    def __init__(self, live: _Live, first: bytes) -> None:
+        self._live = live
+        self._first = first
+        # Never iterated and garbage-collected: the call is abandoned, the connection released.
+        self._finalizer = weakref.finalize(self, _abandon, live)
+
+    def __iter__(self) -> Iterator[bytes]:
+        live = self._live
+        call = live.call
+        clock = call.engine.clock
+        first, self._first = self._first, b""
+        if first:
+            call.delivered.append(first)
+            yield first
+        while True:
+            attempt = live.attempt
+            assert attempt is not None and live.send is not None
+            while attempt.failure is None:
+                chunk = live.read()
+                if chunk is None:
+                    break
+                out = attempt.feed(chunk, clock())
+                if out:
+                    call.delivered.append(out)
+                    yield out
+            live.close_upstream()
+            if attempt.failure is None:
+                call.attempt_ok(live.send, clock(), 200, _ttft(attempt))
+                call.finish("ok", clock())
+                self._finalizer.detach()
+                return
+            failed = attempt.failure
+            call.attempt_failed(
+                live.send, failed, now=clock(), wall=call.engine.wall(), time_to_first_token=_ttft(attempt)
+            )
+            if not live.resume():
+                call.finish("error", clock())
+                self._finalizer.detach()
+                raise interrupted(call, live.request, call.last_failure or failed)
+
+    def close(self) -> None:
+        self._finalizer.detach()
+        live = self._live
+        attempt = live.attempt
+        if (
+            attempt is not None
+            and attempt.terminal
+            and attempt.failure is None
+            and live.send
+            and not live.call.finished
+        ):
+            # The SDK stops reading at the terminal event and closes: that is a complete answer.
+            live.close_upstream()
+            call = live.call
+            call.attempt_ok(live.send, call.engine.clock(), 200, _ttft(attempt))
+            call.finish("ok", call.engine.clock())
+        live.abort(None)
+
+
+def _abandon(live: _Live) -> None:
+    if not live.call.finished:
+        live.close_upstream()
+        live.call.finish("abandoned", live.call.engine.clock())
+
+
+def _ttft(attempt: StreamAttempt) -> float | None:
+    return attempt.first_content_at - attempt.sent_at if attempt.first_content_at is not None else None
+
+
+def _bounded(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ValueError(f"the answer exceeds {MAX_BODY} bytes")
+        yield chunk
+
+
+def _deadline_reads(
+    upstream: httpx2.Response, attempt: StreamAttempt, clock: Callable[[], float]
+) -> Callable[[], None] | None:
+    """Make every socket read of this body wait only until the attempt's next deadline.
+
+    httpcore fixes a body's read timeout once per response, but the deadline moves: the first
+    token deadline applies until commit, the idle deadline after every event. So the
+    connection's network stream gets a per-instance `read` for the life of this body.
+    """
+    stream: Any = upstream.extensions.get("network_stream")
+    read = getattr(type(stream), "read", None)
+    if stream is None or read is None or not hasattr(stream, "__dict__"):
+        return None
+
+    def deadline_read(max_bytes: int, timeout: float | None = None) -> bytes:
+        limit = attempt.read_timeout(clock())
+        return read(stream, max_bytes, timeout if limit is None else limit)  # type: ignore[no-any-return]
+
+    stream.read = deadline_read
+    return lambda: stream.__dict__.pop("read", None)
