@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
@@ -22,6 +23,10 @@ from ._events import Recorder
 from ._otel_metrics import OtelMetricsRecorder
 from ._otel_traces import OtelTraceRecorder
 from ._prometheus import PrometheusRecorder
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 log = logging.getLogger("streamtap")
 _lock = threading.Lock()
@@ -51,7 +56,7 @@ def _is_unconfigured(provider: object) -> bool:
     )
 
 
-def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> TracerProvider:
+def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> SdkTracerProvider:
     """An SDK tracer provider with the exporters OTEL_TRACES_EXPORTER names (default otlp)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -79,7 +84,7 @@ def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.env
     return provider
 
 
-def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> MeterProvider:
+def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> SdkMeterProvider:
     """An SDK meter provider with the exporters OTEL_METRICS_EXPORTER names (default otlp)."""
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import (

@@ -37,7 +37,9 @@ def test_histograms_carry_the_call_trace_id_as_exemplar(
 
     # TTFT 1.6 s lands in the le=2.0 bucket; the exemplar carries the span's trace id
     line = next(
-        x for x in text.splitlines() if x.startswith("streamtap_time_to_first_token_seconds_bucket") and 'le="2.0"' in x
+        x
+        for x in text.splitlines()
+        if x.startswith("streamtap_time_to_first_token_seconds_bucket") and 'le="2.0"' in x
     )
     assert re.search(r' # \{trace_id="([0-9a-f]{32})"\} 1\.6 ', line), line
     assert f'trace_id="{trace_id}"' in line
@@ -129,9 +131,10 @@ def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(
     assert duration.count == 1
     assert duration.attributes["error.type"] == "timeout"
     assert duration.attributes["streamtap.outcome"] == "error"
-    assert "gen_ai.client.operation.time_to_first_chunk" not in found or not found[
-        "gen_ai.client.operation.time_to_first_chunk"
-    ]
+    assert (
+        "gen_ai.client.operation.time_to_first_chunk" not in found
+        or not found["gen_ai.client.operation.time_to_first_chunk"]
+    )
     assert "gen_ai.client.token.usage" not in found or not found["gen_ai.client.token.usage"]
 
 
@@ -139,5 +142,7 @@ def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(
     ("duration", "ttft", "chunks", "expected"),
     [(3.0, 1.0, 5, 0.5), (3.0, 1.0, 1, None), (3.0, None, 5, None), (1.0, 2.0, 3, 0.0)],
 )
-def test_time_per_output_chunk(duration: float, ttft: float | None, chunks: int, expected: float | None) -> None:
+def test_time_per_output_chunk(
+    duration: float, ttft: float | None, chunks: int, expected: float | None
+) -> None:
     assert time_per_output_chunk(duration, ttft, chunks) == expected

@@ -38,7 +38,9 @@ def test_serve_metrics_scraped_over_http_with_openmetrics(
     try:
         assert server.server_address[0] == "127.0.0.1"
         url = f"http://127.0.0.1:{server.server_port}/metrics"
-        request = urllib.request.Request(url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        request = urllib.request.Request(
+            url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             content_type = response.headers["Content-Type"]
             body = response.read().decode()
@@ -72,7 +74,10 @@ def test_wsgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
     two_429s_then_success([PrometheusRecorder(registry)])
     content_type, body = call_wsgi(metrics_wsgi_app(registry), accept=OPENMETRICS)
     assert content_type.startswith("application/openmetrics-text")
-    assert b'streamtap_retries_total{api="chat_completions",model="gpt-4o-mini",reason="rate_limited"} 2.0' in body
+    assert (
+        b'streamtap_retries_total{api="chat_completions",model="gpt-4o-mini",reason="rate_limited"} 2.0'
+        in body
+    )
 
 
 @pytest.mark.anyio
@@ -108,7 +113,9 @@ def test_default_exposition_registry_is_the_global_one(monkeypatch: pytest.Monke
     assert exposition_registry() is REGISTRY
 
 
-def test_multiprocess_totals_with_real_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multiprocess_totals_with_real_worker_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     spawn = multiprocessing.get_context("spawn")
     plans = [(1, 1, "open"), (2, 1, "half_open"), (3, 2, "closed")]

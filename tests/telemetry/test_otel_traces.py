@@ -75,7 +75,11 @@ def test_two_429s_then_success(tracer_provider: TracerProvider, spans: InMemoryS
         }
         assert attempt.context.trace_flags.sampled
     assert [dict(a.attributes or {})["http.response.status_code"] for a in attempts] == [429, 429, 200]
-    assert [dict(a.attributes or {}).get("error.type") for a in attempts] == ["rate_limited", "rate_limited", None]
+    assert [dict(a.attributes or {}).get("error.type") for a in attempts] == [
+        "rate_limited",
+        "rate_limited",
+        None,
+    ]
     assert [a.status.status_code for a in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
 
 
@@ -168,8 +172,9 @@ def test_unknown_attempts_and_late_events_are_tolerated(
 
 def test_responses_api_span(tracer_provider: TracerProvider, spans: InMemorySpanExporter) -> None:
     request = {"model": "gpt-4.1", "input": "hi", "temperature": 0.2, "max_output_tokens": 50, "seed": 7}
-    Call(Fanout([OtelTraceRecorder(tracer_provider)]), api="responses", model="gpt-4.1", request=request).start(
-    ).finish("ok")
+    Call(
+        Fanout([OtelTraceRecorder(tracer_provider)]), api="responses", model="gpt-4.1", request=request
+    ).start().finish("ok")
     span = spans.get_finished_spans()[0]
     attrs = dict(span.attributes or {})
     assert span.name == "chat gpt-4.1"
@@ -219,17 +224,22 @@ def test_constructor_flag_beats_env(
     tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(CAPTURE_ENV, "true")
-    Call(Fanout([OtelTraceRecorder(tracer_provider, capture_content=False)]), request=CHAT_REQUEST).start(
-    ).finish("ok", output_text="x")
+    Call(
+        Fanout([OtelTraceRecorder(tracer_provider, capture_content=False)]), request=CHAT_REQUEST
+    ).start().finish("ok", output_text="x")
     assert "gen_ai.input.messages" not in dict(spans.get_finished_spans()[0].attributes or {})
 
 
 def test_responses_instructions_are_captured_separately(
     tracer_provider: TracerProvider, spans: InMemorySpanExporter
 ) -> None:
-    request = {"model": "gpt-4.1", "instructions": "talk like a pirate", "input": [
-        {"role": "user", "content": [{"type": "input_text", "text": "ahoy"}, {"type": "input_image"}]},
-    ]}
+    request = {
+        "model": "gpt-4.1",
+        "instructions": "talk like a pirate",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "ahoy"}, {"type": "input_image"}]},
+        ],
+    }
     Call(
         Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), api="responses", request=request
     ).start().finish("ok")
@@ -251,7 +261,10 @@ def test_no_key_or_query_string_reaches_any_span(
     c.breaker("closed", "open", upstream="https://example.openai.azure.com?api-key=sk-secret")
     c.finish("error", error_type="auth")
     dumped = json.dumps(
-        [[dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]] for s in spans.get_finished_spans()],
+        [
+            [dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]]
+            for s in spans.get_finished_spans()
+        ],
         default=str,
     )
     assert "sk-secret" not in dumped

@@ -26,7 +26,10 @@ def test_two_429s_then_success(registry: CollectorRegistry) -> None:
     assert value(registry, "streamtap_retries_total", **CHAT, reason="rate_limited") == 2
     assert value(registry, "streamtap_attempts_total", **CHAT, result="error") == 2
     assert value(registry, "streamtap_attempts_total", **CHAT, result="ok") == 1
-    assert value(registry, "streamtap_attempt_errors_total", **CHAT, error_type="rate_limited", phase="headers") == 2
+    assert (
+        value(registry, "streamtap_attempt_errors_total", **CHAT, error_type="rate_limited", phase="headers")
+        == 2
+    )
     assert value(registry, "streamtap_requests_total", **CHAT, outcome="ok") == 1
     assert value(registry, "streamtap_requests_total", **CHAT, outcome="error") == 0
     assert value(registry, "streamtap_time_to_first_token_seconds_count", **CHAT) == 1
@@ -168,9 +171,16 @@ def test_model_is_normalised_and_capped(registry: CollectorRegistry) -> None:
     fanout = Fanout([PrometheusRecorder(registry, max_models=2)])
     for model in ("  GPT-4o ", "gpt-4o", "o3 mini", "claude-3"):
         Call(fanout, model=model, stream=False).start().finish("ok")
-    assert value(registry, "streamtap_requests_total", api="chat_completions", model="gpt-4o", outcome="ok") == 2
-    assert value(registry, "streamtap_requests_total", api="chat_completions", model="o3_mini", outcome="ok") == 1
-    assert value(registry, "streamtap_requests_total", api="chat_completions", model="_other", outcome="ok") == 1
+    assert (
+        value(registry, "streamtap_requests_total", api="chat_completions", model="gpt-4o", outcome="ok") == 2
+    )
+    assert (
+        value(registry, "streamtap_requests_total", api="chat_completions", model="o3_mini", outcome="ok")
+        == 1
+    )
+    assert (
+        value(registry, "streamtap_requests_total", api="chat_completions", model="_other", outcome="ok") == 1
+    )
 
 
 def test_unknown_api_becomes_other(registry: CollectorRegistry) -> None:

@@ -1,0 +1,142 @@
+"""setup_telemetry() and default_recorders(), without touching the real global providers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import ProxyTracerProvider
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+
+from streamtap import _telemetry
+from streamtap._otel_metrics import OtelMetricsRecorder
+from streamtap._otel_traces import OtelTraceRecorder
+from streamtap._prometheus import PrometheusRecorder
+from streamtap._telemetry import (
+    _exporter_names,
+    _protocol,
+    build_meter_provider,
+    build_tracer_provider,
+    default_recorders,
+    setup_telemetry,
+)
+
+from ._builder import two_429s_then_success
+
+
+@pytest.fixture
+def globals_(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Stand-ins for the global providers: unconfigured proxies, and a record of what is set."""
+    state: dict[str, Any] = {"tracer": ProxyTracerProvider(), "meter": metrics.NoOpMeterProvider()}
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: state["tracer"])
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda p: state.__setitem__("set_tracer", p))
+    monkeypatch.setattr(metrics, "get_meter_provider", lambda: state["meter"])
+    monkeypatch.setattr(metrics, "set_meter_provider", lambda p: state.__setitem__("set_meter", p))
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    return state
+
+
+def test_injected_providers_win(
+    globals_: dict[str, Any],
+    registry: CollectorRegistry,
+    tracer_provider: TracerProvider,
+    spans: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    recorders = setup_telemetry(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, prometheus_registry=registry
+    )
+    assert [type(r) for r in recorders] == [OtelTraceRecorder, PrometheusRecorder, OtelMetricsRecorder]
+    assert "set_tracer" not in globals_
+    assert "set_meter" not in globals_
+    two_429s_then_success(recorders)
+    trace_id = f"{spans.get_finished_spans()[-1].context.trace_id:032x}"
+    assert f'trace_id="{trace_id}"' in generate_latest(registry).decode()  # wired in Fanout order
+    data = metric_reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert "gen_ai.client.operation.duration" in names
+
+
+def test_unconfigured_globals_get_sdk_providers(
+    globals_: dict[str, Any], registry: CollectorRegistry
+) -> None:
+    setup_telemetry(service_name="checkout", prometheus_registry=registry)
+    tracer_provider = globals_["set_tracer"]
+    meter_provider = globals_["set_meter"]
+    assert isinstance(tracer_provider, TracerProvider)
+    assert isinstance(meter_provider, MeterProvider)
+    assert tracer_provider.resource.attributes["service.name"] == "checkout"
+    assert tracer_provider._active_span_processor._span_processors == ()  # OTEL_TRACES_EXPORTER=none
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+def test_configured_globals_are_kept(globals_: dict[str, Any], registry: CollectorRegistry) -> None:
+    mine = TracerProvider()
+    globals_["tracer"] = mine
+    globals_["meter"] = MeterProvider()
+    setup_telemetry(prometheus_registry=registry)
+    assert "set_tracer" not in globals_
+    assert "set_meter" not in globals_
+
+
+def test_sdk_disabled_leaves_globals_alone(
+    globals_: dict[str, Any], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    setup_telemetry(prometheus_registry=registry)
+    assert "set_tracer" not in globals_
+
+
+def test_console_exporter_is_honoured() -> None:
+    provider = build_tracer_provider("svc", {"OTEL_TRACES_EXPORTER": "console"})
+    processors = provider._active_span_processor._span_processors
+    assert len(processors) == 1
+    provider.shutdown()
+    meter_provider = build_meter_provider("svc", {"OTEL_METRICS_EXPORTER": "none"})
+    meter_provider.shutdown()
+
+
+def test_exporter_and_protocol_parsing() -> None:
+    assert _exporter_names({}, "traces") == ["otlp"]
+    assert _exporter_names({"OTEL_TRACES_EXPORTER": " OTLP, console "}, "traces") == ["otlp", "console"]
+    assert _exporter_names({"OTEL_METRICS_EXPORTER": "none"}, "metrics") == ["none"]
+    assert _protocol({}, "traces") == "http/protobuf"
+    assert _protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "traces") == "grpc"
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"}
+    assert _protocol(env, "metrics") == "http/protobuf"
+
+
+def test_default_recorders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_telemetry, "_defaults", None)
+    seen: list[list[int]] = []
+    lock = threading.Lock()
+
+    def grab() -> None:
+        ids = [id(r) for r in default_recorders()]
+        with lock:
+            seen.append(ids)
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({tuple(ids) for ids in seen}) == 1
+    traces, prom, otel_metrics = default_recorders()
+    assert isinstance(traces, OtelTraceRecorder)
+    assert isinstance(prom, PrometheusRecorder)
+    assert isinstance(otel_metrics, OtelMetricsRecorder)
+    assert prom.trace_ids is traces
