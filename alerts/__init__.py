@@ -1,0 +1,1 @@
+"""streamtap's Prometheus rules: generated from `alerts/rules.py`, never edited by hand."""

@@ -1,0 +1,234 @@
+"""Alerting rules: what pages (critical), what notifies (warning) and what files a ticket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._params import PAGE_BURN_WINDOWS, TICKET_BURN_WINDOWS, Params
+from ._recording import num, quantile_name
+
+
+def _alert(
+    p: Params, name: str, expr: str, for_: str, severity: str, summary: str, description: str
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": p.d(for_),
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": p.runbook_url(name),
+        },
+    }
+
+
+def _guard(p: Params, window: str) -> str:
+    # Ratios over a handful of calls are noise (1 failure in 2 calls is 50%); zero calls are NaN.
+    return f"and on (job) streamtap:requests:rate{window} >= {num(p.min_request_rate)}"
+
+
+def _baseline_ratio(p: Params, errors: str, total: str) -> str:
+    """The ratio over the baseline window, shifted back so the current incident is not part of it.
+
+    No traffic or no errors back then gives 0, so a fresh deployment is judged by the floor alone.
+    """
+    w, off = p.d(p.baseline_window), p.d(p.baseline_offset)
+    return (
+        f"sum by (job) (rate({errors}[{w}] offset {off}))\n"
+        f"    / (sum by (job) (rate({total}[{w}] offset {off})) > 0)"
+    )
+
+
+def _spike(p: Params, current: str, errors: str, total: str, factor: float, floor: float) -> str:
+    w = p.spike_window
+    return (
+        f"{current}\n"
+        f"> on (job)\n"
+        f"(\n"
+        f"  {num(factor)} * (\n    {_baseline_ratio(p, errors, total)}\n  )\n"
+        f"  or on (job) 0 * streamtap:requests:rate{w}\n"
+        f")\n"
+        f"and on (job) {current} > {num(floor)}\n"
+        f"{_guard(p, w)}"
+    )
+
+
+def _burn(p: Params, pairs: tuple[tuple[str, str, float], ...]) -> str:
+    # The traffic guard uses the current (spike) window for every pair: "is there enough traffic
+    # now to judge", and a rate over a long window underestimates a job younger than the window.
+    clauses = [
+        f"(\n  streamtap:error_budget_burn_rate:rate{long} > {num(factor)}\n"
+        f"  and on (job) streamtap:error_budget_burn_rate:rate{short} > {num(factor)}\n"
+        f"  {_guard(p, p.spike_window)}\n)"
+        for long, short, factor in pairs
+    ]
+    return "\nor\n".join(clauses)
+
+
+def _pairs_text(p: Params, pairs: tuple[tuple[str, str, float], ...]) -> str:
+    return " or ".join(f"{num(f)}× over {p.d(long)} and {p.d(short)}" for long, short, f in pairs)
+
+
+def alerting_rules(p: Params) -> list[dict[str, Any]]:
+    """Every streamtap alert, each with severity, summary, description and runbook_url."""
+    w = p.spike_window
+    rw, bw, bo = p.d(w), p.d(p.baseline_window), p.d(p.baseline_offset)
+    pct = "{{ $value | humanizePercentage }}"
+    job = "{{ $labels.job }}"
+    budget = f"{num(p.error_budget * 100)}%"
+    q = quantile_name(p.ttft_quantile)
+    ttft = f"streamtap:time_to_first_token_seconds:{q}_rate{w}"
+    ttft_baseline = (
+        f"histogram_quantile({num(p.ttft_quantile)}, sum by (job, le) "
+        f"(rate(streamtap_time_to_first_token_seconds_bucket[{bw}] offset {bo})))"
+    )
+    return [
+        _alert(
+            p,
+            "StreamtapErrorRateSpike",
+            _spike(
+                p,
+                f"streamtap:request_error_ratio:rate{w}",
+                "streamtap_request_errors_total",
+                "streamtap_requests_total",
+                p.error_spike_factor,
+                p.error_spike_floor,
+            ),
+            p.error_spike_for,
+            "critical",
+            f"{job}: user-visible error rate spiked to {pct}",
+            f"{pct} of streamtap calls in {job} failed over the last {rw}: more than "
+            f"{num(p.error_spike_factor)}× the ratio of the {bw} before the last {bo} and above "
+            f"{num(p.error_spike_floor * 100)}%. Callers are receiving errors now.",
+        ),
+        _alert(
+            p,
+            "StreamtapErrorBudgetBurn",
+            _burn(p, PAGE_BURN_WINDOWS),
+            p.burn_page_for,
+            "critical",
+            f'{job}: error budget burning fast ({{{{ printf "%.1f" $value }}}}× sustainable)',
+            f"{job} is burning its {budget} error budget (SLO {num(p.slo_target * 100)}%) "
+            f'{{{{ printf "%.1f" $value }}}}× faster than sustainable '
+            f"(page thresholds: {_pairs_text(p, PAGE_BURN_WINDOWS)}).",
+        ),
+        _alert(
+            p,
+            "StreamtapErrorBudgetBurn",
+            _burn(p, TICKET_BURN_WINDOWS),
+            p.burn_ticket_for,
+            "ticket",
+            f'{job}: error budget burning slowly ({{{{ printf "%.1f" $value }}}}× sustainable)',
+            f"{job} is burning its {budget} error budget (SLO {num(p.slo_target * 100)}%) "
+            f'{{{{ printf "%.1f" $value }}}}× faster than sustainable '
+            f"(ticket thresholds: {_pairs_text(p, TICKET_BURN_WINDOWS)}).",
+        ),
+        _alert(
+            p,
+            "StreamtapUpstreamErrorRateSpike",
+            _spike(
+                p,
+                f"streamtap:attempt_error_ratio:rate{w}",
+                "streamtap_attempt_errors_total",
+                "streamtap_attempts_total",
+                p.attempt_spike_factor,
+                p.attempt_spike_floor,
+            ),
+            p.attempt_spike_for,
+            "warning",
+            f"{job}: upstream attempt error rate spiked to {pct}",
+            f"{pct} of upstream attempts in {job} failed over the last {rw}: more than "
+            f"{num(p.attempt_spike_factor)}× the ratio of the {bw} before the last {bo} and above "
+            f"{num(p.attempt_spike_floor * 100)}%. Retries and fallbacks may still hide it from callers.",
+        ),
+        _alert(
+            p,
+            "StreamtapRateLimited",
+            f"streamtap:rate_limited_ratio:rate{w} > {num(p.rate_limited_ratio)}\n{_guard(p, w)}",
+            p.rate_limited_for,
+            "warning",
+            f"{job}: upstream is rate limiting {pct} of attempts",
+            f"{pct} of upstream attempts in {job} were answered 429 (rate_limited) over the last {rw}, "
+            f"above {num(p.rate_limited_ratio * 100)}% for {p.d(p.rate_limited_for)}.",
+        ),
+        _alert(
+            p,
+            "StreamtapRetryStorm",
+            f"streamtap:retries_per_request:rate{w} > {num(p.retries_per_request)}\n{_guard(p, w)}",
+            p.retry_storm_for,
+            "warning",
+            f'{job}: {{{{ printf "%.2f" $value }}}} retries per call',
+            f'{job} made {{{{ printf "%.2f" $value }}}} retries per call over the last {rw} '
+            f"(threshold {num(p.retries_per_request)}): the upstream receives several times the call rate.",
+        ),
+        _alert(
+            p,
+            "StreamtapStreamFailureSurge",
+            f"streamtap:stream_failure_ratio:rate{w} > {num(p.stream_failure_ratio)}\n{_guard(p, w)}",
+            p.stream_failure_for,
+            "warning",
+            f"{job}: {pct} of attempts stalled, were truncated or interrupted",
+            f"{pct} of upstream attempts in {job} ended in stall, stream_truncated, stream_interrupted "
+            f"or first_token_timeout over the last {rw} (threshold {num(p.stream_failure_ratio * 100)}%).",
+        ),
+        _alert(
+            p,
+            "StreamtapTimeToFirstTokenDegraded",
+            f"{ttft}\n> on (job) {num(p.ttft_factor)} * {ttft_baseline}\n"
+            f"and on (job) {ttft} > {num(p.ttft_floor_seconds)}\n{_guard(p, w)}",
+            p.ttft_for,
+            "warning",
+            f"{job}: {q} time to first token degraded to {{{{ $value | humanizeDuration }}}}",
+            f"The {q} time to first token of {job} is {{{{ $value | humanizeDuration }}}} over the last "
+            f"{rw}: more than {num(p.ttft_factor)}× its value in the {bw} before the last {bo} and above "
+            f"{num(p.ttft_floor_seconds)}s.",
+        ),
+        _alert(
+            p,
+            "StreamtapCircuitOpen",
+            "streamtap_circuit_state == 2",
+            p.breaker_open_for,
+            "warning",
+            f"{job}: circuit breaker open for {{{{ $labels.upstream }}}} {{{{ $labels.model }}}}",
+            f"The circuit breaker of {job} ({{{{ $labels.instance }}}}) for upstream "
+            f"{{{{ $labels.upstream }}}}, model {{{{ $labels.model }}}} has been open for more than "
+            f"{p.d(p.breaker_open_for)}: calls fail fast with circuit_open or go to a fallback.",
+        ),
+        _alert(
+            p,
+            "StreamtapFallbackSurge",
+            f"streamtap:fallbacks_per_request:rate{w} > {num(p.fallback_ratio)}\n{_guard(p, w)}",
+            p.fallback_for,
+            "warning",
+            f"{job}: {pct} of calls used a fallback",
+            f"{job} served {pct} of calls via a fallback (other model, other upstream, non-streaming or "
+            f"cache) over the last {rw} (threshold {num(p.fallback_ratio * 100)}%).",
+        ),
+        _alert(
+            p,
+            "StreamtapInstrumentationAbsent",
+            f"(\n  group by (job) (streamtap_requests_total offset {p.d(p.absent_lookback)})\n"
+            f'  unless on (job) group by (job) ({{__name__=~"streamtap_.+"}})\n'
+            f"  and on (job) max by (job) (up) == 1\n)\n"
+            f'or absent({{__name__=~"streamtap_.+"}})',
+            p.absent_for,
+            "warning",
+            "streamtap metrics are missing{{ with $labels.job }} from {{ . }}{{ end }}",
+            "No streamtap_* series{{ with $labels.job }} from job {{ . }}, which exported them "
+            f"{p.d(p.absent_lookback)} ago and is still scraped{{{{ else }}}} in this Prometheus at all"
+            "{{ end }}: streamtap is not installed, not registered with the scraped registry, or its "
+            "recorder was removed. Every other streamtap alert is blind meanwhile.",
+        ),
+        _alert(
+            p,
+            "StreamtapScrapeTargetDown",
+            f'up{{job=~"{p.scrape_job_regex}"}} == 0',
+            p.scrape_down_for,
+            "warning",
+            f"{job}: scrape target {{{{ $labels.instance }}}} is down",
+            f"Prometheus cannot scrape {{{{ $labels.instance }}}} of job {job} for "
+            f"{p.d(p.scrape_down_for)}: its metrics, and every alert on them, are blind.",
+        ),
+    ]
