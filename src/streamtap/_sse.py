@@ -21,24 +21,27 @@ class FrameBuffer:
     """Splits a byte stream into complete SSE frames (each ending with a blank line).
 
     Line endings are normalised to `\\n`, so `\\r\\n` and `\\r` producers are handled; a `\\r`
-    at the end of a chunk is held back because its `\\n` may start the next chunk.
+    at the end of a chunk ends its line at once (a CR-only producer's last frame is complete),
+    and a `\\n` starting the next chunk is dropped as the second half of that `\\r\\n`.
     """
 
-    __slots__ = ("_held", "_max_frame")
+    __slots__ = ("_held", "_max_frame", "_skip_lf")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._held = b""
         self._max_frame = max_frame
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Add `chunk`; return the complete frames now available (possibly b"")."""
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._skip_lf = chunk[-1:] == b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         data = self._held + chunk if self._held else chunk
-        if b"\r" in data:
-            tail = b""
-            if data.endswith(b"\r"):
-                data, tail = data[:-1], b"\r"
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            data += tail
         end = data.rfind(b"\n\n")
         if end < 0:
             if len(data) > self._max_frame:
