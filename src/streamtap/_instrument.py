@@ -17,24 +17,6 @@ from ._transport import AsyncStreamtapTransport, StreamtapTransport
 ClientT = TypeVar("ClientT", openai.OpenAI, openai.AsyncOpenAI)
 
 
-class _Borrowed(httpx2.BaseTransport):
-    """The original client's transport, shared but never closed by the copy: the original owns it."""
-
-    def __init__(self, transport: httpx2.BaseTransport) -> None:
-        self._transport = transport
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        return self._transport.handle_request(request)
-
-
-class _AsyncBorrowed(httpx2.AsyncBaseTransport):
-    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return await self._transport.handle_async_request(request)
-
-
 def instrument(
     client: ClientT,
     *,
@@ -45,8 +27,9 @@ def instrument(
 ) -> ClientT:
     """Return a copy of `client` whose chat completions and responses calls go through streamtap.
 
-    The copy has the SDK's own retries turned off (streamtap's retries see every attempt) and
-    shares the original's connection pool; the original is left untouched. Everything the SDK
+    The copy has the SDK's own retries turned off (streamtap's retries see every attempt) and,
+    like the SDK's own `client.copy()`, shares the original's connection pool: closing either
+    closes the pool. The original's behaviour is left untouched. Everything the SDK
     offers keeps working: the returned streams are ordinary `openai.Stream` objects.
 
     Args:
@@ -64,7 +47,7 @@ def instrument(
     if isinstance(client, openai.AsyncOpenAI):
         if not isinstance(http, httpx2.AsyncClient):
             raise TypeError("streamtap.instrument needs an AsyncOpenAI client built on httpx2 (openai 3.x)")
-        transport = AsyncStreamtapTransport(_AsyncBorrowed(http._transport), engine=engine)
+        transport = AsyncStreamtapTransport(http._transport, engine=engine)
         return client.copy(
             http_client=httpx2.AsyncClient(
                 transport=transport, timeout=http.timeout, follow_redirects=http.follow_redirects
@@ -74,7 +57,7 @@ def instrument(
     if isinstance(client, openai.OpenAI):
         if not isinstance(http, httpx2.Client):
             raise TypeError("streamtap.instrument needs an OpenAI client built on httpx2 (openai 3.x)")
-        sync = StreamtapTransport(_Borrowed(http._transport), engine=engine)
+        sync = StreamtapTransport(http._transport, engine=engine)
         return client.copy(
             http_client=httpx2.Client(
                 transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects

@@ -1,0 +1,55 @@
+"""Fixtures for engine tests over real loopback sockets against the fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+import streamtap
+from streamtap.fake import FakeConfig, FakeUpstream
+
+from .support import Recording
+
+# Fast enough for tests, long enough that a loaded 2-core machine does not trip them.
+TEST_POLICY = streamtap.Policy(
+    max_attempts=3,
+    backoff_base=0.001,
+    backoff_cap=0.01,
+    first_token_timeout=0.6,
+    idle_timeout=0.6,
+)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream(FakeConfig(chunks=6)) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def recording(fake: FakeUpstream) -> Recording:
+    fake.clear()
+    return Recording()
+
+
+@pytest.fixture
+def make_client(fake: FakeUpstream, recording: Recording) -> Iterator[Any]:
+    made: list[Any] = []
+
+    def make(is_async: bool, **kwargs: Any) -> Any:
+        kwargs.setdefault("policy", TEST_POLICY)
+        kwargs.setdefault("recorders", [recording])
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+        client = streamtap.instrument(
+            cls(base_url=fake.base_url, api_key="sk-test-secret-key-0000"), **kwargs
+        )
+        if not is_async:  # an async client is closed by its test, inside its event loop
+            made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()

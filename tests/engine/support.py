@@ -1,0 +1,80 @@
+"""Test helpers: a recorder that keeps every event, and readers for both APIs and modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamtap import CallFinished, CallStarted
+from streamtap._events import BreakerTransition, CallEvent
+
+CHAT_MESSAGES = [{"role": "user", "content": "hello"}]
+RESPONSES_INPUT = "hello"
+
+
+class Recording:
+    """A Recorder that keeps every event of every call, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def start_call(self, event: CallStarted) -> Recording:
+        self.events.append(event)
+        return self
+
+    def on_event(self, event: CallEvent) -> None:
+        self.events.append(event)
+
+    def breaker_changed(self, event: BreakerTransition) -> None:
+        self.events.append(event)
+
+    def telemetry_failed(self, error: BaseException) -> None:
+        raise AssertionError(f"a recorder failed: {error!r}")
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    @property
+    def finished(self) -> CallFinished:
+        (finished,) = self.of(CallFinished)
+        return finished
+
+
+def create(client: Any, api: str, **kwargs: Any) -> Any:
+    if api == "chat":
+        return client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, **kwargs)
+    return client.responses.create(model="gpt-4o", input=RESPONSES_INPUT, **kwargs)
+
+
+def expected(fake: Any, api: str) -> list[str]:
+    if api == "chat":
+        return list(fake.expected_pieces(model="gpt-4o", messages=CHAT_MESSAGES))
+    return list(fake.expected_pieces(model="gpt-4o", input=RESPONSES_INPUT))
+
+
+def piece(api: str, item: Any) -> str:
+    if api == "chat":
+        return "".join(choice.delta.content or "" for choice in item.choices)
+    return str(item.delta) if item.type == "response.output_text.delta" else ""
+
+
+def read_sync(client: Any, api: str, received: list[str], **kwargs: Any) -> None:
+    """Stream one call, appending each text piece to `received` as it arrives."""
+    stream = create(client, api, stream=True, **kwargs)
+    with stream:
+        for item in stream:
+            text = piece(api, item)
+            if text:
+                received.append(text)
+
+
+async def read_async(client: Any, api: str, received: list[str], **kwargs: Any) -> None:
+    """As read_sync; then closes the client, whose connections belong to this event loop."""
+    try:
+        stream = await create(client, api, stream=True, **kwargs)
+        async with stream:
+            async for item in stream:
+                text = piece(api, item)
+                if text:
+                    received.append(text)
+    finally:
+        await client.close()
