@@ -42,6 +42,10 @@ def instrument(
         capture_content: record prompts and answers in spans; None reads
             OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
     """
+    if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
+        raise TypeError(
+            f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
+        )
     engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
     http = client._client
     if isinstance(client, openai.AsyncOpenAI):
@@ -54,16 +58,12 @@ def instrument(
             ),
             max_retries=0,
         )
-    if isinstance(client, openai.OpenAI):
-        if not isinstance(http, httpx2.Client):
-            raise TypeError("streamtap.instrument needs an OpenAI client built on httpx2 (openai 3.x)")
-        sync = StreamtapTransport(http._transport, engine=engine)
-        return client.copy(
-            http_client=httpx2.Client(
-                transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects
-            ),
-            max_retries=0,
-        )
-    raise TypeError(
-        f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
+    if not isinstance(http, httpx2.Client):
+        raise TypeError("streamtap.instrument needs an OpenAI client built on httpx2 (openai 3.x)")
+    sync = StreamtapTransport(http._transport, engine=engine)
+    return client.copy(
+        http_client=httpx2.Client(
+            transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects
+        ),
+        max_retries=0,
     )

@@ -81,13 +81,13 @@ AFTER_COMMIT = [
 
 
 def _params() -> list[Any]:
-    params = []
-    for when, cases in (("before", BEFORE_COMMIT), ("after", AFTER_COMMIT)):
-        for case in cases:
-            for api in case.apis:
-                for mode in ("sync", "async"):
-                    params.append(pytest.param(case, api, mode, id=f"{when}-{case.id}-{api}-{mode}"))
-    return params
+    return [
+        pytest.param(case, api, mode, id=f"{when}-{case.id}-{api}-{mode}")
+        for when, cases in (("before", BEFORE_COMMIT), ("after", AFTER_COMMIT))
+        for case in cases
+        for api in case.apis
+        for mode in ("sync", "async")
+    ]
 
 
 def _run(client: Any, api: str, mode: str, received: list[str]) -> BaseException | None:

@@ -1,0 +1,207 @@
+"""Fallbacks, background resume, the retry budget and the circuit breaker, over real sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import openai
+import pytest
+
+import streamtap
+from streamtap import CallFinished, FallbackUsed, RetrySuppressed
+from streamtap.fake import FakeUpstream
+
+from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, expected, read_async, read_sync
+
+
+def _chat_text(client: Any, **kwargs: Any) -> tuple[str, Any]:
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True, **kwargs)
+    with stream:
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    return text, stream.response.headers
+
+
+def test_model_fallback_serves_after_retries_fail(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(False, fallbacks=[streamtap.Fallback.model("gpt-4o-mini")])
+    fake.enqueue("status=503", "status=503", "status=503", "")
+    text, headers = _chat_text(client)
+    assert text == fake.expected_text(model="gpt-4o-mini", messages=CHAT_MESSAGES)
+    assert [r.model for r in fake.requests] == ["gpt-4o", "gpt-4o", "gpt-4o", "gpt-4o-mini"]
+    assert headers["x-streamtap-fallback"] == "model"
+    assert recording.of(FallbackUsed) == [
+        FallbackUsed(recording.finished.call_id, "model", "gpt-4o-mini", True)
+    ]
+    assert recording.of(RetrySuppressed)[0].cause == "attempts"
+    assert (recording.finished.outcome, recording.finished.fallback) == ("ok", "model")
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_non_streaming_fallback_is_delivered_as_a_stream(
+    api: str, fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(False, fallbacks=[streamtap.Fallback.non_streaming()])
+    fake.enqueue("drop_after=0", "drop_after=0", "drop_after=0", "")
+    received: list[str] = []
+    read_sync(client, api, received)
+    assert "".join(received) == "".join(expected(fake, api))
+    assert [r.stream for r in fake.requests] == [True, True, True, False]
+    assert recording.finished.fallback == "non_streaming"
+
+
+def test_upstream_fallback_uses_its_own_base_url_and_key(recording: Recording, make_client: Any) -> None:
+    from streamtap.fake import FakeConfig
+
+    with (
+        FakeUpstream(FakeConfig(chunks=3, api_key="sk-second")) as second,
+        FakeUpstream(FakeConfig(chunks=3)) as first,
+    ):
+        first.enqueue("status=401")
+        client = streamtap.instrument(
+            openai.OpenAI(base_url=first.base_url, api_key="sk-first"),
+            policy=TEST_POLICY,
+            recorders=[recording],
+            fallbacks=[streamtap.Fallback.upstream(second.base_url, api_key="sk-second")],
+        )
+        with pytest.raises(openai.AuthenticationError):  # auth errors are not fallen back from
+            _chat_text(client)
+        first.enqueue("status=503;should_retry=false")
+        text, headers = _chat_text(client)
+        client.close()
+    assert text == second.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert headers["x-streamtap-fallback"] == "upstream"
+    assert len(second.requests) == 1
+
+
+def test_cached_answer_serves_when_everything_fails(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    cache = streamtap.MemoryCache(max_entries=10, ttl=60)
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached(cache)])
+    good, _ = _chat_text(client)
+    assert len(cache) == 1
+    fake.enqueue("status=500", "status=500", "status=500")
+    text, headers = _chat_text(client)
+    assert text == good
+    assert headers["x-streamtap-fallback"] == "cache"
+    misses = recording.of(FallbackUsed)
+    assert misses == [FallbackUsed(recording.of(CallFinished)[1].call_id, "cache", "gpt-4o", True)]
+
+
+def test_cache_miss_gives_the_sdk_error(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached()])
+    fake.enqueue("status=429;retry_after=0", "status=429;retry_after=0", "status=429;retry_after=0")
+    with pytest.raises(openai.RateLimitError):
+        _chat_text(client)
+    assert recording.finished.error_type == "rate_limited"
+    assert recording.of(FallbackUsed)[0].ok is False
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_background_response_resumes_after_commit(
+    mode: str, fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(mode == "async")
+    fake.enqueue("drop_after=3")
+    received: list[str] = []
+    if mode == "sync":
+        read_sync(client, "responses", received, background=True)
+    else:
+        anyio.run(lambda: read_async(client, "responses", received, background=True))
+    assert received == expected(fake, "responses")  # every piece once, in order
+    resume = fake.requests[1]
+    assert (resume.method, resume.stream) == ("GET", True)
+    assert resume.query.startswith("stream=true&starting_after=")
+    assert recording.finished.outcome == "ok"
+    assert recording.finished.attempts == 2
+
+
+def test_retry_budget_exhaustion_is_reported(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    policy = streamtap.Policy(
+        max_attempts=3,
+        backoff_base=0.001,
+        backoff_cap=0.001,
+        budget=streamtap.BudgetSettings(ratio=0.0, min_per_second=0.1, ttl=10.0),
+    )
+    client = make_client(False, policy=policy)
+    fake.enqueue(*["status=503"] * 4)
+    with pytest.raises(openai.InternalServerError):
+        _chat_text(client)  # the floor allows one retry in 10 s ...
+    with pytest.raises(openai.InternalServerError):
+        _chat_text(client)  # ... and then none
+    finished = recording.of(CallFinished)
+    assert [f.attempts for f in finished] == [2, 1]
+    assert finished[1].error_type == "budget_exhausted"
+    assert [s.cause for s in recording.of(RetrySuppressed)] == ["budget", "budget"]
+
+
+def test_open_circuit_fails_fast_then_probes(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    policy = streamtap.Policy(
+        max_attempts=1,
+        breaker=streamtap.BreakerSettings(window=30, min_requests=3, failure_ratio=0.5, open_for=0.2),
+    )
+    client = make_client(False, policy=policy)
+    fake.enqueue(*["status=502"] * 3)
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError):
+            _chat_text(client)
+    with pytest.raises(streamtap.CircuitOpenError) as raised:
+        _chat_text(client)
+    assert raised.value.error_type == "circuit_open"
+    assert len(fake.requests) == 3  # the open circuit sent nothing
+    assert recording.of(CallFinished)[-1].error_type == "circuit_open"
+    anyio.run(anyio.sleep, 0.25)
+    text, _ = _chat_text(client)  # half-open probe succeeds and closes it
+    assert text == "".join(expected(fake, "chat"))
+    states = [
+        (e.old, e.new) for e in recording.events if type(e).__name__ == "BreakerTransition" and e.call_id
+    ]
+    assert states[0] == ("closed", "open")
+    assert states[-1] == ("half_open", "closed")
+
+
+def test_open_circuit_goes_to_fallbacks(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    policy = streamtap.Policy(
+        max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=2, failure_ratio=0.5, open_for=60)
+    )
+    client = make_client(False, policy=policy, fallbacks=[streamtap.Fallback.model("gpt-4o-mini")])
+    fake.enqueue("status=500;model=gpt-4o", "status=500;model=gpt-4o")
+    for _ in range(2):
+        _chat_text(client)  # each served by the fallback model
+    fake.clear()
+    text, headers = _chat_text(client)
+    assert [r.model for r in fake.requests] == ["gpt-4o-mini"]
+    assert headers["x-streamtap-fallback"] == "model"
+    assert text == fake.expected_text(model="gpt-4o-mini", messages=CHAT_MESSAGES)
+
+
+def test_total_timeout_bounds_the_call(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    policy = streamtap.Policy(
+        max_attempts=5, backoff_base=0.05, first_token_timeout=5, idle_timeout=5, total_timeout=0.5
+    )
+    client = make_client(False, policy=policy)
+    fake.enqueue(*["stall_first=2"] * 5)
+    received: list[str] = []
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        read_sync(client, "chat", received)
+    assert raised.value.error_type == "timeout"
+    assert received == []
+    assert recording.finished.duration < 2.0  # the stall itself would have taken 2 s
+
+
+def test_input_is_validated_with_clear_errors() -> None:
+    with pytest.raises(ValueError, match="Fallback.model needs a non-empty model name"):
+        streamtap.Fallback.model("")
+    with pytest.raises(ValueError, match="base_url must start with http:// or https://"):
+        streamtap.Fallback.upstream("ftp://x")
+    with pytest.raises(TypeError, match="fallbacks must be streamtap.Fallback values"):
+        streamtap.instrument(openai.OpenAI(api_key="sk-x"), fallbacks=["gpt-4o-mini"], recorders=[])  # type: ignore[list-item]
+    assert "sk-secret" not in repr(streamtap.Fallback.upstream("https://x", api_key="sk-secret"))
+    assert RESPONSES_INPUT

@@ -1,0 +1,145 @@
+"""Everything the SDK offers keeps working through `streamtap.instrument`, over real sockets."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import anyio
+import openai
+import pytest
+
+import streamtap
+from streamtap import AttemptFinished, CallFinished, CallStarted
+from streamtap.fake import FakeUpstream
+
+from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, expected
+
+
+def test_instrument_returns_a_copy_of_the_same_class(fake: FakeUpstream) -> None:
+    original = openai.OpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=5)
+    client = streamtap.instrument(original, recorders=[])
+    assert type(client) is openai.OpenAI
+    assert client is not original
+    assert client.max_retries == 0
+    assert original.max_retries == 5
+    assert original._client is not client._client
+    client.close()
+
+
+def test_instrument_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match=r"openai\.OpenAI or openai\.AsyncOpenAI, got str"):
+        streamtap.instrument("client", recorders=[])  # type: ignore[type-var]
+
+
+def test_stream_is_an_ordinary_sdk_stream(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    client = make_client(False)
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    assert isinstance(stream, openai.Stream)
+    with stream:
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "".join(expected(fake, "chat"))
+    assert stream.response.headers["x-streamtap-attempts"] == "1"
+    assert recording.finished.outcome == "ok"
+
+
+def test_non_streaming_calls(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    client = make_client(False)
+    fake.enqueue("status=503", "")
+    completion = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert completion.choices[0].message.content == "".join(expected(fake, "chat"))
+    response = client.responses.create(model="gpt-4o", input=RESPONSES_INPUT)
+    assert response.output_text == "".join(expected(fake, "responses"))
+    finished = recording.of(CallFinished)
+    assert [f.outcome for f in finished] == ["ok", "ok"]
+    assert [f.attempts for f in finished] == [2, 1]
+    assert finished[0].output_tokens == len(expected(fake, "chat"))
+
+
+def test_stream_helpers(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    client = make_client(False)
+    fake.enqueue("drop_after=0", "", "truncate_after=0", "")
+    with client.chat.completions.stream(model="gpt-4o", messages=CHAT_MESSAGES) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "".join(expected(fake, "chat"))
+    with client.responses.stream(model="gpt-4o", input=RESPONSES_INPUT) as events:
+        response = events.get_final_response()
+    assert response.output_text == "".join(expected(fake, "responses"))
+    assert [f.outcome for f in recording.of(CallFinished)] == ["ok", "ok"]
+
+
+def test_raw_and_streaming_response_wrappers(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(False)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert raw.headers["x-streamtap-attempts"] == "1"
+    assert raw.parse().choices[0].message.content == "".join(expected(fake, "chat"))
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=CHAT_MESSAGES, stream=True
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    limited = client.with_options(timeout=5.0)
+    assert limited.responses.create(model="gpt-4o", input=RESPONSES_INPUT).output_text
+
+
+def test_other_endpoints_pass_through(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    client = make_client(False)
+    models = client.models.list()
+    assert models.data
+    assert recording.events == []
+
+
+def test_breaking_out_early_is_cancelled_and_releases_the_connection(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(False)
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    for _chunk in stream:
+        break
+    stream.close()
+    assert recording.finished.outcome == "cancelled"
+    assert recording.finished.error_type is None
+    # The pool is usable again: the next call gets a connection.
+    assert client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES).choices
+
+
+def test_a_stream_never_consumed_is_abandoned(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(False)
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    del stream
+    gc.collect()
+    assert recording.finished.outcome == "abandoned"
+    assert len(recording.of(AttemptFinished)) == 0
+
+
+def test_sdk_retries_are_off_and_streamtap_counts_attempts(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(False)
+    fake.enqueue("status=500", "status=500", "status=500", "")
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    assert [r.retry_count for r in fake.requests] == ["0", "1", "2"]
+    assert recording.finished.attempts == 3
+    assert recording.finished.error_type == "server_error"
+
+
+def test_async_cancellation_is_recorded(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    async def main() -> None:
+        client = make_client(True)
+        try:
+            stream = await client.responses.create(model="gpt-4o", input=RESPONSES_INPUT, stream=True)
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    break
+            await stream.close()
+        finally:
+            await client.close()
+
+    anyio.run(main)
+    assert recording.finished.outcome == "cancelled"
+    assert recording.of(CallStarted)[0].api == "responses"
