@@ -197,11 +197,11 @@ def test_total_timeout_bounds_the_call(fake: FakeUpstream, recording: Recording,
 
 
 def test_input_is_validated_with_clear_errors() -> None:
-    with pytest.raises(ValueError, match="Fallback.model needs a non-empty model name"):
+    with pytest.raises(ValueError, match=r"Fallback\.model needs a non-empty model name"):
         streamtap.Fallback.model("")
-    with pytest.raises(ValueError, match="base_url must start with http:// or https://"):
+    with pytest.raises(ValueError, match=r"base_url must start with http:// or https://"):
         streamtap.Fallback.upstream("ftp://x")
-    with pytest.raises(TypeError, match="fallbacks must be streamtap.Fallback values"):
+    with pytest.raises(TypeError, match=r"fallbacks must be streamtap\.Fallback values"):
         streamtap.instrument(openai.OpenAI(api_key="sk-x"), fallbacks=["gpt-4o-mini"], recorders=[])  # type: ignore[list-item]
     assert "sk-secret" not in repr(streamtap.Fallback.upstream("https://x", api_key="sk-secret"))
     assert RESPONSES_INPUT
