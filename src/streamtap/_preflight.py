@@ -1,0 +1,378 @@
+"""`preflight`: is this machine able to call the OpenAI API with this key? Step by step, with hints.
+
+The steps run in order and each is skipped when one it needs failed: the key is present and
+well-formed, the base URL parses, DNS resolves its host, TCP connects, TLS verifies (https),
+and an authenticated ``GET {base_url}/models`` succeeds. The key never appears in the report,
+the logs or any exception text: at most its fingerprint (``sk-...XYZ9``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx2
+
+from ._preflight_report import Check, PreflightReport, skipped
+from ._preflight_rules import (
+    DEFAULT_BASE_URL,
+    NETWORK_HINT,
+    Target,
+    check_key,
+    parse_base_url,
+    proxy_for,
+    proxy_target,
+    redact,
+    status_hint,
+)
+from ._version import __version__
+
+if TYPE_CHECKING:
+    import openai
+
+logger = logging.getLogger("streamtap.preflight")
+Clock = Callable[[], float]
+Address = tuple[int, Any]  # (address family, socket address)
+T = TypeVar("T")
+
+
+def preflight(
+    client: openai.OpenAI | openai.AsyncOpenAI | None = None,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 5.0,
+    api_key_env: str = "OPENAI_API_KEY",
+    environ: Mapping[str, str] | None = None,
+    clock: Clock = time.perf_counter,
+) -> PreflightReport:
+    """Check the key, the base URL, DNS, TCP, TLS and an authenticated ``GET /models``.
+
+    Blocking, even for an `openai.AsyncOpenAI` client (only its key, base URL, organization
+    and project are read); from async code use `apreflight`. The network steps use the
+    environment's proxy and CA settings (HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE) like the SDK's
+    default HTTP client, not a custom ``http_client`` the client may have been given.
+
+    Args:
+        client: the SDK client whose key and base URL to check; None reads the environment.
+        api_key: overrides the client's key and the environment.
+        base_url: overrides the client's base URL and OPENAI_BASE_URL.
+        timeout: seconds allowed to each network step (> 0).
+        api_key_env: the environment variable holding the key when no client or api_key is given.
+        environ: the environment to read (default `os.environ`).
+        clock: a monotonic clock in seconds, for the timings.
+
+    Returns:
+        A `PreflightReport` with one `Check` per step; ``report.ok`` when all passed.
+    """
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    env = os.environ if environ is None else environ
+    key, key_source, url, url_source, headers = _inputs(client, api_key, base_url, api_key_env, env)
+    checks: list[Check] = []
+
+    def add(check: Check) -> Check:
+        logger.debug("preflight %s %s: %s", check.name, check.status, check.detail)
+        checks.append(check)
+        return check
+
+    url_check, target = _timed(clock, lambda: parse_base_url(url, source=url_source))
+    key_check = add(
+        _timed(
+            clock, lambda: (check_key(key, source=key_source, host=target.host if target else None), None)
+        )[0]
+    )
+    add(url_check)
+    if target is None:
+        for name in ("dns", "tcp", "tls"):
+            add(skipped(name, "needs base_url"))
+        add(skipped("models", "needs api_key, base_url" if not key_check.ok else "needs base_url"))
+        return PreflightReport.from_checks(checks)
+    proxy = proxy_for(target, env)
+    network = proxy_target(proxy) if proxy else target
+    via = f"proxy {network.host}:{network.port}: " if proxy and network else ""
+    sock: socket.socket | None = None
+    try:
+        if network is None:
+            hint = "fix the proxy URL in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY"
+            dns, addresses = (
+                Check("dns", False, "the proxy URL from the environment is invalid", hint),
+                list[Address](),
+            )
+        else:
+            dns, addresses = _timed(clock, lambda: check_dns(network, timeout, via=via))
+        add(dns)
+        if dns.ok and network is not None:
+            tcp, sock = _timed(clock, lambda: check_tcp(network, addresses, timeout, via=via))
+        else:
+            tcp = skipped("tcp", "needs dns")
+        add(tcp)
+        if proxy:
+            tls = skipped("tls", "tunnelled through the proxy: the models request verifies it", ok=True)
+        elif target.scheme == "http":
+            tls = skipped("tls", "http:// has no TLS", ok=True)
+        elif sock is not None:
+            connected = sock
+            tls = _timed(clock, lambda: (check_tls(connected, target.host, timeout), None))[0]
+        else:
+            tls = skipped("tls", "needs tcp")
+        add(tls)
+    finally:
+        if sock is not None:
+            sock.close()
+    # Name the root causes only: a step skipped for an earlier failure is not one.
+    needs = [c.name for c in (key_check, dns, tcp, tls) if c.status == "fail"]
+    if any(not c.ok for c in (key_check, dns, tcp, tls)):
+        add(skipped("models", f"needs {', '.join(needs)}"))
+    else:
+        assert key is not None  # key_check passed
+        add(_timed(clock, lambda: (check_models(target, key, headers, timeout), None))[0])
+    return PreflightReport.from_checks(checks)
+
+
+async def apreflight(
+    client: openai.OpenAI | openai.AsyncOpenAI | None = None,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 5.0,
+    api_key_env: str = "OPENAI_API_KEY",
+    environ: Mapping[str, str] | None = None,
+) -> PreflightReport:
+    """`preflight` in a worker thread, for async code (asyncio or trio); same arguments.
+
+    Cancelling abandons the thread, which ends by itself within the step timeouts.
+    """
+    import anyio.to_thread
+
+    run = functools.partial(
+        preflight,
+        client,
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout,
+        api_key_env=api_key_env,
+        environ=environ,
+    )
+    return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+def _inputs(
+    client: Any, api_key: str | None, base_url: str | None, api_key_env: str, env: Mapping[str, str]
+) -> tuple[str | None, str, str, str, dict[str, str]]:
+    """(key, its source, base URL, its source, extra headers), the way the SDK picks them."""
+    key: str | None
+    if api_key is not None:
+        key, key_source = api_key, "the given api_key"
+    elif client is not None:
+        key, key_source = client.api_key, "the client's api_key"
+    else:
+        key, key_source = env.get(api_key_env), api_key_env
+    if base_url is not None:
+        url, url_source = base_url, "the given base URL"
+    elif client is not None:
+        url, url_source = str(client.base_url), "the client's base_url"
+    elif "OPENAI_BASE_URL" in env:
+        url, url_source = env["OPENAI_BASE_URL"], "OPENAI_BASE_URL"
+    else:
+        url, url_source = DEFAULT_BASE_URL, "the default"
+    # A wrong organization or project header makes a good key fail: send what the SDK sends.
+    org = client.organization if client is not None else env.get("OPENAI_ORG_ID")
+    project = client.project if client is not None else env.get("OPENAI_PROJECT_ID")
+    headers = {"user-agent": f"streamtap-preflight/{__version__}"}
+    if org:
+        headers["openai-organization"] = org
+    if project:
+        headers["openai-project"] = project
+    return key, key_source, url, url_source, headers
+
+
+def _timed(clock: Clock, step: Callable[[], tuple[Check, T]]) -> tuple[Check, T]:
+    """Run `step` and stamp its Check with the elapsed seconds; returns (check, extra)."""
+    start = clock()
+    check, extra = step()
+    return dataclasses.replace(check, seconds=clock() - start), extra
+
+
+def check_dns(target: Target, timeout: float, *, via: str = "") -> tuple[Check, list[Address]]:
+    """Step 3: `target.host` resolves (``socket.getaddrinfo``) within `timeout` seconds."""
+    host = target.host
+    result: list[Any] = []
+    error: list[BaseException] = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            result.extend(socket.getaddrinfo(host, target.port, type=socket.SOCK_STREAM))
+        except OSError as err:
+            error.append(err)
+        finally:
+            done.set()
+
+    # getaddrinfo has no timeout of its own; a daemon thread lets a hung resolver be abandoned.
+    threading.Thread(target=resolve, name="streamtap-preflight-dns", daemon=True).start()
+    if not done.wait(timeout):
+        hint = "the DNS server did not answer: are you offline? behind a proxy, set HTTPS_PROXY"
+        return Check("dns", False, f"{via}resolving {host!r} took more than {timeout:g} s", hint), []
+    if error:
+        err = error[0]
+        if isinstance(err, socket.gaierror) and err.errno == socket.EAI_AGAIN:
+            hint = "DNS is unreachable: are you offline? behind a proxy, set HTTPS_PROXY"
+        else:
+            hint = f"check {host!r} for typos (OPENAI_BASE_URL or the proxy variable), then this machine's DNS and network"
+        return Check("dns", False, f"{via}cannot resolve {host!r}: {err}", hint), []
+    addresses = [(family, sockaddr) for family, _, _, _, sockaddr in result]
+    shown = ", ".join(dict.fromkeys(str(sockaddr[0]) for _, sockaddr in addresses[:3]))
+    more = f" (+{len(addresses) - 3} more)" if len(addresses) > 3 else ""
+    return Check("dns", True, f"{via}{host} → {shown}{more}"), addresses
+
+
+def check_tcp(
+    target: Target, addresses: list[Address], timeout: float, *, via: str = ""
+) -> tuple[Check, socket.socket | None]:
+    """Step 4: connect to the resolved addresses in turn until one answers; `timeout` for them all."""
+    deadline = time.monotonic() + timeout
+    last: OSError | None = None
+    for family, sockaddr in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(remaining)
+        try:
+            sock.connect(sockaddr)
+        except OSError as err:
+            sock.close()
+            last = err
+            continue
+        return Check("tcp", True, f"{via}connected to {_hostport(sockaddr)}"), sock
+    where = f"{target.host}:{target.port}"
+    if isinstance(last, ConnectionRefusedError):
+        hint = f"nothing listens on {where}: is the server running and the port right (OPENAI_BASE_URL)?"
+        return Check("tcp", False, f"{via}connection to {where} refused", hint), None
+    if last is None or isinstance(last, TimeoutError):
+        hint = f"no answer in {timeout:g} s: a firewall may drop the traffic; behind a proxy, set HTTPS_PROXY"
+        return Check("tcp", False, f"{via}connecting to {where} timed out", hint), None
+    return Check("tcp", False, f"{via}cannot connect to {where}: {last}", NETWORK_HINT), None
+
+
+def _hostport(sockaddr: Any) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def check_tls(sock: socket.socket, host: str, timeout: float, context: ssl.SSLContext | None = None) -> Check:
+    """Step 5: a verified TLS handshake over the connected `sock`.
+
+    Args:
+        sock: a connected TCP socket; it stays open (the caller closes it).
+        host: the name the certificate must match (SNI too).
+        timeout: seconds for the handshake.
+        context: the SSL context; default httpx2's, the one the SDK's HTTP client uses.
+    """
+    ctx = context if context is not None else httpx2.create_ssl_context()
+    sock.settimeout(timeout)
+    try:
+        # The wrapper takes over the descriptor (`sock` is detached): closing it ends the connection.
+        tls = ctx.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as err:
+        message = str(err.verify_message or err)
+        return Check("tls", False, f"certificate verify failed: {message}", _cert_hint(message))
+    except ssl.SSLError as err:
+        text = str(err)
+        if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length" in text:
+            hint = "the server does not speak TLS on this port: use http:// if it is a plain-HTTP server"
+        else:
+            hint = "the TLS handshake failed: a proxy or firewall may interfere; check OPENAI_BASE_URL"
+        return Check("tls", False, f"TLS handshake failed: {text}", hint)
+    except TimeoutError:
+        hint = "the server accepted TCP but not TLS in time: a firewall or proxy may interfere"
+        return Check("tls", False, f"TLS handshake timed out after {timeout:g} s", hint)
+    except OSError as err:
+        hint = "the connection broke during the handshake: a firewall or TLS-inspecting proxy may interfere"
+        return Check("tls", False, f"TLS handshake failed: {err}", hint)
+    with tls:
+        cert = tls.getpeercert() or {}
+        expires = cert.get("notAfter")
+        detail = f"{tls.version()}, certificate verified for {host}"
+    return Check("tls", True, detail + (f", valid until {expires}" if expires else ""))
+
+
+def _cert_hint(message: str) -> str:
+    lowered = message.lower()
+    if "expired" in lowered or "not yet valid" in lowered:
+        return "the certificate is expired or not yet valid: check this machine's clock, then the server"
+    if "hostname" in lowered or "ip address mismatch" in lowered:
+        return "the certificate is for another host: check the host in OPENAI_BASE_URL"
+    return (
+        "the certificate is not signed by a CA this machine trusts (self-signed, or a TLS-inspecting "
+        "proxy): set SSL_CERT_FILE to a bundle with your organization's CA"
+    )
+
+
+def check_models(
+    target: Target,
+    key: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    *,
+    transport: httpx2.BaseTransport | None = None,
+) -> Check:
+    """Step 6: an authenticated ``GET {base_url}/models`` answers 200 with a model list.
+
+    Args:
+        target: the parsed base URL.
+        key: the API key, sent as ``Authorization: Bearer``; never part of the result.
+        headers: extra request headers (user agent, organization, project).
+        timeout: seconds for the whole request.
+        transport: an httpx2 transport (tests); default the environment's (proxies included).
+    """
+    request_headers = {**headers, "authorization": f"Bearer {key}"}
+    try:
+        with httpx2.Client(timeout=timeout, transport=transport, follow_redirects=False) as http:
+            response = http.get(target.models_url, headers=request_headers)
+    except httpx2.ProxyError as err:
+        hint = "the proxy failed: check HTTPS_PROXY / HTTP_PROXY, or NO_PROXY for this host"
+        return Check("models", False, redact(f"GET /models via the proxy failed: {err}", key), hint)
+    except httpx2.TimeoutException:
+        hint = f"no answer in {timeout:g} s: raise --timeout, or check a firewall or proxy (HTTPS_PROXY)"
+        return Check("models", False, f"GET {target.models_url} timed out", hint)
+    except httpx2.HTTPError as err:
+        text = redact(str(err), key)
+        hint = _cert_hint(text) if "CERTIFICATE_VERIFY_FAILED" in text else NETWORK_HINT
+        return Check("models", False, f"GET {target.models_url} failed: {text}", hint)
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    body = _json(response)
+    if response.status_code == 200:
+        data = body.get("data") if isinstance(body, dict) else None
+        if isinstance(data, list):
+            return Check("models", True, f"GET /models: {status}, {len(data)} models")
+        hint = "this is not an OpenAI-compatible API: OPENAI_BASE_URL should be its root, like .../v1"
+        return Check("models", False, f"GET /models: {status} but no model list in the body", hint)
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    detail = f"GET /models: {status}"
+    if isinstance(message, str) and message:
+        detail += f": {redact(message, key)[:200]}"
+    if 300 <= response.status_code < 400 and "location" in response.headers:
+        detail += f" → {redact(response.headers['location'], key)}"
+    return Check(
+        "models", False, detail, status_hint(response.status_code, code if isinstance(code, str) else None)
+    )
+
+
+def _json(response: httpx2.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
