@@ -5,6 +5,9 @@ Wrap a client in one line::
     client = streamtap.instrument(openai.OpenAI())
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._engine import Engine
 from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import (
@@ -26,6 +29,37 @@ from ._policy import BreakerSettings, BudgetSettings, Policy
 from ._transport import AsyncStreamtapTransport, StreamtapTransport
 from ._version import __version__
 
+# Telemetry is imported on first use, so `import streamtap` does not load prometheus_client
+# or the OpenTelemetry SDK for an app that brings its own recorders.
+_LAZY = {
+    "OtelMetricsRecorder": "._otel_metrics",
+    "OtelTraceRecorder": "._otel_traces",
+    "PrometheusRecorder": "._prometheus",
+    "default_recorders": "._telemetry",
+    "mark_process_dead": "._exposition",
+    "metrics_asgi_app": "._exposition",
+    "metrics_wsgi_app": "._exposition",
+    "serve_metrics": "._exposition",
+    "setup_telemetry": "._telemetry",
+}
+
+if TYPE_CHECKING:
+    from ._exposition import mark_process_dead, metrics_asgi_app, metrics_wsgi_app, serve_metrics
+    from ._otel_metrics import OtelMetricsRecorder
+    from ._otel_traces import OtelTraceRecorder
+    from ._prometheus import PrometheusRecorder
+    from ._telemetry import default_recorders, setup_telemetry
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamtap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AnswerCache",
     "AsyncStreamtapTransport",
@@ -43,12 +77,21 @@ __all__ = [
     "FallbackUsed",
     "FirstToken",
     "MemoryCache",
+    "OtelMetricsRecorder",
+    "OtelTraceRecorder",
     "Policy",
+    "PrometheusRecorder",
     "Recorder",
     "RetryScheduled",
     "RetrySuppressed",
     "StreamInterrupted",
     "StreamtapTransport",
     "__version__",
+    "default_recorders",
     "instrument",
+    "mark_process_dead",
+    "metrics_asgi_app",
+    "metrics_wsgi_app",
+    "serve_metrics",
+    "setup_telemetry",
 ]
