@@ -32,6 +32,10 @@ class ChatDialect:
             return self.inspect(frame, facts)
         if b'"finish_reason":"' in data or b'"finish_reason": "' in data:
             return self.inspect(frame, facts)
+        # Role chunks (one per choice when n > 1) and empty deltas (Azure content-filter
+        # annotations) are not content: parse them rather than count them as chunks.
+        if b'"role"' in data or b'"delta":{}' in data or b'"delta": {}' in data:
+            return self.inspect(frame, facts)
         facts.last_frame = frame
         return CONTENT
 

@@ -1,0 +1,600 @@
+"""Dialects: frame classification (cheap `classify` vs full `inspect`) and answer synthesis.
+
+Synthesized streams are read back by the real openai SDK (its `Stream`, its chat accumulator
+and its responses accumulator), so a caller served by a fallback sees ordinary SDK objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+import openai
+import pydantic
+import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.lib.streaming.responses._responses import ResponseStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response, ResponseStreamEvent
+
+from streamtap._chat import CHAT
+from streamtap._dialect import (
+    BAD,
+    COMMENT,
+    CONTENT,
+    ERROR,
+    PREAMBLE,
+    TERMINAL,
+    Dialect,
+    StreamFacts,
+    dialect_for,
+)
+from streamtap._responses import RESPONSES, sequence_number
+from streamtap._sse import encode_event, parse_frame, split_frames
+
+# -- real-shaped frames ------------------------------------------------------------------------
+
+_HEAD = (
+    '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024-08-06",'
+    '"service_tier":"default","system_fingerprint":"fp_1","choices":['
+)
+
+
+def chat(choice: str, tail: str = ',"usage":null') -> bytes:
+    return f"data: {_HEAD}{choice}]{tail}}}".encode()
+
+
+def delta(body: str, finish: str = "null") -> str:
+    return f'{{"index":0,"delta":{body},"logprobs":null,"finish_reason":{finish}}}'
+
+
+C_ROLE = chat(delta('{"role":"assistant","content":"","refusal":null}'))
+C_CONTENT = chat(delta('{"content":"Hello"}'))
+C_TOOL = chat(delta('{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a"}}]}'))
+C_REFUSAL = chat(delta('{"refusal":"I cannot"}'))
+C_REASONING = chat(delta('{"reasoning_content":"think"}'))
+C_FINISH = chat(delta("{}", '"stop"'))
+C_FILTER = chat(
+    '{"index":0,"delta":{},"content_filter_results":{"hate":{"filtered":false}},"finish_reason":null}'
+)
+C_USAGE = chat(
+    "",
+    ',"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,'
+    '"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}',
+)
+C_DONE = b"data: [DONE]"
+C_ERROR = (
+    b'data: {"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}'
+)
+C_SPACED = b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}'
+C_SPACED_FINISH = b'data: {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}'
+C_SPACED_USAGE = b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
+COMMENT_FRAME = b": keep-alive"
+
+
+def resp(kind: str, **fields: Any) -> bytes:
+    payload = {"type": kind, "sequence_number": fields.pop("seq", 0), **fields}
+    return encode_event(json.dumps(payload, separators=(",", ":")), event=kind)[:-2]
+
+
+_RESPONSE = {
+    "id": "resp_1",
+    "object": "response",
+    "created_at": 1,
+    "status": "in_progress",
+    "model": "gpt-4o-2024-08-06",
+    "output": [],
+    "usage": None,
+}
+_USAGE = {
+    "input_tokens": 9,
+    "output_tokens": 2,
+    "total_tokens": 11,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens_details": {"reasoning_tokens": 0},
+}
+R_CREATED = resp("response.created", response=_RESPONSE)
+R_IN_PROGRESS = resp("response.in_progress", seq=1, response=_RESPONSE)
+R_ITEM_ADDED = resp(
+    "response.output_item.added",
+    seq=2,
+    output_index=0,
+    item={"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []},
+)
+R_DELTA = resp(
+    "response.output_text.delta",
+    seq=3,
+    item_id="msg_1",
+    output_index=0,
+    content_index=0,
+    delta="Hello",
+    logprobs=[],
+)
+R_ARGS_DELTA = resp(
+    "response.function_call_arguments.delta", seq=3, item_id="fc_1", output_index=0, delta='{"a'
+)
+R_REASONING_DELTA = resp(
+    "response.reasoning_summary_text.delta",
+    seq=3,
+    item_id="rs_1",
+    output_index=0,
+    summary_index=0,
+    delta="hm",
+)
+R_TEXT_DONE = resp(
+    "response.output_text.done", seq=4, item_id="msg_1", output_index=0, content_index=0, text="Hello"
+)
+R_COMPLETED = resp(
+    "response.completed", seq=5, response={**_RESPONSE, "status": "completed", "usage": _USAGE}
+)
+R_INCOMPLETE = resp(
+    "response.incomplete",
+    seq=5,
+    response={
+        **_RESPONSE,
+        "status": "incomplete",
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "usage": _USAGE,
+    },
+)
+R_FAILED = resp(
+    "response.failed",
+    seq=5,
+    response={**_RESPONSE, "status": "failed", "error": {"code": "server_error", "message": "boom"}},
+)
+R_ERROR = resp("error", seq=5, code="rate_limit_exceeded", message="slow down", param=None)
+
+
+def fresh(dialect: Dialect, method: str, frame: bytes) -> tuple[int, StreamFacts]:
+    facts = StreamFacts()
+    kind = getattr(dialect, method)(frame, facts)
+    return kind, facts
+
+
+# -- chat classification ------------------------------------------------------------------------
+
+CHAT_KINDS = [
+    pytest.param(C_ROLE, PREAMBLE, id="role"),
+    pytest.param(C_CONTENT, CONTENT, id="content"),
+    pytest.param(C_TOOL, CONTENT, id="tool_call"),
+    pytest.param(C_REFUSAL, CONTENT, id="refusal"),
+    pytest.param(C_REASONING, CONTENT, id="reasoning"),
+    pytest.param(C_FINISH, PREAMBLE, id="finish"),
+    pytest.param(C_FILTER, PREAMBLE, id="azure_filter"),
+    pytest.param(C_USAGE, PREAMBLE, id="usage"),
+    pytest.param(C_DONE, TERMINAL, id="done"),
+    pytest.param(C_ERROR, ERROR, id="error"),
+    pytest.param(C_SPACED, CONTENT, id="spaced_content"),
+    pytest.param(C_SPACED_FINISH, PREAMBLE, id="spaced_finish"),
+    pytest.param(C_SPACED_USAGE, PREAMBLE, id="spaced_usage"),
+    pytest.param(COMMENT_FRAME, COMMENT, id="comment"),
+    pytest.param(b'data: {"id":', BAD, id="truncated_json"),
+    pytest.param(b"data: [1, 2]", BAD, id="not_an_object"),
+    pytest.param(b"data: nope", BAD, id="not_json"),
+]
+
+
+@pytest.mark.parametrize(("frame", "kind"), CHAT_KINDS)
+def test_chat_inspect_and_classify_agree(frame: bytes, kind: int) -> None:
+    inspected, inspect_facts = fresh(CHAT, "inspect", frame)
+    classified, classify_facts = fresh(CHAT, "classify", frame)
+    assert inspected == kind
+    assert classified == kind
+    # The facts that matter after commit are the same either way.
+    for name in ("input_tokens", "output_tokens", "finish_reasons", "error", "bad", "last_frame"):
+        assert getattr(classify_facts, name) == getattr(inspect_facts, name), name
+
+
+def test_chat_facts() -> None:
+    facts = StreamFacts()
+    kinds = [CHAT.inspect(f, facts) for f in (C_ROLE, C_CONTENT, C_FINISH, C_USAGE, C_DONE)]
+    assert kinds == [PREAMBLE, CONTENT, PREAMBLE, PREAMBLE, TERMINAL]
+    assert facts.response_id == "chatcmpl-1"
+    assert facts.response_model == "gpt-4o-2024-08-06"
+    assert (facts.input_tokens, facts.output_tokens) == (9, 2)
+    assert facts.finish_reasons == ["stop"]
+    assert facts.error is None and facts.bad is None
+    assert facts.last_frame == C_USAGE  # [DONE] is not a frame a resume would start after
+
+
+def test_chat_error_payload_is_kept() -> None:
+    kind, facts = fresh(CHAT, "inspect", C_ERROR)
+    assert kind == ERROR
+    assert facts.error == {
+        "error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}
+    }
+    assert facts.last_frame == b""
+
+
+@pytest.mark.parametrize("method", ["inspect", "classify"])
+def test_chat_malformed_json_is_bad(method: str) -> None:
+    kind, facts = fresh(CHAT, method, b'data: {"choices":[')
+    assert kind == BAD
+    assert facts.bad is not None and facts.bad.startswith("an event is not valid JSON (")
+    kind, facts = fresh(CHAT, method, b"data: 42")
+    assert (kind, facts.bad) == (BAD, "an event is not a JSON object")
+
+
+def test_chat_invalid_utf8_is_bad() -> None:
+    kind, facts = fresh(CHAT, "inspect", b'data: {"choices":[{"delta":{"content":"\xff"}}]}')
+    assert kind == BAD
+    assert facts.bad is not None and facts.bad.startswith("an event is not valid UTF-8 (")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'the "error" was mine',
+        'a "usage": {"prompt_tokens": 1} table',
+        'set "finish_reason": "stop" here',
+        'the "role": "assistant" key and "delta":{} too',
+        "error usage finish_reason",
+    ],
+)
+def test_chat_fast_path_never_misreads_content_text(text: str) -> None:
+    for ensure_ascii in (True, False):
+        chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        frame = b"data: " + json.dumps(chunk, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
+        for method in ("classify", "inspect"):
+            kind, facts = fresh(CHAT, method, frame)
+            assert kind == CONTENT, (method, text)
+            assert (facts.error, facts.finish_reasons, facts.input_tokens) == (None, [], None)
+            assert facts.last_frame == frame
+        assert CHAT.text(frame + b"\n\n") == text
+
+
+def test_chat_text_of_frames() -> None:
+    frames = b"\n\n".join([C_ROLE, C_CONTENT, COMMENT_FRAME, C_TOOL, C_CONTENT, C_DONE]) + b"\n\n"
+    assert CHAT.text(frames) == "HelloHello"
+
+
+# -- responses classification ---------------------------------------------------------------------
+
+RESPONSES_KINDS = [
+    pytest.param(R_CREATED, PREAMBLE, id="created"),
+    pytest.param(R_IN_PROGRESS, PREAMBLE, id="in_progress"),
+    pytest.param(R_ITEM_ADDED, PREAMBLE, id="item_added"),
+    pytest.param(R_DELTA, CONTENT, id="text_delta"),
+    pytest.param(R_ARGS_DELTA, CONTENT, id="arguments_delta"),
+    pytest.param(R_REASONING_DELTA, CONTENT, id="reasoning_delta"),
+    pytest.param(R_TEXT_DONE, PREAMBLE, id="text_done"),
+    pytest.param(R_COMPLETED, TERMINAL, id="completed"),
+    pytest.param(R_INCOMPLETE, TERMINAL, id="incomplete"),
+    pytest.param(R_FAILED, ERROR, id="failed"),
+    pytest.param(R_ERROR, ERROR, id="error"),
+    pytest.param(COMMENT_FRAME, COMMENT, id="comment"),
+    pytest.param(b'event: response.output_text.delta\ndata: {"type":', BAD, id="truncated_json"),
+    pytest.param(b'data: {"type":"response.output_text.delta","delta":"x"}', CONTENT, id="no_event_line"),
+]
+
+
+@pytest.mark.parametrize(("frame", "kind"), RESPONSES_KINDS)
+def test_responses_inspect_and_classify_agree(frame: bytes, kind: int) -> None:
+    inspected, inspect_facts = fresh(RESPONSES, "inspect", frame)
+    classified, classify_facts = fresh(RESPONSES, "classify", frame)
+    assert inspected == kind
+    assert classified == kind
+    for name in ("input_tokens", "output_tokens", "finish_reasons", "error", "bad", "last_frame"):
+        assert getattr(classify_facts, name) == getattr(inspect_facts, name), name
+
+
+def test_responses_created_fills_id_and_model() -> None:
+    kind, facts = fresh(RESPONSES, "inspect", R_CREATED)
+    assert kind == PREAMBLE
+    assert (facts.response_id, facts.response_model) == ("resp_1", "gpt-4o-2024-08-06")
+    assert (facts.input_tokens, facts.output_tokens, facts.finish_reasons) == (None, None, [])
+
+
+def test_responses_completed_fills_usage_and_finish() -> None:
+    facts = StreamFacts()
+    kinds = [RESPONSES.inspect(f, facts) for f in (R_CREATED, R_DELTA, R_TEXT_DONE, R_COMPLETED)]
+    assert kinds == [PREAMBLE, CONTENT, PREAMBLE, TERMINAL]
+    assert (facts.input_tokens, facts.output_tokens) == (9, 2)
+    assert facts.finish_reasons == ["stop"]
+    assert facts.last_frame == R_COMPLETED
+
+
+def test_responses_incomplete_reason() -> None:
+    kind, facts = fresh(RESPONSES, "classify", R_INCOMPLETE)
+    assert kind == TERMINAL
+    assert facts.finish_reasons == ["max_output_tokens"]
+
+
+@pytest.mark.parametrize("frame", [R_FAILED, R_ERROR], ids=["failed", "error"])
+def test_responses_errors_keep_the_payload(frame: bytes) -> None:
+    kind, facts = fresh(RESPONSES, "classify", frame)
+    assert kind == ERROR
+    assert facts.error == json.loads(parse_frame(frame).data)
+    assert facts.last_frame == b""
+
+
+def test_responses_invalid_utf8_is_bad() -> None:
+    kind, facts = fresh(RESPONSES, "inspect", b'event: response.output_text.delta\ndata: {"delta":"\xff"}')
+    assert kind == BAD
+    assert facts.bad is not None and facts.bad.startswith("an event is not valid UTF-8 (")
+
+
+def test_responses_text_and_sequence_number() -> None:
+    frames = b"\n\n".join([R_CREATED, R_DELTA, R_ARGS_DELTA, R_DELTA, R_COMPLETED]) + b"\n\n"
+    assert RESPONSES.text(frames) == "HelloHello"
+    assert [sequence_number(f) for f in (R_CREATED, R_IN_PROGRESS, R_DELTA, R_COMPLETED)] == [0, 1, 3, 5]
+    assert sequence_number(C_CONTENT) is None
+    assert sequence_number(b"data: [DONE]") is None
+    assert sequence_number(b'data: {"sequence_number":"3"}') is None
+    assert sequence_number(b"") is None
+
+
+def test_dialect_for() -> None:
+    assert dialect_for("responses") is RESPONSES
+    assert dialect_for("chat_completions") is CHAT
+    assert (CHAT.api, RESPONSES.api) == ("chat_completions", "responses")
+
+
+# -- synthesis read back by the real SDK ----------------------------------------------------------
+
+CLIENT = openai.OpenAI(api_key="sk-x", base_url="http://x/v1")
+
+
+def sdk_stream(content: bytes, cast_to: Any, path: str) -> openai.Stream[Any]:
+    response = httpx2.Response(
+        200,
+        content=content,
+        headers={"content-type": "text/event-stream"},
+        request=httpx2.Request("POST", f"http://x/v1{path}"),
+    )
+    return openai.Stream(cast_to=cast_to, response=response, client=CLIENT)
+
+
+def chat_chunks(content: bytes) -> list[ChatCompletionChunk]:
+    # Strict validation too: the SDK itself builds objects leniently.
+    for frame in split_frames(content):
+        data = parse_frame(frame).data
+        if data != "[DONE]":
+            ChatCompletionChunk.model_validate_json(data)
+    return list(sdk_stream(content, ChatCompletionChunk, "/chat/completions"))
+
+
+def response_events(content: bytes, *, strict: bool = True) -> list[Any]:
+    # Strict validation only where streamtap wrote every field (from_json passes the body through).
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
+    for frame in split_frames(content) if strict else ():
+        adapter.validate_json(parse_frame(frame).data)
+    return list(sdk_stream(content, ResponseStreamEvent, "/responses"))
+
+
+TEXT = "h\u00e9llo \U0001f30d\nline two"
+
+
+def test_chat_from_text_reads_back() -> None:
+    content = CHAT.from_text(TEXT, "gpt-x")
+    assert content.endswith(b"data: [DONE]\n\n")
+    chunks = chat_chunks(content)
+    assert [type(c) for c in chunks] == [ChatCompletionChunk] * 3
+    assert {c.model for c in chunks} == {"gpt-x"}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == TEXT
+    assert [c.choices[0].finish_reason for c in chunks] == [None, None, "stop"]
+    state = ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(chunk)
+    final = state.get_final_completion()
+    assert final.choices[0].message.content == TEXT
+    assert final.choices[0].finish_reason == "stop"
+
+
+def test_chat_from_text_classifies_like_a_real_stream() -> None:
+    facts = StreamFacts()
+    frames = split_frames(CHAT.from_text(TEXT, "gpt-x"))
+    assert [CHAT.inspect(f, facts) for f in frames] == [PREAMBLE, CONTENT, PREAMBLE, TERMINAL]
+    assert facts.finish_reasons == ["stop"]
+    assert (facts.response_id, facts.response_model) == ("chatcmpl-streamtap-cache", "gpt-x")
+    assert CHAT.text(CHAT.from_text(TEXT, "gpt-x")) == TEXT
+
+
+CHAT_BODY: dict[str, Any] = {
+    "id": "chatcmpl-9",
+    "object": "chat.completion",
+    "created": 5,
+    "model": "gpt-4o-2024",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+                    {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+                ],
+            },
+            "logprobs": None,
+            "finish_reason": "tool_calls",
+        },
+        {
+            "index": 1,
+            "message": {"role": "assistant", "content": "second", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        },
+    ],
+    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+}
+
+
+def test_chat_from_json_tool_calls_choices_and_usage() -> None:
+    chunks = chat_chunks(CHAT.from_json(CHAT_BODY))
+    assert {c.id for c in chunks} == {"chatcmpl-9"}
+    assert {c.created for c in chunks} == {5}
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 10
+    state = ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(chunk)
+    final = state.get_final_completion()
+    first, second = final.choices
+    assert first.finish_reason == "tool_calls"
+    calls = first.message.tool_calls or []
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
+        ("call_1", "f", '{"a":1}'),
+        ("call_2", "g", "{}"),
+    ]
+    assert (second.message.content, second.finish_reason) == ("second", "stop")
+    assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (7, 3)
+    facts = StreamFacts()
+    CHAT.body_facts(CHAT_BODY, facts)
+    assert (facts.response_id, facts.response_model) == ("chatcmpl-9", "gpt-4o-2024")
+    assert (facts.input_tokens, facts.output_tokens, facts.finish_reasons) == (
+        7,
+        3,
+        ["tool_calls", "stop"],
+    )
+
+
+def test_chat_from_json_refusal() -> None:
+    body = {
+        "id": "c",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "no"}}],
+    }
+    chunks = chat_chunks(CHAT.from_json(body))
+    assert [c.choices[0].delta.refusal for c in chunks] == [None, "no", None]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_chat_answer_json_is_a_valid_completion() -> None:
+    body = CHAT.answer_json(TEXT, "gpt-x")
+    completion = ChatCompletion.model_validate(body)
+    assert completion.choices[0].message.content == TEXT
+    assert completion.model == "gpt-x"
+    assert CHAT.answer_text(body) == TEXT
+    assert CHAT.answer_text({"choices": []}) == ""
+
+
+def test_chat_error_frame_makes_the_sdk_raise() -> None:
+    content = CHAT.from_text("partial", "m").split(b"data: [DONE]")[0] + CHAT.error_frame("stall", "no event")
+    stream = sdk_stream(content, ChatCompletionChunk, "/chat/completions")
+    seen: list[str] = []
+    with pytest.raises(openai.APIError, match=r"^no event$") as raised:
+        seen.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "".join(seen) == "partial"
+    assert raised.value.body == {"message": "no event", "type": "streamtap_error", "code": "stall"}
+    assert fresh(CHAT, "classify", CHAT.error_frame("stall", "x")[:-2])[0] == ERROR
+
+
+RESPONSES_TEXT_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def test_responses_from_text_reads_back() -> None:
+    content = RESPONSES.from_text(TEXT, "gpt-x")
+    events = response_events(content)
+    assert [e.type for e in events] == RESPONSES_TEXT_EVENTS
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    # The SDK's responses accumulator builds the final Response from them.
+    raw = sdk_stream(content, ResponseStreamEvent, "/responses")
+    accumulated = ResponseStream(
+        raw_stream=raw, text_format=openai.omit, input_tools=openai.omit, starting_after=None
+    )
+    final = accumulated.get_final_response()
+    assert final.output_text == TEXT
+    assert (final.model, final.status, final.id) == ("gpt-x", "completed", "resp_streamtap_cache")
+    facts = StreamFacts()
+    kinds = [RESPONSES.inspect(f, facts) for f in split_frames(content)]
+    assert kinds == [PREAMBLE] * 4 + [CONTENT] + [PREAMBLE] * 3 + [TERMINAL]
+    assert facts.finish_reasons == ["stop"]
+    assert RESPONSES.text(content) == TEXT
+
+
+RESPONSES_BODY: dict[str, Any] = {
+    "id": "resp_9",
+    "object": "response",
+    "created_at": 5,
+    "model": "gpt-4o",
+    "status": "completed",
+    "output": [
+        {"id": "rs_1", "type": "reasoning", "summary": []},
+        {
+            "id": "fc_1",
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "f",
+            "arguments": '{"a":1}',
+            "status": "completed",
+        },
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "hi", "annotations": []}],
+        },
+    ],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": _USAGE,
+}
+
+
+def test_responses_from_json_function_call_reasoning_and_usage() -> None:
+    content = RESPONSES.from_json(RESPONSES_BODY)
+    events = response_events(content, strict=False)
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        *RESPONSES_TEXT_EVENTS[2:],
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    raw = sdk_stream(content, ResponseStreamEvent, "/responses")
+    final = ResponseStream(
+        raw_stream=raw, text_format=openai.omit, input_tools=openai.omit, starting_after=None
+    ).get_final_response()
+    assert [item.type for item in final.output] == ["reasoning", "function_call", "message"]
+    assert final.output[1].arguments == '{"a":1}'  # type: ignore[union-attr]
+    assert final.output_text == "hi"
+    assert final.usage is not None and (final.usage.input_tokens, final.usage.output_tokens) == (9, 2)
+    facts = StreamFacts()
+    for frame in split_frames(content):
+        RESPONSES.inspect(frame, facts)
+    assert (facts.response_id, facts.input_tokens, facts.output_tokens) == ("resp_9", 9, 2)
+    assert facts.finish_reasons == ["stop"]
+
+
+def test_responses_answer_json_is_a_valid_response() -> None:
+    body = RESPONSES.answer_json(TEXT, "gpt-x")
+    assert Response.model_validate(body).output_text == TEXT
+    assert RESPONSES.answer_text(body) == TEXT
+    assert RESPONSES.answer_text(RESPONSES_BODY) == "hi"
+
+
+def test_responses_body_facts() -> None:
+    facts = StreamFacts()
+    RESPONSES.body_facts({**RESPONSES_BODY, "incomplete_details": {"reason": "content_filter"}}, facts)
+    assert (facts.response_id, facts.response_model) == ("resp_9", "gpt-4o")
+    assert (facts.input_tokens, facts.output_tokens, facts.finish_reasons) == (9, 2, ["content_filter"])
+
+
+def test_responses_error_frame_is_an_sdk_error_event() -> None:
+    frame = RESPONSES.error_frame("stream_truncated", "cut")
+    (event,) = response_events(frame)
+    assert type(event).__name__ == "ResponseErrorEvent"
+    assert (event.type, event.code, event.message, event.param) == ("error", "stream_truncated", "cut", None)
+    assert fresh(RESPONSES, "classify", frame[:-2])[0] == ERROR
