@@ -23,7 +23,10 @@ def fingerprint(key: str) -> str:
     Args:
         key: the API key; it never appears in the result.
     """
-    key = key.strip()
+    # Label the key the way its owner knows it: without the quotes or "Bearer " around it.
+    key = key.strip().strip("\"'`")
+    if key.lower().startswith("bearer "):
+        key = key[7:].strip()
     head = "sk-" if key.startswith("sk-") else ""
     if len(key) < 16:
         return f"{head}..."
