@@ -1,0 +1,329 @@
+"""StreamAttempt: buffering until commit, release order, failures, deadlines and counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamtap._attempt import StreamAttempt
+from streamtap._chat import CHAT
+from streamtap._errors import Failure
+from streamtap._responses import RESPONSES
+
+ROLE = b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+
+
+def content(text: str) -> bytes:
+    return b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"' + text.encode() + b'"}}]}\n\n'
+
+
+FINISH = b'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+USAGE = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}\n\n'
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+SERVER_ERROR = b'data: {"error":{"message":"oops","type":"server_error","code":null}}\n\n'
+BAD_REQUEST_ERROR = b'data: {"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}\n\n'
+
+
+def make(
+    *,
+    first_token_timeout: float | None = 5.0,
+    idle_timeout: float | None = 2.0,
+    deadline: float | None = None,
+    committed: bool = False,
+) -> StreamAttempt:
+    return StreamAttempt(
+        CHAT,
+        sent_at=0.0,
+        headers_at=0.5,
+        first_token_timeout=first_token_timeout,
+        idle_timeout=idle_timeout,
+        deadline=deadline,
+        committed=committed,
+    )
+
+
+# -- commit and release -------------------------------------------------------------------------
+
+
+def test_preamble_is_held_until_the_first_content_then_released_first() -> None:
+    attempt = make()
+    assert attempt.feed(ROLE, 0.6) == b""
+    assert attempt.feed(KEEPALIVE, 0.7) == b""  # keep-alives before commit are dropped
+    assert (attempt.committed, attempt.phase, attempt.first_content_at) == (False, "first_token", None)
+    assert attempt.feed(content("Hi"), 0.9) == ROLE + content("Hi")
+    assert (attempt.committed, attempt.phase, attempt.first_content_at) == (True, "streaming", 0.9)
+    assert attempt.chunks == 1
+    assert attempt.feed(content(" there"), 1.0) == content(" there")
+    assert attempt.feed(KEEPALIVE, 1.1) == KEEPALIVE  # after commit the caller sees them
+    assert attempt.feed(FINISH + USAGE + DONE, 1.2) == FINISH + USAGE + DONE
+    assert attempt.terminal is True
+    attempt.end()
+    assert attempt.failure is None
+    assert attempt.chunks == 2
+    facts = attempt.facts
+    assert (facts.response_id, facts.response_model) == ("c1", "m")
+    assert (facts.input_tokens, facts.output_tokens, facts.finish_reasons) == (5, 7, ["stop"])
+
+
+def test_everything_in_one_read_keeps_order() -> None:
+    attempt = make()
+    stream = ROLE + KEEPALIVE + content("a") + KEEPALIVE + content("b") + FINISH + DONE
+    # The keep-alive before commit is dropped; the one after it is forwarded in place.
+    assert attempt.feed(stream, 1.0) == ROLE + content("a") + KEEPALIVE + content("b") + FINISH + DONE
+    assert (attempt.chunks, attempt.terminal, attempt.first_content_at) == (2, True, 1.0)
+
+
+def test_frames_split_across_reads() -> None:
+    attempt = make()
+    stream = ROLE + content("a") + DONE
+    out = b"".join(attempt.feed(stream[i : i + 7], 1.0) for i in range(0, len(stream), 7))
+    assert out == stream
+    attempt.end()
+    assert attempt.failure is None
+
+
+def test_terminal_before_content_commits_an_empty_answer() -> None:
+    attempt = make()
+    assert attempt.feed(ROLE, 0.6) == b""
+    assert attempt.feed(FINISH + DONE, 0.8) == ROLE + FINISH + DONE
+    assert (attempt.committed, attempt.terminal, attempt.chunks) == (True, True, 0)
+    attempt.end()
+    assert attempt.failure is None
+
+
+def test_resumed_stream_starts_committed() -> None:
+    attempt = make(committed=True)
+    assert attempt.phase == "streaming"
+    assert attempt.feed(content("x") + DONE, 1.0) == content("x") + DONE
+    assert attempt.chunks == 1
+
+
+def test_responses_stream() -> None:
+    created = b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","model":"m"}}\n\n'
+    delta = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":1,"delta":"Hi"}\n\n'
+    completed = b'event: response.completed\ndata: {"type":"response.completed","sequence_number":2,"response":{"id":"resp_1","usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
+    attempt = StreamAttempt(
+        RESPONSES, sent_at=0.0, headers_at=0.1, first_token_timeout=None, idle_timeout=None, deadline=None
+    )
+    assert attempt.feed(created, 0.2) == b""
+    assert attempt.facts.response_id == "resp_1"
+    assert attempt.feed(delta, 0.3) == created + delta
+    assert attempt.feed(completed, 0.4) == completed
+    attempt.end()
+    assert attempt.failure is None
+    assert (attempt.facts.input_tokens, attempt.facts.output_tokens) == (3, 1)
+    assert attempt.facts.last_frame == completed[:-2]
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_eof_before_content_is_truncation_in_first_token() -> None:
+    attempt = make()
+    attempt.feed(ROLE, 0.6)
+    attempt.end()
+    assert attempt.failure == Failure(
+        "stream_truncated", "first_token", True, "the stream ended before its first content"
+    )
+
+
+def test_eof_without_terminal_after_commit_is_truncation_in_streaming() -> None:
+    attempt = make()
+    attempt.feed(ROLE + content("a"), 0.6)
+    attempt.end()
+    assert attempt.failure == Failure(
+        "stream_truncated", "streaming", False, "the stream ended without its terminal event"
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "phase", "retryable"),
+    [(ROLE, "first_token", True), (ROLE + content("a"), "streaming", False)],
+    ids=["before_commit", "after_commit"],
+)
+def test_eof_inside_a_frame(before: bytes, phase: str, retryable: bool) -> None:
+    attempt = make()
+    attempt.feed(before + b'data: {"choices":[{"delta":{"content":"b', 0.6)
+    attempt.end()
+    assert attempt.failure == Failure(
+        "stream_truncated",
+        phase,  # type: ignore[arg-type]
+        retryable,
+        "the stream ended inside an event",
+    )
+
+
+def test_eof_after_terminal_with_trailing_blank_lines_is_fine() -> None:
+    attempt = make()
+    attempt.feed(content("a") + DONE + b"\n\n", 0.6)
+    attempt.end()
+    assert attempt.failure is None
+
+
+def test_error_event_before_commit_retryable_by_code() -> None:
+    attempt = make()
+    assert attempt.feed(ROLE + SERVER_ERROR + content("never"), 0.6) == b""
+    assert attempt.failure == Failure(
+        "upstream_error_event", "first_token", True, "upstream error event server_error: oops"
+    )
+    assert attempt.committed is False
+    attempt.end()  # a later clean EOF does not replace the failure
+    assert attempt.failure.error_type == "upstream_error_event"
+
+    other = make()
+    other.feed(BAD_REQUEST_ERROR, 0.6)
+    assert other.failure == Failure(
+        "upstream_error_event",
+        "first_token",
+        False,
+        "upstream error event context_length_exceeded: too long",
+    )
+
+
+def test_error_event_after_commit_releases_what_came_before_it() -> None:
+    attempt = make()
+    out = attempt.feed(ROLE + content("a") + content("b") + SERVER_ERROR + content("c"), 0.6)
+    assert out == ROLE + content("a") + content("b")
+    assert attempt.failure == Failure(
+        "upstream_error_event", "streaming", False, "upstream error event server_error: oops"
+    )
+    assert attempt.chunks == 2
+
+
+@pytest.mark.parametrize(
+    ("before", "phase", "retryable"),
+    [(ROLE, "first_token", True), (ROLE + content("a"), "streaming", False)],
+    ids=["before_commit", "after_commit"],
+)
+def test_bad_json_is_bad_response(before: bytes, phase: str, retryable: bool) -> None:
+    attempt = make()
+    attempt.feed(before + b'data: {"choices":[\n\n', 0.6)
+    failure = attempt.failure
+    assert failure is not None
+    assert (failure.error_type, failure.phase, failure.retryable) == ("bad_response", phase, retryable)
+    assert failure.message.startswith("an event is not valid JSON (")
+
+
+def test_oversize_event_is_bad_response() -> None:
+    attempt = make()
+    assert attempt.feed(b"data: " + b"x" * (4 * 1024 * 1024), 0.6) == b""
+    assert attempt.failure == Failure(
+        "bad_response", "first_token", True, f"an SSE event exceeds {4 * 1024 * 1024} bytes"
+    )
+
+
+def test_broke_keeps_the_first_failure() -> None:
+    attempt = make()
+    first = Failure("stream_interrupted", "first_token", True, "reset")
+    attempt.broke(first)
+    attempt.broke(Failure("stall", "first_token", True, "later"))
+    attempt.end()
+    assert attempt.failure is first
+
+
+# -- deadlines ---------------------------------------------------------------------------------
+
+
+def test_read_timeout_follows_the_nearest_deadline() -> None:
+    # sent 0.0, headers 0.5; first token by 5.0, idle 2.0, call deadline 20.0
+    attempt = make(deadline=20.0)
+    assert attempt.read_timeout(0.5) == pytest.approx(2.0)  # idle: 0.5 + 2.0
+    attempt.feed(ROLE, 2.0)  # progress moves the idle deadline to 4.0
+    assert attempt.read_timeout(2.0) == pytest.approx(2.0)
+    attempt.feed(ROLE, 3.5)  # idle 5.5 vs first token 5.0
+    assert attempt.read_timeout(3.5) == pytest.approx(1.5)
+    attempt.feed(content("a"), 4.0)  # committed: first token no longer applies
+    assert attempt.read_timeout(4.0) == pytest.approx(2.0)
+    attempt.feed(content("b"), 19.0)
+    assert attempt.read_timeout(19.0) == pytest.approx(1.0)  # the call deadline
+    assert attempt.read_timeout(25.0) == 0.0
+
+
+def test_read_timeout_none_when_nothing_limits() -> None:
+    attempt = make(first_token_timeout=None, idle_timeout=None)
+    assert attempt.read_timeout(100.0) is None
+
+
+def test_timed_out_names_the_deadline_that_ran_out() -> None:
+    attempt = make(deadline=20.0)
+    assert attempt.timed_out(5.0) == Failure(
+        "first_token_timeout", "first_token", True, "no content within first_token_timeout"
+    )
+    assert attempt.timed_out(2.5) == Failure("stall", "first_token", True, "no event within idle_timeout")
+    attempt.feed(content("a"), 3.0)
+    assert attempt.timed_out(5.0) == Failure("stall", "streaming", False, "no event within idle_timeout")
+    assert attempt.timed_out(20.0) == Failure(
+        "timeout", "streaming", False, "the call's total_timeout ran out"
+    )
+
+
+def test_total_timeout_before_first_token() -> None:
+    attempt = make(first_token_timeout=30.0, idle_timeout=None, deadline=3.0)
+    assert attempt.read_timeout(1.0) == pytest.approx(2.0)
+    assert attempt.timed_out(3.0) == Failure(
+        "timeout", "first_token", True, "the call's total_timeout ran out"
+    )
+
+
+def test_keepalives_are_not_progress_stall_fires() -> None:
+    attempt = make(first_token_timeout=None)
+    attempt.feed(ROLE + content("a"), 1.0)
+    for now in (1.5, 2.0, 2.5, 3.0):
+        assert attempt.feed(KEEPALIVE, now) == KEEPALIVE
+        assert attempt.failure is None
+    assert attempt.read_timeout(3.0) == pytest.approx(0.0)  # idle deadline stayed at 1.0 + 2.0
+    assert attempt.feed(KEEPALIVE, 3.1) == KEEPALIVE
+    assert attempt.failure == Failure("stall", "streaming", False, "no event within idle_timeout")
+
+
+def test_keepalives_before_commit_hit_first_token_timeout() -> None:
+    attempt = make(idle_timeout=None)
+    for now in (1.0, 2.0, 3.0, 4.0):
+        attempt.feed(KEEPALIVE, now)
+    assert attempt.failure is None
+    attempt.feed(KEEPALIVE, 5.0)
+    assert attempt.failure == Failure(
+        "first_token_timeout", "first_token", True, "no content within first_token_timeout"
+    )
+
+
+def test_keepalives_before_commit_stall_first_when_idle_is_shorter() -> None:
+    attempt = make()
+    attempt.feed(KEEPALIVE, 2.0)
+    assert attempt.failure is None
+    attempt.feed(b": ping", 2.6)  # a partial read is checked too
+    assert attempt.failure == Failure("stall", "first_token", True, "no event within idle_timeout")
+
+
+def test_content_after_the_call_deadline_is_released_then_fails() -> None:
+    attempt = make(first_token_timeout=None, idle_timeout=None, deadline=10.0)
+    attempt.feed(content("a"), 1.0)
+    assert attempt.feed(content("b"), 10.0) == content("b")
+    assert attempt.failure == Failure("timeout", "streaming", False, "the call's total_timeout ran out")
+
+
+# -- counters ---------------------------------------------------------------------------------
+
+
+def test_max_gap_and_chunks() -> None:
+    attempt = make(first_token_timeout=None, idle_timeout=None)
+    attempt.feed(ROLE, 0.6)
+    attempt.feed(content("a"), 1.0)
+    assert (attempt.chunks, attempt.max_gap) == (1, 0.0)
+    attempt.feed(content("b"), 1.5)
+    assert attempt.max_gap == pytest.approx(0.5)
+    attempt.feed(ROLE, 3.0)  # a non-content event (a second choice's role chunk): not a chunk
+    attempt.feed(KEEPALIVE, 3.5)
+    attempt.feed(content("c") + content("d"), 4.0)  # two chunks in one read: one gap of 2.5
+    attempt.feed(content("e"), 4.2)
+    attempt.feed(FINISH + DONE, 9.0)  # the finish chunk is not content: no gap
+    assert attempt.chunks == 5
+    assert attempt.max_gap == pytest.approx(2.5)
+
+
+def test_max_gap_after_commit_only() -> None:
+    # The wait for the first token is time_to_first_token, not a gap between chunks.
+    attempt = make(first_token_timeout=None, idle_timeout=None)
+    attempt.feed(content("a"), 4.0)
+    attempt.feed(content("b"), 4.1)
+    assert attempt.max_gap == pytest.approx(0.1)
