@@ -13,9 +13,13 @@ from typing import Any
 import _repo  # noqa: F401
 import pytest
 import yaml
+from _repo import ROOT
 from alerts.rules import Params, dump, render
+from dashboards.queries import panel_queries
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from servers import Prometheus, WebhookReceiver, free_port, run_alertmanager, run_prometheus
+
+OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -117,6 +121,11 @@ def test_prometheus_alertmanager_and_webhook(tmp_path: Path, exporter: str) -> N
         }
         groups = prom.get("/api/v1/rules")["groups"]
         assert {g["name"]: g["interval"] for g in groups} == {"streamtap": 1, "always": 1}
+        # Every dashboard query parses and runs against the real Prometheus.
+        for _title, expr in panel_queries(OVERVIEW, {"__rate_interval": "5s", "__range": "1m"}):
+            prom.query(expr)  # raises with Prometheus' error and the expression
+        requests = dict(panel_queries(OVERVIEW, {"__rate_interval": "5s"}))["Requests/s"]
+        assert float(prom.query(requests)[0]["value"][1]) > 0
         hook.wait_for(lambda alerts: any(a["labels"]["alertname"] == "AlwaysFiring" for a in alerts))
         firing = [a for a in hook.alerts() if a["labels"]["alertname"] == "AlwaysFiring"]
         assert firing[0]["status"] == "firing"
