@@ -1,0 +1,321 @@
+"""`preflight` and `streamtap check` over real loopback sockets: the fake upstream and a local TLS server."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from click.testing import CliRunner, Result
+
+from streamtap._cli import main
+from streamtap._preflight import apreflight, check_tls, preflight
+from streamtap._preflight_report import Check, PreflightReport, skipped
+from streamtap.fake import FakeConfig, FakeUpstream
+
+KEY = "sk-test-streamtap-preflight-0123456789abcdefQ7z9"
+WRONG = "sk-test-streamtap-preflight-wrong-wrong-wrongW0N9"  # 49 characters
+UNRESOLVABLE = "http://streamtap-preflight.invalid/v1"
+REJECTED_HINT = (
+    "the key was rejected: create a new key at https://platform.openai.com/api-keys or check OPENAI_API_KEY"
+)
+_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "STREAMTAP_CHECK_BASE_URL",
+    "STREAMTAP_CHECK_API_KEY_ENV",
+    "STREAMTAP_CHECK_TIMEOUT",
+    "STREAMTAP_CHECK_JSON",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy, key or base URL from the machine running the tests."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def keyed() -> Iterator[FakeUpstream]:
+    with FakeUpstream(FakeConfig(api_key=KEY)) as upstream:
+        yield upstream
+
+
+def _statuses(report: PreflightReport) -> dict[str, str]:
+    return {check.name: check.status for check in report.checks}
+
+
+def _check(args: list[str], **env: str) -> Result:
+    return CliRunner().invoke(main, ["check", *args], env=env)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_preflight_passes_against_the_fake(keyed: FakeUpstream) -> None:
+    report = preflight(api_key=KEY, base_url=keyed.base_url, timeout=2)
+    assert report.ok is True
+    assert [(c.name, c.ok, c.detail, c.hint) for c in report.checks] == [
+        ("api_key", True, "sk-...Q7z9 (48 chars, from the given api_key)", None),
+        ("base_url", True, f"{keyed.base_url} (from the given base URL)", None),
+        ("dns", True, "127.0.0.1 → 127.0.0.1", None),
+        ("tcp", True, f"connected to 127.0.0.1:{keyed.port}", None),
+        ("tls", True, "skipped: http:// has no TLS", None),
+        ("models", True, "GET /models: 200 OK, 7 models", None),
+    ]
+    assert KEY not in str(report)
+    assert KEY not in report.to_json()
+    last = keyed.requests[-1]
+    assert (last.method, last.path, last.status) == ("GET", "/v1/models", 200)
+
+
+@pytest.mark.parametrize("cls", [openai.OpenAI, openai.AsyncOpenAI], ids=["sync-client", "async-client"])
+def test_preflight_reads_the_clients_key_and_base_url(keyed: FakeUpstream, cls: type[openai.OpenAI]) -> None:
+    report = preflight(cls(api_key=KEY, base_url=keyed.base_url), timeout=2)
+    assert report.ok is True
+    assert report.check("api_key").detail == "sk-...Q7z9 (48 chars, from the client's api_key)"
+    assert report.check("base_url").detail == f"{keyed.base_url}/ (from the client's base_url)"
+
+
+@pytest.mark.anyio
+async def test_apreflight(keyed: FakeUpstream) -> None:
+    report = await apreflight(openai.AsyncOpenAI(api_key=WRONG, base_url=keyed.base_url), timeout=2)
+    assert _statuses(report)["models"] == "fail"
+    assert report.check("models").hint == REJECTED_HINT
+
+
+def test_wrong_key_is_rejected_with_a_hint_and_never_shown(
+    keyed: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    report = preflight(api_key=WRONG, base_url=keyed.base_url, timeout=2)
+    assert report.ok is False
+    assert report.checks[-1] == Check(
+        "models",
+        False,
+        "GET /models: 401 Unauthorized: Incorrect API key provided. "
+        "You can find your API key at https://platform.openai.com/account/api-keys.",
+        REJECTED_HINT,
+        seconds=report.checks[-1].seconds,
+    )
+    result = _check(["--base-url", keyed.base_url, "--timeout", "2"], OPENAI_API_KEY=WRONG)
+    assert result.exit_code == 1
+    assert "✗ models    GET /models: 401 Unauthorized" in result.output
+    assert f"hint: {REJECTED_HINT}" in result.output
+    assert "sk-...W0N9 (49 chars, from OPENAI_API_KEY)" in result.output
+    assert result.output.rstrip().endswith("preflight FAILED: models")
+    for text in (str(report), report.to_json(), result.output):
+        assert WRONG not in text
+    assert caplog.records, "the preflight logs each check at debug"
+    for record in caplog.records:
+        assert WRONG not in record.getMessage()
+
+
+def test_cli_passes_with_json_and_streamtap_env(
+    keyed: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = {"MY_KEY": KEY, "STREAMTAP_CHECK_BASE_URL": keyed.base_url, "STREAMTAP_CHECK_API_KEY_ENV": "MY_KEY"}
+    result = _check(["--json"], **env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["ok"] is True
+    assert [(c["name"], c["status"]) for c in data["checks"]] == [
+        ("api_key", "ok"),
+        ("base_url", "ok"),
+        ("dns", "ok"),
+        ("tcp", "ok"),
+        ("tls", "skip"),
+        ("models", "ok"),
+    ]
+    assert data["checks"][0]["detail"] == "sk-...Q7z9 (48 chars, from MY_KEY)"
+    assert KEY not in result.output
+    assert all(KEY not in record.getMessage() for record in caplog.records)
+
+
+def test_cli_reads_openai_base_url_like_the_sdk(keyed: FakeUpstream) -> None:
+    result = _check([], OPENAI_API_KEY=KEY, OPENAI_BASE_URL=keyed.base_url)
+    assert result.exit_code == 0, result.output
+    assert f"✓ base_url  {keyed.base_url} (from OPENAI_BASE_URL)" in result.output
+    assert result.output.rstrip().endswith("preflight passed")
+
+
+def test_missing_key_fails_and_skips_the_request(keyed: FakeUpstream) -> None:
+    result = _check(["--base-url", keyed.base_url])
+    assert result.exit_code == 1
+    assert "✗ api_key   no API key (OPENAI_API_KEY is not set)" in result.output
+    assert "- models    skipped: needs api_key" in result.output
+
+
+def test_unresolvable_host() -> None:
+    report = preflight(api_key=KEY, base_url=UNRESOLVABLE, timeout=2)
+    dns = report.check("dns")
+    assert (dns.ok, dns.detail.startswith("cannot resolve 'streamtap-preflight.invalid': ")) == (False, True)
+    assert dns.hint == (
+        "check 'streamtap-preflight.invalid' for typos (OPENAI_BASE_URL or the proxy variable), "
+        "then this machine's DNS and network"
+    )
+    assert report.checks[3:] == (
+        skipped("tcp", "needs dns"),
+        skipped("tls", "http:// has no TLS", ok=True),
+        skipped("models", "needs dns"),
+    )
+    result = _check(["--base-url", UNRESOLVABLE], OPENAI_API_KEY=KEY)
+    assert result.exit_code == 1
+    assert "✗ dns       cannot resolve 'streamtap-preflight.invalid'" in result.output
+
+
+def test_connection_refused() -> None:
+    port = _closed_port()
+    report = preflight(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", timeout=2)
+    assert _statuses(report) == {
+        "api_key": "ok",
+        "base_url": "ok",
+        "dns": "ok",
+        "tcp": "fail",
+        "tls": "skip",
+        "models": "skip",
+    }
+    tcp = report.check("tcp")
+    assert (tcp.detail, tcp.hint) == (
+        f"connection to 127.0.0.1:{port} refused",
+        f"nothing listens on 127.0.0.1:{port}: is the server running and the port right (OPENAI_BASE_URL)?",
+    )
+    assert report.check("models").detail == "skipped: needs tcp"
+
+
+def test_https_to_a_plain_http_port(keyed: FakeUpstream) -> None:
+    report = preflight(api_key=KEY, base_url=keyed.base_url.replace("http://", "https://"), timeout=2)
+    tls = report.check("tls")
+    assert (tls.ok, tls.hint) == (
+        False,
+        "the server does not speak TLS on this port: use http:// if it is a plain-HTTP server",
+    )
+    assert report.check("models") == skipped("models", "needs tls")
+
+
+def test_cli_usage_errors_exit_2() -> None:
+    assert _check(["--timeout", "soon"]).exit_code == 2
+    assert _check(["--timeout", "0"]).exit_code == 2
+    result = _check(["--api-key-env", ""])
+    assert result.exit_code == 2
+    assert "Invalid value for --api-key-env: '' is not an environment variable name" in result.output
+
+
+# A local TLS server with a self-signed certificate for "localhost", made at test time.
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        # Only the name, no IP address: connecting as 127.0.0.1 must fail the host check.
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_port(self_signed: tuple[Path, Path]) -> Iterator[int]:
+    """A TLS server on 127.0.0.1 that completes handshakes (when the client trusts it) and closes."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)  # until the client closes
+            except OSError:  # the client rejected the certificate: expected
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+def test_self_signed_certificate_fails_verification_with_a_hint(tls_port: int) -> None:
+    report = preflight(api_key=KEY, base_url=f"https://localhost:{tls_port}/v1", timeout=2)
+    assert report.check("tcp").ok is True
+    tls = report.check("tls")
+    assert (tls.ok, tls.detail) == (False, "certificate verify failed: self-signed certificate")
+    assert tls.hint == (
+        "the certificate is not signed by a CA this machine trusts (self-signed, or a TLS-inspecting "
+        "proxy): set SSL_CERT_FILE to a bundle with your organization's CA"
+    )
+    assert report.check("models") == skipped("models", "needs tls")
+
+
+def test_tls_verifies_with_a_trusted_ca_and_checks_the_host(
+    tls_port: int, self_signed: tuple[Path, Path]
+) -> None:
+    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=2) as sock:
+        good = check_tls(sock, "localhost", 2, trusting)
+    assert good.ok is True
+    assert re.fullmatch(r"TLSv1\.[23], certificate verified for localhost, valid until .+ GMT", good.detail)
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=2) as sock:
+        wrong_host = check_tls(sock, "127.0.0.1", 2, trusting)
+    assert wrong_host == Check(
+        "tls",
+        False,
+        "certificate verify failed: IP address mismatch, certificate is not valid for '127.0.0.1'.",
+        "the certificate is for another host: check the host in OPENAI_BASE_URL",
+    )
