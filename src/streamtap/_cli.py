@@ -2,12 +2,216 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .fake import Incident
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMTAP"})
 @click.version_option(__version__, prog_name="streamtap")
 def main() -> None:
     """streamtap: observable, resilient OpenAI streaming calls."""
+
+
+def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[Incident, ...]:
+    from .fake import parse_incident
+
+    try:
+        return tuple(parse_incident(value) for value in values)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@main.command("fake-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True, show_envvar=True, help="Interface to bind.")
+@click.option("--port", default=8600, show_default=True, show_envvar=True, help="TCP port (0: a free one).")
+@click.option(
+    "--chunks", default=20, show_default=True, show_envvar=True, help="Content chunks per response."
+)
+@click.option("--ttft", default=0.0, show_default=True, show_envvar=True, help="Seconds to the first token.")
+@click.option(
+    "--gap", default=0.0, show_default=True, show_envvar=True, help="Seconds between content chunks."
+)
+@click.option(
+    "--api-key", default=None, show_envvar=True, help="Require 'Authorization: Bearer KEY' (else 401)."
+)
+@click.option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the incident RNG.")
+@click.option(
+    "--incident",
+    "incidents",
+    multiple=True,
+    callback=_incidents,
+    show_envvar=True,
+    help="WINDOW:PROBABILITY:SPEC, e.g. '120-240:0.4:status=503' or '*:2%:reset' (repeatable).",
+)
+def fake_upstream(
+    host: str,
+    port: int,
+    chunks: int,
+    ttft: float,
+    gap: float,
+    api_key: str | None,
+    seed: int,
+    incidents: tuple[Incident, ...],
+) -> None:
+    """Serve a fake OpenAI upstream with fault injection until Ctrl-C.
+
+    Prints the base URL first. Faults: the x-fake-fault request header (see the
+    streamtap.fake docstring for the grammar) and --incident windows.
+    """
+    from .fake import FakeConfig
+    from .fake._upstream import run_until_signal
+
+    try:
+        config = FakeConfig(
+            chunks=chunks,
+            ttft=ttft,
+            gap=gap,
+            api_key=api_key,
+            seed=seed,
+            incidents=incidents,
+            host=host,
+            port=port,
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    run_until_signal(config, lambda url: click.echo(url))
+
+
+@main.command("check")
+@click.option(
+    "--base-url", default=None, show_envvar=True, help="API base URL [default: $OPENAI_BASE_URL or OpenAI's]."
+)
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    metavar="NAME",
+    show_default=True,
+    show_envvar=True,
+    help="Environment variable that holds the API key.",
+)
+@click.option(
+    "--timeout",
+    default=5.0,
+    type=click.FloatRange(min=0, min_open=True, max=300),
+    show_default=True,
+    show_envvar=True,
+    help="Seconds allowed to each network step.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="STREAMTAP_CHECK_JSON",
+    show_envvar=True,
+    help="Print the report as JSON.",
+)
+def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool) -> None:
+    """Check the key, DNS, TCP, TLS and an authenticated GET /models; exit 1 if any fails.
+
+    The key is never printed, only a fingerprint like sk-...XYZ9.
+    """
+    from ._preflight import preflight
+
+    if not api_key_env or "=" in api_key_env or "\0" in api_key_env:
+        raise click.BadParameter(
+            f"{api_key_env!r} is not an environment variable name", param_hint="--api-key-env"
+        )
+    report = preflight(base_url=base_url, api_key_env=api_key_env, timeout=timeout)
+    click.echo(report.to_json() if as_json else str(report))
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option(
+    "--upstream",
+    default=None,
+    show_envvar=True,
+    help="The OpenAI-compatible base URL to forward to.  [default: https://api.openai.com/v1]",
+)
+@click.option(
+    "--listen", default=None, show_envvar=True, help="host:port to listen on.  [default: 127.0.0.1:8787]"
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    show_envvar=True,
+    help="A TOML file with upstream, listen, [policy] and [[fallbacks]].",
+)
+@click.option(
+    "--upstream-api-key-env",
+    default=None,
+    show_envvar=True,
+    help="Name of an environment variable holding a key the proxy sends upstream (then clients must "
+    "present the token from --client-token-env).",
+)
+@click.option(
+    "--client-token-env",
+    default=None,
+    show_envvar=True,
+    help="Name of an environment variable holding the bearer token clients must present.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Largest request body, bytes.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    show_envvar=True,
+    help="Seconds streams in flight may take to finish on shutdown.  [default: 30]",
+)
+def proxy(
+    upstream: str | None,
+    listen: str | None,
+    config_path: str | None,
+    upstream_api_key_env: str | None,
+    client_token_env: str | None,
+    max_body: int | None,
+    shutdown_grace: float | None,
+) -> None:
+    """Run the OpenAI-compatible sidecar proxy: point OPENAI_BASE_URL at it.
+
+    Chat completions and responses get streamtap's retries, timeouts, fallbacks and telemetry;
+    every other /v1 path passes through. /metrics, /healthz and /readyz are served too.
+    """
+    import os
+
+    from ._proxy_config import load_config
+    from ._proxy_server import serve
+
+    def secret(name: str | None, flag: str) -> str | None:
+        if name is None:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise click.BadParameter(f"environment variable {name} is empty or unset", param_hint=flag)
+        return value
+
+    try:
+        config = load_config(
+            config_path,
+            upstream=upstream,
+            listen=listen,
+            upstream_api_key=secret(upstream_api_key_env, "--upstream-api-key-env"),
+            client_token=secret(client_token_env, "--client-token-env"),
+            max_body=max_body,
+            shutdown_grace=shutdown_grace,
+        )
+    except (ValueError, OSError) as error:
+        raise click.UsageError(str(error)) from None
+    host, port = config.host_port
+    click.echo(f"streamtap proxy on http://{host}:{port}/v1 -> {config.upstream}", err=True)
+    serve(config)

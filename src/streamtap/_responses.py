@@ -139,13 +139,10 @@ class ResponsesDialect:
         return body
 
     def error_frame(self, error_type: str, message: str) -> bytes:
-        payload = {
-            "type": "error",
-            "code": error_type,
-            "message": message,
-            "param": None,
-            "sequence_number": 0,
-        }
+        # The `error` object makes the SDKs raise (they raise on any event whose data has one);
+        # `type`, `code` and `message` keep it a valid responses `error` event.
+        error = {"message": message, "type": "streamtap_error", "code": error_type}
+        payload = {"type": "error", "code": error_type, "message": message, "param": None, "error": error}
         return encode_event(_dumps(payload), event="error")
 
 

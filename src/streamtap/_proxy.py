@@ -1,0 +1,275 @@
+"""Door 2: an OpenAI-compatible sidecar proxy (ASGI) driving the same engine as door 1.
+
+Chat completions and responses go through the engine; every other /v1 path is passed through.
+Streams are forwarded frame by frame as they arrive; a failure after commit ends the client's
+stream with an SSE error event of its dialect, so the official SDKs raise instead of
+mistaking a cut answer for a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+import httpx2
+
+from ._async import send_async
+from ._dialect import dialect_for
+from ._engine import Engine, engine_api, parse_body
+from ._errors import CircuitOpenError, StreamInterrupted
+from ._events import Recorder
+from ._proxy_config import ProxyConfig
+from ._proxy_http import Headers, authorized, forward_request_headers, header, response_headers, upstream_url
+
+log = logging.getLogger("streamtap.proxy")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class Proxy:
+    """The ASGI application of `streamtap proxy`.
+
+    Args:
+        config: where to forward and what to protect.
+        recorders: telemetry sinks (default: Prometheus on the global registry and OTel).
+        transport: the upstream transport (default: a pooled `httpx2.AsyncHTTPTransport`).
+    """
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        recorders: Sequence[Recorder] | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = Engine(config.policy, config.fallbacks, recorders)
+        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=512)
+        self.transport = transport if transport is not None else httpx2.AsyncHTTPTransport(limits=limits)
+        self._ready: tuple[float, bool, str] | None = None
+        self._metrics: Callable[..., Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path == "/healthz":
+            await _json(send, 200, {"status": "ok"})
+        elif path == "/readyz":
+            ready, detail = await self._readiness()
+            await _json(
+                send, 200 if ready else 503, {"status": "ready" if ready else "not ready", "detail": detail}
+            )
+        elif path == "/metrics":
+            await self._serve_metrics(scope, receive, send)
+        else:
+            await self._forward(scope, receive, send)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        config = self.config
+        headers: Headers = list(scope["headers"])
+        if not authorized(headers, config.client_token):
+            await _error(send, 401, "invalid_api_key", "missing or wrong proxy token in Authorization")
+            return
+        url = upstream_url(
+            config.upstream, scope.get("raw_path") or scope["path"].encode(), scope["query_string"]
+        )
+        if url is None:
+            await _error(send, 404, "not_found", "the proxy forwards only /v1/... paths to its upstream")
+            return
+        try:
+            with anyio.fail_after(config.body_timeout):
+                body = await _read_body(receive, config.max_body)
+        except _BodyTooLarge:
+            await _error(send, 413, "request_too_large", f"the request body exceeds {config.max_body} bytes")
+            return
+        except TimeoutError:
+            await _error(send, 408, "request_timeout", f"the request body took over {config.body_timeout} s")
+            return
+        method: str = scope["method"]
+        routed = engine_api(method, scope["path"])
+        payload = parse_body(body) if routed is not None else None
+        forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
+        request = httpx2.Request(method, url, headers=forwarded, content=body)
+        if routed is None or payload is None:
+            await self._pass_through(request, receive, send)
+            return
+        api, suffix = routed
+        with _trace_context(headers):
+            call = self.engine.start_call(api, suffix, url, payload)
+        try:
+            response = await send_async(call, self.transport, request)
+        except StreamInterrupted as error:
+            await _error(send, 502, error.error_type, str(error))
+            return
+        except CircuitOpenError as error:
+            await _error(send, 503, "circuit_open", str(error))
+            return
+        except httpx2.TimeoutException as error:
+            await _error(send, 504, "timeout", f"upstream timed out ({type(error).__name__})")
+            return
+        except httpx2.TransportError as error:
+            await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
+            return
+        await _relay(response, receive, send, error_frame=dialect_for(api).error_frame)
+
+    async def _pass_through(self, request: httpx2.Request, receive: Receive, send: Send) -> None:
+        try:
+            response = await self.transport.handle_async_request(request)
+        except httpx2.TimeoutException:
+            await _error(send, 504, "timeout", "upstream timed out")
+            return
+        except httpx2.TransportError as error:
+            await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
+            return
+        await _relay(response, receive, send, error_frame=None)
+
+    async def _readiness(self) -> tuple[bool, str]:
+        cached = self._ready
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.config.ready_cache:
+            return cached[1], cached[2]
+        from ._preflight import apreflight
+
+        key = self.config.upstream_api_key
+        report = await apreflight(api_key=key or "", base_url=self.config.upstream, timeout=5.0)
+        # Without a key of its own the proxy can only prove the upstream is reachable.
+        needed = (
+            ("base_url", "dns", "tcp", "tls", "api_key", "models")
+            if key
+            else ("base_url", "dns", "tcp", "tls")
+        )
+        failed = [c for c in report.checks if c.name in needed and not c.ok]
+        ready = not failed
+        detail = (
+            "upstream reachable" + (" and key accepted" if key else "")
+            if ready
+            else "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        )
+        self._ready = (now, ready, detail)
+        return ready, detail
+
+    async def _serve_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._metrics is None:
+            from ._exposition import metrics_asgi_app
+
+            self._metrics = metrics_asgi_app()
+        await self._metrics(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.transport.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise anyio.get_cancelled_exc_class()()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _relay(
+    response: httpx2.Response,
+    receive: Receive,
+    send: Send,
+    *,
+    error_frame: Callable[[str, str], bytes] | None,
+) -> None:
+    """Send a response to the client as it arrives; stop the upstream when the client leaves."""
+    headers = response_headers(response.headers.raw)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()  # the client left: cancel the upstream attempt
+
+            group.start_soon(watch)
+            try:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except StreamInterrupted as error:
+                if error_frame is not None:
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": error_frame(error.error_type, str(error)),
+                            "more_body": True,
+                        }
+                    )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            group.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+
+
+class _trace_context:
+    """Continue the client's W3C trace context while the call's span starts."""
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+        self._token: object | None = None
+
+    def __enter__(self) -> None:
+        traceparent = header(self._headers, b"traceparent")
+        if traceparent is None:
+            return
+        from opentelemetry import context, propagate
+
+        carrier = {"traceparent": traceparent.decode("latin-1")}
+        state = header(self._headers, b"tracestate")
+        if state is not None:
+            carrier["tracestate"] = state.decode("latin-1")
+        self._token = context.attach(propagate.extract(carrier))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            from opentelemetry import context
+
+            context.detach(self._token)  # type: ignore[arg-type]
+
+
+async def _json(send: Send, status: int, payload: object) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, status: int, code: str, message: str) -> None:
+    """An error in the OpenAI API's shape, so the official SDKs raise their usual exceptions."""
+    await _json(
+        send, status, {"error": {"message": message, "type": "streamtap_error", "param": None, "code": code}}
+    )

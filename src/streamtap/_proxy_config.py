@@ -1,0 +1,131 @@
+"""The sidecar proxy's settings: flags, STREAMTAP_* variables and a TOML file. Pure.
+
+A file holds what flags cannot say well (the policy and the fallbacks)::
+
+    upstream = "https://api.openai.com/v1"
+    listen = "127.0.0.1:8787"
+
+    [policy]
+    max_attempts = 4
+    first_token_timeout = 10
+
+    [[fallbacks]]
+    kind = "model"
+    model = "gpt-4o-mini"
+
+    [[fallbacks]]
+    kind = "non_streaming"
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._fallback import Fallback
+from ._policy import Policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+_FALLBACK_KINDS = ("model", "upstream", "non_streaming", "cache")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How the proxy listens, where it forwards, and what it protects.
+
+    Args:
+        upstream: the OpenAI-compatible base URL every request goes to (e.g. https://api.openai.com/v1).
+        listen: host:port to listen on; loopback unless told otherwise.
+        upstream_api_key: when set, the proxy sends this key upstream and requires
+            `client_token` from its clients instead of forwarding theirs.
+        client_token: the bearer token clients must present when `upstream_api_key` is set.
+        max_body: the largest request body accepted, in bytes.
+        body_timeout: seconds a client may take to send its request body.
+        shutdown_grace: seconds streams in flight may take to finish on shutdown.
+        ready_cache: seconds a /readyz result is reused.
+        policy: the engine's retries, timeouts, budget and breaker.
+        fallbacks: tried in order before the first content.
+    """
+
+    upstream: str = "https://api.openai.com/v1"
+    listen: str = "127.0.0.1:8787"
+    upstream_api_key: str | None = field(default=None, repr=False)
+    client_token: str | None = field(default=None, repr=False)
+    max_body: int = 10 * 1024 * 1024
+    body_timeout: float = 30.0
+    shutdown_grace: float = 30.0
+    ready_cache: float = 30.0
+    policy: Policy = field(default_factory=Policy)
+    fallbacks: tuple[Fallback, ...] = ()
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream must be an http:// or https:// base URL, got {self.upstream!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("upstream must not carry a query, fragment or credentials")
+        object.__setattr__(self, "upstream", self.upstream.rstrip("/"))
+        _ = self.host_port  # validates listen
+        if self.upstream_api_key is not None and not self.client_token:
+            raise ValueError("upstream_api_key needs client_token: the proxy must not lend its key to anyone")
+        for name in ("max_body",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("body_timeout", "shutdown_grace", "ready_cache"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen must be host:port with a port in 0..65535, got {self.listen!r}")
+        return host.strip("[]"), int(port)
+
+
+def fallback_from_mapping(data: Mapping[str, Any], index: int) -> Fallback:
+    where = f"fallbacks[{index}]"
+    kind = data.get("kind")
+    if kind not in _FALLBACK_KINDS:
+        raise ValueError(f"{where}.kind must be one of {', '.join(_FALLBACK_KINDS)}, got {kind!r}")
+    allowed = {"kind", "model", "base_url", "api_key"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(allowed))}")
+    if kind == "model":
+        return Fallback.model(str(data.get("model", "")))
+    if kind == "upstream":
+        return Fallback.upstream(
+            str(data.get("base_url", "")), api_key=data.get("api_key"), model=data.get("model")
+        )
+    if kind == "non_streaming":
+        return Fallback.non_streaming()
+    return Fallback.cached()
+
+
+def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
+    """Settings from a TOML file (if any), then flags and environment (`overrides`, None = unset)."""
+    data: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    known = set(ProxyConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(known))}")
+    if "policy" in data:
+        data["policy"] = Policy.from_mapping(data["policy"])
+    if "fallbacks" in data:
+        data["fallbacks"] = tuple(fallback_from_mapping(f, i) for i, f in enumerate(data["fallbacks"]))
+    config = ProxyConfig(**data)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **given) if given else config

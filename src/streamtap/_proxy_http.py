@@ -1,0 +1,111 @@
+"""What the proxy may forward, and where: path, header and token rules. Pure.
+
+The proxy only ever talks to its configured upstream. A request names a path under `/v1/`;
+the upstream URL is the configured base plus that path, after refusing anything that could
+climb out of it (dot segments, encoded slashes or backslashes, control characters).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the proxy-only ones; never forwarded either way.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Recomputed or owned by the proxy.
+# The client's traceparent passes on; an attempt span, when tracing is on, replaces it with its own.
+_REQUEST_OWNED = frozenset({b"host", b"content-length", b"authorization"})
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def upstream_url(base: str, raw_path: bytes, query: bytes) -> str | None:
+    """The upstream URL for a request path, or None when the path is not a safe /v1 path."""
+    try:
+        path = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not path.startswith("/v1/") or "\\" in path or "//" in path:
+        return None
+    lowered = path.lower()
+    if "%2f" in lowered or "%5c" in lowered or "%2e" in lowered or "%00" in lowered:
+        return None
+    decoded = unquote(path)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+        return None
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        return None
+    url = base + path[len("/v1") :]
+    if query:
+        try:
+            text = query.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if any(ord(ch) < 0x21 for ch in text) or "#" in text:
+            return None
+        url += "?" + text
+    return url
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def forward_request_headers(headers: Headers, *, upstream_key: str | None) -> Headers:
+    """The client's headers as sent upstream: hop-by-hop stripped, the key set or passed on."""
+    named = _connection_tokens(headers)
+    out: Headers = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named:
+            continue
+        if lower in _REQUEST_OWNED:
+            if lower == b"authorization" and upstream_key is None:
+                out.append((b"authorization", value))
+            continue
+        out.append((lower, value))
+    if upstream_key is not None:
+        out.append((b"authorization", f"Bearer {upstream_key}".encode()))
+    return out
+
+
+def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """The upstream's response headers as sent to the client: hop-by-hop stripped."""
+    pairs = list(headers)
+    named = _connection_tokens(pairs)
+    return [(k.lower(), v) for k, v in pairs if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+
+
+def authorized(headers: Headers, token: str | None) -> bool:
+    """Whether the client presented the proxy's own token (always, when none is configured)."""
+    if token is None:
+        return True
+    expected = f"Bearer {token}".encode()
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            return hmac.compare_digest(value.strip(), expected)
+    return False
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
