@@ -258,6 +258,8 @@ def check_tcp(
     where = f"{target.host}:{target.port}"
     if isinstance(last, ConnectionRefusedError):
         hint = f"nothing listens on {where}: is the server running and the port right (OPENAI_BASE_URL)?"
+        if via:
+            hint = f"nothing listens on {where}: check the proxy in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY"
         return Check("tcp", False, f"{via}connection to {where} refused", hint), None
     if last is None or isinstance(last, TimeoutError):
         hint = f"no answer in {timeout:g} s: a firewall may drop the traffic; behind a proxy, set HTTPS_PROXY"

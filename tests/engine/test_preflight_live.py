@@ -319,3 +319,24 @@ def test_tls_verifies_with_a_trusted_ca_and_checks_the_host(
         "certificate verify failed: IP address mismatch, certificate is not valid for '127.0.0.1'.",
         "the certificate is for another host: check the host in OPENAI_BASE_URL",
     )
+
+
+def test_behind_a_proxy_the_network_steps_check_the_proxy() -> None:
+    port = _closed_port()
+    environ = {"OPENAI_API_KEY": KEY, "HTTPS_PROXY": f"http://user:pw@127.0.0.1:{port}"}
+    report = preflight(base_url="https://api.openai.com/v1", environ=environ, timeout=2)
+    assert report.checks[2:] == (
+        Check(
+            "dns", True, f"proxy 127.0.0.1:{port}: 127.0.0.1 → 127.0.0.1", seconds=report.checks[2].seconds
+        ),
+        Check(
+            "tcp",
+            False,
+            f"proxy 127.0.0.1:{port}: connection to 127.0.0.1:{port} refused",
+            f"nothing listens on 127.0.0.1:{port}: check the proxy in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY",
+            seconds=report.checks[3].seconds,
+        ),
+        skipped("tls", "tunnelled through the proxy: the models request verifies it", ok=True),
+        skipped("models", "needs tcp"),
+    )
+    assert "pw" not in str(report)
