@@ -1,0 +1,144 @@
+"""The clients the overhead benchmark races, all over the same in-memory upstream.
+
+raw        the plain OpenAI SDK
+engine     streamtap.instrument(raw, recorders=[]): the engine alone
+telemetry  streamtap.instrument(raw, recorders=setup_telemetry(...)): OTel traces (SDK
+           TracerProvider, SimpleSpanProcessor into an InMemorySpanExporter), OTel metrics
+           (SDK MeterProvider, InMemoryMetricReader) and Prometheus on a fresh CollectorRegistry
+official   the plain SDK patched by opentelemetry-instrumentation-genai-openai, with the same
+           kind of tracer and meter providers
+
+The official instrumentation patches the SDK's classes for the whole process, so it is turned
+on right before each of its own repetitions and off right after, outside the timed region.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+from _streams import MemoryUpstream
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import streamtap
+
+NAMES = ("raw", "engine", "telemetry", "official")
+OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
+_OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
+
+
+def official_missing() -> str | None:
+    """Why the official instrumentation cannot run here, or None when it can."""
+    try:
+        found = importlib.util.find_spec(_OFFICIAL_MODULE) is not None
+    except ModuleNotFoundError:  # a parent package (opentelemetry.instrumentation) is missing
+        found = False
+    return None if found else f"{OFFICIAL_PACKAGE} is not installed (pip install -e '.[bench]')"
+
+
+@dataclass
+class Contender:
+    """One client to time, with what to do around each repetition (untimed)."""
+
+    name: str
+    client: Any
+    before: Callable[[], None] = lambda: None
+    after: Callable[[], None] = lambda: None
+    spans: InMemorySpanExporter | None = None
+    registry: CollectorRegistry | None = None
+    span_counts: list[int] = field(default_factory=list)
+
+    def finish_repetition(self) -> None:
+        self.after()
+        if self.spans is not None:
+            self.span_counts.append(len(self.spans.get_finished_spans()))
+            self.spans.clear()
+
+
+def _otel() -> tuple[InMemorySpanExporter, TracerProvider, MeterProvider]:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return spans, tracer_provider, meter_provider
+
+
+def _raw(upstream: MemoryUpstream, mode: str) -> Any:
+    options: dict[str, Any] = {"api_key": "sk-x", "base_url": "http://bench.local/v1"}
+    if mode == "async":
+        return openai.AsyncOpenAI(http_client=httpx2.AsyncClient(transport=upstream), **options)
+    return openai.OpenAI(http_client=httpx2.Client(transport=upstream), **options)
+
+
+def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
+    """The contender `name` ("raw", "engine", "telemetry", "official") in `mode` (sync, async)."""
+    if name == "raw":
+        return Contender(name, _raw(upstream, mode))
+    if name == "engine":
+        return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=[]))
+    if name == "telemetry":
+        spans, tracer_provider, meter_provider = _otel()
+        registry = CollectorRegistry()
+        recorders = streamtap.setup_telemetry(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, prometheus_registry=registry
+        )
+        client = streamtap.instrument(_raw(upstream, mode), recorders=recorders)
+        return Contender(name, client, spans=spans, registry=registry)
+    if name == "official":
+        missing = official_missing()
+        if missing is not None:
+            raise RuntimeError(missing)
+        module = importlib.import_module(_OFFICIAL_MODULE)
+        instrumentor = module.OpenAIInstrumentor()
+        spans, tracer_provider, meter_provider = _otel()
+
+        def on() -> None:
+            instrumentor.instrument(
+                tracer_provider=tracer_provider, meter_provider=meter_provider, skip_dep_check=True
+            )
+
+        return Contender(name, _raw(upstream, mode), before=on, after=instrumentor.uninstrument, spans=spans)
+    raise ValueError(f"contender must be one of {', '.join(NAMES)}, got {name!r}")
+
+
+def consume_sync(client: Any, api: str) -> int:
+    """Create one stream and read it to the end; the number of items the SDK yielded."""
+    if api == "chat":
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Write a long story."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    else:
+        stream = client.responses.create(model="gpt-4o-mini", input="Write a long story.", stream=True)
+    items = 0
+    for _ in stream:
+        items += 1
+    return items
+
+
+async def consume_async(client: Any, api: str) -> int:
+    """The async twin of consume_sync."""
+    if api == "chat":
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Write a long story."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    else:
+        stream = await client.responses.create(model="gpt-4o-mini", input="Write a long story.", stream=True)
+    items = 0
+    async for _ in stream:
+        items += 1
+    return items

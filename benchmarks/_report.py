@@ -1,0 +1,90 @@
+"""The overhead benchmark's results as Markdown tables (what docs/benchmarks.md shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LABELS = {
+    "raw": "raw SDK",
+    "engine": "streamtap, engine only",
+    "telemetry": "streamtap, all telemetry",
+    "official": "official OTel instrumentation",
+}
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _signed(value: float, digits: int = 2) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def scenario_table(scenario: dict[str, Any], chunks: int) -> list[str]:
+    lines = [
+        f"#### {scenario['api']}, {scenario['mode']}",
+        "",
+        "| contender | median µs/stream | min µs/stream | p25–p75 µs/stream | median µs/chunk "
+        "| added µs/chunk | paired µs/chunk [95% CI] | ratio vs raw | min ratio |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, entry in scenario["contenders"].items():
+        s = entry["us_per_stream"]
+        row = [
+            _LABELS.get(name, name),
+            _f(s["median"]),
+            _f(s["min"]),
+            f"{_f(s['p25'])}–{_f(s['p75'])}",
+            _f(s["median"] / chunks, 2),
+        ]
+        vs = entry.get("vs_raw")
+        if vs is None:
+            row += ["—", "—", "1.000", "1.000"]
+        else:
+            low, high = vs["paired_ci95_us_per_chunk"]
+            row += [
+                _signed(vs["added_us_per_chunk"]),
+                f"{_signed(vs['paired_us_per_chunk'])} [{_signed(low)}, {_signed(high)}]",
+                f"{vs['ratio']:.3f}",
+                f"{vs['min_ratio']:.3f}",
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    for key, text in (("issue3_engine", "issue 3 (engine)"), ("issue4_telemetry", "issue 4 (all telemetry)")):
+        goal = scenario["goals"].get(key)
+        if goal is not None:
+            verdict = "met" if goal["met"] else "NOT met"
+            lines.append("")
+            lines.append(
+                f"- Goal of {text}: < 2 µs/chunk and < 3% — {verdict}: "
+                f"{_signed(goal['added_us_per_chunk'])} µs/chunk, ratio {goal['ratio']:.3f}."
+            )
+    official = scenario["contenders"].get("official", {}).get("vs_raw")
+    telemetry = scenario["contenders"].get("telemetry", {}).get("vs_raw")
+    if official is not None and telemetry is not None:
+        lines.append(
+            f"- Official instrumentation adds {_signed(official['added_us_per_chunk'])} µs/chunk "
+            f"(ratio {official['ratio']:.3f}); streamtap with all telemetry adds "
+            f"{_signed(telemetry['added_us_per_chunk'])} µs/chunk (ratio {telemetry['ratio']:.3f})."
+        )
+    for name, reason in scenario.get("skipped", {}).items():
+        lines.append(f"- {_LABELS.get(name, name)} skipped: {reason}")
+    lines.append("")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    settings = results["settings"]
+    packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items() if version)
+    lines = [
+        f"CPU: {env['cpu']} ({env['cpus']} CPUs); Python {env['python']} ({env['implementation']}); "
+        f"{env['platform']}",
+        f"Packages: {packages}",
+        f"Rounds: {settings['rounds']} timed (+{settings['warmup']} warm-up) per scenario, "
+        f"{settings['chunks']} content chunks per stream, contenders interleaved in rotating order; "
+        f"{settings['seconds']:.0f} s in all.",
+        "",
+    ]
+    for scenario in results["scenarios"]:
+        lines += scenario_table(scenario, settings["chunks"])
+    return "\n".join(lines)
