@@ -43,7 +43,6 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
 @click.option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the incident RNG.")
 @click.option(
     "--incident",
-    "incidents",
     multiple=True,
     callback=_incidents,
     show_envvar=True,
@@ -57,7 +56,7 @@ def fake_upstream(
     gap: float,
     api_key: str | None,
     seed: int,
-    incidents: tuple[Incident, ...],
+    incident: tuple[Incident, ...],
 ) -> None:
     """Serve a fake OpenAI upstream with fault injection until Ctrl-C.
 
@@ -74,7 +73,7 @@ def fake_upstream(
             gap=gap,
             api_key=api_key,
             seed=seed,
-            incidents=incidents,
+            incidents=incident,
             host=host,
             port=port,
         )

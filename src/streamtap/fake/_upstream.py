@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -200,3 +201,27 @@ class FakeUpstream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def run_until_signal(config: FakeConfig, announce: Callable[[str], None]) -> None:
+    """Serve `config` in a new event loop until SIGINT or SIGTERM, then stop gracefully.
+
+    Args:
+        config: the server configuration.
+        announce: called with the base URL once the server listens.
+    """
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        try:
+            async with FakeUpstream(config) as fake:
+                announce(fake.base_url)
+                await stopping.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    asyncio.run(main())
