@@ -146,7 +146,7 @@ class Call:
         if engine.policy.breaker.enabled and not self.committed:
             breaker = engine.breakers.get(route.upstream, route.model)
             if not breaker.allow():
-                if self.attempts:
+                if self.attempts and route.fallback is None:  # fallbacks are never retries
                     self._suppress("breaker", self.last_failure)
                 self._give_up_type = "circuit_open"
                 return self._fall_back() or GiveUp()
@@ -375,7 +375,8 @@ class Call:
                 if body is not None
                 else self.dialect.text(b"".join(self.delivered))
             )
-            for cache in engine.caches:
+            # An answer without text (tool calls only) served from the cache would be wrong.
+            for cache in engine.caches if text else ():
                 cache.set(cache_key(self.api, self.primary.body), text)
         stream = self.stream
         self.observer.on_event(

@@ -104,6 +104,7 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         attempt.facts = call.facts
         attempt.chunks = previous.chunks
         attempt.max_gap = previous.max_gap
+        call.stream = attempt  # CallFinished reads the counters of the attempt that went on
     return attempt
 
 

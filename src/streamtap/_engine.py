@@ -97,7 +97,12 @@ class Engine:
         model = body.get("model")
         model = model if isinstance(model, str) else ""
         stream = body.get("stream") is True
-        host, _, port = upstream_of(url).partition("://")[2].partition(":")
+        authority = upstream_of(url).partition("://")[2]
+        if authority.startswith("["):  # an IPv6 literal: server.address has no brackets
+            host, _, port = authority[1:].partition("]")
+            port = port[1:]
+        else:
+            host, _, port = authority.partition(":")
         call_id = next(self._ids)
         started = CallStarted(
             call_id, api, model, stream, host, int(port) if port.isdigit() else _default_port(url), body

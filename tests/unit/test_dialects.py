@@ -592,9 +592,21 @@ def test_responses_body_facts() -> None:
     assert (facts.input_tokens, facts.output_tokens, facts.finish_reasons) == (9, 2, ["content_filter"])
 
 
-def test_responses_error_frame_is_an_sdk_error_event() -> None:
-    frame = RESPONSES.error_frame("stream_truncated", "cut")
-    (event,) = response_events(frame)
-    assert type(event).__name__ == "ResponseErrorEvent"
-    assert (event.type, event.code, event.message, event.param) == ("error", "stream_truncated", "cut", None)
-    assert fresh(RESPONSES, "classify", frame[:-2])[0] == ERROR
+def test_responses_error_frame_makes_the_sdk_raise() -> None:
+    content = RESPONSES.from_text("partial", "m").split(b"event: response.completed")[0]
+    content += RESPONSES.error_frame("stream_truncated", "cut")
+    stream = sdk_stream(content, ResponseStreamEvent, "/responses")
+    seen: list[str] = []
+    with pytest.raises(openai.APIError, match=r"^cut$") as raised:
+        seen.extend(e.delta for e in stream if e.type == "response.output_text.delta")
+    assert "".join(seen) == "partial"
+    assert raised.value.body == {"message": "cut", "type": "streamtap_error", "code": "stream_truncated"}
+    frame = RESPONSES.error_frame("stream_truncated", "cut")[:-2]
+    kind, facts = fresh(RESPONSES, "classify", frame)
+    assert kind == ERROR
+    assert facts.error is not None
+    assert (facts.error["type"], facts.error["code"], facts.error["message"]) == (
+        "error",
+        "stream_truncated",
+        "cut",
+    )
