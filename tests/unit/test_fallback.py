@@ -1,0 +1,200 @@
+"""Fallbacks: constructors, request rewriting, the answer cache and its key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamtap._fallback import Fallback, MemoryCache, Route, cache_key, fallback_route, upstream_of
+
+URL = "http://up:8080/v1/chat/completions"
+BODY: dict[str, Any] = {
+    "model": "gpt-x",
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "messages": [{"role": "user", "content": "hi"}],
+    "temperature": 0.2,
+}
+PRIMARY = Route(URL, "http://up:8080", "gpt-x", BODY, True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- constructors ----------------------------------------------------------------------------------
+
+
+def test_constructors() -> None:
+    assert Fallback.model("gpt-y") == Fallback(kind="model", to_model="gpt-y")
+    assert Fallback.upstream("https://other/v1/", api_key="sk-2", model="m") == Fallback(
+        kind="upstream", to_model="m", base_url="https://other/v1", api_key="sk-2"
+    )
+    assert Fallback.non_streaming() == Fallback(kind="non_streaming")
+    cache = MemoryCache()
+    assert Fallback.cached(cache) == Fallback(kind="cache", cache=cache)
+    assert isinstance(Fallback.cached().cache, MemoryCache)
+
+
+@pytest.mark.parametrize("name", ["", "  ", None, 3])
+def test_model_needs_a_name(name: Any) -> None:
+    with pytest.raises(ValueError, match=r"Fallback\.model needs a non-empty model name, got "):
+        Fallback.model(name)
+
+
+@pytest.mark.parametrize("base_url", ["other/v1", "ftp://x", "", None])
+def test_upstream_needs_an_http_url(base_url: Any) -> None:
+    with pytest.raises(ValueError, match=r"Fallback\.upstream base_url must start with http:// or https://"):
+        Fallback.upstream(base_url)
+
+
+def test_repr_never_shows_the_key() -> None:
+    fallback = Fallback.upstream("https://other/v1", api_key="sk-secret")
+    assert repr(fallback) == "Fallback.upstream('https://other/v1')"
+    assert "sk-secret" not in repr(fallback) and "sk-secret" not in str(fallback)
+    assert repr(Fallback.model("gpt-y")) == "Fallback.model('gpt-y')"
+    assert repr(Fallback.non_streaming()) == "Fallback.non_streaming()"
+
+
+# -- routes -----------------------------------------------------------------------------------------
+
+
+def test_model_route() -> None:
+    route = fallback_route(PRIMARY, Fallback.model("gpt-y"), "/chat/completions")
+    assert route == Route(URL, "http://up:8080", "gpt-y", {**BODY, "model": "gpt-y"}, True, "model")
+    assert BODY["model"] == "gpt-x"  # the caller's body is not modified
+
+
+def test_upstream_route() -> None:
+    route = fallback_route(
+        PRIMARY, Fallback.upstream("https://other:8443/v1", api_key="sk-2"), "/chat/completions"
+    )
+    assert route == Route(
+        "https://other:8443/v1/chat/completions",
+        "https://other:8443",
+        "gpt-x",
+        BODY,
+        True,
+        "upstream",
+        "sk-2",
+    )
+    with_model = fallback_route(PRIMARY, Fallback.upstream("http://o/v1", model="llama"), "/responses")
+    assert with_model is not None
+    assert (with_model.url, with_model.model, with_model.body["model"], with_model.api_key) == (
+        "http://o/v1/responses",
+        "llama",
+        "llama",
+        None,
+    )
+
+
+def test_non_streaming_route() -> None:
+    route = fallback_route(PRIMARY, Fallback.non_streaming(), "/chat/completions")
+    body = {"model": "gpt-x", "messages": BODY["messages"], "temperature": 0.2}
+    assert route == Route(URL, "http://up:8080", "gpt-x", body, False, "non_streaming")
+    plain = Route(URL, "http://up:8080", "gpt-x", {"model": "gpt-x"}, False)
+    assert fallback_route(plain, Fallback.non_streaming(), "/chat/completions") is None
+
+
+def test_cache_route() -> None:
+    route = fallback_route(PRIMARY, Fallback.cached(), "/chat/completions")
+    assert route == Route(URL, "http://up:8080", "gpt-x", BODY, True, "cache")
+
+
+@pytest.mark.parametrize(
+    ("url", "upstream"),
+    [
+        ("http://up:8080/v1/chat/completions", "http://up:8080"),
+        ("https://api.openai.com/v1/responses", "https://api.openai.com"),
+        ("http://[::1]:9/v1", "http://[::1]:9"),
+        ("http://host", "http://host"),
+    ],
+)
+def test_upstream_of(url: str, upstream: str) -> None:
+    assert upstream_of(url) == upstream
+
+
+# -- cache key --------------------------------------------------------------------------------------
+
+
+def test_cache_key_ignores_fields_that_do_not_change_the_answer() -> None:
+    key = cache_key("chat_completions", BODY)
+    assert len(key) == 64 and int(key, 16) >= 0
+    same = {
+        **{k: v for k, v in BODY.items() if k not in ("stream", "stream_options")},
+        "user": "u1",
+        "metadata": {"a": "b"},
+        "store": True,
+        "service_tier": "flex",
+        "background": True,
+    }
+    assert cache_key("chat_completions", same) == key
+    # key order does not matter
+    assert cache_key("chat_completions", dict(reversed(list(BODY.items())))) == key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"model": "gpt-y"}, {"temperature": 0.3}, {"messages": [{"role": "user", "content": "ho"}]}],
+)
+def test_cache_key_changes_with_the_request(change: dict[str, Any]) -> None:
+    assert cache_key("chat_completions", {**BODY, **change}) != cache_key("chat_completions", BODY)
+
+
+def test_cache_key_depends_on_the_api() -> None:
+    assert cache_key("responses", BODY) != cache_key("chat_completions", BODY)
+
+
+# -- MemoryCache ------------------------------------------------------------------------------------
+
+
+def test_memory_cache_get_set() -> None:
+    cache = MemoryCache(clock=Clock())
+    assert cache.get("k") is None
+    cache.set("k", "v")
+    assert cache.get("k") == "v"
+    cache.set("k", "w")
+    assert (cache.get("k"), len(cache)) == ("w", 1)
+
+
+def test_memory_cache_ttl() -> None:
+    clock = Clock()
+    cache = MemoryCache(ttl=10.0, clock=clock)
+    cache.set("k", "v")
+    clock.now = 9.999
+    assert cache.get("k") == "v"
+    clock.now = 10.0
+    assert cache.get("k") is None
+    assert len(cache) == 0  # an expired entry is dropped when read
+    cache.set("k", "again")  # setting again restarts the ttl
+    clock.now = 19.0
+    assert cache.get("k") == "again"
+
+
+def test_memory_cache_lru_eviction() -> None:
+    cache = MemoryCache(max_entries=2, clock=Clock())
+    cache.set("a", "1")
+    cache.set("b", "2")
+    assert cache.get("a") == "1"  # a is now the most recently used
+    cache.set("c", "3")
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == ("1", None, "3", 2)
+    cache.set("a", "1'")  # re-setting refreshes recency too
+    cache.set("d", "4")
+    assert (cache.get("a"), cache.get("c"), cache.get("d")) == ("1'", None, "4")
+
+
+@pytest.mark.parametrize("max_entries", [0, -1, 1.5, True, "3"])
+def test_memory_cache_rejects_bad_max_entries(max_entries: Any) -> None:
+    with pytest.raises(ValueError, match=r"MemoryCache\.max_entries must be an integer >= 1, got "):
+        MemoryCache(max_entries=max_entries)
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0, float("nan"), True, "60"])
+def test_memory_cache_rejects_bad_ttl(ttl: Any) -> None:
+    with pytest.raises(ValueError, match=r"MemoryCache\.ttl must be a number of seconds > 0, got "):
+        MemoryCache(ttl=ttl)
