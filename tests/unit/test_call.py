@@ -702,3 +702,22 @@ def test_capture_content_records_the_answer() -> None:
     call = rig.start()
     rig.succeed(call, rig.send(call))
     assert rig.rec.finished()[0].output_text == "Hi there"
+
+
+def test_half_open_probe_success_closes_the_breaker() -> None:
+    settings = BreakerSettings(window=10.0, min_requests=1, failure_ratio=0.5, open_for=1.0)
+    rig = Rig(Policy(breaker=settings))
+    breaker = rig.engine.breakers.get("http://up:8080", "gpt-x")
+    breaker.allow()
+    breaker.record_failure()
+    rig.clock.now += 2.0
+    call = rig.start()
+    rig.succeed(call, rig.send(call))
+    assert of_type(rig.rec.events, BreakerTransition) == [
+        BreakerTransition("http://up:8080", "gpt-x", "half_open", "closed", 1)
+    ]
+    assert rig.rec.breakers == [
+        BreakerTransition("http://up:8080", "gpt-x", "closed", "open"),
+        BreakerTransition("http://up:8080", "gpt-x", "open", "half_open"),
+        BreakerTransition("http://up:8080", "gpt-x", "half_open", "closed"),
+    ]
