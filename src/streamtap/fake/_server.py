@@ -193,6 +193,11 @@ class Server:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def connection_count(self) -> int:
+        """How many client connections are open right now."""
+        return len(self._connections)
+
     async def start(self) -> None:
         """Bind and start accepting connections in the running loop."""
         # A deep backlog: load benchmarks open hundreds of connections at once.

@@ -65,6 +65,12 @@ class FakeUpstream:
         """The OpenAI `base_url`, e.g. ``http://127.0.0.1:8600/v1``."""
         return f"http://{self.config.host}:{self.port}/v1"
 
+    @property
+    def active_connections(self) -> int:
+        """Open client connections (0 once every client left: stalls do not leak)."""
+        server = self._server
+        return 0 if server is None else server.connection_count
+
     # -- test controls -----------------------------------------------------------------------
 
     def enqueue(self, *specs: str) -> None:
