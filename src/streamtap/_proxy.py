@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import anyio
@@ -217,7 +217,7 @@ async def _relay(
 
             group.start_soon(watch)
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in _body(response):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except StreamInterrupted as error:
                 if error_frame is not None:
@@ -233,6 +233,16 @@ async def _relay(
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
+
+
+async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
+    try:
+        content = response.content  # an answer the engine already holds whole
+    except httpx2.ResponseNotRead:
+        async for chunk in response.aiter_raw():
+            yield chunk
+        return
+    yield content
 
 
 class _trace_context:

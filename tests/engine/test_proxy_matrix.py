@@ -1,0 +1,165 @@
+"""The engine's fault matrix through door 2: plain SDK clients (sync and async) and raw HTTP
+talking to `streamtap proxy`, which talks to the fake upstream, all over loopback."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx2
+import openai
+import pytest
+
+import streamtap
+from streamtap import CallFinished
+from streamtap._proxy_config import ProxyConfig
+from streamtap._proxy_server import ProxyServer
+from streamtap.fake import FakeUpstream
+
+from .cases import AFTER_COMMIT, BEFORE_COMMIT, Case
+from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES, Recording, expected, read_async, read_sync
+
+
+@pytest.fixture(scope="module")
+def proxy_recording() -> Recording:
+    return Recording()
+
+
+@pytest.fixture(scope="module")
+def proxy(fake: FakeUpstream, proxy_recording: Recording) -> Iterator[ProxyServer]:
+    # One engine serves every test here: without this, the breaker and the retry budget would
+    # (rightly) react to the matrix's injected failures accumulating across cases.
+    policy = replace(
+        TEST_POLICY,
+        budget=streamtap.BudgetSettings(enabled=False),
+        breaker=streamtap.BreakerSettings(enabled=False),
+    )
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", policy=policy, shutdown_grace=1)
+    with ProxyServer(config, recorders=[proxy_recording]) as server:
+        yield server
+
+
+@pytest.fixture
+def seen(fake: FakeUpstream, proxy_recording: Recording) -> Recording:
+    fake.clear()
+    proxy_recording.events.clear()
+    return proxy_recording
+
+
+def _finished(recording: Recording, timeout: float = 5.0) -> CallFinished:
+    # The proxy finalises a call on its own thread, just after the client saw the end.
+    deadline = time.monotonic() + timeout
+    while not recording.of(CallFinished) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return recording.finished
+
+
+def _client(proxy: ProxyServer, is_async: bool) -> Any:
+    cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+    return cls(base_url=proxy.base_url, api_key="sk-client-key-1234", max_retries=0)
+
+
+def _params() -> list[Any]:
+    return [
+        pytest.param(case, api, mode, id=f"{when}-{case.id}-{api}-{mode}")
+        for when, cases in (("before", BEFORE_COMMIT), ("after", AFTER_COMMIT))
+        for case in cases
+        for api in case.apis
+        for mode in ("sync", "async")
+    ]
+
+
+@pytest.mark.parametrize(("case", "api", "mode"), _params())
+def test_fault_through_proxy(
+    case: Case, api: str, mode: str, fake: FakeUpstream, proxy: ProxyServer, seen: Recording
+) -> None:
+    fake.enqueue(case.spec, "")
+    client = _client(proxy, mode == "async")
+    received: list[str] = []
+    error: BaseException | None = None
+    try:
+        if mode == "sync":
+            with client:
+                read_sync(client, api, received)
+        else:
+            anyio.run(read_async, client, api, received)
+    except openai.APIError as raised:
+        error = raised
+
+    pieces = expected(fake, api)
+    finished = _finished(seen)
+    assert len(fake.requests) == case.attempts
+    assert finished.attempts == case.attempts
+    if case.error_type is None:
+        assert error is None
+        assert received == pieces
+        assert finished.outcome == "ok"
+        return
+    assert (finished.outcome, finished.error_type) == ("error", case.error_type)
+    assert received == pieces[: case.prefix]
+    assert isinstance(error, openai.APIError)  # the SDK raises: never a clean, short answer
+    if case.sdk_error is not None:
+        assert type(error) is case.sdk_error
+    elif case.prefix == 0:  # nothing was sent yet: an error status in the API's shape
+        assert isinstance(error, openai.InternalServerError)
+        assert error.status_code == 502
+        assert error.code == case.error_type
+    else:  # after commit: the stream ends with an error event of its dialect
+        assert case.error_type in str(error)
+
+
+def test_raw_http_stream_keeps_sse_framing(fake: FakeUpstream, proxy: ProxyServer, seen: Recording) -> None:
+    fake.enqueue("status=502", "")
+    body = {"model": "gpt-4o", "messages": CHAT_MESSAGES, "stream": True}
+    with (
+        httpx2.Client() as http,
+        http.stream(
+            "POST", f"{proxy.base_url}/chat/completions", json=body, headers={"authorization": "Bearer x"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-streamtap-attempts"] == "2"
+        raw = b"".join(response.iter_raw())
+    frames = raw.split(b"\n\n")
+    assert frames[-1] == b""
+    assert frames[-2] == b"data: [DONE]"
+    assert all(frame.startswith(b"data: ") for frame in frames[:-1])
+    assert _finished(seen).outcome == "ok"
+
+
+def test_client_disconnect_cancels_the_upstream_attempt(
+    fake: FakeUpstream, proxy: ProxyServer, seen: Recording
+) -> None:
+    body = {"model": "gpt-4o", "messages": CHAT_MESSAGES, "stream": True}
+    headers = {"authorization": "Bearer x", "x-fake-gap": "0.05", "x-fake-chunks": "200"}
+    with (
+        httpx2.Client() as http,
+        http.stream("POST", f"{proxy.base_url}/chat/completions", json=body, headers=headers) as response,
+    ):
+        for chunk in response.iter_raw():
+            if b"content" in chunk:
+                break
+    finished = _finished(seen)
+    assert finished.outcome == "cancelled"
+    assert finished.chunks < 200
+
+
+def test_non_engine_paths_pass_through(fake: FakeUpstream, proxy: ProxyServer, seen: Recording) -> None:
+    client = _client(proxy, False)
+    with client:
+        assert [m.id for m in client.models.list().data]
+    assert fake.requests[0].path == "/v1/models"
+    assert seen.events == []
+
+
+def test_health_and_readiness(proxy: ProxyServer) -> None:
+    base = f"http://127.0.0.1:{proxy.port}"
+    assert httpx2.get(f"{base}/healthz").json() == {"status": "ok"}
+    ready = httpx2.get(f"{base}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
