@@ -4,8 +4,8 @@ talking to `streamtap proxy`, which talks to the fake upstream, all over loopbac
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
