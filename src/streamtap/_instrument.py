@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 import openai
@@ -47,23 +47,34 @@ def instrument(
             f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
         )
     engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
-    http = client._client
-    if isinstance(client, openai.AsyncOpenAI):
-        if not isinstance(http, httpx2.AsyncClient):
-            raise TypeError("streamtap.instrument needs an AsyncOpenAI client built on httpx2 (openai 3.x)")
-        transport = AsyncStreamtapTransport(http._transport, engine=engine)
-        return client.copy(
-            http_client=httpx2.AsyncClient(
-                transport=transport, timeout=http.timeout, follow_redirects=http.follow_redirects
-            ),
-            max_retries=0,
+    return client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
+
+
+def streamtap_http_client(http: object, engine: Engine) -> Any:
+    """A new httpx2 client that sends through `engine`, over the transport (and pool) of `http`.
+
+    Keeps `http`'s timeout and redirect setting. Shared by `instrument()` and the
+    OpenTelemetry instrumentor, which installs it into clients in place.
+
+    Args:
+        http: the SDK client's own `httpx2.Client` or `httpx2.AsyncClient`.
+        engine: the engine the new client's transport drives.
+    """
+    inner = getattr(http, "_transport", None)
+    if isinstance(inner, StreamtapTransport | AsyncStreamtapTransport):
+        # Already routed through streamtap (e.g. by the OpenTelemetry instrumentor): this
+        # engine replaces that one instead of stacking a second engine on top of it.
+        inner = inner._transport
+    if isinstance(http, httpx2.AsyncClient):
+        assert isinstance(inner, httpx2.AsyncBaseTransport)
+        transport = AsyncStreamtapTransport(inner, engine=engine)
+        return httpx2.AsyncClient(
+            transport=transport, timeout=http.timeout, follow_redirects=http.follow_redirects
         )
-    if not isinstance(http, httpx2.Client):
-        raise TypeError("streamtap.instrument needs an OpenAI client built on httpx2 (openai 3.x)")
-    sync = StreamtapTransport(http._transport, engine=engine)
-    return client.copy(
-        http_client=httpx2.Client(
-            transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects
-        ),
-        max_retries=0,
+    if isinstance(http, httpx2.Client):
+        assert isinstance(inner, httpx2.BaseTransport)
+        sync = StreamtapTransport(inner, engine=engine)
+        return httpx2.Client(transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects)
+    raise TypeError(
+        f"streamtap needs an OpenAI client built on httpx2 (openai 3.x), got {type(http).__name__}"
     )
