@@ -507,3 +507,29 @@ class _Counting(Recording):
 
     def telemetry_failed(self, error: BaseException) -> None:
         pass
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_call_span_nests_under_the_callers_span(
+    mode: str, fake: FakeUpstream, telemetry: Telemetry, instrument: Any
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    client = instrument(mode)
+    with tracer.start_as_current_span("handle request") as app:
+        received, error = stream(client, "chat", mode)
+
+    assert error is None
+    assert received == expected(fake, "chat")
+    spans = {s.name: s for s in telemetry.finished_spans()}
+    call, attempt = spans["chat gpt-4o"], spans["POST"]
+    assert call.parent is not None
+    assert call.parent.span_id == app.get_span_context().span_id
+    assert call.context.trace_id == app.get_span_context().trace_id
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == call.context.span_id
+    (sent,) = fake.requests
+    assert sent.traceparent is not None
+    assert sent.traceparent.split("-")[1:3] == [
+        _hex(call.context.trace_id, 32),
+        _hex(attempt.context.span_id, 16),
+    ]
