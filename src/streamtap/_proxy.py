@@ -95,10 +95,22 @@ class Proxy:
             with anyio.fail_after(config.body_timeout):
                 body = await _read_body(receive, config.max_body)
         except _BodyTooLarge:
-            await _error(send, 413, "request_too_large", f"the request body exceeds {config.max_body} bytes")
+            await _error(
+                send,
+                413,
+                "request_too_large",
+                f"the request body exceeds {config.max_body} bytes",
+                close=True,
+            )
             return
         except TimeoutError:
-            await _error(send, 408, "request_timeout", f"the request body took over {config.body_timeout} s")
+            await _error(
+                send,
+                408,
+                "request_timeout",
+                f"the request body took over {config.body_timeout} s",
+                close=True,
+            )
             return
         method: str = scope["method"]
         routed = engine_api(method, scope["path"])
@@ -271,15 +283,16 @@ class _trace_context:
             context.detach(self._token)  # type: ignore[arg-type]
 
 
-async def _json(send: Send, status: int, payload: object) -> None:
+async def _json(send: Send, status: int, payload: object, *, close: bool = False) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the request body is unread: the connection cannot be reused
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, status: int, code: str, message: str) -> None:
+async def _error(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
     """An error in the OpenAI API's shape, so the official SDKs raise their usual exceptions."""
-    await _json(
-        send, status, {"error": {"message": message, "type": "streamtap_error", "param": None, "code": code}}
-    )
+    error = {"message": message, "type": "streamtap_error", "param": None, "code": code}
+    await _json(send, status, {"error": error}, close=close)

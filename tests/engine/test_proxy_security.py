@@ -1,0 +1,239 @@
+"""Attacks on the proxy: each protection it promises, tried the way an attacker would."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from streamtap import CallFinished
+from streamtap._proxy_config import ProxyConfig, load_config
+from streamtap._proxy_http import upstream_url
+from streamtap._proxy_server import ProxyServer
+from streamtap.fake import FakeConfig, FakeUpstream
+
+from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES, Recording
+
+CLIENT_KEY = "sk-client-secret-7f3a9c"
+
+
+@pytest.fixture
+def proxied(fake: FakeUpstream) -> Iterator[tuple[ProxyServer, Recording]]:
+    fake.clear()
+    recording = Recording()
+    config = ProxyConfig(
+        upstream=fake.base_url, listen="127.0.0.1:0", policy=TEST_POLICY, max_body=2048, body_timeout=0.5
+    )
+    with ProxyServer(config, recorders=[recording]) as server:
+        yield server, recording
+
+
+def _raw(port: int, request: bytes, *, wait: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(request)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/../admin",
+        "/v1/%2e%2e/admin",
+        "/v1/models/..%2f..%2fadmin",
+        "/v1/models%2F..%2F..%2Fadmin",
+        "/v1//evil.example/models",
+        "/v1/models\\..\\admin",
+        "/v1/models/%00",
+        "/admin",
+        "/",
+    ],
+)
+def test_paths_cannot_climb_out_of_the_upstream(
+    path: str, proxied: tuple[ProxyServer, Recording], fake: FakeUpstream
+) -> None:
+    proxy, _ = proxied
+    reply = _raw(proxy.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert reply.split(b" ")[1] in (b"400", b"404")
+    assert fake.requests == []
+
+
+def test_absolute_form_and_host_header_reach_only_the_configured_upstream(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream
+) -> None:
+    proxy, _ = proxied
+    absolute = (
+        b"GET http://169.254.169.254/v1/models HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
+    )
+    assert _raw(proxy.port, absolute).startswith(b"HTTP/1.1 404")  # refused: never forwarded elsewhere
+    host = b"GET /v1/models HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n"
+    assert _raw(proxy.port, host).startswith(b"HTTP/1.1 200")  # served by the configured upstream
+    assert [r.path for r in fake.requests] == ["/v1/models"]
+    assert all(dict(r.headers)["host"] == f"127.0.0.1:{fake.port}" for r in fake.requests)
+
+
+def test_upstream_url_unit() -> None:
+    base = "https://api.example/v1"
+    assert upstream_url(base, b"/v1/chat/completions", b"") == "https://api.example/v1/chat/completions"
+    assert (
+        upstream_url(base, b"/v1/files/abc/content", b"limit=2")
+        == "https://api.example/v1/files/abc/content?limit=2"
+    )
+    assert upstream_url(base, b"/v1/x", b"a=1#frag") is None
+    assert upstream_url(base, b"/v1/x", b"a=1 b") is None
+
+
+def test_hop_by_hop_headers_are_stripped(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
+    proxy, _ = proxied
+    headers = {
+        "connection": "keep-alive, x-private",
+        "x-private": "do-not-forward",
+        "keep-alive": "timeout=5",
+        "proxy-authorization": "Basic c2VjcmV0",
+        "te": "trailers",
+        "upgrade": "h2c",
+        "x-kept": "yes",
+    }
+    httpx2.get(f"{proxy.base_url}/models", headers=headers)
+    sent = dict(fake.requests[0].headers)
+    for name in ("x-private", "keep-alive", "proxy-authorization", "te", "upgrade"):
+        assert name not in sent
+    assert sent["x-kept"] == "yes"
+
+
+def test_client_key_is_forwarded_but_never_logged_or_recorded(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, recording = proxied
+    caplog.set_level(logging.DEBUG)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=CLIENT_KEY, max_retries=0)
+    fake.enqueue("status=503", "")
+    with (
+        client,
+        client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True) as stream,
+    ):
+        assert list(stream)
+    assert len(fake.requests) == 2  # forwarded: the fake accepted the request
+    assert CLIENT_KEY not in repr(recording.events)
+    assert CLIENT_KEY not in caplog.text
+    assert all(CLIENT_KEY not in repr(r) for r in fake.requests)
+
+
+def test_token_mode_injects_the_upstream_key_and_requires_the_proxy_token() -> None:
+    upstream_key, token = "sk-upstream-only-42", "proxy-token-9d2e"
+    with FakeUpstream(FakeConfig(chunks=2, api_key=upstream_key)) as fake:
+        config = ProxyConfig(
+            upstream=fake.base_url, listen="127.0.0.1:0", upstream_api_key=upstream_key, client_token=token
+        )
+        with ProxyServer(config, recorders=[]) as proxy:
+            for bad in (None, "sk-guess", upstream_key):
+                client = openai.OpenAI(base_url=proxy.base_url, api_key=bad or "x", max_retries=0)
+                with client, pytest.raises(openai.AuthenticationError):
+                    client.models.list()
+            assert fake.requests == []  # a rejected client never reaches the upstream
+            client = openai.OpenAI(base_url=proxy.base_url, api_key=token, max_retries=0)
+            with client:
+                assert client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES).choices
+            assert fake.requests[0].status == 200  # the fake required, and got, the upstream key
+    with pytest.raises(ValueError, match="upstream_api_key needs client_token"):
+        ProxyConfig(upstream_api_key="sk-x")
+
+
+def test_request_body_limit(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
+    proxy, _ = proxied
+    big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 4096}]}
+    reply = httpx2.post(f"{proxy.base_url}/chat/completions", json=big)
+    assert reply.status_code == 413
+    assert reply.json()["error"]["code"] == "request_too_large"
+    assert fake.requests == []
+
+
+def test_slow_client_body_times_out(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
+    proxy, _ = proxied
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    started = time.monotonic()
+    reply = _raw(proxy.port, head, wait=5.0)
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 4.0
+    assert fake.requests == []
+
+
+def test_listens_on_loopback_by_default() -> None:
+    assert ProxyConfig().host_port == ("127.0.0.1", 8787)
+    with pytest.raises(ValueError, match="listen must be host:port"):
+        ProxyConfig(listen="8787")
+    with pytest.raises(ValueError, match="upstream must be an http"):
+        ProxyConfig(upstream="file:///etc/passwd")
+    with pytest.raises(ValueError, match="must not carry a query"):
+        ProxyConfig(upstream="https://api.example/v1?redirect=evil")
+
+
+def test_config_file(tmp_path: Any) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        'upstream = "http://127.0.0.1:9/v1"\n[policy]\nmax_attempts = 2\n[policy.breaker]\nenabled = false\n'
+        '[[fallbacks]]\nkind = "model"\nmodel = "gpt-4o-mini"\n[[fallbacks]]\nkind = "non_streaming"\n'
+    )
+    config = load_config(str(path), listen="127.0.0.1:9999")
+    assert config.upstream == "http://127.0.0.1:9/v1"
+    assert config.listen == "127.0.0.1:9999"
+    assert config.policy.max_attempts == 2
+    assert not config.policy.breaker.enabled
+    assert [f.kind for f in config.fallbacks] == ["model", "non_streaming"]
+    path.write_text('[[fallbacks]]\nkind = "teleport"\n')
+    with pytest.raises(
+        ValueError, match=r"fallbacks\[0\]\.kind must be one of model, upstream, non_streaming, cache"
+    ):
+        load_config(str(path))
+    path.write_text('upstreams = "x"\n')
+    with pytest.raises(ValueError, match="unknown key 'upstreams'"):
+        load_config(str(path))
+
+
+def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
+    fake.clear()
+    recording = Recording()
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", shutdown_grace=5)
+    proxy = ProxyServer(config, recorders=[recording]).start()
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0)
+    received: list[str] = []
+    first = threading.Event()
+
+    def consume() -> None:
+        stream = client.chat.completions.create(
+            model="gpt-4o",
+            messages=CHAT_MESSAGES,
+            stream=True,
+            extra_headers={"x-fake-gap": "0.05", "x-fake-chunks": "20"},
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                received.append(chunk.choices[0].delta.content)
+                first.set()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first.wait(5)
+    stopper = threading.Thread(target=proxy.stop)
+    stopper.start()
+    time.sleep(0.2)
+    with pytest.raises(httpx2.ConnectError):  # no longer accepting
+        httpx2.get(f"http://127.0.0.1:{proxy.port}/healthz")
+    reader.join(10)
+    stopper.join(10)
+    client.close()
+    assert len(received) == 20  # the stream in flight finished whole
+    assert recording.of(CallFinished)[0].outcome == "ok"
