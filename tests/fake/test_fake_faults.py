@@ -142,7 +142,7 @@ def test_parse_incident(text: str, expected: Incident) -> None:
     ],
 )
 def test_parse_incident_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match="incident|fault spec") as excinfo:
+    with pytest.raises(ValueError, match=r"incident|fault spec") as excinfo:
         parse_incident(text)
     assert message in str(excinfo.value)
 

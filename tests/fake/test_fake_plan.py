@@ -32,8 +32,10 @@ FRAMES = [
 SSE_HEAD = Head(200, (("content-type", "text/event-stream; charset=utf-8"),), None)
 
 
-def plan(spec: str, timing: Timing = Timing()) -> list[Action]:
-    return stream_plan(FRAMES, parse_fault(spec), timing, (), lambda seq: f"ERR{seq}".encode(), b"BAD")
+def plan(spec: str, timing: Timing | None = None) -> list[Action]:
+    return stream_plan(
+        FRAMES, parse_fault(spec), timing or Timing(), (), lambda seq: f"ERR{seq}".encode(), b"BAD"
+    )
 
 
 def w(*chunks: str) -> list[Action]:

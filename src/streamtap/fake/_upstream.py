@@ -132,7 +132,7 @@ class FakeUpstream:
 
     async def stop_async(self) -> None:
         """Stop accepting, close every connection and wait for them."""
-        server, self._server = self._server, None
+        server, self._server, self._port = self._server, None, None
         if server is not None:
             await server.stop()
 

@@ -1,0 +1,71 @@
+"""`streamtap fake-upstream`: flags, environment variables, errors and graceful signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from streamtap._cli import main
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_serves_until_signalled(signum: signal.Signals) -> None:
+    command = [
+        sys.executable,
+        "-c",
+        "from streamtap._cli import main; main()",
+        "fake-upstream",
+        "--port",
+        "0",
+    ]
+    env = {**os.environ, "STREAMTAP_FAKE_UPSTREAM_CHUNKS": "3"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        assert base_url.endswith("/v1")
+        request = urllib.request.Request(
+            f"{base_url}/chat/completions",
+            data=json.dumps({"model": "m", "messages": [], "stream": True}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = response.read().decode()
+        assert body.count('"content":') == 1 + 3  # the role chunk's empty content, then 3 chunks
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        pytest.param(
+            ["--incident", "a-b:1:reset"],
+            {},
+            "incident 'a-b:1:reset': window 'a-b'; accepted: START-END",
+            id="window",
+        ),
+        pytest.param([], {"STREAMTAP_FAKE_UPSTREAM_INCIDENT": "*:1:bogus"}, "unknown key 'bogus'", id="env"),
+        pytest.param(["--chunks", "-1"], {}, "chunks=-1; accepted: an integer 0..100000", id="chunks"),
+        pytest.param(["--ttft", "-2"], {}, "ttft=-2.0; accepted: seconds 0..3600", id="ttft"),
+    ],
+)
+def test_bad_flags_exit_2_with_the_reason(args: list[str], env: dict[str, str], message: str) -> None:
+    result = CliRunner().invoke(main, ["fake-upstream", *args], env=env)
+    assert result.exit_code == 2
+    assert message in result.output
