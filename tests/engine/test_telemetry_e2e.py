@@ -327,13 +327,36 @@ def test_async_cancel_returns_active_streams_to_zero(
     assert t.call_span().attributes["streamtap.outcome"] == "cancelled"  # type: ignore[index]
 
 
-def test_a_stream_never_read_is_abandoned(fake: FakeUpstream, telemetry: Telemetry, instrument: Any) -> None:
-    client = instrument("sync")
-    stream_ = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
-    del stream_
-    gc.collect()
-
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_never_read_is_abandoned(
+    mode: str, fake: FakeUpstream, telemetry: Telemetry, instrument: Any
+) -> None:
+    client = instrument(mode)
     t = telemetry
+    active: list[float | None] = []
+
+    async def main() -> None:
+        try:
+            stream_ = await client.chat.completions.create(
+                model="gpt-4o", messages=CHAT_MESSAGES, stream=True
+            )
+            active.append(
+                t.registry.get_sample_value("streamtap_active_streams", {"api": "chat_completions"})
+            )
+            del stream_
+            gc.collect()
+        finally:
+            await client.close()
+
+    if mode == "sync":
+        stream_ = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+        active.append(t.registry.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}))
+        del stream_
+        gc.collect()
+    else:
+        anyio.run(main)
+
+    assert active == [1]
     assert t.value("streamtap_requests_total", outcome="abandoned") == 1
     assert _total(t, "streamtap_requests_total") == 1
     assert t.registry.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 0
