@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -344,3 +345,26 @@ async def test_serves_inside_a_running_loop_with_concurrent_streams() -> None:
         ]
         assert len(fake.requests) == 60
     assert fake.active_connections == 0
+
+
+def test_head_gets_headers_only_and_keeps_the_connection(fake: FakeUpstream) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+    try:
+        conn.request("HEAD", "/v1/models")
+        head = conn.getresponse()
+        assert (head.status, head.read()) == (404, b"")
+        conn.request("GET", "/v1/models")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_unparseable_request_gets_400_and_close(fake: FakeUpstream) -> None:
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as sock:
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close" in received
+    assert received.endswith(b'"type":"invalid_request_error","param":null,"code":null}}')

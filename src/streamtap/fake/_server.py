@@ -99,9 +99,16 @@ class _Connection:
                 return
             await asyncio.sleep(0.001)
 
-    async def execute(self, plan: list[Action]) -> bool:
-        """Run a plan; True when the connection can serve another request."""
+    async def execute(self, plan: list[Action], *, head_only: bool = False) -> bool:
+        """Run a plan; True when the connection can serve another request.
+
+        Args:
+            plan: the actions to run.
+            head_only: answer a HEAD request: headers only, no body bytes, no pauses.
+        """
         for action in plan:
+            if head_only and isinstance(action, (Write, Pause)):
+                continue
             if isinstance(action, Head):
                 headers = list(action.headers)
                 if action.length is not None:
@@ -230,13 +237,16 @@ class Server:
                 request = await connection.read_request()
                 if request is None:
                     break
-                if not await connection.execute(self._app.handle(request)):
+                plan = self._app.handle(request)
+                if not await connection.execute(plan, head_only=request.method == "HEAD"):
                     break
                 connection.h11.start_next_cycle()
         except h11.RemoteProtocolError as err:
             await connection.send_protocol_error(err.error_status_hint)
         except (_ClientGone, ConnectionError, OSError):
             pass  # the client left; nothing to answer
+        except h11.LocalProtocolError as err:
+            log.debug("fake upstream: cannot answer this request over HTTP/1.1: %s", err)
         except asyncio.CancelledError:
             graceful = False  # stopping: do not wait for a client that may not read
             if not self._stopping:
