@@ -35,6 +35,7 @@ _LAZY = {
     "OtelMetricsRecorder": "._otel_metrics",
     "OtelTraceRecorder": "._otel_traces",
     "PrometheusRecorder": "._prometheus",
+    "StreamtapInstrumentor": "._instrumentor",
     "default_recorders": "._telemetry",
     "mark_process_dead": "._exposition",
     "metrics_asgi_app": "._exposition",
@@ -45,6 +46,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from ._exposition import mark_process_dead, metrics_asgi_app, metrics_wsgi_app, serve_metrics
+    from ._instrumentor import StreamtapInstrumentor
     from ._otel_metrics import OtelMetricsRecorder
     from ._otel_traces import OtelTraceRecorder
     from ._prometheus import PrometheusRecorder
@@ -85,6 +87,7 @@ __all__ = [
     "RetryScheduled",
     "RetrySuppressed",
     "StreamInterrupted",
+    "StreamtapInstrumentor",
     "StreamtapTransport",
     "__version__",
     "default_recorders",

@@ -49,6 +49,7 @@ def _transport(client: Any) -> Any:
 def test_dependencies() -> None:
     assert StreamtapInstrumentor().instrumentation_dependencies() == ("openai >= 3.0",)
     assert StreamtapInstrumentor() is StreamtapInstrumentor()  # BaseInstrumentor is a singleton
+    assert streamtap.StreamtapInstrumentor is StreamtapInstrumentor  # exported lazily
 
 
 def test_new_sync_clients_are_routed_until_uninstrumented(
