@@ -1,4 +1,7 @@
-"""Write alerts/streamtap.rules.yml and alerts/tests/streamtap_test.yml from alerts/rules.py.
+"""Write alerts/streamtap.rules.yml and alerts/tests/streamtap_test.yml from streamtap.monitoring.
+
+The generator itself ships in the package (`streamtap.monitoring.rules`, `streamtap rules`); this
+script writes and checks the repo's committed copies.
 
 python -m alerts.generate                      # the committed files
 python -m alerts.generate --check              # exit 1 if the committed files are stale
@@ -11,11 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `alerts` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from alerts._testcases import render_tests
-from alerts.rules import Params, dump, render
+from streamtap.monitoring._testcases import render_tests
+from streamtap.monitoring.rules import Params, dump, render
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "streamtap.rules.yml"
