@@ -138,10 +138,17 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     "--listen", default=None, show_envvar=True, help="host:port to listen on.  [default: 127.0.0.1:8787]"
 )
 @click.option(
+    "--ops-listen",
+    default=None,
+    show_envvar=True,
+    help="A second host:port serving only /metrics, /healthz and /readyz (e.g. 0.0.0.0:9464 in a pod).",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
+    envvar="STREAMTAP_PROXY_CONFIG",
     show_envvar=True,
     help="A TOML file with upstream, listen, [policy] and [[fallbacks]].",
 )
@@ -175,6 +182,7 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
 def proxy(
     upstream: str | None,
     listen: str | None,
+    ops_listen: str | None,
     config_path: str | None,
     upstream_api_key_env: str | None,
     client_token_env: str | None,
@@ -204,6 +212,7 @@ def proxy(
             config_path,
             upstream=upstream,
             listen=listen,
+            ops_listen=ops_listen,
             upstream_api_key=secret(upstream_api_key_env, "--upstream-api-key-env"),
             client_token=secret(client_token_env, "--client-token-env"),
             max_body=max_body,

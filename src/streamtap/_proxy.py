@@ -79,6 +79,15 @@ class Proxy:
         else:
             await self._forward(scope, receive, send)
 
+    async def ops(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app of the `ops_listen` listener: /metrics, /healthz and /readyz only."""
+        if scope["type"] != "http":
+            return
+        if scope["path"] in ("/metrics", "/healthz", "/readyz"):
+            await self(scope, receive, send)
+        else:
+            await _error(send, 404, "not_found", "this listener serves /metrics, /healthz and /readyz only")
+
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         config = self.config
         headers: Headers = list(scope["headers"])

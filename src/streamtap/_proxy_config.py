@@ -43,6 +43,9 @@ class ProxyConfig:
     Args:
         upstream: the OpenAI-compatible base URL every request goes to (e.g. https://api.openai.com/v1).
         listen: host:port to listen on; loopback unless told otherwise.
+        ops_listen: an optional second host:port serving only /metrics, /healthz and /readyz, so
+            a scraper and probes can reach them on the pod's address while the API stays on
+            loopback.
         upstream_api_key: when set, the proxy sends this key upstream and requires
             `client_token` from its clients instead of forwarding theirs.
         client_token: the bearer token clients must present when `upstream_api_key` is set.
@@ -56,6 +59,7 @@ class ProxyConfig:
 
     upstream: str = "https://api.openai.com/v1"
     listen: str = "127.0.0.1:8787"
+    ops_listen: str | None = None
     upstream_api_key: str | None = field(default=None, repr=False)
     client_token: str | None = field(default=None, repr=False)
     max_body: int = 10 * 1024 * 1024
@@ -72,7 +76,7 @@ class ProxyConfig:
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("upstream must not carry a query, fragment or credentials")
         object.__setattr__(self, "upstream", self.upstream.rstrip("/"))
-        _ = self.host_port  # validates listen
+        _ = self.host_port, self.ops_host_port  # validates both
         if self.upstream_api_key is not None and not self.client_token:
             raise ValueError("upstream_api_key needs client_token: the proxy must not lend its key to anyone")
         for name in ("max_body",):
@@ -86,10 +90,18 @@ class ProxyConfig:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen must be host:port with a port in 0..65535, got {self.listen!r}")
-        return host.strip("[]"), int(port)
+        return _host_port("listen", self.listen)
+
+    @property
+    def ops_host_port(self) -> tuple[str, int] | None:
+        return None if self.ops_listen is None else _host_port("ops_listen", self.ops_listen)
+
+
+def _host_port(name: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{name} must be host:port with a port in 0..65535, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def fallback_from_mapping(data: Mapping[str, Any], index: int) -> Fallback:

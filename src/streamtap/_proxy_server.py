@@ -7,11 +7,13 @@ no Rust toolchain), with the controls a sidecar needs: graceful shutdown with a 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import uvicorn
 
 from ._events import Recorder
@@ -19,13 +21,16 @@ from ._proxy import Proxy
 from ._proxy_config import ProxyConfig
 
 
-def uvicorn_config(app: Proxy, config: ProxyConfig, *, port: int | None = None) -> uvicorn.Config:
-    host, listen_port = config.host_port
+def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvicorn.Config:
+    host_port = config.ops_host_port if ops else config.host_port
+    assert host_port is not None
+    host, port = host_port
     return uvicorn.Config(
         app,
         host=host,
-        port=listen_port if port is None else port,
-        lifespan="on",
+        port=port,
+        interface="asgi3",
+        lifespan="off" if ops else "on",
         log_level="warning",
         access_log=False,  # never a place where a token could be written
         server_header=False,
@@ -36,9 +41,41 @@ def uvicorn_config(app: Proxy, config: ProxyConfig, *, port: int | None = None) 
     )
 
 
+def _servers(config: ProxyConfig, recorders: Sequence[Recorder] | None) -> tuple[Proxy, list[uvicorn.Server]]:
+    app = Proxy(config, recorders=recorders)
+    servers = [uvicorn.Server(uvicorn_config(app, config))]
+    if config.ops_listen is not None:
+        servers.append(uvicorn.Server(uvicorn_config(app.ops, config, ops=True)))
+    return app, servers
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    async with anyio.create_task_group() as group:
+        for server in servers:
+            group.start_soon(server.serve)
+
+
 def serve(config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting and let streams finish up to the grace."""
-    uvicorn.Server(uvicorn_config(Proxy(config, recorders=recorders), config)).run()
+    _, servers = _servers(config, recorders)
+    if len(servers) == 1:
+        servers[0].run()
+        return
+    # Both listeners stop together: a signal sets should_exit on the server that captured it.
+    main, ops = servers
+
+    def stop_ops(*_: object) -> None:
+        ops.should_exit = True
+
+    original = main.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        original(sig, frame)
+        stop_ops()
+
+    main.handle_exit = handle_exit  # type: ignore[method-assign]
+    ops.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
+    anyio.run(_serve_all, servers)
 
 
 class ProxyServer:
@@ -50,10 +87,13 @@ class ProxyServer:
     """
 
     def __init__(self, config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -> None:
-        self.app = Proxy(config, recorders=recorders)
-        self._server = uvicorn.Server(uvicorn_config(self.app, config))  # off the main thread: no signals
-        self._thread = threading.Thread(target=self._server.run, name="streamtap-proxy", daemon=True)
+        self.app, self._servers = _servers(config, recorders)
+        self._server = self._servers[0]
+        self._thread = threading.Thread(
+            target=anyio.run, args=(_serve_all, self._servers), name="streamtap-proxy", daemon=True
+        )
         self.port = 0
+        self.ops_port: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -62,15 +102,18 @@ class ProxyServer:
     def start(self, timeout: float = 10.0) -> ProxyServer:
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
+        while not all(server.started for server in self._servers):
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the proxy did not start")
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        if len(self._servers) > 1:
+            self.ops_port = self._servers[1].servers[0].sockets[0].getsockname()[1]
         return self
 
     def stop(self, timeout: float = 35.0) -> None:
-        self._server.should_exit = True
+        for server in self._servers:
+            server.should_exit = True
         self._thread.join(timeout)
 
     def __enter__(self) -> ProxyServer:

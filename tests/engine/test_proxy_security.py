@@ -237,3 +237,14 @@ def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
     client.close()
     assert len(received) == 20  # the stream in flight finished whole
     assert recording.of(CallFinished)[0].outcome == "ok"
+
+
+def test_ops_listener_serves_only_metrics_and_probes(fake: FakeUpstream) -> None:
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", ops_listen="127.0.0.1:0")
+    with ProxyServer(config, recorders=[]) as proxy:
+        assert proxy.ops_port is not None
+        ops = f"http://127.0.0.1:{proxy.ops_port}"
+        assert httpx2.get(f"{ops}/healthz").status_code == 200
+        assert httpx2.get(f"{ops}/metrics").status_code == 200
+        assert httpx2.get(f"{ops}/v1/models").status_code == 404  # the API is not on this listener
+        assert httpx2.get(f"{proxy.base_url}/models").status_code == 200
