@@ -41,12 +41,16 @@ def test_services() -> None:
         "grafana",
         "otel-collector",
         "prometheus",
+        "proxy",
         "tempo",
     ]
     assert services["fake-upstream"]["command"] == "streamtap fake-upstream --host 0.0.0.0 --port 8600"
     assert services["demo"]["command"] == (
         "streamtap demo --no-ui --base-url ${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1} "
-        "--metrics-addr 0.0.0.0 --metrics-port 9464"
+        "--proxy-url http://proxy:8787/v1 --metrics-addr 0.0.0.0 --metrics-port 9464"
+    )
+    assert services["proxy"]["command"] == (
+        "streamtap proxy --upstream ${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1} --listen 0.0.0.0:8787"
     )
     assert services["demo"]["environment"]["OPENAI_API_KEY"] == "${OPENAI_API_KEY:-}"
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
@@ -57,6 +61,7 @@ def test_images_are_pinned() -> None:
     assert images == {
         "fake-upstream": "streamtap:dev",
         "demo": "streamtap:dev",
+        "proxy": "streamtap:dev",
         "prometheus": "prom/prometheus:v2.53.2",
         "alertmanager": "prom/alertmanager:v0.27.0",
         "alert-webhook": "python:3.11-slim",
@@ -144,3 +149,21 @@ def test_prometheus_config_with_its_mounted_rules(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
     assert "SUCCESS: 48 rules found" in result.stdout
+
+
+def test_streamtap_commands_parse_with_the_real_cli() -> None:
+    import re
+    import shlex
+
+    from streamtap._cli import main
+
+    for name, service in _compose()["services"].items():
+        command = service.get("command")
+        if not isinstance(command, str) or not command.startswith("streamtap "):
+            continue
+        expanded = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)  # compose's ${VAR:-default}
+        args = shlex.split(expanded)[1:]
+        context = main.make_context("streamtap", args[:1])
+        command_object = main.get_command(context, args[0])
+        assert command_object is not None, f"{name}: unknown command {args[0]}"
+        command_object.make_context(args[0], args[1:])  # raises on an unknown flag or a bad value
