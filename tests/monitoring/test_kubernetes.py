@@ -1,0 +1,99 @@
+"""The Kubernetes example keeps its promises: a loopback-only sidecar whose flags the real CLI
+accepts, metrics and probes on a named port the PodMonitor scrapes, and the same rules as
+alerts/ in a PrometheusRule that promtool accepts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import _repo  # noqa: F401
+import pytest
+import yaml
+from _repo import ROOT
+
+from conftest import require_binary
+from streamtap._cli import main
+from streamtap._proxy_config import load_config
+from streamtap.monitoring.rules import render
+
+KUBE = ROOT / "deploy" / "kubernetes"
+
+
+def _load(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((KUBE / name).read_text())
+    return document
+
+
+def _sidecar() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    deployment = _load("sidecar.yaml")
+    pod = deployment["spec"]["template"]
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    return pod, containers["app"], containers["streamtap"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_sidecar_flags_parse_and_keep_the_api_on_loopback() -> None:
+    _, app, sidecar = _sidecar()
+    args = sidecar["args"]
+    command = main.get_command(main.make_context("streamtap", args[:1]), args[0])
+    assert command is not None
+    context = command.make_context(args[0], args[1:])
+    config = load_config(
+        None,
+        upstream=context.params["upstream"],
+        listen=context.params["listen"],
+        ops_listen=context.params["ops_listen"],
+        upstream_api_key="sk-placeholder",
+        client_token="token-placeholder",
+    )
+    assert config.host_port == ("127.0.0.1", 8787)
+    assert _env(app)["OPENAI_BASE_URL"] == "http://127.0.0.1:8787/v1"
+    # The sidecar holds the key; the app only has the token the sidecar requires.
+    env = _env(sidecar)
+    assert context.params["upstream_api_key_env"] in env
+    assert context.params["client_token_env"] in env
+    assert _env(app)["OPENAI_API_KEY"] == env[context.params["client_token_env"]]
+
+
+def test_metrics_port_probes_and_podmonitor_agree() -> None:
+    pod, _, sidecar = _sidecar()
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    ops_port = int(next(a for a in sidecar["args"] if a.startswith("--ops-listen=")).rsplit(":", 1)[1])
+    assert ports == {"metrics": ops_port}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    monitor = _load("podmonitor.yaml")
+    assert monitor["kind"] == "PodMonitor"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    grace = int(next(a for a in sidecar["args"] if a.startswith("--shutdown-grace=")).split("=")[1])
+    assert pod["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+def test_prometheus_rule_is_fresh_and_valid(tmp_path: Path) -> None:
+    rule = _load("prometheusrule.yaml")
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"] == render()
+    fresh = subprocess.run(
+        [sys.executable, str(KUBE / "generate.py"), "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    promtool = require_binary("promtool")
+    spec = tmp_path / "spec.yml"
+    spec.write_text(yaml.safe_dump(rule["spec"]))
+    checked = subprocess.run([promtool, "check", "rules", str(spec)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("name", ["sidecar.yaml", "podmonitor.yaml", "prometheusrule.yaml"])
+def test_manifests_name_their_kind(name: str) -> None:
+    document = _load(name)
+    assert {"apiVersion", "kind", "metadata", "spec"} <= document.keys()
