@@ -319,7 +319,8 @@ async def test_async_sdk_stream_and_drop(aclient: openai.AsyncOpenAI, fake: Fake
 
 @pytest.mark.anyio
 async def test_async_stall_times_out(aclient: openai.AsyncOpenAI) -> None:
-    stream = await aclient.with_options(timeout=0.3).responses.create(
+    # A roomier timeout: the first delta must arrive before the stall, even on a loaded machine.
+    stream = await aclient.with_options(timeout=1.0).responses.create(
         model=MODEL, input="x", stream=True, extra_headers={"x-fake-fault": "stall_after=1;stall=30"}
     )
     seen: list[str] = []
