@@ -129,7 +129,9 @@ class _Live:
             )
         assert attempt.failure is not None
         await self.close_upstream()
-        call.attempt_failed(send, attempt.failure, now=clock(), wall=call.engine.wall())
+        call.attempt_failed(
+            send, attempt.failure, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+        )
         return None
 
     async def _answer(self, send: Send, upstream: httpx2.Response) -> httpx2.Response | None:
@@ -145,17 +147,22 @@ class _Live:
                 if isinstance(error, httpx2.TransportError)
                 else failure("bad_response", "first_token", str(error))
             )
-            call.attempt_failed(send, reason, now=clock(), wall=call.engine.wall())
+            call.attempt_failed(
+                send, reason, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+            )
             return None
         finally:
             await upstream.aclose()
         answer = body_answer(call, send, upstream, raw)
         if not isinstance(answer, tuple):
-            call.attempt_failed(send, answer, now=clock(), wall=call.engine.wall())
+            call.attempt_failed(
+                send, answer, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+            )
             return None
         content, body = answer
         call.attempt_ok(send, clock(), upstream.status_code, None)
         call.delivered.append(content)
+        call.delivered_whole(clock())
         response = httpx2.Response(
             upstream.status_code,
             headers=caller_headers(
@@ -270,7 +277,12 @@ class _AsyncBody(httpx2.AsyncByteStream):
                 return
             failed = attempt.failure
             call.attempt_failed(
-                live.send, failed, now=clock(), wall=call.engine.wall(), time_to_first_token=_ttft(attempt)
+                live.send,
+                failed,
+                now=clock(),
+                wall=call.engine.wall(),
+                time_to_first_token=_ttft(attempt),
+                status_code=200,
             )
             if not await live.resume():
                 call.finish("error", clock())

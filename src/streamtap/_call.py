@@ -181,13 +181,18 @@ class Call:
         error_response: ErrorResponse | None = None,
         exception: BaseException | None = None,
         time_to_first_token: float | None = None,
+        status_code: int | None = None,
     ) -> None:
-        """Record a failed attempt and decide what comes next."""
+        """Record a failed attempt and decide what comes next.
+
+        `status_code` is the HTTP status of an attempt that failed after its headers (a 200
+        whose stream broke), for the attempt's telemetry.
+        """
         self.observer.on_event(
             AttemptFinished(
                 self.call_id,
                 send.attempt,
-                failure.status_code,
+                failure.status_code if failure.status_code is not None else status_code,
                 failure.error_type,
                 failure.phase,
                 now - self._sent_at(send, now),
@@ -248,7 +253,10 @@ class Call:
             self.api == "responses"
             and bool(self.primary.body.get("background"))
             and self.facts.response_id is not None
-            and failure.error_type in ("stream_interrupted", "stream_truncated", "stall")
+            # The stream broke, or the resume request itself failed in a way a retry may fix.
+            and (
+                failure.error_type in ("stream_interrupted", "stream_truncated", "stall") or failure.retryable
+            )
         )
         after = sequence_number(self.facts.last_frame) if resumable else None
         if after is not None:
@@ -330,6 +338,15 @@ class Call:
             self.served_by = self._current_fallback
             self.observer.on_event(
                 FallbackUsed(self.call_id, self.route.fallback or "model", self.route.model, True)
+            )
+
+    def delivered_whole(self, now: float) -> None:
+        """A streaming caller gets a whole answer at once (cache, non-streaming fallback)."""
+        if self.primary.stream and not self.committed:
+            self.committed = True
+            self.time_to_first_token = now - self.started_at
+            self.observer.on_event(
+                FirstToken(self.call_id, self.time_to_first_token, max(self.attempts - 1, 0))
             )
 
     def attempt_ok(self, send: Send, now: float, status: int, time_to_first_token: float | None) -> None:

@@ -135,6 +135,7 @@ def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -
 
 def served(step: Serve, call: Call, request: httpx2.Request) -> httpx2.Response:
     call.delivered.append(step.body)
+    call.delivered_whole(call.engine.clock())
     return httpx2.Response(
         200, headers=caller_headers(None, call, sse=step.stream), content=step.body, request=request
     )
