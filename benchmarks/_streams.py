@@ -40,7 +40,8 @@ def chat_events(chunks: int = CHUNKS) -> list[bytes]:
 
     def chunk(delta: dict[str, Any], finish: str | None = None, obfuscation: str = "k3Rq") -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return _sse({**base, "choices": [choice], "obfuscation": obfuscation})
+        # With stream_options.include_usage, OpenAI sends "usage": null on every chunk but the last.
+        return _sse({**base, "choices": [choice], "usage": None, "obfuscation": obfuscation})
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
     events += [chunk({"content": _word(i)}) for i in range(chunks)]

@@ -107,16 +107,26 @@ class StreamAttempt:
             return self._check_time(now)
         dialect = self._dialect
         facts = self.facts
+        # Once committed, the frames go to the caller exactly as they came, without copies;
+        # `released` collects them only when a blank line or a failure means passing part on.
+        verbatim = self.committed
         released: list[bytes] = []
         content = False
         progress = False
         start = 0
         end = len(frames)
         while start < end:
+            begin = start
             stop = frames.find(b"\n\n", start)
             frame = frames[start:stop]
             start = stop + 2
-            if not frame:
+            if not frame or stop < 0:
+                # A blank line between frames (or ending them, when stop < 0) is not passed on.
+                if verbatim:
+                    verbatim = False
+                    released.append(frames[:begin])
+                if stop < 0:
+                    break
                 continue
             kind = dialect.classify(frame, facts) if self.committed else dialect.inspect(frame, facts)
             if kind == CONTENT:
@@ -134,14 +144,18 @@ class StreamAttempt:
                 self.terminal = True
                 if not self.committed:
                     self._commit(now, released)
-            elif kind == ERROR:
-                assert facts.error is not None
-                self._fail(classify_error_event(facts.error, self.phase))
+            elif kind in (ERROR, BAD):
+                if kind == ERROR:
+                    assert facts.error is not None
+                    self._fail(classify_error_event(facts.error, self.phase))
+                else:
+                    self._fail(failure("bad_response", self.phase, facts.bad or "bad event"))
+                if verbatim:
+                    verbatim = False
+                    released.append(frames[:begin])
                 break
-            elif kind == BAD:
-                self._fail(failure("bad_response", self.phase, facts.bad or "bad event"))
-                break
-            (released if self.committed else self._held).append(frame + b"\n\n")
+            if not verbatim:
+                (released if self.committed else self._held).append(frame + b"\n\n")
         if progress:
             self._last_event_at = now
         if content:
@@ -149,9 +163,10 @@ class StreamAttempt:
             if gap > self.max_gap and self.chunks > 1:
                 self.max_gap = gap
             self._last_content_at = now
-        if self.failure is None:
+        # Progress after commit leaves only the call's deadline to check (the idle gap is 0).
+        if self.failure is None and (not progress or not self.committed or now >= self.deadline):
             self._check_time(now)
-        return b"".join(released)
+        return frames if verbatim else b"".join(released)
 
     def end(self) -> None:
         """The upstream body ended cleanly."""

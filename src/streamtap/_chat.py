@@ -22,19 +22,22 @@ class ChatDialect:
     api: Api = "chat_completions"
 
     def classify(self, frame: bytes, facts: StreamFacts) -> int:
-        if frame[:6] != b"data: ":
+        # `10 in frame` is a memchr; `b"\n" in frame` would first try the needle as an int.
+        if frame[:7] != b"data: {" or frame[-1:] != b"}" or 10 in frame:
             return self.inspect(frame, facts)
-        data = frame[6:]
-        if data[:1] != b"{" or data[-1:] != b"}" or b"\n" in data:
-            return self.inspect(frame, facts)
+        # Substring tests on str are several times faster than on bytes; latin-1 maps each
+        # byte to one character, so they find exactly what they would in the bytes. No token
+        # starts inside "data: ", so testing the whole frame is testing its data.
+        text = frame.decode("latin-1")
         # Only the rare frames that may carry an error, a finish reason or usage are parsed.
-        if b'"error"' in data or b'"usage":{' in data or b'"usage": {' in data:
-            return self.inspect(frame, facts)
-        if b'"finish_reason":"' in data or b'"finish_reason": "' in data:
+        if '"error"' in text or '"usage":{' in text or '"finish_reason":"' in text:
             return self.inspect(frame, facts)
         # Role chunks (one per choice when n > 1) and empty deltas (Azure content-filter
         # annotations) are not content: parse them rather than count them as chunks.
-        if b'"role"' in data or b'"delta":{}' in data or b'"delta": {}' in data:
+        if '"role"' in text or '"delta":{}' in text:
+            return self.inspect(frame, facts)
+        # The same keys written with a space after the colon (compact JSON has none).
+        if '": ' in text and ('"usage": {' in text or '"finish_reason": "' in text or '"delta": {}' in text):
             return self.inspect(frame, facts)
         facts.last_frame = frame
         return CONTENT

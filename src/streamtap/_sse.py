@@ -38,7 +38,7 @@ class FrameBuffer:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        if b"\r" in chunk:
+        if 13 in chunk:  # a memchr for b"\r" (`b"\r" in chunk` first tries the needle as an int)
             self._skip_lf = chunk[-1:] == b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         data = self._held + chunk if self._held else chunk
