@@ -118,7 +118,14 @@ async def one_stream(
 
 
 async def _worker(
-    index: int, n: int, url: str, model: str, chunks: int, stop_at: float, ramp_s: float, start: float,
+    index: int,
+    n: int,
+    url: str,
+    model: str,
+    chunks: int,
+    stop_at: float,
+    ramp_s: float,
+    start: float,
     result: LoadResult,
 ) -> None:
     parts = urlsplit(url)

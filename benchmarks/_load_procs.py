@@ -1,0 +1,193 @@
+"""The processes of proxy_load.py: the fake upstream, the proxies under test, their CPU time.
+
+Each runs as its own process, optionally pinned to a set of CPUs (affinity is set in the child
+before exec, so every thread it starts inherits it). Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+_CLI = "from streamtap._cli import main; main()"
+# The proxy exactly as `streamtap proxy` runs it, but with OpenTelemetry SDK providers built
+# (exporters "none"), so spans and OTel metrics are really recorded and then dropped.
+_PROXY_OTEL_SDK = """
+import sys
+from streamtap._proxy_config import ProxyConfig
+from streamtap._proxy_server import serve
+from streamtap._telemetry import setup_telemetry
+serve(ProxyConfig(upstream=sys.argv[1], listen=sys.argv[2]), recorders=setup_telemetry())
+"""
+_QUIET_LITELLM = {
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list from the internet
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_SCHEMA_UPDATE": "True",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spawn(
+    command: Sequence[str],
+    cpus: set[int] | None,
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    pipe: bool = False,
+) -> subprocess.Popen[str]:
+    """Start a process; its stderr (and stdout unless `pipe`) go to `log`, never to a full pipe."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    with log.open("a") as sink:
+        return subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE if pipe else sink,
+            stderr=sink,
+            text=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=pin,  # only sets the affinity, before exec
+        )
+
+
+def wait_http(url: str, process: subprocess.Popen[str], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def start_fake(
+    chunks: int, ttft: float, gap: float, cpus: set[int] | None, work: Path
+) -> tuple[subprocess.Popen[str], str]:
+    log = work / "fake.log"
+    command = [sys.executable, "-c", _CLI, "fake-upstream", "--port", "0", f"--chunks={chunks}"]
+    process = spawn([*command, f"--ttft={ttft}", f"--gap={gap}"], cpus, log, pipe=True)
+    assert process.stdout is not None
+    base_url = process.stdout.readline().strip()
+    if not base_url.startswith("http://127.0.0.1:"):
+        raise RuntimeError(f"the fake upstream did not start: {base_url!r}")
+    wait_http(base_url + "/models", process, 10, log)
+    return process, base_url
+
+
+def start_streamtap(
+    upstream: str, cpus: set[int] | None, work: Path, *, otel_sdk: bool
+) -> tuple[subprocess.Popen[str], str]:
+    listen = f"127.0.0.1:{free_port()}"
+    log = work / f"streamtap{'-otel' if otel_sdk else ''}.log"
+    if otel_sdk:
+        env = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+        process = spawn([sys.executable, "-c", _PROXY_OTEL_SDK, upstream, listen], cpus, log, env)
+    else:
+        command = [sys.executable, "-c", _CLI, "proxy", "--upstream", upstream, "--listen", listen]
+        process = spawn(command, cpus, log)
+    wait_http(f"http://{listen}/healthz", process, 20, log)
+    return process, f"http://{listen}/v1"
+
+
+def start_litellm(
+    litellm: str, upstream: str, cpus: set[int] | None, workdir: Path
+) -> tuple[subprocess.Popen[str], str]:
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-4o\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o\n"
+        f"      api_base: {upstream}\n"
+        "      api_key: sk-fake\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "  callbacks: []\n"
+        "  success_callback: []\n"
+        "  failure_callback: []\n"
+        "  set_verbose: false\n"
+    )
+    port = free_port()
+    command = [
+        litellm,
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    log = workdir / "litellm.log"
+    process = spawn(command, cpus, log, _QUIET_LITELLM)
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", process, 180, log)
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+def litellm_version(litellm: str) -> str:
+    python = Path(litellm).with_name("python")
+    code = "import importlib.metadata as m; print(m.version('litellm'))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip() or "unknown"
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, its threads and its live descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        todo.extend(_children(current))
+    return total
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def workdir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="proxy-load-")

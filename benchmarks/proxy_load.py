@@ -1,0 +1,300 @@
+"""Load benchmark of the sidecar proxy: many concurrent streams through it vs straight to the upstream.
+
+Every target serves the same streaming chat completions from one fake upstream process:
+
+- ``direct``: the fake upstream itself (the baseline of each round),
+- ``streamtap``: ``streamtap proxy`` as the CLI runs it (default telemetry: the Prometheus
+  recorder on the global registry, and the OpenTelemetry recorders on the API's global
+  providers, which no SDK backs, so they are no-ops),
+- ``streamtap-otel``: the same proxy with OpenTelemetry SDK tracer and meter providers built by
+  ``setup_telemetry()`` (exporters ``none``: every span and OTel metric is recorded, then dropped),
+- ``litellm``: LiteLLM's proxy (``litellm --config``) with the fake as an OpenAI upstream, if a
+  ``litellm`` executable is given (it needs openai<3, so it lives in a virtualenv of its own).
+
+Each target, the fake upstream and the load generator run as separate processes. Rounds
+interleave the targets (rotating their order); each round keeps ``--streams`` keep-alive
+connections streaming back to back for ``--duration`` seconds. Reported per target, as the
+median over rounds: client-side time to first token p50/p99, the same minus the direct TTFT of
+the same round (added), content events per second over the steady phase, and the target's CPU
+µs per relayed content event. Loopback only; every child has a deadline and the whole run is
+bounded by ``--max-seconds``.
+
+Usage::
+
+    python benchmarks/proxy_load.py --litellm /path/to/venv/bin/litellm --markdown
+    python benchmarks/proxy_load.py --streams 5 --duration 1 --rounds 1 --json   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _load_procs as procs
+from _load_client import LoadResult, run_load
+from _load_report import markdown
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _client_main(args: argparse.Namespace) -> None:
+    """The load generator process: run the load, print one JSON line."""
+    started = time.process_time()
+    limit = args.duration + args.stream_budget + 30
+
+    async def bounded() -> LoadResult:
+        load = run_load(
+            args.url, streams=args.streams, duration_s=args.duration, ramp_s=args.ramp, chunks=args.chunks
+        )
+        return await asyncio.wait_for(load, limit)
+
+    result = asyncio.run(bounded())
+    steady = result.events_per_s(args.ramp, args.duration) if args.duration > args.ramp else 0.0
+    out = {
+        "ttft_s": result.ttft_s,
+        "streams": result.streams,
+        "bad_streams": result.bad_streams,
+        "first_error": result.first_error,
+        "events": result.events,
+        "events_per_s": steady,
+        "client_cpu_s": time.process_time() - started,
+    }
+    print(json.dumps(out))
+
+
+def _run_client(args: argparse.Namespace, url: str, duration: float, cpus: set[int] | None) -> dict[str, Any]:
+    command = [
+        sys.executable, __file__, "--role=client", f"--url={url}/chat/completions",
+        f"--streams={args.streams}", f"--duration={duration}", f"--ramp={min(args.ramp, duration)}",
+        f"--chunks={args.chunks}", f"--stream-budget={args.stream_budget}",
+    ]  # fmt: skip
+    preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, preexec_fn=preexec,
+        timeout=duration + args.stream_budget + 60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed: {done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _measure(
+    args: argparse.Namespace, target: dict[str, Any], fake_pid: int, cpus: set[int] | None
+) -> dict[str, Any]:
+    pid = target["process"].pid if target["process"] is not None else None
+    before = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
+    load = _run_client(args, target["url"], args.duration, cpus)
+    after = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
+    events = max(load["events"], 1)
+    ttft_ms = [t * 1000 for t in load.pop("ttft_s")]
+    return {
+        **load,
+        "samples": len(ttft_ms),
+        "ttft_p50_ms": _quantile(ttft_ms, 0.5) if ttft_ms else None,
+        "ttft_p99_ms": _quantile(ttft_ms, 0.99) if ttft_ms else None,
+        "fake_cpu_us_per_event": (after[0] - before[0]) / events * 1e6,
+        "target_cpu_us_per_event": (after[1] - before[1]) / events * 1e6 if pid else None,
+        "client_cpu_us_per_event": load["client_cpu_s"] / events * 1e6,
+    }
+
+
+def _summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict[str, Any]:
+    def med(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return statistics.median(kept) if kept else None
+
+    summary: dict[str, Any] = {}
+    for name in names:
+        runs = [r[name] for r in rounds]
+        added = {
+            q: med(
+                [
+                    r[name][f"ttft_{q}_ms"] - r["direct"][f"ttft_{q}_ms"]
+                    if r[name][f"ttft_{q}_ms"] is not None and r["direct"][f"ttft_{q}_ms"] is not None
+                    else None
+                    for r in rounds
+                ]
+            )
+            for q in ("p50", "p99")
+        }
+        summary[name] = {
+            "ttft_p50_ms": med([r["ttft_p50_ms"] for r in runs]),
+            "ttft_p99_ms": med([r["ttft_p99_ms"] for r in runs]),
+            "added_p50_ms": added["p50"],
+            "added_p99_ms": added["p99"],
+            "events_per_s": med([r["events_per_s"] for r in runs]),
+            "target_cpu_us_per_event": med([r["target_cpu_us_per_event"] for r in runs]),
+            "fake_cpu_us_per_event": med([r["fake_cpu_us_per_event"] for r in runs]),
+            "client_cpu_us_per_event": med([r["client_cpu_us_per_event"] for r in runs]),
+            "streams": sum(r["streams"] for r in runs),
+            "bad_streams": sum(r["bad_streams"] for r in runs),
+            "first_error": next((r["first_error"] for r in runs if r["first_error"]), None),
+        }
+    return summary
+
+
+def _environment(litellm: str | None) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    packages = {
+        n: ver(n)
+        for n in (
+            "streamtap",
+            "uvicorn",
+            "h11",
+            "httptools",
+            "uvloop",
+            "httpx2",
+            "prometheus-client",
+            "opentelemetry-sdk",
+        )
+    }
+    if litellm:
+        packages["litellm"] = procs.litellm_version(litellm)
+    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(), "packages": packages}
+
+
+def _pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.no_pin or len(cpus) < 2:
+        return {"fake": None, "client": None, "target": None}
+    # The proxy under test gets a core of its own; the fake upstream and the load generator share the rest.
+    return {"fake": set(cpus[:-1]), "client": set(cpus[:-1]), "target": {cpus[-1]}}
+
+
+def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
+    names = [n for n in args.targets.split(",") if n != "litellm" or args.litellm]
+    pins = _pinning(args)
+    report: dict[str, Any] = {
+        "settings": {
+            k: getattr(args, k)
+            for k in ("streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "warmup")
+        },
+        "pinning": {k: sorted(v) if v else "any" for k, v in pins.items()},
+        "environment": _environment(args.litellm),
+        "targets": names,
+        "errors": {},
+    }
+    running: list[subprocess.Popen[str]] = []
+    with procs.workdir() as tmp:
+        work = Path(tmp)
+        try:
+            fake, fake_url = procs.start_fake(args.chunks, args.ttft, args.gap, pins["fake"], work)
+            running.append(fake)
+            targets: dict[str, dict[str, Any]] = {"direct": {"process": None, "url": fake_url}}
+            for name in names[1:] if names[0] == "direct" else names:
+                try:
+                    if name == "litellm":
+                        process, url = procs.start_litellm(args.litellm, fake_url, pins["target"], work)
+                    else:
+                        process, url = procs.start_streamtap(
+                            fake_url, pins["target"], work, otel_sdk=name == "streamtap-otel"
+                        )
+                except Exception as error:
+                    report["errors"][name] = str(error)[-2000:]
+                    continue
+                running.append(process)
+                targets[name] = {"process": process, "url": url}
+            names = [n for n in names if n in targets]
+            for name in names:  # warm up: connections, imports, JITs of caches
+                _run_client(args, targets[name]["url"], args.warmup, pins["client"])
+            rounds = []
+            for index in range(args.rounds):
+                order = names[index % len(names) :] + names[: index % len(names)]
+                rounds.append({n: _measure(args, targets[n], fake.pid, pins["client"]) for n in order})
+            report["rounds"] = rounds
+            report["targets"] = names
+            report["summary"] = _summarise(rounds, names)
+        finally:
+            for process in reversed(running):
+                procs.stop(process)
+    return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=200, help="concurrent streams (default 200)")
+    parser.add_argument("--chunks", type=int, default=30, help="content chunks per stream (default 30)")
+    parser.add_argument("--gap", type=float, default=0.02, help="seconds between chunks (default 0.02)")
+    parser.add_argument(
+        "--ttft", type=float, default=0.05, help="the fake's time to first token (default 0.05)"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per round (default 10)")
+    parser.add_argument(
+        "--ramp", type=float, default=2.0, help="seconds left out of the statistics (default 2)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds of warm-up load per target (default 3)"
+    )
+    parser.add_argument("--targets", default="direct,streamtap,streamtap-otel,litellm")
+    parser.add_argument("--litellm", default=None, help="path of a `litellm` executable (its own virtualenv)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to CPUs")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="hard limit of the whole run")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md tables")
+    parser.add_argument(
+        "--role", default="orchestrator", choices=["orchestrator", "client"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--stream-budget", type=float, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.stream_budget is None:  # the longest a stream may take once started, with slack for load
+        args.stream_budget = 3 * (args.ttft + args.chunks * args.gap) + 5
+    if args.role == "client":
+        _client_main(args)
+        return
+    if args.targets.split(",")[0] != "direct":
+        raise SystemExit("--targets must start with direct: it is every round's baseline")
+
+    def expire(*_: object) -> None:
+        raise TimeoutError(f"the benchmark exceeded --max-seconds={args.max_seconds}")
+
+    signal.signal(signal.SIGALRM, expire)  # the finally clauses still stop every child
+    signal.alarm(max(int(args.max_seconds), 1))
+    report = main_orchestrator(args)
+    signal.alarm(0)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    if args.markdown or not args.json:
+        print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
