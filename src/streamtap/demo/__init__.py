@@ -1,0 +1,9 @@
+"""`streamtap demo`: a few minutes of traffic through both doors, a story of incidents told by
+the fake upstream, a live view of streamtap's numbers, and (with Prometheus and Alertmanager on
+PATH) the alerts they fire and resolve."""
+
+from __future__ import annotations
+
+from ._run import DemoError, DemoOptions, run
+
+__all__ = ["DemoError", "DemoOptions", "run"]
