@@ -140,7 +140,6 @@ def option_rows() -> list[tuple[str, click.Option, str]]:
 
 
 def test_the_doc_covers_every_command() -> None:
-    assert COMMANDS == ["check", "demo", "fake-upstream", "proxy", "rules"]
     for name in COMMANDS:
         section(f"`streamtap {name}`")
 
