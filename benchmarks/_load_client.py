@@ -48,14 +48,14 @@ def is_content(data: bytes) -> bool:
     return at >= 0 and data[at + len(_CONTENT) : at + len(_CONTENT) + 1] != b'"'
 
 
-def request_bytes(url: str, model: str) -> bytes:
+def request_bytes(url: str, model: str, api_key: str = "sk-fake") -> bytes:
     parts = urlsplit(url)
     body = json.dumps(
         {"model": model, "messages": [{"role": "user", "content": "Say something."}], "stream": True}
     ).encode()
     head = (
         f"POST {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
-        f"authorization: Bearer sk-fake\r\naccept: text/event-stream\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"authorization: Bearer {api_key}\r\naccept: text/event-stream\r\ncontent-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -127,9 +127,10 @@ async def _worker(
     ramp_s: float,
     start: float,
     result: LoadResult,
+    api_key: str,
 ) -> None:
     parts = urlsplit(url)
-    request = request_bytes(url, model)
+    request = request_bytes(url, model, api_key)
     await asyncio.sleep(index * min(0.5, ramp_s / 2) / n)  # stagger, so streams do not tick in step
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     while time.perf_counter() < stop_at:
@@ -161,7 +162,14 @@ async def _worker(
 
 
 async def run_load(
-    url: str, *, streams: int, duration_s: float, ramp_s: float, chunks: int, model: str = "gpt-4o"
+    url: str,
+    *,
+    streams: int,
+    duration_s: float,
+    ramp_s: float,
+    chunks: int,
+    model: str = "gpt-4o",
+    api_key: str = "sk-fake",
 ) -> LoadResult:
     """Keep `streams` streams open against `url` for `duration_s`; finish those in flight.
 
@@ -172,11 +180,12 @@ async def run_load(
         ramp_s: streams started before this are not sampled for time to first token.
         chunks: the content events each complete stream must carry.
         model: the request's model.
+        api_key: sent as the bearer token.
     """
     result = LoadResult()
     start = time.perf_counter()
     workers = [
-        _worker(i, streams, url, model, chunks, start + duration_s, ramp_s, start, result)
+        _worker(i, streams, url, model, chunks, start + duration_s, ramp_s, start, result, api_key)
         for i in range(streams)
     ]
     await asyncio.gather(*workers)

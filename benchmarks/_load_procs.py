@@ -110,7 +110,7 @@ def start_streamtap(
 
 
 def start_litellm(
-    litellm: str, upstream: str, cpus: set[int] | None, workdir: Path
+    litellm: str, upstream: str, cpus: set[int] | None, workdir: Path, master_key: str
 ) -> tuple[subprocess.Popen[str], str]:
     config = workdir / "litellm.yaml"
     config.write_text(
@@ -140,7 +140,8 @@ def start_litellm(
         "1",
     ]
     log = workdir / "litellm.log"
-    process = spawn(command, cpus, log, _QUIET_LITELLM)
+    # LiteLLM refuses to start without a master key; clients present it as their bearer token.
+    process = spawn(command, cpus, log, {**_QUIET_LITELLM, "LITELLM_MASTER_KEY": master_key})
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", process, 180, log)
     return process, f"http://127.0.0.1:{port}/v1"
 

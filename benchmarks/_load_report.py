@@ -61,6 +61,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"apart, fake TTFT {s['ttft'] * 1000:g} ms; {s['rounds']} rounds × {s['duration']:g} s per target "
         f"(first {s['ramp']:g} s left out), {s['warmup']:g} s warm-up each.",
         "Pinning: " + "; ".join(f"{k} on CPU {v}" for k, v in report["pinning"].items()) + ".",
+        f"1-minute load average {env['loadavg_before']:.2f} before the run, "
+        f"{env.get('loadavg_after', float('nan')):.2f} after (the proxy's share of the machine).",
         "",
         *summary_table(report),
     ]

@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import signal
 import statistics
 import subprocess
@@ -62,7 +63,12 @@ def _client_main(args: argparse.Namespace) -> None:
 
     async def bounded() -> LoadResult:
         load = run_load(
-            args.url, streams=args.streams, duration_s=args.duration, ramp_s=args.ramp, chunks=args.chunks
+            args.url,
+            streams=args.streams,
+            duration_s=args.duration,
+            ramp_s=args.ramp,
+            chunks=args.chunks,
+            api_key=args.api_key,
         )
         return await asyncio.wait_for(load, limit)
 
@@ -80,11 +86,14 @@ def _client_main(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def _run_client(args: argparse.Namespace, url: str, duration: float, cpus: set[int] | None) -> dict[str, Any]:
+def _run_client(
+    args: argparse.Namespace, target: dict[str, Any], duration: float, cpus: set[int] | None
+) -> dict[str, Any]:
+    url = target["url"]
     command = [
         sys.executable, __file__, "--role=client", f"--url={url}/chat/completions",
         f"--streams={args.streams}", f"--duration={duration}", f"--ramp={min(args.ramp, duration)}",
-        f"--chunks={args.chunks}", f"--stream-budget={args.stream_budget}",
+        f"--chunks={args.chunks}", f"--stream-budget={args.stream_budget}", f"--api-key={target['key']}",
     ]  # fmt: skip
     preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     done = subprocess.run(
@@ -102,7 +111,7 @@ def _measure(
 ) -> dict[str, Any]:
     pid = target["process"].pid if target["process"] is not None else None
     before = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
-    load = _run_client(args, target["url"], args.duration, cpus)
+    load = _run_client(args, target, args.duration, cpus)
     after = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
     events = max(load["events"], 1)
     ttft_ms = [t * 1000 for t in load.pop("ttft_s")]
@@ -181,7 +190,13 @@ def _environment(litellm: str | None) -> dict[str, Any]:
     }
     if litellm:
         packages["litellm"] = procs.litellm_version(litellm)
-    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(), "packages": packages}
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "packages": packages,
+        "loadavg_before": os.getloadavg()[0],  # other work on the machine competes for the same cores
+    }
 
 
 def _pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
@@ -211,11 +226,15 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
         try:
             fake, fake_url = procs.start_fake(args.chunks, args.ttft, args.gap, pins["fake"], work)
             running.append(fake)
-            targets: dict[str, dict[str, Any]] = {"direct": {"process": None, "url": fake_url}}
+            targets: dict[str, dict[str, Any]] = {
+                "direct": {"process": None, "url": fake_url, "key": "sk-fake"}
+            }
             for name in names[1:] if names[0] == "direct" else names:
+                key = "sk-fake"
                 try:
                     if name == "litellm":
-                        process, url = procs.start_litellm(args.litellm, fake_url, pins["target"], work)
+                        key = "sk-" + secrets.token_hex(32)  # a throwaway master key for this run
+                        process, url = procs.start_litellm(args.litellm, fake_url, pins["target"], work, key)
                     else:
                         process, url = procs.start_streamtap(
                             fake_url, pins["target"], work, otel_sdk=name == "streamtap-otel"
@@ -224,10 +243,10 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
                     report["errors"][name] = str(error)[-2000:]
                     continue
                 running.append(process)
-                targets[name] = {"process": process, "url": url}
+                targets[name] = {"process": process, "url": url, "key": key}
             names = [n for n in names if n in targets]
             for name in names:  # warm up: connections, imports, JITs of caches
-                _run_client(args, targets[name]["url"], args.warmup, pins["client"])
+                _run_client(args, targets[name], args.warmup, pins["client"])
             rounds = []
             for index in range(args.rounds):
                 order = names[index % len(names) :] + names[: index % len(names)]
@@ -235,6 +254,7 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
             report["rounds"] = rounds
             report["targets"] = names
             report["summary"] = _summarise(rounds, names)
+            report["environment"]["loadavg_after"] = os.getloadavg()[0]
         finally:
             for process in reversed(running):
                 procs.stop(process)
@@ -269,6 +289,7 @@ def _parser() -> argparse.ArgumentParser:
         "--role", default="orchestrator", choices=["orchestrator", "client"], help=argparse.SUPPRESS
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--api-key", default="sk-fake", help=argparse.SUPPRESS)
     parser.add_argument("--stream-budget", type=float, default=None, help=argparse.SUPPRESS)
     return parser
 
