@@ -220,9 +220,12 @@ def proxy(
         )
     except (ValueError, OSError) as error:
         raise click.UsageError(str(error)) from None
+    from ._telemetry import setup_telemetry
+
     host, port = config.host_port
     click.echo(f"streamtap proxy on http://{host}:{port}/v1 -> {config.upstream}", err=True)
-    serve(config)
+    # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
+    serve(config, recorders=setup_telemetry(service_name="streamtap-proxy"))
 
 
 @main.command("rules")

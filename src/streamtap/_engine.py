@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +19,6 @@ from ._policy import Policy
 from ._taxonomy import Api, BreakerState
 
 _PATHS: dict[str, Api] = {"/chat/completions": "chat_completions", "/responses": "responses"}
-_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 
 def engine_api(method: str, path: str) -> tuple[Api, str] | None:
@@ -31,10 +29,6 @@ def engine_api(method: str, path: str) -> tuple[Api, str] | None:
         if path.endswith(suffix):
             return api, suffix
     return None
-
-
-def capture_from_env() -> bool:
-    return os.environ.get(_CAPTURE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class Engine:
@@ -74,7 +68,11 @@ class Engine:
 
             recorders = default_recorders()
         self.recorder = Fanout(recorders)
-        self.capture_content = capture_from_env() if capture_content is None else capture_content
+        if capture_content is None:
+            from ._otel_content import capture_from_env  # one reading of the variable for all
+
+            capture_content = capture_from_env()
+        self.capture_content = capture_content
         self.clock = clock
         self.wall = wall
         self.rng = rng

@@ -56,13 +56,18 @@ def _is_unconfigured(provider: object) -> bool:
     )
 
 
+def _resource(service_name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    # Resource.create lets passed attributes beat OTEL_SERVICE_NAME; the variable must win.
+    return {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+
+
 def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> SdkTracerProvider:
     """An SDK tracer provider with the exporters OTEL_TRACES_EXPORTER names (default otlp)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    provider = SdkTracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = SdkTracerProvider(resource=Resource.create(_resource(service_name, environ)))
     for name in _exporter_names(environ, "traces"):
         exporter: SpanExporter
         if name == "none":
@@ -114,7 +119,7 @@ def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.envi
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
         readers.append(PeriodicExportingMetricReader(exporter))
-    return SdkMeterProvider(metric_readers=readers, resource=Resource.create({"service.name": service_name}))
+    return SdkMeterProvider(metric_readers=readers, resource=Resource.create(_resource(service_name, environ)))
 
 
 def setup_telemetry(
