@@ -62,7 +62,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"(first {s['ramp']:g} s left out), {s['warmup']:g} s warm-up each.",
         "Pinning: " + "; ".join(f"{k} on CPU {v}" for k, v in report["pinning"].items()) + ".",
         f"1-minute load average {env['loadavg_before']:.2f} before the run, "
-        f"{env.get('loadavg_after', float('nan')):.2f} after (the proxy's share of the machine).",
+        f"{env.get('loadavg_after', float('nan')):.2f} after: other work on this shared machine competes for the same cores.",
         "",
         *summary_table(report),
     ]

@@ -1,0 +1,104 @@
+"""The proxy load benchmark runs end to end in a tiny mode and reports well-formed results.
+
+Five streams, one short round, no LiteLLM: only the shape and the sanity of the output are
+asserted (every stream complete, CPU accounted); the latency goals are read from the full run
+in docs/benchmarks.md, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _load_client import is_content  # noqa: E402
+
+SUMMARY_KEYS = {
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "added_p50_ms",
+    "added_p99_ms",
+    "events_per_s",
+    "target_cpu_us_per_event",
+    "fake_cpu_us_per_event",
+    "client_cpu_us_per_event",
+    "streams",
+    "bad_streams",
+    "first_error",
+}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "proxy_load.py"),
+        "--streams=5",
+        "--chunks=5",
+        "--gap=0.01",
+        "--ttft=0.01",
+        "--duration=1",
+        "--ramp=0.3",
+        "--rounds=2",
+        "--warmup=0.5",
+        "--targets=direct,streamtap",
+        "--max-seconds=120",
+        "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+def test_settings_targets_and_rounds_are_reported(report: dict[str, Any]) -> None:
+    assert report["settings"] == {
+        "streams": 5,
+        "chunks": 5,
+        "gap": 0.01,
+        "ttft": 0.01,
+        "duration": 1.0,
+        "ramp": 0.3,
+        "rounds": 2,
+        "warmup": 0.5,
+    }
+    assert report["targets"] == ["direct", "streamtap"]
+    assert report["errors"] == {}
+    # Rounds rotate the order, so neither target always runs first.
+    assert [list(r) for r in report["rounds"]] == [["direct", "streamtap"], ["streamtap", "direct"]]
+    assert report["environment"]["packages"]["streamtap"] is not None
+
+
+def test_every_stream_completes_and_every_figure_is_present(report: dict[str, Any]) -> None:
+    for name in ("direct", "streamtap"):
+        summary = report["summary"][name]
+        assert set(summary) == SUMMARY_KEYS
+        assert summary["bad_streams"] == 0, summary["first_error"]
+        assert summary["streams"] > 0
+        assert summary["ttft_p50_ms"] > 0
+        assert summary["ttft_p99_ms"] >= summary["ttft_p50_ms"]
+        assert summary["events_per_s"] > 0
+    assert report["summary"]["direct"]["target_cpu_us_per_event"] is None  # no proxy in the path
+    assert report["summary"]["direct"]["added_p50_ms"] == 0
+    assert report["summary"]["streamtap"]["target_cpu_us_per_event"] > 0
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(b'data: {"choices":[{"delta":{"content":"Hi"}}]}', True, id="content"),
+        pytest.param(b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}', False, id="empty"),
+        pytest.param(b'data: {"choices":[{"delta":{"content":null}}]}', False, id="null"),
+        pytest.param(b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}', False, id="finish"),
+        pytest.param(b"data: [DONE]", False, id="done"),
+    ],
+)
+def test_content_events_are_told_apart(data: bytes, expected: bool) -> None:
+    assert is_content(data) is expected
