@@ -17,15 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _CLI = "from streamtap._cli import main; main()"
-# The proxy exactly as `streamtap proxy` runs it, but with OpenTelemetry SDK providers built
-# (exporters "none"), so spans and OTel metrics are really recorded and then dropped.
-_PROXY_OTEL_SDK = """
-import sys
-from streamtap._proxy_config import ProxyConfig
-from streamtap._proxy_server import serve
-from streamtap._telemetry import setup_telemetry
-serve(ProxyConfig(upstream=sys.argv[1], listen=sys.argv[2]), recorders=setup_telemetry())
-"""
+# `streamtap proxy` builds OpenTelemetry SDK providers unless OTEL_SDK_DISABLED is true; with
+# exporters "none" every span and OTel metric is recorded, then dropped (nothing on the network).
+_STREAMTAP_ENV = {
+    "streamtap": {"OTEL_SDK_DISABLED": "true"},
+    "streamtap-otel": {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+}
 _QUIET_LITELLM = {
     "LITELLM_TELEMETRY": "False",
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list from the internet
@@ -95,16 +92,13 @@ def start_fake(
 
 
 def start_streamtap(
-    upstream: str, cpus: set[int] | None, work: Path, *, otel_sdk: bool
+    upstream: str, cpus: set[int] | None, work: Path, name: str
 ) -> tuple[subprocess.Popen[str], str]:
+    """`streamtap proxy` as shipped; `name` picks its telemetry (see _STREAMTAP_ENV)."""
     listen = f"127.0.0.1:{free_port()}"
-    log = work / f"streamtap{'-otel' if otel_sdk else ''}.log"
-    if otel_sdk:
-        env = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-        process = spawn([sys.executable, "-c", _PROXY_OTEL_SDK, upstream, listen], cpus, log, env)
-    else:
-        command = [sys.executable, "-c", _CLI, "proxy", "--upstream", upstream, "--listen", listen]
-        process = spawn(command, cpus, log)
+    log = work / f"{name}.log"
+    command = [sys.executable, "-c", _CLI, "proxy", "--upstream", upstream, "--listen", listen]
+    process = spawn(command, cpus, log, _STREAMTAP_ENV[name])
     wait_http(f"http://{listen}/healthz", process, 20, log)
     return process, f"http://{listen}/v1"
 

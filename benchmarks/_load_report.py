@@ -6,8 +6,8 @@ from typing import Any
 
 _LABELS = {
     "direct": "direct to the fake upstream",
-    "streamtap": "streamtap proxy (default telemetry)",
-    "streamtap-otel": "streamtap proxy + OTel SDK (no exporter)",
+    "streamtap-otel": "streamtap proxy: Prometheus + OTel SDK, no exporter",
+    "streamtap": "streamtap proxy: Prometheus only (OTEL_SDK_DISABLED)",
     "litellm": "LiteLLM proxy",
 }
 

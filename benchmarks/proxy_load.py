@@ -3,11 +3,11 @@
 Every target serves the same streaming chat completions from one fake upstream process:
 
 - ``direct``: the fake upstream itself (the baseline of each round),
-- ``streamtap``: ``streamtap proxy`` as the CLI runs it (default telemetry: the Prometheus
-  recorder on the global registry, and the OpenTelemetry recorders on the API's global
-  providers, which no SDK backs, so they are no-ops),
-- ``streamtap-otel``: the same proxy with OpenTelemetry SDK tracer and meter providers built by
-  ``setup_telemetry()`` (exporters ``none``: every span and OTel metric is recorded, then dropped),
+- ``streamtap-otel``: ``streamtap proxy`` as shipped, with its default telemetry and no exporter
+  configured: the Prometheus recorder, and OpenTelemetry SDK tracer and meter providers built by
+  ``setup_telemetry()`` with ``OTEL_TRACES_EXPORTER=none`` and ``OTEL_METRICS_EXPORTER=none``
+  (every span and OTel metric is recorded, then dropped),
+- ``streamtap``: the same with ``OTEL_SDK_DISABLED=true``: Prometheus only, OTel API no-ops,
 - ``litellm``: LiteLLM's proxy (``litellm --config``) with the fake as an OpenAI upstream, if a
   ``litellm`` executable is given (it needs openai<3, so it lives in a virtualenv of its own).
 
@@ -236,9 +236,7 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
                         key = "sk-" + secrets.token_hex(32)  # a throwaway master key for this run
                         process, url = procs.start_litellm(args.litellm, fake_url, pins["target"], work, key)
                     else:
-                        process, url = procs.start_streamtap(
-                            fake_url, pins["target"], work, otel_sdk=name == "streamtap-otel"
-                        )
+                        process, url = procs.start_streamtap(fake_url, pins["target"], work, name)
                 except Exception as error:
                     report["errors"][name] = str(error)[-2000:]
                     continue
@@ -279,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up load per target (default 3)"
     )
-    parser.add_argument("--targets", default="direct,streamtap,streamtap-otel,litellm")
+    parser.add_argument("--targets", default="direct,streamtap-otel,streamtap,litellm")
     parser.add_argument("--litellm", default=None, help="path of a `litellm` executable (its own virtualenv)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to CPUs")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="hard limit of the whole run")
