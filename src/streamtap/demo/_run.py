@@ -293,6 +293,8 @@ def _run(
             ),
             stop,
         )
+        for note in notes:
+            view.message(note)
         started = time.monotonic()
         traffic.start()
         with view:

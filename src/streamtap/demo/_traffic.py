@@ -129,7 +129,7 @@ def _error_name(error: BaseException) -> str:
     return f"HTTP {status}" if status is not None else type(error).__name__
 
 
-def _request(config: TrafficConfig, api: Api, stream: bool, prompt: str) -> tuple[Any, dict[str, Any]]:
+def _request(config: TrafficConfig, api: Api, stream: bool, prompt: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"model": config.model, "stream": stream}
     if api == "chat":
         kwargs["messages"] = [{"role": "user", "content": prompt}]
@@ -141,7 +141,7 @@ def _request(config: TrafficConfig, api: Api, stream: bool, prompt: str) -> tupl
         kwargs["input"] = prompt
         if config.max_tokens is not None:
             kwargs["max_output_tokens"] = config.max_tokens
-    return api, kwargs
+    return kwargs
 
 
 class Traffic:
@@ -157,6 +157,7 @@ class Traffic:
         self.stop = stop
         self.tally = Tally()
         self._threads: list[threading.Thread] = []
+        self._clients: list[openai.OpenAI] = []
 
     def start(self) -> None:
         """Start the sync worker threads and the thread running the async workers."""
@@ -212,10 +213,10 @@ class Traffic:
         while not self.stop.is_set():
             started = time.monotonic()
             stream = rng.random() < work.stream_share
-            api, kwargs = _request(self.config, work.api, stream, rng.choice(PROMPTS))
+            kwargs = _request(self.config, work.api, stream, rng.choice(PROMPTS))
             error: str | None = None
             try:
-                endpoint: Any = client.chat.completions if api == "chat" else client.responses
+                endpoint: Any = client.chat.completions if work.api == "chat" else client.responses
                 result = endpoint.create(**kwargs)
                 if stream:
                     with result:
@@ -246,10 +247,10 @@ class Traffic:
         while not self.stop.is_set():
             started = time.monotonic()
             stream = rng.random() < work.stream_share
-            api, kwargs = _request(self.config, work.api, stream, rng.choice(PROMPTS))
+            kwargs = _request(self.config, work.api, stream, rng.choice(PROMPTS))
             error: str | None = None
             try:
-                endpoint: Any = client.chat.completions if api == "chat" else client.responses
+                endpoint: Any = client.chat.completions if work.api == "chat" else client.responses
                 result = await endpoint.create(**kwargs)
                 if stream:
                     async with result:

@@ -1,0 +1,102 @@
+"""How the demo's flags choose the upstream, the key, the traffic and the scrape target."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamtap.demo._run import (
+    FAKE_POLICY,
+    REAL_POLICY,
+    DemoError,
+    DemoOptions,
+    _metrics_url,
+    plan,
+)
+from streamtap.demo._stack import scrape_target
+from streamtap.demo._traffic import FAKE_WORKLOADS, REAL_WORKLOADS
+
+
+def test_default_is_the_in_process_fake() -> None:
+    chosen = plan(DemoOptions(), {"OPENAI_API_KEY": "sk-real"})
+    assert chosen.base_url is None
+    assert chosen.api_key == "sk-streamtap-demo"  # never the user's key for the fake
+    assert chosen.model == "gpt-4o"
+    assert (chosen.workloads, chosen.policy, chosen.max_tokens) == (FAKE_WORKLOADS, FAKE_POLICY, None)
+    assert [f.kind for f in chosen.fallbacks] == ["model", "non_streaming", "cache"]
+
+
+def test_fake_traffic_is_bounded() -> None:
+    assert sum(w.rate for w in FAKE_WORKLOADS) == 14.0
+    assert {(w.door, w.mode) for w in FAKE_WORKLOADS} == {
+        ("instrument", "sync"),
+        ("instrument", "async"),
+        ("proxy", "sync"),
+    }
+    assert {w.api for w in FAKE_WORKLOADS} == {"chat", "responses"}
+    assert any(w.stream_share < 1 for w in FAKE_WORKLOADS)  # some non-streaming calls too
+    assert sum(w.rate for w in REAL_WORKLOADS) == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("environ", [{}, {"OPENAI_API_KEY": ""}, {"OPENAI_API_KEY": "  "}])
+def test_real_without_a_key_is_a_clear_error(environ: dict[str, str]) -> None:
+    with pytest.raises(DemoError, match=r"^--real needs an API key: set OPENAI_API_KEY"):
+        plan(DemoOptions(real=True), environ)
+
+
+def test_real_uses_the_key_and_base_url_from_the_environment() -> None:
+    chosen = plan(
+        DemoOptions(real=True), {"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "https://example.test/v1"}
+    )
+    assert (chosen.base_url, chosen.api_key, chosen.model) == (
+        "https://example.test/v1",
+        "sk-x",
+        "gpt-4o-mini",
+    )
+    assert (chosen.workloads, chosen.policy, chosen.max_tokens) == (REAL_WORKLOADS, REAL_POLICY, 32)
+    assert [f.kind for f in chosen.fallbacks] == ["non_streaming", "cache"]
+    default = plan(DemoOptions(real=True, model="gpt-4.1-nano"), {"OPENAI_API_KEY": "sk-x"})
+    assert (default.base_url, default.model) == ("https://api.openai.com/v1", "gpt-4.1-nano")
+
+
+def test_base_url_over_http_gets_the_full_traffic() -> None:
+    chosen = plan(DemoOptions(base_url="http://fake-upstream:8600/v1"), {})
+    assert (chosen.base_url, chosen.api_key) == ("http://fake-upstream:8600/v1", "sk-streamtap-demo")
+    assert chosen.workloads == FAKE_WORKLOADS
+
+
+def test_base_url_over_https_is_treated_as_billed() -> None:
+    chosen = plan(DemoOptions(base_url="https://api.openai.com/v1"), {"OPENAI_API_KEY": "sk-y"})
+    assert (chosen.api_key, chosen.workloads, chosen.max_tokens) == ("sk-y", REAL_WORKLOADS, 32)
+    assert chosen.description == "the upstream at https://api.openai.com/v1 (low traffic: https)"
+
+
+def test_too_short_duration_is_refused() -> None:
+    with pytest.raises(ValueError, match="duration must be"):
+        plan(DemoOptions(duration=5), {})
+
+
+@pytest.mark.parametrize(
+    ("addr", "target"),
+    [
+        ("127.0.0.1", "127.0.0.1:9464"),
+        ("0.0.0.0", "127.0.0.1:9464"),
+        ("localhost", "127.0.0.1:9464"),
+        ("::", "[::1]:9464"),
+        ("10.1.2.3", "10.1.2.3:9464"),
+        ("fd00::5", "[fd00::5]:9464"),
+    ],
+)
+def test_scrape_target(addr: str, target: str) -> None:
+    assert scrape_target(addr, 9464) == target
+
+
+@pytest.mark.parametrize(
+    ("addr", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:9464/metrics"),
+        ("0.0.0.0", "http://localhost:9464/metrics"),
+        ("::1", "http://[::1]:9464/metrics"),
+    ],
+)
+def test_metrics_url(addr: str, url: str) -> None:
+    assert _metrics_url(addr, 9464) == url
