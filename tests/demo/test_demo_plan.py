@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamtap.demo._run import (
-    FAKE_POLICY,
-    REAL_POLICY,
-    DemoError,
-    DemoOptions,
-    _metrics_url,
-    plan,
-)
+from streamtap.demo._plan import FAKE_POLICY, REAL_POLICY, DemoError, DemoOptions, plan
+from streamtap.demo._run import _metrics_url
 from streamtap.demo._stack import scrape_target
 from streamtap.demo._traffic import FAKE_WORKLOADS, REAL_WORKLOADS
 

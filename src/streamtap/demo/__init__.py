@@ -4,6 +4,7 @@ PATH) the alerts they fire and resolve."""
 
 from __future__ import annotations
 
-from ._run import DemoError, DemoOptions, run
+from ._plan import DemoError, DemoOptions
+from ._run import run
 
 __all__ = ["DemoError", "DemoOptions", "run"]

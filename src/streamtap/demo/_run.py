@@ -15,136 +15,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from types import FrameType
 from typing import IO
 
 from prometheus_client import CollectorRegistry
 
-from .. import BreakerSettings, Fallback, Policy, Recorder
+from .. import Recorder
 from ._alerts import AlertLog
+from ._plan import DemoError, DemoOptions, Plan, plan
 from ._stack import HOW_TO_GET, AlertStack, binaries, install, scrape_target
 from ._stats import Totals, read_totals, snapshot
-from ._story import (
-    DEFAULT_DURATION,
-    FALLBACK_MODEL,
-    PRIMARY_MODEL,
-    StoryPhase,
-    check_duration,
-    compression_for,
-    incidents,
-    phase_at,
-    steady_story,
-    story,
-)
+from ._story import StoryPhase, compression_for, incidents, phase_at, steady_story, story
 from ._summary import RunInfo, summary
-from ._traffic import FAKE_WORKLOADS, REAL_WORKLOADS, Traffic, TrafficConfig, Workload
+from ._traffic import Traffic, TrafficConfig
 from ._view import Frame, LiveView, PlainView, View
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 TICK_S = 0.5
 WINDOW_S = 10.0  # the live rates and quantiles cover the last 10 s
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
-
-# Fast retries and short timeouts: the fake's faults resolve in a second or two.
-FAKE_POLICY = Policy(
-    max_attempts=3,
-    backoff_base=0.05,
-    backoff_cap=0.5,
-    max_retry_wait=3.0,
-    max_retry_after=5.0,
-    first_token_timeout=1.5,
-    idle_timeout=1.5,
-    connect_timeout=2.0,
-    total_timeout=10.0,
-    breaker=BreakerSettings(window=10.0, min_requests=10, failure_ratio=0.5, open_for=5.0),
-)
-# A real model can think for a while before its first token.
-REAL_POLICY = Policy(max_attempts=3, first_token_timeout=20.0, idle_timeout=30.0, total_timeout=60.0)
-
-
-class DemoError(Exception):
-    """A problem the user can fix (printed without a traceback, exit code 2)."""
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """The `streamtap demo` flags.
-
-    Args:
-        duration: seconds the story takes (>= 20).
-        seed: seed of the fault draws and the workers' choices.
-        ui: True for the live view, False for log lines, None to pick by whether out is a TTY.
-        real: call the real API with OPENAI_API_KEY, at a low, bounded rate.
-        base_url: send the instrumented traffic there instead of the in-process fake.
-        proxy_url: send the proxy share to this external proxy instead of an in-process one.
-        metrics_addr: interface of the /metrics server.
-        metrics_port: its port (0: a free one).
-        stack: True to require Prometheus+Alertmanager (installing them as root), False for
-            none, None to use them when on PATH.
-        model: the model to request (default gpt-4o, or gpt-4o-mini with --real).
-    """
-
-    duration: float = DEFAULT_DURATION
-    seed: int = 0
-    ui: bool | None = None
-    real: bool = False
-    base_url: str | None = None
-    proxy_url: str | None = None
-    metrics_addr: str = "127.0.0.1"
-    metrics_port: int = 9464
-    stack: bool | None = None
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class _Plan:
-    base_url: str | None  # None: the in-process fake
-    api_key: str
-    model: str
-    workloads: tuple[Workload, ...]
-    policy: Policy
-    fallbacks: tuple[Fallback, ...]
-    max_tokens: int | None
-    description: str
-
-
-def plan(options: DemoOptions, environ: Mapping[str, str]) -> _Plan:
-    """Decide upstream, key, model and traffic profile from the options (pure).
-
-    Raises:
-        DemoError: --real without OPENAI_API_KEY.
-    """
-    check_duration(options.duration)
-    key = environ.get("OPENAI_API_KEY", "").strip()
-    if options.real:
-        if not key:
-            raise DemoError(
-                "--real needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for another "
-                "OpenAI-compatible API), or run the demo without --real to use the built-in fake upstream."
-            )
-        base = options.base_url or environ.get("OPENAI_BASE_URL", "").strip() or OPENAI_BASE_URL
-        fallbacks = (Fallback.non_streaming(), Fallback.cached())
-        model = options.model or "gpt-4o-mini"
-        return _Plan(base, key, model, REAL_WORKLOADS, REAL_POLICY, fallbacks, 32, f"the real API at {base}")
-    full = (Fallback.model(FALLBACK_MODEL), Fallback.non_streaming(), Fallback.cached())
-    model = options.model or PRIMARY_MODEL
-    if options.base_url is None:
-        return _Plan(None, "sk-streamtap-demo", model, FAKE_WORKLOADS, FAKE_POLICY, full, None, "")
-    # An https upstream is probably a real, billed API: keep the traffic as low as --real's.
-    billed = options.base_url.lower().startswith("https://")
-    workloads, policy = (REAL_WORKLOADS, REAL_POLICY) if billed else (FAKE_WORKLOADS, FAKE_POLICY)
-    return _Plan(
-        options.base_url,
-        key or "sk-streamtap-demo",
-        model,
-        workloads,
-        policy,
-        full,
-        32 if billed else None,
-        f"the upstream at {options.base_url}" + (" (low traffic: https)" if billed else ""),
-    )
 
 
 def _recorders(registry: CollectorRegistry, environ: Mapping[str, str]) -> list[Recorder]:
@@ -247,7 +136,7 @@ def run(options: DemoOptions, out: IO[str] | None = None, environ: Mapping[str, 
 
 def _run(
     options: DemoOptions,
-    the_plan: _Plan,
+    the_plan: Plan,
     view: View,
     registry: CollectorRegistry,
     recorders: list[Recorder],
@@ -303,8 +192,11 @@ def _run(
         interrupted = True
     ran = time.monotonic() - started
     stop.set()
-    if traffic is not None and not traffic.join(20.0):
-        view.message("some calls were still running after 20s; leaving them behind")
+    try:
+        if traffic is not None and not traffic.join(20.0):
+            view.message("some calls were still running after 20s; leaving them behind")
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the calls in flight
+        interrupted = True
     final = read_totals(registry, ran)
     tally = traffic.tally if traffic is not None else None
     info = RunInfo(
@@ -317,7 +209,10 @@ def _run(
         metrics_url=_metrics_url(options.metrics_addr, port),
         external_proxy=options.proxy_url is not None,
     )
-    cleanup.close()
+    try:
+        cleanup.close()
+    except KeyboardInterrupt:  # the servers are daemon threads and children told to stop already
+        interrupted = True
     print("\n" + summary(final, alerts.events, info), file=out, flush=True)
     if interrupted:
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
@@ -325,7 +220,7 @@ def _run(
 
 
 def _upstream(
-    options: DemoOptions, the_plan: _Plan, cleanup: contextlib.ExitStack
+    options: DemoOptions, the_plan: Plan, cleanup: contextlib.ExitStack
 ) -> tuple[str, tuple[StoryPhase, ...]]:
     if the_plan.base_url is not None:
         return the_plan.base_url, steady_story(options.duration)
@@ -340,7 +235,7 @@ def _upstream(
 
 def _proxy(
     options: DemoOptions,
-    the_plan: _Plan,
+    the_plan: Plan,
     base_url: str,
     recorders: list[Recorder],
     cleanup: contextlib.ExitStack,
