@@ -49,11 +49,11 @@ def scenario_table(scenario: dict[str, Any], chunks: int) -> list[str]:
                 f"{vs['min_ratio']:.3f}",
             ]
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
     for key, text in (("issue3_engine", "issue 3 (engine)"), ("issue4_telemetry", "issue 4 (all telemetry)")):
         goal = scenario["goals"].get(key)
         if goal is not None:
             verdict = "met" if goal["met"] else "NOT met"
-            lines.append("")
             lines.append(
                 f"- Goal of {text}: < 2 µs/chunk and < 3% — {verdict}: "
                 f"{_signed(goal['added_us_per_chunk'])} µs/chunk, ratio {goal['ratio']:.3f}."

@@ -207,11 +207,20 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated, raw always included ({','.join(NAMES)})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    parser.add_argument(
+        "--from-json", metavar="FILE", help="print the tables of a saved --json run; time nothing"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.from_json:
+        from _report import markdown
+
+        with open(args.from_json, encoding="utf-8") as saved:
+            print(markdown(json.load(saved)))
+        return 0
     rounds = args.rounds if args.rounds is not None else (20 if args.quick else 200)
     warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
     names = ["raw", *(n.strip() for n in args.contenders.split(",") if n.strip() and n.strip() != "raw")]
