@@ -13,6 +13,7 @@ from ._attempt import StreamAttempt
 from ._call import Call, GiveUp, Send, Serve, Wait
 from ._driver import (
     MAX_BODY,
+    araw_chunks,
     body_answer,
     build_request,
     caller_failure,
@@ -180,7 +181,7 @@ class _Live:
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        self.chunks = upstream.aiter_bytes()
+        self.chunks = araw_chunks(upstream) or upstream.aiter_bytes()
         self.restore = _deadline_reads(upstream, attempt, clock)
 
     async def read(self) -> bytes | None:
@@ -258,17 +259,25 @@ class _AsyncBody(httpx2.AsyncByteStream):
         if first:
             call.delivered.append(first)
             yield first
+        delivered = call.delivered
         while True:
             attempt = live.attempt
             assert attempt is not None and live.send is not None
-            while attempt.failure is None:
-                chunk = await live.read()
-                if chunk is None:
-                    break
-                out = attempt.feed(chunk, clock())
-                if out:
-                    call.delivered.append(out)
-                    yield out
+            assert live.chunks is not None
+            feed = attempt.feed
+            # The hot path: one iteration per network read, nothing else.
+            try:
+                async for chunk in live.chunks:
+                    out = feed(chunk, clock())
+                    if out:
+                        delivered.append(out)
+                        yield out
+                    if attempt.failure is not None:
+                        break
+                else:
+                    attempt.end()
+            except httpx2.TransportError as error:
+                attempt.broke(read_failure(attempt, error, clock()))
             await live.close_upstream()
             if attempt.failure is None:
                 call.attempt_ok(live.send, clock(), 200, _ttft(attempt))

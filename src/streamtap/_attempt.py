@@ -98,6 +98,16 @@ class StreamAttempt:
 
     def feed(self, chunk: bytes, now: float) -> bytes:
         """Take bytes read at `now`; return what the caller may see now (b"" while buffering)."""
+        # The hot path: after commit, a read that is exactly one whole frame (as servers write
+        # them) is classified and passed on as it came, without buffering or splitting.
+        if (
+            self.committed
+            and chunk[-2:] == b"\n\n"
+            and chunk.find(b"\n\n") == len(chunk) - 2
+            and not self._buffer.pending
+            and 13 not in chunk  # no CR to normalise
+        ):
+            return self._feed_frame(chunk, now)
         try:
             frames = self._buffer.feed(chunk)
         except FrameTooLarge as error:
@@ -167,6 +177,29 @@ class StreamAttempt:
         if self.failure is None and (not progress or not self.committed or now >= self.deadline):
             self._check_time(now)
         return frames if verbatim else b"".join(released)
+
+    def _feed_frame(self, chunk: bytes, now: float) -> bytes:
+        kind = self._dialect.classify(chunk[:-2], self.facts)
+        if kind == CONTENT:
+            self.chunks += 1
+            gap = now - self._last_content_at
+            if gap > self.max_gap and self.chunks > 1:
+                self.max_gap = gap
+            self._last_content_at = self._last_event_at = now
+        elif kind in (PREAMBLE, TERMINAL):
+            self._last_event_at = now
+            if kind == TERMINAL:
+                self.terminal = True
+        elif kind == ERROR:
+            assert self.facts.error is not None
+            self._fail(classify_error_event(self.facts.error, "streaming"))
+            return b""
+        elif kind == BAD:
+            self._fail(failure("bad_response", "streaming", self.facts.bad or "bad event"))
+            return b""
+        if kind == COMMENT or now >= self.deadline:
+            self._check_time(now)  # a keep-alive is not progress: the idle clock keeps running
+        return chunk
 
     def end(self) -> None:
         """The upstream body ended cleanly."""

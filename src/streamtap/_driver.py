@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -106,6 +107,26 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         attempt.max_gap = previous.max_gap
         call.stream = attempt  # CallFinished reads the counters of the attempt that went on
     return attempt
+
+
+def raw_chunks(upstream: httpx2.Response) -> Iterator[bytes] | None:
+    """The body's bytes straight from the transport when it is not content-encoded.
+
+    Skipping the response's decoding layers saves a generator hop and a copy per read on
+    the hot path; an encoded body (rare for SSE) goes through `iter_bytes()`.
+    """
+    if upstream.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
+        return None
+    stream = upstream.stream
+    return iter(stream) if isinstance(stream, httpx2.SyncByteStream) else None
+
+
+def araw_chunks(upstream: httpx2.Response) -> AsyncIterator[bytes] | None:
+    """The async twin of `raw_chunks`."""
+    if upstream.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
+        return None
+    stream = upstream.stream
+    return stream.__aiter__() if isinstance(stream, httpx2.AsyncByteStream) else None
 
 
 def read_failure(attempt: StreamAttempt, error: Exception, now: float) -> Failure:

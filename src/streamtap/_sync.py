@@ -22,6 +22,7 @@ from ._driver import (
     give_up,
     interrupted,
     new_stream_attempt,
+    raw_chunks,
     read_failure,
     served,
     status_failure,
@@ -178,7 +179,7 @@ class _Live:
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        self.chunks = upstream.iter_bytes()
+        self.chunks = raw_chunks(upstream) or upstream.iter_bytes()
         self.restore = _deadline_reads(upstream, attempt, clock)
 
     def read(self) -> bytes | None:
@@ -253,17 +254,25 @@ class _SyncBody(httpx2.SyncByteStream):
         if first:
             call.delivered.append(first)
             yield first
+        delivered = call.delivered
         while True:
             attempt = live.attempt
             assert attempt is not None and live.send is not None
-            while attempt.failure is None:
-                chunk = live.read()
-                if chunk is None:
-                    break
-                out = attempt.feed(chunk, clock())
-                if out:
-                    call.delivered.append(out)
-                    yield out
+            assert live.chunks is not None
+            feed = attempt.feed
+            # The hot path: one iteration per network read, nothing else.
+            try:
+                for chunk in live.chunks:
+                    out = feed(chunk, clock())
+                    if out:
+                        delivered.append(out)
+                        yield out
+                    if attempt.failure is not None:
+                        break
+                else:
+                    attempt.end()
+            except httpx2.TransportError as error:
+                attempt.broke(read_failure(attempt, error, clock()))
             live.close_upstream()
             if attempt.failure is None:
                 call.attempt_ok(live.send, clock(), 200, _ttft(attempt))
