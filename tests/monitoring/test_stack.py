@@ -44,9 +44,11 @@ def test_services() -> None:
         "proxy",
         "tempo",
     ]
-    assert services["fake-upstream"]["command"] == "streamtap fake-upstream --host 0.0.0.0 --port 8600"
+    assert services["fake-upstream"]["command"].startswith("streamtap fake-upstream --host 0.0.0.0 --port 8600")
+    assert "--incident 300-480:40%:status=503;should_retry=false" in services["fake-upstream"]["command"]
     assert services["demo"]["command"] == (
-        "streamtap demo --no-ui --base-url ${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1} "
+        "streamtap demo --no-ui --no-stack --duration 86400 "
+        "--base-url ${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1} "
         "--proxy-url http://proxy:8787/v1 --metrics-addr 0.0.0.0 --metrics-port 9464"
     )
     assert services["proxy"]["command"] == (
