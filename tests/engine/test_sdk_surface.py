@@ -6,6 +6,7 @@ import gc
 from typing import Any
 
 import anyio
+import httpx2
 import openai
 import pytest
 
@@ -143,3 +144,37 @@ def test_async_cancellation_is_recorded(fake: FakeUpstream, recording: Recording
     anyio.run(main)
     assert recording.finished.outcome == "cancelled"
     assert recording.of(CallStarted)[0].api == "responses"
+
+
+def test_transports_for_clients_you_build_yourself(fake: FakeUpstream, recording: Recording) -> None:
+    transport = streamtap.StreamtapTransport(httpx2.HTTPTransport(), recorders=[recording])
+    client = openai.OpenAI(
+        base_url=fake.base_url,
+        api_key="sk-test",
+        max_retries=0,
+        http_client=httpx2.Client(transport=transport),
+    )
+    fake.enqueue("reset", "")
+    with (
+        client,
+        client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True) as stream,
+    ):
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "".join(expected(fake, "chat"))
+    assert recording.finished.attempts == 2
+
+    async def main() -> None:
+        async_transport = streamtap.AsyncStreamtapTransport(
+            httpx2.AsyncHTTPTransport(), recorders=[recording]
+        )
+        async with openai.AsyncOpenAI(
+            base_url=fake.base_url,
+            api_key="sk-test",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=async_transport),
+        ) as aclient:
+            response = await aclient.responses.create(model="gpt-4o", input=RESPONSES_INPUT)
+            assert response.output_text == "".join(expected(fake, "responses"))
+
+    anyio.run(main)
+    assert [f.outcome for f in recording.of(CallFinished)] == ["ok", "ok"]
