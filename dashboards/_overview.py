@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.rules import PAGE_BURN_WINDOWS, STREAM_FAILURE_TYPES, TICKET_BURN_WINDOWS, Params
+from streamtap.monitoring.rules import PAGE_BURN_WINDOWS, STREAM_FAILURE_TYPES, TICKET_BURN_WINDOWS, Params
 from grafana_foundation_sdk.builders.dashboard import (
     ConstantVariable,
     Dashboard,
@@ -77,7 +77,7 @@ def _variables(slo: float) -> list[Any]:
         .current(every),
         ConstantVariable("slo")
         .label("SLO target")
-        .description("From alerts/rules.py Params.slo_target.")
+        .description("From streamtap.monitoring.rules Params.slo_target.")
         .value(f"{slo:g}"),
     ]
 

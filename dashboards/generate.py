@@ -3,7 +3,7 @@
     python -m dashboards.generate           # write dashboards/*.json
     python -m dashboards.generate --check   # exit 1 if the committed JSON is stale
 
-Thresholds (SLO target, burn factors, alert floors) come from alerts/rules.py, so a panel's
+Thresholds (SLO target, burn factors, alert floors) come from streamtap.monitoring.rules, so a panel's
 threshold line is exactly where its alert fires.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `alerts` and `dashboards` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alerts.rules import Params
+from streamtap.monitoring.rules import Params
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards._overview import OVERVIEW_UID, overview

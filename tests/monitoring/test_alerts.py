@@ -10,9 +10,9 @@ import _repo  # noqa: F401
 import pytest
 import yaml
 from _repo import ROOT
-from alerts import _durations
+from streamtap.monitoring import _durations
 from alerts.generate import outputs
-from alerts.rules import Params, alert_names, dump, recording_names, render
+from streamtap.monitoring.rules import Params, alert_names, dump, recording_names, render
 
 from conftest import require_binary
 

@@ -9,7 +9,7 @@ from typing import Any
 import _repo  # noqa: F401
 import pytest
 from _repo import ROOT
-from alerts.rules import recording_names
+from streamtap.monitoring.rules import recording_names
 from dashboards.generate import render
 from dashboards.queries import panel_queries, substitute
 

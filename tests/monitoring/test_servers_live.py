@@ -14,7 +14,7 @@ import _repo  # noqa: F401
 import pytest
 import yaml
 from _repo import ROOT
-from alerts.rules import Params, dump, render
+from streamtap.monitoring.rules import Params, dump, render
 from dashboards.queries import panel_queries
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from servers import Prometheus, WebhookReceiver, free_port, run_alertmanager, run_prometheus
