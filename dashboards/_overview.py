@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamtap.monitoring.rules import PAGE_BURN_WINDOWS, STREAM_FAILURE_TYPES, TICKET_BURN_WINDOWS, Params
 from grafana_foundation_sdk.builders.dashboard import (
     ConstantVariable,
     Dashboard,
@@ -32,6 +31,7 @@ from dashboards._panels import (
     state_panel,
     thresholds,
 )
+from streamtap.monitoring.rules import PAGE_BURN_WINDOWS, STREAM_FAILURE_TYPES, TICKET_BURN_WINDOWS, Params
 
 OVERVIEW_UID = "streamtap-overview"
 SEL = 'job=~"$job", model=~"$model"'

@@ -18,10 +18,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `alerts` and `dashboards` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamtap.monitoring.rules import Params
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards._overview import OVERVIEW_UID, overview
+from streamtap.monitoring.rules import Params
 
 __all__ = ["OVERVIEW_UID", "main", "render"]
 

@@ -10,11 +10,11 @@ import _repo  # noqa: F401
 import pytest
 import yaml
 from _repo import ROOT
-from streamtap.monitoring import _durations
 from alerts.generate import outputs
-from streamtap.monitoring.rules import Params, alert_names, dump, recording_names, render
 
 from conftest import require_binary
+from streamtap.monitoring import _durations
+from streamtap.monitoring.rules import Params, alert_names, dump, recording_names, render
 
 ALERTS = [
     "StreamtapErrorRateSpike",

@@ -9,9 +9,10 @@ from typing import Any
 import _repo  # noqa: F401
 import pytest
 from _repo import ROOT
-from streamtap.monitoring.rules import recording_names
 from dashboards.generate import render
 from dashboards.queries import panel_queries, substitute
+
+from streamtap.monitoring.rules import recording_names
 
 OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
 

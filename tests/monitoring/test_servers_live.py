@@ -14,10 +14,11 @@ import _repo  # noqa: F401
 import pytest
 import yaml
 from _repo import ROOT
-from streamtap.monitoring.rules import Params, dump, render
 from dashboards.queries import panel_queries
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from servers import Prometheus, WebhookReceiver, free_port, run_alertmanager, run_prometheus
+
+from streamtap.monitoring.rules import Params, dump, render
 
 OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
 
