@@ -24,6 +24,7 @@ from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import Recorder
 from ._proxy_config import ProxyConfig
 from ._proxy_http import Headers, authorized, forward_request_headers, header, response_headers, upstream_url
+from ._upstream_pool import UpstreamTransport
 
 log = logging.getLogger("streamtap.proxy")
 
@@ -43,7 +44,8 @@ class Proxy:
     Args:
         config: where to forward and what to protect.
         recorders: telemetry sinks (default: Prometheus on the global registry and OTel).
-        transport: the upstream transport (default: a pooled `httpx2.AsyncHTTPTransport`).
+        transport: the upstream transport (default: `UpstreamTransport`, HTTP/1.1 with an O(1)
+            keep-alive pool; asyncio only).
     """
 
     def __init__(
@@ -55,8 +57,7 @@ class Proxy:
     ) -> None:
         self.config = config
         self.engine = Engine(config.policy, config.fallbacks, recorders)
-        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=512)
-        self.transport = transport if transport is not None else httpx2.AsyncHTTPTransport(limits=limits)
+        self.transport = transport if transport is not None else UpstreamTransport(max_keepalive=512)
         self._ready: tuple[float, bool, str] | None = None
         self._metrics: Callable[..., Awaitable[None]] | None = None
 
