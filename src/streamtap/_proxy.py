@@ -261,7 +261,10 @@ async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
     try:
         content = response.content  # an answer the engine already holds whole
     except httpx2.ResponseNotRead:
-        async for chunk in response.aiter_raw():
+        # Straight from the stream: `aiter_raw` adds a re-chunking layer and a context manager
+        # per chunk, and nothing here needs its bookkeeping; `_relay` closes the response.
+        stream: Any = response.stream
+        async for chunk in stream:
             yield chunk
         return
     yield content

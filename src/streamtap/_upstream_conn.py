@@ -9,6 +9,7 @@ the engine can install a per-body override that applies the attempt's moving dea
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import httpx2
@@ -35,6 +36,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[bool] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._deadline = math.inf  # when the read now waiting times out
+        self._timer: asyncio.TimerHandle | None = None
 
     # --- protocol callbacks (called by the event loop) ---
 
@@ -95,13 +98,14 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._data and not self._eof:
             waiter: asyncio.Future[bool] = self.loop.create_future()
             self._waiter = waiter
-            timer = None if timeout is None else self.loop.call_later(max(timeout, 0.0), _expire, waiter)
+            if timeout is not None:
+                self._arm(timeout)
+            else:
+                self._deadline = math.inf
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         data = self._data
         if data:
             if len(data) > max_bytes:
@@ -117,6 +121,27 @@ class UpstreamConnection(asyncio.Protocol):
         if self._eof:
             return b""
         raise httpx2.ReadTimeout(f"no data from the upstream within {timeout} s")
+
+    def _arm(self, timeout: float) -> None:
+        # One timer per connection, moved only when a deadline comes earlier than the one it
+        # is set for: most reads end long before their deadline, and creating and cancelling
+        # a timer per read was a tenth of the proxy's CPU.
+        self._deadline = deadline = self.loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._deadline == math.inf:
+            return  # no read waiting: the next one arms the timer again
+        if self.loop.time() >= self._deadline:
+            waiter.set_result(False)
+        else:  # the deadline moved on since the timer was set
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
 
     def unread(self, data: bytes) -> None:
         """Put back bytes read past the end of a message."""
@@ -141,6 +166,9 @@ class UpstreamConnection(asyncio.Protocol):
             raise httpx2.WriteError(f"the connection broke: {self._error!r}")
 
     def close(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
@@ -149,8 +177,3 @@ class UpstreamConnection(asyncio.Protocol):
     def get_extra_info(self, name: str) -> Any:
         """Like httpcore's network streams: e.g. "ssl_object", "peername"."""
         return self.transport.get_extra_info(name) if self.transport is not None else None
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
