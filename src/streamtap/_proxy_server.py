@@ -1,7 +1,7 @@
 """Running the proxy: uvicorn in the foreground (the CLI) or in a thread (tests, demo, benchmarks).
 
 uvicorn is the ASGI server: the most widely deployed one, pure-Python to install (no compiler,
-no Rust toolchain), with the controls a sidecar needs: graceful shutdown with a deadline
+no Rust toolchain; httptools and uvloop are used when installed, see `_proxy_protocol`), with the controls a sidecar needs: graceful shutdown with a deadline
 (`timeout_graceful_shutdown`), keep-alive and incomplete-request limits, no server header.
 """
 
@@ -19,6 +19,7 @@ import uvicorn
 from ._events import Recorder
 from ._proxy import Proxy
 from ._proxy_config import ProxyConfig
+from ._proxy_protocol import has_uvloop, http_protocol
 
 
 def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvicorn.Config:
@@ -37,7 +38,9 @@ def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvico
         proxy_headers=False,
         timeout_keep_alive=15,
         timeout_graceful_shutdown=max(int(config.shutdown_grace), 1),
-        h11_max_incomplete_event_size=64 * 1024,  # request line and headers
+        h11_max_incomplete_event_size=64 * 1024,  # request line and headers (h11)
+        http=http_protocol(),  # httptools with the same head limit when installed, else h11
+        loop="uvloop" if has_uvloop() else "asyncio",
     )
 
 
@@ -75,7 +78,7 @@ def serve(config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -
 
     main.handle_exit = handle_exit  # type: ignore[method-assign]
     ops.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
-    anyio.run(_serve_all, servers)
+    anyio.run(_serve_all, servers, backend_options={"use_uvloop": has_uvloop()})
 
 
 class ProxyServer:
@@ -90,7 +93,11 @@ class ProxyServer:
         self.app, self._servers = _servers(config, recorders)
         self._server = self._servers[0]
         self._thread = threading.Thread(
-            target=anyio.run, args=(_serve_all, self._servers), name="streamtap-proxy", daemon=True
+            target=anyio.run,
+            args=(_serve_all, self._servers),
+            kwargs={"backend_options": {"use_uvloop": has_uvloop()}},
+            name="streamtap-proxy",
+            daemon=True,
         )
         self.port = 0
         self.ops_port: int | None = None

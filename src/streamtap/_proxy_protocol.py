@@ -1,0 +1,74 @@
+"""The proxy's HTTP/1.1 server protocol and event loop: httptools and uvloop when installed.
+
+With the lean upstream transport, uvicorn's h11 protocol and asyncio's selector transports
+were the larger part of the proxy's CPU per relayed event; httptools (llhttp) and uvloop
+(libuv) do the same work in C. Both are optional: without them the proxy runs on h11 and
+asyncio, as before.
+
+llhttp enforces no limit on a request's head, which h11 did for us
+(`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
+headers over `MAX_HEAD` bytes with 431 and closes the connection. It also passes an
+absolute-form request target on whole, as h11 does, so the proxy refuses it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+MAX_HEAD = 64 * 1024  # a request's line and headers together
+_END = b"\r\n\r\n"
+
+
+def has_uvloop() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def http_protocol() -> Any:
+    """The uvicorn `http` setting: the limited httptools protocol class, or "h11"."""
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, refusing request heads over `MAX_HEAD` bytes."""
+
+        _head_seen = 0  # bytes of the current request's head received so far
+        _in_head = True  # between requests, the next bytes are a head
+        _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                seen = self._head_seen
+                joined = self._tail + data
+                end = joined.find(_END)
+                head_here = (end + len(_END) - len(self._tail)) if end >= 0 else len(data)
+                if seen + head_here > MAX_HEAD:
+                    self._refuse_head()
+                    return
+                if end >= 0:
+                    self._in_head, self._head_seen, self._tail = False, 0, b""
+                else:
+                    self._head_seen, self._tail = seen + len(data), joined[-3:]
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if not self.url.startswith(b"/") and "raw_path" in self.scope:
+                # An absolute-form target: httptools reports only its path; h11 reports it whole,
+                # and the proxy refuses it (it never forwards to a host a client names).
+                self.scope["raw_path"] = self.url
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head = True  # the next request's head starts (pipelined or after keep-alive)
+
+        def _refuse_head(self) -> None:
+            message = b"request line and headers too large"
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message)
+            )
+            self.transport.close()
+
+    return LimitedHttpToolsProtocol
