@@ -1,0 +1,369 @@
+"""The proxy's upstream transport against scripted HTTP/1.1 servers on loopback (and its pure parsers)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from streamtap._upstream_http import ChunkedDecoder, ResponseHead, request_head
+from streamtap._upstream_pool import UpstreamTransport
+
+Handler = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+
+
+class Server:
+    """A loopback server running `handler(server, reader, writer)` per connection."""
+
+    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.ssl = ssl_context
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(self, reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            ),
+            0,
+        )
+        request = head + await reader.readexactly(length)
+        self.requests.append(request)
+        return request
+
+
+def _request(
+    port: int, *, scheme: str = "http", host: str = "127.0.0.1", read: float | None = 5.0
+) -> httpx2.Request:
+    timeout = {"connect": 5.0, "read": read, "write": 5.0, "pool": None}
+    return httpx2.Request(
+        "POST",
+        f"{scheme}://{host}:{port}/v1/chat/completions",
+        content=b'{"a":1}',
+        extensions={"timeout": timeout},
+    )
+
+
+async def _body(response: httpx2.Response) -> list[bytes]:
+    stream: Any = response.stream
+    return [chunk async for chunk in stream]
+
+
+def _answers(*responses: bytes, close: bool = False) -> Handler:
+    async def handler(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for response in responses:
+            await server.read_request(reader)
+            writer.write(response)
+            await writer.drain()
+        if not close:
+            await reader.read()
+
+    return handler
+
+
+def _server(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> Server:
+    return Server(handler, ssl_context)
+
+
+@pytest.mark.anyio
+async def test_content_length_bodies_reuse_one_connection() -> None:
+    async with _server(_answers(OK, OK, OK)) as server:
+        transport = UpstreamTransport()
+        for _ in range(3):
+            response = await transport.handle_async_request(_request(server.port))
+            assert (response.status_code, b"".join(await _body(response))) == (200, b"hello")
+        await transport.aclose()
+    assert server.connections == 1
+    assert server.requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert server.requests[0].endswith(b'\r\n\r\n{"a":1}')
+
+
+@pytest.mark.anyio
+async def test_chunked_body_is_decoded_and_the_connection_reused() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"
+    async with _server(_answers(chunked, OK)) as server:
+        transport = UpstreamTransport()
+        response = await transport.handle_async_request(_request(server.port))
+        assert b"".join(await _body(response)) == b"hello!"
+        assert response.headers["transfer-encoding"] == "chunked"
+        response = await transport.handle_async_request(_request(server.port))
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_connection_close_and_unread_bodies_are_not_reused() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
+    async with _server(_answers(closing, close=True)) as server:
+        transport = UpstreamTransport()
+        for _ in range(2):
+            response = await transport.handle_async_request(_request(server.port))
+            assert b"".join(await _body(response)) == b"ok"
+        await transport.aclose()
+    assert server.connections == 2
+    async with _server(_answers(OK, OK)) as server:
+        transport = UpstreamTransport()
+        response = await transport.handle_async_request(_request(server.port))
+        await response.aclose()  # closed before its body was read: that connection is done
+        response = await transport.handle_async_request(_request(server.port))
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_a_connection_the_server_closed_while_idle_is_skipped() -> None:
+    async with _server(_answers(OK, close=True)) as server:
+        transport = UpstreamTransport()
+        response = await transport.handle_async_request(_request(server.port))
+        assert b"".join(await _body(response)) == b"hello"
+        idle = next(iter(transport._idle.values()))
+        for _ in range(200):  # until the loop has delivered the server's FIN to the protocol
+            if not idle[0].reusable:
+                break
+            await asyncio.sleep(0.005)
+        response = await transport.handle_async_request(_request(server.port))
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
+@pytest.mark.anyio
+async def test_a_pooled_connection_failing_while_writing_is_retried_once_afresh() -> None:
+    async with _server(_answers(OK, OK)) as server:
+        transport = UpstreamTransport()
+        await _body(await transport.handle_async_request(_request(server.port)))
+        pooled = next(iter(transport._idle.values()))[0]
+
+        async def broken(data: bytes, timeout: float | None) -> None:
+            raise httpx2.WriteError("broken pipe")
+
+        pooled.write = broken  # type: ignore[method-assign]
+        response = await transport.handle_async_request(_request(server.port))
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
+@pytest.mark.anyio
+async def test_no_answer_after_the_request_went_out_is_raised_not_resent() -> None:
+    async def handler(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await server.read_request(reader)  # then close without answering
+
+    server = Server(handler)
+    async with server:
+        transport = UpstreamTransport()
+        await _body(await transport.handle_async_request(_request(server.port)))
+        with pytest.raises(httpx2.RemoteProtocolError, match="without a response"):
+            await transport.handle_async_request(_request(server.port))
+        await transport.aclose()
+    assert (server.connections, len(server.requests)) == (1, 2)
+
+
+@pytest.mark.anyio
+async def test_errors_are_httpx2_types() -> None:
+    async def silent(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async def cut(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhell")
+        await writer.drain()
+
+    async def garbage(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+
+    transport = UpstreamTransport()
+    async with Server(silent) as server:
+        with pytest.raises(httpx2.ReadTimeout):
+            await transport.handle_async_request(_request(server.port, read=0.05))
+    async with Server(cut) as server:
+        response = await transport.handle_async_request(_request(server.port))
+        with pytest.raises(httpx2.RemoteProtocolError, match="6 bytes before the body's end"):
+            await _body(response)
+    async with Server(garbage) as server:
+        with pytest.raises(httpx2.RemoteProtocolError, match="malformed status line"):
+            await transport.handle_async_request(_request(server.port))
+    port = server.port  # closed now: refused
+    with pytest.raises(httpx2.ConnectError):
+        await transport.handle_async_request(_request(port))
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        await transport.handle_async_request(httpx2.Request("GET", "ftp://127.0.0.1/x"))
+    await transport.aclose()
+    assert transport._open == set()
+
+
+@pytest.mark.anyio
+async def test_the_engine_can_apply_its_own_deadline_to_each_body_read() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    async with _server(_answers(chunked)) as server:
+        transport = UpstreamTransport()
+        response = await transport.handle_async_request(_request(server.port))
+        network: Any = response.extensions["network_stream"]
+        seen: list[float | None] = []
+        original = type(network).read
+
+        async def deadline_read(max_bytes: int, timeout: float | None = None) -> bytes:
+            seen.append(timeout)
+            data: bytes = await original(network, max_bytes, 0.25)
+            return data
+
+        network.read = deadline_read
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    assert seen and all(t == 5.0 for t in seen)
+
+
+def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    return server_ctx, ssl.create_default_context(cafile=str(cert_file))
+
+
+@pytest.mark.anyio
+async def test_tls_with_sni_and_verification(tmp_path: Path) -> None:
+    server_ctx, client_ctx = _self_signed(tmp_path)
+    names: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, name, ctx: names.append(name)
+    async with _server(_answers(OK, OK), server_ctx) as server:
+        transport = UpstreamTransport(ssl_context=client_ctx)
+        for _ in range(2):
+            response = await transport.handle_async_request(
+                _request(server.port, scheme="https", host="localhost")
+            )
+            assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+        untrusting = UpstreamTransport(ssl_context=ssl.create_default_context())
+        with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.handle_async_request(_request(server.port, scheme="https", host="localhost"))
+        await untrusting.aclose()
+    assert names[:1] == ["localhost"]
+    assert (
+        server.connections == 1
+    )  # both requests on one TLS connection; the refused handshake never completed
+
+
+# --- the pure parsers ---
+
+
+def test_chunked_decoder_gives_the_same_payload_however_the_bytes_are_split() -> None:
+    wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT"
+    for cut in range(1, len(wire)):
+        decoder = ChunkedDecoder()
+        payload = decoder.feed(wire[:cut])
+        if not decoder.done:
+            payload += decoder.feed(wire[cut:])
+        leftover = wire[len(wire) - 4 : cut] if cut >= len(wire) - 4 else b"NEXT"  # what was fed past the end
+        assert (payload, decoder.done, decoder.leftover) == (b"hello, world", True, leftover), cut
+
+
+def test_chunked_decoder_one_whole_chunk_per_read() -> None:
+    decoder = ChunkedDecoder()
+    assert decoder.feed(b'1a\r\ndata: {"a": 1}\n\n0123456789\r\n') == b'data: {"a": 1}\n\n0123456789'
+    assert decoder.feed(b"0\r\n\r\n") == b""
+    assert decoder.done
+
+
+@pytest.mark.parametrize("wire", [b"zz\r\nhello\r\n", b"5\r\nhelloXX", b"-1\r\n", b"1" * 2000])
+def test_chunked_decoder_refuses_malformed_framing(wire: bytes) -> None:
+    with pytest.raises(httpx2.RemoteProtocolError):
+        ChunkedDecoder().feed(wire)
+
+
+def test_response_head_framing() -> None:
+    head = ResponseHead(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked")
+    assert (head.status, head.reason, head.framing, head.close) == (200, b"OK", 2, False)
+    assert head.headers == [(b"Content-Type", b"text/event-stream"), (b"Transfer-Encoding", b"chunked")]
+    head = ResponseHead(b"HTTP/1.0 200 OK\r\ncontent-length: 3")
+    assert (head.framing, head.length, head.close) == (1, 3, True)
+    assert ResponseHead(b"HTTP/1.1 204 No Content").body_framing("POST") == 0
+    assert ResponseHead(b"HTTP/1.1 200 OK\r\ncontent-length: 3").body_framing("HEAD") == 0
+    until_close = ResponseHead(b"HTTP/1.1 200 OK")
+    assert (until_close.framing, until_close.close) == (3, True)
+    for bad in (
+        b"HTTP/2 200 OK",
+        b"HTTP/1.1 200 OK\r\nno colon",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2",
+    ):
+        with pytest.raises(httpx2.RemoteProtocolError):
+            ResponseHead(bad)
+
+
+def test_request_head_refuses_header_injection() -> None:
+    assert (
+        request_head("GET", b"/v1/models", [(b"Host", b"a")]) == b"GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    with pytest.raises(httpx2.LocalProtocolError):
+        request_head("GET", b"/", [(b"x-a", b"1\r\nx-b: 2")])
+    with pytest.raises(httpx2.LocalProtocolError):
+        request_head("GET", b"/", [(b"x a", b"1")])
