@@ -10,7 +10,7 @@ import anyio
 import httpx2
 
 from ._attempt import StreamAttempt
-from ._call import Call, GiveUp, Send, Serve, Wait
+from ._call import Call
 from ._driver import (
     MAX_BODY,
     araw_chunks,
@@ -28,6 +28,7 @@ from ._driver import (
     status_failure,
 )
 from ._errors import failure
+from ._steps import GiveUp, Send, Serve, Wait
 
 
 async def send_async(

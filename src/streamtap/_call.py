@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._attempt import StreamAttempt
@@ -29,6 +28,7 @@ from ._events import (
 )
 from ._fallback import Fallback, Route, cache_key, fallback_route
 from ._responses import sequence_number
+from ._steps import ErrorResponse, GiveUp, Send, Serve, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
 
 if TYPE_CHECKING:
@@ -37,49 +37,6 @@ if TYPE_CHECKING:
 
 # Failures that no other model or upstream fixes.
 _NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send one attempt."""
-
-    method: str
-    url: str
-    body: bytes | None
-    route: Route
-    attempt: int
-    carrier: Mapping[str, str]
-    resume: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Serve:
-    """Answer without the upstream (a cached answer), already encoded for the caller."""
-
-    body: bytes
-    stream: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    """Stop: the driver returns `error_response` or raises per `Call.final_failure`."""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorResponse:
-    """The last attempt's error status, returned as is so the SDK raises its own exception."""
-
-    status_code: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-Step = Send | Wait | Serve | GiveUp
 
 
 class Call:

@@ -15,7 +15,7 @@ import httpx2
 
 from ._attempt import StreamAttempt
 from ._backoff import should_retry_override
-from ._call import Call, ErrorResponse, Send, Serve
+from ._call import Call
 from ._errors import (
     CircuitOpenError,
     Failure,
@@ -24,6 +24,7 @@ from ._errors import (
     classify_status,
     failure,
 )
+from ._steps import ErrorResponse, Send, Serve
 
 log = logging.getLogger("streamtap")
 

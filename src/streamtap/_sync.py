@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 
 from ._attempt import StreamAttempt
-from ._call import Call, GiveUp, Send, Serve, Wait
+from ._call import Call
 from ._driver import (
     MAX_BODY,
     body_answer,
@@ -28,6 +28,7 @@ from ._driver import (
     status_failure,
 )
 from ._errors import failure
+from ._steps import GiveUp, Send, Serve, Wait
 
 
 def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from streamtap._attempt import StreamAttempt
-from streamtap._call import Call, ErrorResponse, GiveUp, Send, Serve, Wait
+from streamtap._call import Call
 from streamtap._chat import CHAT
 from streamtap._driver import new_stream_attempt
 from streamtap._engine import Engine, engine_api
@@ -28,6 +28,7 @@ from streamtap._events import (
 from streamtap._fallback import Fallback, MemoryCache, cache_key
 from streamtap._policy import BreakerSettings, BudgetSettings, Policy
 from streamtap._responses import RESPONSES
+from streamtap._steps import ErrorResponse, GiveUp, Send, Serve, Wait
 
 URL = "http://up:8080/v1/chat/completions"
 RESPONSES_URL = "http://up:8080/v1/responses"
