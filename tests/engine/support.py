@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+from pathlib import Path
 from typing import Any
 
 from streamtap import CallFinished, CallStarted
@@ -78,3 +81,41 @@ async def read_async(client: Any, api: str, received: list[str], **kwargs: Any) 
                     received.append(text)
     finally:
         await client.close()
+
+
+def write_self_signed(folder: Path, *, ip: str | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate for "localhost" (and `ip`, when given), valid for an hour.
+
+    Returns the PEM paths of the certificate and its key. Made at test time with `cryptography`.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    if ip is not None:
+        names.append(x509.IPAddress(ipaddress.ip_address(ip)))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
@@ -20,6 +19,8 @@ from streamtap._cli import main
 from streamtap._preflight import apreflight, check_tls, preflight
 from streamtap._preflight_report import Check, PreflightReport, skipped
 from streamtap.fake import FakeConfig, FakeUpstream
+
+from .support import write_self_signed
 
 KEY = "sk-test-streamtap-preflight-0123456789abcdefQ7z9"
 WRONG = "sk-test-streamtap-preflight-wrong-wrong-wrongW0N9"  # 49 characters
@@ -227,36 +228,8 @@ def test_cli_usage_errors_exit_2() -> None:
 
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        # Only the name, no IP address: connecting as 127.0.0.1 must fail the host check.
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
+    # Only the name, no IP address: connecting as 127.0.0.1 must fail the host check.
+    return write_self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
