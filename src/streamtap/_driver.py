@@ -6,7 +6,6 @@ Nothing here blocks; `_sync.py` and `_async.py` are the thin loops that do the I
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -25,8 +24,6 @@ from ._errors import (
     failure,
 )
 from ._steps import ErrorResponse, Send, Serve
-
-log = logging.getLogger("streamtap")
 
 MAX_BODY = 64 * 1024 * 1024  # a non-streaming answer larger than this is a bad response
 # Headers that describe the upstream's encoding of the body, not the body the caller gets.
