@@ -7,15 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json
-from ._sse import encode_event, parse_frame, split_frames
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json, read_event
+from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
 _CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class ChatDialect:
@@ -43,10 +39,8 @@ class ChatDialect:
         return CONTENT
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
-        try:
-            event = parse_frame(frame)
-        except UnicodeDecodeError as error:
-            facts.bad = f"an event is not valid UTF-8 ({error})"
+        event = read_event(frame, facts)
+        if event is None:
             return BAD
         if event.comment:
             return COMMENT
@@ -132,7 +126,7 @@ class ChatDialect:
                 frames.append(self._chunk(base, index, delta))
             frames.append(self._chunk(base, index, {}, choice.get("finish_reason") or "stop"))
         if body.get("usage"):
-            frames.append(encode_event(_dumps({**base, "choices": [], "usage": body["usage"]})))
+            frames.append(encode_json({**base, "choices": [], "usage": body["usage"]}))
         frames.append(encode_event("[DONE]"))
         return b"".join(frames)
 
@@ -159,14 +153,14 @@ class ChatDialect:
 
     def error_frame(self, error_type: str, message: str) -> bytes:
         error = {"message": message, "type": "streamtap_error", "code": error_type}
-        return encode_event(_dumps({"error": error}))
+        return encode_json({"error": error})
 
     @staticmethod
     def _chunk(
         base: Mapping[str, Any], index: int, delta: Mapping[str, Any], finish: str | None = None
     ) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return encode_event(_dumps({**base, "choices": [choice]}))
+        return encode_json({**base, "choices": [choice]})
 
 
 def _int(value: object) -> int | None:

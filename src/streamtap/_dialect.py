@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._sse import Event, parse_frame
 from ._taxonomy import Api
 
 # Frame kinds.
@@ -67,6 +68,15 @@ class Dialect(Protocol):
 
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         """A non-streaming JSON answer made of `text` (a cached answer)."""
+
+
+def read_event(frame: bytes, facts: StreamFacts) -> Event | None:
+    """The frame's event, or None when it is not UTF-8 (then `facts.bad` says why)."""
+    try:
+        return parse_frame(frame)
+    except UnicodeDecodeError as error:
+        facts.bad = f"an event is not valid UTF-8 ({error})"
+        return None
 
 
 def load_json(data: str | bytes, facts: StreamFacts) -> Any:

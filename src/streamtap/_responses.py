@@ -7,18 +7,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json
-from ._sse import encode_event, parse_frame, split_frames
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json, read_event
+from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 _ERRORS = frozenset({"error", "response.failed"})
 # After the commit point these are parsed (usage, finish reason, errors); the rest pass unparsed.
 _PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class ResponsesDialect:
@@ -35,10 +31,8 @@ class ResponsesDialect:
         return CONTENT if name.endswith(b".delta") else PREAMBLE
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
-        try:
-            event = parse_frame(frame)
-        except UnicodeDecodeError as error:
-            facts.bad = f"an event is not valid UTF-8 ({error})"
+        event = read_event(frame, facts)
+        if event is None:
             return BAD
         if event.comment:
             return COMMENT
@@ -143,7 +137,7 @@ class ResponsesDialect:
         # `type`, `code` and `message` keep it a valid responses `error` event.
         error = {"message": message, "type": "streamtap_error", "code": error_type}
         payload = {"type": "error", "code": error_type, "message": message, "param": None, "error": error}
-        return encode_event(_dumps(payload), event="error")
+        return encode_json(payload, event="error")
 
 
 class _Events:
@@ -154,7 +148,7 @@ class _Events:
 
     def add(self, kind: str, **fields: Any) -> None:
         payload = {"type": kind, "sequence_number": len(self.frames), **fields}
-        self.frames.append(encode_event(_dumps(payload), event=kind))
+        self.frames.append(encode_json(payload, event=kind))
 
     def message(self, index: int, item: Mapping[str, Any]) -> None:
         item_id = item.get("id", f"msg_{index}")

@@ -7,6 +7,7 @@ once, when it is whole.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 # A single event larger than this is a bad response, not a reason to buffer without bound.
@@ -97,6 +98,11 @@ def parse_frame(frame: bytes) -> Event:
         elif name in ("id", "retry"):
             fields += 1
     return Event(event=event, data="\n".join(data), comment=fields == 0)
+
+
+def encode_json(payload: object, event: str | None = None) -> bytes:
+    """Encode one SSE event whose data is compact JSON."""
+    return encode_event(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), event)
 
 
 def encode_event(data: str, event: str | None = None) -> bytes:
