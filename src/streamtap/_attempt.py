@@ -8,8 +8,9 @@ happen once per network read, never per frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, Dialect, StreamFacts
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, UNKNOWN, Dialect, StreamFacts
 from ._errors import Failure, classify_error_event, failure
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
@@ -32,6 +33,7 @@ class StreamAttempt:
         "_buffer",
         "_dialect",
         "_ftt_deadline",
+        "_glance",
         "_held",
         "_idle",
         "_last_content_at",
@@ -61,6 +63,8 @@ class StreamAttempt:
         self._dialect = dialect
         self._buffer = FrameBuffer()
         self._held: list[bytes] = []
+        # The dialect's glance while the hot path is open: committed, nothing held back.
+        self._glance: Callable[[bytes], int] | None = dialect.glance if committed else None
         self._idle = idle_timeout
         self._ftt_deadline = sent_at + first_token_timeout if first_token_timeout is not None else math.inf
         self._last_event_at = headers_at
@@ -98,23 +102,29 @@ class StreamAttempt:
 
     def feed(self, chunk: bytes, now: float) -> bytes:
         """Take bytes read at `now`; return what the caller may see now (b"" while buffering)."""
-        # The hot path: after commit, a read that is exactly one whole frame (as servers write
-        # them) is classified and passed on as it came, without buffering or splitting.
-        if (
-            self.committed
-            and chunk[-2:] == b"\n\n"
-            and chunk.find(b"\n\n") == len(chunk) - 2
-            and not self._buffer.pending
-            and 13 not in chunk  # no CR to normalise
-        ):
-            return self._feed_frame(chunk, now)
+        # The hot path: once committed, with nothing held back, a read that is exactly one
+        # ordinary content frame (as servers write them) is counted and passed on as it came.
+        glance = self._glance
+        if glance is not None and glance(chunk) == CONTENT:
+            self.chunks += 1
+            gap = now - self._last_content_at
+            if gap > self.max_gap:
+                self.max_gap = gap
+            self._last_content_at = self._last_event_at = now
+            if now >= self.deadline:
+                self._check_time(now)
+            return chunk
         try:
             frames = self._buffer.feed(chunk)
         except FrameTooLarge as error:
             self._fail(failure("bad_response", self.phase, str(error)))
             return b""
-        if not frames:
-            return self._check_time(now)
+        out = self._frames(frames, now) if frames else self._check_time(now)
+        self._glance = self._dialect.glance if self.committed and self._buffer.idle else None
+        return out
+
+    def _frames(self, frames: bytes, now: float) -> bytes:
+        """Classify whole frames; release those the caller may see."""
         dialect = self._dialect
         facts = self.facts
         # Once committed, the frames go to the caller exactly as they came, without copies;
@@ -128,17 +138,20 @@ class StreamAttempt:
         while start < end:
             begin = start
             stop = frames.find(b"\n\n", start)
-            frame = frames[start:stop]
-            start = stop + 2
-            if not frame or stop < 0:
+            if stop == start or stop < 0:
                 # A blank line between frames (or ending them, when stop < 0) is not passed on.
                 if verbatim:
                     verbatim = False
                     released.append(frames[:begin])
                 if stop < 0:
                     break
+                start = stop + 2
                 continue
-            kind = dialect.classify(frame, facts) if self.committed else dialect.inspect(frame, facts)
+            start = stop + 2
+            frame = frames[begin:start]
+            kind = dialect.glance(frame) if self.committed else UNKNOWN
+            if kind == UNKNOWN:
+                kind = dialect.inspect(frame, facts)
             if kind == CONTENT:
                 content = progress = True
                 self.chunks += 1
@@ -165,7 +178,7 @@ class StreamAttempt:
                     released.append(frames[:begin])
                 break
             if not verbatim:
-                (released if self.committed else self._held).append(frame + b"\n\n")
+                (released if self.committed else self._held).append(frame)
         if progress:
             self._last_event_at = now
         if content:
@@ -177,29 +190,6 @@ class StreamAttempt:
         if self.failure is None and (not progress or not self.committed or now >= self.deadline):
             self._check_time(now)
         return frames if verbatim else b"".join(released)
-
-    def _feed_frame(self, chunk: bytes, now: float) -> bytes:
-        kind = self._dialect.classify(chunk[:-2], self.facts)
-        if kind == CONTENT:
-            self.chunks += 1
-            gap = now - self._last_content_at
-            if gap > self.max_gap and self.chunks > 1:
-                self.max_gap = gap
-            self._last_content_at = self._last_event_at = now
-        elif kind in (PREAMBLE, TERMINAL):
-            self._last_event_at = now
-            if kind == TERMINAL:
-                self.terminal = True
-        elif kind == ERROR:
-            assert self.facts.error is not None
-            self._fail(classify_error_event(self.facts.error, "streaming"))
-            return b""
-        elif kind == BAD:
-            self._fail(failure("bad_response", "streaming", self.facts.bad or "bad event"))
-            return b""
-        if kind == COMMENT or now >= self.deadline:
-            self._check_time(now)  # a keep-alive is not progress: the idle clock keeps running
-        return chunk
 
     def end(self) -> None:
         """The upstream body ended cleanly."""

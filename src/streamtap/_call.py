@@ -27,7 +27,7 @@ from ._events import (
     RetrySuppressed,
 )
 from ._fallback import Fallback, Route, cache_key, fallback_route
-from ._responses import sequence_number
+from ._responses import last_sequence_number
 from ._steps import ErrorResponse, GiveUp, Send, Serve, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
 
@@ -124,7 +124,9 @@ class Call:
             self.call_id, index, "POST", route.url.split("?", 1)[0], route.model, route.fallback
         )
         self.observer.on_event(started)
-        body = json.dumps(route.body, separators=(",", ":"), ensure_ascii=False).encode()
+        body = route.content
+        if body is None:
+            body = json.dumps(route.body, separators=(",", ":"), ensure_ascii=False).encode()
         return Send("POST", route.url, body, route, index, started.carrier)
 
     def attempt_failed(
@@ -215,7 +217,7 @@ class Call:
                 failure.error_type in ("stream_interrupted", "stream_truncated", "stall") or failure.retryable
             )
         )
-        after = sequence_number(self.facts.last_frame) if resumable else None
+        after = last_sequence_number(self.delivered) if resumable else None
         if after is not None:
             cause = self._retry_blocker({}, now, wall)
             if cause is None:

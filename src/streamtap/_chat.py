@@ -7,7 +7,18 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json, read_event
+from ._dialect import (
+    BAD,
+    COMMENT,
+    CONTENT,
+    ERROR,
+    PREAMBLE,
+    TERMINAL,
+    UNKNOWN,
+    StreamFacts,
+    load_json,
+    read_event,
+)
 from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
@@ -17,26 +28,30 @@ _CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning
 class ChatDialect:
     api: Api = "chat_completions"
 
-    def classify(self, frame: bytes, facts: StreamFacts) -> int:
-        # `10 in frame` is a memchr; `b"\n" in frame` would first try the needle as an int.
-        if frame[:7] != b"data: {" or frame[-1:] != b"}" or 10 in frame:
-            return self.inspect(frame, facts)
-        # Substring tests on str are several times faster than on bytes; latin-1 maps each
-        # byte to one character, so they find exactly what they would in the bytes. No token
-        # starts inside "data: ", so testing the whole frame is testing its data.
+    def glance(self, frame: bytes) -> int:
+        # One line, `data: {...}` and the blank line, nothing to normalise (`find(10)`, `13 in`
+        # are memchr calls).
+        end = len(frame) - 2
+        if frame[:7] != b"data: {" or frame.find(10) != end or frame[-1] != 10 or frame[end - 1] != 125:
+            return UNKNOWN
+        if 13 in frame:
+            return UNKNOWN
+        # Substring tests on str are twice as fast as on bytes; latin-1 maps each byte to one
+        # character, so they find exactly what they would in the bytes. JSON escapes quotes in
+        # strings, so content text never matches a key.
         text = frame.decode("latin-1")
-        # Only the rare frames that may carry an error, a finish reason or usage are parsed.
-        if '"error"' in text or '"usage":{' in text or '"finish_reason":"' in text:
-            return self.inspect(frame, facts)
-        # Role chunks (one per choice when n > 1) and empty deltas (Azure content-filter
-        # annotations) are not content: parse them rather than count them as chunks.
-        if '"role"' in text or '"delta":{}' in text:
-            return self.inspect(frame, facts)
-        # The same keys written with a space after the colon (compact JSON has none).
-        if '": ' in text and ('"usage": {' in text or '"finish_reason": "' in text or '"delta": {}' in text):
-            return self.inspect(frame, facts)
-        facts.last_frame = frame
-        return CONTENT
+        # A chunk still streaming (finish reason null) that carries no error, no usage, no
+        # role announcement and no empty delta. After the first test the others are cheap: on
+        # the hot path the cost is in the first touch of the frame and of each C function.
+        if (
+            '"finish_reason":null' in text
+            and '"error"' not in text
+            and '"usage":{' not in text
+            and '"role"' not in text
+            and '"delta":{}' not in text
+        ):
+            return CONTENT
+        return UNKNOWN
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         event = read_event(frame, facts)
@@ -55,7 +70,6 @@ class ChatDialect:
         if chunk.get("error"):
             facts.error = chunk
             return ERROR
-        facts.last_frame = frame
         if facts.response_id is None and isinstance(chunk.get("id"), str):
             facts.response_id = chunk["id"]
         if facts.response_model is None and isinstance(chunk.get("model"), str):

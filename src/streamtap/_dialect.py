@@ -1,9 +1,10 @@
 """What an SSE frame means, per API dialect (chat completions, responses). Pure.
 
 Before the commit point every frame is parsed in full (there are only a few). After it, the
-hot path classifies a frame with a few substring checks and parses only the rare frames that
-carry an error, a finish reason, usage or the terminal event: a JSON parse costs ~5 µs, the
-engine's budget is 2 µs per chunk.
+hot path `glance`s at each network read: a read that is exactly one ordinary content frame is
+recognised from its layout with a few bounded byte tests and passed on unparsed; anything else
+(an error, a finish reason, usage, the terminal event, a split or unusual frame) is parsed. A
+JSON parse costs ~5 µs, the engine's budget is 2 µs per chunk.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol
 
 from ._sse import Event, parse_frame
@@ -23,6 +25,7 @@ CONTENT = 2  # text, tool-call, refusal or reasoning delta: the commit point
 TERMINAL = 3  # [DONE] / response.completed / response.incomplete
 ERROR = 4  # an upstream error event (facts.error holds it)
 BAD = 5  # not valid JSON / UTF-8 / shape (facts.bad holds why)
+UNKNOWN = 6  # `glance` cannot tell without a parse
 
 
 @dataclass(slots=True)
@@ -36,17 +39,20 @@ class StreamFacts:
     finish_reasons: list[str] = field(default_factory=list)
     error: Mapping[str, Any] | None = None
     bad: str | None = None
-    last_frame: bytes = b""  # the last frame delivered (responses resume reads its sequence_number)
 
 
 class Dialect(Protocol):
     api: Api
 
-    def classify(self, frame: bytes, facts: StreamFacts) -> int:
-        """Classify one frame cheaply; parse it only when it may matter."""
+    def glance(self, frame: bytes) -> int:
+        """CONTENT or PREAMBLE for a frame that surely is one and tells nothing else, else UNKNOWN.
+
+        `frame` is one read or one frame, with its closing blank line. Cheap and bounded; it
+        never answers for a frame that carries an error, a finish reason, usage or the end.
+        """
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
-        """Classify one frame with a full parse."""
+        """Classify one frame with a full parse, recording what it tells in `facts`."""
 
     def text(self, frames: bytes) -> str:
         """The answer text carried by complete frames."""
@@ -87,6 +93,7 @@ def load_json(data: str | bytes, facts: StreamFacts) -> Any:
         return None
 
 
+@cache  # the imports below run once (the dialects import this module)
 def dialect_for(api: Api) -> Dialect:
     from ._chat import CHAT
     from ._responses import RESPONSES

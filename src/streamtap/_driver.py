@@ -34,8 +34,12 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "
 def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Request:
     """The upstream request of one attempt, derived from the caller's request."""
     headers = httpx2.Headers(original.headers)
-    for name in ("content-length", "transfer-encoding", "host"):
-        headers.pop(name, None)
+    # The caller's own bytes to the caller's URL (the usual first attempt) go as they are, with
+    # the URL and body already encoded; anything else is encoded anew.
+    same = send.url == str(original.url) and send.body is not None and send.body == original.content
+    if not same:
+        for name in ("content-length", "transfer-encoding", "host"):
+            headers.pop(name, None)
     if send.route.api_key is not None:
         headers["authorization"] = f"Bearer {send.route.api_key}"
     if send.method == "GET":
@@ -58,6 +62,10 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
             value = timeouts.get(key)
             timeouts[key] = remaining if value is None else min(value, remaining)
     extensions = {**original.extensions, "timeout": timeouts}
+    if same:
+        return httpx2.Request(
+            send.method, original.url, headers=headers, stream=original.stream, extensions=extensions
+        )
     return httpx2.Request(send.method, send.url, headers=headers, content=send.body, extensions=extensions)
 
 

@@ -83,7 +83,9 @@ class Engine:
     def _breaker_moved(self, upstream: str, model: str, old: BreakerState, new: BreakerState) -> None:
         self.recorder.breaker_changed(BreakerTransition(upstream, model, old, new))
 
-    def start_call(self, api: Api, suffix: str, url: str, body: dict[str, Any]) -> Call:
+    def start_call(
+        self, api: Api, suffix: str, url: str, body: dict[str, Any], content: bytes | None = None
+    ) -> Call:
         """Begin a logical call (emits CallStarted, deposits in the retry budget).
 
         Args:
@@ -91,6 +93,7 @@ class Engine:
             suffix: the API path ("/chat/completions" or "/responses"), for upstream fallbacks.
             url: the upstream URL without query string.
             body: the parsed JSON request.
+            content: the request's bytes, when `body` was parsed from them (sent as they are).
         """
         model = body.get("model")
         model = model if isinstance(model, str) else ""
@@ -107,7 +110,7 @@ class Engine:
         )
         observer = self.recorder.start_call(started)
         self.budget.deposit()
-        primary = Route(url, upstream_of(url), model, body, stream)
+        primary = Route(url, upstream_of(url), model, body, stream, content=content)
         return Call(
             self,
             call_id=call_id,

@@ -140,6 +140,7 @@ class Route:
     stream: bool
     fallback: FallbackKind | None = None
     api_key: str | None = None  # replaces the caller's key (upstream fallback)
+    content: bytes | None = None  # `body` as the caller encoded it, sent as is when unchanged
 
 
 def upstream_of(url: str) -> str:
@@ -177,7 +178,16 @@ def fallback_route(primary: Route, fallback: Fallback, api_suffix: str) -> Route
             return None
         body = {k: v for k, v in primary.body.items() if k not in ("stream", "stream_options")}
         return Route(primary.url, primary.upstream, primary.model, body, False, "non_streaming")
-    return Route(primary.url, primary.upstream, primary.model, primary.body, primary.stream, "cache")
+    return Route(
+        primary.url,
+        primary.upstream,
+        primary.model,
+        primary.body,
+        primary.stream,
+        "cache",
+        None,
+        primary.content,
+    )
 
 
 def cache_key(api: str, body: Mapping[str, Any]) -> str:

@@ -132,7 +132,7 @@ class Proxy:
             return
         api, suffix = routed
         with _trace_context(headers):
-            call = self.engine.start_call(api, suffix, url, payload)
+            call = self.engine.start_call(api, suffix, url, payload, body)
         try:
             response = await send_async(call, self.transport, request)
         except StreamInterrupted as error:

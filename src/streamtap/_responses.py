@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, StreamFacts, load_json, read_event
+from ._dialect import (
+    BAD,
+    COMMENT,
+    CONTENT,
+    ERROR,
+    PREAMBLE,
+    TERMINAL,
+    UNKNOWN,
+    StreamFacts,
+    load_json,
+    read_event,
+)
 from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
@@ -20,15 +31,21 @@ _PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.fa
 class ResponsesDialect:
     api: Api = "responses"
 
-    def classify(self, frame: bytes, facts: StreamFacts) -> int:
+    def glance(self, frame: bytes) -> int:
+        # Two lines, `event: <type>` and `data: {...}`, and the blank line, nothing to normalise.
         if frame[:7] != b"event: ":
-            return self.inspect(frame, facts)
-        newline = frame.find(b"\n")
+            return UNKNOWN
+        newline = frame.find(10)
+        end = len(frame) - 2
+        if frame.find(10, newline + 1) != end or frame[-1] != 10 or frame[end - 1] != 125 or 13 in frame:
+            return UNKNOWN
+        if not frame.startswith(b"data: {", newline + 1):
+            return UNKNOWN
         name = frame[7:newline]
-        if name in _PARSE or frame[newline + 1 : newline + 7] != b"data: " or frame[-1:] != b"}":
-            return self.inspect(frame, facts)
-        facts.last_frame = frame
-        return CONTENT if name.endswith(b".delta") else PREAMBLE
+        if name.endswith(b".delta"):
+            return CONTENT
+        # Errors, the terminal events and usage need a parse; the other events tell nothing.
+        return UNKNOWN if name in _PARSE else PREAMBLE
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         event = read_event(frame, facts)
@@ -46,7 +63,6 @@ class ResponsesDialect:
         if kind in _ERRORS:
             facts.error = payload
             return ERROR
-        facts.last_frame = frame
         response = payload.get("response")
         if isinstance(response, Mapping):
             self.body_facts(response, facts, finish=kind in _TERMINAL)
@@ -178,14 +194,22 @@ class _Events:
         self.add("response.output_item.done", output_index=index, item=item)
 
 
-def sequence_number(frame: bytes) -> int | None:
-    """The sequence_number of a delivered frame, for resuming a background response."""
-    try:
-        payload = json.loads(parse_frame(frame).data)
-    except ValueError:
-        return None
-    number = payload.get("sequence_number") if isinstance(payload, dict) else None
-    return number if isinstance(number, int) else None
+def last_sequence_number(delivered: Sequence[bytes]) -> int | None:
+    """The sequence_number of the last event the caller got, for resuming a background response.
+
+    `delivered` holds the bytes released to the caller, always whole frames; the last one that
+    carries a sequence number (a comment carries none) is where a resume starts after.
+    """
+    for chunk in reversed(delivered):
+        for frame in reversed(split_frames(chunk)):
+            try:
+                payload = json.loads(parse_frame(frame).data)
+            except ValueError:
+                continue
+            number = payload.get("sequence_number") if isinstance(payload, dict) else None
+            if isinstance(number, int) and not isinstance(number, bool):
+                return number
+    return None
 
 
 def _int(value: object) -> int | None:

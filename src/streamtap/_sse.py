@@ -56,6 +56,11 @@ class FrameBuffer:
         return data[:end]
 
     @property
+    def idle(self) -> bool:
+        """Nothing held back and nothing to skip: the next chunk starts a frame."""
+        return not self._held and not self._skip_lf
+
+    @property
     def pending(self) -> bytes:
         """Bytes of an incomplete frame still held back."""
         return self._held

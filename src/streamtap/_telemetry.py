@@ -119,7 +119,9 @@ def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.envi
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
         readers.append(PeriodicExportingMetricReader(exporter))
-    return SdkMeterProvider(metric_readers=readers, resource=Resource.create(_resource(service_name, environ)))
+    return SdkMeterProvider(
+        metric_readers=readers, resource=Resource.create(_resource(service_name, environ))
+    )
 
 
 def setup_telemetry(

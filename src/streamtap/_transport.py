@@ -36,7 +36,7 @@ def _route(engine: Engine, request: httpx2.Request, content: bytes):  # type: ig
     if body is None:
         return None
     api, suffix = routed
-    return engine.start_call(api, suffix, str(request.url), body)
+    return engine.start_call(api, suffix, str(request.url), body, content)
 
 
 class StreamtapTransport(httpx2.BaseTransport):

@@ -1,8 +1,9 @@
 """The per-chunk hot path, made faster for the overhead benchmark, still does what it did.
 
-`ChatDialect.classify` tests substrings on a latin-1 str instead of bytes, and
-`StreamAttempt.feed` passes committed frames on without copying them. These tests hold both to
-the behaviour of the straightforward versions they replaced.
+After commit `StreamAttempt.feed` passes a read that `glance` recognises as one ordinary
+content frame on without splitting or parsing it. These tests hold `glance` to the full parse
+(it may only answer where the parse agrees) and `feed` to the straightforward frame-by-frame
+release it shortcuts.
 """
 
 from __future__ import annotations
@@ -14,26 +15,8 @@ import pytest
 
 from streamtap._attempt import StreamAttempt
 from streamtap._chat import CHAT
-from streamtap._dialect import CONTENT, StreamFacts
+from streamtap._dialect import CONTENT, UNKNOWN, StreamFacts
 from streamtap._responses import RESPONSES
-
-
-def _old_classify(frame: bytes, facts: StreamFacts) -> int:
-    """ChatDialect.classify as it was: every test on bytes."""
-    if frame[:6] != b"data: ":
-        return CHAT.inspect(frame, facts)
-    data = frame[6:]
-    if data[:1] != b"{" or data[-1:] != b"}" or b"\n" in data:
-        return CHAT.inspect(frame, facts)
-    if b'"error"' in data or b'"usage":{' in data or b'"usage": {' in data:
-        return CHAT.inspect(frame, facts)
-    if b'"finish_reason":"' in data or b'"finish_reason": "' in data:
-        return CHAT.inspect(frame, facts)
-    if b'"role"' in data or b'"delta":{}' in data or b'"delta": {}' in data:
-        return CHAT.inspect(frame, facts)
-    facts.last_frame = frame
-    return CONTENT
-
 
 _HEAD = '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
 CHAT_FRAMES = [
@@ -44,25 +27,41 @@ CHAT_FRAMES = [
     # The same chunks written with spaces after the colons.
     'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}',
     'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}',
-    'data: {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}',
+    'data: {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}',
     'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": null}]}',
     # Content text that looks like the keys (escaped inside the JSON string).
     f'data: {_HEAD}[{{"index":0,"delta":{{"content":"\\"error\\": \\"role\\""}},"finish_reason":null}}]}}',
     f'data: {_HEAD}[{{"index":0,"delta":{{"content":"caf\u00e9 \u2603"}},"finish_reason":null}}]}}',
     'data: {"error":{"message":"overloaded","type":"server_error","code":null}}',
+    # An error riding on a chunk, and usage on a content chunk (both seen from gateways).
+    f'data: {_HEAD}[{{"index":0,"delta":{{"content":"x"}},"finish_reason":null}}],"error":{{"message":"m"}}}}',
+    f'data: {_HEAD}[{{"index":0,"delta":{{"content":"x"}},"finish_reason":null}}],"usage":{{"prompt_tokens":1}}}}',
     "data: [DONE]",
     ": keep-alive",
     'data: {"id":"c1",\ndata: "choices":[]}',
     "data: {not json}",
     'data: {"choices":[{"delta":{"content":"x"}}]',
 ]
+EXPECTED_CONTENT = {0, 8, 9}  # the frames glance recognises; every other one is parsed
 
 
-@pytest.mark.parametrize("frame", [f.encode() for f in CHAT_FRAMES] + [b"data: {\xff}"], ids=repr)
-def test_chat_classify_matches_the_bytes_version(frame: bytes) -> None:
-    old_facts, new_facts = StreamFacts(), StreamFacts()
-    assert CHAT.classify(frame, new_facts) == _old_classify(frame, old_facts)
-    assert new_facts == old_facts
+@pytest.mark.parametrize("index", range(len(CHAT_FRAMES)))
+def test_chat_glance_answers_only_where_the_parse_agrees(index: int) -> None:
+    frame = CHAT_FRAMES[index].encode()
+    facts = StreamFacts()
+    kind = CHAT.inspect(frame, facts)
+    glanced = CHAT.glance(frame + b"\n\n")
+    assert glanced == (CONTENT if index in EXPECTED_CONTENT else UNKNOWN)
+    if glanced == CONTENT:
+        assert kind == CONTENT
+        assert facts == StreamFacts(response_id=facts.response_id, response_model=facts.response_model)
+
+
+def test_chat_glance_of_invalid_utf8_is_left_to_the_sdk() -> None:
+    # After commit the bytes go through as they came, as the SDK would have got them.
+    assert (
+        CHAT.glance(b'data: {"choices":[{"delta":{"content":"\xff"},"finish_reason":null}]}\n\n') == CONTENT
+    )
 
 
 def _reference_output(frames: list[bytes]) -> bytes:

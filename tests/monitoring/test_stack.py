@@ -44,7 +44,9 @@ def test_services() -> None:
         "proxy",
         "tempo",
     ]
-    assert services["fake-upstream"]["command"].startswith("streamtap fake-upstream --host 0.0.0.0 --port 8600")
+    assert services["fake-upstream"]["command"].startswith(
+        "streamtap fake-upstream --host 0.0.0.0 --port 8600"
+    )
     assert "--incident 300-480:40%:status=503;should_retry=false" in services["fake-upstream"]["command"]
     assert services["demo"]["command"] == (
         "streamtap demo --no-ui --no-stack --duration 86400 "

@@ -112,7 +112,6 @@ def test_responses_stream() -> None:
     attempt.end()
     assert attempt.failure is None
     assert (attempt.facts.input_tokens, attempt.facts.output_tokens) == (3, 1)
-    assert attempt.facts.last_frame == completed[:-2]
 
 
 # -- failures ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Dialects: frame classification (cheap `classify` vs full `inspect`) and answer synthesis.
+"""Dialects: frame classification (cheap `glance` vs full `inspect`) and answer synthesis.
 
 Synthesized streams are read back by the real openai SDK (its `Stream`, its chat accumulator
 and its responses accumulator), so a caller served by a fallback sees ordinary SDK objects.
@@ -26,11 +26,12 @@ from streamtap._dialect import (
     ERROR,
     PREAMBLE,
     TERMINAL,
+    UNKNOWN,
     Dialect,
     StreamFacts,
     dialect_for,
 )
-from streamtap._responses import RESPONSES, sequence_number
+from streamtap._responses import RESPONSES, last_sequence_number
 from streamtap._sse import encode_event, parse_frame, split_frames
 
 # -- real-shaped frames ------------------------------------------------------------------------
@@ -175,15 +176,42 @@ CHAT_KINDS = [
 ]
 
 
-@pytest.mark.parametrize(("frame", "kind"), CHAT_KINDS)
-def test_chat_inspect_and_classify_agree(frame: bytes, kind: int) -> None:
-    inspected, inspect_facts = fresh(CHAT, "inspect", frame)
-    classified, classify_facts = fresh(CHAT, "classify", frame)
+def assert_glance_is_sound(dialect: Dialect, frame: bytes, kind: int) -> int:
+    """`glance` answers only for frames whose full parse agrees and tells nothing more."""
+    inspected, facts = fresh(dialect, "inspect", frame)
     assert inspected == kind
-    assert classified == kind
-    # The facts that matter after commit are the same either way.
-    for name in ("input_tokens", "output_tokens", "finish_reasons", "error", "bad", "last_frame"):
-        assert getattr(classify_facts, name) == getattr(inspect_facts, name), name
+    glanced = dialect.glance(frame + b"\n\n")
+    if glanced != UNKNOWN:
+        assert glanced == kind
+        assert facts.finish_reasons == [] and facts.input_tokens is None and facts.output_tokens is None
+        assert facts.error is None and facts.bad is None
+    return glanced
+
+
+# What glance answers for each frame: the ordinary content and preamble events, nothing else.
+CHAT_GLANCES = {C_CONTENT: CONTENT, C_TOOL: CONTENT, C_REFUSAL: CONTENT, C_REASONING: CONTENT}
+
+
+@pytest.mark.parametrize(("frame", "kind"), CHAT_KINDS)
+def test_chat_glance_is_sound(frame: bytes, kind: int) -> None:
+    assert assert_glance_is_sound(CHAT, frame, kind) == CHAT_GLANCES.get(frame, UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        C_CONTENT,
+        C_CONTENT + b"\n\n" + C_CONTENT + b"\n\n",
+        C_CONTENT.replace(b'{"content"', b'{\r"content"') + b"\n\n",
+        C_CONTENT + b"\r\n\r\n",
+        C_CONTENT[:-1] + b"\n\n",
+        C_CONTENT + b"\n\n\n",
+        b": keep-alive\n\n",
+    ],
+    ids=["unterminated", "two_frames", "cr_inside", "crlf", "cut_json", "three_newlines", "comment"],
+)
+def test_chat_glance_leaves_unusual_reads_to_the_parser(read: bytes) -> None:
+    assert CHAT.glance(read) == UNKNOWN
 
 
 def test_chat_facts() -> None:
@@ -195,7 +223,6 @@ def test_chat_facts() -> None:
     assert (facts.input_tokens, facts.output_tokens) == (9, 2)
     assert facts.finish_reasons == ["stop"]
     assert facts.error is None and facts.bad is None
-    assert facts.last_frame == C_USAGE  # [DONE] is not a frame a resume would start after
 
 
 def test_chat_error_payload_is_kept() -> None:
@@ -204,15 +231,14 @@ def test_chat_error_payload_is_kept() -> None:
     assert facts.error == {
         "error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}
     }
-    assert facts.last_frame == b""
 
 
-@pytest.mark.parametrize("method", ["inspect", "classify"])
-def test_chat_malformed_json_is_bad(method: str) -> None:
-    kind, facts = fresh(CHAT, method, b'data: {"choices":[')
+def test_chat_malformed_json_is_bad() -> None:
+    assert CHAT.glance(b'data: {"choices":[\n\n') == UNKNOWN
+    kind, facts = fresh(CHAT, "inspect", b'data: {"choices":[')
     assert kind == BAD
     assert facts.bad is not None and facts.bad.startswith("an event is not valid JSON (")
-    kind, facts = fresh(CHAT, method, b"data: 42")
+    kind, facts = fresh(CHAT, "inspect", b"data: 42")
     assert (kind, facts.bad) == (BAD, "an event is not a JSON object")
 
 
@@ -236,11 +262,10 @@ def test_chat_fast_path_never_misreads_content_text(text: str) -> None:
     for ensure_ascii in (True, False):
         chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
         frame = b"data: " + json.dumps(chunk, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
-        for method in ("classify", "inspect"):
-            kind, facts = fresh(CHAT, method, frame)
-            assert kind == CONTENT, (method, text)
-            assert (facts.error, facts.finish_reasons, facts.input_tokens) == (None, [], None)
-            assert facts.last_frame == frame
+        assert CHAT.glance(frame + b"\n\n") == CONTENT, text
+        kind, facts = fresh(CHAT, "inspect", frame)
+        assert kind == CONTENT, text
+        assert (facts.error, facts.finish_reasons, facts.input_tokens) == (None, [], None)
         assert CHAT.text(frame + b"\n\n") == text
 
 
@@ -269,14 +294,20 @@ RESPONSES_KINDS = [
 ]
 
 
+RESPONSES_GLANCES = {
+    R_CREATED: PREAMBLE,
+    R_IN_PROGRESS: PREAMBLE,
+    R_ITEM_ADDED: PREAMBLE,
+    R_DELTA: CONTENT,
+    R_ARGS_DELTA: CONTENT,
+    R_REASONING_DELTA: CONTENT,
+    R_TEXT_DONE: PREAMBLE,
+}
+
+
 @pytest.mark.parametrize(("frame", "kind"), RESPONSES_KINDS)
-def test_responses_inspect_and_classify_agree(frame: bytes, kind: int) -> None:
-    inspected, inspect_facts = fresh(RESPONSES, "inspect", frame)
-    classified, classify_facts = fresh(RESPONSES, "classify", frame)
-    assert inspected == kind
-    assert classified == kind
-    for name in ("input_tokens", "output_tokens", "finish_reasons", "error", "bad", "last_frame"):
-        assert getattr(classify_facts, name) == getattr(inspect_facts, name), name
+def test_responses_glance_is_sound(frame: bytes, kind: int) -> None:
+    assert assert_glance_is_sound(RESPONSES, frame, kind) == RESPONSES_GLANCES.get(frame, UNKNOWN)
 
 
 def test_responses_created_fills_id_and_model() -> None:
@@ -292,21 +323,20 @@ def test_responses_completed_fills_usage_and_finish() -> None:
     assert kinds == [PREAMBLE, CONTENT, PREAMBLE, TERMINAL]
     assert (facts.input_tokens, facts.output_tokens) == (9, 2)
     assert facts.finish_reasons == ["stop"]
-    assert facts.last_frame == R_COMPLETED
 
 
 def test_responses_incomplete_reason() -> None:
-    kind, facts = fresh(RESPONSES, "classify", R_INCOMPLETE)
+    kind, facts = fresh(RESPONSES, "inspect", R_INCOMPLETE)
     assert kind == TERMINAL
     assert facts.finish_reasons == ["max_output_tokens"]
 
 
 @pytest.mark.parametrize("frame", [R_FAILED, R_ERROR], ids=["failed", "error"])
 def test_responses_errors_keep_the_payload(frame: bytes) -> None:
-    kind, facts = fresh(RESPONSES, "classify", frame)
+    assert RESPONSES.glance(frame + b"\n\n") == UNKNOWN
+    kind, facts = fresh(RESPONSES, "inspect", frame)
     assert kind == ERROR
     assert facts.error == json.loads(parse_frame(frame).data)
-    assert facts.last_frame == b""
 
 
 def test_responses_invalid_utf8_is_bad() -> None:
@@ -318,11 +348,13 @@ def test_responses_invalid_utf8_is_bad() -> None:
 def test_responses_text_and_sequence_number() -> None:
     frames = b"\n\n".join([R_CREATED, R_DELTA, R_ARGS_DELTA, R_DELTA, R_COMPLETED]) + b"\n\n"
     assert RESPONSES.text(frames) == "HelloHello"
-    assert [sequence_number(f) for f in (R_CREATED, R_IN_PROGRESS, R_DELTA, R_COMPLETED)] == [0, 1, 3, 5]
-    assert sequence_number(C_CONTENT) is None
-    assert sequence_number(b"data: [DONE]") is None
-    assert sequence_number(b'data: {"sequence_number":"3"}') is None
-    assert sequence_number(b"") is None
+    delivered = [R_CREATED + b"\n\n" + R_IN_PROGRESS + b"\n\n", R_DELTA + b"\n\n"]
+    assert last_sequence_number(delivered) == 3
+    # A comment (or any frame without one) is skipped: the resume starts after the last numbered.
+    assert last_sequence_number([*delivered, COMMENT_FRAME + b"\n\n" + C_DONE + b"\n\n"]) == 3
+    assert last_sequence_number([R_COMPLETED + b"\n\n" + COMMENT_FRAME + b"\n\n"]) == 5
+    assert last_sequence_number([C_CONTENT + b"\n\n", b'data: {"sequence_number":"3"}\n\n']) is None
+    assert last_sequence_number([]) is None
 
 
 def test_dialect_for() -> None:
@@ -481,7 +513,8 @@ def test_chat_error_frame_makes_the_sdk_raise() -> None:
         seen.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert "".join(seen) == "partial"
     assert raised.value.body == {"message": "no event", "type": "streamtap_error", "code": "stall"}
-    assert fresh(CHAT, "classify", CHAT.error_frame("stall", "x")[:-2])[0] == ERROR
+    assert CHAT.glance(CHAT.error_frame("stall", "x")) == UNKNOWN
+    assert fresh(CHAT, "inspect", CHAT.error_frame("stall", "x")[:-2])[0] == ERROR
 
 
 RESPONSES_TEXT_EVENTS = [
@@ -602,7 +635,7 @@ def test_responses_error_frame_makes_the_sdk_raise() -> None:
     assert "".join(seen) == "partial"
     assert raised.value.body == {"message": "cut", "type": "streamtap_error", "code": "stream_truncated"}
     frame = RESPONSES.error_frame("stream_truncated", "cut")[:-2]
-    kind, facts = fresh(RESPONSES, "classify", frame)
+    kind, facts = fresh(RESPONSES, "inspect", frame)
     assert kind == ERROR
     assert facts.error is not None
     assert (facts.error["type"], facts.error["code"], facts.error["message"]) == (
