@@ -117,3 +117,16 @@ def test_a_missing_official_instrumentation_is_skipped_with_its_reason(results: 
         assert skipped == {
             "official": "opentelemetry-instrumentation-genai-openai is not installed (pip install -e '.[bench]')"
         }
+
+
+@pytest.mark.parametrize("extra", [[], ["--passthrough"]], ids=["engine", "passthrough"])
+def test_instructions_script_runs(extra: list[str]) -> None:
+    script = ROOT / "benchmarks" / "instructions.py"
+    for api in ("chat", "responses"):
+        done = subprocess.run(
+            [sys.executable, str(script), api, "engine", "1", "--chunks", "5", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr

@@ -1,0 +1,53 @@
+"""Run streams of one contender over the in-memory upstream, for an instruction counter.
+
+Timing on a shared 2-core machine is noisy; instruction counts are not. Run this under
+valgrind's callgrind twice, with N and with 0 measured streams, and subtract:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python benchmarks/instructions.py chat engine 4      # then with 0 instead of 4
+
+(difference / 4 / 500 = instructions per chunk). Contenders are those of overhead.py;
+`--passthrough` replaces the engine's committed-read inspection with a pass-through, to see
+what the rest of the engine costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _contenders import NAMES, build, consume_sync
+from _streams import CHUNKS, MemoryUpstream
+
+import streamtap._attempt as attempt_module
+
+
+def _passthrough() -> None:
+    feed = attempt_module.StreamAttempt.feed
+
+    def passthrough(self: attempt_module.StreamAttempt, chunk: bytes, now: float) -> bytes:
+        if not self.committed:
+            return feed(self, chunk, now)
+        if chunk.startswith(b"data: [DONE]") or b"response.completed" in chunk[:40]:
+            self.terminal = True
+        return chunk
+
+    attempt_module.StreamAttempt.feed = passthrough  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("api", choices=("chat", "responses"))
+    parser.add_argument("contender", choices=NAMES)
+    parser.add_argument("streams", type=int, help="measured streams (after 2 unmeasured ones)")
+    parser.add_argument("--chunks", type=int, default=CHUNKS)
+    parser.add_argument("--passthrough", action="store_true")
+    args = parser.parse_args()
+    if args.passthrough:
+        _passthrough()
+    client = build(args.contender, MemoryUpstream(args.chunks), "sync").client
+    for _ in range(2 + args.streams):
+        consume_sync(client, args.api)
+
+
+if __name__ == "__main__":
+    main()
