@@ -131,6 +131,8 @@ class PrometheusRecorder:
             m.request_errors.labels(api, model, error_type)
         for kind in ("input", "output"):
             m.tokens.labels(api, model, kind)
+        for cause in SUPPRESS_CAUSES:
+            m.retries_suppressed.labels(api, model, cause)
         m.usage_missing.labels(api, model)
 
 

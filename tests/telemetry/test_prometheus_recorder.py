@@ -88,6 +88,8 @@ def test_first_call_of_a_model_precreates_its_common_series(registry: CollectorR
     assert value(registry, "streamtap_request_errors_total", **CHAT, error_type="stream_truncated") == 0
     assert value(registry, "streamtap_tokens_total", **CHAT, type="input") == 0
     assert value(registry, "streamtap_usage_missing_total", **CHAT) == 0
+    for cause in ("budget", "breaker", "deadline", "attempts"):
+        assert value(registry, "streamtap_retries_suppressed_total", **CHAT, cause=cause) == 0
     # the rarer error types appear on first occurrence (documented in docs/metrics.md)
     assert value(registry, "streamtap_request_errors_total", **CHAT, error_type="auth") is None
 
