@@ -17,6 +17,7 @@ import anyio
 import uvicorn
 
 from ._events import Recorder
+from ._heap import settle_for_serving
 from ._proxy import Proxy
 from ._proxy_config import ProxyConfig
 from ._proxy_protocol import has_uvloop, http_protocol
@@ -61,6 +62,7 @@ async def _serve_all(servers: list[uvicorn.Server]) -> None:
 def serve(config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting and let streams finish up to the grace."""
     _, servers = _servers(config, recorders)
+    settle_for_serving()
     if len(servers) == 1:
         servers[0].run()
         return

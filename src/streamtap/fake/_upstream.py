@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from .._heap import settle_for_serving
 from ._app import App
 from ._config import FakeConfig, check_chunks
 from ._content import generate_pieces
@@ -225,6 +226,7 @@ def run_until_signal(config: FakeConfig, announce: Callable[[str], None]) -> Non
         try:
             async with FakeUpstream(config) as fake:
                 announce(fake.base_url)
+                settle_for_serving()
                 await stopping.wait()
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
