@@ -6,6 +6,7 @@ before exec, so every thread it starts inherits it). Everything listens on 127.0
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -29,6 +30,24 @@ _QUIET_LITELLM = {
     "LITELLM_LOG": "ERROR",
     "DISABLE_SCHEMA_UPDATE": "True",
 }
+
+
+_GC_PROBE = Path(__file__).resolve().parent / "_gc_probe"
+
+
+def gc_probe_env(work: Path) -> dict[str, str]:
+    """The environment that makes a Python child record its GC pauses in `work` (see _gc_probe)."""
+    path = os.pathsep.join(p for p in (str(_GC_PROBE), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "STREAMTAP_BENCH_GC_DIR": str(work)}
+
+
+def gc_pauses(work: Path, pid: int) -> list[tuple[float, int, float]]:
+    """The (monotonic start, generation, seconds) of every collection of process `pid`, once it exited."""
+    try:
+        data = json.loads((work / f"gc-{pid}.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [(float(s), int(g), float(d)) for s, g, d in data["pauses"]]
 
 
 def free_port() -> int:
@@ -82,7 +101,7 @@ def start_fake(
 ) -> tuple[subprocess.Popen[str], str]:
     log = work / "fake.log"
     command = [sys.executable, "-c", _CLI, "fake-upstream", "--port", "0", f"--chunks={chunks}"]
-    process = spawn([*command, f"--ttft={ttft}", f"--gap={gap}"], cpus, log, pipe=True)
+    process = spawn([*command, f"--ttft={ttft}", f"--gap={gap}"], cpus, log, gc_probe_env(work), pipe=True)
     assert process.stdout is not None
     base_url = process.stdout.readline().strip()
     if not base_url.startswith("http://127.0.0.1:"):
@@ -98,7 +117,7 @@ def start_streamtap(
     listen = f"127.0.0.1:{free_port()}"
     log = work / f"{name}.log"
     command = [sys.executable, "-c", _CLI, "proxy", "--upstream", upstream, "--listen", listen]
-    process = spawn(command, cpus, log, _STREAMTAP_ENV[name])
+    process = spawn(command, cpus, log, {**_STREAMTAP_ENV[name], **gc_probe_env(work)})
     wait_http(f"http://{listen}/healthz", process, 20, log)
     return process, f"http://{listen}/v1"
 
@@ -135,7 +154,8 @@ def start_litellm(
     ]
     log = workdir / "litellm.log"
     # LiteLLM refuses to start without a master key; clients present it as their bearer token.
-    process = spawn(command, cpus, log, {**_QUIET_LITELLM, "LITELLM_MASTER_KEY": master_key})
+    env = {**_QUIET_LITELLM, "LITELLM_MASTER_KEY": master_key, **gc_probe_env(workdir)}
+    process = spawn(command, cpus, log, env)
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", process, 180, log)
     return process, f"http://127.0.0.1:{port}/v1"
 

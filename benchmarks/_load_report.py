@@ -52,6 +52,19 @@ def rounds_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gc_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| process | gen 0: collections / longest ms | gen 1 | gen 2 | paused ms per s |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for name, gc in report.get("gc", {}).items():
+        gens = gc["generations"]
+        cells = " | ".join(f"{gens[g]['count']:,} / {gens[g]['longest_ms']:.1f}" for g in ("0", "1", "2"))
+        label = "fake upstream (every window)" if name == "fake" else _LABELS.get(name, name)
+        lines.append(f"| {label} | {cells} | {_f(gc['ms_per_s'], 1)} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     s, env = report["settings"], report["environment"]
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
@@ -68,5 +81,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, error in report.get("errors", {}).items():
         lines += ["", f"{name} could not run: `{error.strip().splitlines()[-1] if error.strip() else error}`"]
+    if report.get("gc"):
+        lines += ["", "Garbage-collection pauses in the measured windows:", "", *gc_table(report)]
     lines += ["", "<details><summary>Every round</summary>", "", *rounds_table(report), "", "</details>"]
     return "\n".join(lines)

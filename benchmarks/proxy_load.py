@@ -111,19 +111,50 @@ def _measure(
 ) -> dict[str, Any]:
     pid = target["process"].pid if target["process"] is not None else None
     before = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
+    started = time.monotonic()
     load = _run_client(args, target, args.duration, cpus)
+    window = (started + args.ramp, time.monotonic())  # the steady phase, give or take start-up
     after = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
     events = max(load["events"], 1)
     ttft_ms = [t * 1000 for t in load.pop("ttft_s")]
     return {
         **load,
         "samples": len(ttft_ms),
+        "window": window,
         "ttft_p50_ms": _quantile(ttft_ms, 0.5) if ttft_ms else None,
         "ttft_p99_ms": _quantile(ttft_ms, 0.99) if ttft_ms else None,
         "fake_cpu_us_per_event": (after[0] - before[0]) / events * 1e6,
         "target_cpu_us_per_event": (after[1] - before[1]) / events * 1e6 if pid else None,
         "client_cpu_us_per_event": load["client_cpu_s"] / events * 1e6,
     }
+
+
+def _gc_summary(pauses: list[tuple[float, int, float]], windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """Collections that started inside the windows: count and longest per generation, share of time."""
+    inside = [(g, d) for s, g, d in pauses if any(a <= s < b for a, b in windows)]
+    seconds = sum(b - a for a, b in windows)
+    return {
+        "generations": {
+            str(gen): {
+                "count": sum(1 for g, _ in inside if g == gen),
+                "longest_ms": max((d * 1000 for g, d in inside if g == gen), default=0.0),
+            }
+            for gen in (0, 1, 2)
+        },
+        "ms_per_s": sum(d for _, d in inside) * 1000 / seconds if seconds else None,
+    }
+
+
+def _gc_report(work: Path, pids: dict[str, int], rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """GC pauses of the fake upstream (over every window) and of each proxy (over its own)."""
+    report: dict[str, Any] = {}
+    for name, pid in pids.items():
+        pauses = procs.gc_pauses(work, pid)
+        if not pauses:
+            continue  # not a Python process, or it did not exit cleanly
+        windows = [tuple(r[n]["window"]) for r in rounds for n in r if name in ("fake", n)]
+        report[name] = _gc_summary(pauses, windows)  # type: ignore[arg-type]
+    return report
 
 
 def _summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict[str, Any]:
@@ -256,6 +287,9 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for process in reversed(running):
                 procs.stop(process)
+        if "rounds" in report:  # each process wrote its GC pauses as it exited
+            pids = {"fake": fake.pid} | {n: t["process"].pid for n, t in targets.items() if t["process"]}
+            report["gc"] = _gc_report(work, pids, report["rounds"])
     return report
 
 

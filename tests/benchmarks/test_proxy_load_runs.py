@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import proxy_load  # noqa: E402
 from _load_client import is_content  # noqa: E402
 
 SUMMARY_KEYS = {
@@ -88,6 +89,24 @@ def test_every_stream_completes_and_every_figure_is_present(report: dict[str, An
     assert report["summary"]["direct"]["target_cpu_us_per_event"] is None  # no proxy in the path
     assert report["summary"]["direct"]["added_p50_ms"] == 0
     assert report["summary"]["streamtap"]["target_cpu_us_per_event"] > 0
+
+
+def test_gc_pauses_are_reported_for_the_fake_and_the_proxy(report: dict[str, Any]) -> None:
+    assert set(report["gc"]) == {"fake", "streamtap"}  # both wrote their pauses as they exited
+    for gc in report["gc"].values():
+        assert set(gc["generations"]) == {"0", "1", "2"}
+        assert gc["ms_per_s"] >= 0
+
+
+def test_gc_summary_keeps_only_collections_that_start_inside_the_windows() -> None:
+    pauses = [(0.5, 0, 0.001), (1.5, 0, 0.002), (1.9, 2, 0.030), (2.5, 1, 0.5), (3.2, 0, 0.004)]
+    summary = proxy_load._gc_summary(pauses, [(1.0, 2.0), (3.0, 4.0)])
+    assert summary["generations"] == {
+        "0": {"count": 2, "longest_ms": pytest.approx(4.0)},
+        "1": {"count": 0, "longest_ms": 0.0},
+        "2": {"count": 1, "longest_ms": pytest.approx(30.0)},
+    }
+    assert summary["ms_per_s"] == pytest.approx(36.0 / 2)
 
 
 @pytest.mark.parametrize(
