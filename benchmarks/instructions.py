@@ -35,7 +35,9 @@ def _passthrough() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("api", choices=("chat", "responses"))
     parser.add_argument("contender", choices=NAMES)
     parser.add_argument("streams", type=int, help="measured streams (after 2 unmeasured ones)")
