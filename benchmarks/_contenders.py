@@ -2,6 +2,8 @@
 
 raw        the plain OpenAI SDK
 engine     streamtap.instrument(raw, recorders=[]): the engine alone
+floor      the engine with its inspection of committed reads replaced by a pass-through
+           (`passthrough_feed`): what sitting in the byte path costs before any inspection
 telemetry  streamtap.instrument(raw, recorders=setup_telemetry(...)): OTel traces (SDK
            TracerProvider, SimpleSpanProcessor into an InMemorySpanExporter), OTel metrics
            (SDK MeterProvider, InMemoryMetricReader) and Prometheus on a fresh CollectorRegistry
@@ -30,8 +32,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import streamtap
+from streamtap._attempt import StreamAttempt
 
-NAMES = ("raw", "engine", "telemetry", "official")
+NAMES = ("raw", "engine", "floor", "telemetry", "official")
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -79,12 +82,32 @@ def _raw(upstream: MemoryUpstream, mode: str) -> Any:
     return openai.OpenAI(http_client=httpx2.Client(transport=upstream), **options)
 
 
+_FEED = StreamAttempt.feed
+
+
+def passthrough_feed(attempt: StreamAttempt, chunk: bytes, now: float) -> bytes:
+    """StreamAttempt.feed without inspection once committed: every read goes straight through."""
+    if not attempt.committed:
+        return _FEED(attempt, chunk, now)
+    if chunk.startswith(b"data: [DONE]") or b"response.completed" in chunk[:40]:
+        attempt.terminal = True
+    return chunk
+
+
+def passthrough(on: bool) -> None:
+    """Install (or remove) `passthrough_feed` for every StreamAttempt of the process."""
+    StreamAttempt.feed = passthrough_feed if on else _FEED  # type: ignore[method-assign]
+
+
 def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
-    """The contender `name` ("raw", "engine", "telemetry", "official") in `mode` (sync, async)."""
+    """The contender `name` (one of NAMES) in `mode` (sync, async)."""
     if name == "raw":
         return Contender(name, _raw(upstream, mode))
     if name == "engine":
         return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=[]))
+    if name == "floor":
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[])
+        return Contender(name, client, before=lambda: passthrough(True), after=lambda: passthrough(False))
     if name == "telemetry":
         spans, tracer_provider, meter_provider = _otel()
         registry = CollectorRegistry()

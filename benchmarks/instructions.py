@@ -6,9 +6,9 @@ valgrind's callgrind twice, with N and with 0 measured streams, and subtract:
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python benchmarks/instructions.py chat engine 4      # then with 0 instead of 4
 
-(difference / 4 / 500 = instructions per chunk). Contenders are those of overhead.py;
-`--passthrough` replaces the engine's committed-read inspection with a pass-through, to see
-what the rest of the engine costs.
+(difference / 4 / 500 = instructions per chunk). Contenders are those of overhead.py; `floor`
+is the engine with its committed-read inspection replaced by a pass-through, to see what the
+rest of the engine costs.
 """
 
 from __future__ import annotations
@@ -17,21 +17,6 @@ import argparse
 
 from _contenders import NAMES, build, consume_sync
 from _streams import CHUNKS, MemoryUpstream
-
-import streamtap._attempt as attempt_module
-
-
-def _passthrough() -> None:
-    feed = attempt_module.StreamAttempt.feed
-
-    def passthrough(self: attempt_module.StreamAttempt, chunk: bytes, now: float) -> bytes:
-        if not self.committed:
-            return feed(self, chunk, now)
-        if chunk.startswith(b"data: [DONE]") or b"response.completed" in chunk[:40]:
-            self.terminal = True
-        return chunk
-
-    attempt_module.StreamAttempt.feed = passthrough  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -42,11 +27,10 @@ def main() -> None:
     parser.add_argument("contender", choices=NAMES)
     parser.add_argument("streams", type=int, help="measured streams (after 2 unmeasured ones)")
     parser.add_argument("--chunks", type=int, default=CHUNKS)
-    parser.add_argument("--passthrough", action="store_true")
     args = parser.parse_args()
-    if args.passthrough:
-        _passthrough()
-    client = build(args.contender, MemoryUpstream(args.chunks), "sync").client
+    contender = build(args.contender, MemoryUpstream(args.chunks), "sync")
+    contender.before()  # e.g. installs the pass-through of `floor`
+    client = contender.client
     for _ in range(2 + args.streams):
         consume_sync(client, args.api)
 

@@ -63,7 +63,7 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "engine", "telemetry"]
+    names = ["raw", "engine", "floor", "telemetry"]
     return [*names, "official"] if _official_installed() else names
 
 
@@ -86,6 +86,7 @@ def test_every_contender_read_every_stream_whole(results: dict[str, Any], index:
     assert contenders["telemetry"]["spans_per_call"] == [2]
     assert contenders["telemetry"]["ok_calls"] == ROUNDS + WARMUP
     assert contenders["engine"]["spans_per_call"] is None
+    assert contenders["floor"]["spans_per_call"] is None
     if "official" in contenders:
         assert contenders["official"]["spans_per_call"] == [1]
 
@@ -119,12 +120,31 @@ def test_a_missing_official_instrumentation_is_skipped_with_its_reason(results: 
         }
 
 
-@pytest.mark.parametrize("extra", [[], ["--passthrough"]], ids=["engine", "passthrough"])
-def test_instructions_script_runs(extra: list[str]) -> None:
+def test_the_floor_passes_reads_through_only_during_its_own_repetitions() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import build, consume_sync, passthrough_feed
+    from _streams import MemoryUpstream
+
+    from streamtap._attempt import StreamAttempt
+
+    original = StreamAttempt.feed
+    floor = build("floor", MemoryUpstream(5), "sync")
+    floor.before()
+    try:
+        assert StreamAttempt.feed is passthrough_feed
+        assert consume_sync(floor.client, "chat") == 5 + 3  # every chunk, the stream complete
+        assert consume_sync(floor.client, "responses") == 5 + 8
+    finally:
+        floor.finish_repetition()
+    assert StreamAttempt.feed is original
+
+
+@pytest.mark.parametrize("contender", ["engine", "floor"])
+def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
     for api in ("chat", "responses"):
         done = subprocess.run(
-            [sys.executable, str(script), api, "engine", "1", "--chunks", "5", *extra],
+            [sys.executable, str(script), api, contender, "1", "--chunks", "5"],
             capture_output=True,
             text=True,
             timeout=120,
