@@ -23,6 +23,7 @@ _CLI = "from streamtap._cli import main; main()"
 _STREAMTAP_ENV = {
     "streamtap": {"OTEL_SDK_DISABLED": "true"},
     "streamtap-otel": {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+    "baseline": {"OTEL_SDK_DISABLED": "true"},  # as "streamtap", from --baseline-src
 }
 _QUIET_LITELLM = {
     "LITELLM_TELEMETRY": "False",
@@ -111,13 +112,23 @@ def start_fake(
 
 
 def start_streamtap(
-    upstream: str, cpus: set[int] | None, work: Path, name: str
+    upstream: str, cpus: set[int] | None, work: Path, name: str, *, source: str | None = None
 ) -> tuple[subprocess.Popen[str], str]:
-    """`streamtap proxy` as shipped; `name` picks its telemetry (see _STREAMTAP_ENV)."""
+    """`streamtap proxy` as shipped; `name` picks its telemetry (see _STREAMTAP_ENV).
+
+    The "baseline" target imports streamtap from `source` (a `src` directory) instead.
+    """
     listen = f"127.0.0.1:{free_port()}"
     log = work / f"{name}.log"
     command = [sys.executable, "-c", _CLI, "proxy", "--upstream", upstream, "--listen", listen]
-    process = spawn(command, cpus, log, {**_STREAMTAP_ENV[name], **gc_probe_env(work)})
+    env = {**_STREAMTAP_ENV[name], **gc_probe_env(work)}
+    if name == "baseline":
+        if not source or not (Path(source) / "streamtap" / "__init__.py").is_file():
+            raise ValueError(
+                f"--baseline-src must be a directory holding the streamtap package, got {source!r}"
+            )
+        env["PYTHONPATH"] = os.pathsep.join((str(Path(source).resolve()), env["PYTHONPATH"]))
+    process = spawn(command, cpus, log, env)
     wait_http(f"http://{listen}/healthz", process, 20, log)
     return process, f"http://{listen}/v1"
 

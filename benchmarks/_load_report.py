@@ -8,6 +8,7 @@ _LABELS = {
     "direct": "direct to the fake upstream",
     "streamtap-otel": "streamtap proxy: Prometheus + OTel SDK, no exporter",
     "streamtap": "streamtap proxy: Prometheus only (OTEL_SDK_DISABLED)",
+    "baseline": "baseline: the same from --baseline-src",
     "litellm": "LiteLLM proxy",
 }
 

@@ -8,6 +8,8 @@ Every target serves the same streaming chat completions from one fake upstream p
   ``setup_telemetry()`` with ``OTEL_TRACES_EXPORTER=none`` and ``OTEL_METRICS_EXPORTER=none``
   (every span and OTel metric is recorded, then dropped),
 - ``streamtap``: the same with ``OTEL_SDK_DISABLED=true``: Prometheus only, OTel API no-ops,
+- ``baseline``: the Prometheus-only proxy run from another source tree (``--baseline-src``, e.g. a
+  ``git worktree`` of an earlier commit), to compare two versions in the same run,
 - ``litellm``: LiteLLM's proxy (``litellm --config``) with the fake as an OpenAI upstream, if a
   ``litellm`` executable is given (it needs openai<3, so it lives in a virtualenv of its own).
 
@@ -22,6 +24,8 @@ bounded by ``--max-seconds``.
 Usage::
 
     python benchmarks/proxy_load.py --litellm /path/to/venv/bin/litellm --markdown
+    git worktree add ../before <commit>
+    python benchmarks/proxy_load.py --targets direct,streamtap,baseline --baseline-src ../before/src
     python benchmarks/proxy_load.py --streams 5 --duration 1 --rounds 1 --json   # smoke
 """
 
@@ -239,7 +243,8 @@ def _pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
 
 
 def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
-    names = [n for n in args.targets.split(",") if n != "litellm" or args.litellm]
+    optional = {"litellm": args.litellm, "baseline": args.baseline_src}
+    names = [n for n in args.targets.split(",") if optional.get(n, True)]
     pins = _pinning(args)
     report: dict[str, Any] = {
         "settings": {
@@ -267,7 +272,9 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
                         key = "sk-" + secrets.token_hex(32)  # a throwaway master key for this run
                         process, url = procs.start_litellm(args.litellm, fake_url, pins["target"], work, key)
                     else:
-                        process, url = procs.start_streamtap(fake_url, pins["target"], work, name)
+                        process, url = procs.start_streamtap(
+                            fake_url, pins["target"], work, name, source=args.baseline_src
+                        )
                 except Exception as error:
                     report["errors"][name] = str(error)[-2000:]
                     continue
@@ -311,8 +318,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up load per target (default 3)"
     )
-    parser.add_argument("--targets", default="direct,streamtap-otel,streamtap,litellm")
+    parser.add_argument("--targets", default="direct,streamtap-otel,streamtap,baseline,litellm")
     parser.add_argument("--litellm", default=None, help="path of a `litellm` executable (its own virtualenv)")
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="the `src` directory of another streamtap checkout (target baseline)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to CPUs")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="hard limit of the whole run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -36,8 +36,7 @@ SUMMARY_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
+def _run(*extra: str) -> dict[str, Any]:
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "proxy_load.py"),
@@ -49,14 +48,19 @@ def report() -> dict[str, Any]:
         "--ramp=0.3",
         "--rounds=2",
         "--warmup=0.5",
-        "--targets=direct,streamtap",
         "--max-seconds=120",
         "--json",
+        *extra,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     parsed: dict[str, Any] = json.loads(done.stdout)
     return parsed
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return _run("--targets=direct,streamtap")
 
 
 def test_settings_targets_and_rounds_are_reported(report: dict[str, Any]) -> None:
@@ -96,6 +100,20 @@ def test_gc_pauses_are_reported_for_the_fake_and_the_proxy(report: dict[str, Any
     for gc in report["gc"].values():
         assert set(gc["generations"]) == {"0", "1", "2"}
         assert gc["ms_per_s"] >= 0
+
+
+def test_a_baseline_from_another_source_tree_runs_beside_the_others() -> None:
+    ran = _run("--targets=direct,baseline", f"--baseline-src={ROOT / 'src'}", "--rounds=1")
+    assert ran["errors"] == {}
+    assert ran["targets"] == ["direct", "baseline"]
+    assert ran["summary"]["baseline"]["bad_streams"] == 0
+    assert ran["summary"]["baseline"]["target_cpu_us_per_event"] > 0
+
+
+def test_a_baseline_source_without_the_package_is_reported_not_run(tmp_path: Path) -> None:
+    ran = _run("--targets=direct,baseline", f"--baseline-src={tmp_path}", "--rounds=1")
+    assert ran["targets"] == ["direct"]
+    assert "--baseline-src must be a directory holding the streamtap package" in ran["errors"]["baseline"]
 
 
 def test_gc_summary_keeps_only_collections_that_start_inside_the_windows() -> None:
