@@ -2,16 +2,15 @@
 
 CPython's cyclic collector stops the whole process while it traverses a generation. In a
 server under load that pause lands on every stream at once: with the defaults, the proxy at 200
-concurrent streams paused for up to 76 ms in full collections (dominated by the tens of
-thousands of objects its imports leave behind) and collected a young generation 25 times a
-second (docs/benchmarks.md, "Garbage-collection pauses").
+concurrent streams spent 6-11 ms of every second in collections, full ones of up to 49 ms
+among them (docs/benchmarks.md, "Garbage-collection pauses").
 
 - `gc.freeze()` once started moves everything alive then (modules, configuration, caches)
   to the permanent generation, which collections no longer traverse. Those objects live as
   long as the process; anything of them freed later is still freed by reference counting.
-- A young-generation threshold of 10,000 allocations instead of 700 makes collections ~15x
-  rarer. The proxy's streams leave no cyclic garbage in steady state (every collection under
-  load found none), so the cost is at most 10,000 young objects waiting a little longer.
+- A young-generation threshold of 10,000 net allocations instead of 700 makes collections
+  ~15x rarer. Objects without reference cycles are freed by reference counting either way;
+  the cost is that cyclic garbage may wait for up to 10,000 allocations instead of 700.
 """
 
 from __future__ import annotations
