@@ -17,6 +17,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import ResponseStreamEvent
 
 from streamtap.fake import FakeConfig, FakeUpstream, Incident
+from streamtap.fake._records import RequestLog, RequestRecord
 
 from .conftest import API_KEY, CHUNKS
 
@@ -369,3 +370,15 @@ def test_unparseable_request_gets_400_and_close(fake: FakeUpstream) -> None:
     assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"connection: close" in received
     assert received.endswith(b'"type":"invalid_request_error","param":null,"code":null}}')
+
+
+def test_the_request_log_keeps_only_the_most_recent_records() -> None:
+    def record(i: int) -> RequestRecord:
+        return RequestRecord("POST", f"/v1/{i}", "", None, False, None, None, "", "", 200, (), float(i))
+
+    log = RequestLog(capacity=3)
+    for i in range(5):
+        log.append(record(i))
+    assert [r.path for r in log.snapshot()] == ["/v1/2", "/v1/3", "/v1/4"]
+    with pytest.raises(ValueError, match="capacity must be at least 1, got 0"):
+        RequestLog(capacity=0)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 REDACTED = "[redacted]"
+# Records kept: plenty for any test, and a long-running fake (the compose stack, a load
+# benchmark) holds a bounded log instead of one that grows with every request it serves.
+LOG_CAPACITY = 10_000
 
 # Header names whose values are credentials; their values are never stored.
 _SECRET_HEADERS = frozenset(
@@ -70,14 +74,20 @@ def redact_headers(
 
 
 class RequestLog:
-    """A thread-safe, append-only list of `RequestRecord` with a snapshot reader."""
+    """The most recent `capacity` `RequestRecord`s, thread-safe, with a snapshot reader.
 
-    def __init__(self) -> None:
-        self._records: list[RequestRecord] = []
+    Args:
+        capacity: how many records to keep; the oldest is dropped when a new one arrives.
+    """
+
+    def __init__(self, capacity: int = LOG_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._records: deque[RequestRecord] = deque(maxlen=capacity)
         self._lock = threading.Lock()
 
     def append(self, record: RequestRecord) -> None:
-        """Add one record."""
+        """Add one record (dropping the oldest when full)."""
         with self._lock:
             self._records.append(record)
 

@@ -85,7 +85,7 @@ class FakeUpstream:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A snapshot of every request that reached the fake, oldest first."""
+        """A snapshot of the requests that reached the fake (the most recent 10,000), oldest first."""
         return self._log.snapshot()
 
     def clear(self) -> None:
