@@ -155,16 +155,25 @@ def responses_events(chunks: int = CHUNKS) -> list[bytes]:
 
 
 class _Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
-    """Yields the prebuilt events one by one: one network read per SSE event."""
+    """Yields the prebuilt events one by one: one network read per SSE event.
+
+    Like a body read off a socket it can be read once: iterating it again yields nothing.
+    (The async SDK drains a chat body after `[DONE]` by iterating the response's stream again;
+    a re-iterable body made it read the whole stream twice, one event-loop turn per chunk.)
+    """
 
     def __init__(self, events: list[bytes]) -> None:
-        self._events = events
+        self._events: list[bytes] | None = events
+
+    def _take(self) -> list[bytes]:
+        events, self._events = self._events, None
+        return events or []
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._events
+        yield from self._take()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for event in self._events:
+        for event in self._take():
             yield event
 
 

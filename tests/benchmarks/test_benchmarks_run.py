@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +151,22 @@ def test_instructions_script_runs(contender: str) -> None:
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.anyio
+async def test_the_in_memory_body_reads_once_like_a_socket() -> None:
+    # The async SDK drains a chat body after [DONE] by iterating its stream again; a body that
+    # replays its events made the raw SDK read every stream twice (the benchmark's baseline).
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _streams import MemoryUpstream, chat_events
+
+    upstream = MemoryUpstream(3)
+    request = httpx2.Request("POST", "http://bench.local/v1/chat/completions", content=b"{}")
+    sync_body = upstream.handle_request(request).stream
+    assert isinstance(sync_body, httpx2.SyncByteStream)
+    assert list(sync_body) == chat_events(3)
+    assert list(sync_body) == []
+    async_body = (await upstream.handle_async_request(request)).stream
+    assert isinstance(async_body, httpx2.AsyncByteStream)
+    assert [chunk async for chunk in async_body] == chat_events(3)
+    assert [chunk async for chunk in async_body] == []
