@@ -156,8 +156,8 @@ def _gc_report(work: Path, pids: dict[str, int], rounds: list[dict[str, dict[str
         pauses = procs.gc_pauses(work, pid)
         if not pauses:
             continue  # not a Python process, or it did not exit cleanly
-        windows = [tuple(r[n]["window"]) for r in rounds for n in r if name in ("fake", n)]
-        report[name] = _gc_summary(pauses, windows)  # type: ignore[arg-type]
+        windows = [(r[n]["window"][0], r[n]["window"][1]) for r in rounds for n in r if name in ("fake", n)]
+        report[name] = _gc_summary(pauses, windows)
     return report
 
 
