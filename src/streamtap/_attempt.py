@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, UNKNOWN, Dialect, StreamFacts
+from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, UNKNOWN, Dialect, Shape, StreamFacts
 from ._errors import Failure, classify_error_event, failure
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
@@ -38,12 +38,15 @@ class StreamAttempt:
         "_idle",
         "_last_content_at",
         "_last_event_at",
+        "_learn",
+        "_shape",
         "chunks",
         "committed",
         "deadline",
         "facts",
         "failure",
         "first_content_at",
+        "lane",
         "max_gap",
         "sent_at",
         "terminal",
@@ -65,6 +68,11 @@ class StreamAttempt:
         self._held: list[bytes] = []
         # The dialect's glance while the hot path is open: committed, nothing held back.
         self._glance: Callable[[bytes], int] | None = dialect.glance if committed else None
+        # The shape of this stream's content frames, learnt from the first one glance knew;
+        # `lane` is that shape while the hot path is open, for the drivers (see `passed`).
+        self._shape: Shape | None = None
+        self._learn = True
+        self.lane: Shape | None = None
         self._idle = idle_timeout
         self._ftt_deadline = sent_at + first_token_timeout if first_token_timeout is not None else math.inf
         self._last_event_at = headers_at
@@ -100,17 +108,28 @@ class StreamAttempt:
             return failure("timeout", self.phase, "the call's total_timeout ran out")
         return failure("stall", self.phase, "no event within idle_timeout")
 
+    def passed(self, now: float) -> None:
+        """The driver passed on, at `now`, a read that fits `lane`: one more content chunk.
+
+        The drivers' hot path: `lane.fits(read)` and this instead of `feed`, when `now` is
+        before the deadline. It is what `feed` would do with that read, without the glance.
+        """
+        self.chunks += 1
+        gap = now - self._last_content_at
+        if gap > self.max_gap:
+            self.max_gap = gap
+        self._last_content_at = self._last_event_at = now
+
     def feed(self, chunk: bytes, now: float) -> bytes:
         """Take bytes read at `now`; return what the caller may see now (b"" while buffering)."""
-        # The hot path: once committed, with nothing held back, a read that is exactly one
-        # ordinary content frame (as servers write them) is counted and passed on as it came.
+        # Once committed, with nothing held back, a read that is exactly one ordinary content
+        # frame (as servers write them) is counted and passed on as it came.
         glance = self._glance
         if glance is not None and glance(chunk) == CONTENT:
-            self.chunks += 1
-            gap = now - self._last_content_at
-            if gap > self.max_gap:
-                self.max_gap = gap
-            self._last_content_at = self._last_event_at = now
+            self.passed(now)
+            if self._learn:
+                self._learn = False
+                self._shape = self.lane = self._dialect.shape(chunk)
             if now >= self.deadline:
                 self._check_time(now)
             return chunk
@@ -121,6 +140,7 @@ class StreamAttempt:
             return b""
         out = self._frames(frames, now) if frames else self._check_time(now)
         self._glance = self._dialect.glance if self.committed and self._buffer.idle else None
+        self.lane = self._shape if self._glance is not None else None
         return out
 
     def _frames(self, frames: bytes, now: float) -> bytes:

@@ -15,6 +15,7 @@ from ._dialect import (
     PREAMBLE,
     TERMINAL,
     UNKNOWN,
+    Shape,
     StreamFacts,
     load_json,
     read_event,
@@ -22,6 +23,9 @@ from ._dialect import (
 from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
+_TEXT = b'"delta":{"content":"'
+_DECODER = json.JSONDecoder()
+_PADDING = b',"obfuscation":"'
 _CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
 
 
@@ -52,6 +56,23 @@ class ChatDialect:
         ):
             return CONTENT
         return UNKNOWN
+
+    def shape(self, frame: bytes) -> Shape | None:
+        # From chunk to chunk only the text changes, and the random `obfuscation` padding
+        # OpenAI adds last; everything else (id, model, fingerprint, index, nulls) repeats.
+        at = frame.find(_TEXT)
+        if at < 0:
+            return None  # tool calls, reasoning, refusals: glance and parse as before
+        start = at + len(_TEXT)
+        try:
+            # latin-1 keeps byte offsets; the end is just past the text's closing quote.
+            end = _DECODER.raw_decode(frame.decode("latin-1"), start - 1)[1]
+        except ValueError:
+            return None
+        pad = frame.rfind(_PADDING, end)
+        if pad >= 0 and frame.endswith(b'"}\n\n') and frame.find(34, pad + len(_PADDING)) == len(frame) - 4:
+            return Shape(frame[:start], frame[end - 1 : pad + len(_PADDING)], padded=True)
+        return Shape(frame[:start], frame[end - 1 :])
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         event = read_event(frame, facts)

@@ -15,6 +15,7 @@ from ._dialect import (
     PREAMBLE,
     TERMINAL,
     UNKNOWN,
+    Shape,
     StreamFacts,
     load_json,
     read_event,
@@ -46,6 +47,12 @@ class ResponsesDialect:
             return CONTENT
         # Errors, the terminal events and usage need a parse; the other events tell nothing.
         return UNKNOWN if name in _PARSE else PREAMBLE
+
+    def shape(self, frame: bytes) -> Shape | None:
+        # The event line says what the event is; its data (sequence number, text, padding)
+        # changes from event to event.
+        data = frame.find(b"\ndata: {")
+        return Shape(frame[: data + 8]) if data > 0 else None
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         event = read_event(frame, facts)

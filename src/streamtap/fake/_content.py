@@ -105,12 +105,23 @@ def chat_usage(prompt: object, chunks: int) -> dict[str, Any]:
     }
 
 
+def _padding(seed: str, count: int) -> str:
+    return hashlib.blake2s(f"{seed}\0{count}".encode(), digest_size=8).hexdigest()[: 2 + count % 13]
+
+
 def chat_frames(
     *, completion_id: str, created: int, model: str, prompt: object, chunks: int, include_usage: bool
 ) -> list[Frame]:
-    """Every frame of a streamed chat completion: role, contents, stop, [usage], [DONE]."""
+    """Every frame of a streamed chat completion: role, contents, stop, [usage], [DONE].
+
+    Like OpenAI's, every chunk ends with an `obfuscation` string of varying length (OpenAI's
+    is random, to blur the size of the text; here it is derived from the id and the count).
+    """
+    count = 0
 
     def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
         body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -122,6 +133,7 @@ def chat_frames(
         }
         if include_usage:
             body["usage"] = None
+        body["obfuscation"] = _padding(completion_id, count)
         return body
 
     def choice(delta: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
