@@ -7,7 +7,7 @@ from typing import Any
 _LABELS = {
     "raw": "raw SDK",
     "engine": "streamtap, engine only",
-    "floor": "engine, pass-through after commit (floor)",
+    "floor": "engine, hot path with its first test only (floor)",
     "telemetry": "streamtap, all telemetry",
     "official": "official OTel instrumentation",
 }

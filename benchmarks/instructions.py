@@ -7,8 +7,7 @@ valgrind's callgrind twice, with N and with 0 measured streams, and subtract:
         python benchmarks/instructions.py chat engine 4      # then with 0 instead of 4
 
 (difference / 4 / 500 = instructions per chunk). Contenders are those of overhead.py; `floor`
-is the engine with its committed-read inspection replaced by a pass-through, to see what the
-rest of the engine costs.
+is the engine with its hot path's test cut to the first one, to see what the rest costs.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=CHUNKS)
     args = parser.parse_args()
     contender = build(args.contender, MemoryUpstream(args.chunks), "sync")
-    contender.before()  # e.g. installs the pass-through of `floor`
+    contender.before()  # e.g. installs the prefix-only test of `floor`
     client = contender.client
     for _ in range(2 + args.streams):
         consume_sync(client, args.api)

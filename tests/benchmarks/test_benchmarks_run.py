@@ -121,23 +121,23 @@ def test_a_missing_official_instrumentation_is_skipped_with_its_reason(results: 
         }
 
 
-def test_the_floor_passes_reads_through_only_during_its_own_repetitions() -> None:
+def test_the_floor_cuts_the_hot_path_test_only_during_its_own_repetitions() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _contenders import build, consume_sync, passthrough_feed
+    from _contenders import build, consume_sync, prefix_only
     from _streams import MemoryUpstream
 
-    from streamtap._attempt import StreamAttempt
+    from streamtap._dialect import Shape
 
-    original = StreamAttempt.feed
+    original = Shape.fits
     floor = build("floor", MemoryUpstream(5), "sync")
     floor.before()
     try:
-        assert StreamAttempt.feed is passthrough_feed
+        assert Shape.fits is prefix_only
         assert consume_sync(floor.client, "chat") == 5 + 3  # every chunk, the stream complete
         assert consume_sync(floor.client, "responses") == 5 + 8
     finally:
         floor.finish_repetition()
-    assert StreamAttempt.feed is original
+    assert Shape.fits is original
 
 
 @pytest.mark.parametrize("contender", ["engine", "floor"])
