@@ -2,6 +2,8 @@
 
 raw        the plain OpenAI SDK
 engine     streamtap.instrument(raw, recorders=[]): the engine alone
+glance     the engine with no Shape learnt (`no_shape`): every committed read goes through
+           StreamAttempt.feed and the dialect's glance, the hot path before the Shape lane
 floor      the engine with its hot path's test cut to the first one (`prefix_only`): a read that
            starts like the stream's content frames passes; what sitting in the byte path,
            counting and timing each chunk, costs before the other tests
@@ -33,9 +35,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import streamtap
+from streamtap._chat import CHAT
 from streamtap._dialect import Shape
+from streamtap._responses import RESPONSES
 
-NAMES = ("raw", "engine", "floor", "telemetry", "official")
+NAMES = ("raw", "glance", "engine", "floor", "telemetry", "official")
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -96,12 +100,24 @@ def passthrough(on: bool) -> None:
     Shape.fits = prefix_only if on else _FITS  # type: ignore[method-assign]
 
 
+_SHAPES = {dialect: type(dialect).shape for dialect in (CHAT, RESPONSES)}
+
+
+def no_shape(on: bool) -> None:
+    """Make (or stop making) every dialect learn no Shape, for the whole process."""
+    for dialect, shape in _SHAPES.items():
+        type(dialect).shape = (lambda self, frame: None) if on else shape  # type: ignore[method-assign]
+
+
 def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     """The contender `name` (one of NAMES) in `mode` (sync, async)."""
     if name == "raw":
         return Contender(name, _raw(upstream, mode))
     if name == "engine":
         return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=[]))
+    if name == "glance":
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[])
+        return Contender(name, client, before=lambda: no_shape(True), after=lambda: no_shape(False))
     if name == "floor":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: passthrough(True), after=lambda: passthrough(False))

@@ -6,6 +6,7 @@ from typing import Any
 
 _LABELS = {
     "raw": "raw SDK",
+    "glance": "engine without the Shape lane (glance)",
     "engine": "streamtap, engine only",
     "floor": "engine, hot path with its first test only (floor)",
     "telemetry": "streamtap, all telemetry",

@@ -64,7 +64,7 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "engine", "floor", "telemetry"]
+    names = ["raw", "glance", "engine", "floor", "telemetry"]
     return [*names, "official"] if _official_installed() else names
 
 
@@ -88,6 +88,7 @@ def test_every_contender_read_every_stream_whole(results: dict[str, Any], index:
     assert contenders["telemetry"]["ok_calls"] == ROUNDS + WARMUP
     assert contenders["engine"]["spans_per_call"] is None
     assert contenders["floor"]["spans_per_call"] is None
+    assert contenders["glance"]["spans_per_call"] is None
     if "official" in contenders:
         assert contenders["official"]["spans_per_call"] == [1]
 
@@ -140,7 +141,27 @@ def test_the_floor_cuts_the_hot_path_test_only_during_its_own_repetitions() -> N
     assert Shape.fits is original
 
 
-@pytest.mark.parametrize("contender", ["engine", "floor"])
+def test_the_glance_contender_learns_no_shape_only_during_its_own_repetitions() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import build, consume_sync
+    from _streams import MemoryUpstream, chat_events
+
+    from streamtap._chat import CHAT
+
+    learnt = chat_events(3)[2]
+    assert CHAT.shape(learnt) is not None
+    glance = build("glance", MemoryUpstream(5), "sync")
+    glance.before()
+    try:
+        assert CHAT.shape(learnt) is None
+        assert consume_sync(glance.client, "chat") == 5 + 3
+        assert consume_sync(glance.client, "responses") == 5 + 8
+    finally:
+        glance.finish_repetition()
+    assert CHAT.shape(learnt) is not None
+
+
+@pytest.mark.parametrize("contender", ["engine", "glance", "floor"])
 def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
     for api in ("chat", "responses"):
