@@ -45,14 +45,16 @@ class ChatDialect:
         # strings, so content text never matches a key.
         text = frame.decode("latin-1")
         # A chunk still streaming (finish reason null) that carries no error, no usage, no
-        # role announcement and no empty delta. After the first test the others are cheap: on
-        # the hot path the cost is in the first touch of the frame and of each C function.
+        # role announcement and no empty delta or text. After the first test the others are
+        # cheap: on the hot path the cost is in the first touch of the frame and of each C
+        # function.
         if (
             '"finish_reason":null' in text
             and '"error"' not in text
             and '"usage":{' not in text
             and '"role"' not in text
             and '"delta":{}' not in text
+            and '"content":""' not in text
         ):
             return CONTENT
         return UNKNOWN

@@ -51,9 +51,9 @@ class Shape:
     A read fits when it starts with `prefix` and then
     - `tail` is None: is one line ending with `}` and the blank line (the event line, in
       `prefix`, says what the event is), or
-    - `padded` is False: holds a text without quotes and then exactly `tail`, to its end, or
-    - `padded` is True: holds a text without quotes, `tail` (which ends with the opening quote
-      of a padding string such as OpenAI's `obfuscation`), a padding without quotes, and `"}`
+    - `padded` is False: holds a text (not empty, no quotes) and then exactly `tail`, or
+    - `padded` is True: holds such a text, `tail` (which ends with the opening quote of a
+      padding string such as OpenAI's `obfuscation`), a padding without quotes, and `"}`
       with the blank line.
 
     Learnt from a frame `glance` recognised (so `prefix` and `tail` carry no error, finish
@@ -76,12 +76,14 @@ class Shape:
         end = len(read)
         if tail is None:
             return read.endswith(b"}\n\n") and read.find(10, len(prefix)) == end - 2 and 13 not in read
-        # The first quote after the text's opening one closes it (so the text has no quotes).
-        quote = read.find(34, len(prefix))
+        # The first quote after the text's opening one closes it (so the text has no quotes,
+        # and is not empty: an empty text is no content).
+        start = len(prefix)
+        quote = read.find(34, start)
         if not self.padded:
-            return quote == end - len(tail) and read.endswith(tail)
+            return quote == end - len(tail) and quote > start and read.endswith(tail)
         return (
-            quote > 0
+            quote > start
             and read.startswith(tail, quote)
             and read.find(34, quote + len(tail)) == end - 4
             and read.endswith(b'"}\n\n')

@@ -19,7 +19,7 @@ import pytest
 import streamtap
 from streamtap import CallFinished
 from streamtap._chat import CHAT
-from streamtap._dialect import CONTENT, Shape, StreamFacts
+from streamtap._dialect import CONTENT, PREAMBLE, UNKNOWN, Shape, StreamFacts
 from streamtap._responses import RESPONSES
 
 HEAD = {
@@ -79,6 +79,16 @@ def test_a_chat_shape_fits_every_text_and_padding(padding: str | None) -> None:
         read = text(content, padding=None if padding is None else pad)
         assert shape.fits(read) == (content in TEXTS), read
         assert CHAT.glance(read) == CONTENT  # a quoted text takes the glance instead
+
+
+def test_an_empty_text_is_no_content_for_the_shape_the_glance_and_the_parse() -> None:
+    # OpenAI's first chunk announces the role with an empty text; some servers send more.
+    empty = text("")
+    for padding in ("k3Rq", None):
+        shape = CHAT.shape(text("hi", padding=padding))
+        assert shape is not None and not shape.fits(text("", padding=padding))
+    assert CHAT.glance(empty) == UNKNOWN
+    assert CHAT.inspect(empty[:-2], StreamFacts()) == PREAMBLE
 
 
 def test_tool_calls_and_undecodable_text_have_no_shape() -> None:
