@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from _stats import against
+
 _LABELS = {
     "raw": "raw SDK",
     "glance": "engine without the Shape lane (glance)",
@@ -67,6 +69,15 @@ def scenario_table(scenario: dict[str, Any], chunks: int) -> list[str]:
             f"- Official instrumentation adds {_signed(official['added_us_per_chunk'])} µs/chunk "
             f"(ratio {official['ratio']:.3f}); streamtap with all telemetry adds "
             f"{_signed(telemetry['added_us_per_chunk'])} µs/chunk (ratio {telemetry['ratio']:.3f})."
+        )
+    engine = scenario["contenders"].get("engine")
+    glance = scenario["contenders"].get("glance")
+    if engine is not None and glance is not None:
+        lane = against(engine["times_us"], glance["times_us"], chunks)
+        low, high = lane["paired_ci95_us_per_chunk"]
+        lines.append(
+            f"- The Shape lane (engine against glance, paired over the same rounds): "
+            f"{_signed(lane['paired_us_per_chunk'])} µs/chunk [{_signed(low)}, {_signed(high)}]."
         )
     for name, reason in scenario.get("skipped", {}).items():
         lines.append(f"- {_LABELS.get(name, name)} skipped: {reason}")

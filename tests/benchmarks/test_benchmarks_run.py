@@ -112,6 +112,23 @@ def test_comparisons_and_goals_are_computed(results: dict[str, Any]) -> None:
             assert goal["met"] == (goal["added_us_per_chunk"] < 2.0 and goal["ratio"] < 1.03)
 
 
+def test_the_report_compares_the_engine_with_its_glance_contender(results: dict[str, Any]) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _report import scenario_table
+    from _stats import against
+
+    scenario = results["scenarios"][0]
+    lane = against(
+        scenario["contenders"]["engine"]["times_us"], scenario["contenders"]["glance"]["times_us"], CHUNKS
+    )
+    low, high = lane["paired_ci95_us_per_chunk"]
+    line = (
+        "- The Shape lane (engine against glance, paired over the same rounds): "
+        f"{lane['paired_us_per_chunk']:+.2f} µs/chunk [{low:+.2f}, {high:+.2f}]."
+    )
+    assert line in scenario_table(scenario, CHUNKS)
+
+
 def test_a_missing_official_instrumentation_is_skipped_with_its_reason(results: dict[str, Any]) -> None:
     skipped = results["scenarios"][0]["skipped"]
     if _official_installed():
