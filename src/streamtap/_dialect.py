@@ -73,12 +73,12 @@ class Shape:
         if not read.startswith(prefix):
             return False
         tail = self.tail
+        start = len(prefix)
         end = len(read)
         if tail is None:
-            return read.endswith(b"}\n\n") and read.find(10, len(prefix)) == end - 2 and 13 not in read
+            return read.endswith(b"}\n\n") and read.find(10, start) == end - 2 and 13 not in read
         # The first quote after the text's opening one closes it (so the text has no quotes,
         # and is not empty: an empty text is no content).
-        start = len(prefix)
         quote = read.find(34, start)
         if not self.padded:
             return quote == end - len(tail) and quote > start and read.endswith(tail)
