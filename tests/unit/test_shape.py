@@ -42,7 +42,8 @@ def chat_chunk(
     }
     if padding is not None:
         body["obfuscation"] = padding
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+    # Raw UTF-8, as OpenAI writes it (not \u escapes).
+    return b"data: " + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
 def text(content: str, **kwargs: Any) -> bytes:
