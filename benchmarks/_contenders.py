@@ -4,6 +4,7 @@ raw        the plain OpenAI SDK
 engine     streamtap.instrument(raw, recorders=[]): the engine alone
 glance     the engine with no Shape learnt (`no_shape`): every committed read goes through
            StreamAttempt.feed and the dialect's glance, the hot path before the Shape lane
+           (give or take the `passed` call and the empty-text test feed has since)
 floor      the engine with its hot path's test cut to the first one (`prefix_only`): a read that
            starts like the stream's content frames passes; what sitting in the byte path,
            counting and timing each chunk, costs before the other tests
