@@ -5,6 +5,9 @@ engine     streamtap.instrument(raw, recorders=[]): the engine alone
 glance     the engine with no Shape learnt (`no_shape`): every committed read goes through
            StreamAttempt.feed and the dialect's glance, the hot path before the Shape lane
            (give or take the `passed` call and the empty-text test feed has since)
+layered    the engine with its caller's response read through httpx2's own layers (`httpx_layers`:
+           iter_bytes -> iter_raw -> the client's timer, a decoder and two chunkers per read),
+           as before StreamResponse; against `engine`, what reading the body directly saves
 floor      the engine with its hot path's test cut to the first one (`prefix_only`): a read that
            starts like the stream's content frames passes; what sitting in the byte path,
            counting and timing each chunk, costs before the other tests
@@ -39,8 +42,9 @@ import streamtap
 from streamtap._chat import CHAT
 from streamtap._dialect import Shape
 from streamtap._responses import RESPONSES
+from streamtap._stream_response import StreamResponse
 
-NAMES = ("raw", "glance", "engine", "floor", "telemetry", "official")
+NAMES = ("raw", "glance", "layered", "engine", "floor", "telemetry", "official")
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -110,6 +114,18 @@ def no_shape(on: bool) -> None:
         type(dialect).shape = (lambda self, frame: None) if on else shape  # type: ignore[method-assign]
 
 
+_READERS = (StreamResponse.iter_bytes, StreamResponse.aiter_bytes)
+
+
+def httpx_layers(on: bool) -> None:
+    """Make (or stop making) the engine's caller responses read their body as httpx2 does."""
+    if on:
+        StreamResponse.iter_bytes = httpx2.Response.iter_bytes  # type: ignore[method-assign]
+        StreamResponse.aiter_bytes = httpx2.Response.aiter_bytes  # type: ignore[method-assign,assignment]
+    else:
+        StreamResponse.iter_bytes, StreamResponse.aiter_bytes = _READERS  # type: ignore[method-assign]
+
+
 def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     """The contender `name` (one of NAMES) in `mode` (sync, async)."""
     if name == "raw":
@@ -119,6 +135,9 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     if name == "glance":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: no_shape(True), after=lambda: no_shape(False))
+    if name == "layered":
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[])
+        return Contender(name, client, before=lambda: httpx_layers(True), after=lambda: httpx_layers(False))
     if name == "floor":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: passthrough(True), after=lambda: passthrough(False))

@@ -9,11 +9,18 @@ from _stats import against
 _LABELS = {
     "raw": "raw SDK",
     "glance": "engine without the Shape lane (glance)",
+    "layered": "engine read through httpx2's layers (layered)",
     "engine": "streamtap, engine only",
     "floor": "engine, hot path with its first test only (floor)",
     "telemetry": "streamtap, all telemetry",
     "official": "official OTel instrumentation",
 }
+
+# What the engine has that a contender lacks: the gain each pairing shows.
+_CHANGES = (
+    ("glance", "The Shape lane"),
+    ("layered", "Reading the caller's body directly"),
+)
 
 
 def _f(value: float, digits: int = 1) -> str:
@@ -70,15 +77,15 @@ def scenario_table(scenario: dict[str, Any], chunks: int) -> list[str]:
             f"(ratio {official['ratio']:.3f}); streamtap with all telemetry adds "
             f"{_signed(telemetry['added_us_per_chunk'])} µs/chunk (ratio {telemetry['ratio']:.3f})."
         )
-    engine = scenario["contenders"].get("engine")
-    glance = scenario["contenders"].get("glance")
-    if engine is not None and glance is not None:
-        lane = against(engine["times_us"], glance["times_us"], chunks)
-        low, high = lane["paired_ci95_us_per_chunk"]
-        lines.append(
-            f"- The Shape lane (engine against glance, paired over the same rounds): "
-            f"{_signed(lane['paired_us_per_chunk'])} µs/chunk [{_signed(low)}, {_signed(high)}]."
-        )
+    contenders = scenario["contenders"]
+    for before, what in _CHANGES:
+        if "engine" in contenders and before in contenders:
+            change = against(contenders["engine"]["times_us"], contenders[before]["times_us"], chunks)
+            low, high = change["paired_ci95_us_per_chunk"]
+            lines.append(
+                f"- {what} (engine against {before}, paired over the same rounds): "
+                f"{_signed(change['paired_us_per_chunk'])} µs/chunk [{_signed(low)}, {_signed(high)}]."
+            )
     for name, reason in scenario.get("skipped", {}).items():
         lines.append(f"- {_LABELS.get(name, name)} skipped: {reason}")
     lines.append("")

@@ -29,6 +29,7 @@ from ._driver import (
 )
 from ._errors import failure
 from ._steps import GiveUp, Send, Serve, Wait
+from ._stream_response import StreamResponse
 
 
 async def send_async(
@@ -122,7 +123,7 @@ class _Live:
             call.committed_at(send, attempt, attempt.first_content_at or clock())
             body = _AsyncBody(self, first)
             headers = caller_headers(upstream.headers, call, sse=True)
-            return httpx2.Response(
+            return StreamResponse(
                 upstream.status_code,
                 headers=headers,
                 stream=body,

@@ -64,7 +64,7 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "glance", "engine", "floor", "telemetry"]
+    names = ["raw", "glance", "layered", "engine", "floor", "telemetry"]
     return [*names, "official"] if _official_installed() else names
 
 
@@ -89,6 +89,7 @@ def test_every_contender_read_every_stream_whole(results: dict[str, Any], index:
     assert contenders["engine"]["spans_per_call"] is None
     assert contenders["floor"]["spans_per_call"] is None
     assert contenders["glance"]["spans_per_call"] is None
+    assert contenders["layered"]["spans_per_call"] is None
     if "official" in contenders:
         assert contenders["official"]["spans_per_call"] == [1]
 
@@ -112,19 +113,25 @@ def test_comparisons_and_goals_are_computed(results: dict[str, Any]) -> None:
             assert goal["met"] == (goal["added_us_per_chunk"] < 2.0 and goal["ratio"] < 1.03)
 
 
-def test_the_report_compares_the_engine_with_its_glance_contender(results: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("before", "what"),
+    [("glance", "The Shape lane"), ("layered", "Reading the caller's body directly")],
+)
+def test_the_report_pairs_the_engine_with_what_it_changed(
+    results: dict[str, Any], before: str, what: str
+) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _report import scenario_table
     from _stats import against
 
     scenario = results["scenarios"][0]
-    lane = against(
-        scenario["contenders"]["engine"]["times_us"], scenario["contenders"]["glance"]["times_us"], CHUNKS
+    change = against(
+        scenario["contenders"]["engine"]["times_us"], scenario["contenders"][before]["times_us"], CHUNKS
     )
-    low, high = lane["paired_ci95_us_per_chunk"]
+    low, high = change["paired_ci95_us_per_chunk"]
     line = (
-        "- The Shape lane (engine against glance, paired over the same rounds): "
-        f"{lane['paired_us_per_chunk']:+.2f} µs/chunk [{low:+.2f}, {high:+.2f}]."
+        f"- {what} (engine against {before}, paired over the same rounds): "
+        f"{change['paired_us_per_chunk']:+.2f} µs/chunk [{low:+.2f}, {high:+.2f}]."
     )
     assert line in scenario_table(scenario, CHUNKS)
 
@@ -178,7 +185,27 @@ def test_the_glance_contender_learns_no_shape_only_during_its_own_repetitions() 
     assert CHAT.shape(learnt) is not None
 
 
-@pytest.mark.parametrize("contender", ["engine", "glance", "floor"])
+def test_the_layered_contender_reads_through_httpx2_only_during_its_own_repetitions() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import build, consume_sync
+    from _streams import MemoryUpstream
+
+    from streamtap._stream_response import StreamResponse
+
+    direct = StreamResponse.iter_bytes, StreamResponse.aiter_bytes
+    layered = build("layered", MemoryUpstream(5), "sync")
+    layered.before()
+    try:
+        assert StreamResponse.iter_bytes is httpx2.Response.iter_bytes
+        assert StreamResponse.aiter_bytes is httpx2.Response.aiter_bytes
+        assert consume_sync(layered.client, "chat") == 5 + 3
+        assert consume_sync(layered.client, "responses") == 5 + 8
+    finally:
+        layered.finish_repetition()
+    assert (StreamResponse.iter_bytes, StreamResponse.aiter_bytes) == direct
+
+
+@pytest.mark.parametrize("contender", ["engine", "glance", "layered", "floor"])
 def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
     for api in ("chat", "responses"):
