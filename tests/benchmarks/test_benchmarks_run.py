@@ -7,7 +7,9 @@ benchmark's output (docs/benchmarks.md), never asserted by a unit test.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -208,14 +210,60 @@ def test_the_layered_contender_reads_through_httpx2_only_during_its_own_repetiti
 @pytest.mark.parametrize("contender", ["engine", "glance", "layered", "floor"])
 def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
-    for api in ("chat", "responses"):
+    for api, mode in itertools.product(("chat", "responses"), ("sync", "async")):
         done = subprocess.run(
-            [sys.executable, str(script), api, contender, "1", "--chunks", "5"],
+            [sys.executable, str(script), api, contender, "1", "--chunks", "5", "--mode", mode],
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
+
+
+# Stands in for valgrind (not installed by the test setup; a real count takes minutes): reports
+# a count that follows from the arguments, as callgrind's summary line does.
+FAKE_VALGRIND = """#!/usr/bin/env python3
+import os, sys
+args = sys.argv[sys.argv.index("--callgrind-out-file=/dev/null") + 2:]
+api, contender, streams, mode = args[1], args[2], int(args[3]), args[5]
+assert os.environ["PYTHONHASHSEED"] == "0"
+per_chunk = {"raw": 831_000, "engine": 840_000, "layered": 845_200}[contender]
+if os.environ.get("PYTHONPATH", "").endswith("old-src"):
+    per_chunk += 5_000
+per_chunk += 12_000 if mode == "async" else 0
+print(f"==7== Collected : {3_000_000_000 + (2 + streams) * 500 * per_chunk}", file=sys.stderr)
+"""
+
+
+def test_instruction_counts_reports_each_row_per_chunk_and_over_raw(tmp_path: Path) -> None:
+    valgrind = tmp_path / "valgrind"
+    valgrind.write_text(FAKE_VALGRIND)
+    valgrind.chmod(0o755)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "instruction_counts.py"),
+            "--contenders=layered,engine",
+            "--modes=sync,async",
+            f"--before-src={tmp_path / 'old-src'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "Instructions per chunk, chat, 4 streams of 500 chunks minus 0:",
+        "",
+        "| contender | sync per chunk | sync over raw | async per chunk | async over raw |",
+        "|---|--:|--:|--:|--:|",
+        "| raw | 831.0 k | — | 843.0 k | — |",
+        "| layered | 845.2 k | +14.2 k | 857.2 k | +14.2 k |",
+        "| engine | 840.0 k | +9.0 k | 852.0 k | +9.0 k |",
+        "| engine (before) | 845.0 k | +14.0 k | 857.0 k | +14.0 k |",
+    ]
+    assert "[16/16]" in done.stderr
 
 
 @pytest.mark.anyio
