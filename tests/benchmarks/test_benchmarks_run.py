@@ -231,6 +231,8 @@ per_chunk = {"raw": 831_000, "engine": 840_000, "layered": 845_200}[contender]
 if os.environ.get("PYTHONPATH", "").endswith("old-src"):
     per_chunk += 5_000
 per_chunk += 12_000 if mode == "async" else 0
+layout = len(os.environ["STREAMTAP_BENCH_LAYOUT"]) // 40
+per_chunk += layout * (1_500 if contender == "engine" else 1_000)
 print(f"==7== Collected : {3_000_000_000 + (2 + streams) * 500 * per_chunk}", file=sys.stderr)
 """
 
@@ -254,16 +256,17 @@ def test_instruction_counts_reports_each_row_per_chunk_and_over_raw(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "Instructions per chunk, chat, 4 streams of 500 chunks minus 0:",
+        "Instructions per chunk, chat, 4 streams of 500 chunks minus 0, median over 3 layouts "
+        "(range of the difference):",
         "",
         "| contender | sync per chunk | sync over raw | async per chunk | async over raw |",
         "|---|--:|--:|--:|--:|",
-        "| raw | 831.0 k | — | 843.0 k | — |",
-        "| layered | 845.2 k | +14.2 k | 857.2 k | +14.2 k |",
-        "| engine | 840.0 k | +9.0 k | 852.0 k | +9.0 k |",
-        "| engine (before) | 845.0 k | +14.0 k | 857.0 k | +14.0 k |",
+        "| raw | 832.0 k | — | 844.0 k | — |",
+        "| layered | 846.2 k | +14.2 k (+14.2 to +14.2) | 858.2 k | +14.2 k (+14.2 to +14.2) |",
+        "| engine | 841.5 k | +9.5 k (+9.0 to +10.0) | 853.5 k | +9.5 k (+9.0 to +10.0) |",
+        "| engine (before) | 846.5 k | +14.5 k (+14.0 to +15.0) | 858.5 k | +14.5 k (+14.0 to +15.0) |",
     ]
-    assert "[16/16]" in done.stderr
+    assert "[48/48]" in done.stderr
 
 
 @pytest.mark.anyio
