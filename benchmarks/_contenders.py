@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -39,10 +39,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import streamtap
-from streamtap._chat import CHAT
-from streamtap._dialect import Shape
-from streamtap._responses import RESPONSES
-from streamtap._stream_response import StreamResponse
+
+if TYPE_CHECKING:
+    from streamtap._dialect import Shape
+
+# What the contenders that patch the engine replace, kept on first use. The engine's private
+# modules are imported only then, so `raw` and `engine` also run over another checkout's src
+# (instruction_counts.py --before-src), which may not have them.
+_ORIGINALS: dict[str, Any] = {}
 
 NAMES = ("raw", "glance", "layered", "engine", "floor", "telemetry", "official")
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
@@ -92,9 +96,6 @@ def _raw(upstream: MemoryUpstream, mode: str) -> Any:
     return openai.OpenAI(http_client=httpx2.Client(transport=upstream), **options)
 
 
-_FITS = Shape.fits
-
-
 def prefix_only(shape: Shape, read: bytes) -> bool:
     """Shape.fits with only its first test: enough for the benchmark's well-formed streams."""
     return read.startswith(shape.prefix)
@@ -102,28 +103,32 @@ def prefix_only(shape: Shape, read: bytes) -> bool:
 
 def passthrough(on: bool) -> None:
     """Install (or remove) `prefix_only` as every Shape's test, for the whole process."""
-    Shape.fits = prefix_only if on else _FITS  # type: ignore[method-assign]
+    from streamtap._dialect import Shape
 
-
-_SHAPES = {dialect: type(dialect).shape for dialect in (CHAT, RESPONSES)}
+    fits = _ORIGINALS.setdefault("fits", Shape.fits)
+    Shape.fits = prefix_only if on else fits  # type: ignore[method-assign]
 
 
 def no_shape(on: bool) -> None:
     """Make (or stop making) every dialect learn no Shape, for the whole process."""
-    for dialect, shape in _SHAPES.items():
+    from streamtap._chat import CHAT
+    from streamtap._responses import RESPONSES
+
+    shapes = _ORIGINALS.setdefault("shapes", {dialect: type(dialect).shape for dialect in (CHAT, RESPONSES)})
+    for dialect, shape in shapes.items():
         type(dialect).shape = (lambda self, frame: None) if on else shape  # type: ignore[method-assign]
-
-
-_READERS = (StreamResponse.iter_bytes, StreamResponse.aiter_bytes)
 
 
 def httpx_layers(on: bool) -> None:
     """Make (or stop making) the engine's caller responses read their body as httpx2 does."""
+    from streamtap._stream_response import StreamResponse
+
+    readers = _ORIGINALS.setdefault("readers", (StreamResponse.iter_bytes, StreamResponse.aiter_bytes))
     if on:
         StreamResponse.iter_bytes = httpx2.Response.iter_bytes  # type: ignore[method-assign]
         StreamResponse.aiter_bytes = httpx2.Response.aiter_bytes  # type: ignore[method-assign,assignment]
     else:
-        StreamResponse.iter_bytes, StreamResponse.aiter_bytes = _READERS  # type: ignore[method-assign]
+        StreamResponse.iter_bytes, StreamResponse.aiter_bytes = readers  # type: ignore[method-assign]
 
 
 def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
