@@ -12,7 +12,7 @@ close (and so `elapsed`) at the end. Everything else is httpx2's own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx2
@@ -32,7 +32,7 @@ class StreamResponse(httpx2.Response):
             return super().iter_bytes(chunk_size)
         return self._iter_body()
 
-    def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:  # type: ignore[override]
+    def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         if chunk_size is not None or hasattr(self, "_content"):
             return super().aiter_bytes(chunk_size)
         return self._aiter_body()
