@@ -307,3 +307,36 @@ def test_an_error_riding_on_a_chunk_still_interrupts_the_stream(mode: str) -> No
     with pytest.raises(streamtap.StreamInterrupted) as raised:
         _run(reads, mode)
     assert raised.value.error_type == "upstream_error_event"
+
+
+MALFORMED = b'data: {"id":"chatcmpl-1","choices":[{"delta":\n\n'
+ERROR_EVENT = b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n'
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("bad", "error_type"),
+    [(MALFORMED, "bad_response"), (ERROR_EVENT, "upstream_error_event")],
+    ids=["malformed", "error-event"],
+)
+def test_a_failure_in_the_read_that_commits_ends_the_stream_there(
+    mode: str, bad: bytes, error_type: str
+) -> None:
+    # The first read can hold the preamble, the first contents, a failure and more content
+    # after it (a busy proxy reads several events at once). The caller gets the text before
+    # the failure, then the failure; nothing after it, and never a clean end.
+    frames = [
+        chat_chunk({"role": "assistant", "content": ""}),
+        text("a"),
+        text("b"),
+        bad,
+        text("c"),
+        text("d"),
+        chat_chunk({}, finish="stop"),
+        b"data: [DONE]\n\n",
+    ]
+    stream = b"".join(frames)
+    for cut in range(1, len(stream), 5):
+        with pytest.raises(streamtap.StreamInterrupted) as raised:
+            _run([stream[:cut], stream[cut:]], mode)
+        assert (raised.value.error_type, raised.value.text) == (error_type, "ab"), cut
