@@ -270,29 +270,29 @@ class _AsyncBody(httpx2.AsyncByteStream):
             passed = attempt.passed
             deadline = attempt.deadline
             lane = attempt.lane
+            # The read that committed may also have failed (an error or a bad event after
+            # the first content): then the caller gets what came before it, the failure,
+            # and nothing read after it (`end` keeps the failure).
+            chunks = live.chunks if attempt.failure is None else _no_reads()
             try:
-                # The read that committed may also have failed (an error or a bad event
-                # after the first content): the caller gets what came before it, then
-                # the failure, and nothing read after it.
-                if attempt.failure is None:
-                    async for chunk in live.chunks:
-                        now = clock()
-                        # The hot path: a read that is one more ordinary content frame of this
-                        # stream (`lane` is its shape, once the attempt has learnt it).
-                        if lane is not None and now < deadline and lane.fits(chunk):
-                            passed(now)
-                            delivered.append(chunk)
-                            yield chunk
-                            continue
-                        out = feed(chunk, now)
-                        lane = attempt.lane
-                        if out:
-                            delivered.append(out)
-                            yield out
-                        if attempt.failure is not None:
-                            break
-                    else:
-                        attempt.end()
+                async for chunk in chunks:
+                    now = clock()
+                    # The hot path: a read that is one more ordinary content frame of this
+                    # stream (`lane` is its shape, once the attempt has learnt it).
+                    if lane is not None and now < deadline and lane.fits(chunk):
+                        passed(now)
+                        delivered.append(chunk)
+                        yield chunk
+                        continue
+                    out = feed(chunk, now)
+                    lane = attempt.lane
+                    if out:
+                        delivered.append(out)
+                        yield out
+                    if attempt.failure is not None:
+                        break
+                else:
+                    attempt.end()
             except httpx2.TransportError as error:
                 attempt.broke(read_failure(attempt, error, clock()))
             await live.close_upstream()
@@ -332,6 +332,12 @@ class _AsyncBody(httpx2.AsyncByteStream):
             call.attempt_ok(live.send, call.engine.clock(), 200, _ttft(attempt))
             call.finish("ok", call.engine.clock())
         await live.abort(None)
+
+
+async def _no_reads() -> AsyncIterator[bytes]:
+    """Nothing: what is left to read of an attempt that has already failed."""
+    return
+    yield  # an async generator
 
 
 def _abandon(live: _Live) -> None:

@@ -265,29 +265,29 @@ class _SyncBody(httpx2.SyncByteStream):
             passed = attempt.passed
             deadline = attempt.deadline
             lane = attempt.lane
+            # The read that committed may also have failed (an error or a bad event after
+            # the first content): then the caller gets what came before it, the failure,
+            # and nothing read after it (`end` keeps the failure).
+            chunks = live.chunks if attempt.failure is None else ()
             try:
-                # The read that committed may also have failed (an error or a bad event
-                # after the first content): the caller gets what came before it, then
-                # the failure, and nothing read after it.
-                if attempt.failure is None:
-                    for chunk in live.chunks:
-                        now = clock()
-                        # The hot path: a read that is one more ordinary content frame of this
-                        # stream (`lane` is its shape, once the attempt has learnt it).
-                        if lane is not None and now < deadline and lane.fits(chunk):
-                            passed(now)
-                            delivered.append(chunk)
-                            yield chunk
-                            continue
-                        out = feed(chunk, now)
-                        lane = attempt.lane
-                        if out:
-                            delivered.append(out)
-                            yield out
-                        if attempt.failure is not None:
-                            break
-                    else:
-                        attempt.end()
+                for chunk in chunks:
+                    now = clock()
+                    # The hot path: a read that is one more ordinary content frame of this
+                    # stream (`lane` is its shape, once the attempt has learnt it).
+                    if lane is not None and now < deadline and lane.fits(chunk):
+                        passed(now)
+                        delivered.append(chunk)
+                        yield chunk
+                        continue
+                    out = feed(chunk, now)
+                    lane = attempt.lane
+                    if out:
+                        delivered.append(out)
+                        yield out
+                    if attempt.failure is not None:
+                        break
+                else:
+                    attempt.end()
             except httpx2.TransportError as error:
                 attempt.broke(read_failure(attempt, error, clock()))
             live.close_upstream()
