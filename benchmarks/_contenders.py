@@ -1,6 +1,8 @@
 """The clients the overhead benchmark races, all over the same in-memory upstream.
 
 raw        the plain OpenAI SDK
+control    a second plain OpenAI SDK client, timed like every contender: its paired difference
+           to raw is what "no difference" measures in the same run (an A/A control)
 engine     streamtap.instrument(raw, recorders=[]): the engine alone
 glance     the engine with no Shape learnt (`no_shape`): every committed read goes through
            StreamAttempt.feed and the dialect's glance, the hot path before the Shape lane
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 # (instruction_counts.py --before-src), which may not have them.
 _ORIGINALS: dict[str, Any] = {}
 
-NAMES = ("raw", "glance", "layered", "engine", "floor", "telemetry", "official")
+NAMES = ("raw", "control", "glance", "layered", "engine", "floor", "telemetry", "official")
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -133,7 +135,7 @@ def httpx_layers(on: bool) -> None:
 
 def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     """The contender `name` (one of NAMES) in `mode` (sync, async)."""
-    if name == "raw":
+    if name in ("raw", "control"):
         return Contender(name, _raw(upstream, mode))
     if name == "engine":
         return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=[]))

@@ -66,7 +66,7 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "glance", "layered", "engine", "floor", "telemetry"]
+    names = ["raw", "control", "glance", "layered", "engine", "floor", "telemetry"]
     return [*names, "official"] if _official_installed() else names
 
 
@@ -111,8 +111,61 @@ def test_comparisons_and_goals_are_computed(results: dict[str, Any]) -> None:
             low, high = vs["paired_ci95_us_per_chunk"]
             assert low <= high
         assert set(scenario["goals"]) == {"issue3_engine", "issue4_telemetry"}
-        for goal in scenario["goals"].values():
-            assert goal["met"] == (goal["added_us_per_chunk"] < 2.0 and goal["ratio"] < 1.03)
+        raw_chunk = scenario["contenders"]["raw"]["us_per_chunk"]["median"]
+        for issue, name in (("issue3_engine", "engine"), ("issue4_telemetry", "telemetry")):
+            goal, vs = scenario["goals"][issue], scenario["contenders"][name]["vs_raw"]
+            limit = min(2.0, 0.03 * raw_chunk)
+            assert goal["limit_us_per_chunk"] == pytest.approx(limit)
+            assert goal["added_us_per_chunk"] == vs["paired_us_per_chunk"]
+            assert goal["upper_us_per_chunk"] == vs["paired_ci95_us_per_chunk"][1]
+            assert goal["ratio"] == pytest.approx(1 + vs["paired_us_per_chunk"] / raw_chunk)
+            expected = (
+                "met"
+                if goal["upper_us_per_chunk"] < limit
+                else "not met"
+                if goal["added_us_per_chunk"] >= limit
+                else "unclear"
+            )
+            assert goal["verdict"] == expected
+
+
+def test_a_goal_is_met_only_when_the_whole_interval_is_under_it() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from overhead import _goals
+
+    def goal(paired: float, low: float, high: float, raw: float = 100.0) -> str:
+        vs = {"paired_us_per_chunk": paired, "paired_ci95_us_per_chunk": [low, high]}
+        contenders = {"raw": {"us_per_chunk": {"median": raw}}, "engine": {"vs_raw": vs}}
+        verdict: str = _goals(contenders)["issue3_engine"]["verdict"]
+        return verdict
+
+    # At 100 µs per chunk the limit is 2 µs (3% would be 3 µs); at 50 µs it is 3%, 1.5 µs.
+    assert [goal(1.0, 0.5, 1.9), goal(1.0, 0.5, 2.0), goal(2.0, 1.5, 2.5), goal(3.0, 2.5, 3.5)] == [
+        "met",
+        "unclear",
+        "not met",
+        "not met",
+    ]
+    assert [goal(1.0, 0.5, 1.4, raw=50), goal(1.0, 0.5, 1.6, raw=50), goal(1.6, 1.0, 1.9, raw=50)] == [
+        "met",
+        "unclear",
+        "not met",
+    ]
+
+
+def test_the_report_shows_the_a_a_control(results: dict[str, Any]) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _report import scenario_table
+
+    scenario = results["scenarios"][1]
+    vs = scenario["contenders"]["control"]["vs_raw"]
+    low, high = vs["paired_ci95_us_per_chunk"]
+    line = (
+        "- What no difference measures in this run (a second raw client against raw, paired): "
+        f"{vs['paired_us_per_chunk']:+.2f} µs/chunk [{low:+.2f}, {high:+.2f}]."
+    )
+    assert line in scenario_table(scenario, CHUNKS)
+    assert scenario["contenders"]["control"]["spans_per_call"] is None
 
 
 @pytest.mark.parametrize(
