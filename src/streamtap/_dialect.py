@@ -5,9 +5,9 @@ read that is exactly one ordinary content frame is recognised from its layout an
 unparsed; anything else (an error, a finish reason, usage, the terminal event, a split or
 unusual frame) is parsed. Two tiers: `glance` tells an ordinary content frame from its keys,
 with about a dozen byte and substring tests; once it has, the dialect's `shape` of that frame
-lets the drivers recognise the stream's next ones with three to five (`Shape.fits`). Inside a
-stream every test costs ~0.5 µs (the SDK evicts the caches between chunks) and a JSON parse
-~5 µs, against an engine budget of 2 µs per chunk.
+lets the drivers recognise the stream's next ones by removing a prefix and one or two
+partitions (`Shape.fits`). Inside a stream every test costs ~0.5 µs (the SDK evicts the caches
+between chunks) and a JSON parse ~5 µs, against an engine budget of 2 µs per chunk.
 """
 
 from __future__ import annotations
@@ -69,25 +69,25 @@ class Shape:
 
     def fits(self, read: bytes) -> bool:
         """Whether `read` is exactly one more ordinary content frame of this stream."""
-        prefix = self.prefix
-        if not read.startswith(prefix):
+        # Written with the one-argument methods (`removeprefix`, `partition`, `in`): on this
+        # path startswith/endswith/find with a position cost more in argument parsing than in
+        # their search (about 1.2 µs for the padded test against 0.6 µs, timed in a loop).
+        rest = read.removeprefix(self.prefix)
+        if len(rest) == len(read):
             return False
         tail = self.tail
-        start = len(prefix)
-        end = len(read)
         if tail is None:
-            return read.endswith(b"}\n\n") and read.find(10, start) == end - 2 and 13 not in read
-        # The first quote after the text's opening one closes it (so the text has no quotes,
-        # and is not empty: an empty text is no content).
-        quote = read.find(34, start)
+            line, _, after = rest.partition(b"\n")
+            return after == b"\n" and line[-1:] == b"}" and 13 not in read
+        # Up to the first `tail` is the text: not empty (an empty text is no content) and
+        # without quotes, so that its closing quote is the one `tail` starts with.
+        text, found, after = rest.partition(tail)
+        if not found or not text or 34 in text:
+            return False
         if not self.padded:
-            return quote == end - len(tail) and quote > start and read.endswith(tail)
-        return (
-            quote > start
-            and read.startswith(tail, quote)
-            and read.find(34, quote + len(tail)) == end - 4
-            and read.endswith(b'"}\n\n')
-        )
+            return not after
+        _, _, end = after.partition(b'"')
+        return end == b"}\n\n"
 
 
 class Dialect(Protocol):
