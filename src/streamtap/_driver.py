@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
 from typing import Any
 
 import httpx2
@@ -194,14 +195,26 @@ def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> Strea
 
 
 def caller_failure() -> Failure | None:
-    """When the caller closes a stream while an exception unwinds: was it the SDK failing to parse?
+    """When the caller closes a stream while an exception unwinds: did the SDK fail to decode?
 
-    The SDK parses events after streamtap released them; if that fails, its generator closes
-    the response while the exception is in flight, and the call is an error, not a cancel.
+    The SDK decodes and parses events after streamtap released them (content events past the
+    commit point go to it unparsed); if an event is not UTF-8, not JSON or not its model, its
+    generator closes the response while that error is in flight, and the call is the
+    upstream's error, not a cancel. The same errors raised by the caller's own code (a
+    `with stream:` block left by one) are a cancel like any other exit.
     """
     error = sys.exc_info()[1]
     if error is None:
         return None
-    if isinstance(error, json.JSONDecodeError) or type(error).__name__ == "ValidationError":
-        return failure("bad_response", "streaming", f"the SDK could not parse an event ({error})")
-    return None
+    decoding = isinstance(error, (json.JSONDecodeError, UnicodeDecodeError))
+    if not (decoding or type(error).__name__ == "ValidationError") or not _raised_in_sdk(error.__traceback__):
+        return None
+    return failure("bad_response", "streaming", f"the SDK could not decode an event ({error})")
+
+
+def _raised_in_sdk(traceback: TracebackType | None) -> bool:
+    while traceback is not None:
+        if str(traceback.tb_frame.f_globals.get("__name__", "")).startswith("openai."):
+            return True
+        traceback = traceback.tb_next
+    return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -145,8 +146,10 @@ class _Reader:
             self.loop.run_until_complete(self.client.close())
         self.loop.close()
 
-    def read(self, reads: list[bytes]) -> tuple[str, CallFinished, BaseException | None]:
-        """The text the caller read, how the call finished, and what the caller's loop raised."""
+    def read(
+        self, reads: list[bytes], expected: tuple[type[BaseException], ...] = (openai.APIError,)
+    ) -> tuple[str, CallFinished, BaseException | None]:
+        """The text the caller read, how the call finished, and what (of `expected`) it raised."""
         self.upstream.reads = reads
         pieces: list[str] = []
         raised: BaseException | None = None
@@ -156,7 +159,7 @@ class _Reader:
                     pieces += _texts(self.api, item)
             else:
                 self.loop.run_until_complete(self._read_async(pieces))
-        except openai.APIError as error:
+        except expected as error:
             raised = error
         (finished,) = self.recorder.calls
         self.recorder.calls.clear()
@@ -243,3 +246,46 @@ def test_a_failure_after_the_first_content_ends_the_stream_there_however_it_is_c
         assert isinstance(raised, streamtap.StreamInterrupted), cut
         assert (got, raised.text, raised.error_type) == (before, before, error_type), cut
         assert (finished.outcome, finished.error_type, finished.chunks) == ("error", error_type, 2), cut
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [(b"\xff", UnicodeDecodeError), (b"\t", json.JSONDecodeError)],
+    ids=["not-utf-8", "not-json"],
+)
+def test_a_content_event_the_sdk_cannot_decode_is_a_bad_response_not_a_cancel(
+    reader: _Reader, damage: bytes, error: type[BaseException]
+) -> None:
+    # Past commit, a read shaped like the stream's content events goes to the SDK unparsed. If
+    # it is not UTF-8, or not JSON (a raw tab in a string), the SDK's decoding raises in the
+    # caller's loop; the call still counts as the upstream's error, never as a cancel.
+    frames = [frame.data for frame in _frames(reader.api)]
+    at = [i for i, frame in enumerate(_frames(reader.api)) if frame.kind == "content"][2]
+    before = reader.read(frames[:at])[0]
+    text = b'"content":"' if reader.api == "chat" else b'"delta":"'
+    frames[at] = frames[at].replace(text, text + damage, 1)
+    got, finished, raised = reader.read(frames, expected=(error,))
+    assert (got, type(raised)) == (before, error)
+    assert (finished.outcome, finished.error_type) == ("error", "bad_response")
+
+
+def test_a_decode_error_in_the_callers_own_code_is_a_cancel(reader: _Reader) -> None:
+    # Only the SDK's decoding failing is the upstream's fault: the caller's own JSON error,
+    # leaving a `with stream:` block, closes the stream like any other exit.
+    reader.upstream.reads = [frame.data for frame in _frames(reader.api)]
+
+    def read_sync() -> None:
+        with _create(reader.client, reader.api) as stream:
+            for _ in stream:
+                json.loads("{")
+
+    async def read_async() -> None:
+        async with await _create(reader.client, reader.api) as stream:
+            async for _ in stream:
+                json.loads("{")
+
+    read = read_sync if reader.mode == "sync" else lambda: reader.loop.run_until_complete(read_async())
+    with pytest.raises(json.JSONDecodeError):
+        read()
+    (finished,) = reader.recorder.calls
+    assert (finished.outcome, finished.error_type) == ("cancelled", None)
