@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 import streamtap
 from streamtap import CallFinished
 from streamtap._chat import CHAT
-from streamtap._dialect import CONTENT, PREAMBLE, UNKNOWN, Shape, StreamFacts
+from streamtap._dialect import BAD, CONTENT, PREAMBLE, UNKNOWN, Shape, StreamFacts
 from streamtap._responses import RESPONSES
 
 HEAD = {
@@ -184,6 +185,59 @@ def test_fits_only_where_glance_and_the_parse_agree() -> None:
         assert CHAT.inspect(read[:-2], facts) == CONTENT, read
         assert facts == StreamFacts(response_id="chatcmpl-1", response_model="gpt-4o"), read
     assert accepted == {text(t) for t in TEXTS}  # every text chunk of the learnt layout, nothing else
+
+
+_PIECES = ["a", " ", '"', "\\", "\n", "\r", "\u00e9", "\u2603", "}", "{", "\t", "'", ":", ","]
+_BYTES = [b'"', b"\n", b"\r", b"}", b"\\", b"x", b"\n\n", b'"}\n\n', b"{", b"\xff"]
+
+
+def _delta(piece: str, padding: str | None) -> bytes:
+    return _responses_event("response.output_text.delta", item_id="m", delta=piece)
+
+
+@pytest.mark.parametrize(
+    ("make", "padding"),
+    [(text, "k3Rq"), (text, None), (_delta, None)],
+    ids=["chat-padded", "chat-unpadded", "responses"],
+)
+def test_fits_is_sound_and_complete_over_random_reads(make: Any, padding: str | None) -> None:
+    # Sound: a read that fits is one content frame that the glance and the full parse agree
+    # on, or one that is not UTF-8 or not JSON: passed on unparsed, the SDK's decoding fails
+    # on it as the parse does, and the drivers record `bad_response` (test_split_reads.py).
+    # Complete: every frame of the learnt layout whose text (and padding) has no quote fits.
+    dialect = CHAT if make is text else RESPONSES
+    shape = dialect.shape(make("learnt", padding=padding))
+    assert shape is not None
+    rng = random.Random(11)
+    fitted = bad = 0
+    for _ in range(4000):
+        piece = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 5)))
+        pad = None if padding is None else "".join(rng.choice('ab"}') for _ in range(rng.randint(1, 4)))
+        read = make(piece, padding=pad)
+        clean = bool(piece) and '"' not in piece and '"' not in (pad or "")
+        if rng.random() < 0.4:  # a byte inserted after the prefix, or the read cut or doubled
+            at = rng.randint(len(shape.prefix) - 1, len(read))
+            read = rng.choice([read[:at] + rng.choice(_BYTES) + read[at:], read[:at], read + read])
+            clean = False
+        if not shape.fits(read):
+            assert not clean, read
+            continue
+        fitted += 1
+        facts = StreamFacts()
+        kind = dialect.inspect(read[:-2], facts)
+        if kind == BAD:
+            assert facts.bad is not None and ("UTF-8" in facts.bad or "JSON" in facts.bad), read
+            bad += 1
+            continue
+        if dialect is RESPONSES and kind != CONTENT:
+            # The event line says what a responses event is (the glance trusts it too); only
+            # an upstream whose data contradicts it gets another kind from the parse.
+            assert json.loads(read.split(b"\ndata: ", 1)[1])["type"] != "response.output_text.delta"
+            continue
+        assert read.count(b"\n\n") == 1 and read.endswith(b"\n\n"), read
+        assert dialect.glance(read) == CONTENT, read
+        assert kind == CONTENT, read
+    assert fitted > 500 and 0 < bad < fitted // 4
 
 
 # The drivers, end to end: the real SDK over an in-memory body, one read per item of `reads`.
