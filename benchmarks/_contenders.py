@@ -10,6 +10,9 @@ glance     the engine with no Shape learnt (`no_shape`): every committed read go
 layered    the engine with its caller's response read through httpx2's own layers (`httpx_layers`:
            iter_bytes -> iter_raw -> the client's timer, a decoder and two chunkers per read),
            as before StreamResponse; against `engine`, what reading the body directly saves
+positional the engine with Shape.fits as it was before it used removeprefix and partition
+           (`positional_fits`: startswith, endswith and find with positions, whose argument
+           parsing costs more than their search); against `engine`, what that change saves
 floor      the engine with its hot path's test cut to the first one (`prefix_only`): a read that
            starts like the stream's content frames passes; what sitting in the byte path,
            counting and timing each chunk, costs before the other tests
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 # (instruction_counts.py --before-src), which may not have them.
 _ORIGINALS: dict[str, Any] = {}
 
-NAMES = ("raw", "control", "glance", "layered", "engine", "floor", "telemetry", "official")
+NAMES = ("raw", "control", "glance", "layered", "positional", "engine", "floor", "telemetry", "official")
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -103,6 +106,35 @@ def prefix_only(shape: Shape, read: bytes) -> bool:
     return read.startswith(shape.prefix)
 
 
+def positional_fits(shape: Shape, read: bytes) -> bool:
+    """Shape.fits as it was written first, with positional startswith, endswith and find."""
+    prefix = shape.prefix
+    if not read.startswith(prefix):
+        return False
+    tail = shape.tail
+    start = len(prefix)
+    end = len(read)
+    if tail is None:
+        return read.endswith(b"}\n\n") and read.find(10, start) == end - 2 and 13 not in read
+    quote = read.find(34, start)
+    if not shape.padded:
+        return quote == end - len(tail) and quote > start and read.endswith(tail)
+    return (
+        quote > start
+        and read.startswith(tail, quote)
+        and read.find(34, quote + len(tail)) == end - 4
+        and read.endswith(b'"}\n\n')
+    )
+
+
+def positional(on: bool) -> None:
+    """Install (or remove) `positional_fits` as every Shape's test, for the whole process."""
+    from streamtap._dialect import Shape
+
+    fits = _ORIGINALS.setdefault("fits", Shape.fits)
+    Shape.fits = positional_fits if on else fits  # type: ignore[method-assign]
+
+
 def passthrough(on: bool) -> None:
     """Install (or remove) `prefix_only` as every Shape's test, for the whole process."""
     from streamtap._dialect import Shape
@@ -145,6 +177,9 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     if name == "layered":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: httpx_layers(True), after=lambda: httpx_layers(False))
+    if name == "positional":
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[])
+        return Contender(name, client, before=lambda: positional(True), after=lambda: positional(False))
     if name == "floor":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: passthrough(True), after=lambda: passthrough(False))

@@ -11,6 +11,7 @@ _LABELS = {
     "control": "raw SDK again (A/A control)",
     "glance": "engine without the Shape lane (glance)",
     "layered": "engine read through httpx2's layers (layered)",
+    "positional": "engine with the positional Shape.fits (positional)",
     "engine": "streamtap, engine only",
     "floor": "engine, hot path with its first test only (floor)",
     "telemetry": "streamtap, all telemetry",
@@ -27,6 +28,7 @@ _VERDICTS = {
 _CHANGES = (
     ("glance", "The Shape lane"),
     ("layered", "Reading the caller's body directly"),
+    ("positional", "Shape.fits without positional arguments"),
 )
 
 

@@ -66,7 +66,7 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "control", "glance", "layered", "engine", "floor", "telemetry"]
+    names = ["raw", "control", "glance", "layered", "positional", "engine", "floor", "telemetry"]
     return [*names, "official"] if _official_installed() else names
 
 
@@ -92,6 +92,7 @@ def test_every_contender_read_every_stream_whole(results: dict[str, Any], index:
     assert contenders["floor"]["spans_per_call"] is None
     assert contenders["glance"]["spans_per_call"] is None
     assert contenders["layered"]["spans_per_call"] is None
+    assert contenders["positional"]["spans_per_call"] is None
     if "official" in contenders:
         assert contenders["official"]["spans_per_call"] == [1]
 
@@ -170,7 +171,11 @@ def test_the_report_shows_the_a_a_control(results: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("before", "what"),
-    [("glance", "The Shape lane"), ("layered", "Reading the caller's body directly")],
+    [
+        ("glance", "The Shape lane"),
+        ("layered", "Reading the caller's body directly"),
+        ("positional", "Shape.fits without positional arguments"),
+    ],
 )
 def test_the_report_pairs_the_engine_with_what_it_changed(
     results: dict[str, Any], before: str, what: str
@@ -260,7 +265,35 @@ def test_the_layered_contender_reads_through_httpx2_only_during_its_own_repetiti
     assert (StreamResponse.iter_bytes, StreamResponse.aiter_bytes) == direct
 
 
-@pytest.mark.parametrize("contender", ["engine", "glance", "layered", "floor"])
+def test_the_positional_contender_tests_reads_as_before_only_during_its_own_repetitions() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import build, consume_sync, positional_fits
+    from _streams import MemoryUpstream, chat_events, responses_events
+
+    from streamtap._chat import CHAT
+    from streamtap._dialect import CONTENT, Shape
+    from streamtap._responses import RESPONSES
+
+    # The former test answers as the current one on the benchmark's reads and their cuts.
+    for dialect, events in ((CHAT, chat_events(5)), (RESPONSES, responses_events(5))):
+        shape = dialect.shape(next(e for e in events if dialect.glance(e) == CONTENT))
+        assert shape is not None
+        reads = [*events, events[-3] + events[-2], *(event[:cut] for event in events for cut in (9, -1, -3))]
+        assert [positional_fits(shape, read) for read in reads] == [shape.fits(read) for read in reads]
+        assert sum(map(shape.fits, reads)) >= 5
+    original = Shape.fits
+    contender = build("positional", MemoryUpstream(5), "sync")
+    contender.before()
+    try:
+        assert Shape.fits is positional_fits
+        assert consume_sync(contender.client, "chat") == 5 + 3
+        assert consume_sync(contender.client, "responses") == 5 + 8
+    finally:
+        contender.finish_repetition()
+    assert Shape.fits is original
+
+
+@pytest.mark.parametrize("contender", ["engine", "glance", "layered", "positional", "floor"])
 def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
     for api, mode in itertools.product(("chat", "responses"), ("sync", "async")):
