@@ -355,6 +355,51 @@ def test_instruction_counts_reports_each_row_per_chunk_and_over_raw(tmp_path: Pa
     assert "[48/48]" in done.stderr
 
 
+# Stands in for valgrind's cachegrind: totals that follow from the arguments, in its summary's
+# format (the I1 line of the engine at 0 streams is the same as raw's, so a share of 0%).
+FAKE_CACHEGRIND = """#!/usr/bin/env python3
+import sys
+args = sys.argv[sys.argv.index("--cachegrind-out-file=/dev/null") + 2:]
+contender, streams = args[2], int(args[3])
+assert "--cache-sim=yes" in sys.argv and "--branch-sim=yes" in sys.argv
+engine = contender == "engine"
+chunks = (2 + streams) * 500
+lines = {
+    "I   refs": 3_000_000 + chunks * (840_000 if engine else 835_000),
+    "I1  misses": chunks * 13_000,
+    "D1  misses": chunks * (11_100 if engine else 11_200),
+    "LL misses": 700_000,
+    "Mispredicts": chunks * (19_190 if engine else 19_000),
+}
+for name, total in lines.items():
+    print(f"==7== {name}: {total:,}  (1 rd + 2 wr)", file=sys.stderr)
+"""
+
+
+def test_cache_counts_reports_each_event_per_chunk_and_over_raw(tmp_path: Path) -> None:
+    valgrind = tmp_path / "valgrind"
+    valgrind.write_text(FAKE_CACHEGRIND)
+    valgrind.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cache_counts.py"), "--contenders=engine"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "Per chunk, chat, 2 streams of 500 chunks minus 0, valgrind's cache and branch simulation "
+        "(over raw: the difference, and its share of raw's):",
+        "",
+        "| contender | mode | instructions | I1 misses | D1 misses | LL misses | mispredicts |",
+        "|---|---|--:|--:|--:|--:|--:|",
+        "| raw | sync | 835,000 | 13,000 | 11,200 | 0 | 19,000 |",
+        "| engine | sync | +5,000 (+0.6%) | +0 (+0.0%) | -100 (-0.9%) | +0 (—) | +190 (+1.0%) |",
+    ]
+    assert "[4/4]" in done.stderr
+
+
 @pytest.mark.anyio
 async def test_the_in_memory_body_reads_once_like_a_socket() -> None:
     # The async SDK drains a chat body after [DONE] by iterating its stream again; a body that
