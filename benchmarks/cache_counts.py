@@ -105,7 +105,8 @@ def main() -> None:
                 if c == "raw":
                     cells.append(f"{value:,.0f}")
                 else:
-                    share = f"{(value - raw[e]) / raw[e]:+.1%}" if raw[e] else "—"
+                    # No share of what raw barely has (last-level misses: ~0 per chunk).
+                    share = f"{(value - raw[e]) / raw[e]:+.1%}" if raw[e] >= 1 else "—"
                     cells.append(f"{value - raw[e]:+,.0f} ({share})")
             print(f"| {c} | {m} | " + " | ".join(cells) + " |")
 
