@@ -16,16 +16,14 @@ Needs valgrind; about 4 minutes per contender and mode with 2 jobs.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from _contenders import NAMES
+import _valgrind
 from _streams import CHUNKS
 
 HERE = Path(__file__).resolve().parent
@@ -63,23 +61,9 @@ def simulate(api: str, contender: str, mode: str, streams: int) -> dict[str, int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--api", choices=("chat", "responses"), default="chat")
-    parser.add_argument("--contenders", default="raw,engine", help=f"comma-separated, of {', '.join(NAMES)}")
-    parser.add_argument("--modes", default="sync", help="comma-separated: sync, async")
-    parser.add_argument("--streams", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser = _valgrind.parser(__doc__, streams=2)
     args = parser.parse_args()
-    contenders = [c for c in args.contenders.split(",") if c != "raw"]
-    modes = args.modes.split(",")
-    unknown = [c for c in contenders if c not in NAMES] + [m for m in modes if m not in ("sync", "async")]
-    if unknown:
-        parser.error(f"unknown contender or mode {unknown}; contenders: {NAMES}, modes: sync, async")
-    if shutil.which("valgrind") is None:
-        parser.error("valgrind is not installed (apt-get install valgrind)")
-    contenders.insert(0, "raw")
+    contenders, modes = _valgrind.contenders_and_modes(parser, args)
     runs = [(c, m, n) for m in modes for c in contenders for n in (args.streams, 0)]
     totals: dict[tuple[str, str, int], dict[str, int]] = {}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:

@@ -19,17 +19,15 @@ row, mode and layout. Progress goes to stderr, the Markdown table to stdout.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from _contenders import NAMES
+import _valgrind
 from _streams import CHUNKS
 
 HERE = Path(__file__).resolve().parent
@@ -65,26 +63,11 @@ def count(api: str, contender: str, mode: str, streams: int, pythonpath: str | N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--api", choices=("chat", "responses"), default="chat")
-    parser.add_argument("--contenders", default="raw,engine", help=f"comma-separated, of {', '.join(NAMES)}")
-    parser.add_argument("--modes", default="sync", help="comma-separated: sync, async")
-    parser.add_argument("--streams", type=int, default=4)
+    parser = _valgrind.parser(__doc__, streams=4)
     parser.add_argument("--before-src", type=Path, help="another checkout's src: its engine as a row")
     parser.add_argument("--layouts", type=int, default=3, help="environment sizes to measure under")
-    parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    contenders = args.contenders.split(",")
-    modes = args.modes.split(",")
-    unknown = [c for c in contenders if c not in NAMES] + [m for m in modes if m not in ("sync", "async")]
-    if unknown:
-        parser.error(f"unknown contender or mode {unknown}; contenders: {NAMES}, modes: sync, async")
-    if shutil.which("valgrind") is None:
-        parser.error("valgrind is not installed (apt-get install valgrind)")
-    if "raw" not in contenders:
-        contenders.insert(0, "raw")
+    contenders, modes = _valgrind.contenders_and_modes(parser, args)
     before = str(args.before_src.resolve()) if args.before_src else None
     if before is not None:
         contenders.append(BEFORE)

@@ -323,24 +323,32 @@ print(f"==7== Collected : {3_000_000_000 + (2 + streams) * 500 * per_chunk}", fi
 """
 
 
-def test_instruction_counts_reports_each_row_per_chunk_and_over_raw(tmp_path: Path) -> None:
+def _with_fake_valgrind(
+    tmp_path: Path, fake: str, script: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     valgrind = tmp_path / "valgrind"
-    valgrind.write_text(FAKE_VALGRIND)
+    valgrind.write_text(fake)
     valgrind.chmod(0o755)
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "instruction_counts.py"),
-            "--contenders=layered,engine",
-            "--modes=sync,async",
-            f"--before-src={tmp_path / 'old-src'}",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_instruction_counts_reports_each_row_per_chunk_and_over_raw(tmp_path: Path) -> None:
+    done = _with_fake_valgrind(
+        tmp_path,
+        FAKE_VALGRIND,
+        "instruction_counts.py",
+        "--contenders=layered,engine",
+        "--modes=sync,async",
+        f"--before-src={tmp_path / 'old-src'}",
+    )
     assert done.stdout.splitlines() == [
         "Instructions per chunk, chat, 4 streams of 500 chunks minus 0, median over 3 layouts "
         "(range of the difference):",
@@ -377,17 +385,7 @@ for name, total in lines.items():
 
 
 def test_cache_counts_reports_each_event_per_chunk_and_over_raw(tmp_path: Path) -> None:
-    valgrind = tmp_path / "valgrind"
-    valgrind.write_text(FAKE_CACHEGRIND)
-    valgrind.chmod(0o755)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "cache_counts.py"), "--contenders=engine"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
-    )
-    assert done.returncode == 0, done.stderr
+    done = _with_fake_valgrind(tmp_path, FAKE_CACHEGRIND, "cache_counts.py", "--contenders=engine")
     assert done.stdout.splitlines() == [
         "Per chunk, chat, 2 streams of 500 chunks minus 0, valgrind's cache and branch simulation "
         "(over raw: the difference, and its share of raw's):",

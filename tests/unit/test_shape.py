@@ -23,6 +23,8 @@ from streamtap._chat import CHAT
 from streamtap._dialect import BAD, CONTENT, PREAMBLE, UNKNOWN, Shape, StreamFacts
 from streamtap._responses import RESPONSES
 
+from .finished import Finished
+
 HEAD = {
     "id": "chatcmpl-1",
     "object": "chat.completion.chunk",
@@ -277,26 +279,8 @@ def _transport(reads: list[bytes]) -> httpx2.MockTransport:
     return httpx2.MockTransport(answer)
 
 
-class _Finished:
-    def __init__(self) -> None:
-        self.calls: list[CallFinished] = []
-
-    def start_call(self, event: Any) -> _Finished:
-        return self
-
-    def on_event(self, event: Any) -> None:
-        if isinstance(event, CallFinished):
-            self.calls.append(event)
-
-    def breaker_changed(self, event: Any) -> None:
-        pass
-
-    def telemetry_failed(self, error: BaseException) -> None:
-        raise AssertionError(error)
-
-
 def _run(reads: list[bytes], mode: str) -> tuple[list[str], CallFinished]:
-    recorder = _Finished()
+    recorder = Finished()
     options: dict[str, Any] = {"api_key": "sk-x", "base_url": "http://upstream.test/v1"}
     kwargs: dict[str, Any] = {
         "model": "gpt-4o",

@@ -26,6 +26,8 @@ from streamtap import CallFinished
 from streamtap.fake._content import Frame, chat_frames, sse_data, sse_event
 from streamtap.fake._responses import ResponseSeed, response_frames
 
+from .finished import Finished
+
 MODEL = "gpt-4o-mini"
 PROMPT = "Tell me a story."
 CHUNKS = 4
@@ -86,24 +88,6 @@ class _Upstream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
             yield read
 
 
-class _Finished:
-    def __init__(self) -> None:
-        self.calls: list[CallFinished] = []
-
-    def start_call(self, event: Any) -> _Finished:
-        return self
-
-    def on_event(self, event: Any) -> None:
-        if isinstance(event, CallFinished):
-            self.calls.append(event)
-
-    def breaker_changed(self, event: Any) -> None:
-        pass
-
-    def telemetry_failed(self, error: BaseException) -> None:
-        raise AssertionError(error)
-
-
 def _texts(api: str, item: Any) -> list[str]:
     if api == "chat":
         return [choice.delta.content or "" for choice in item.choices]
@@ -130,7 +114,7 @@ class _Reader:
     def __init__(self, api: str, mode: str) -> None:
         self.api, self.mode = api, mode
         self.upstream = _Upstream()
-        self.recorder = _Finished()
+        self.recorder = Finished()
         transport = httpx2.MockTransport(self.upstream.answer)
         if mode == "sync":
             raw: Any = openai.OpenAI(http_client=httpx2.Client(transport=transport), **_OPTIONS)
