@@ -206,8 +206,12 @@ def caller_failure() -> Failure | None:
     error = sys.exc_info()[1]
     if error is None:
         return None
-    decoding = isinstance(error, (json.JSONDecodeError, UnicodeDecodeError))
-    if not (decoding or type(error).__name__ == "ValidationError") or not _raised_in_sdk(error.__traceback__):
+    if (
+        not isinstance(error, (json.JSONDecodeError, UnicodeDecodeError))
+        and type(error).__name__ != "ValidationError"
+    ):
+        return None
+    if not _raised_in_sdk(error.__traceback__):
         return None
     return failure("bad_response", "streaming", f"the SDK could not decode an event ({error})")
 
