@@ -127,20 +127,12 @@ def positional_fits(shape: Shape, read: bytes) -> bool:
     )
 
 
-def positional(on: bool) -> None:
-    """Install (or remove) `positional_fits` as every Shape's test, for the whole process."""
+def use_fits(test: Callable[[Shape, bytes], bool] | None) -> None:
+    """Make `test` every Shape's test, for the whole process; None puts the engine's back."""
     from streamtap._dialect import Shape
 
     fits = _ORIGINALS.setdefault("fits", Shape.fits)
-    Shape.fits = positional_fits if on else fits  # type: ignore[method-assign]
-
-
-def passthrough(on: bool) -> None:
-    """Install (or remove) `prefix_only` as every Shape's test, for the whole process."""
-    from streamtap._dialect import Shape
-
-    fits = _ORIGINALS.setdefault("fits", Shape.fits)
-    Shape.fits = prefix_only if on else fits  # type: ignore[method-assign]
+    Shape.fits = test or fits  # type: ignore[method-assign,assignment]
 
 
 def no_shape(on: bool) -> None:
@@ -179,10 +171,10 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
         return Contender(name, client, before=lambda: httpx_layers(True), after=lambda: httpx_layers(False))
     if name == "positional":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
-        return Contender(name, client, before=lambda: positional(True), after=lambda: positional(False))
+        return Contender(name, client, before=lambda: use_fits(positional_fits), after=lambda: use_fits(None))
     if name == "floor":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
-        return Contender(name, client, before=lambda: passthrough(True), after=lambda: passthrough(False))
+        return Contender(name, client, before=lambda: use_fits(prefix_only), after=lambda: use_fits(None))
     if name == "telemetry":
         spans, tracer_provider, meter_provider = _otel()
         registry = CollectorRegistry()
