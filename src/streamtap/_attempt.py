@@ -10,7 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ._dialect import BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, UNKNOWN, Dialect, Shape, StreamFacts
+from ._dialect import (
+    BAD,
+    COMMENT,
+    CONTENT,
+    ERROR,
+    PREAMBLE,
+    TERMINAL,
+    UNKNOWN,
+    CheckedShape,
+    Dialect,
+    Shape,
+    StreamFacts,
+    decodes,
+)
 from ._errors import Failure, classify_error_event, failure
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
@@ -27,6 +40,8 @@ class StreamAttempt:
         idle_timeout: the largest gap between events after the headers, or None.
         deadline: the call's absolute deadline (monotonic), or None.
         committed: True for a resumed stream, whose content the caller already awaits.
+        verify: pass on no event unparsed that does not decode (`decodes`), for a caller
+            that relays events to a client rather than parsing them (the proxy).
     """
 
     __slots__ = (
@@ -39,7 +54,9 @@ class StreamAttempt:
         "_last_content_at",
         "_last_event_at",
         "_learn",
+        "_look",
         "_shape",
+        "_verify",
         "chunks",
         "committed",
         "deadline",
@@ -62,12 +79,17 @@ class StreamAttempt:
         idle_timeout: float | None,
         deadline: float | None,
         committed: bool = False,
+        verify: bool = False,
     ) -> None:
         self._dialect = dialect
         self._buffer = FrameBuffer()
         self._held: list[bytes] = []
-        # The dialect's glance while the hot path is open: committed, nothing held back.
-        self._glance: Callable[[bytes], int] | None = dialect.glance if committed else None
+        # How a committed frame is told without a parse: the dialect's glance, which a
+        # relaying caller (verify) also needs to decode.
+        self._verify = verify
+        self._look: Callable[[bytes], int] = _decoding(dialect.glance) if verify else dialect.glance
+        # `_look` while the hot path is open: committed, nothing held back.
+        self._glance: Callable[[bytes], int] | None = self._look if committed else None
         # The shape of this stream's content frames, learnt from the first one glance knew;
         # `lane` is that shape while the hot path is open, for the drivers (see `passed`).
         self._shape: Shape | None = None
@@ -129,7 +151,10 @@ class StreamAttempt:
             self.passed(now)
             if self._learn:
                 self._learn = False
-                self._shape = self.lane = self._dialect.shape(chunk)
+                shape = self._dialect.shape(chunk)
+                if shape is not None and self._verify:
+                    shape = CheckedShape(shape.prefix, shape.tail, shape.padded)
+                self._shape = self.lane = shape
             if now >= self.deadline:
                 self._check_time(now)
             return chunk
@@ -139,13 +164,14 @@ class StreamAttempt:
             self._fail(failure("bad_response", self.phase, str(error)))
             return b""
         out = self._frames(frames, now) if frames else self._check_time(now)
-        self._glance = self._dialect.glance if self.committed and self._buffer.idle else None
+        self._glance = self._look if self.committed and self._buffer.idle else None
         self.lane = self._shape if self._glance is not None else None
         return out
 
     def _frames(self, frames: bytes, now: float) -> bytes:
         """Classify whole frames; release those the caller may see."""
         dialect = self._dialect
+        look = self._look
         facts = self.facts
         # Once committed, the frames go to the caller exactly as they came, without copies;
         # `released` collects them only when a blank line or a failure means passing part on.
@@ -169,7 +195,7 @@ class StreamAttempt:
                 continue
             start = stop + 2
             frame = frames[begin:start]
-            kind = dialect.glance(frame) if self.committed else UNKNOWN
+            kind = look(frame) if self.committed else UNKNOWN
             if kind == UNKNOWN:
                 kind = dialect.inspect(frame, facts)
             if kind == CONTENT:
@@ -246,3 +272,13 @@ class StreamAttempt:
 
     def _fail(self, failure_: Failure) -> None:
         self.failure = failure_
+
+
+def _decoding(glance: Callable[[bytes], int]) -> Callable[[bytes], int]:
+    """`glance`, except that a frame whose data does not decode is UNKNOWN (to be parsed)."""
+
+    def look(frame: bytes) -> int:
+        kind = glance(frame)
+        return kind if kind == UNKNOWN or decodes(frame) else UNKNOWN
+
+    return look

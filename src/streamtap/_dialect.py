@@ -90,6 +90,33 @@ class Shape:
         return end == b"}\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedShape(Shape):
+    """A Shape whose reads must also decode (`decodes`) to fit.
+
+    For an engine whose caller relays events rather than parsing them (the proxy): a read
+    that looks right but is not UTF-8 JSON then takes the full parse and fails the attempt
+    as `bad_response`, instead of failing in a client the engine cannot see.
+    """
+
+    def fits(self, read: bytes) -> bool:
+        return Shape.fits(self, read) and decodes(read)
+
+
+def decodes(frame: bytes) -> bool:
+    """Whether the data of `frame`, one event ending with its `data:` line, is UTF-8 JSON.
+
+    What a client's SDK needs of every event it reads. False also for any frame laid out
+    otherwise, which then takes the full parse. About a JSON parse's cost (~5 µs per frame).
+    """
+    try:
+        text = frame.decode()
+        json.loads(text[text.find("data: ") + 6 : -2])
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        return False
+    return True
+
+
 class Dialect(Protocol):
     api: Api
 

@@ -105,6 +105,7 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         idle_timeout=policy.idle_timeout,
         deadline=call.deadline,
         committed=send.resume,
+        verify=call.engine.verify_events,
     )
     if send.resume and call.stream is not None:
         # A resumed stream continues the committed one: same facts, same counters.

@@ -41,6 +41,11 @@ class Engine:
             registry, OpenTelemetry traces and metrics on the global providers).
         capture_content: record prompts and answers in telemetry; None reads
             OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
+        verify_events: check that every event passed on without a full parse decodes (UTF-8
+            JSON) before it goes out; one that does not fails the attempt as `bad_response`.
+            For callers that relay the events rather than parse them (the proxy), whose
+            clients would otherwise fail where the engine cannot see it. In-process the SDK's
+            own parse catches such an event, at no cost to the hot path.
         clock, wall, rng, sleep: injectable for tests.
     """
 
@@ -51,6 +56,7 @@ class Engine:
         recorders: Sequence[Recorder] | None = None,
         *,
         capture_content: bool | None = None,
+        verify_events: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
@@ -73,6 +79,7 @@ class Engine:
 
             capture_content = capture_from_env()
         self.capture_content = capture_content
+        self.verify_events = verify_events
         self.clock = clock
         self.wall = wall
         self.rng = rng

@@ -56,7 +56,8 @@ class Proxy:
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.engine = Engine(config.policy, config.fallbacks, recorders)
+        # Its clients parse what the engine passes on where the engine cannot see them fail.
+        self.engine = Engine(config.policy, config.fallbacks, recorders, verify_events=True)
         self.transport = transport if transport is not None else UpstreamTransport(max_keepalive=512)
         self._ready: tuple[float, bool, str] | None = None
         self._metrics: Callable[..., Awaitable[None]] | None = None

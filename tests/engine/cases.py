@@ -17,6 +17,9 @@ class Case:
     attempts: int
     prefix: int = 0  # pieces delivered before the error
     sdk_error: type[Exception] | None = None  # the SDK's own exception, when not retried
+    # In process, what the SDK raises itself when it fails on an event the engine passed on
+    # unparsed (the proxy, which checks every such event, ends the stream with an error event).
+    in_process_error: type[Exception] | None = None
     apis: tuple[str, ...] = ("chat", "responses")
 
 
@@ -47,6 +50,7 @@ BEFORE_COMMIT = [
     Case("error-event-not-retryable", "error_after=0;error_code=invalid_prompt", "upstream_error_event", 1),
     Case("response-failed", "error_after=0;error_kind=failed", None, 2, apis=("responses",)),
     Case("malformed", "malformed_after=0", None, 2),
+    Case("garbled", "garbled_after=0", None, 2),
     Case("keepalive", "keepalive=3", None, 1),
 ]
 
@@ -64,4 +68,5 @@ AFTER_COMMIT = [
         apis=("responses",),
     ),
     Case("malformed", f"malformed_after={AFTER}", "bad_response", 1, AFTER),
+    Case("garbled", f"garbled_after={AFTER}", "bad_response", 1, AFTER, in_process_error=UnicodeDecodeError),
 ]

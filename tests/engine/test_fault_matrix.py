@@ -36,7 +36,7 @@ def _run(client: Any, api: str, mode: str, received: list[str]) -> BaseException
             read_sync(client, api, received)
         else:
             anyio.run(read_async, client, api, received)
-    except openai.APIError as error:
+    except (openai.APIError, UnicodeDecodeError) as error:
         return error
     return None
 
@@ -64,8 +64,8 @@ def test_fault(
     assert finished.outcome == "error"
     assert finished.error_type == case.error_type
     assert received == pieces[: case.prefix]
-    if case.sdk_error is not None:
-        assert type(error) is case.sdk_error
+    if case.sdk_error is not None or case.in_process_error is not None:
+        assert type(error) is (case.sdk_error or case.in_process_error)
     else:
         assert isinstance(error, streamtap.StreamInterrupted)
         assert error.error_type == case.error_type

@@ -49,6 +49,7 @@ class FakeClock:
         pytest.param(
             "malformed_after=4;keepalive=3", FaultSpec(malformed_after=4, keepalive=3), id="malformed+ka"
         ),
+        pytest.param("garbled_after=2", FaultSpec(garbled_after=2), id="garbled"),
         pytest.param(
             "status=500;times=2;model=gpt-4o", FaultSpec(status=500, times=2, model="gpt-4o"), id="filters"
         ),

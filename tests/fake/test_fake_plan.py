@@ -34,7 +34,7 @@ SSE_HEAD = Head(200, (("content-type", "text/event-stream; charset=utf-8"),), No
 
 def plan(spec: str, timing: Timing | None = None) -> list[Action]:
     return stream_plan(
-        FRAMES, parse_fault(spec), timing or Timing(), (), lambda seq: f"ERR{seq}".encode(), b"BAD"
+        FRAMES, parse_fault(spec), timing or Timing(), (), lambda seq: f"ERR{seq}".encode(), b"BAD", b"c"
     )
 
 
@@ -56,6 +56,16 @@ def w(*chunks: str) -> list[Action]:
         pytest.param("error_after=3", [*w("H", "P", "c1", "c2", "c3", "ERR5"), End()], id="error-after-last"),
         pytest.param(
             "malformed_after=1", [*w("H", "P", "c1", "BAD", "c2", "c3", "stop", "DONE"), End()], id="bad"
+        ),
+        pytest.param(
+            "garbled_after=1",
+            [*w("H", "P", "c1"), Write(b"c\xff2"), *w("c2", "c3", "stop", "DONE"), End()],
+            id="garbled",
+        ),
+        pytest.param(
+            "garbled_after=3",
+            [*w("H", "P", "c1", "c2", "c3"), Write(b"c\xff3"), *w("stop", "DONE"), End()],
+            id="garbled-after-last",
         ),
         pytest.param(
             "stall_after=2;stall=0.5",
@@ -105,7 +115,7 @@ def test_plain_ttft_is_one_pause_before_the_preamble() -> None:
 
 def test_zero_chunk_stream_still_fires_faults_after_the_preamble() -> None:
     frames = [Frame("pre", b"P"), Frame("post", b"stop"), Frame("post", b"DONE")]
-    got = stream_plan(frames, parse_fault("error_after=5"), Timing(), (), lambda _seq: b"ERR", b"BAD")
+    got = stream_plan(frames, parse_fault("error_after=5"), Timing(), (), lambda _seq: b"ERR", b"BAD", b"c")
     assert got == [SSE_HEAD, Write(b"P"), Write(b"ERR"), End()]
 
 
@@ -138,6 +148,11 @@ JSON_HEADERS = (("content-type", "application/json"),)
         ),
         pytest.param(
             "keepalive=3", [Head(200, JSON_HEADERS, len(BODY)), Write(BODY), End()], id="stream-only"
+        ),
+        pytest.param(
+            "garbled_after=0",
+            [Head(200, JSON_HEADERS, len(BODY)), Write(BODY), End()],
+            id="garbled-stream-only",
         ),
     ],
 )

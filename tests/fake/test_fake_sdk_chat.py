@@ -199,6 +199,13 @@ def test_malformed_json_raises_a_decode_error(client: openai.OpenAI) -> None:
     assert len(texts(got)) == 2
 
 
+def test_garbled_text_raises_a_unicode_error(client: openai.OpenAI) -> None:
+    got: list[ChatCompletionChunk] = []
+    with pytest.raises(UnicodeDecodeError):
+        consume(stream(client, fault("garbled_after=2")), got)
+    assert len(texts(got)) == 2
+
+
 def test_keepalive_comments_are_ignored(client: openai.OpenAI, fake: FakeUpstream) -> None:
     got = list(stream(client, fault("keepalive=3", **{"x-fake-ttft": "0.04"})))
     assert texts(got) == fake.expected_pieces(model=MODEL, messages=MESSAGES)

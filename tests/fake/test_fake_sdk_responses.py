@@ -119,6 +119,13 @@ def test_malformed_json_raises_a_decode_error(client: openai.OpenAI) -> None:
     assert len(deltas(got)) == 1
 
 
+def test_garbled_text_raises_a_unicode_error(client: openai.OpenAI) -> None:
+    got: list[ResponseStreamEvent] = []
+    with pytest.raises(UnicodeDecodeError):
+        consume(create(client, "garbled_after=1"), got)
+    assert len(deltas(got)) == 1
+
+
 def test_status_fault(client: openai.OpenAI) -> None:
     with pytest.raises(openai.RateLimitError) as excinfo:
         create(client, "status=429;retry_after=1")

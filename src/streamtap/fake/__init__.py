@@ -36,6 +36,9 @@ a fault "after N" fires after min(N, chunks) of them (N=0: before the first cont
 ``error_kind=event|failed`` with error_after: responses send ``response.failed`` instead
 ``error_code=CODE``         the error code (default ``server_error``); also with status
 ``malformed_after=N``       an event whose data is invalid JSON after N contents, then continue
+``garbled_after=N``         after N contents, a copy of the next (or last) content event with a
+                            byte that is not UTF-8 (0xff) at the start of its text, then
+                            continue: it looks like content to anything that does not decode it
 ``keepalive=K``             K ``: keep-alive`` comments spread over the time to first token
 ``times=N``                 header: only the first N requests with this exact header value get
                             the fault, later ones are clean; queue: the spec serves N requests
@@ -45,7 +48,8 @@ a fault "after N" fires after min(N, chunks) of them (N=0: before the first cont
 At most one of status, reset, drop_after, truncate_after, error_after per spec. Stalls end
 early when the client disconnects. Non-streamed requests: ttft, gaps and stall_first delay
 the headers; drop_after sends half the body then resets; truncate_after sends half then
-closes; malformed_after sends invalid JSON; error_after becomes a 500.
+closes; malformed_after sends invalid JSON; error_after becomes a 500; garbled_after only
+affects streams.
 
 Selection, first match wins: (1) the ``x-fake-fault`` request header; (2) the queue
 (`FakeUpstream.enqueue`), one spec per generation request; (3) `Incident` windows relative to

@@ -28,6 +28,8 @@ _MALFORMED = {
     "chat": b'data: {"id":"chatcmpl-malformed","choices":[{"delta":\n\n',
     "responses": b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","d\n\n',
 }
+# What precedes the text in each dialect's content events (`garbled_after`).
+_TEXT_KEY = {"chat": b'"content":"', "responses": b'"delta":"'}
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini", "o4-mini")
 
 
@@ -259,7 +261,13 @@ class App:
             }
         }
         return stream_plan(
-            frames, fault, timing, h, lambda _seq: _content.sse_data(error), _MALFORMED["chat"]
+            frames,
+            fault,
+            timing,
+            h,
+            lambda _seq: _content.sse_data(error),
+            _MALFORMED["chat"],
+            _TEXT_KEY["chat"],
         )
 
     def _create_response(
@@ -328,4 +336,6 @@ class App:
             error = {"type": "error", "code": code, "message": message, "param": None}
             return _content.sse_event("error", {**error, "sequence_number": sequence_number})
 
-        return stream_plan(frames, fault, timing, h, error_frame, _MALFORMED["responses"])
+        return stream_plan(
+            frames, fault, timing, h, error_frame, _MALFORMED["responses"], _TEXT_KEY["responses"]
+        )

@@ -37,6 +37,7 @@ _KEYS = (
     "error_kind",
     "error_code",
     "malformed_after",
+    "garbled_after",
     "keepalive",
     "times",
     "model",
@@ -51,6 +52,7 @@ _COUNT_KEYS = frozenset(
         "stall_after",
         "error_after",
         "malformed_after",
+        "garbled_after",
         "keepalive",
     }
 )
@@ -79,6 +81,7 @@ class FaultSpec:
     error_kind: ErrorKind = "event"
     error_code: str | None = None
     malformed_after: int | None = None
+    garbled_after: int | None = None
     keepalive: int = 0
     times: int | None = None
     model: str | None = None

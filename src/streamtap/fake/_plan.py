@@ -94,6 +94,15 @@ def _first_token(fault: FaultSpec, timing: Timing) -> list[Action]:
     return actions
 
 
+def garbled(frame: bytes, text_key: bytes) -> bytes:
+    """`frame` with a byte that is never UTF-8 (0xff) at the start of its text.
+
+    Everything else is as it was, so the event still looks like the stream's content events
+    to anything that does not decode it.
+    """
+    return frame.replace(text_key, text_key + b"\xff", 1)
+
+
 def stream_plan(
     frames: Sequence[Frame],
     fault: FaultSpec,
@@ -101,6 +110,7 @@ def stream_plan(
     headers: Headers,
     error_frame: Callable[[int | None], bytes],
     malformed: bytes,
+    text_key: bytes,
 ) -> list[Action]:
     """The plan of a streamed (SSE) response under `fault`.
 
@@ -111,6 +121,7 @@ def stream_plan(
         headers: response headers besides the content type.
         error_frame: builds the dialect's error event, given the sequence number it takes.
         malformed: the dialect's invalid-JSON event.
+        text_key: what precedes the text in the dialect's content events (`garbled`).
     """
     actions: list[Action] = [
         Head(200, (("content-type", "text/event-stream; charset=utf-8"), *headers), None)
@@ -121,11 +132,15 @@ def stream_plan(
     actions += _first_token(fault, timing)
     contents = 0
     after_last = False
+    content = next((frame.data for frame in rest if frame.kind == "content"), malformed)
     for frame in rest:
         # Faults fire at content boundaries: before each content and after the last one.
         if frame.kind == "content" or (frame.kind == "post" and not after_last):
             after_last = frame.kind == "post"
-            if _at_boundary(actions, fault, contents, frame, error_frame, malformed):
+            if frame.kind == "content":
+                content = frame.data
+            bad = (malformed, garbled(content, text_key))
+            if _at_boundary(actions, fault, contents, frame, error_frame, bad):
                 return actions
         if frame.kind == "content":
             if contents and timing.gap:
@@ -142,9 +157,12 @@ def _at_boundary(
     contents: int,
     upcoming: Frame,
     error_frame: Callable[[int | None], bytes],
-    malformed: bytes,
+    bad: tuple[bytes, bytes],
 ) -> bool:
-    """Apply the faults due after `contents` content frames; True when the response ended."""
+    """Apply the faults due after `contents` content frames; True when the response ended.
+
+    `bad` is the malformed event and the garbled copy of the content frame next (or last).
+    """
     last = upcoming.kind != "content"  # the boundary after the final content frame
     due = _due(contents, last)
     if due(fault.drop_after):
@@ -159,7 +177,9 @@ def _at_boundary(
     if due(fault.stall_after):
         actions.append(Pause(fault.stall or 0.0))
     if due(fault.malformed_after):
-        actions.append(Write(malformed))
+        actions.append(Write(bad[0]))
+    if due(fault.garbled_after):
+        actions.append(Write(bad[1]))
     return False
 
 
@@ -179,7 +199,7 @@ def body_fault_plan(
     every gap and `stall_first` delay the headers. Body faults: `drop_after` sends half the
     body then resets; `truncate_after` sends half then closes cleanly (short body);
     `malformed_after` sends a complete but invalid JSON body; `error_after` becomes a 500.
-    `keepalive` and `stall_after` only affect streams.
+    `keepalive`, `stall_after` and `garbled_after` only affect streams.
     """
     delay = timing.ttft + timing.gap * max(0, chunks - 1) + (fault.stall_first or 0.0)
     prefix: list[Action] = [Pause(delay)] if delay else []

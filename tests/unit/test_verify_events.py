@@ -1,0 +1,131 @@
+"""verify_events: for a relaying caller (the proxy), nothing unparsed goes out that does not decode."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamtap._attempt import StreamAttempt
+from streamtap._chat import CHAT
+from streamtap._dialect import CheckedShape, Dialect, Shape, decodes
+from streamtap._responses import RESPONSES
+
+ROLE = b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+def chat(text: bytes) -> bytes:
+    """A chat content frame as OpenAI writes them (glance knows it; its Shape is padded)."""
+    head = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"'
+    return head + text + b'"},"finish_reason":null}],"obfuscation":"k3"}\n\n'
+
+
+def delta(text: bytes, event: bytes = b"response.output_text.delta") -> bytes:
+    data = b'{"type":"response.output_text.delta","sequence_number":3,"delta":"' + text + b'"}'
+    return b"event: " + event + b"\ndata: " + data + b"\n\n"
+
+
+CREATED = b'event: response.created\ndata: {"type":"response.created","response":{"id":"r1"}}\n\n'
+
+
+def attempt(dialect: Dialect, verify: bool) -> StreamAttempt:
+    return StreamAttempt(
+        dialect,
+        sent_at=0.0,
+        headers_at=0.0,
+        first_token_timeout=None,
+        idle_timeout=None,
+        deadline=None,
+        verify=verify,
+    )
+
+
+def drive(stream: StreamAttempt, reads: list[bytes]) -> bytes:
+    """What the drivers do with each read: the lane when it fits, else `feed`."""
+    out: list[bytes] = []
+    for read in reads:
+        lane = stream.lane
+        if lane is not None and lane.fits(read):
+            stream.passed(1.0)
+            out.append(read)
+            continue
+        out.append(stream.feed(read, 1.0))
+        if stream.failure is not None:
+            break
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        pytest.param(chat(b"Hi"), True, id="chat"),
+        pytest.param(chat("héllo".encode()), True, id="chat-utf8"),
+        pytest.param(chat(b"a\\nb \\u00e9 \\\\"), True, id="chat-escapes"),
+        pytest.param(chat(b"\xffHi"), False, id="chat-not-utf8"),
+        pytest.param(chat(b"\xc3"), False, id="chat-cut-utf8"),
+        pytest.param(chat(b"a\\qb"), False, id="chat-bad-escape"),
+        pytest.param(chat(b"a\x01b"), False, id="chat-control-char"),
+        pytest.param(b'data: {"id":"c1",,"finish_reason":null}\n\n', False, id="chat-bad-json"),
+        pytest.param(delta(b"Hi"), True, id="responses"),
+        pytest.param(delta(b"\xffHi"), False, id="responses-not-utf8"),
+        pytest.param(delta(b"Hi", event=b"\xff.delta"), False, id="responses-event-not-utf8"),
+        pytest.param(b"event: x\n\n", False, id="no-data-line"),
+    ],
+)
+def test_decodes(frame: bytes, expected: bool) -> None:
+    assert decodes(frame) is expected
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_the_lane_checks_decoding_only_when_verifying(verify: bool) -> None:
+    stream = attempt(CHAT, verify)
+    drive(stream, [ROLE, chat(b"Hi"), chat(b" there")])
+    assert type(stream.lane) is (CheckedShape if verify else Shape)
+    assert stream.lane is not None
+    assert stream.lane.fits(chat(b" more")) is True
+    assert stream.lane.fits(chat(b"\xff more")) is (not verify)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(chat(b"\xff there"), id="not-utf8"),
+        pytest.param(chat(b"a\\qb"), id="bad-escape"),
+        pytest.param(b'data: {"id":"c1","x":,"finish_reason":null}\n\n', id="bad-json"),
+    ],
+)
+@pytest.mark.parametrize("together", [False, True], ids=["own-read", "one-read-with-good"])
+def test_a_bad_event_after_commit_is_bad_response_and_not_passed_on(bad: bytes, together: bool) -> None:
+    stream = attempt(CHAT, verify=True)
+    good = [ROLE, chat(b"Hi"), chat(b" there")]
+    reads = [*good, chat(b" one") + bad] if together else [*good, chat(b" one"), bad]
+    out = drive(stream, [*reads, chat(b" never"), DONE])
+    assert out == b"".join(good) + chat(b" one")
+    assert stream.failure is not None
+    assert (stream.failure.error_type, stream.failure.phase) == ("bad_response", "streaming")
+    assert stream.chunks == 3
+
+
+def test_in_process_a_garbled_event_goes_to_the_sdk_which_fails_on_it() -> None:
+    # Door 1 keeps the hot path: the SDK parses every event, and the driver classifies its
+    # decode error (tests/unit/test_split_reads.py).
+    stream = attempt(CHAT, verify=False)
+    reads = [ROLE, chat(b"Hi"), chat(b" there"), chat(b"\xff bad"), DONE]
+    assert drive(stream, reads) == b"".join(reads)
+    assert stream.failure is None
+
+
+def test_escaped_text_still_goes_on_when_verifying() -> None:
+    stream = attempt(CHAT, verify=True)
+    reads = [ROLE, chat(b"Hi"), chat(b"a\\nb"), chat(b'say \\"hi\\"'), chat("é".encode()), DONE]
+    assert drive(stream, reads) == b"".join(reads)
+    assert stream.failure is None
+    assert stream.chunks == 4
+
+
+def test_responses_garbled_delta_after_commit() -> None:
+    stream = attempt(RESPONSES, verify=True)
+    reads = [CREATED, delta(b"Hi"), delta(b" there"), delta(b"\xff bad"), delta(b" never")]
+    assert drive(stream, reads) == b"".join(reads[:3])
+    assert stream.failure is not None
+    assert stream.failure.error_type == "bad_response"
+    assert stream.chunks == 2
