@@ -18,10 +18,10 @@ from ._dialect import (
     PREAMBLE,
     TERMINAL,
     UNKNOWN,
-    CheckedShape,
     Dialect,
     Shape,
     StreamFacts,
+    checked,
     decodes,
 )
 from ._errors import Failure, classify_error_event, failure
@@ -153,7 +153,7 @@ class StreamAttempt:
                 self._learn = False
                 shape = self._dialect.shape(chunk)
                 if shape is not None and self._verify:
-                    shape = CheckedShape(shape.prefix, shape.tail, shape.padded)
+                    shape = checked(shape)
                 self._shape = self.lane = shape
             if now >= self.deadline:
                 self._check_time(now)

@@ -90,17 +90,52 @@ class Shape:
         return end == b"}\n\n"
 
 
+# What a JSON string cannot hold as it is: control characters, and the backslash of escapes.
+_UNSAFE = bytes(range(32)) + b"\\"
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedShape(Shape):
     """A Shape whose reads must also decode (`decodes`) to fit.
 
     For an engine whose caller relays events rather than parsing them (the proxy): a read
     that looks right but is not UTF-8 JSON then takes the full parse and fails the attempt
-    as `bad_response`, instead of failing in a client the engine cannot see.
+    as `bad_response`, instead of failing in a client the engine cannot see. Build it with
+    `checked`.
     """
 
+    unsafe: int = 0  # bytes of `_UNSAFE` in every read of the layout outside text and padding
+
     def fits(self, read: bytes) -> bool:
-        return Shape.fits(self, read) and decodes(read)
+        if not Shape.fits(self, read):
+            return False
+        # Outside its text (and padding) a chat read that fits has the bytes of a frame that
+        # decoded. Text and padding hold no quote; with no control byte or backslash either,
+        # and in UTF-8, they are JSON strings as they stand: the read decodes, proven in
+        # ~0.5 µs, where the parse costs ~5. Anything else (an escape, responses' variable
+        # data) gets the parse.
+        if (
+            self.tail is not None
+            and len(read) - len(read.translate(None, _UNSAFE)) == self.unsafe
+            and (read.isascii() or _utf8(read))
+        ):
+            return True
+        return decodes(read)
+
+
+def checked(shape: Shape) -> CheckedShape:
+    """`shape`, learnt from a frame that decodes, as a CheckedShape."""
+    around = shape.prefix + (shape.tail or b"") + (b"\n\n" if shape.padded else b"")
+    unsafe = len(around) - len(around.translate(None, _UNSAFE))
+    return CheckedShape(shape.prefix, shape.tail, shape.padded, unsafe)
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decodes(frame: bytes) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import random
+from typing import Any
+
 import pytest
 
 from streamtap._attempt import StreamAttempt
 from streamtap._chat import CHAT
-from streamtap._dialect import CheckedShape, Dialect, Shape, decodes
+from streamtap._dialect import CheckedShape, Dialect, Shape, checked, decodes
 from streamtap._responses import RESPONSES
 
 ROLE = b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
@@ -129,3 +133,70 @@ def test_responses_garbled_delta_after_commit() -> None:
     assert stream.failure is not None
     assert stream.failure.error_type == "bad_response"
     assert stream.chunks == 2
+
+
+def sdk_decodes(read: bytes) -> bool:
+    """What a client's SDK does with the event: decode the lines as UTF-8, parse the data."""
+    try:
+        data = read.decode().split("data: ", 1)[1]
+        json.loads(data)
+    except (ValueError, IndexError):
+        return False
+    return True
+
+
+# Text bytes: plain, UTF-8, escapes good and bad, raw control bytes, bytes that are not UTF-8.
+_PIECES = [
+    b"a",
+    b" ",
+    b"word",
+    b"ok",
+    "\u00e9".encode(),
+    "\u2603".encode(),
+    b"\\n",
+    b"\\u00e9",
+    b"\\\\",
+    b"\\q",
+    b"\\u12",
+]
+_PIECES += [b"\\", b"\n", b"\t", b"\x00", b"\x1f", b"\x7f", b"\xff", b"\xc3", b"\xed\xa0\x80", b"}", b"{"]
+
+
+def chat_unpadded(text: bytes, pad: bytes) -> bytes:
+    return chat(text).replace(b',"obfuscation":"k3"', b"")
+
+
+def chat_padded(text: bytes, pad: bytes) -> bytes:
+    return chat(text).replace(b'"k3"', b'"' + pad + b'"')
+
+
+def responses_delta(text: bytes, pad: bytes) -> bytes:
+    return delta(text).replace(b'"sequence_number":3', b'"sequence_number":' + str(len(pad) * 7).encode())
+
+
+@pytest.mark.parametrize(
+    ("make", "dialect"),
+    [(chat_padded, CHAT), (chat_unpadded, CHAT), (responses_delta, RESPONSES)],
+    ids=["chat-padded", "chat-unpadded", "responses"],
+)
+def test_a_checked_shape_fits_exactly_what_fits_and_decodes(make: Any, dialect: Dialect) -> None:
+    # Its quick proof (no control byte or backslash, UTF-8) and its parse together answer
+    # exactly as the SDK's decoding would, over seeded random texts and paddings.
+    shape = dialect.shape(make(b"learnt", b"k3"))
+    assert shape is not None
+    strict = checked(shape)
+    rng = random.Random(7)
+    answers = {True: 0, False: 0}
+    for _ in range(3000):
+        text = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 3)))
+        pad = b"".join(
+            rng.choice([b"a", b"Z", b"9", b"\\", b"\n", b"\xff"]) for _ in range(rng.randint(1, 3))
+        )
+        read = make(text, pad)
+        if not shape.fits(read):
+            assert not strict.fits(read)
+            continue
+        expected = sdk_decodes(read)
+        assert strict.fits(read) is expected, read
+        answers[expected] += 1
+    assert answers[True] > 200 and answers[False] > 200, answers
