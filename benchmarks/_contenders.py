@@ -16,6 +16,9 @@ positional the engine with Shape.fits as it was before it used removeprefix and 
 floor      the engine with its hot path's test cut to the first one (`prefix_only`): a read that
            starts like the stream's content frames passes; what sitting in the byte path,
            counting and timing each chunk, costs before the other tests
+verified   the engine as the proxy runs it (`Engine(verify_events=True)`): every event it passes
+           on unparsed is first checked to decode; against `engine`, what that check costs
+           (in process the SDK then parses each event as well, as it always does)
 telemetry  streamtap.instrument(raw, recorders=setup_telemetry(...)): OTel traces (SDK
            TracerProvider, SimpleSpanProcessor into an InMemorySpanExporter), OTel metrics
            (SDK MeterProvider, InMemoryMetricReader) and Prometheus on a fresh CollectorRegistry
@@ -53,7 +56,18 @@ if TYPE_CHECKING:
 # (instruction_counts.py --before-src), which may not have them.
 _ORIGINALS: dict[str, Any] = {}
 
-NAMES = ("raw", "control", "glance", "layered", "positional", "engine", "floor", "telemetry", "official")
+NAMES = (
+    "raw",
+    "control",
+    "glance",
+    "layered",
+    "positional",
+    "engine",
+    "floor",
+    "verified",
+    "telemetry",
+    "official",
+)
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -175,6 +189,15 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     if name == "floor":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: use_fits(prefix_only), after=lambda: use_fits(None))
+    if name == "verified":
+        from streamtap._engine import Engine
+        from streamtap._instrument import streamtap_http_client
+
+        raw = _raw(upstream, mode)
+        engine = Engine(recorders=[], verify_events=True)
+        return Contender(
+            name, raw.copy(http_client=streamtap_http_client(raw._client, engine), max_retries=0)
+        )
     if name == "telemetry":
         spans, tracer_provider, meter_provider = _otel()
         registry = CollectorRegistry()

@@ -66,7 +66,7 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "control", "glance", "layered", "positional", "engine", "floor", "telemetry"]
+    names = ["raw", "control", "glance", "layered", "positional", "engine", "floor", "verified", "telemetry"]
     return [*names, "official"] if _official_installed() else names
 
 
@@ -93,6 +93,7 @@ def test_every_contender_read_every_stream_whole(results: dict[str, Any], index:
     assert contenders["glance"]["spans_per_call"] is None
     assert contenders["layered"]["spans_per_call"] is None
     assert contenders["positional"]["spans_per_call"] is None
+    assert contenders["verified"]["spans_per_call"] is None
     if "official" in contenders:
         assert contenders["official"]["spans_per_call"] == [1]
 
@@ -293,7 +294,7 @@ def test_the_positional_contender_tests_reads_as_before_only_during_its_own_repe
     assert Shape.fits is original
 
 
-@pytest.mark.parametrize("contender", ["engine", "glance", "layered", "positional", "floor"])
+@pytest.mark.parametrize("contender", ["engine", "glance", "layered", "positional", "floor", "verified"])
 def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
     for api, mode in itertools.product(("chat", "responses"), ("sync", "async")):
@@ -415,3 +416,15 @@ async def test_the_in_memory_body_reads_once_like_a_socket() -> None:
     assert isinstance(async_body, httpx2.AsyncByteStream)
     assert [chunk async for chunk in async_body] == chat_events(3)
     assert [chunk async for chunk in async_body] == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_verified_contender_checks_what_its_engine_passes_on(mode: str) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import build
+    from _streams import MemoryUpstream
+
+    client = build("verified", MemoryUpstream(5), mode).client
+    assert client._client._transport.engine.verify_events is True
+    assert client.max_retries == 0
+    assert build("engine", MemoryUpstream(5), mode).client._client._transport.engine.verify_events is False
