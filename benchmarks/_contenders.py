@@ -16,6 +16,11 @@ positional the engine with Shape.fits as it was before it used removeprefix and 
 floor      the engine with its hot path's test cut to the first one (`prefix_only`): a read that
            starts like the stream's content frames passes; what sitting in the byte path,
            counting and timing each chunk, costs before the other tests
+unkept     the engine keeping no delivered chunk (`unkept`: each call's `delivered` a deque of one,
+           a C append like the list's, so each chunk is freed once the SDK is done with it, as
+           under the raw SDK); against `engine`, what holding a stream's chunks until the call
+           ends costs beyond its instructions (the benchmark's streams never fail, so the
+           text for an error is never asked for)
 verified   the engine as the proxy runs it (`Engine(verify_events=True)`): every event it passes
            on unparsed is first checked to decode; against `engine`, what that check costs
            (in process the SDK then parses each event as well, as it always does)
@@ -31,6 +36,7 @@ on right before each of its own repetitions and off right after, outside the tim
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +70,7 @@ NAMES = (
     "positional",
     "engine",
     "floor",
+    "unkept",
     "verified",
     "telemetry",
     "official",
@@ -171,6 +178,20 @@ def httpx_layers(on: bool) -> None:
         StreamResponse.iter_bytes, StreamResponse.aiter_bytes = readers  # type: ignore[method-assign]
 
 
+def unkept(on: bool) -> None:
+    """Make (or stop making) every call keep at most its last delivered chunk."""
+    from streamtap._engine import Engine
+
+    start_call = _ORIGINALS.setdefault("start_call", Engine.start_call)
+
+    def forgetful(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        call = start_call(self, *args, **kwargs)
+        call.delivered = collections.deque(maxlen=1)
+        return call
+
+    Engine.start_call = forgetful if on else start_call  # type: ignore[method-assign]
+
+
 def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     """The contender `name` (one of NAMES) in `mode` (sync, async)."""
     if name in ("raw", "control"):
@@ -189,6 +210,9 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     if name == "floor":
         client = streamtap.instrument(_raw(upstream, mode), recorders=[])
         return Contender(name, client, before=lambda: use_fits(prefix_only), after=lambda: use_fits(None))
+    if name == "unkept":
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[])
+        return Contender(name, client, before=lambda: unkept(True), after=lambda: unkept(False))
     if name == "verified":
         from streamtap._engine import Engine
         from streamtap._instrument import streamtap_http_client

@@ -14,6 +14,7 @@ _LABELS = {
     "positional": "engine with the positional Shape.fits (positional)",
     "engine": "streamtap, engine only",
     "floor": "engine, hot path with its first test only (floor)",
+    "unkept": "engine keeping no delivered chunk (unkept)",
     "verified": "engine checking what it passes on, as the proxy does (verified)",
     "telemetry": "streamtap, all telemetry",
     "official": "official OTel instrumentation",

@@ -66,7 +66,8 @@ def test_settings_and_environment_are_reported(results: dict[str, Any]) -> None:
 
 
 def _expected_contenders() -> list[str]:
-    names = ["raw", "control", "glance", "layered", "positional", "engine", "floor", "verified", "telemetry"]
+    names = ["raw", "control", "glance", "layered", "positional", "engine", "floor", "unkept", "verified"]
+    names.append("telemetry")
     return [*names, "official"] if _official_installed() else names
 
 
@@ -94,6 +95,7 @@ def test_every_contender_read_every_stream_whole(results: dict[str, Any], index:
     assert contenders["layered"]["spans_per_call"] is None
     assert contenders["positional"]["spans_per_call"] is None
     assert contenders["verified"]["spans_per_call"] is None
+    assert contenders["unkept"]["spans_per_call"] is None
     if "official" in contenders:
         assert contenders["official"]["spans_per_call"] == [1]
 
@@ -294,7 +296,9 @@ def test_the_positional_contender_tests_reads_as_before_only_during_its_own_repe
     assert Shape.fits is original
 
 
-@pytest.mark.parametrize("contender", ["engine", "glance", "layered", "positional", "floor", "verified"])
+@pytest.mark.parametrize(
+    "contender", ["engine", "glance", "layered", "positional", "floor", "unkept", "verified"]
+)
 def test_instructions_script_runs(contender: str) -> None:
     script = ROOT / "benchmarks" / "instructions.py"
     for api, mode in itertools.product(("chat", "responses"), ("sync", "async")):
@@ -428,3 +432,25 @@ def test_the_verified_contender_checks_what_its_engine_passes_on(mode: str) -> N
     assert client._client._transport.engine.verify_events is True
     assert client.max_retries == 0
     assert build("engine", MemoryUpstream(5), mode).client._client._transport.engine.verify_events is False
+
+
+def test_the_unkept_contender_keeps_only_the_last_chunk_during_its_own_repetitions() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import build, consume_sync
+    from _streams import MemoryUpstream
+
+    from streamtap._engine import Engine
+
+    original = Engine.start_call
+    contender = build("unkept", MemoryUpstream(5), "sync")
+    engine = contender.client._client._transport.engine
+    contender.before()
+    try:
+        call = engine.start_call("chat_completions", "/chat/completions", "http://x/v1", {"model": "m"})
+        assert call.delivered.maxlen == 1
+        assert consume_sync(contender.client, "chat") == 5 + 3
+    finally:
+        contender.finish_repetition()
+    assert Engine.start_call is original
+    call = engine.start_call("chat_completions", "/chat/completions", "http://x/v1", {"model": "m"})
+    assert call.delivered == []
