@@ -12,12 +12,14 @@ the in-memory upstream of `overhead.py` behind it (one network read per SSE even
 - **whole**: from the call to the end of the relayed stream.
 
 Contenders, interleaved in rotating order every round: the proxy with no recorders, with
-Prometheus only (`PrometheusRecorder` on a fresh registry), and with all telemetry
-(`setup_telemetry` on OTel SDK providers with in-memory exporters and a fresh registry).
+Prometheus only (`PrometheusRecorder` on a fresh registry: what `setup_telemetry` returns
+under OTEL_SDK_DISABLED=true), with Prometheus and the OTel recorders on the API's no-op
+providers (`otel-noop`: what it returned before), and with all telemetry (`setup_telemetry`
+on OTel SDK providers with in-memory exporters and a fresh registry).
 Reported: medians and p90 in µs, and each contender's paired difference to the proxy without
 recorders. Loopback is not touched at all.
 
-    python benchmarks/proxy_path.py                  # 2,000 rounds, ~1 minute
+    python benchmarks/proxy_path.py                  # 2,000 rounds, ~15 s
     python benchmarks/proxy_path.py --rounds 200 --chunks 5
 """
 
@@ -33,21 +35,24 @@ from collections.abc import Callable
 from typing import Any
 
 from _streams import MemoryUpstream
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
 import streamtap
 from streamtap._proxy import Proxy
 from streamtap._proxy_config import ProxyConfig
 
-NAMES = ("none", "prometheus", "telemetry")
+NAMES = ("none", "prometheus", "otel-noop", "telemetry")
 _LABELS = {
     "none": "proxy, no recorders",
     "prometheus": "proxy, Prometheus only",
+    "otel-noop": "proxy, Prometheus and the OTel recorders on no-op providers",
     "telemetry": "proxy, all telemetry (Prometheus, OTel traces and metrics)",
 }
 _BODY = json.dumps(
@@ -82,6 +87,14 @@ def build(name: str, chunks: int) -> tuple[Proxy, Callable[[], None]]:
         return Proxy(config, recorders=[], transport=upstream), lambda: None
     if name == "prometheus":
         recorders = [streamtap.PrometheusRecorder(CollectorRegistry())]
+        return Proxy(config, recorders=recorders, transport=upstream), lambda: None
+    if name == "otel-noop":
+        traces = streamtap.OtelTraceRecorder(NoOpTracerProvider())
+        recorders = [
+            traces,
+            streamtap.PrometheusRecorder(CollectorRegistry(), trace_ids=traces),
+            streamtap.OtelMetricsRecorder(NoOpMeterProvider()),
+        ]
         return Proxy(config, recorders=recorders, transport=upstream), lambda: None
     if name == "telemetry":
         spans = InMemorySpanExporter()

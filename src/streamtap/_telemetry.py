@@ -136,7 +136,8 @@ def setup_telemetry(
     Injected providers win; otherwise the global ones are used, and when those are still the
     API's proxies an SDK provider with OTLP exporters (per OTEL_* variables, e.g.
     OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=none) is built and set as global.
-    OTEL_SDK_DISABLED=true leaves the globals alone.
+    OTEL_SDK_DISABLED=true leaves the globals alone and, unless a provider is injected,
+    returns the Prometheus recorder alone.
 
     Args:
         service_name: `service.name` of the providers built here (OTEL_SERVICE_NAME wins).
@@ -146,9 +147,11 @@ def setup_telemetry(
 
     Returns:
         [OtelTraceRecorder, PrometheusRecorder, OtelMetricsRecorder], in Fanout order (the
-        trace recorder first, so Prometheus exemplars carry its trace ids).
+        trace recorder first, so Prometheus exemplars carry its trace ids); [PrometheusRecorder]
+        under OTEL_SDK_DISABLED=true with no provider injected.
     """
-    disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    disabled = _sdk_disabled()
+    injected = tracer_provider is not None or meter_provider is not None
     with _lock:
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
@@ -160,8 +163,13 @@ def setup_telemetry(
             if _is_unconfigured(meter_provider) and not disabled:
                 meter_provider = build_meter_provider(service_name)
                 metrics.set_meter_provider(meter_provider)
-    traces = OtelTraceRecorder(tracer_provider)
     registry = REGISTRY if prometheus_registry is None else prometheus_registry
+    if disabled and not injected:
+        # Every provider hands out no-op tracers and meters under OTEL_SDK_DISABLED (the SDK's
+        # own providers too), so the OTel recorders could record nothing: only their per-call
+        # work would remain (benchmarks/proxy_path.py, contender `otel-noop`).
+        return [PrometheusRecorder(registry)]
+    traces = OtelTraceRecorder(tracer_provider)
     return [traces, PrometheusRecorder(registry, trace_ids=traces), OtelMetricsRecorder(meter_provider)]
 
 
@@ -169,11 +177,19 @@ def default_recorders() -> list[Recorder]:
     """The process-wide default recorders, built once (thread-safe) on the global providers.
 
     They resolve the global OpenTelemetry providers lazily, so an application that configures
-    OpenTelemetry after importing streamtap is still honoured; Prometheus uses REGISTRY.
+    OpenTelemetry after importing streamtap is still honoured; Prometheus uses REGISTRY. Under
+    OTEL_SDK_DISABLED=true, Prometheus alone, as from `setup_telemetry`.
     """
     global _defaults
     with _lock:
         if _defaults is None:
-            traces = OtelTraceRecorder()
-            _defaults = [traces, PrometheusRecorder(REGISTRY, trace_ids=traces), OtelMetricsRecorder()]
+            if _sdk_disabled():
+                _defaults = [PrometheusRecorder(REGISTRY)]
+            else:
+                traces = OtelTraceRecorder()
+                _defaults = [traces, PrometheusRecorder(REGISTRY, trace_ids=traces), OtelMetricsRecorder()]
         return list(_defaults)
+
+
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"

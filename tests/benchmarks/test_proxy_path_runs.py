@@ -24,7 +24,7 @@ def test_every_contender_relays_every_stream_whole_and_is_timed() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert (result["rounds"], result["chunks"]) == (6, 4)
-    assert list(result["contenders"]) == ["none", "prometheus", "telemetry"]
+    assert list(result["contenders"]) == ["none", "prometheus", "otel-noop", "telemetry"]
     for name, entry in result["contenders"].items():
         assert entry["contents"] == [4], name  # every round relayed all 4 content events
         for what in ("first", "whole"):
@@ -48,4 +48,4 @@ def test_the_markdown_table_names_every_contender() -> None:
 def test_an_unknown_contender_is_refused_with_the_accepted_names() -> None:
     done = _run("--contenders", "none,nope")
     assert done.returncode == 2
-    assert "'nope' is not one of none, prometheus, telemetry" in done.stderr
+    assert "'nope' is not one of none, prometheus, otel-noop, telemetry" in done.stderr

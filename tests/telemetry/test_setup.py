@@ -96,8 +96,21 @@ def test_sdk_disabled_leaves_globals_alone(
     globals_: dict[str, Any], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    setup_telemetry(prometheus_registry=registry)
+    recorders = setup_telemetry(prometheus_registry=registry)
     assert "set_tracer" not in globals_
+    assert "set_meter" not in globals_
+    # Every provider would hand out no-op tracers and meters: only Prometheus records.
+    assert [type(r) for r in recorders] == [PrometheusRecorder]
+    assert recorders[0].trace_ids is None  # type: ignore[attr-defined]
+    assert "streamtap_requests" in {family.name for family in registry.collect()}
+
+
+def test_sdk_disabled_still_honours_injected_providers(
+    globals_: dict[str, Any], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    recorders = setup_telemetry(tracer_provider=TracerProvider(), prometheus_registry=registry)
+    assert [type(r) for r in recorders] == [OtelTraceRecorder, PrometheusRecorder, OtelMetricsRecorder]
 
 
 def test_console_exporter_is_honoured() -> None:
@@ -140,3 +153,18 @@ def test_default_recorders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> No
     assert isinstance(prom, PrometheusRecorder)
     assert isinstance(otel_metrics, OtelMetricsRecorder)
     assert prom.trace_ids is traces
+
+
+def test_default_recorders_are_prometheus_alone_when_the_sdk_is_disabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_telemetry, "_defaults", None)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert [type(r) for r in default_recorders()] == [PrometheusRecorder]
+    monkeypatch.setattr(_telemetry, "_defaults", None)
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    assert [type(r) for r in default_recorders()] == [
+        OtelTraceRecorder,
+        PrometheusRecorder,
+        OtelMetricsRecorder,
+    ]
