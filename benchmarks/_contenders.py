@@ -107,7 +107,8 @@ class Contender:
             self.spans.clear()
 
 
-def _otel() -> tuple[InMemorySpanExporter, TracerProvider, MeterProvider]:
+def in_memory_otel() -> tuple[InMemorySpanExporter, TracerProvider, MeterProvider]:
+    """OTel SDK tracer and meter providers that keep what they record in memory, and the spans."""
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -223,7 +224,7 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
             name, raw.copy(http_client=streamtap_http_client(raw._client, engine), max_retries=0)
         )
     if name == "telemetry":
-        spans, tracer_provider, meter_provider = _otel()
+        spans, tracer_provider, meter_provider = in_memory_otel()
         registry = CollectorRegistry()
         recorders = streamtap.setup_telemetry(
             tracer_provider=tracer_provider, meter_provider=meter_provider, prometheus_registry=registry
@@ -236,7 +237,7 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
             raise RuntimeError(missing)
         module = importlib.import_module(_OFFICIAL_MODULE)
         instrumentor = module.OpenAIInstrumentor()
-        spans, tracer_provider, meter_provider = _otel()
+        spans, tracer_provider, meter_provider = in_memory_otel()
 
         def on() -> None:
             instrumentor.instrument(

@@ -34,13 +34,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _contenders import in_memory_otel
 from _streams import MemoryUpstream
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -97,10 +93,7 @@ def build(name: str, chunks: int) -> tuple[Proxy, Callable[[], None]]:
         ]
         return Proxy(config, recorders=recorders, transport=upstream), lambda: None
     if name == "telemetry":
-        spans = InMemorySpanExporter()
-        tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        spans, tracer_provider, meter_provider = in_memory_otel()
         recorders = streamtap.setup_telemetry(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
