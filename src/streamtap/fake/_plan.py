@@ -139,7 +139,7 @@ def stream_plan(
             after_last = frame.kind == "post"
             if frame.kind == "content":
                 content = frame.data
-            bad = (malformed, garbled(content, text_key))
+            bad = (malformed, garbled(content, text_key) if fault.garbled_after is not None else b"")
             if _at_boundary(actions, fault, contents, frame, error_frame, bad):
                 return actions
         if frame.kind == "content":
