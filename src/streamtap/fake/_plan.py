@@ -132,7 +132,7 @@ def stream_plan(
     actions += _first_token(fault, timing)
     contents = 0
     after_last = False
-    content = next((frame.data for frame in rest if frame.kind == "content"), malformed)
+    content = malformed  # what a stream without content garbles; else the content next or last
     for frame in rest:
         # Faults fire at content boundaries: before each content and after the last one.
         if frame.kind == "content" or (frame.kind == "post" and not after_last):
