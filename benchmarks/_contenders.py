@@ -88,17 +88,30 @@ def official_missing() -> str | None:
     return None if found else f"{OFFICIAL_PACKAGE} is not installed (pip install -e '.[bench]')"
 
 
+def _nothing() -> None:
+    """No change to the process around a repetition."""
+
+
 @dataclass
 class Contender:
     """One client to time, with what to do around each repetition (untimed)."""
 
     name: str
     client: Any
-    before: Callable[[], None] = lambda: None
-    after: Callable[[], None] = lambda: None
+    before: Callable[[], None] = _nothing
+    after: Callable[[], None] = _nothing
     spans: InMemorySpanExporter | None = None
     registry: CollectorRegistry | None = None
     span_counts: list[int] = field(default_factory=list)
+
+    @property
+    def patches_process(self) -> bool:
+        """Whether a repetition changes the process (the SDK's or the engine's classes).
+
+        Such a contender cannot share a round with others stream by stream (overhead.py
+        --lockstep): its change would apply to them too.
+        """
+        return self.before is not _nothing
 
     def finish_repetition(self) -> None:
         self.after()
@@ -248,35 +261,48 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     raise ValueError(f"contender must be one of {', '.join(NAMES)}, got {name!r}")
 
 
-def consume_sync(client: Any, api: str) -> int:
-    """Create one stream and read it to the end; the number of items the SDK yielded."""
+def patches_process(name: str) -> bool:
+    """Whether contender `name` changes the process for its repetitions (Contender.patches_process)."""
+    contender = build(name, MemoryUpstream(1), "sync")
+    contender.client.close()
+    return contender.patches_process
+
+
+def open_sync(client: Any, api: str) -> Any:
+    """Create one stream of `api` (chat, responses): the SDK's Stream, not yet read."""
     if api == "chat":
-        stream = client.chat.completions.create(
+        return client.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": "Write a long story."}],
             stream=True,
             stream_options={"include_usage": True},
         )
-    else:
-        stream = client.responses.create(model="gpt-4o-mini", input="Write a long story.", stream=True)
+    return client.responses.create(model="gpt-4o-mini", input="Write a long story.", stream=True)
+
+
+async def open_async(client: Any, api: str) -> Any:
+    """The async twin of open_sync."""
+    if api == "chat":
+        return await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Write a long story."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    return await client.responses.create(model="gpt-4o-mini", input="Write a long story.", stream=True)
+
+
+def consume_sync(client: Any, api: str) -> int:
+    """Create one stream and read it to the end; the number of items the SDK yielded."""
     items = 0
-    for _ in stream:
+    for _ in open_sync(client, api):
         items += 1
     return items
 
 
 async def consume_async(client: Any, api: str) -> int:
     """The async twin of consume_sync."""
-    if api == "chat":
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=[{"role": "user", "content": "Write a long story."}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-    else:
-        stream = await client.responses.create(model="gpt-4o-mini", input="Write a long story.", stream=True)
     items = 0
-    async for _ in stream:
+    async for _ in await open_async(client, api):
         items += 1
     return items

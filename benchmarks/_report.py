@@ -120,8 +120,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"{env['platform']}",
         f"Packages: {packages}",
         f"Rounds: {settings['rounds']} timed (+{settings['warmup']} warm-up) per scenario, "
-        f"{settings['chunks']} content chunks per stream, contenders interleaved in rotating order; "
-        f"{settings['seconds']:.0f} s in all.",
+        f"{settings['chunks']} content chunks per stream, "
+        + (
+            "contenders' streams read in lockstep, one item each in turn in rotating order; "
+            if settings.get("lockstep")
+            else "contenders interleaved in rotating order; "
+        )
+        + f"{settings['seconds']:.0f} s in all.",
         "",
     ]
     for scenario in results["scenarios"]:
