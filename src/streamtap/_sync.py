@@ -29,7 +29,7 @@ from ._driver import (
 )
 from ._errors import failure
 from ._steps import GiveUp, Send, Serve, Wait
-from ._stream_response import StreamResponse
+from ._stream_response import DirectSyncBody, StreamResponse
 
 
 def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:
@@ -239,7 +239,7 @@ class _Live:
                     call.finish("error", call.engine.clock())
 
 
-class _SyncBody(httpx2.SyncByteStream):
+class _SyncBody(DirectSyncBody):
     """The committed stream the caller reads: released frames, then the rest as it arrives."""
 
     def __init__(self, live: _Live, first: bytes) -> None:
@@ -249,66 +249,86 @@ class _SyncBody(httpx2.SyncByteStream):
         self._finalizer = weakref.finalize(self, _abandon, live)
 
     def __iter__(self) -> Iterator[bytes]:
+        return self.reads(None)
+
+    def passed_bytes(self) -> int:
+        return sum(map(len, self._live.call.delivered))
+
+    def reads(self, response: httpx2.Response | None) -> Iterator[bytes]:
+        """The committed stream, read by `response` itself, or (None) through httpx2's layers.
+
+        Read by its response (`StreamResponse.iter_bytes`), it also does what those layers
+        would: it names the caller's request on an httpx2 error and closes the response at
+        the end. Then one generator lies between the caller and the upstream's reads.
+        """
         live = self._live
         call = live.call
         clock = call.engine.clock
-        first, self._first = self._first, b""
-        if first:
-            call.delivered.append(first)
-            yield first
         delivered = call.delivered
-        while True:
-            attempt = live.attempt
-            assert attempt is not None and live.send is not None
-            assert live.chunks is not None
-            feed = attempt.feed
-            passed = attempt.passed
-            deadline = attempt.deadline
-            lane = attempt.lane
-            # The read that committed may also have failed (an error or a bad event after
-            # the first content): then the caller gets what came before it, the failure,
-            # and nothing read after it (`end` keeps the failure).
-            chunks = live.chunks if attempt.failure is None else ()
-            try:
-                for chunk in chunks:
-                    now = clock()
-                    # The hot path: a read that is one more ordinary content frame of this
-                    # stream (`lane` is its shape, once the attempt has learnt it).
-                    if lane is not None and now < deadline and lane.fits(chunk):
-                        passed(now)
-                        delivered.append(chunk)
-                        yield chunk
-                        continue
-                    out = feed(chunk, now)
-                    lane = attempt.lane
-                    if out:
-                        delivered.append(out)
-                        yield out
-                    if attempt.failure is not None:
-                        break
-                else:
-                    attempt.end()
-            except httpx2.TransportError as error:
-                attempt.broke(read_failure(attempt, error, clock()))
-            live.close_upstream()
-            if attempt.failure is None:
-                call.attempt_ok(live.send, clock(), 200, _ttft(attempt))
-                call.finish("ok", clock())
-                self._finalizer.detach()
-                return
-            failed = attempt.failure
-            call.attempt_failed(
-                live.send,
-                failed,
-                now=clock(),
-                wall=call.engine.wall(),
-                time_to_first_token=_ttft(attempt),
-                status_code=200,
-            )
-            if not live.resume():
-                call.finish("error", clock())
-                self._finalizer.detach()
-                raise interrupted(call, live.request, call.last_failure or failed)
+        try:
+            first, self._first = self._first, b""
+            if first:
+                delivered.append(first)
+                yield first
+            while True:
+                attempt = live.attempt
+                assert attempt is not None and live.send is not None
+                assert live.chunks is not None
+                feed = attempt.feed
+                passed = attempt.passed
+                deadline = attempt.deadline
+                lane = attempt.lane
+                # The read that committed may also have failed (an error or a bad event after
+                # the first content): then the caller gets what came before it, the failure,
+                # and nothing read after it (`end` keeps the failure).
+                chunks = live.chunks if attempt.failure is None else ()
+                try:
+                    for chunk in chunks:
+                        now = clock()
+                        # The hot path: a read that is one more ordinary content frame of this
+                        # stream (`lane` is its shape, once the attempt has learnt it).
+                        if lane is not None and now < deadline and lane.fits(chunk):
+                            passed(now)
+                            delivered.append(chunk)
+                            yield chunk
+                            continue
+                        out = feed(chunk, now)
+                        lane = attempt.lane
+                        if out:
+                            delivered.append(out)
+                            yield out
+                        if attempt.failure is not None:
+                            break
+                    else:
+                        attempt.end()
+                except httpx2.TransportError as error:
+                    attempt.broke(read_failure(attempt, error, clock()))
+                live.close_upstream()
+                if attempt.failure is None:
+                    call.attempt_ok(live.send, clock(), 200, _ttft(attempt))
+                    call.finish("ok", clock())
+                    self._finalizer.detach()
+                    return
+                failed = attempt.failure
+                call.attempt_failed(
+                    live.send,
+                    failed,
+                    now=clock(),
+                    wall=call.engine.wall(),
+                    time_to_first_token=_ttft(attempt),
+                    status_code=200,
+                )
+                if not live.resume():
+                    call.finish("error", clock())
+                    self._finalizer.detach()
+                    raise interrupted(call, live.request, call.last_failure or failed)
+        except httpx2.RequestError as error:
+            if response is not None:
+                error.request = self._live.request
+            raise
+        finally:
+            if response is not None:
+                response.close()
 
     def close(self) -> None:
         self._finalizer.detach()

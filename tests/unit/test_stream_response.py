@@ -1,29 +1,52 @@
-"""StreamResponse reads the engine's body without httpx2's layers and keeps what they keep.
+"""The engine's committed response: its body reads itself, and keeps what httpx2's layers keep.
 
-Each test runs the same reads through a plain `httpx2.Response` and a `StreamResponse`, sent by
-a real `httpx2.Client` (which wraps the body in its timer), and expects the same outcome.
+Each test sends a streamed chat completion through a real `StreamtapTransport` (an httpx2
+client, no SDK, so nothing else closes the response) over an in-memory upstream, and reads the
+response as httpx2's own readers would be read: the same bytes, states, errors and closes as a
+plain `httpx2.Response` over the same upstream, with one generator between caller and upstream.
 """
 
 from __future__ import annotations
 
-import sys
+import asyncio
+import json
+import zlib
 from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import pytest
 
-from streamtap._stream_response import StreamResponse
+import streamtap
+from streamtap import CallFinished
+from streamtap.fake._content import chat_frames
 
-READS = [b"data: one\n\n", b"", b"data: two\n\n", b"data: three\n\n"]
+from .finished import Finished
+
+FRAMES = [
+    frame.data
+    for frame in chat_frames(
+        completion_id="chatcmpl-1", created=1, model="gpt-4o-mini", prompt="Hi", chunks=3, include_usage=False
+    )
+]
+BODY = b"".join(FRAMES)
+REQUEST = json.dumps(
+    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+)
 
 
-class Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
-    """A body of fixed reads that may fail after them and counts its closes."""
+class Upstream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """Answers with `reads`, one per iteration step (then `error`, if any); counts its closes."""
 
-    def __init__(self, reads: list[bytes], error: Exception | None = None) -> None:
+    def __init__(
+        self, reads: list[bytes], error: Exception | None = None, headers: dict[str, str] | None = None
+    ):
         self.reads = reads
         self.error = error
+        self.headers = {"content-type": "text/event-stream", **(headers or {})}
         self.closed = 0
+
+    def answer(self, request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers=self.headers, stream=self)
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self.reads
@@ -43,178 +66,160 @@ class Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
         self.closed += 1
 
 
-class Door(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
-    """Answers every request with `kind` over `body`."""
-
-    def __init__(self, kind: type[httpx2.Response], body: Body) -> None:
-        self.kind = kind
-        self.body = body
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        return self.kind(200, stream=self.body, request=request)
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return self.kind(200, stream=self.body, request=request)
+def _client(upstream: Upstream, finished: Finished) -> httpx2.Client:
+    transport = streamtap.StreamtapTransport(httpx2.MockTransport(upstream.answer), recorders=[finished])
+    return httpx2.Client(transport=transport)
 
 
-KINDS = [httpx2.Response, StreamResponse]
+def _aclient(upstream: Upstream, finished: Finished) -> httpx2.AsyncClient:
+    transport = streamtap.AsyncStreamtapTransport(httpx2.MockTransport(upstream.answer), recorders=[finished])
+    return httpx2.AsyncClient(transport=transport)
 
 
-def sent(kind: type[httpx2.Response], body: Body) -> httpx2.Response:
-    client = httpx2.Client(transport=Door(kind, body))
-    return client.send(client.build_request("POST", "http://upstream.test/v1/x"), stream=True)
+def _sent(upstream: Upstream, finished: Finished | None = None) -> httpx2.Response:
+    client = _client(upstream, finished or Finished())
+    request = client.build_request("POST", "http://upstream.test/v1/chat/completions", content=REQUEST)
+    return client.send(request, stream=True)
 
 
-async def asent(kind: type[httpx2.Response], body: Body) -> httpx2.Response:
-    client = httpx2.AsyncClient(transport=Door(kind, body))
-    return await client.send(client.build_request("POST", "http://upstream.test/v1/x"), stream=True)
+async def _asent(upstream: Upstream, finished: Finished | None = None) -> httpx2.Response:
+    client = _aclient(upstream, finished or Finished())
+    request = client.build_request("POST", "http://upstream.test/v1/chat/completions", content=REQUEST)
+    return await client.send(request, stream=True)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_iter_bytes_passes_every_read_but_empty_ones_counts_and_closes(kind: type[httpx2.Response]) -> None:
-    body = Body(READS)
-    response = sent(kind, body)
-    assert list(response.iter_bytes()) == [b"data: one\n\n", b"data: two\n\n", b"data: three\n\n"]
-    assert response.num_bytes_downloaded == 11 + 11 + 13
+def _outcomes(finished: Finished) -> list[str]:
+    return [call.outcome for call in finished.calls]
+
+
+def test_iter_bytes_is_the_bodys_own_reader_and_passes_the_stream_as_it_came() -> None:
+    upstream, finished = Upstream(FRAMES), Finished()
+    response = _sent(upstream, finished)
+    reads = response.iter_bytes()
+    assert reads.gi_code.co_name == "reads"  # type: ignore[attr-defined]
+    assert b"".join(reads) == BODY
+    assert response.num_bytes_downloaded == len(BODY)
     assert response.is_stream_consumed and response.is_closed
-    assert body.closed == 1
     assert response.elapsed.total_seconds() >= 0
+    assert upstream.closed == 1
+    assert _outcomes(finished) == ["ok"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_second_read_raises_stream_consumed(kind: type[httpx2.Response]) -> None:
-    response = sent(kind, Body(READS))
+def test_num_bytes_downloaded_counts_as_the_reads_go() -> None:
+    response = _sent(Upstream(FRAMES))
+    reads = response.iter_bytes()
+    assert response.num_bytes_downloaded == 0
+    passed = next(reads)  # the role frame and the first content, released together at commit
+    assert passed == FRAMES[0] + FRAMES[1]
+    assert response.num_bytes_downloaded == len(passed)
+    assert next(reads) == FRAMES[2]
+    assert response.num_bytes_downloaded == len(passed) + len(FRAMES[2])
+
+
+def test_a_second_read_raises_stream_consumed_and_a_read_after_close_stream_closed() -> None:
+    response = _sent(Upstream(FRAMES))
     list(response.iter_bytes())
     with pytest.raises(httpx2.StreamConsumed):
-        next(response.iter_bytes())
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_read_after_close_raises_stream_closed(kind: type[httpx2.Response]) -> None:
-    body = Body(READS)
-    response = sent(kind, body)
-    response.close()
+        response.iter_bytes()
+    closed = _sent(Upstream(FRAMES))
+    closed.close()
     with pytest.raises(httpx2.StreamClosed):
-        next(response.iter_bytes())
-    assert body.closed == 1
+        closed.iter_bytes()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_chunk_size_is_honoured(kind: type[httpx2.Response]) -> None:
-    response = sent(kind, Body(READS))
-    assert list(response.iter_bytes(chunk_size=16)) == [
-        b"data: one\n\ndata:",
-        b" two\n\ndata: thre",
-        b"e\n\n",
-    ]
+def test_a_chunk_size_read_and_lines_go_through_httpx2s_layers() -> None:
+    response = _sent(Upstream(FRAMES))
+    chunks = list(response.iter_bytes(chunk_size=64))
+    assert b"".join(chunks) == BODY
+    assert {len(chunk) for chunk in chunks[:-1]} == {64}
+    assert response.num_bytes_downloaded == len(BODY)
+    read = _sent(Upstream(FRAMES))
+    assert read.read() == BODY
+    assert list(read.iter_bytes()) == [BODY]
+    lines = [line for line in _sent(Upstream(FRAMES)).iter_lines() if line]
+    assert lines == [frame.decode().strip() for frame in FRAMES]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_read_lines_and_text_go_through_it(kind: type[httpx2.Response]) -> None:
-    response = sent(kind, Body(READS))
-    assert response.read() == b"data: one\n\ndata: two\n\ndata: three\n\n"
-    assert list(response.iter_bytes()) == [response.content]
-    lines = sent(kind, Body(READS)).iter_lines()
-    assert [line for line in lines if line] == ["data: one", "data: two", "data: three"]
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_leaving_early_closes_the_body(kind: type[httpx2.Response]) -> None:
-    body = Body(READS)
-    response = sent(kind, body)
+def test_leaving_early_closes_the_response_and_the_upstream() -> None:
+    upstream, finished = Upstream(FRAMES), Finished()
+    response = _sent(upstream, finished)
     reads = response.iter_bytes()
-    assert next(reads) == b"data: one\n\n"
-    reads.close()
-    assert response.is_closed and body.closed == 1
+    next(reads)
+    reads.close()  # type: ignore[attr-defined]
+    assert response.is_closed and upstream.closed == 1
+    assert _outcomes(finished) == ["cancelled"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_transport_error_names_the_request(kind: type[httpx2.Response]) -> None:
-    body = Body(READS[:1], httpx2.ReadError("connection reset"))
-    response = sent(kind, body)
-    with pytest.raises(httpx2.ReadError) as raised:
+def test_an_httpx2_error_while_reading_names_the_callers_request_and_closes() -> None:
+    # A gzip body whose first frames decode and whose next read does not: httpx2's decoder
+    # raises DecodingError, which is no transport failure the engine could retry.
+    packer = zlib.compressobj(wbits=31)
+    good = packer.compress(b"".join(FRAMES[:3])) + packer.flush(zlib.Z_SYNC_FLUSH)
+    upstream = Upstream([good, b"\x00not gzip at all"], headers={"content-encoding": "gzip"})
+    response = _sent(upstream)
+    with pytest.raises(httpx2.DecodingError) as raised:
         list(response.iter_bytes())
-    assert raised.value.request.url == "http://upstream.test/v1/x"
-    assert response.is_closed and body.closed == 1
+    assert raised.value.request.url == "http://upstream.test/v1/chat/completions"
+    assert response.is_closed and upstream.closed == 1
 
 
-def test_a_replaced_stream_is_read_instead_of_the_body() -> None:
-    response = sent(StreamResponse, Body(READS))
-    other = Body([b"data: other\n\n"])
+def test_a_replaced_stream_is_read_through_httpx2s_layers() -> None:
+    response = _sent(Upstream(FRAMES))
+    other = Upstream([b"data: other\n\n"])
     response.stream = other
     assert list(response.iter_bytes()) == [b"data: other\n\n"]
     assert other.closed == 1
 
 
-def test_the_sync_reader_refuses_an_async_body() -> None:
-    class Async(httpx2.AsyncByteStream):
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            yield b"x"
-
-    response = StreamResponse(200, stream=Async())
+def test_the_sync_reader_refuses_the_async_body() -> None:
+    response = asyncio.run(_asent(Upstream(FRAMES)))
     with pytest.raises(RuntimeError, match="sync iterator on an async stream"):
         next(response.iter_bytes())
+    asyncio.run(response.aclose())
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("kind", KINDS)
-async def test_aiter_bytes_passes_every_read_but_empty_ones_counts_and_closes(
-    kind: type[httpx2.Response],
-) -> None:
-    body = Body(READS)
-    response = await asent(kind, body)
-    assert [read async for read in response.aiter_bytes()] == [
-        b"data: one\n\n",
-        b"data: two\n\n",
-        b"data: three\n\n",
-    ]
-    assert response.num_bytes_downloaded == 35
-    assert response.is_stream_consumed and response.is_closed
-    assert body.closed == 1
-    assert response.elapsed.total_seconds() >= 0
-    with pytest.raises(httpx2.StreamConsumed):
-        await response.aiter_bytes().__anext__()
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("kind", KINDS)
-async def test_aiter_bytes_leaving_early_and_errors(kind: type[httpx2.Response]) -> None:
-    body = Body(READS)
-    response = await asent(kind, body)
+async def test_aiter_bytes_is_the_bodys_own_reader_and_passes_the_stream_as_it_came() -> None:
+    upstream, finished = Upstream(FRAMES), Finished()
+    response = await _asent(upstream, finished)
     reads = response.aiter_bytes()
-    assert await reads.__anext__() == b"data: one\n\n"
-    await reads.aclose()  # type: ignore[attr-defined]
-    assert response.is_closed and body.closed == 1
+    assert reads.ag_code.co_name == "areads"  # type: ignore[attr-defined]
+    assert b"".join([read async for read in reads]) == BODY
+    assert response.num_bytes_downloaded == len(BODY)
+    assert response.is_stream_consumed and response.is_closed
+    assert upstream.closed == 1
+    assert _outcomes(finished) == ["ok"]
+    with pytest.raises(httpx2.StreamConsumed):
+        response.aiter_bytes()
 
-    failing = Body(READS[:1], httpx2.ReadError("connection reset"))
-    response = await asent(kind, failing)
-    with pytest.raises(httpx2.ReadError) as raised:
+
+@pytest.mark.anyio
+async def test_async_leaving_early_chunk_sizes_and_errors() -> None:
+    upstream, finished = Upstream(FRAMES), Finished()
+    response = await _asent(upstream, finished)
+    reads = response.aiter_bytes()
+    await reads.__anext__()
+    await reads.aclose()
+    assert response.is_closed and upstream.closed == 1
+    assert _outcomes(finished) == ["cancelled"]
+
+    sized = await _asent(Upstream(FRAMES))
+    assert b"".join([chunk async for chunk in sized.aiter_bytes(chunk_size=64)]) == BODY
+    assert await (await _asent(Upstream(FRAMES))).aread() == BODY
+
+    packer = zlib.compressobj(wbits=31)
+    good = packer.compress(b"".join(FRAMES[:3])) + packer.flush(zlib.Z_SYNC_FLUSH)
+    failing = Upstream([good, b"\x00not gzip at all"], headers={"content-encoding": "gzip"})
+    response = await _asent(failing)
+    with pytest.raises(httpx2.DecodingError) as raised:
         [read async for read in response.aiter_bytes()]
-    assert raised.value.request.url == "http://upstream.test/v1/x"
+    assert raised.value.request.url == "http://upstream.test/v1/chat/completions"
     assert response.is_closed and failing.closed == 1
 
 
-@pytest.mark.anyio
-async def test_aread_and_chunk_size_go_through_it() -> None:
-    response = await asent(StreamResponse, Body(READS))
-    assert [read async for read in response.aiter_bytes(chunk_size=16)] == [
-        b"data: one\n\ndata:",
-        b" two\n\ndata: thre",
-        b"e\n\n",
-    ]
-    response = await asent(StreamResponse, Body(READS))
-    assert await response.aread() == b"data: one\n\ndata: two\n\ndata: three\n\n"
-
-
-def test_the_body_is_read_directly_not_through_the_clients_timer() -> None:
-    readers: list[str] = []
-
-    class Traced(Body):
-        def __iter__(self) -> Iterator[bytes]:
-            for read in self.reads:
-                readers.append(sys._getframe(1).f_code.co_name)
-                yield read
-
-    list(sent(httpx2.Response, Traced(READS[:1])).iter_bytes())
-    list(sent(StreamResponse, Traced(READS[:1])).iter_bytes())
-    assert readers == ["__iter__", "_iter_body"]
+def test_the_call_is_finished_once_whatever_closes_it() -> None:
+    finished = Finished()
+    response = _sent(Upstream(FRAMES), finished)
+    list(response.iter_bytes())
+    response.close()
+    assert [type(call) for call in finished.calls] == [CallFinished]
