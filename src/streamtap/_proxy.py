@@ -24,6 +24,7 @@ from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import Recorder
 from ._proxy_config import ProxyConfig
 from ._proxy_http import Headers, authorized, forward_request_headers, header, response_headers, upstream_url
+from ._stream_response import StreamResponse
 from ._upstream_pool import UpstreamTransport
 
 log = logging.getLogger("streamtap.proxy")
@@ -240,7 +241,7 @@ async def _relay(
 
             group.start_soon(watch)
             try:
-                async for chunk in _body(response):
+                async for chunk in _chunks(response):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except StreamInterrupted as error:
                 if error_frame is not None:
@@ -256,6 +257,14 @@ async def _relay(
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
+
+
+def _chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """What to relay: an engine stream through its body's own reader (the one generator
+    between client and upstream), anything else through `_body`."""
+    if isinstance(response, StreamResponse):
+        return response.aiter_bytes()
+    return _body(response)
 
 
 async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
