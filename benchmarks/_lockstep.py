@@ -4,9 +4,15 @@ The sequential rounds of overhead.py read one contender's whole stream (about 10
 then the next one's. The host's drifts (other tenants, the CPU's clock) move whole streams,
 and so widen every paired interval: the A/A control's to ±3–4 µs per chunk, wider than the
 goal it judges. In lockstep a round opens every contender's stream, then reads one item from
-each in turn, in an order that rotates item by item, and adds up each contender's time over
-its own calls only (the create, every `next`, the one that ends the stream). Two contenders'
-sums then cover interleaved stretches of the same ~100 ms, so a drift hits them alike.
+each in turn, and adds up each contender's time over its own calls only (the create, every
+`next`, the one that ends the stream). Two contenders' sums then cover interleaved stretches
+of the same ~100 ms, so a drift hits them alike.
+
+The turns go round a ring, rotated by one at every step. Each round draws its ring at random
+(seeded): with one fixed ring every contender would read right after the same one in every
+step of every round, and a read costs less after the same code ran (the A/A control, always
+right after the raw SDK, ran 0.4–0.9 µs per chunk faster than it) and more after different
+code. A ring drawn per round spreads every predecessor over every contender.
 
 What it changes: between two reads of one stream the other contenders' reads run, as in an
 app that serves several streams at once, so each read finds the caches holding the others'
@@ -19,11 +25,24 @@ timed stream and the set of item counts its streams yielded.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from _contenders import Contender, open_async, open_sync
+
+
+class Shuffler(Protocol):
+    """What draws each round's ring: `random.Random`, or a test's stand-in."""
+
+    def shuffle(self, x: list[int]) -> None: ...
+
+
+def _ring(count: int, rng: Shuffler) -> list[int]:
+    ring = list(range(count))
+    rng.shuffle(ring)
+    return ring
 
 
 def _rotated(items: list[int], step: int) -> list[int]:
@@ -45,21 +64,27 @@ def _record(out: dict[str, Any], contenders: Sequence[Contender], spent: list[in
         out[contender.name]["items"].add(count)
 
 
-def run_sync(contenders: Sequence[Contender], api: str, rounds: int, warmup: int) -> dict[str, Any]:
-    """Time `rounds` lockstep rounds (after `warmup` untimed ones) of sync streams of `api`."""
+def run_sync(
+    contenders: Sequence[Contender], api: str, rounds: int, warmup: int, rng: Shuffler | None = None
+) -> dict[str, Any]:
+    """Time `rounds` lockstep rounds (after `warmup` untimed ones) of sync streams of `api`.
+
+    `rng` draws each round's ring (default: `random.Random(0)`, so runs are repeatable).
+    """
     _check(contenders)
     clock = time.perf_counter_ns
     out: dict[str, Any] = {c.name: {"times": [], "items": set()} for c in contenders}
-    everyone = list(range(len(contenders)))
+    rng = rng if rng is not None else random.Random(0)
     for round_ in range(warmup + rounds):
+        ring = _ring(len(contenders), rng)
         spent = [0] * len(contenders)
         items = [0] * len(contenders)
         readers: list[Any] = [None] * len(contenders)
-        for i in _rotated(everyone, round_):
+        for i in _rotated(ring, round_):
             started = clock()
             readers[i] = iter(open_sync(contenders[i].client, api))
             spent[i] += clock() - started
-        live = list(everyone)
+        live = ring
         step = round_
         while live:
             ended = []
@@ -82,21 +107,24 @@ def run_sync(contenders: Sequence[Contender], api: str, rounds: int, warmup: int
     return out
 
 
-async def run_async(contenders: Sequence[Contender], api: str, rounds: int, warmup: int) -> dict[str, Any]:
+async def run_async(
+    contenders: Sequence[Contender], api: str, rounds: int, warmup: int, rng: Shuffler | None = None
+) -> dict[str, Any]:
     """The async twin of run_sync (the contenders' clients built in the running loop)."""
     _check(contenders)
     clock = time.perf_counter_ns
     out: dict[str, Any] = {c.name: {"times": [], "items": set()} for c in contenders}
-    everyone = list(range(len(contenders)))
+    rng = rng if rng is not None else random.Random(0)
     for round_ in range(warmup + rounds):
+        ring = _ring(len(contenders), rng)
         spent = [0] * len(contenders)
         items = [0] * len(contenders)
         readers: list[Any] = [None] * len(contenders)
-        for i in _rotated(everyone, round_):
+        for i in _rotated(ring, round_):
             started = clock()
             readers[i] = (await open_async(contenders[i].client, api)).__aiter__()
             spent[i] += clock() - started
-        live = list(everyone)
+        live = ring
         step = round_
         while live:
             ended = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -49,8 +50,22 @@ def _client(name: str, items: int, log: list[str]) -> Any:
     )
 
 
-# Round 0 opens a then b and reads from a first; each step rotates the order by one; a stream
-# that has ended drops out of the rotation (b, with one item fewer, ends at its third read).
+class Keep:
+    """Draws the ring a, b every round."""
+
+    def shuffle(self, x: list[int]) -> None:
+        pass
+
+
+class Swap:
+    """Draws the ring b, a every round."""
+
+    def shuffle(self, x: list[int]) -> None:
+        x.reverse()
+
+
+# On the ring a, b, round 0 opens a then b and reads from a first; each step rotates the ring
+# by one; a stream that has ended drops out (b, with one item fewer, ends at its third read).
 _ROUND_0 = ["a opens", "b opens", "a0", "b0", "b1", "a1", "a2", "a3"]
 # Round 1 starts the rotation one further: b opens and reads first.
 _ROUND_1 = ["b opens", "a opens", "b0", "a0", "a1", "b1", "a2", "a3"]
@@ -60,20 +75,43 @@ def test_sync_rounds_read_one_item_of_each_stream_in_rotating_turns() -> None:
     log: list[str] = []
     a, b = _client("a", 4, log), _client("b", 2, log)
     contenders = [Contender("a", a.sync), Contender("b", b.sync)]
-    out = run_sync(contenders, "chat", rounds=1, warmup=1)
+    out = run_sync(contenders, "chat", rounds=1, warmup=1, rng=Keep())
     assert log == _ROUND_0 + _ROUND_1
     assert {name: entry["items"] for name, entry in out.items()} == {"a": {4}, "b": {2}}
     assert [len(entry["times"]) for entry in out.values()] == [1, 1]  # the warm-up round untimed
     assert all(t > 0 for entry in out.values() for t in entry["times"])
 
 
+def test_the_ring_drawn_for_a_round_sets_its_turns() -> None:
+    log: list[str] = []
+    a, b = _client("a", 4, log), _client("b", 2, log)
+    run_sync([Contender("a", a.sync), Contender("b", b.sync)], "chat", rounds=1, warmup=0, rng=Swap())
+    assert log == _ROUND_1  # the ring b, a at round 0 turns as a, b does at round 1
+
+
 def test_async_rounds_read_in_the_same_turns() -> None:
     log: list[str] = []
     a, b = _client("a", 4, log), _client("b", 2, log)
     contenders = [Contender("a", a.async_), Contender("b", b.async_)]
-    out = asyncio.run(run_async(contenders, "chat", rounds=1, warmup=1))
+    out = asyncio.run(run_async(contenders, "chat", rounds=1, warmup=1, rng=Keep()))
     assert log == _ROUND_0 + _ROUND_1
     assert {name: entry["items"] for name, entry in out.items()} == {"a": {4}, "b": {2}}
+
+
+def _successions(rng: Any) -> set[tuple[str, str]]:
+    """Which contender read right after which, within a step, over 12 rounds of 3 one-item streams."""
+    log: list[str] = []
+    contenders = [Contender(name, _client(name, 1, log).sync) for name in "abc"]
+    run_sync(contenders, "chat", rounds=12, warmup=0, rng=rng)
+    reads = [entry[0] for entry in log if not entry.endswith("opens")]
+    steps = [reads[i : i + 3] for i in range(0, len(reads), 3)]  # one step of 3 reads per round
+    return {pair for step in steps for pair in itertools.pairwise(step)}
+
+
+def test_by_default_every_contender_reads_right_after_every_other_in_some_round() -> None:
+    # One ring for every round gives each contender the same predecessor; a ring per round does not.
+    assert _successions(Keep()) == {("a", "b"), ("b", "c"), ("c", "a")}
+    assert _successions(None) == {(x, y) for x in "abc" for y in "abc" if x != y}
 
 
 def test_a_contender_that_patches_the_process_is_refused() -> None:
