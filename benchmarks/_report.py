@@ -122,7 +122,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Rounds: {settings['rounds']} timed (+{settings['warmup']} warm-up) per scenario, "
         f"{settings['chunks']} content chunks per stream, "
         + (
-            "contenders' streams read in lockstep, one item each in turn in rotating order; "
+            "contenders' streams read in lockstep, one item each in turn round a ring drawn per round; "
             if settings.get("lockstep")
             else "contenders interleaved in rotating order; "
         )

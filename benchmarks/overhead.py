@@ -11,7 +11,7 @@ rotates from round to round, so drifts of a noisy machine hit all of them alike.
 
 `--lockstep` (see `_lockstep.py`) shares each round's stretch of time between the contenders
 item by item, so the host's drifts hit them alike: the A/A control's paired interval is
-±0.3–0.6 µs per chunk here, against ±3–4 µs in sequential rounds. It runs the contenders that change nothing in the process (raw, control, engine,
+about ±0.5 µs per chunk here, against ±3–4 µs in sequential rounds. It runs the contenders that change nothing in the process (raw, control, engine,
 verified, telemetry); the others, which patch the SDK or the engine for their repetitions,
 need the sequential rounds.
 
