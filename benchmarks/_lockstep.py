@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from _contenders import Contender, open_async, open_sync
@@ -58,10 +58,28 @@ def _check(contenders: Sequence[Contender]) -> None:
         )
 
 
-def _record(out: dict[str, Any], contenders: Sequence[Contender], spent: list[int], items: list[int]) -> None:
-    for contender, ns, count in zip(contenders, spent, items, strict=True):
-        out[contender.name]["times"].append(ns / 1000)
-        out[contender.name]["items"].add(count)
+def _turns(ring: list[int], first_step: int, ended: set[int]) -> Iterator[int]:
+    """Whose read is next: round `ring`, rotated by one each step, without those in `ended`.
+
+    The caller adds a contender to `ended` when its stream ends; it leaves after that step.
+    """
+    live = ring
+    step = first_step
+    while live:
+        yield from _rotated(live, step)
+        live = [i for i in live if i not in ended]
+        step += 1
+
+
+def _finish(
+    out: dict[str, Any], contenders: Sequence[Contender], spent: list[int], items: list[int], timed: bool
+) -> None:
+    for contender in contenders:
+        contender.finish_repetition()
+    if timed:
+        for contender, ns, count in zip(contenders, spent, items, strict=True):
+            out[contender.name]["times"].append(ns / 1000)
+            out[contender.name]["items"].add(count)
 
 
 def run_sync(
@@ -84,26 +102,18 @@ def run_sync(
             started = clock()
             readers[i] = iter(open_sync(contenders[i].client, api))
             spent[i] += clock() - started
-        live = ring
-        step = round_
-        while live:
-            ended = []
-            for i in _rotated(live, step):
-                reader = readers[i]
-                started = clock()
-                try:
-                    next(reader)
-                except StopIteration:
-                    ended.append(i)
-                else:
-                    items[i] += 1
-                spent[i] += clock() - started
-            live = [i for i in live if i not in ended]
-            step += 1
-        for contender in contenders:
-            contender.finish_repetition()
-        if round_ >= warmup:
-            _record(out, contenders, spent, items)
+        ended: set[int] = set()
+        for i in _turns(ring, round_, ended):
+            reader = readers[i]
+            started = clock()
+            try:
+                next(reader)
+            except StopIteration:
+                ended.add(i)
+            else:
+                items[i] += 1
+            spent[i] += clock() - started
+        _finish(out, contenders, spent, items, round_ >= warmup)
     return out
 
 
@@ -124,24 +134,16 @@ async def run_async(
             started = clock()
             readers[i] = (await open_async(contenders[i].client, api)).__aiter__()
             spent[i] += clock() - started
-        live = ring
-        step = round_
-        while live:
-            ended = []
-            for i in _rotated(live, step):
-                reader = readers[i]
-                started = clock()
-                try:
-                    await reader.__anext__()
-                except StopAsyncIteration:
-                    ended.append(i)
-                else:
-                    items[i] += 1
-                spent[i] += clock() - started
-            live = [i for i in live if i not in ended]
-            step += 1
-        for contender in contenders:
-            contender.finish_repetition()
-        if round_ >= warmup:
-            _record(out, contenders, spent, items)
+        ended: set[int] = set()
+        for i in _turns(ring, round_, ended):
+            reader = readers[i]
+            started = clock()
+            try:
+                await reader.__anext__()
+            except StopAsyncIteration:
+                ended.add(i)
+            else:
+                items[i] += 1
+            spent[i] += clock() - started
+        _finish(out, contenders, spent, items, round_ >= warmup)
     return out

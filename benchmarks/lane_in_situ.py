@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -166,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--warmup={args.warmup}",
             f"--mode={args.mode}",
         ]
-        done = subprocess.run(command, capture_output=True, text=True, check=False, env=os.environ.copy())
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)
             return done.returncode

@@ -324,7 +324,7 @@ class _SyncBody(DirectSyncBody):
                     raise interrupted(call, live.request, call.last_failure or failed)
         except httpx2.RequestError as error:
             if response is not None:
-                error.request = self._live.request
+                error.request = live.request
             raise
         finally:
             if response is not None:
