@@ -3,28 +3,41 @@
 The engine passes each committed content read after one test, `Shape.fits` (is this read
 exactly one more ordinary content frame of the stream?). Timed alone in a loop the test takes
 well under a microsecond; between two of the SDK's reads, which parse JSON and build pydantic
-models, the same work runs from colder caches and branch predictors. This runs the raw SDK, a
-second raw client (the A/A control) and the engine in lockstep rounds (`_lockstep.py`, chat,
-one process per variant), with `Shape.fits` replaced for the whole process by a variant. Only
-the engine calls it, so the variant changes the engine alone:
+models, the same work runs from colder caches and branch predictors. Two ways to see it, both
+on chat streams, with `Shape.fits` replaced for the whole process (only the engine calls it):
+
+- lockstep (default): the raw SDK, a second raw client (the A/A control) and the engine in
+  lockstep rounds (`_lockstep.py`), one process per variant: what the variant makes the engine
+  add per chunk, paired against the raw SDK.
+- `--probe`: one process reads engine streams with every variant installed at once, taking
+  turns read by read; each call is timed alone with `perf_counter_ns` where it runs, and again
+  in a tight loop on one content read. `zero` is the probe's own floor (the two clock reads,
+  no call). Seconds instead of minutes, and the variants' costs to tens of nanoseconds.
+
+Variants, with their costs:
 
     engine   the engine's own test
     floor    its first test only (the read starts like the stream's content frames)
     busy     the floor, then an empty loop of 20 steps: work of a known cost in a tight loop
     none     no test (every read passes; enough for these well-formed streams)
 
-For each variant: the variant's own cost per call in a tight loop (median of `timeit` runs on a
-content read of the benchmark's stream), and the engine's paired µs per chunk over the raw SDK
-in situ, with its 95% interval and the A/A control's.
+and other exact tests for a padded chat Shape (they answer as `Shape.fits` does; for any other
+Shape they are `Shape.fits`), to compare with the engine's:
+
+    quote    partition at the text's closing quote, then remove the tail as a prefix
+    regex    one compiled regular expression (`fullmatch`)
+    backward from the end: partition at the padding's quotes, remove the tail as a suffix
 
     python benchmarks/lane_in_situ.py                        # 4 variants x 100 rounds, ~3 min
     python benchmarks/lane_in_situ.py --variants engine,none --rounds 40
+    python benchmarks/lane_in_situ.py --probe --variants zero,none,engine,quote,regex,backward
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -34,7 +47,52 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 VARIANTS = ("engine", "floor", "busy", "none")
+EXACT = ("quote", "regex", "backward")
+ZERO = "zero"  # --probe only: the clock reads alone
 _STEPS = range(20)
+
+
+def quote_fits(shape: Any, read: bytes) -> bool:
+    """Shape.fits, partitioning at the first quote and removing the tail as a prefix."""
+    if not shape.padded:
+        return bool(shape.fits(read))
+    rest = read.removeprefix(shape.prefix)
+    if len(rest) == len(read):
+        return False
+    text, _, after = rest.partition(b'"')  # the text's closing quote starts the tail
+    padding = after.removeprefix(shape.tail[1:])
+    if not text or len(padding) == len(after):
+        return False
+    _, _, end = padding.partition(b'"')
+    return end == b"}\n\n"
+
+
+def backward_fits(shape: Any, read: bytes) -> bool:
+    """Shape.fits, from the end: the padding's quotes by rpartition, the tail as a suffix."""
+    if not shape.padded:
+        return bool(shape.fits(read))
+    rest = read.removeprefix(shape.prefix)
+    if len(rest) == len(read):
+        return False
+    body, _, end = rest.rpartition(b'"')
+    if end != b"}\n\n":
+        return False
+    head, _, _ = body.rpartition(b'"')  # the padding holds no quote: its opening one
+    text = head.removesuffix(shape.tail[:-1])
+    return 0 < len(text) < len(head) and 34 not in text
+
+
+_compiled: list[Any] = [None, None]  # the last Shape and its pattern's fullmatch
+
+
+def regex_fits(shape: Any, read: bytes) -> bool:
+    """Shape.fits as one compiled regular expression."""
+    if not shape.padded:
+        return bool(shape.fits(read))
+    if _compiled[0] is not shape:
+        pattern = re.escape(shape.prefix) + b'[^"]+' + re.escape(shape.tail) + b'[^"]*"}\n\n'
+        _compiled[:] = [shape, re.compile(pattern, re.DOTALL).fullmatch]
+    return _compiled[1](read) is not None
 
 
 def variant(name: str) -> Callable[[Any, bytes], bool]:
@@ -57,7 +115,10 @@ def variant(name: str) -> Callable[[Any, bytes], bool]:
         return busy
     if name == "none":
         return lambda shape, read: True
-    raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {name!r}")
+    exact = {"quote": quote_fits, "regex": regex_fits, "backward": backward_fits}.get(name)
+    if exact is not None:
+        return exact
+    raise ValueError(f"variant must be one of {', '.join(VARIANTS + EXACT)}, got {name!r}")
 
 
 def tight_ns(test: Callable[[Any, bytes], bool]) -> float:
@@ -71,6 +132,111 @@ def tight_ns(test: Callable[[Any, bytes], bool]) -> float:
     assert shape is not None and test(shape, read)
     runs = timeit.repeat(lambda: test(shape, read), number=100_000, repeat=7)
     return statistics.median(runs) / 100_000 * 1e9
+
+
+def probe(names: Sequence[str], streams: int, warmup: int, tight_calls: int = 20_000) -> list[dict[str, Any]]:
+    """Each variant's own time per call, in ns: where the engine calls it, and in a tight loop.
+
+    The variants take turns read by read in one process (chat, sync), in an order drawn at
+    random (seeded) for every round of turns, so none always runs after the same one. Whatever
+    a variant answers, the engine is told whether the read is one of the stream's content
+    frames (a set lookup outside the timed region), so every stream is read alike and no
+    variant's code runs more often than another's.
+    """
+    import random
+
+    from _contenders import build, consume_sync
+    from _streams import CHUNKS, MemoryUpstream, chat_events
+
+    from streamtap._chat import CHAT
+    from streamtap._dialect import Shape
+
+    clock = time.perf_counter_ns
+    fits = Shape.fits
+    tests = [None if name == ZERO else variant(name) for name in names]
+    samples: list[list[int]] = [[] for _ in names]
+    contents = set(chat_events(CHUNKS)[1:-3])  # role chunk first; finish, usage, [DONE] last
+    rng = random.Random(20261121)
+    order: list[int] = []
+    for _ in range((warmup + streams) * (CHUNKS + 5) // len(tests) + 1):
+        ring = list(range(len(tests)))
+        rng.shuffle(ring)
+        order += ring
+    turns = iter(order)
+
+    def timed(shape: Shape, read: bytes) -> bool:
+        i = next(turns)
+        test = tests[i]
+        if test is None:
+            start = clock()
+            end = clock()
+        else:
+            start = clock()
+            test(shape, read)
+            end = clock()
+        samples[i].append(end - start)
+        return read in contents
+
+    read = chat_events(3)[2]
+    shape = CHAT.shape(read)
+    assert shape is not None
+    # In blocks of 1,000 calls of one variant, the variants' blocks taking turns: each is timed
+    # in a loop of its own, and the host's drifts hit them alike.
+    tight: list[list[int]] = [[] for _ in names]
+    for _ in range(max(tight_calls // 1000, 1)):
+        for test, times in zip(tests, tight, strict=True):
+            for _ in range(1000):
+                start = clock()
+                if test is not None:
+                    test(shape, read)
+                end = clock()
+                times.append(end - start)
+    contender = build("engine", MemoryUpstream(CHUNKS), "sync")
+    Shape.fits = timed  # type: ignore[method-assign]
+    try:
+        for i in range(warmup + streams):
+            if i == warmup:
+                for kept in samples:
+                    kept.clear()
+            consume_sync(contender.client, "chat")
+    finally:
+        Shape.fits = fits  # type: ignore[method-assign]
+    floor = {"situ": 0.0, "tight": 0.0}
+    if ZERO in names:
+        at = list(names).index(ZERO)
+        floor = {"situ": statistics.median(samples[at]), "tight": statistics.median(tight[at])}
+    results = []
+    for name, situ, loop in zip(names, samples, tight, strict=True):
+        quartiles = statistics.quantiles(situ, n=4)
+        results.append(
+            {
+                "variant": name,
+                "calls": len(situ),
+                "in_situ_ns": statistics.median(situ),
+                "in_situ_p25_p75_ns": [quartiles[0], quartiles[2]],
+                "tight_ns": statistics.median(loop),
+                "in_situ_over_zero_ns": statistics.median(situ) - floor["situ"],
+                "tight_over_zero_ns": statistics.median(loop) - floor["tight"],
+            }
+        )
+    return results
+
+
+def probe_markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | in situ, ns per call (median) | p25–p75 | over `zero` | in a tight loop | over `zero` "
+        "| in situ / tight (over `zero`) |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        low, high = r["in_situ_p25_p75_ns"]
+        situ, loop = r["in_situ_over_zero_ns"], r["tight_over_zero_ns"]
+        ratio = f"{situ / loop:.1f}" if loop > 0 and r["variant"] != ZERO else "—"
+        lines.append(
+            f"| {r['variant']} | {r['in_situ_ns']:,.0f} | {low:,.0f}–{high:,.0f} | {situ:+,.0f} "
+            f"| {r['tight_ns']:,.0f} | {loop:+,.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
 
 
 def one(name: str, rounds: int, warmup: int, mode: str) -> dict[str, Any]:
@@ -134,8 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
+        "--variants",
+        help=f"comma-separated, of {', '.join(VARIANTS + EXACT)} (and {ZERO} with --probe); "
+        f"default {','.join(VARIANTS)}, with --probe {','.join((ZERO, *VARIANTS, *EXACT))}",
     )
+    parser.add_argument("--probe", action="store_true", help="time each call where it runs (see above)")
+    parser.add_argument("--streams", type=int, default=40, help="--probe: timed streams (500 reads each)")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--mode", choices=("sync", "async"), default="sync")
@@ -145,12 +315,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.one:
         print(json.dumps(one(args.one, args.rounds, args.warmup, args.mode)))
         return 0
-    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    accepted = (ZERO, *VARIANTS, *EXACT) if args.probe else VARIANTS + EXACT
+    default = accepted if args.probe else VARIANTS
+    names = [n.strip() for n in (args.variants or ",".join(default)).split(",") if n.strip()]
     for name in names:
-        if name not in VARIANTS:
-            parser.error(f"--variants: {name!r} is not one of {', '.join(VARIANTS)}")
-    if args.rounds < 1 or args.warmup < 0:
-        parser.error("--rounds must be at least 1, --warmup at least 0")
+        if name not in accepted:
+            parser.error(f"--variants: {name!r} is not one of {', '.join(accepted)}")
+    if args.rounds < 1 or args.warmup < 0 or args.streams < 1:
+        parser.error("--rounds and --streams must be at least 1, --warmup at least 0")
+    if args.probe:
+        print(f"probing {len(names)} variants over {args.streams} streams ...", file=sys.stderr)
+        found = probe(names, args.streams, min(args.warmup, 2))
+        print(json.dumps(found, indent=1) if args.json else probe_markdown(found))
+        return 0
     results = []
     started = time.perf_counter()
     for i, name in enumerate(names, 1):
