@@ -159,8 +159,9 @@ def test_a_lockstep_run_reads_every_stream_whole_with_the_contenders_that_can_sh
 def test_the_report_names_the_lockstep_rounds(results: dict[str, Any]) -> None:
     from _report import markdown
 
-    assert "contenders' streams read in lockstep, one item each in turn round a ring drawn per round" in markdown(
-        results
+    assert (
+        "contenders' streams read in lockstep, one item each in turn round a ring drawn per round"
+        in markdown(results)
     )
 
 
