@@ -87,8 +87,11 @@ class Shape:
             return False
         if not self.padded:
             return not after
-        _, _, end = after.partition(b'"')
-        return end == b"}\n\n"
+        # The padding, then its closing quote and the frame's end: `after` ends with those
+        # and holds no other quote. (A suffix removed and a byte test cost less in situ than
+        # a partition at the quote: `lane_in_situ.py --probe`.)
+        padding = after.removesuffix(b'"}\n\n')
+        return len(padding) + 4 == len(after) and 34 not in padding
 
 
 # What a JSON string cannot hold as it is: control characters, and the backslash of escapes.
