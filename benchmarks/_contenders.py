@@ -6,7 +6,7 @@ control    a second plain OpenAI SDK client, timed like every contender: its pai
 engine     streamtap.instrument(raw, recorders=[]): the engine alone
 glance     the engine with no Shape learnt (`no_shape`): every committed read goes through
            StreamAttempt.feed and the dialect's glance, the hot path before the Shape lane
-           (give or take the `passed` call and the empty-text test feed has since)
+           (give or take the empty-text test feed has since)
 layered    the engine with its caller's response read through httpx2's own layers (`httpx_layers`:
            iter_bytes -> iter_raw -> the client's timer, a decoder and two chunkers per read),
            as before StreamResponse; against `engine`, what reading the body directly saves

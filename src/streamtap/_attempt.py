@@ -8,6 +8,7 @@ happen once per network read, never per frame.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 from ._dialect import (
@@ -46,6 +47,7 @@ class StreamAttempt:
 
     __slots__ = (
         "_buffer",
+        "_chunks",
         "_dialect",
         "_ftt_deadline",
         "_glance",
@@ -55,17 +57,17 @@ class StreamAttempt:
         "_last_event_at",
         "_learn",
         "_look",
+        "_max_gap",
         "_shape",
         "_verify",
-        "chunks",
         "committed",
         "deadline",
         "facts",
         "failure",
         "first_content_at",
         "lane",
-        "max_gap",
         "sent_at",
+        "stamps",
         "terminal",
     )
 
@@ -91,7 +93,7 @@ class StreamAttempt:
         # `_look` while the hot path is open: committed, nothing held back.
         self._glance: Callable[[bytes], int] | None = self._look if committed else None
         # The shape of this stream's content frames, learnt from the first one glance knew;
-        # `lane` is that shape while the hot path is open, for the drivers (see `passed`).
+        # `lane` is that shape while the hot path is open, for the drivers (see `stamps`).
         self._shape: Shape | None = None
         self._learn = True
         self.lane: Shape | None = None
@@ -105,19 +107,47 @@ class StreamAttempt:
         self.terminal = False
         self.failure: Failure | None = None
         self.first_content_at: float | None = None
-        self.max_gap = 0.0
-        self.chunks = 0
+        self._max_gap = 0.0
+        self._chunks = 0
+        # When the driver passed on each read that fit `lane`, not yet counted: the hot path
+        # appends to it (`stamps.append`, a C call; a method here would be a Python one, which
+        # costs several times more between the SDK's reads), and `_count_stamps` counts them
+        # before anything reads the counters.
+        self.stamps: list[float] = []
         self.facts = StreamFacts()
 
     @property
     def phase(self) -> Phase:
         return "streaming" if self.committed else "first_token"
 
+    @property
+    def chunks(self) -> int:
+        """Content chunks read so far."""
+        self._count_stamps()
+        return self._chunks
+
+    @chunks.setter
+    def chunks(self, value: int) -> None:
+        self._count_stamps()
+        self._chunks = value
+
+    @property
+    def max_gap(self) -> float:
+        """The largest gap between two content chunks so far, in seconds."""
+        self._count_stamps()
+        return self._max_gap
+
+    @max_gap.setter
+    def max_gap(self, value: float) -> None:
+        self._count_stamps()
+        self._max_gap = value
+
     def read_timeout(self, now: float) -> float | None:
         """Seconds the next read may block before the attempt has failed."""
         limit = self.deadline
         if self._idle is not None:
-            limit = min(limit, self._last_event_at + self._idle)
+            last = self.stamps[-1] if self.stamps else self._last_event_at
+            limit = min(limit, last + self._idle)
         if not self.committed:
             limit = min(limit, self._ftt_deadline)
         return None if limit == math.inf else max(limit - now, 0.0)
@@ -130,25 +160,35 @@ class StreamAttempt:
             return failure("timeout", self.phase, "the call's total_timeout ran out")
         return failure("stall", self.phase, "no event within idle_timeout")
 
-    def passed(self, now: float) -> None:
-        """The driver passed on, at `now`, a read that fits `lane`: one more content chunk.
+    def _count_stamps(self) -> None:
+        """Count the reads the driver passed on the lane (`stamps`): what `feed` would have.
 
-        The drivers' hot path: `lane.fits(read)` and this instead of `feed`, when `now` is
-        before the deadline. It is what `feed` would do with that read, without the glance.
+        Each one is one more content chunk, and an event: the gaps between them, and from
+        the content before them, count toward `max_gap`.
         """
-        self.chunks += 1
-        gap = now - self._last_content_at
-        if gap > self.max_gap:
-            self.max_gap = gap
-        self._last_content_at = self._last_event_at = now
+        stamps = self.stamps
+        if not stamps:
+            return
+        before = self._last_content_at
+        widest = max(map(operator.sub, stamps, [before, *stamps[:-1]]))
+        if widest > self._max_gap:
+            self._max_gap = widest
+        self._chunks += len(stamps)
+        self._last_content_at = self._last_event_at = stamps[-1]
+        stamps.clear()
 
     def feed(self, chunk: bytes, now: float) -> bytes:
         """Take bytes read at `now`; return what the caller may see now (b"" while buffering)."""
         # Once committed, with nothing held back, a read that is exactly one ordinary content
         # frame (as servers write them) is counted and passed on as it came.
+        self._count_stamps()
         glance = self._glance
         if glance is not None and glance(chunk) == CONTENT:
-            self.passed(now)
+            self._chunks += 1
+            gap = now - self._last_content_at
+            if gap > self._max_gap:
+                self._max_gap = gap
+            self._last_content_at = self._last_event_at = now
             if self._learn:
                 self._learn = False
                 shape = self._dialect.shape(chunk)
@@ -200,7 +240,7 @@ class StreamAttempt:
                 kind = dialect.inspect(frame, facts)
             if kind == CONTENT:
                 content = progress = True
-                self.chunks += 1
+                self._chunks += 1
                 if not self.committed:
                     self._commit(now, released)
             elif kind == PREAMBLE:
@@ -229,8 +269,8 @@ class StreamAttempt:
             self._last_event_at = now
         if content:
             gap = now - self._last_content_at
-            if gap > self.max_gap and self.chunks > 1:
-                self.max_gap = gap
+            if gap > self._max_gap and self._chunks > 1:
+                self._max_gap = gap
             self._last_content_at = now
         # Progress after commit leaves only the call's deadline to check (the idle gap is 0).
         if self.failure is None and (not progress or not self.committed or now >= self.deadline):

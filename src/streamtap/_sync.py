@@ -275,7 +275,7 @@ class _SyncBody(DirectSyncBody):
                 assert attempt is not None and live.send is not None
                 assert live.chunks is not None
                 feed = attempt.feed
-                passed = attempt.passed
+                stamp = attempt.stamps.append
                 deadline = attempt.deadline
                 lane = attempt.lane
                 # The read that committed may also have failed (an error or a bad event after
@@ -286,9 +286,10 @@ class _SyncBody(DirectSyncBody):
                     for chunk in chunks:
                         now = clock()
                         # The hot path: a read that is one more ordinary content frame of this
-                        # stream (`lane` is its shape, once the attempt has learnt it).
+                        # stream (`lane` is its shape, once the attempt has learnt it), noted
+                        # by its time alone (`stamps`, counted when the counters are read).
                         if lane is not None and now < deadline and lane.fits(chunk):
-                            passed(now)
+                            stamp(now)
                             delivered.append(chunk)
                             yield chunk
                             continue

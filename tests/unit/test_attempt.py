@@ -326,3 +326,49 @@ def test_max_gap_after_commit_only() -> None:
     attempt.feed(content("a"), 4.0)
     attempt.feed(content("b"), 4.1)
     assert attempt.max_gap == pytest.approx(0.1)
+
+
+def _streaming() -> StreamAttempt:
+    """A committed attempt with two content chunks, the last at 1.5: where stamps come."""
+    attempt = make(idle_timeout=2.0)
+    attempt.feed(content("a"), 1.0)
+    attempt.feed(content("b"), 1.5)
+    return attempt
+
+
+def test_stamps_count_as_chunks_and_gaps_when_the_counters_are_read() -> None:
+    attempt = _streaming()
+    attempt.stamps.extend([1.6, 4.6, 4.7])  # what the drivers append for reads that fit
+    assert attempt.chunks == 5
+    assert attempt.max_gap == pytest.approx(3.0)  # 1.6 -> 4.6
+    assert attempt.stamps == []
+    attempt.stamps.append(9.7)  # the gap from the last counted chunk, 4.7
+    assert (attempt.max_gap, attempt.chunks) == (pytest.approx(5.0), 6)
+
+
+def test_stamps_are_counted_before_feed_reads_the_counters() -> None:
+    attempt = _streaming()
+    attempt.stamps.extend([1.7, 1.8])
+    attempt.feed(content("d") + content("e"), 6.8)  # one read, two chunks: one gap of 5.0
+    assert attempt.stamps == []
+    assert (attempt.chunks, attempt.max_gap) == (6, pytest.approx(5.0))
+
+
+def test_the_idle_deadline_runs_from_the_last_stamp() -> None:
+    attempt = _streaming()
+    assert attempt.read_timeout(2.0) == pytest.approx(1.5)  # 1.5 + idle 2.0
+    attempt.stamps.append(3.0)
+    assert attempt.read_timeout(4.0) == pytest.approx(1.0)  # 3.0 + idle 2.0
+    assert attempt.stamps == [3.0]  # read on every socket read: nothing counted there
+    assert attempt.feed(KEEPALIVE, 4.5) == KEEPALIVE  # 1.5 s since the stamp: within idle
+    assert attempt.failure is None
+    attempt.feed(KEEPALIVE, 5.1)  # 2.1 s since the stamp: a stall
+    assert attempt.failure == Failure("stall", "streaming", False, "no event within idle_timeout")
+
+
+def test_counters_set_on_a_resumed_attempt_keep_its_stamps_apart() -> None:
+    attempt = _streaming()
+    attempt.stamps.append(2.0)
+    attempt.chunks = 10  # a resumed attempt takes the counters of the one it continues
+    attempt.max_gap = 0.25
+    assert (attempt.chunks, attempt.max_gap, attempt.stamps) == (10, 0.25, [])

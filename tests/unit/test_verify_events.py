@@ -49,7 +49,7 @@ def drive(stream: StreamAttempt, reads: list[bytes]) -> bytes:
     for read in reads:
         lane = stream.lane
         if lane is not None and lane.fits(read):
-            stream.passed(1.0)
+            stream.stamps.append(1.0)
             out.append(read)
             continue
         out.append(stream.feed(read, 1.0))
