@@ -43,19 +43,24 @@ import subprocess
 import sys
 import time
 import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from streamtap._dialect import Shape
 
 VARIANTS = ("engine", "floor", "busy", "none")
 EXACT = ("quote", "regex", "backward")
 ZERO = "zero"  # --probe only: the clock reads alone
+# The engine's own test, kept before any variant replaces it: the exact variants' answer for
+# the Shapes they do not cover.
+ENGINE_FITS = Shape.fits
 _STEPS = range(20)
 
 
-def quote_fits(shape: Any, read: bytes) -> bool:
+def quote_fits(shape: Shape, read: bytes) -> bool:
     """Shape.fits, partitioning at the first quote and removing the tail as a prefix."""
     if not shape.padded:
-        return bool(shape.fits(read))
+        return ENGINE_FITS(shape, read)
     rest = read.removeprefix(shape.prefix)
     if len(rest) == len(read):
         return False
@@ -67,10 +72,10 @@ def quote_fits(shape: Any, read: bytes) -> bool:
     return end == b"}\n\n"
 
 
-def backward_fits(shape: Any, read: bytes) -> bool:
+def backward_fits(shape: Shape, read: bytes) -> bool:
     """Shape.fits, from the end: the padding's quotes by rpartition, the tail as a suffix."""
     if not shape.padded:
-        return bool(shape.fits(read))
+        return ENGINE_FITS(shape, read)
     rest = read.removeprefix(shape.prefix)
     if len(rest) == len(read):
         return False
@@ -85,10 +90,10 @@ def backward_fits(shape: Any, read: bytes) -> bool:
 _compiled: list[Any] = [None, None]  # the last Shape and its pattern's fullmatch
 
 
-def regex_fits(shape: Any, read: bytes) -> bool:
+def regex_fits(shape: Shape, read: bytes) -> bool:
     """Shape.fits as one compiled regular expression."""
     if not shape.padded:
-        return bool(shape.fits(read))
+        return ENGINE_FITS(shape, read)
     if _compiled[0] is not shape:
         pattern = re.escape(shape.prefix) + b'[^"]+' + re.escape(shape.tail) + b'[^"]*"}\n\n'
         _compiled[:] = [shape, re.compile(pattern, re.DOTALL).fullmatch]
@@ -99,10 +104,8 @@ def variant(name: str) -> Callable[[Any, bytes], bool]:
     """The test `name` stands for (see the module's docstring)."""
     from _contenders import prefix_only
 
-    from streamtap._dialect import Shape
-
     if name == "engine":
-        return Shape.fits
+        return ENGINE_FITS
     if name == "floor":
         return prefix_only
     if name == "busy":
@@ -121,6 +124,17 @@ def variant(name: str) -> Callable[[Any, bytes], bool]:
     raise ValueError(f"variant must be one of {', '.join(VARIANTS + EXACT)}, got {name!r}")
 
 
+def content_reads(api: str) -> tuple[bytes, set[bytes]]:
+    """One content read of the benchmark's `api` stream that teaches a Shape, and all of them."""
+    from _streams import CHUNKS, chat_events, responses_events
+
+    if api == "chat":
+        return chat_events(3)[2], set(chat_events(CHUNKS)[1:-3])  # role first; finish, usage, [DONE] last
+    events = responses_events(CHUNKS)
+    contents = [e for e in events if e.startswith(b"event: response.output_text.delta\n")]
+    return contents[1], set(contents)
+
+
 def tight_ns(test: Callable[[Any, bytes], bool]) -> float:
     """ns per call of `test` on one content read of the benchmark's chat stream, in a loop."""
     from _streams import chat_events
@@ -134,10 +148,12 @@ def tight_ns(test: Callable[[Any, bytes], bool]) -> float:
     return statistics.median(runs) / 100_000 * 1e9
 
 
-def probe(names: Sequence[str], streams: int, warmup: int, tight_calls: int = 20_000) -> list[dict[str, Any]]:
+def probe(
+    names: Sequence[str], streams: int, warmup: int, api: str = "chat", tight_calls: int = 20_000
+) -> list[dict[str, Any]]:
     """Each variant's own time per call, in ns: where the engine calls it, and in a tight loop.
 
-    The variants take turns read by read in one process (chat, sync), in an order drawn at
+    The variants take turns read by read in one process (`api`, sync), in an order drawn at
     random (seeded) for every round of turns, so none always runs after the same one. Whatever
     a variant answers, the engine is told whether the read is one of the stream's content
     frames (a set lookup outside the timed region), so every stream is read alike and no
@@ -146,23 +162,24 @@ def probe(names: Sequence[str], streams: int, warmup: int, tight_calls: int = 20
     import random
 
     from _contenders import build, consume_sync
-    from _streams import CHUNKS, MemoryUpstream, chat_events
+    from _streams import CHUNKS, MemoryUpstream
 
-    from streamtap._chat import CHAT
-    from streamtap._dialect import Shape
+    from streamtap._dialect import dialect_for
 
     clock = time.perf_counter_ns
     fits = Shape.fits
     tests = [None if name == ZERO else variant(name) for name in names]
     samples: list[list[int]] = [[] for _ in names]
-    contents = set(chat_events(CHUNKS)[1:-3])  # role chunk first; finish, usage, [DONE] last
+    read, contents = content_reads(api)
     rng = random.Random(20261121)
-    order: list[int] = []
-    for _ in range((warmup + streams) * (CHUNKS + 5) // len(tests) + 1):
-        ring = list(range(len(tests)))
-        rng.shuffle(ring)
-        order += ring
-    turns = iter(order)
+
+    def rounds() -> Iterator[int]:
+        while True:
+            ring = list(range(len(tests)))
+            rng.shuffle(ring)
+            yield from ring
+
+    turns = rounds()
 
     def timed(shape: Shape, read: bytes) -> bool:
         i = next(turns)
@@ -177,8 +194,7 @@ def probe(names: Sequence[str], streams: int, warmup: int, tight_calls: int = 20
         samples[i].append(end - start)
         return read in contents
 
-    read = chat_events(3)[2]
-    shape = CHAT.shape(read)
+    shape = dialect_for("responses" if api == "responses" else "chat_completions").shape(read)
     assert shape is not None
     # In blocks of 1,000 calls of one variant, the variants' blocks taking turns: each is timed
     # in a loop of its own, and the host's drifts hit them alike.
@@ -198,7 +214,7 @@ def probe(names: Sequence[str], streams: int, warmup: int, tight_calls: int = 20
             if i == warmup:
                 for kept in samples:
                     kept.clear()
-            consume_sync(contender.client, "chat")
+            consume_sync(contender.client, api)
     finally:
         Shape.fits = fits  # type: ignore[method-assign]
     floor = {"situ": 0.0, "tight": 0.0}
@@ -247,8 +263,6 @@ def one(name: str, rounds: int, warmup: int, mode: str) -> dict[str, Any]:
     from _contenders import build
     from _stats import against
     from _streams import CHUNKS, MemoryUpstream
-
-    from streamtap._dialect import Shape
 
     test = variant(name)
     tight = tight_ns(test)
@@ -306,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--probe", action="store_true", help="time each call where it runs (see above)")
     parser.add_argument("--streams", type=int, default=40, help="--probe: timed streams (500 reads each)")
+    parser.add_argument("--api", choices=("chat", "responses"), default="chat", help="--probe: which stream")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--mode", choices=("sync", "async"), default="sync")
@@ -325,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds and --streams must be at least 1, --warmup at least 0")
     if args.probe:
         print(f"probing {len(names)} variants over {args.streams} streams ...", file=sys.stderr)
-        found = probe(names, args.streams, min(args.warmup, 2))
+        found = probe(names, args.streams, min(args.warmup, 2), args.api)
         print(json.dumps(found, indent=1) if args.json else probe_markdown(found))
         return 0
     results = []

@@ -78,8 +78,9 @@ class Shape:
             return False
         tail = self.tail
         if tail is None:
-            line, _, after = rest.partition(b"\n")
-            return after == b"\n" and line[-1:] == b"}" and 13 not in read
+            # One line ending with `}`, then the blank line; no CR (the prefix has none).
+            line = rest.removesuffix(b"}\n\n")
+            return len(line) + 3 == len(rest) and 10 not in line and 13 not in line
         # Up to the first `tail` is the text: not empty (an empty text is no content) and
         # without quotes, so that its closing quote is the one `tail` starts with.
         text, found, after = rest.partition(tail)

@@ -154,6 +154,9 @@ def test_responses_shape_is_the_event_line() -> None:
         delta + delta,
         delta + _responses_event("error", message="boom"),
         delta[:-1],
+        delta[:-2],  # the event's line, its blank line still to come
+        delta[:40],  # part of the line
+        delta[:-3] + b"\n\n",  # a line that does not end with `}`
         delta.replace(b"\ndata: {", b"\ndata: {\n", 1),
         delta[:-2] + b"\r\n\r\n",
     ]
