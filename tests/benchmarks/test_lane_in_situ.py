@@ -16,19 +16,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lane_in_situ import EXACT, VARIANTS, ZERO, markdown, probe_markdown, variant  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def results() -> list[dict[str, Any]]:
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "lane_in_situ.py"),
-        "--rounds=2",
-        "--warmup=0",
-        "--json",
-    ]
+def _run(*args: str) -> list[dict[str, Any]]:
+    """lane_in_situ.py's JSON output for `args`."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "lane_in_situ.py"), *args, "--warmup=0", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     parsed: list[dict[str, Any]] = json.loads(done.stdout)
     return parsed
+
+
+@pytest.fixture(scope="module")
+def results() -> list[dict[str, Any]]:
+    return _run("--rounds=2")
 
 
 def test_every_variant_reads_every_stream_whole(results: list[dict[str, Any]]) -> None:
@@ -132,18 +131,7 @@ def test_the_exact_variants_answer_as_the_engine_does(name: str) -> None:
 # closing events (responses), shared in turns.
 @pytest.mark.parametrize(("api", "reads"), [("chat", 498 + 3), ("responses", 498 + 4)])
 def test_the_probe_times_every_variant_where_it_runs(api: str, reads: int) -> None:
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "lane_in_situ.py"),
-        "--probe",
-        f"--api={api}",
-        "--streams=1",
-        "--warmup=0",
-        "--json",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    found: list[dict[str, Any]] = json.loads(done.stdout)
+    found = _run("--probe", f"--api={api}", "--streams=1")
     assert [r["variant"] for r in found] == [ZERO, *VARIANTS, *EXACT]
     assert sum(r["calls"] for r in found) == reads
     assert all(r["calls"] >= reads // len(found) - 1 for r in found)
