@@ -70,9 +70,9 @@ class Shape:
 
     def fits(self, read: bytes) -> bool:
         """Whether `read` is exactly one more ordinary content frame of this stream."""
-        # Written with one-argument methods (`removeprefix`, `partition`) and `in`: in CPython
-        # 3.11 startswith/endswith/find with a position parse their arguments on every call,
-        # which cost more than their search (benchmarks/: the `positional` contender).
+        # Written with one-argument methods (`removeprefix`, `partition`, `removesuffix`) and
+        # `in`: in CPython 3.11 startswith/endswith/find with a position parse their arguments
+        # on every call, which cost more than their search (benchmarks/: `positional`).
         rest = read.removeprefix(self.prefix)
         if len(rest) == len(read):
             return False
