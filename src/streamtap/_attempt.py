@@ -22,7 +22,6 @@ from ._dialect import (
     Dialect,
     Shape,
     StreamFacts,
-    checked,
     decodes,
 )
 from ._errors import Failure, classify_error_event, failure
@@ -191,9 +190,8 @@ class StreamAttempt:
             self._last_content_at = self._last_event_at = now
             if self._learn:
                 self._learn = False
-                shape = self._dialect.shape(chunk)
-                if shape is not None and self._verify:
-                    shape = checked(shape)
+                dialect = self._dialect
+                shape = dialect.checked_shape(chunk) if self._verify else dialect.shape(chunk)
                 self._shape = self.lane = shape
             if now >= self.deadline:
                 self._check_time(now)

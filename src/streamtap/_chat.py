@@ -15,17 +15,18 @@ from ._dialect import (
     PREAMBLE,
     TERMINAL,
     UNKNOWN,
+    CheckedShape,
     Shape,
     StreamFacts,
+    checked,
     load_json,
     read_event,
+    text_shape,
 )
 from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
 _TEXT = b'"delta":{"content":"'
-_DECODER = json.JSONDecoder()
-_PADDING = b',"obfuscation":"'
 _CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
 
 
@@ -60,21 +61,12 @@ class ChatDialect:
         return UNKNOWN
 
     def shape(self, frame: bytes) -> Shape | None:
-        # From chunk to chunk only the text changes, and the random `obfuscation` padding
-        # OpenAI adds last; everything else (id, model, fingerprint, index, nulls) repeats.
-        at = frame.find(_TEXT)
-        if at < 0:
-            return None  # tool calls, reasoning, refusals: glance and parse as before
-        start = at + len(_TEXT)
-        try:
-            # latin-1 keeps byte offsets; the end is just past the text's closing quote.
-            end = _DECODER.raw_decode(frame.decode("latin-1"), start - 1)[1]
-        except ValueError:
-            return None
-        pad = frame.rfind(_PADDING, end)
-        if pad >= 0 and frame.endswith(b'"}\n\n') and frame.find(34, pad + len(_PADDING)) == len(frame) - 4:
-            return Shape(frame[:start], frame[end - 1 : pad + len(_PADDING)], padded=True)
-        return Shape(frame[:start], frame[end - 1 :])
+        # Tool calls, reasoning and refusals have none: they are glanced and parsed as before.
+        return text_shape(frame, _TEXT)
+
+    def checked_shape(self, frame: bytes) -> CheckedShape | None:
+        shape = self.shape(frame)
+        return checked(shape) if shape is not None else None
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         event = read_event(frame, facts)

@@ -114,18 +114,73 @@ class CheckedShape(Shape):
     def fits(self, read: bytes) -> bool:
         if not Shape.fits(self, read):
             return False
+        return self.proven(read) or decodes(read)
+
+    def proven(self, read: bytes) -> bool:
+        """Whether `read`, which fits the layout, decodes by its bytes alone (no parse)."""
         # Outside its text (and padding) a chat read that fits has the bytes of a frame that
         # decoded. Text and padding hold no quote; with no control byte or backslash either,
         # and in UTF-8, they are JSON strings as they stand: the read decodes, proven in about
         # a quarter of the parse's instructions (docs/benchmarks.md). Anything else (an
-        # escape, responses' variable data) gets the parse.
-        if (
+        # escape, a layout without a tail) gets the parse.
+        return (
             self.tail is not None
             and len(read) - len(read.translate(None, _UNSAFE)) == self.unsafe
             and (read.isascii() or _utf8(read))
-        ):
-            return True
-        return decodes(read)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SequencedShape(CheckedShape):
+    """A CheckedShape for events whose data also carry a number that changes (responses).
+
+    Its own layout is the event line (a Shape with no tail); the proof reads the event as the
+    bytes up to the number (`numbered`), the number (JSON digits), a comma, and then a text
+    layout (`after`, a CheckedShape whose prefix follows the comma) proven as a chat read is.
+    Build it with the dialect's `checked_shape`.
+    """
+
+    numbered: bytes = b""
+    after: CheckedShape | None = None
+
+    def proven(self, read: bytes) -> bool:
+        rest = read.removeprefix(self.numbered)
+        number, _, text = rest.partition(b",")
+        after = self.after
+        return (
+            after is not None
+            and len(rest) < len(read)
+            and number.isdigit()
+            and (len(number) == 1 or number[:1] != b"0")  # JSON numbers have no leading zero
+            and Shape.fits(after, text)
+            and after.proven(text)
+        )
+
+
+_DECODER = json.JSONDecoder()
+_PADDING = b',"obfuscation":"'
+
+
+def text_shape(frame: bytes, opening: bytes) -> Shape | None:
+    """The Shape of `frame`, one event whose text starts after `opening` (a JSON string's).
+
+    From event to event only the text changes, and the random `obfuscation` padding OpenAI
+    adds last; the bytes before the text and between it and the padding repeat. None when
+    `frame` has no such text.
+    """
+    at = frame.find(opening)
+    if at < 0:
+        return None
+    start = at + len(opening)
+    try:
+        # latin-1 keeps byte offsets; the end is just past the text's closing quote.
+        end = _DECODER.raw_decode(frame.decode("latin-1"), start - 1)[1]
+    except ValueError:
+        return None
+    pad = frame.rfind(_PADDING, end)
+    if pad >= 0 and frame.endswith(b'"}\n\n') and frame.find(34, pad + len(_PADDING)) == len(frame) - 4:
+        return Shape(frame[:start], frame[end - 1 : pad + len(_PADDING)], padded=True)
+    return Shape(frame[:start], frame[end - 1 :])
 
 
 def checked(shape: Shape) -> CheckedShape:
@@ -169,6 +224,9 @@ class Dialect(Protocol):
 
     def shape(self, frame: bytes) -> Shape | None:
         """The Shape of a frame `glance` called CONTENT, or None when it has none to learn."""
+
+    def checked_shape(self, frame: bytes) -> CheckedShape | None:
+        """`shape` for a relaying caller (a CheckedShape), from a frame that also decodes."""
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         """Classify one frame with a full parse, recording what it tells in `facts`."""

@@ -15,10 +15,14 @@ from ._dialect import (
     PREAMBLE,
     TERMINAL,
     UNKNOWN,
+    CheckedShape,
+    SequencedShape,
     Shape,
     StreamFacts,
+    checked,
     load_json,
     read_event,
+    text_shape,
 )
 from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
@@ -27,6 +31,8 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 _ERRORS = frozenset({"error", "response.failed"})
 # After the commit point these are parsed (usage, finish reason, errors); the rest pass unparsed.
 _PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
+_SEQUENCE = b'"sequence_number":'
+_DELTA = b'"delta":"'
 
 
 class ResponsesDialect:
@@ -53,6 +59,20 @@ class ResponsesDialect:
         # changes from event to event.
         data = frame.find(b"\ndata: {")
         return Shape(frame[: data + 8]) if data > 0 else None
+
+    def checked_shape(self, frame: bytes) -> CheckedShape | None:
+        # Besides the text and padding, each delta's sequence number changes: the proof reads
+        # it as a number, then the rest as a text layout. Without one (another layout), each
+        # event gets the parse.
+        shape = self.shape(frame)
+        if shape is None:
+            return None
+        at = frame.find(_SEQUENCE)
+        comma = frame.find(b",", at)
+        after = text_shape(frame[comma + 1 :], _DELTA) if at >= 0 and comma >= 0 else None
+        if after is None or not frame[at + len(_SEQUENCE) : comma].isdigit():
+            return checked(shape)
+        return SequencedShape(shape.prefix, numbered=frame[: at + len(_SEQUENCE)], after=checked(after))
 
     def inspect(self, frame: bytes, facts: StreamFacts) -> int:
         event = read_event(frame, facts)

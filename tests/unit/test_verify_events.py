@@ -10,7 +10,7 @@ import pytest
 
 from streamtap._attempt import StreamAttempt
 from streamtap._chat import CHAT
-from streamtap._dialect import CheckedShape, Dialect, Shape, checked, decodes
+from streamtap._dialect import CheckedShape, Dialect, SequencedShape, Shape, decodes
 from streamtap._responses import RESPONSES
 
 ROLE = b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
@@ -170,21 +170,53 @@ def chat_padded(text: bytes, pad: bytes) -> bytes:
     return chat(text).replace(b'"k3"', b'"' + pad + b'"')
 
 
-def responses_delta(text: bytes, pad: bytes) -> bytes:
+# Sequence numbers: JSON integers the proof reads, JSON numbers it leaves to the parse, and
+# no JSON number at all.
+_NUMBERS = [b"0", b"7", b"42", b"1234567", b"007", b"-1", b"1e3", b"3.0", b"12a", b""]
+
+
+def openai_delta(text: bytes, pad: bytes | None, number: bytes = b"3") -> bytes:
+    """A responses output_text delta laid out as OpenAI writes it (padded unless pad is None)."""
+    data = (
+        b'{"type":"response.output_text.delta","sequence_number":' + number + b',"item_id":"msg_1",'
+        b'"output_index":0,"content_index":0,"delta":"'
+        + text
+        + b'","logprobs":[]'
+        + (b',"obfuscation":"' + pad + b'"' if pad is not None else b"")
+        + b"}"
+    )
+    return b"event: response.output_text.delta\ndata: " + data + b"\n\n"
+
+
+def responses_padded(text: bytes, pad: bytes) -> bytes:
+    return openai_delta(text, pad, _NUMBERS[(3 * len(text) + len(pad)) % len(_NUMBERS)])
+
+
+def responses_unpadded(text: bytes, pad: bytes) -> bytes:
+    return openai_delta(text, None, _NUMBERS[(3 * len(text) + len(pad)) % len(_NUMBERS)])
+
+
+def responses_short(text: bytes, pad: bytes) -> bytes:
     return delta(text).replace(b'"sequence_number":3', b'"sequence_number":' + str(len(pad) * 7).encode())
 
 
 @pytest.mark.parametrize(
     ("make", "dialect"),
-    [(chat_padded, CHAT), (chat_unpadded, CHAT), (responses_delta, RESPONSES)],
-    ids=["chat-padded", "chat-unpadded", "responses"],
+    [
+        (chat_padded, CHAT),
+        (chat_unpadded, CHAT),
+        (responses_padded, RESPONSES),
+        (responses_unpadded, RESPONSES),
+        (responses_short, RESPONSES),
+    ],
+    ids=["chat-padded", "chat-unpadded", "responses-padded", "responses-unpadded", "responses-short"],
 )
 def test_a_checked_shape_fits_exactly_what_fits_and_decodes(make: Any, dialect: Dialect) -> None:
     # Its quick proof (no control byte or backslash, UTF-8) and its parse together answer
     # exactly as the SDK's decoding would, over seeded random texts and paddings.
     shape = dialect.shape(make(b"learnt", b"k3"))
-    assert shape is not None
-    strict = checked(shape)
+    strict = dialect.checked_shape(make(b"learnt", b"k3"))
+    assert shape is not None and strict is not None
     rng = random.Random(7)
     answers = {True: 0, False: 0}
     for _ in range(3000):
@@ -200,3 +232,42 @@ def test_a_checked_shape_fits_exactly_what_fits_and_decodes(make: Any, dialect: 
         assert strict.fits(read) is expected, read
         answers[expected] += 1
     assert answers[True] > 200 and answers[False] > 200, answers
+
+
+def test_a_responses_delta_is_proven_without_a_parse() -> None:
+    strict = RESPONSES.checked_shape(openai_delta(b"Hi", b"k3"))
+    assert isinstance(strict, SequencedShape)
+    for read in [
+        openai_delta(b" there", b"xyz", b"4"),
+        openai_delta("\u00e9t\u00e9".encode(), b"p", b"12345"),
+        openai_delta(b"x", b"p", b"0"),
+    ]:
+        assert strict.proven(read) is True, read
+        assert strict.fits(read) is True
+    # Left to the parse, which decides: an escape, numbers JSON writes otherwise, bad bytes.
+    for read, decodes_ in [
+        (openai_delta(b"a\\nb", b"p"), True),
+        (openai_delta(b"x", b"p", b"1e3"), True),
+        (openai_delta(b"x", b"p", b"-1"), True),
+        (openai_delta(b"x", b"p", b"007"), False),
+        (openai_delta(b"x", b"p", b""), False),
+        (openai_delta(b"\xff", b"p"), False),
+        (openai_delta(b"x\x01", b"p"), False),
+    ]:
+        assert strict.proven(read) is False, read
+        assert strict.fits(read) is decodes_, read
+
+
+def test_a_verifying_responses_stream_learns_the_sequenced_shape() -> None:
+    stream = attempt(RESPONSES, verify=True)
+    reads = [CREATED, openai_delta(b"Hi", b"k3", b"1"), openai_delta(b" there", b"k", b"2")]
+    drive(stream, [*reads, openai_delta(b"!", b"abc", b"3")])
+    assert type(stream.lane) is SequencedShape
+    assert stream.chunks == 3
+    assert type(attempt_lane(RESPONSES, reads, verify=False)) is Shape
+
+
+def attempt_lane(dialect: Dialect, reads: list[bytes], *, verify: bool) -> Shape | None:
+    stream = attempt(dialect, verify)
+    drive(stream, reads)
+    return stream.lane
