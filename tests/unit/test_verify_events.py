@@ -271,3 +271,15 @@ def attempt_lane(dialect: Dialect, reads: list[bytes], *, verify: bool) -> Shape
     stream = attempt(dialect, verify)
     drive(stream, reads)
     return stream.lane
+
+
+def test_the_fake_upstreams_deltas_are_proven_too() -> None:
+    # The fake writes the fields in OpenAI's order (type, sequence number, ..., delta), so the
+    # proxy's check of its events needs no parse either.
+    from streamtap.fake._responses import ResponseSeed, response_frames
+
+    frames = response_frames(ResponseSeed("resp_1", "msg_1", 5, "gpt-4o", "Hi there", 40))
+    deltas = [frame.data for frame in frames if frame.kind == "content"]
+    strict = RESPONSES.checked_shape(deltas[1])
+    assert isinstance(strict, SequencedShape)
+    assert all(strict.proven(read) for read in deltas)

@@ -116,6 +116,6 @@ def response_frames(seed: ResponseSeed) -> list[Frame]:
         ("post", "response.completed", {"response": response_object(seed, status="completed")}),
     ]
     return [
-        Frame(kind, sse_event(event, {"type": event, **payload, "sequence_number": number}), number)
+        Frame(kind, sse_event(event, {"type": event, "sequence_number": number, **payload}), number)
         for number, (kind, event, payload) in enumerate(steps)
     ]
