@@ -139,11 +139,9 @@ def content_reads(api: str) -> tuple[bytes, set[bytes]]:
 
 def tight_ns(test: Callable[[Any, bytes], bool]) -> float:
     """ns per call of `test` on one content read of the benchmark's chat stream, in a loop."""
-    from _streams import chat_events
-
     from streamtap._chat import CHAT
 
-    read = chat_events(3)[2]
+    read, _ = content_reads("chat")
     shape = CHAT.shape(read)
     assert shape is not None and test(shape, read)
     runs = timeit.repeat(lambda: test(shape, read), number=100_000, repeat=7)
