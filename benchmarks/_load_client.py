@@ -1,10 +1,12 @@
 """The load generator of proxy_load.py: N keep-alive connections streaming chat completions.
 
-A minimal asyncio HTTP/1.1 client, so the client's own cost stays small and identical for
-every target: one request at a time per connection, chunked or length-delimited bodies, SSE
-events split on blank lines. A content event is a chunk whose delta carries non-empty
-``content``; time to first token is measured from just before the request is written to the
-moment the first content event has been read. Run in its own process by proxy_load.py.
+A minimal HTTP/1.1 client on asyncio protocols, so the client's own cost stays small and
+identical for every target: one request at a time per connection, chunked or
+length-delimited bodies, SSE events split on blank lines, all parsed in `data_received`
+callbacks (no coroutine wakes per read). A content event is a chunk whose delta carries
+non-empty ``content``; time to first token is measured from just before the request is written
+to the moment the first content event has been read. Run in its own process by proxy_load.py,
+on uvloop when it is installed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 _BUCKET_S = 0.1  # events are counted per 100 ms, so the steady phase can be cut out afterwards
 _CONTENT = b'"content":"'
+_MAX_HEAD = 64 * 1024
 
 
 @dataclass
@@ -60,61 +64,200 @@ def request_bytes(url: str, model: str, api_key: str = "sk-fake") -> bytes:
     return head.encode() + body
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("connection closed before the response")
-    status = int(status_line.split(b" ", 2)[1])
-    headers: dict[bytes, bytes] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
+class ResponseParser:
+    """One HTTP/1.1 response, parsed incrementally: status, headers, body framing, SSE events.
+
+    `feed` takes bytes as they arrive and returns the SSE events completed by them (each
+    without its blank line, CRLF turned to LF). Once `complete`, the response has ended; a
+    body delimited by the connection's close ends with `finish_at_eof`.
+    """
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: dict[bytes, bytes] = {}
+        self.complete = False
+        self._buffer = b""  # unparsed bytes of the head or of the chunked framing
+        self._events = b""  # body bytes not yet split into events
+        self._chunked = False
+        # Chunked: None before a size line, > 0 inside a payload, 0 before the CRLF after it.
+        # Content-length: the body bytes still due.
+        self._remaining: int | None = None
+        self._until_eof = False
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.headers.get(b"connection", b"").lower() != b"close"
+
+    def feed(self, data: bytes) -> list[bytes]:
+        body: list[bytes] = []
+        if self.status is None:
+            self._buffer += data
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > _MAX_HEAD:
+                    raise ValueError("response head over 64 KiB")
+                return []
+            self._head(self._buffer[:end])
+            data, self._buffer = self._buffer[end + 4 :], b""
+        if self._chunked:
+            self._dechunk(data, body)
+        elif self._until_eof:
+            body.append(data)
+        elif self._remaining is not None:
+            body.append(data[: self._remaining])
+            self._remaining -= len(body[-1])
+            self.complete = self._remaining == 0
+        return self._split(b"".join(body)) if body else []
+
+    def finish_at_eof(self) -> list[bytes]:
+        """The connection closed: a body read until EOF ends here; any other is cut short."""
+        if not self._until_eof or self.status is None:
+            return []
+        self.complete = True
+        rest, self._events = self._events, b""
+        return [rest] if rest.strip() else []
+
+    def _head(self, head: bytes) -> None:
+        status_line, *lines = head.split(b"\r\n")
+        self.status = int(status_line.split(b" ", 2)[1])
+        for line in lines:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower()] = value.strip()
+        if self.headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            self._chunked = True
+        elif b"content-length" in self.headers:
+            self._remaining = int(self.headers[b"content-length"])
+            self.complete = self._remaining == 0
+        else:
+            self._until_eof = True
+
+    def _dechunk(self, data: bytes, body: list[bytes]) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        at = 0
+        while at < len(buffer) and not self.complete:
+            if self._remaining:  # inside a chunk's payload
+                piece = buffer[at : at + self._remaining]
+                body.append(piece)
+                self._remaining -= len(piece)
+                at += len(piece)
+                continue
+            if self._remaining == 0:  # the CRLF after a payload
+                if len(buffer) - at < 2:
+                    break
+                if buffer[at : at + 2] != b"\r\n":
+                    raise ValueError("a chunk longer than its size line says")
+                at += 2
+                self._remaining = None
+                continue
+            end = buffer.find(b"\r\n", at)
+            if end < 0:
+                break
+            digits = buffer[at:end].split(b";", 1)[0]
+            if not digits.isalnum():  # int() would take surrounding whitespace
+                raise ValueError(f"a chunk size line that is not hex: {digits!r}")
+            size = int(digits, 16)
+            if size == 0:  # the last chunk: a blank line follows (no trailers here)
+                if buffer.find(b"\r\n", end + 2) != end + 2:
+                    break
+                self.complete = True  # one response per parser: nothing after it is read
+                break
+            self._remaining = size
+            at = end + 2
+        self._buffer = buffer[at:]
+
+    def _split(self, body: bytes) -> list[bytes]:
+        pending = self._events + body
+        if b"\r" in pending:
+            pending = pending.replace(b"\r\n", b"\n")
+        *events, self._events = pending.split(b"\n\n")
+        return events
 
 
-async def _body_parts(reader: asyncio.StreamReader, headers: dict[bytes, bytes]):  # type: ignore[no-untyped-def]
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        while True:
-            size = int((await reader.readline()).split(b";", 1)[0], 16)
-            if size == 0:
-                await reader.readline()  # the blank line after the last chunk (no trailers here)
-                return
-            part = await reader.readexactly(size + 2)
-            yield part[:-2]
-    elif b"content-length" in headers:
-        yield await reader.readexactly(int(headers[b"content-length"]))
-    else:
-        while part := await reader.read(65536):
-            yield part
+class _Stream:
+    """What one request's stream has shown so far."""
+
+    __slots__ = ("contents", "done", "sent", "ttft")
+
+    def __init__(self, sent: float) -> None:
+        self.sent = sent
+        self.ttft: float | None = None
+        self.contents = 0
+        self.done = False
 
 
-async def one_stream(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    request: bytes,
-    result: LoadResult,
-    run_start: float,
-) -> tuple[float | None, int, bool, bool]:
-    """Send one request and read its stream: (ttft, content events, saw [DONE], keep-alive)."""
-    sent = time.perf_counter()
-    writer.write(request)
-    status, headers = await _read_head(reader)
-    ttft: float | None = None
-    contents, done, pending = 0, False, b""
-    async for part in _body_parts(reader, headers):
-        pending += part
-        *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: writes a request, parses its response in callbacks."""
+
+    def __init__(self, result: LoadResult, run_start: float) -> None:
+        self._result = result
+        self._run_start = run_start
+        self.transport: asyncio.Transport | None = None
+        self._parser = ResponseParser()
+        self._stream: _Stream | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, request: bytes) -> tuple[_Stream, asyncio.Future[None]]:
+        assert self.transport is not None
+        self._parser = ResponseParser()
+        self._stream = stream = _Stream(time.perf_counter())
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return stream, waiter
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._take(self._parser.feed(data))
+        except (ValueError, IndexError) as error:
+            self._fail(error)
+            return
+        if self._parser.complete:
+            self._resolve()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._take(self._parser.finish_at_eof())
+        if self._parser.complete:
+            self._resolve()
+        else:
+            self._fail(exc or ConnectionError("connection closed before the response ended"))
+
+    def _take(self, events: list[bytes]) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        content = self._parser.status == 200
         for event in events:
             if event.startswith(b"data: [DONE]"):
-                done = True
-            elif status == 200 and is_content(event):
+                stream.done = True
+            elif content and is_content(event):
                 now = time.perf_counter()
-                if ttft is None:
-                    ttft = now - sent
-                contents += 1
-                result.count(now, run_start)
-    keep = headers.get(b"connection", b"").lower() != b"close"
-    return (ttft if status == 200 else None), contents, done, keep
+                if stream.ttft is None:
+                    stream.ttft = now - stream.sent
+                stream.contents += 1
+                self._result.count(now, self._run_start)
+
+    def _resolve(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self._parser.complete and self._parser.keep_alive
+
+    @property
+    def status(self) -> int | None:
+        return self._parser.status
 
 
 async def _worker(
@@ -129,36 +272,43 @@ async def _worker(
     result: LoadResult,
     api_key: str,
 ) -> None:
+    loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     request = request_bytes(url, model, api_key)
     await asyncio.sleep(index * min(0.5, ramp_s / 2) / n)  # stagger, so streams do not tick in step
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    conn: _Connection | None = None
     while time.perf_counter() < stop_at:
         began = time.perf_counter()
         try:
             if conn is None:
-                conn = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 20)
-            ttft, contents, done, keep = await one_stream(*conn, request, result, start)
-        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as error:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(result, start), parts.hostname, parts.port
+                )
+            stream, finished = conn.send(request)
+            await finished
+        except (OSError, ValueError, IndexError) as error:
             result.bad_streams += 1
             result.first_error = result.first_error or f"{type(error).__name__}: {error}"
-            if conn is not None:
-                conn[1].close()
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
             conn = None
             await asyncio.sleep(0.05)
             continue
-        if ttft is None or not done or contents != chunks:
+        if conn.status != 200 or stream.ttft is None or not stream.done or stream.contents != chunks:
             result.bad_streams += 1
-            result.first_error = result.first_error or f"ttft={ttft} done={done} contents={contents}"
+            result.first_error = result.first_error or (
+                f"status={conn.status} ttft={stream.ttft} done={stream.done} contents={stream.contents}"
+            )
         else:
             result.streams += 1
             if began - start >= ramp_s:
-                result.ttft_s.append(ttft)
-        if not keep:
-            conn[1].close()  # type: ignore[index]
+                result.ttft_s.append(stream.ttft)
+        if not conn.reusable:
+            if conn.transport is not None:
+                conn.transport.close()
             conn = None
-    if conn is not None:
-        conn[1].close()
+    if conn is not None and conn.transport is not None:
+        conn.transport.close()
 
 
 async def run_load(

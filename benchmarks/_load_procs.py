@@ -18,6 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _CLI = "from streamtap._cli import main; main()"
+# The fake upstream is the instrument of every target's run: it runs on uvloop, as the proxy
+# does, so its own per-event cost and timer lateness stay small beside what is measured.
+_FAKE_CLI = (
+    "import asyncio, importlib.util\n"
+    "if importlib.util.find_spec('uvloop'):\n"
+    "    import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n" + _CLI
+)
 # `streamtap proxy` builds OpenTelemetry SDK providers unless OTEL_SDK_DISABLED is true; with
 # exporters "none" every span and OTel metric is recorded, then dropped (nothing on the network).
 _STREAMTAP_ENV = {
@@ -101,7 +108,7 @@ def start_fake(
     chunks: int, ttft: float, gap: float, cpus: set[int] | None, work: Path
 ) -> tuple[subprocess.Popen[str], str]:
     log = work / "fake.log"
-    command = [sys.executable, "-c", _CLI, "fake-upstream", "--port", "0", f"--chunks={chunks}"]
+    command = [sys.executable, "-c", _FAKE_CLI, "fake-upstream", "--port", "0", f"--chunks={chunks}"]
     process = spawn([*command, f"--ttft={ttft}", f"--gap={gap}"], cpus, log, gc_probe_env(work), pipe=True)
     assert process.stdout is not None
     base_url = process.stdout.readline().strip()

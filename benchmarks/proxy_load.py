@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,15 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (as the proxy and the fake run), else asyncio's."""
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def _client_main(args: argparse.Namespace) -> None:
     """The load generator process: run the load, print one JSON line."""
     started = time.process_time()
@@ -76,7 +87,8 @@ def _client_main(args: argparse.Namespace) -> None:
         )
         return await asyncio.wait_for(load, limit)
 
-    result = asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        result = runner.run(bounded())
     steady = result.events_per_s(args.ramp, args.duration) if args.duration > args.ramp else 0.0
     out = {
         "ttft_s": result.ttft_s,
