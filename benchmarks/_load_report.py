@@ -21,15 +21,18 @@ def _f(value: float | None, digits: int = 2, signed: bool = False) -> str:
 
 def summary_table(report: dict[str, Any]) -> list[str]:
     lines = [
-        "| target | TTFT p50 ms | TTFT p99 ms | added p50 ms | added p99 ms | content events/s "
+        "| target | TTFT p50 ms | TTFT p99 ms | added p50 ms, same moment | added p99 ms, same moment "
+        "| added p50 ms, direct round | added p99 ms, direct round | content events/s "
         "| target CPU µs/event | fake CPU µs/event | streams ok / bad |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name in report["targets"]:
         s = report["summary"][name]
         direct = name == "direct"
         lines.append(
             f"| {_LABELS.get(name, name)} | {_f(s['ttft_p50_ms'])} | {_f(s['ttft_p99_ms'])} "
+            f"| {_f(s['concurrent_added_p50_ms'], signed=True)} "
+            f"| {_f(s['concurrent_added_p99_ms'], signed=True)} "
             f"| {'–' if direct else _f(s['added_p50_ms'], signed=True)} "
             f"| {'–' if direct else _f(s['added_p99_ms'], signed=True)} | {_f(s['events_per_s'], 0)} "
             f"| {_f(s['target_cpu_us_per_event'], 1)} | {_f(s['fake_cpu_us_per_event'], 1)} "
@@ -40,13 +43,15 @@ def summary_table(report: dict[str, Any]) -> list[str]:
 
 def rounds_table(report: dict[str, Any]) -> list[str]:
     lines = [
-        "| round | target | TTFT p50 ms | TTFT p99 ms | events/s | target CPU µs/event | client CPU µs/event |",
-        "|--:|---|--:|--:|--:|--:|--:|",
+        "| round | target | TTFT p50 ms | TTFT p99 ms | same moment, direct: TTFT p50 ms | p99 ms "
+        "| events/s | target CPU µs/event | client CPU µs/event |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for index, round_ in enumerate(report["rounds"], 1):
         for name, r in round_.items():
             lines.append(
                 f"| {index} | {name} | {_f(r['ttft_p50_ms'])} | {_f(r['ttft_p99_ms'])} "
+                f"| {_f(r['control_p50_ms'])} | {_f(r['control_p99_ms'])} "
                 f"| {_f(r['events_per_s'], 0)} | {_f(r['target_cpu_us_per_event'], 1)} "
                 f"| {_f(r['client_cpu_us_per_event'], 1)} |"
             )
@@ -73,7 +78,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {env['cpu']}, {env['cpus']} CPUs; Python {env['python']}; {packages}.",
         f"Load: {s['streams']} concurrent streams, {s['chunks']} content chunks each, {s['gap'] * 1000:g} ms "
         f"apart, fake TTFT {s['ttft'] * 1000:g} ms; {s['rounds']} rounds × {s['duration']:g} s per target "
-        f"(first {s['ramp']:g} s left out), {s['warmup']:g} s warm-up each.",
+        f"(first {s['ramp']:g} s left out), {s['warmup']:g} s warm-up each; beside every target's load, "
+        f'{s["control_streams"]} streams straight to the fake from the same client ("same moment").',
         "Pinning: " + "; ".join(f"{k} on CPU {v}" for k, v in report["pinning"].items()) + ".",
         f"1-minute load average {env['loadavg_before']:.2f} before the run, "
         f"{env.get('loadavg_after', float('nan')):.2f} after: other work on this shared machine competes for the same cores.",

@@ -16,9 +16,12 @@ Every target serves the same streaming chat completions from one fake upstream p
 Each target, the fake upstream and the load generator run as separate processes. Rounds
 interleave the targets (rotating their order); each round keeps ``--streams`` keep-alive
 connections streaming back to back for ``--duration`` seconds. Reported per target, as the
-median over rounds: client-side time to first token p50/p99, the same minus the direct TTFT of
-the same round (added), content events per second over the steady phase, and the target's CPU
-µs per relayed content event. Loopback only; every child has a deadline and the whole run is
+median over rounds: client-side time to first token p50/p99; the same minus the TTFT of
+``--control-streams`` streams the same client sends straight to the fake at the same time
+(added, against the same moment: the host's drifts between rounds cancel, and the ``direct``
+target's figure is an A/A check of the method); the same minus the ``direct`` target's TTFT in
+the same round (added, against the same load sent directly); content events per second over the
+steady phase, and the target's CPU µs per relayed content event. Loopback only; every child has a deadline and the whole run is
 bounded by ``--max-seconds``.
 
 Usage::
@@ -43,7 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _load_procs as procs
 from _load_client import LoadResult, run_load
 from _load_report import markdown
+
+_SETTINGS = ("streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "warmup", "control_streams")
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -76,19 +81,28 @@ def _client_main(args: argparse.Namespace) -> None:
     started = time.process_time()
     limit = args.duration + args.stream_budget + 30
 
-    async def bounded() -> LoadResult:
-        load = run_load(
-            args.url,
-            streams=args.streams,
-            duration_s=args.duration,
-            ramp_s=args.ramp,
-            chunks=args.chunks,
-            api_key=args.api_key,
+    async def bounded() -> tuple[LoadResult, LoadResult | None]:
+        def load(url: str, streams: int, api_key: str) -> Awaitable[LoadResult]:
+            return run_load(
+                url,
+                streams=streams,
+                duration_s=args.duration,
+                ramp_s=args.ramp,
+                chunks=args.chunks,
+                api_key=api_key,
+            )
+
+        if not args.control_streams:
+            return await asyncio.wait_for(load(args.url, args.streams, args.api_key), limit), None
+        both = asyncio.gather(
+            load(args.url, args.streams, args.api_key),
+            load(args.control_url, args.control_streams, "sk-fake"),
         )
-        return await asyncio.wait_for(load, limit)
+        target, control = await asyncio.wait_for(both, limit)
+        return target, control
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        result = runner.run(bounded())
+        result, control = runner.run(bounded())
     steady = result.events_per_s(args.ramp, args.duration) if args.duration > args.ramp else 0.0
     out = {
         "ttft_s": result.ttft_s,
@@ -97,19 +111,28 @@ def _client_main(args: argparse.Namespace) -> None:
         "first_error": result.first_error,
         "events": result.events,
         "events_per_s": steady,
+        "control_ttft_s": control.ttft_s if control else [],
+        "control_events": control.events if control else 0,
+        "control_bad_streams": control.bad_streams if control else 0,
         "client_cpu_s": time.process_time() - started,
     }
     print(json.dumps(out))
 
 
 def _run_client(
-    args: argparse.Namespace, target: dict[str, Any], duration: float, cpus: set[int] | None
+    args: argparse.Namespace,
+    target: dict[str, Any],
+    duration: float,
+    cpus: set[int] | None,
+    control_url: str,
+    control_streams: int,
 ) -> dict[str, Any]:
     url = target["url"]
     command = [
         sys.executable, __file__, "--role=client", f"--url={url}/chat/completions",
         f"--streams={args.streams}", f"--duration={duration}", f"--ramp={min(args.ramp, duration)}",
         f"--chunks={args.chunks}", f"--stream-budget={args.stream_budget}", f"--api-key={target['key']}",
+        f"--control-url={control_url}/chat/completions", f"--control-streams={control_streams}",
     ]  # fmt: skip
     preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     done = subprocess.run(
@@ -123,25 +146,33 @@ def _run_client(
 
 
 def _measure(
-    args: argparse.Namespace, target: dict[str, Any], fake_pid: int, cpus: set[int] | None
+    args: argparse.Namespace, target: dict[str, Any], fake: tuple[int, str], cpus: set[int] | None
 ) -> dict[str, Any]:
+    fake_pid, fake_url = fake
     pid = target["process"].pid if target["process"] is not None else None
     before = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
     started = time.monotonic()
-    load = _run_client(args, target, args.duration, cpus)
+    load = _run_client(args, target, args.duration, cpus, fake_url, args.control_streams)
     window = (started + args.ramp, time.monotonic())  # the steady phase, give or take start-up
     after = (procs.cpu_seconds(fake_pid), procs.cpu_seconds(pid) if pid else 0.0)
     events = max(load["events"], 1)
     ttft_ms = [t * 1000 for t in load.pop("ttft_s")]
+    control_ms = [t * 1000 for t in load.pop("control_ttft_s")]
+    quantiles = {
+        f"{name}_{q}_ms": _quantile(values, share) if values else None
+        for name, values in (("ttft", ttft_ms), ("control", control_ms))
+        for q, share in (("p50", 0.5), ("p99", 0.99))
+    }
     return {
         **load,
         "samples": len(ttft_ms),
+        "control_samples": len(control_ms),
         "window": window,
-        "ttft_p50_ms": _quantile(ttft_ms, 0.5) if ttft_ms else None,
-        "ttft_p99_ms": _quantile(ttft_ms, 0.99) if ttft_ms else None,
-        "fake_cpu_us_per_event": (after[0] - before[0]) / events * 1e6,
+        **quantiles,
+        # The fake serves the control streams too: its CPU is shared over all it sent.
+        "fake_cpu_us_per_event": (after[0] - before[0]) / max(events + load["control_events"], 1) * 1e6,
         "target_cpu_us_per_event": (after[1] - before[1]) / events * 1e6 if pid else None,
-        "client_cpu_us_per_event": load["client_cpu_s"] / events * 1e6,
+        "client_cpu_us_per_event": load["client_cpu_s"] / max(events + load["control_events"], 1) * 1e6,
     }
 
 
@@ -192,11 +223,25 @@ def _summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dic
             )
             for q in ("p50", "p99")
         }
+        concurrent = {
+            q: med(
+                [
+                    r[f"ttft_{q}_ms"] - r[f"control_{q}_ms"]
+                    if r[f"ttft_{q}_ms"] is not None and r[f"control_{q}_ms"] is not None
+                    else None
+                    for r in runs
+                ]
+            )
+            for q in ("p50", "p99")
+        }
         summary[name] = {
             "ttft_p50_ms": med([r["ttft_p50_ms"] for r in runs]),
             "ttft_p99_ms": med([r["ttft_p99_ms"] for r in runs]),
             "added_p50_ms": added["p50"],
             "added_p99_ms": added["p99"],
+            "concurrent_added_p50_ms": concurrent["p50"],
+            "concurrent_added_p99_ms": concurrent["p99"],
+            "control_bad_streams": sum(r["control_bad_streams"] for r in runs),
             "events_per_s": med([r["events_per_s"] for r in runs]),
             "target_cpu_us_per_event": med([r["target_cpu_us_per_event"] for r in runs]),
             "fake_cpu_us_per_event": med([r["fake_cpu_us_per_event"] for r in runs]),
@@ -259,10 +304,7 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
     names = [n for n in args.targets.split(",") if optional.get(n, True)]
     pins = _pinning(args)
     report: dict[str, Any] = {
-        "settings": {
-            k: getattr(args, k)
-            for k in ("streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "warmup")
-        },
+        "settings": {k: getattr(args, k) for k in _SETTINGS},
         "pinning": {k: sorted(v) if v else "any" for k, v in pins.items()},
         "environment": _environment(args.litellm),
         "targets": names,
@@ -294,11 +336,13 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
                 targets[name] = {"process": process, "url": url, "key": key}
             names = [n for n in names if n in targets]
             for name in names:  # warm up: connections, imports, JITs of caches
-                _run_client(args, targets[name], args.warmup, pins["client"])
+                _run_client(args, targets[name], args.warmup, pins["client"], fake_url, 0)
             rounds = []
             for index in range(args.rounds):
                 order = names[index % len(names) :] + names[: index % len(names)]
-                rounds.append({n: _measure(args, targets[n], fake.pid, pins["client"]) for n in order})
+                rounds.append(
+                    {n: _measure(args, targets[n], (fake.pid, fake_url), pins["client"]) for n in order}
+                )
             report["rounds"] = rounds
             report["targets"] = names
             report["summary"] = _summarise(rounds, names)
@@ -337,6 +381,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the `src` directory of another streamtap checkout (target baseline)",
     )
+    parser.add_argument(
+        "--control-streams",
+        type=int,
+        default=40,
+        help="streams sent straight to the fake beside every target's load, as the same moment's "
+        "baseline (default 40; 0 for none)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to CPUs")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="hard limit of the whole run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -345,6 +396,7 @@ def _parser() -> argparse.ArgumentParser:
         "--role", default="orchestrator", choices=["orchestrator", "client"], help=argparse.SUPPRESS
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--control-url", help=argparse.SUPPRESS)
     parser.add_argument("--api-key", default="sk-fake", help=argparse.SUPPRESS)
     parser.add_argument("--stream-budget", type=float, default=None, help=argparse.SUPPRESS)
     return parser

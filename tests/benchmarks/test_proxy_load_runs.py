@@ -26,6 +26,9 @@ SUMMARY_KEYS = {
     "ttft_p99_ms",
     "added_p50_ms",
     "added_p99_ms",
+    "concurrent_added_p50_ms",
+    "concurrent_added_p99_ms",
+    "control_bad_streams",
     "events_per_s",
     "target_cpu_us_per_event",
     "fake_cpu_us_per_event",
@@ -48,6 +51,7 @@ def _run(*extra: str) -> dict[str, Any]:
         "--ramp=0.3",
         "--rounds=2",
         "--warmup=0.5",
+        "--control-streams=3",
         "--max-seconds=120",
         "--json",
         *extra,
@@ -73,6 +77,7 @@ def test_settings_targets_and_rounds_are_reported(report: dict[str, Any]) -> Non
         "ramp": 0.3,
         "rounds": 2,
         "warmup": 0.5,
+        "control_streams": 3,
     }
     assert report["targets"] == ["direct", "streamtap"]
     assert report["errors"] == {}
@@ -86,6 +91,8 @@ def test_every_stream_completes_and_every_figure_is_present(report: dict[str, An
         summary = report["summary"][name]
         assert set(summary) == SUMMARY_KEYS
         assert summary["bad_streams"] == 0, summary["first_error"]
+        assert summary["control_bad_streams"] == 0
+        assert summary["concurrent_added_p50_ms"] is not None
         assert summary["streams"] > 0
         assert summary["ttft_p50_ms"] > 0
         assert summary["ttft_p99_ms"] >= summary["ttft_p50_ms"]
@@ -93,6 +100,10 @@ def test_every_stream_completes_and_every_figure_is_present(report: dict[str, An
     assert report["summary"]["direct"]["target_cpu_us_per_event"] is None  # no proxy in the path
     assert report["summary"]["direct"]["added_p50_ms"] == 0
     assert report["summary"]["streamtap"]["target_cpu_us_per_event"] > 0
+    for round_ in report["rounds"]:
+        for measured in round_.values():  # the control streams ran beside every target
+            assert measured["control_samples"] > 0
+            assert measured["control_events"] > 0
 
 
 def test_gc_pauses_are_reported_for_the_fake_and_the_proxy(report: dict[str, Any]) -> None:
