@@ -6,6 +6,8 @@ before exec, so every thread it starts inherits it). Everything listens on 127.0
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import os
 import socket
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _CLI = "from streamtap._cli import main; main()"
@@ -41,6 +43,15 @@ _QUIET_LITELLM = {
 
 
 _GC_PROBE = Path(__file__).resolve().parent / "_gc_probe"
+
+
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (as the proxy and the fake run), else asyncio's."""
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def gc_probe_env(work: Path) -> dict[str, str]:
@@ -119,15 +130,22 @@ def start_fake(
 
 
 def start_streamtap(
-    upstream: str, cpus: set[int] | None, work: Path, name: str, *, source: str | None = None
+    upstream: str,
+    cpus: set[int] | None,
+    work: Path,
+    name: str,
+    *,
+    source: str | None = None,
+    prelude: str = "",
 ) -> tuple[subprocess.Popen[str], str]:
     """`streamtap proxy` as shipped; `name` picks its telemetry (see _STREAMTAP_ENV).
 
     The "baseline" target imports streamtap from `source` (a `src` directory) instead.
+    `prelude` is Python run in the proxy's process before the CLI (proxy_hops.py's hooks).
     """
     listen = f"127.0.0.1:{free_port()}"
     log = work / f"{name}.log"
-    command = [sys.executable, "-c", _CLI, "proxy", "--upstream", upstream, "--listen", listen]
+    command = [sys.executable, "-c", prelude + _CLI, "proxy", "--upstream", upstream, "--listen", listen]
     env = {**_STREAMTAP_ENV[name], **gc_probe_env(work)}
     if name == "baseline":
         if not source or not (Path(source) / "streamtap" / "__init__.py").is_file():

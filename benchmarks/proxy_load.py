@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -46,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +64,6 @@ def _quantile(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when installed (as the proxy and the fake run), else asyncio's."""
-    if importlib.util.find_spec("uvloop") is None:
-        return None
-    import uvloop
-
-    return uvloop.new_event_loop
 
 
 def _client_main(args: argparse.Namespace) -> None:
@@ -101,7 +91,7 @@ def _client_main(args: argparse.Namespace) -> None:
         target, control = await asyncio.wait_for(both, limit)
         return target, control
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=procs.uvloop_factory()) as runner:
         result, control = runner.run(bounded())
     steady = result.events_per_s(args.ramp, args.duration) if args.duration > args.ramp else 0.0
     out = {

@@ -1,0 +1,202 @@
+"""Where a proxied stream's time to first token goes under load, hop by hop.
+
+`proxy_load.py` tells how much later a client sees its first token through the proxy than
+straight from the fake upstream; this tells where that time is spent. One process (the rig)
+runs the fake upstream and the load generator on one event loop, pinned to one CPU; the proxy
+(`streamtap proxy`, Prometheus only unless `--otel`) runs on the other. The rig keeps
+`--streams` streams open through the proxy and `--control-streams` straight to the fake, all
+at once, for `--duration` seconds. Every request carries an id, and each process notes when
+it passes each point of its way (`_hop_hooks.py`; one monotonic clock for the machine):
+
+    proxied: sent → [client to proxy] → entry → [proxy: request] → written → [proxy to fake]
+             → received → [fake: TTFT] → answered → [fake to proxy] → content
+             → [proxy: first content] → relayed → [proxy to client] → first
+    direct:  sent → [client to fake] → received → [fake: TTFT] → answered → [fake to client] → first
+
+A hop between processes holds the kernel's delivery and the time until the receiving event
+loop gets to the bytes: with a loop busy relaying other streams, mostly the latter.
+Reported: p50 / p90 / p99 in ms of every hop, over the requests started after `--ramp`.
+Loopback only; bounded by `--duration` plus the streams in flight.
+
+    python benchmarks/proxy_hops.py                       # 200 streams, 50 ms apart, 10 s
+    python benchmarks/proxy_hops.py --streams 20 --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _load_client  # noqa: E402
+import _load_procs as procs  # noqa: E402
+from _hop_hooks import install_rig_hooks  # noqa: E402
+from _stats import quantile  # noqa: E402
+
+PROXIED = (
+    ("client to proxy", "sent", "entry"),
+    ("proxy: request to upstream write", "entry", "written"),
+    ("proxy to fake", "written", "received"),
+    ("fake: time to first token", "received", "answered"),
+    ("fake to proxy", "answered", "content"),
+    ("proxy: first content to relayed", "content", "relayed"),
+    ("proxy to client", "relayed", "first"),
+    ("whole: time to first token", "sent", "first"),
+)
+DIRECT = (
+    ("client to fake", "sent", "received"),
+    ("fake: time to first token", "received", "answered"),
+    ("fake to client", "answered", "first"),
+    ("whole: time to first token", "sent", "first"),
+)
+# The proxy's own parts of a proxied request's way: the hops into it and its two steps.
+OWN = (
+    "client to proxy",
+    "proxy: request to upstream write",
+    "fake to proxy",
+    "proxy: first content to relayed",
+)
+_PRELUDE = (
+    "import sys; sys.path.insert(0, {here!r}); import _hop_hooks; from pathlib import Path; "
+    "_hop_hooks.install_proxy_hooks(Path({out!r})); "
+)
+
+
+def _hops(rows: list[dict[str, Any]], spans: tuple[tuple[str, str, str], ...]) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for name, start, end in spans:
+        values = [(r[end] - r[start]) * 1000 for r in rows]
+        table[name] = {f"p{q}": quantile(values, q / 100) for q in (50, 90, 99)} if values else {}
+    return table
+
+
+async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_port: int) -> None:
+    from streamtap.fake import FakeConfig
+    from streamtap.fake._upstream import FakeUpstream
+
+    config = FakeConfig(chunks=args.chunks, ttft=args.ttft, gap=args.gap, port=fake_port)
+    async with FakeUpstream(config):
+        load = {
+            "streams": args.streams,
+            "duration_s": args.duration,
+            "ramp_s": args.ramp,
+            "chunks": args.chunks,
+        }
+        await asyncio.gather(
+            _load_client.run_load(proxy_url + "/chat/completions", **load),
+            _load_client.run_load(
+                fake_url + "/chat/completions", **{**load, "streams": args.control_streams}
+            ),
+        )
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the load once; the hops of every proxied and direct request started after the ramp."""
+    cpus = sorted(os.sched_getaffinity(0))
+    rig_cpus, proxy_cpus = ({cpus[0]}, {cpus[-1]}) if len(cpus) > 1 and not args.no_pin else (None, None)
+    marks: dict[int, dict[str, Any]] = {}
+    fake_port = procs.free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}/v1"
+    with tempfile.TemporaryDirectory(prefix="proxy-hops-") as tmp:
+        work = Path(tmp)
+        trace = work / "proxy.jsonl"
+        name = "streamtap-otel" if args.otel else "streamtap"
+        prelude = _PRELUDE.format(here=str(HERE), out=str(trace))
+        proxy, proxy_url = procs.start_streamtap(fake_url, proxy_cpus, work, name, prelude=prelude)
+        try:
+            if rig_cpus:
+                os.sched_setaffinity(0, rig_cpus)
+            install_rig_hooks(marks, fake_port)
+            started = time.perf_counter()
+            with asyncio.Runner(loop_factory=procs.uvloop_factory()) as runner:
+                runner.run(_load(args, proxy_url, fake_url, fake_port))
+        finally:
+            procs.stop(proxy)
+            if rig_cpus:
+                os.sched_setaffinity(0, set(cpus))
+        for line in trace.read_text().splitlines():
+            row = json.loads(line)
+            marks.get(row.pop("rid"), {}).update(row)
+    steady = [m for m in marks.values() if m["sent"] - started >= args.ramp]
+    proxied = [m for m in steady if m["proxied"] and all(k in m for _, a, b in PROXIED for k in (a, b))]
+    direct = [m for m in steady if not m["proxied"] and all(k in m for _, a, b in DIRECT for k in (a, b))]
+    own = [sum((m[b] - m[a]) * 1000 for n, a, b in PROXIED if n in OWN) for m in proxied]
+    return {
+        "settings": {
+            k: getattr(args, k)
+            for k in ("streams", "control_streams", "chunks", "gap", "ttft", "duration", "ramp", "otel")
+        },
+        "requests": {"proxied": len(proxied), "direct": len(direct)},
+        "proxied": _hops(proxied, PROXIED),
+        "direct": _hops(direct, DIRECT),
+        "proxy_own": {f"p{q}": quantile(own, q / 100) for q in (50, 90, 99)} if own else {},
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    telemetry = "Prometheus and the OTel SDK (no exporter)" if s["otel"] else "Prometheus only"
+    lines = [
+        f"{s['streams']} streams through the proxy ({telemetry}) and {s['control_streams']} straight to the "
+        f"fake, at once; {s['chunks']} content chunks {s['gap'] * 1000:g} ms apart, fake TTFT "
+        f"{s['ttft'] * 1000:g} ms; {s['duration']:g} s, the first {s['ramp']:g} s left out; "
+        f"{report['requests']['proxied']:,} proxied and {report['requests']['direct']:,} direct requests.",
+        "",
+        "| hop | proxied p50 ms | p90 | p99 | direct p50 ms | p90 | p99 |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+
+    def cells(row: dict[str, float] | None) -> str:
+        return " | ".join(f"{row[q]:.2f}" for q in ("p50", "p90", "p99")) if row else " | ".join(["–"] * 3)
+
+    direct_of = {"client to proxy": "client to fake", "proxy to client": "fake to client"}
+    for name, _, _ in PROXIED:
+        twin = direct_of.get(name, name)
+        lines.append(
+            f"| {name} | {cells(report['proxied'].get(name))} | {cells(report['direct'].get(twin))} |"
+        )
+    own = report["proxy_own"]
+    lines.append(
+        f"| the proxy's own: the hops into it and its two steps, summed | {cells(own)} | – | – | – |"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=200, help="streams through the proxy (default 200)")
+    parser.add_argument(
+        "--control-streams", type=int, default=40, help="streams straight to the fake (default 40)"
+    )
+    parser.add_argument("--chunks", type=int, default=30, help="content chunks per stream (default 30)")
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between chunks (default 0.05)")
+    parser.add_argument(
+        "--ttft", type=float, default=0.05, help="the fake's time to first token (default 0.05)"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds left out (default 2)")
+    parser.add_argument("--otel", action="store_true", help="the proxy with the OTel SDK recording too")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the rig and the proxy to CPUs")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
+    args = parser.parse_args()
+    for field in ("streams", "control_streams", "chunks"):
+        if getattr(args, field) < 1:
+            parser.error(f"--{field.replace('_', '-')} must be at least 1")
+    report = measure(args)
+    print(json.dumps(report, indent=2) if args.json else markdown(report))
+
+
+if __name__ == "__main__":
+    main()

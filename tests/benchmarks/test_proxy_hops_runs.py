@@ -1,0 +1,80 @@
+"""proxy_hops.py runs end to end in a tiny mode: every hop is timed, in order, for both ways.
+
+Timings are never asserted beyond their order and the fake's configured time to first token;
+the figures behind docs/benchmarks.md come from the full run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import proxy_hops  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "proxy_hops.py"),
+        "--streams=4",
+        "--control-streams=2",
+        "--chunks=3",
+        "--gap=0.01",
+        "--ttft=0.03",
+        "--duration=1.5",
+        "--ramp=0.3",
+        "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+def test_both_ways_were_sampled(report: dict[str, Any]) -> None:
+    assert report["requests"]["proxied"] > 0
+    assert report["requests"]["direct"] > 0
+
+
+def test_every_hop_is_timed_and_none_runs_backwards(report: dict[str, Any]) -> None:
+    for way, spans in (("proxied", proxy_hops.PROXIED), ("direct", proxy_hops.DIRECT)):
+        assert list(report[way]) == [name for name, _, _ in spans]
+        for name, row in report[way].items():
+            assert set(row) == {"p50", "p90", "p99"}, (way, name)
+            assert 0 <= row["p50"] <= row["p90"] <= row["p99"], (way, name, row)
+
+
+def test_the_fake_waits_its_time_to_first_token_either_way(report: dict[str, Any]) -> None:
+    for way in ("proxied", "direct"):
+        assert report[way]["fake: time to first token"]["p50"] >= 30.0
+        assert (
+            report[way]["whole: time to first token"]["p50"] > report[way]["fake: time to first token"]["p50"]
+        )
+    assert report["proxy_own"]["p50"] > 0
+
+
+def test_the_markdown_has_a_row_per_hop() -> None:
+    row = {"p50": 1.0, "p90": 2.0, "p99": 3.0}
+    report = {
+        "settings": {
+            "streams": 2, "control_streams": 1, "chunks": 3, "gap": 0.01, "ttft": 0.03,
+            "duration": 1.0, "ramp": 0.2, "otel": False,
+        },
+        "requests": {"proxied": 5, "direct": 2},
+        "proxied": {name: row for name, _, _ in proxy_hops.PROXIED},
+        "direct": {name: row for name, _, _ in proxy_hops.DIRECT},
+        "proxy_own": row,
+    }  # fmt: skip
+    lines = proxy_hops.markdown(report).splitlines()
+    assert "| client to proxy | 1.00 | 2.00 | 3.00 | 1.00 | 2.00 | 3.00 |" in lines
+    assert "| proxy to fake | 1.00 | 2.00 | 3.00 | – | – | – |" in lines
+    assert len([line for line in lines if line.startswith("| ") and "---" not in line]) == 1 + 8 + 1
