@@ -399,6 +399,8 @@ def main() -> None:
     if args.role == "client":
         _client_main(args)
         return
+    if args.control_streams < 0:
+        raise SystemExit(f"--control-streams must be 0 or more, got {args.control_streams}")
     if args.targets.split(",")[0] != "direct":
         raise SystemExit("--targets must start with direct: it is every round's baseline")
 
