@@ -268,6 +268,7 @@ async def _worker(
     chunks: int,
     stop_at: float,
     ramp_s: float,
+    stagger_s: float,
     start: float,
     result: LoadResult,
     api_key: str,
@@ -275,7 +276,9 @@ async def _worker(
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     request = request_bytes(url, model, api_key)
-    await asyncio.sleep(index * min(0.5, ramp_s / 2) / n)  # stagger, so streams do not tick in step
+    # Starts spread evenly over one stream's length: streams of one length then keep their
+    # phases, so requests and first tokens arrive spread out, not in waves of all `n` at once.
+    await asyncio.sleep(index * stagger_s / n)
     conn: _Connection | None = None
     while time.perf_counter() < stop_at:
         began = time.perf_counter()
@@ -318,6 +321,7 @@ async def run_load(
     duration_s: float,
     ramp_s: float,
     chunks: int,
+    stream_s: float,
     model: str = "gpt-4o",
     api_key: str = "sk-fake",
 ) -> LoadResult:
@@ -329,13 +333,16 @@ async def run_load(
         duration_s: no stream starts after this many seconds.
         ramp_s: streams started before this are not sampled for time to first token.
         chunks: the content events each complete stream must carry.
+        stream_s: how long one stream lasts unloaded (the upstream's time to first token plus
+            its chunks' gaps); the streams' starts are spread over it, within `ramp_s`.
         model: the request's model.
         api_key: sent as the bearer token.
     """
     result = LoadResult()
+    stagger = min(stream_s, ramp_s)
     start = time.perf_counter()
     workers = [
-        _worker(i, streams, url, model, chunks, start + duration_s, ramp_s, start, result, api_key)
+        _worker(i, streams, url, model, chunks, start + duration_s, ramp_s, stagger, start, result, api_key)
         for i in range(streams)
     ]
     await asyncio.gather(*workers)

@@ -90,6 +90,7 @@ async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_po
             "duration_s": args.duration,
             "ramp_s": args.ramp,
             "chunks": args.chunks,
+            "stream_s": args.ttft + args.chunks * args.gap,
         }
         await asyncio.gather(
             _load_client.run_load(proxy_url + "/chat/completions", **load),

@@ -79,6 +79,7 @@ def _client_main(args: argparse.Namespace) -> None:
                 duration_s=args.duration,
                 ramp_s=args.ramp,
                 chunks=args.chunks,
+                stream_s=args.ttft + args.chunks * args.gap,
                 api_key=api_key,
             )
 
