@@ -5,7 +5,7 @@ straight from the fake upstream; this tells where that time is spent. One proces
 runs the fake upstream and the load generator on one event loop, pinned to one CPU; the proxy
 (`streamtap proxy`, Prometheus only unless `--otel`) runs on the other. The rig keeps
 `--streams` streams open through the proxy and `--control-streams` straight to the fake, all
-at once, for `--duration` seconds. Every request carries an id, and each process notes when
+at once, for `--rounds` rounds of `--duration` seconds. Every request carries an id, and each process notes when
 it passes each point of its way (`_hop_hooks.py`; one monotonic clock for the machine):
 
     proxied: sent → [client to proxy] → entry → [proxy: request] → written → [proxy to fake]
@@ -15,8 +15,10 @@ it passes each point of its way (`_hop_hooks.py`; one monotonic clock for the ma
 
 A hop between processes holds the kernel's delivery and the time until the receiving event
 loop gets to the bytes: with a loop busy relaying other streams, mostly the latter.
-Reported: p50 / p90 / p99 in ms of every hop, over the requests started after `--ramp`.
-Loopback only; bounded by `--duration` plus the streams in flight.
+Reported: per round, the added time to first token (a proxied request's whole time minus a
+direct one's of the same round, at p50 and p99) and its median over rounds; p50 / p90 / p99 in
+ms of every hop, over the requests started after each round's `--ramp`. Loopback only; bounded
+by `--rounds` × `--duration` plus the streams in flight.
 
     python benchmarks/proxy_hops.py                       # 200 streams, 50 ms apart, 10 s
     python benchmarks/proxy_hops.py --streams 20 --markdown
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -58,6 +61,7 @@ DIRECT = (
     ("fake to client", "answered", "first"),
     ("whole: time to first token", "sent", "first"),
 )
+_SETTINGS = ("streams", "control_streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "otel")
 # The proxy's own parts of a proxied request's way: the hops into it and its two steps.
 OWN = (
     "client to proxy",
@@ -79,11 +83,13 @@ def _hops(rows: list[dict[str, Any]], spans: tuple[tuple[str, str, str], ...]) -
     return table
 
 
-async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_port: int) -> None:
+async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_port: int) -> list[float]:
+    """Run `args.rounds` rounds of load against one fake; when each began."""
     from streamtap.fake import FakeConfig
     from streamtap.fake._upstream import FakeUpstream
 
     config = FakeConfig(chunks=args.chunks, ttft=args.ttft, gap=args.gap, port=fake_port)
+    starts: list[float] = []
     async with FakeUpstream(config):
         load = {
             "streams": args.streams,
@@ -92,16 +98,20 @@ async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_po
             "chunks": args.chunks,
             "stream_s": args.ttft + args.chunks * args.gap,
         }
-        await asyncio.gather(
-            _load_client.run_load(proxy_url + "/chat/completions", **load),
-            _load_client.run_load(
-                fake_url + "/chat/completions", **{**load, "streams": args.control_streams}
-            ),
-        )
+        for _ in range(args.rounds):
+            starts.append(time.perf_counter())
+            await asyncio.gather(
+                _load_client.run_load(proxy_url + "/chat/completions", **load),
+                _load_client.run_load(
+                    fake_url + "/chat/completions", **{**load, "streams": args.control_streams}
+                ),
+            )
+    return starts
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the load once; the hops of every proxied and direct request started after the ramp."""
+    """Run the rounds; the hops of every proxied and direct request started after a round's ramp,
+    and per round the added time to first token (proxied minus direct, same moment)."""
     cpus = sorted(os.sched_getaffinity(0))
     rig_cpus, proxy_cpus = ({cpus[0]}, {cpus[-1]}) if len(cpus) > 1 and not args.no_pin else (None, None)
     marks: dict[int, dict[str, Any]] = {}
@@ -117,9 +127,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if rig_cpus:
                 os.sched_setaffinity(0, rig_cpus)
             install_rig_hooks(marks, fake_port)
-            started = time.perf_counter()
             with asyncio.Runner(loop_factory=procs.uvloop_factory()) as runner:
-                runner.run(_load(args, proxy_url, fake_url, fake_port))
+                starts = runner.run(_load(args, proxy_url, fake_url, fake_port))
         finally:
             procs.stop(proxy)
             if rig_cpus:
@@ -127,16 +136,38 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for line in trace.read_text().splitlines():
             row = json.loads(line)
             marks.get(row.pop("rid"), {}).update(row)
-    steady = [m for m in marks.values() if m["sent"] - started >= args.ramp]
-    proxied = [m for m in steady if m["proxied"] and all(k in m for _, a, b in PROXIED for k in (a, b))]
-    direct = [m for m in steady if not m["proxied"] and all(k in m for _, a, b in DIRECT for k in (a, b))]
+    rounds, proxied, direct = [], [], []
+    for start in starts:
+        steady = [m for m in marks.values() if start + args.ramp <= m["sent"] < start + args.duration]
+        ways = (
+            [m for m in steady if m["proxied"] and all(k in m for _, a, b in PROXIED for k in (a, b))],
+            [m for m in steady if not m["proxied"] and all(k in m for _, a, b in DIRECT for k in (a, b))],
+        )
+        proxied += ways[0]
+        direct += ways[1]
+        whole = [[(m["first"] - m["sent"]) * 1000 for m in way] for way in ways]
+        rounds.append(
+            {
+                "proxied": len(ways[0]),
+                "direct": len(ways[1]),
+                **{
+                    f"added_p{q}_ms": quantile(whole[0], q / 100) - quantile(whole[1], q / 100)
+                    for q in (50, 99)
+                    if whole[0] and whole[1]
+                },
+            }
+        )
     own = [sum((m[b] - m[a]) * 1000 for n, a, b in PROXIED if n in OWN) for m in proxied]
+    added = {
+        q: statistics.median(r[f"added_{q}_ms"] for r in rounds if f"added_{q}_ms" in r)
+        for q in ("p50", "p99")
+        if any(f"added_{q}_ms" in r for r in rounds)
+    }
     return {
-        "settings": {
-            k: getattr(args, k)
-            for k in ("streams", "control_streams", "chunks", "gap", "ttft", "duration", "ramp", "otel")
-        },
+        "settings": {k: getattr(args, k) for k in _SETTINGS},
         "requests": {"proxied": len(proxied), "direct": len(direct)},
+        "rounds": rounds,
+        "added": added,
         "proxied": _hops(proxied, PROXIED),
         "direct": _hops(direct, DIRECT),
         "proxy_own": {f"p{q}": quantile(own, q / 100) for q in (50, 90, 99)} if own else {},
@@ -149,8 +180,19 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{s['streams']} streams through the proxy ({telemetry}) and {s['control_streams']} straight to the "
         f"fake, at once; {s['chunks']} content chunks {s['gap'] * 1000:g} ms apart, fake TTFT "
-        f"{s['ttft'] * 1000:g} ms; {s['duration']:g} s, the first {s['ramp']:g} s left out; "
-        f"{report['requests']['proxied']:,} proxied and {report['requests']['direct']:,} direct requests.",
+        f"{s['ttft'] * 1000:g} ms; {s['rounds']} rounds of {s['duration']:g} s, the first {s['ramp']:g} s "
+        f"of each left out; {report['requests']['proxied']:,} proxied and {report['requests']['direct']:,} "
+        "direct requests.",
+        "",
+        "Added time to first token (proxied minus direct, the same moment), ms: "
+        + "; ".join(
+            f"{q} {report['added'][q]:+.2f} (rounds: "
+            + ", ".join(f"{r[f'added_{q}_ms']:+.2f}" for r in report["rounds"] if f"added_{q}_ms" in r)
+            + ")"
+            for q in ("p50", "p99")
+            if q in report["added"]
+        )
+        + ".",
         "",
         "| hop | proxied p50 ms | p90 | p99 | direct p50 ms | p90 | p99 |",
         "|---|--:|--:|--:|--:|--:|--:|",
@@ -186,13 +228,14 @@ def main() -> None:
         "--ttft", type=float, default=0.05, help="the fake's time to first token (default 0.05)"
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
-    parser.add_argument("--ramp", type=float, default=2.0, help="seconds left out (default 2)")
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds left out of each round (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of load (default 3)")
     parser.add_argument("--otel", action="store_true", help="the proxy with the OTel SDK recording too")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the rig and the proxy to CPUs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
     args = parser.parse_args()
-    for field in ("streams", "control_streams", "chunks"):
+    for field in ("streams", "control_streams", "chunks", "rounds"):
         if getattr(args, field) < 1:
             parser.error(f"--{field.replace('_', '-')} must be at least 1")
     report = measure(args)

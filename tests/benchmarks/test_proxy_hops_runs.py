@@ -32,6 +32,7 @@ def report() -> dict[str, Any]:
         "--ttft=0.03",
         "--duration=1.5",
         "--ramp=0.3",
+        "--rounds=2",
         "--json",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
@@ -40,9 +41,15 @@ def report() -> dict[str, Any]:
     return parsed
 
 
-def test_both_ways_were_sampled(report: dict[str, Any]) -> None:
-    assert report["requests"]["proxied"] > 0
-    assert report["requests"]["direct"] > 0
+def test_both_ways_were_sampled_in_every_round(report: dict[str, Any]) -> None:
+    assert len(report["rounds"]) == 2
+    for round_ in report["rounds"]:
+        assert round_["proxied"] > 0
+        assert round_["direct"] > 0
+        assert set(round_) == {"proxied", "direct", "added_p50_ms", "added_p99_ms"}
+    assert report["requests"]["proxied"] == sum(r["proxied"] for r in report["rounds"])
+    assert report["requests"]["direct"] == sum(r["direct"] for r in report["rounds"])
+    assert set(report["added"]) == {"p50", "p99"}
 
 
 def test_every_hop_is_timed_and_none_runs_backwards(report: dict[str, Any]) -> None:
@@ -67,14 +74,23 @@ def test_the_markdown_has_a_row_per_hop() -> None:
     report = {
         "settings": {
             "streams": 2, "control_streams": 1, "chunks": 3, "gap": 0.01, "ttft": 0.03,
-            "duration": 1.0, "ramp": 0.2, "otel": False,
+            "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False,
         },
         "requests": {"proxied": 5, "direct": 2},
+        "rounds": [
+            {"proxied": 3, "direct": 1, "added_p50_ms": 1.5, "added_p99_ms": 4.0},
+            {"proxied": 2, "direct": 1, "added_p50_ms": 0.5, "added_p99_ms": -1.0},
+        ],
+        "added": {"p50": 1.0, "p99": 1.5},
         "proxied": {name: row for name, _, _ in proxy_hops.PROXIED},
         "direct": {name: row for name, _, _ in proxy_hops.DIRECT},
         "proxy_own": row,
     }  # fmt: skip
     lines = proxy_hops.markdown(report).splitlines()
+    assert (
+        "Added time to first token (proxied minus direct, the same moment), ms: "
+        "p50 +1.00 (rounds: +1.50, +0.50); p99 +1.50 (rounds: +4.00, -1.00)." in lines
+    )
     assert "| client to proxy | 1.00 | 2.00 | 3.00 | 1.00 | 2.00 | 3.00 |" in lines
     assert "| proxy to fake | 1.00 | 2.00 | 3.00 | – | – | – |" in lines
     assert len([line for line in lines if line.startswith("| ") and "---" not in line]) == 1 + 8 + 1
