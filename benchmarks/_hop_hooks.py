@@ -20,6 +20,7 @@ Fake upstream and load generator (one process, `install_rig_hooks`):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from pathlib import Path
@@ -87,7 +88,7 @@ def install_rig_hooks(marks: dict[int, dict[str, Any]], fake_port: int) -> None:
 
     client = _load_client._Connection
     send, take = client.send, client._take
-    counter = iter(range(1, 1 << 62))
+    counter = itertools.count(1)
 
     def traced_send(self: Any, request: bytes) -> Any:
         rid = next(counter)

@@ -54,16 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _load_procs as procs
 from _load_client import LoadResult, run_load
 from _load_report import markdown
+from _stats import quantile
 
 _SETTINGS = ("streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "warmup", "control_streams")
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _client_main(args: argparse.Namespace) -> None:
@@ -150,7 +143,7 @@ def _measure(
     ttft_ms = [t * 1000 for t in load.pop("ttft_s")]
     control_ms = [t * 1000 for t in load.pop("control_ttft_s")]
     quantiles = {
-        f"{name}_{q}_ms": _quantile(values, share) if values else None
+        f"{name}_{q}_ms": quantile(values, share) if values else None
         for name, values in (("ttft", ttft_ms), ("control", control_ms))
         for q, share in (("p50", 0.5), ("p99", 0.99))
     }
