@@ -97,6 +97,20 @@ def test_plain_view_prints_a_status_line_every_few_seconds() -> None:
     assert [line.split("]")[0] for line in out.getvalue().splitlines()] == ["[    0s", "[    5s", "[   10s"]
 
 
+def test_plain_view_keeps_to_its_grid_when_a_tick_is_late() -> None:
+    out = io.StringIO()
+    view = PlainView(out, every=5.0)
+    frame = _frame()
+    for elapsed in (0.0, 5.7, 9.9, 10.1, 14.0, 15.0):
+        view.update(dataclasses.replace(frame, elapsed=elapsed))
+    assert [line.split("]")[0] for line in out.getvalue().splitlines()] == [
+        "[    0s",
+        "[    6s",
+        "[   10s",
+        "[   15s",
+    ]
+
+
 def test_live_view_shows_phase_numbers_and_alerts() -> None:
     console = Console(record=True, width=140, file=io.StringIO())
     console.print(render(_frame()))

@@ -6,6 +6,7 @@ functions, so it is tested without a terminal.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -119,7 +120,8 @@ class PlainView:
 
     def update(self, frame: Frame) -> None:
         if frame.elapsed >= self._next:
-            self._next = frame.elapsed + self.every
+            # On a fixed grid (0, 5, 10, ...): a late tick does not push every later line back.
+            self._next = (math.floor(frame.elapsed / self.every) + 1) * self.every
             self._print(status_line(frame))
 
 
