@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streamtap import CallFinished, CallStarted
-from streamtap._events import BreakerTransition, CallEvent
+from streamtap._events import AttemptFinished, BreakerTransition, CallEvent
 
 CHAT_MESSAGES = [{"role": "user", "content": "hello"}]
 RESPONSES_INPUT = "hello"
@@ -35,6 +35,15 @@ class Recording:
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
+
+    def attempts(self) -> str:
+        """What each attempt did, for an assertion's message: a failure on a loaded CI machine
+        must say which attempt failed, how, and after how long."""
+        return "; ".join(
+            f"attempt {e.attempt}: status {e.status_code}, {e.error_type or 'served'}"
+            f"{f' ({e.phase})' if e.phase else ''} after {e.duration * 1000:.0f} ms"
+            for e in self.of(AttemptFinished)
+        ) or "no attempt finished"
 
     @property
     def finished(self) -> CallFinished:

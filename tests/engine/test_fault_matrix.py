@@ -53,8 +53,8 @@ def test_fault(
 
     pieces = expected(fake, api)
     finished = recording.finished
-    assert len(fake.requests) == case.attempts
-    assert finished.attempts == case.attempts
+    assert len(fake.requests) == case.attempts, recording.attempts()
+    assert finished.attempts == case.attempts, recording.attempts()
     if case.error_type is None:
         assert error is None
         assert received == pieces  # every piece once, in order: identical to a fault-free run

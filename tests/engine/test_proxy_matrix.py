@@ -92,8 +92,8 @@ def test_fault_through_proxy(
 
     pieces = expected(fake, api)
     finished = _finished(seen)
-    assert len(fake.requests) == case.attempts
-    assert finished.attempts == case.attempts
+    assert len(fake.requests) == case.attempts, seen.attempts()
+    assert finished.attempts == case.attempts, seen.attempts()
     if case.error_type is None:
         assert error is None
         assert received == pieces
