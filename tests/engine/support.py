@@ -39,11 +39,14 @@ class Recording:
     def attempts(self) -> str:
         """What each attempt did, for an assertion's message: a failure on a loaded CI machine
         must say which attempt failed, how, and after how long."""
-        return "; ".join(
-            f"attempt {e.attempt}: status {e.status_code}, {e.error_type or 'served'}"
-            f"{f' ({e.phase})' if e.phase else ''} after {e.duration * 1000:.0f} ms"
-            for e in self.of(AttemptFinished)
-        ) or "no attempt finished"
+        return (
+            "; ".join(
+                f"attempt {e.attempt}: status {e.status_code}, {e.error_type or 'served'}"
+                f"{f' ({e.phase})' if e.phase else ''} after {e.duration * 1000:.0f} ms"
+                for e in self.of(AttemptFinished)
+            )
+            or "no attempt finished"
+        )
 
     @property
     def finished(self) -> CallFinished:
