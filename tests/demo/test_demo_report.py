@@ -6,6 +6,7 @@ import dataclasses
 import io
 import math
 
+import pytest
 from rich.console import Console
 
 from streamtap.demo._alerts import AlertEvent, AlertLog
@@ -88,27 +89,21 @@ def test_phase_and_alert_lines() -> None:
     assert alert_line(AlertEvent("X", "firing", "", 3.0, "")) == "[    3s] ALERT FIRING X"
 
 
-def test_plain_view_prints_a_status_line_every_few_seconds() -> None:
+@pytest.mark.parametrize(
+    ("ticks", "printed"),
+    [
+        pytest.param((0.0, 2.0, 4.9, 5.0, 7.0, 10.5), ["0", "5", "10"], id="every-5s"),
+        # A late tick prints late, and the next line is still due at 10 s, not 5 s after it.
+        pytest.param((0.0, 5.7, 9.9, 10.1, 14.0, 15.0), ["0", "6", "10", "15"], id="late-tick"),
+    ],
+)
+def test_plain_view_prints_a_status_line_on_a_5s_grid(ticks: tuple[float, ...], printed: list[str]) -> None:
     out = io.StringIO()
     view = PlainView(out, every=5.0)
     frame = _frame()
-    for elapsed in (0.0, 2.0, 4.9, 5.0, 7.0, 10.5):
+    for elapsed in ticks:
         view.update(dataclasses.replace(frame, elapsed=elapsed))
-    assert [line.split("]")[0] for line in out.getvalue().splitlines()] == ["[    0s", "[    5s", "[   10s"]
-
-
-def test_plain_view_keeps_to_its_grid_when_a_tick_is_late() -> None:
-    out = io.StringIO()
-    view = PlainView(out, every=5.0)
-    frame = _frame()
-    for elapsed in (0.0, 5.7, 9.9, 10.1, 14.0, 15.0):
-        view.update(dataclasses.replace(frame, elapsed=elapsed))
-    assert [line.split("]")[0] for line in out.getvalue().splitlines()] == [
-        "[    0s",
-        "[    6s",
-        "[   10s",
-        "[   15s",
-    ]
+    assert [line.split("]")[0] for line in out.getvalue().splitlines()] == [f"[{s:>5}s" for s in printed]
 
 
 def test_live_view_shows_phase_numbers_and_alerts() -> None:
