@@ -22,6 +22,11 @@ class Case:
     in_process_error: type[Exception] | None = None
     apis: tuple[str, ...] = ("chat", "responses")
 
+    @property
+    def stalls(self) -> bool:
+        """Whether the fault is a stall, which only a timeout ends (tests/engine/conftest.py)."""
+        return "stall" in self.spec
+
 
 BEFORE_COMMIT = [
     Case("429-retry-after", "status=429;retry_after=0", None, 2),

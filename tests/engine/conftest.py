@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -13,15 +14,18 @@ from streamtap.fake import FakeConfig, FakeUpstream
 
 from .support import Recording
 
-# Fast enough for tests, long enough that a loaded CI machine does not trip them: an extra
-# attempt fails a case's exact attempt count. The matrix's stalls last 3 s, twice these.
+# Backoff fast enough for tests. The timeouts are long: a CI machine can stop a process for
+# most of a second (a VM's stolen time), and a timeout that trips then adds an attempt, which
+# fails a case's exact attempt count. Only cases that stall the upstream need short ones.
 TEST_POLICY = streamtap.Policy(
     max_attempts=3,
     backoff_base=0.001,
     backoff_cap=0.01,
-    first_token_timeout=1.5,
-    idle_timeout=1.5,
+    first_token_timeout=10,
+    idle_timeout=10,
 )
+# For the cases that stall (`Case.stalls`): the fake's stalls last 3 s, twice these.
+STALL_POLICY = replace(TEST_POLICY, first_token_timeout=1.5, idle_timeout=1.5)
 
 
 @pytest.fixture(scope="module")

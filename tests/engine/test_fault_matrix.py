@@ -17,6 +17,7 @@ import streamtap
 from streamtap.fake import FakeUpstream
 
 from .cases import AFTER_COMMIT, BEFORE_COMMIT, Case
+from .conftest import STALL_POLICY, TEST_POLICY
 from .support import Recording, expected, read_async, read_sync
 
 
@@ -46,7 +47,7 @@ def test_fault(
     case: Case, api: str, mode: str, fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
     fake.enqueue(case.spec, "")
-    client = make_client(mode == "async")
+    client = make_client(mode == "async", policy=STALL_POLICY if case.stalls else TEST_POLICY)
     received: list[str] = []
 
     error = _run(client, api, mode, received)

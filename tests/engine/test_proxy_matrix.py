@@ -20,7 +20,7 @@ from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeUpstream
 
 from .cases import AFTER_COMMIT, BEFORE_COMMIT, Case
-from .conftest import TEST_POLICY
+from .conftest import STALL_POLICY, TEST_POLICY
 from .support import CHAT_MESSAGES, Recording, expected, read_async, read_sync
 
 
@@ -29,17 +29,28 @@ def proxy_recording() -> Recording:
     return Recording()
 
 
-@pytest.fixture(scope="module")
-def proxy(fake: FakeUpstream, proxy_recording: Recording) -> Iterator[ProxyServer]:
-    # One engine serves every test here: without this, the breaker and the retry budget would
+def _proxy(fake: FakeUpstream, recording: Recording, policy: streamtap.Policy) -> ProxyServer:
+    # One engine serves many tests here: without this, the breaker and the retry budget would
     # (rightly) react to the matrix's injected failures accumulating across cases.
     policy = replace(
-        TEST_POLICY,
+        policy,
         budget=streamtap.BudgetSettings(enabled=False),
         breaker=streamtap.BreakerSettings(enabled=False),
     )
     config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", policy=policy, shutdown_grace=1)
-    with ProxyServer(config, recorders=[proxy_recording]) as server:
+    return ProxyServer(config, recorders=[recording])
+
+
+@pytest.fixture(scope="module")
+def proxy(fake: FakeUpstream, proxy_recording: Recording) -> Iterator[ProxyServer]:
+    with _proxy(fake, proxy_recording, TEST_POLICY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stall_proxy(fake: FakeUpstream, proxy_recording: Recording) -> Iterator[ProxyServer]:
+    """The proxy for the cases that stall (`Case.stalls`): short timeouts."""
+    with _proxy(fake, proxy_recording, STALL_POLICY) as server:
         yield server
 
 
@@ -75,10 +86,16 @@ def _params() -> list[Any]:
 
 @pytest.mark.parametrize(("case", "api", "mode"), _params())
 def test_fault_through_proxy(
-    case: Case, api: str, mode: str, fake: FakeUpstream, proxy: ProxyServer, seen: Recording
+    case: Case,
+    api: str,
+    mode: str,
+    fake: FakeUpstream,
+    proxy: ProxyServer,
+    stall_proxy: ProxyServer,
+    seen: Recording,
 ) -> None:
     fake.enqueue(case.spec, "")
-    client = _client(proxy, mode == "async")
+    client = _client(stall_proxy if case.stalls else proxy, mode == "async")
     received: list[str] = []
     error: BaseException | None = None
     try:
