@@ -217,7 +217,8 @@ def _refused_while(stream: threading.Thread, url: str) -> bool:
 def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
     fake.clear()
     recording = Recording()
-    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", shutdown_grace=5)
+    # A grace far longer than the 2 s stream: it finishes whole even on a machine that stalls.
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", shutdown_grace=30)
     proxy = ProxyServer(config, recorders=[recording]).start()
     client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0)
     received: list[str] = []
@@ -241,8 +242,8 @@ def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
     stopper = threading.Thread(target=proxy.stop)
     stopper.start()
     assert _refused_while(reader, f"http://127.0.0.1:{proxy.port}/healthz")  # no longer accepting
-    reader.join(10)
-    stopper.join(10)
+    reader.join(60)
+    stopper.join(60)
     client.close()
     assert len(received) == 40  # the stream in flight finished whole
     assert recording.of(CallFinished)[0].outcome == "ok"
