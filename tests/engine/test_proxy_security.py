@@ -238,7 +238,7 @@ def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
 
     reader = threading.Thread(target=consume)
     reader.start()
-    assert first.wait(5)
+    assert first.wait(30)
     stopper = threading.Thread(target=proxy.stop)
     stopper.start()
     assert _refused_while(reader, f"http://127.0.0.1:{proxy.port}/healthz")  # no longer accepting
