@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from _bench import run_json
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS, WARMUP, CHUNKS = 2, 1, 20
@@ -32,18 +32,14 @@ def _official_installed() -> bool:
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "overhead.py"),
+    parsed: dict[str, Any] = run_json(
+        "overhead.py",
         "--quick",
         f"--rounds={ROUNDS}",
         f"--warmup={WARMUP}",
         f"--chunks={CHUNKS}",
-        "--json",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    parsed: dict[str, Any] = json.loads(done.stdout)
+        timeout=300,
+    )
     return parsed
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _bench import run_json
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -18,10 +18,7 @@ from lane_in_situ import EXACT, VARIANTS, ZERO, markdown, probe_markdown, varian
 
 def _run(*args: str) -> list[dict[str, Any]]:
     """lane_in_situ.py's JSON output for `args`."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "lane_in_situ.py"), *args, "--warmup=0", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    parsed: list[dict[str, Any]] = json.loads(done.stdout)
+    parsed: list[dict[str, Any]] = run_json("lane_in_situ.py", *args, "--warmup=0", timeout=300)
     return parsed
 
 

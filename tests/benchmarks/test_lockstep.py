@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _bench import run_json
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -124,18 +124,14 @@ def test_a_contender_that_patches_the_process_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "overhead.py"),
+    parsed: dict[str, Any] = run_json(
+        "overhead.py",
         "--lockstep",
         f"--rounds={ROUNDS}",
         f"--warmup={WARMUP}",
         f"--chunks={CHUNKS}",
-        "--json",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    parsed: dict[str, Any] = json.loads(done.stdout)
+        timeout=300,
+    )
     return parsed
 
 

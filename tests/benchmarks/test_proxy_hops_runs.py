@@ -6,13 +6,12 @@ the figures behind docs/benchmarks.md come from the full run.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _bench import run_json
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -22,9 +21,8 @@ import proxy_hops  # noqa: E402
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "proxy_hops.py"),
+    parsed: dict[str, Any] = run_json(
+        "proxy_hops.py",
         "--streams=4",
         "--control-streams=2",
         "--chunks=3",
@@ -33,11 +31,8 @@ def report() -> dict[str, Any]:
         "--duration=1.5",
         "--ramp=0.3",
         "--rounds=2",
-        "--json",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    parsed: dict[str, Any] = json.loads(done.stdout)
+        timeout=120,
+    )
     return parsed
 
 

@@ -7,13 +7,12 @@ in docs/benchmarks.md, never asserted here.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _bench import run_json
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -40,9 +39,8 @@ SUMMARY_KEYS = {
 
 
 def _run(*extra: str) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "proxy_load.py"),
+    parsed: dict[str, Any] = run_json(
+        "proxy_load.py",
         "--streams=5",
         "--chunks=5",
         "--gap=0.01",
@@ -53,12 +51,9 @@ def _run(*extra: str) -> dict[str, Any]:
         "--warmup=0.5",
         "--control-streams=3",
         "--max-seconds=120",
-        "--json",
         *extra,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    parsed: dict[str, Any] = json.loads(done.stdout)
+        timeout=180,
+    )
     return parsed
 
 
