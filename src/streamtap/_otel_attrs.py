@@ -6,6 +6,7 @@ and Authorization values must never reach a span.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -38,8 +39,13 @@ def call_span_name(api: Api | str, model: object) -> str:
     return f"{operation_name(api)} {model_name}" if model_name else operation_name(api)
 
 
+@functools.lru_cache(maxsize=256)
 def safe_url(url: str) -> tuple[str, str | None, int | None]:
-    """(url.full without query/fragment/userinfo, host, port) of an attempt URL."""
+    """(url.full without query/fragment/userinfo, host, port) of an attempt URL.
+
+    Cached: a client sends its attempts to a handful of URLs, and the split costs more than
+    the rest of an attempt span's attributes.
+    """
     try:
         parts = urlsplit(url)
         host = parts.hostname

@@ -26,7 +26,6 @@ from ._events import (
     CallObserver,
     CallStarted,
     FallbackUsed,
-    FirstToken,
     RetryScheduled,
     RetrySuppressed,
 )
@@ -123,8 +122,6 @@ class _SpanCall:
             self._start_attempt(event)
         elif isinstance(event, AttemptFinished):
             self._finish_attempt(event)
-        elif isinstance(event, FirstToken):
-            span.set_attribute("gen_ai.response.time_to_first_chunk", event.time_to_first_token)
         elif isinstance(event, RetryScheduled):
             span.add_event(
                 "streamtap.retry",

@@ -1,16 +1,19 @@
 """PrometheusRecorder: turns the engine's events into the metrics of DESIGN.md's table.
 
-A handful of label lookups per call, never per chunk. Histograms carry a `trace_id` exemplar
-when the call's span is sampled; the trace id comes from a `TraceIdLookup` (the
-OtelTraceRecorder placed before this recorder in the Fanout) read once, at CallStarted.
+A handful of records per call, never per chunk, into label children looked up in
+prometheus-client once per (api, model) and label set (`Series`), not on every record.
+Histograms carry a `trace_id` exemplar when the call's span is sampled; the trace id comes
+from a `TraceIdLookup` (the OtelTraceRecorder placed before this recorder in the Fanout) read
+once, at CallStarted.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
+from prometheus_client.metrics import MetricWrapperBase
 
 from ._events import (
     AttemptFinished,
@@ -34,6 +37,7 @@ from ._labels import (
 )
 from ._prom_metrics import Metrics, metrics_for
 from ._taxonomy import (
+    APIS,
     BREAKER_STATE_VALUE,
     FALLBACK_KINDS,
     OUTCOMES,
@@ -84,25 +88,24 @@ class PrometheusRecorder:
         self._models = ModelLabeler(max_models)
         self._upstream_models = ModelLabeler(max_models)
         self._upstreams = ModelLabeler(MAX_UPSTREAMS, normalise=False)
-        self._seen: set[tuple[str, str]] = set()
-        self._seen_lock = threading.Lock()
-        for api in ("chat_completions", "responses", "other"):
-            self.metrics.active_streams.labels(api)  # a zero, not an absent series
+        self._series: dict[tuple[str, str], Series] = {}
+        self._series_lock = threading.Lock()
+        # A zero, not an absent series, per api; an unknown api is labelled `other`.
+        self._active = {api: self.metrics.active_streams.labels(api) for api in APIS}
 
     def start_call(self, event: CallStarted) -> CallObserver:
         api = api_label(event.api)
         model = self._models(event.model)
-        if (api, model) not in self._seen:
-            self._precreate(api, model)
+        series = self._series.get((api, model)) or self._new_series(api, model)
         exemplar: dict[str, str] | None = None
         if self.trace_ids is not None:
             trace_id = self.trace_ids.trace_id(event.call_id)
             if trace_id:
                 exemplar = {"trace_id": trace_id}
-        observer = _PromCall(self, api, model, event.stream, exemplar)
-        if event.stream:
-            self.metrics.active_streams.labels(api).inc()
-        return observer
+        active = self._active[api] if event.stream else None
+        if active is not None:
+            active.inc()
+        return _PromCall(self, series, active, exemplar)
 
     def breaker_changed(self, event: BreakerTransition) -> None:
         self.set_circuit_state(event)
@@ -117,43 +120,69 @@ class PrometheusRecorder:
         upstream = self._upstreams(upstream_name(event.upstream))
         self.metrics.circuit_state.labels(upstream, self._upstream_models(event.model)).set(value)
 
-    def _precreate(self, api: str, model: str) -> None:
-        with self._seen_lock:
-            if (api, model) in self._seen:
-                return
-            self._seen.add((api, model))
-        m = self.metrics
-        for outcome in OUTCOMES:
-            m.requests.labels(api, model, outcome)
-        for result in ("ok", "error"):
-            m.attempts.labels(api, model, result)
-        for error_type in PRECREATED_ERROR_TYPES:
-            m.request_errors.labels(api, model, error_type)
-        for kind in ("input", "output"):
-            m.tokens.labels(api, model, kind)
-        for cause in SUPPRESS_CAUSES:
-            m.retries_suppressed.labels(api, model, cause)
-        m.usage_missing.labels(api, model)
+    def _new_series(self, api: str, model: str) -> Series:
+        """The Series of a pair seen for the first time, with its common series created as zeros."""
+        with self._series_lock:
+            series = self._series.get((api, model))
+            if series is not None:
+                return series
+            series = Series(api, model)
+            m = self.metrics
+            for outcome in OUTCOMES:
+                series(m.requests, outcome)
+            for result in ("ok", "error"):
+                series(m.attempts, result)
+            for error_type in PRECREATED_ERROR_TYPES:
+                series(m.request_errors, error_type)
+            for kind in ("input", "output"):
+                series(m.tokens, kind)
+            for cause in SUPPRESS_CAUSES:
+                series(m.retries_suppressed, cause)
+            series(m.usage_missing)
+            self._series[(api, model)] = series
+            return series
+
+
+class Series:
+    """The label children of one (api, model), each looked up in prometheus-client once.
+
+    `series(metric, *rest)` is `metric.labels(api, model, *rest)`, kept: prometheus-client's
+    lookup validates and locks on every call, several µs, where this is a dict lookup. The
+    keys are bounded: the recorder's metrics times their closed label sets.
+    """
+
+    __slots__ = ("_children", "api", "model")
+
+    def __init__(self, api: str, model: str) -> None:
+        self.api = api
+        self.model = model
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def __call__(self, metric: MetricWrapperBase, *rest: str) -> Any:
+        key = (metric, rest)
+        child = self._children.get(key)
+        if child is None:
+            # Two threads may both get here: prometheus-client hands both the same child.
+            child = self._children[key] = metric.labels(self.api, self.model, *rest)
+        return child
 
 
 class _PromCall:
     """One call's observer: its labels, exemplar and what it already counted."""
 
-    __slots__ = ("_active", "_api", "_exemplar", "_finished", "_model", "_recorder", "_stream", "_ttft_seen")
+    __slots__ = ("_active", "_exemplar", "_finished", "_recorder", "_series", "_stream", "_ttft_seen")
 
     def __init__(
         self,
         recorder: PrometheusRecorder,
-        api: str,
-        model: str,
-        stream: bool,
+        series: Series,
+        active: Gauge | None,
         exemplar: dict[str, str] | None,
     ) -> None:
         self._recorder = recorder
-        self._api = api
-        self._model = model
-        self._stream = stream
-        self._active = stream
+        self._series = series
+        self._stream = active is not None
+        self._active = active  # the api's active_streams child while this stream counts in it
         self._exemplar = exemplar
         self._finished = False
         self._ttft_seen = False
@@ -162,32 +191,31 @@ class _PromCall:
         if self._finished:
             return  # a duplicate or late event after CallFinished must not count twice
         m = self._recorder.metrics
-        api, model = self._api, self._model
+        s = self._series
         if isinstance(event, AttemptFinished):
             if event.error_type is None:
-                m.attempts.labels(api, model, "ok").inc()
+                s(m.attempts, "ok").inc()
             else:
-                m.attempts.labels(api, model, "error").inc()
-                m.attempt_errors.labels(
-                    api,
-                    model,
+                s(m.attempts, "error").inc()
+                s(
+                    m.attempt_errors,
                     error_type_label(event.error_type),
                     phase_label(event.phase, event.status_code),
                 ).inc()
             if event.time_to_first_token is not None:
-                m.attempt_ttft.labels(api, model).observe(event.time_to_first_token, self._exemplar)
+                s(m.attempt_ttft).observe(event.time_to_first_token, self._exemplar)
         elif isinstance(event, FirstToken):
             if not self._ttft_seen:
                 self._ttft_seen = True
-                m.ttft.labels(api, model).observe(event.time_to_first_token, self._exemplar)
+                s(m.ttft).observe(event.time_to_first_token, self._exemplar)
         elif isinstance(event, RetryScheduled):
-            m.retries.labels(api, model, error_type_label(event.reason)).inc()
+            s(m.retries, error_type_label(event.reason)).inc()
         elif isinstance(event, RetrySuppressed):
             cause = event.cause if event.cause in SUPPRESS_CAUSES else "attempts"
-            m.retries_suppressed.labels(api, model, cause).inc()
+            s(m.retries_suppressed, cause).inc()
         elif isinstance(event, FallbackUsed):
             if event.kind in FALLBACK_KINDS:
-                m.fallbacks.labels(api, model, event.kind, "ok" if event.ok else "error").inc()
+                s(m.fallbacks, event.kind, "ok" if event.ok else "error").inc()
         elif isinstance(event, BreakerTransition):
             self._recorder.set_circuit_state(event)  # idempotent with breaker_changed
         elif isinstance(event, CallFinished):
@@ -195,23 +223,23 @@ class _PromCall:
 
     def _finish(self, event: CallFinished, m: Metrics) -> None:
         self._finished = True
-        api, model = self._api, self._model
+        s = self._series
         outcome = event.outcome if event.outcome in OUTCOMES else "error"
-        m.requests.labels(api, model, outcome).inc()
+        s(m.requests, outcome).inc()
         if outcome == "error":
-            m.request_errors.labels(api, model, error_type_label(event.error_type)).inc()
-        m.duration.labels(api, model, outcome).observe(max(event.duration, 0.0), self._exemplar)
+            s(m.request_errors, error_type_label(event.error_type)).inc()
+        s(m.duration, outcome).observe(max(event.duration, 0.0), self._exemplar)
         if not self._ttft_seen and event.time_to_first_token is not None:
             self._ttft_seen = True  # the engine's FirstToken went missing: the total still counts
-            m.ttft.labels(api, model).observe(event.time_to_first_token, self._exemplar)
+            s(m.ttft).observe(event.time_to_first_token, self._exemplar)
         if event.max_chunk_gap is not None:
-            m.chunk_gap.labels(api, model).observe(event.max_chunk_gap, self._exemplar)
+            s(m.chunk_gap).observe(event.max_chunk_gap, self._exemplar)
         if event.input_tokens is not None and event.input_tokens > 0:
-            m.tokens.labels(api, model, "input").inc(event.input_tokens)
+            s(m.tokens, "input").inc(event.input_tokens)
         if event.output_tokens is not None and event.output_tokens > 0:
-            m.tokens.labels(api, model, "output").inc(event.output_tokens)
+            s(m.tokens, "output").inc(event.output_tokens)
         if self._stream and outcome == "ok" and event.input_tokens is None and event.output_tokens is None:
-            m.usage_missing.labels(api, model).inc()
-        if self._active:
-            self._active = False
-            m.active_streams.labels(api).dec()
+            s(m.usage_missing).inc()
+        if self._active is not None:
+            self._active.dec()
+            self._active = None

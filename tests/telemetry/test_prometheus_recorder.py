@@ -233,6 +233,31 @@ def test_model_cap_is_thread_safe() -> None:
     assert results.count("_other") == 350
 
 
+def test_calls_of_new_models_from_many_threads_all_count(registry: CollectorRegistry) -> None:
+    # Each thread's first call of a model races the others' to create its series (Series):
+    # every call must land in the one child of its label set.
+    fanout = Fanout([PrometheusRecorder(registry)])
+    barrier = threading.Barrier(8)
+
+    def work() -> None:
+        barrier.wait()
+        for i in range(200):
+            Call(fanout, model=f"model-{i % 20}").start().attempt_ok().finish("ok", input_tokens=1)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(20):
+        labels = {"api": "chat_completions", "model": f"model-{i}"}
+        assert value(registry, "streamtap_requests_total", **labels, outcome="ok") == 80
+        assert value(registry, "streamtap_attempts_total", **labels, result="ok") == 80
+        assert value(registry, "streamtap_tokens_total", **labels, type="input") == 80
+        assert value(registry, "streamtap_request_duration_seconds_count", **labels, outcome="ok") == 80
+    assert value(registry, "streamtap_active_streams", api="chat_completions") == 0
+
+
 def test_cap_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_models must be an integer >= 1, got 0"):
         ModelLabeler(0)
