@@ -8,6 +8,7 @@ mistaking a cut answer for a complete one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -228,35 +229,55 @@ async def _relay(
     *,
     error_frame: Callable[[str, str], bytes] | None,
 ) -> None:
-    """Send a response to the client as it arrives; stop the upstream when the client leaves."""
+    """Send a response to the client as it arrives; stop the upstream when the client leaves.
+
+    A task watches for the client's disconnect (uvicorn's `send` ignores a gone client) and
+    cancels this one, which cancels the upstream attempt where it waits. Plain asyncio, not an
+    anyio task group: the proxy runs on uvicorn's asyncio loop, and the group's scopes cost
+    more than the relay's own work on the way to the first content.
+    """
+    relay = asyncio.current_task()
+    assert relay is not None, "the relay runs in a task"
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        relay.cancel()
+
     headers = response_headers(response.headers.raw)
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    watcher = asyncio.ensure_future(watch())
     try:
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()  # the client left: cancel the upstream attempt
-
-            group.start_soon(watch)
-            try:
-                async for chunk in _chunks(response):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except StreamInterrupted as error:
-                if error_frame is not None:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": error_frame(error.error_type, str(error)),
-                            "more_body": True,
-                        }
-                    )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            group.cancel_scope.cancel()
+        try:
+            async for chunk in _chunks(response):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except StreamInterrupted as error:
+            if error_frame is not None:
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": error_frame(error.error_type, str(error)),
+                        "more_body": True,
+                    }
+                )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        # Ours when the client left (then nothing is left to send); anyone else's goes on.
+        if not left or _still_cancelled(relay):
+            raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await response.aclose()
+        # Cancelled before it resumes, the watcher cancels nothing more: the close is not cut.
+        watcher.cancel()
+        await response.aclose()
+
+
+def _still_cancelled(task: asyncio.Task[Any]) -> bool:
+    """Whether `task` has cancellations pending besides the one just handled (Python 3.11+)."""
+    uncancel = getattr(task, "uncancel", None)
+    return uncancel is not None and uncancel() > 0
 
 
 def _chunks(response: httpx2.Response) -> AsyncIterator[bytes]:

@@ -255,6 +255,54 @@ def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
     assert recording.of(CallFinished)[0].outcome == "ok"
 
 
+def test_a_stream_past_the_grace_is_cut_and_its_call_ends(fake: FakeUpstream) -> None:
+    # The server cancels what is still running at the deadline: the relay and the upstream
+    # attempt under it must end there, the call be finished once, and the client's stream
+    # end (as an error, never complete) instead of hanging.
+    fake.clear()
+    recording = Recording()
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", shutdown_grace=1)
+    proxy = ProxyServer(config, recorders=[recording]).start()
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0, timeout=60)
+    received: list[str] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+
+    def consume() -> None:
+        try:
+            stream = client.chat.completions.create(
+                model="gpt-4o",
+                messages=CHAT_MESSAGES,
+                stream=True,
+                extra_headers={"x-fake-gap": "0.1", "x-fake-chunks": "400"},  # 40 s
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    received.append(chunk.choices[0].delta.content)
+                    first.set()
+        except Exception as error:  # noqa: BLE001 - recorded and asserted below
+            errors.append(error)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    try:
+        assert first.wait(30)
+        started = time.monotonic()
+        proxy.stop()
+        reader.join(30)
+        assert not reader.is_alive(), "the client's stream hung after the proxy stopped"
+        assert time.monotonic() - started < 20
+    finally:
+        reader.join(60)
+        proxy.stop()
+        client.close()
+    assert 0 < len(received) < 400
+    assert errors, "a stream cut at the deadline must not look complete"
+    finished = recording.of(CallFinished)
+    assert len(finished) == 1
+    assert finished[0].outcome == "cancelled"
+
+
 def test_ops_listener_serves_only_metrics_and_probes(fake: FakeUpstream) -> None:
     config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", ops_listen="127.0.0.1:0")
     with ProxyServer(config, recorders=[]) as proxy:
