@@ -82,10 +82,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         if not any(name.lower() == b"host" for name, _ in headers):
             headers = [(b"Host", url.netloc), *headers]
         head = request_head(request.method, url.raw_path, headers)
-        try:
-            body: bytes | None = request.content
-        except httpx2.RequestNotRead:
-            body = None  # a streamed request body: sent once, so never retried
+        body = _body_bytes(request)
         close_after = any(
             name.lower() == b"connection" and b"close" in value.lower() for name, value in headers
         )
@@ -191,6 +188,20 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         self._idle.clear()
         for conn in list(self._open):
             self.discard(conn)
+
+
+def _body_bytes(request: httpx2.Request) -> bytes | None:
+    """The request's body when it is in memory, so head and body go in one write; else None.
+
+    A request built on another's stream (the engine's attempts, `build_request`) holds the
+    bytes in a `ByteStream` it has not read. None is a streamed body: sent once, so never
+    retried.
+    """
+    try:
+        return request.content
+    except httpx2.RequestNotRead:
+        stream = request.stream
+        return b"".join(stream) if isinstance(stream, httpx2.ByteStream) else None
 
 
 async def _write_stream(conn: UpstreamConnection, request: httpx2.Request, timeout: float | None) -> None:

@@ -178,6 +178,41 @@ async def test_a_pooled_connection_failing_while_writing_is_retried_once_afresh(
     assert (server.connections, len(server.requests)) == (2, 2)
 
 
+def _on_its_stream(request: httpx2.Request) -> httpx2.Request:
+    """A request built on another's stream, as the engine builds its attempts (`build_request`)."""
+    return httpx2.Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        stream=request.stream,
+        extensions=request.extensions,
+    )
+
+
+@pytest.mark.anyio
+async def test_an_in_memory_body_goes_with_its_head_in_one_write_and_is_retried_afresh() -> None:
+    async with _server(_answers(OK, OK)) as server:
+        transport = UpstreamTransport()
+        await _body(await transport.handle_async_request(_request(server.port)))
+        pooled = next(iter(transport._idle.values()))[0]
+        writes: list[bytes] = []
+
+        async def broken(data: bytes, timeout: float | None) -> None:
+            writes.append(data)
+            raise httpx2.WriteError("broken pipe")
+
+        pooled.write = broken  # type: ignore[method-assign]
+        response = await transport.handle_async_request(_on_its_stream(_request(server.port)))
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    # One write held the whole request; it failed on the stale connection, so it went again afresh.
+    assert len(writes) == 1
+    assert writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert writes[0].endswith(b'\r\n\r\n{"a":1}')
+    assert server.requests[1] == writes[0]
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
 @pytest.mark.anyio
 async def test_no_answer_after_the_request_went_out_is_raised_not_resent() -> None:
     async def handler(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
