@@ -9,6 +9,7 @@ mistaking a cut answer for a complete one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -129,7 +130,7 @@ class Proxy:
         routed = engine_api(method, scope["path"])
         payload = parse_body(body) if routed is not None else None
         forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
-        request = httpx2.Request(method, url, headers=forwarded, content=body)
+        request = httpx2.Request(method, _parsed(url), headers=forwarded, content=body)
         if routed is None or payload is None:
             await self._pass_through(request, receive, send)
             return
@@ -204,6 +205,12 @@ class Proxy:
                 await self.transport.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(url: str) -> httpx2.URL:
+    """The parsed upstream URL (immutable), kept: clients call a few paths over and over."""
+    return httpx2.URL(url)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
