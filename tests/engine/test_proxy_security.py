@@ -280,7 +280,7 @@ def test_a_stream_past_the_grace_is_cut_and_its_call_ends(fake: FakeUpstream) ->
                 if chunk.choices and chunk.choices[0].delta.content:
                     received.append(chunk.choices[0].delta.content)
                     first.set()
-        except Exception as error:  # noqa: BLE001 - recorded and asserted below
+        except Exception as error:  # recorded and asserted below
             errors.append(error)
 
     reader = threading.Thread(target=consume)
