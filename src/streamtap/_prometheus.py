@@ -170,7 +170,7 @@ class Series:
 class _PromCall:
     """One call's observer: its labels, exemplar and what it already counted."""
 
-    __slots__ = ("_active", "_exemplar", "_finished", "_recorder", "_series", "_stream", "_ttft_seen")
+    __slots__ = ("_active", "_exemplar", "_finished", "_recorder", "_series", "_ttft_seen")
 
     def __init__(
         self,
@@ -181,8 +181,7 @@ class _PromCall:
     ) -> None:
         self._recorder = recorder
         self._series = series
-        self._stream = active is not None
-        self._active = active  # the api's active_streams child while this stream counts in it
+        self._active = active  # a stream's: the api's active_streams child, until it finishes
         self._exemplar = exemplar
         self._finished = False
         self._ttft_seen = False
@@ -224,6 +223,7 @@ class _PromCall:
     def _finish(self, event: CallFinished, m: Metrics) -> None:
         self._finished = True
         s = self._series
+        stream = self._active is not None
         outcome = event.outcome if event.outcome in OUTCOMES else "error"
         s(m.requests, outcome).inc()
         if outcome == "error":
@@ -238,8 +238,7 @@ class _PromCall:
             s(m.tokens, "input").inc(event.input_tokens)
         if event.output_tokens is not None and event.output_tokens > 0:
             s(m.tokens, "output").inc(event.output_tokens)
-        if self._stream and outcome == "ok" and event.input_tokens is None and event.output_tokens is None:
+        if stream and outcome == "ok" and event.input_tokens is None and event.output_tokens is None:
             s(m.usage_missing).inc()
         if self._active is not None:
             self._active.dec()
-            self._active = None
