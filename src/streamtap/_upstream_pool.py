@@ -194,14 +194,17 @@ def _body_bytes(request: httpx2.Request) -> bytes | None:
     """The request's body when it is in memory, so head and body go in one write; else None.
 
     A request built on another's stream (the engine's attempts, `build_request`) holds the
-    bytes in a `ByteStream` it has not read. None is a streamed body: sent once, so never
+    bytes in a `ByteStream` it has not read; they go as they are only when its headers give
+    their length, else chunked, as any stream. None is a streamed body: sent once, so never
     retried.
     """
     try:
         return request.content
     except httpx2.RequestNotRead:
         stream = request.stream
-        return b"".join(stream) if isinstance(stream, httpx2.ByteStream) else None
+        if isinstance(stream, httpx2.ByteStream) and "content-length" in request.headers:
+            return b"".join(stream)
+        return None
 
 
 async def _write_stream(conn: UpstreamConnection, request: httpx2.Request, timeout: float | None) -> None:

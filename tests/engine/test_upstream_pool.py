@@ -214,6 +214,27 @@ async def test_an_in_memory_body_goes_with_its_head_in_one_write_and_is_retried_
 
 
 @pytest.mark.anyio
+async def test_an_in_memory_body_without_a_length_goes_chunked() -> None:
+    async def handler(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.requests.append(await reader.readuntil(b"0\r\n\r\n"))
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()
+
+    async with _server(handler) as server:
+        transport = UpstreamTransport()
+        request = _request(server.port)
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        bare = httpx2.Request(
+            "POST", request.url, headers=headers, stream=request.stream, extensions=request.extensions
+        )
+        response = await transport.handle_async_request(bare)
+        assert b"".join(await _body(response)) == b"hello"
+        await transport.aclose()
+    assert server.requests[0].endswith(b'\r\n\r\n7\r\n{"a":1}\r\n0\r\n\r\n')
+
+
+@pytest.mark.anyio
 async def test_no_answer_after_the_request_went_out_is_raised_not_resent() -> None:
     async def handler(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
