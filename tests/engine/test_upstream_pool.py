@@ -161,23 +161,6 @@ async def test_a_connection_the_server_closed_while_idle_is_skipped() -> None:
     assert (server.connections, len(server.requests)) == (2, 2)
 
 
-@pytest.mark.anyio
-async def test_a_pooled_connection_failing_while_writing_is_retried_once_afresh() -> None:
-    async with _server(_answers(OK, OK)) as server:
-        transport = UpstreamTransport()
-        await _body(await transport.handle_async_request(_request(server.port)))
-        pooled = next(iter(transport._idle.values()))[0]
-
-        async def broken(data: bytes, timeout: float | None) -> None:
-            raise httpx2.WriteError("broken pipe")
-
-        pooled.write = broken  # type: ignore[method-assign]
-        response = await transport.handle_async_request(_request(server.port))
-        assert b"".join(await _body(response)) == b"hello"
-        await transport.aclose()
-    assert (server.connections, len(server.requests)) == (2, 2)
-
-
 def _on_its_stream(request: httpx2.Request) -> httpx2.Request:
     """A request built on another's stream, as the engine builds its attempts (`build_request`)."""
     return httpx2.Request(
@@ -190,7 +173,10 @@ def _on_its_stream(request: httpx2.Request) -> httpx2.Request:
 
 
 @pytest.mark.anyio
-async def test_an_in_memory_body_goes_with_its_head_in_one_write_and_is_retried_afresh() -> None:
+@pytest.mark.parametrize("build", [lambda r: r, _on_its_stream], ids=["read-content", "on-its-stream"])
+async def test_a_pooled_connection_failing_while_writing_is_retried_once_afresh(
+    build: Callable[[httpx2.Request], httpx2.Request],
+) -> None:
     async with _server(_answers(OK, OK)) as server:
         transport = UpstreamTransport()
         await _body(await transport.handle_async_request(_request(server.port)))
@@ -202,10 +188,11 @@ async def test_an_in_memory_body_goes_with_its_head_in_one_write_and_is_retried_
             raise httpx2.WriteError("broken pipe")
 
         pooled.write = broken  # type: ignore[method-assign]
-        response = await transport.handle_async_request(_on_its_stream(_request(server.port)))
+        response = await transport.handle_async_request(build(_request(server.port)))
         assert b"".join(await _body(response)) == b"hello"
         await transport.aclose()
-    # One write held the whole request; it failed on the stale connection, so it went again afresh.
+    # One write held the whole request, head and in-memory body; it failed on the stale
+    # connection, so the request went again on a fresh one.
     assert len(writes) == 1
     assert writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert writes[0].endswith(b'\r\n\r\n{"a":1}')
