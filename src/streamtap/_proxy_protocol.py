@@ -9,18 +9,10 @@ llhttp enforces no limit on a request's head, which h11 did for us
 (`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
 headers over `MAX_HEAD` bytes with 431 and closes the connection. It also passes an
 absolute-form request target on whole, as h11 does, so the proxy refuses it.
-
-uvicorn writes a response's head as soon as the app starts the response, and each body
-message as it comes: for the proxy's streams, which start only when the first content is
-there, that is two writes back to back, and on loopback each write that finds the client
-asleep costs the writer a wake-up (tens of µs here) and the client a read of its own.
-`HeadWithFirstBody` holds the head until the response's first body bytes and writes both at
-once; a head with no body in the same turn of the loop goes out on its own in the next.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 from typing import Any
 
@@ -61,11 +53,7 @@ def http_protocol() -> Any:
             super().data_received(data)
 
         def on_headers_complete(self) -> None:
-            before = self.cycle
             super().on_headers_complete()
-            cycle = self.cycle
-            if cycle is not None and cycle is not before:
-                cycle.transport = HeadWithFirstBody(cycle, self.transport, self.loop)  # type: ignore[assignment]
             if not self.url.startswith(b"/") and "raw_path" in self.scope:
                 # An absolute-form target: httptools reports only its path; h11 reports it whole,
                 # and the proxy refuses it (it never forwards to a host a client names).
@@ -84,53 +72,3 @@ def http_protocol() -> Any:
             self.transport.close()
 
     return LimitedHttpToolsProtocol
-
-
-class HeadWithFirstBody:
-    """A response cycle's transport until its first body write: the head waits for it.
-
-    Every other call goes to the connection's transport. After the first write of a body (or
-    the flush of a head that had none in the same turn of the loop) the cycle gets the
-    connection's transport back, so the rest of the response costs nothing more.
-
-    Args:
-        cycle: uvicorn's request-response cycle, whose `transport` this stands in for.
-        transport: the connection's transport.
-        loop: the connection's event loop.
-    """
-
-    def __init__(self, cycle: Any, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._cycle = cycle
-        self._transport = transport
-        self._loop = loop
-        self._head: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        head = self._head
-        if head is None:  # the head: hold it until the body's first bytes, or the next turn
-            self._head = data
-            self._loop.call_soon(self._flush)
-            return
-        self._release()
-        self._transport.write(head + data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-    def _flush(self) -> None:
-        head = self._head
-        if head is None or self._cycle.transport is not self:
-            return  # written with the first body already
-        self._release()
-        if not self._transport.is_closing():
-            self._transport.write(head)
-
-    def _release(self) -> None:
-        self._cycle.transport = self._transport
