@@ -6,10 +6,16 @@ Linux, one clock for every process of the machine). The hooks wrap private funct
 proxy, the fake upstream and the load generator: this is a diagnostic, pinned to their code.
 
 Proxy (installed in the proxy's own process, `install_proxy_hooks`):
-    entry      the ASGI app starts on the request (`Proxy._forward`)
+    read       uvicorn's protocol is handed the bytes that hold the request's head
+               (`HttpToolsProtocol.data_received`: the event loop got to the socket)
+    parsed     the head is parsed; uvicorn creates the app's task (`on_headers_complete`)
+    entry      the ASGI app starts on the request (`Proxy._forward`): the task's first turn
     written    the request's first bytes go to the upstream (`UpstreamConnection.write`)
     content    the upstream's first content event arrives (`UpstreamConnection.data_received`)
     relayed    the proxy sends the client its first body bytes (the ASGI `send`)
+Each with `<point>_cpu`, the CPU time of the proxy's thread then (`time.thread_time()`): over a
+step, CPU time as long as the wall time means the thread worked throughout (on this request,
+or on other streams' callbacks run before it), none of it asleep or preempted.
 Fake upstream and load generator (one process, `install_rig_hooks`):
     sent       the load generator writes the request
     received   the fake has read the whole request (`_Connection.read_request`)
@@ -24,7 +30,7 @@ import itertools
 import json
 import re
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, thread_time
 from typing import Any
 
 HEADER = b"x-bench-rid"
@@ -33,19 +39,34 @@ _CONTENT = re.compile(rb'"content":"[^"]')
 
 def install_proxy_hooks(out: Path) -> None:
     """Note the proxy's points of every request, one JSON line per request, in `out`."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
     from streamtap import _proxy, _upstream_conn
 
     sink = out.open("a", buffering=1)
     by_task: dict[asyncio.Task[Any], dict[str, Any]] = {}
+    arrived: dict[bytes, dict[str, float]] = {}  # by rid: when its head was read and parsed
     forward = _proxy.Proxy._forward
+    received, headers_complete = HttpToolsProtocol.data_received, HttpToolsProtocol.on_headers_complete
+
+    def traced_received(self: Any, data: bytes) -> None:
+        self.bench_read = perf_counter()
+        received(self, data)
+
+    def traced_headers_complete(self: Any) -> None:
+        rid = dict(self.headers).get(HEADER)
+        if rid is not None:
+            arrived[rid] = {"read": self.bench_read, "parsed": perf_counter()}
+        headers_complete(self)
 
     async def traced_forward(self: Any, scope: Any, receive: Any, send: Any) -> None:
-        marks: dict[str, Any] = {"entry": perf_counter()}
+        marks: dict[str, Any] = {"entry": perf_counter(), "entry_cpu": thread_time()}
         rid = dict(scope["headers"]).get(HEADER)
+        marks.update(arrived.pop(rid, {}))
 
         async def traced_send(message: Any) -> None:
             if "relayed" not in marks and message["type"] == "http.response.body" and message.get("body"):
-                marks["relayed"] = perf_counter()
+                marks["relayed"], marks["relayed_cpu"] = perf_counter(), thread_time()
             await send(message)
 
         task = asyncio.current_task()
@@ -64,17 +85,19 @@ def install_proxy_hooks(out: Path) -> None:
     def traced_write(self: Any, data: bytes, timeout: float | None) -> Any:
         marks = by_task.get(asyncio.current_task())  # type: ignore[arg-type]
         if marks is not None and "written" not in marks:
-            marks["written"] = perf_counter()
+            marks["written"], marks["written_cpu"] = perf_counter(), thread_time()
             self.bench_marks = marks
         return write(self, data, timeout)
 
     def traced_data_received(self: Any, data: bytes) -> None:
         marks = getattr(self, "bench_marks", None)
         if marks is not None and _CONTENT.search(data):
-            marks["content"] = perf_counter()
+            marks["content"], marks["content_cpu"] = perf_counter(), thread_time()
             self.bench_marks = None
         data_received(self, data)
 
+    HttpToolsProtocol.data_received = traced_received  # type: ignore[method-assign]
+    HttpToolsProtocol.on_headers_complete = traced_headers_complete  # type: ignore[method-assign]
     _proxy.Proxy._forward = traced_forward  # type: ignore[method-assign]
     conn.write = traced_write  # type: ignore[method-assign]
     conn.data_received = traced_data_received  # type: ignore[method-assign]

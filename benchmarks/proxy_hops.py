@@ -61,6 +61,17 @@ DIRECT = (
     ("fake to client", "answered", "first"),
     ("whole: time to first token", "sent", "first"),
 )
+# The hop into the proxy, split where uvicorn gets the bytes and where it has parsed the head.
+INTO_PROXY = (
+    ("client to proxy: to uvicorn's read of it", "sent", "read"),
+    ("client to proxy: uvicorn's parse of the head", "read", "parsed"),
+    ("client to proxy: from the app's task created to its start", "parsed", "entry"),
+)
+# The proxy's two steps again, in the CPU time of its thread (`_hop_hooks`).
+PROXY_CPU = (
+    ("proxy: request to upstream write, its thread's CPU time", "entry_cpu", "written_cpu"),
+    ("proxy: first content to relayed, its thread's CPU time", "content_cpu", "relayed_cpu"),
+)
 _SETTINGS = ("streams", "control_streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "otel")
 # The proxy's own parts of a proxied request's way: the hops into it and its two steps.
 OWN = (
@@ -171,6 +182,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "proxied": _hops(proxied, PROXIED),
         "direct": _hops(direct, DIRECT),
         "proxy_own": {f"p{q}": quantile(own, q / 100) for q in (50, 90, 99)} if own else {},
+        "into_proxy": _hops([m for m in proxied if "parsed" in m], INTO_PROXY),
+        "proxy_cpu": _hops(proxied, PROXY_CPU),
     }
 
 
@@ -211,6 +224,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(
         f"| the proxy's own: the hops into it and its two steps, summed | {cells(own)} | – | – | – |"
     )
+    for key, spans in (("into_proxy", INTO_PROXY), ("proxy_cpu", PROXY_CPU)):
+        for name, _, _ in spans:
+            lines.append(f"| {name} | {cells(report[key].get(name))} | – | – | – |")
     return "\n".join(lines)
 
 

@@ -64,6 +64,27 @@ def test_the_fake_waits_its_time_to_first_token_either_way(report: dict[str, Any
     assert report["proxy_own"]["p50"] > 0
 
 
+def test_the_hop_into_the_proxy_is_split_in_order(report: dict[str, Any]) -> None:
+    assert list(report["into_proxy"]) == [name for name, _, _ in proxy_hops.INTO_PROXY]
+    for name, row in report["into_proxy"].items():
+        assert 0 <= row["p50"] <= row["p90"] <= row["p99"], (name, row)
+    # Each part of a request's hop is at most its whole hop, so at every quantile too.
+    whole = report["proxied"]["client to proxy"]
+    for name, row in report["into_proxy"].items():
+        for q in ("p50", "p90", "p99"):
+            assert row[q] <= whole[q] + 1e-9, (name, q, row, whole)
+
+
+def test_the_proxys_steps_take_no_more_cpu_time_than_wall_time(report: dict[str, Any]) -> None:
+    # One thread: a step's CPU time can be as long as its wall time, never longer.
+    assert list(report["proxy_cpu"]) == [name for name, _, _ in proxy_hops.PROXY_CPU]
+    walls = ("proxy: request to upstream write", "proxy: first content to relayed")
+    for (name, _, _), wall in zip(proxy_hops.PROXY_CPU, walls, strict=True):
+        cpu = report["proxy_cpu"][name]
+        for q in ("p50", "p90", "p99"):
+            assert 0 < cpu[q] <= report["proxied"][wall][q] + 1e-3, (name, q, cpu)
+
+
 def test_the_markdown_has_a_row_per_hop() -> None:
     row = {"p50": 1.0, "p90": 2.0, "p99": 3.0}
     report = {
@@ -80,6 +101,8 @@ def test_the_markdown_has_a_row_per_hop() -> None:
         "proxied": {name: row for name, _, _ in proxy_hops.PROXIED},
         "direct": {name: row for name, _, _ in proxy_hops.DIRECT},
         "proxy_own": row,
+        "into_proxy": {name: row for name, _, _ in proxy_hops.INTO_PROXY},
+        "proxy_cpu": {name: row for name, _, _ in proxy_hops.PROXY_CPU},
     }  # fmt: skip
     lines = proxy_hops.markdown(report).splitlines()
     assert (
@@ -88,4 +111,7 @@ def test_the_markdown_has_a_row_per_hop() -> None:
     )
     assert "| client to proxy | 1.00 | 2.00 | 3.00 | 1.00 | 2.00 | 3.00 |" in lines
     assert "| proxy to fake | 1.00 | 2.00 | 3.00 | – | – | – |" in lines
-    assert len([line for line in lines if line.startswith("| ") and "---" not in line]) == 1 + 8 + 1
+    assert (
+        "| proxy: first content to relayed, its thread's CPU time | 1.00 | 2.00 | 3.00 | – | – | – |" in lines
+    )
+    assert len([line for line in lines if line.startswith("| ") and "---" not in line]) == 1 + 8 + 1 + 3 + 2
