@@ -5,8 +5,11 @@ straight from the fake upstream; this tells where that time is spent. One proces
 runs the fake upstream and the load generator on one event loop, pinned to one CPU; the proxy
 (`streamtap proxy`, Prometheus only unless `--otel`) runs on the other. The rig keeps
 `--streams` streams open through the proxy and `--control-streams` straight to the fake, all
-at once, for `--rounds` rounds of `--duration` seconds. Every request carries an id, and each process notes when
-it passes each point of its way (`_hop_hooks.py`; one monotonic clock for the machine):
+at once, for `--warmup` seconds unmeasured and then `--rounds` rounds of `--duration` seconds.
+The rig's garbage collector is paused during each of them and collects between them: its
+collections (up to 84 ms) would otherwise land in the times it measures. Every request carries
+an id, and each process notes when it passes each point of its way (`_hop_hooks.py`; one
+monotonic clock for the machine):
 
     proxied: sent → [client to proxy] → entry → [proxy: request] → written → [proxy to fake]
              → received → [fake: TTFT] → answered → [fake to proxy] → content
@@ -18,7 +21,7 @@ loop gets to the bytes: with a loop busy relaying other streams, mostly the latt
 Reported: per round, the added time to first token (a proxied request's whole time minus a
 direct one's of the same round, at p50 and p99) and its median over rounds; p50 / p90 / p99 in
 ms of every hop, over the requests started after each round's `--ramp`. Loopback only; bounded
-by `--rounds` × `--duration` plus the streams in flight.
+by `--warmup` plus `--rounds` × `--duration`, plus the streams in flight.
 
     python benchmarks/proxy_hops.py                       # 200 streams, 50 ms apart, 10 s
     python benchmarks/proxy_hops.py --streams 20 --markdown
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -72,7 +76,9 @@ PROXY_CPU = (
     ("proxy: request to upstream write, its thread's CPU time", "entry_cpu", "written_cpu"),
     ("proxy: first content to relayed, its thread's CPU time", "content_cpu", "relayed_cpu"),
 )
-_SETTINGS = ("streams", "control_streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "otel")
+_SETTINGS = (
+    "streams", "control_streams", "chunks", "gap", "ttft", "warmup", "duration", "ramp", "rounds", "otel",
+)  # fmt: skip
 # The proxy's own parts of a proxied request's way: the hops into it and its two steps.
 OWN = (
     "client to proxy",
@@ -109,15 +115,28 @@ async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_po
             "chunks": args.chunks,
             "stream_s": args.ttft + args.chunks * args.gap,
         }
+        if args.warmup > 0:  # unmeasured: the proxy's connections, caches and first collections
+            await _round(args, proxy_url, fake_url, {**load, "duration_s": args.warmup})
         for _ in range(args.rounds):
             starts.append(time.perf_counter())
-            await asyncio.gather(
-                _load_client.run_load(proxy_url + "/chat/completions", **load),
-                _load_client.run_load(
-                    fake_url + "/chat/completions", **{**load, "streams": args.control_streams}
-                ),
-            )
+            await _round(args, proxy_url, fake_url, load)
     return starts
+
+
+async def _round(args: argparse.Namespace, proxy_url: str, fake_url: str, load: dict[str, Any]) -> None:
+    # The rig's own garbage collections (up to 84 ms here) would land in the times to first
+    # token of whichever requests were in flight: none during a round, one between rounds.
+    gc.collect()
+    gc.disable()
+    try:
+        await asyncio.gather(
+            _load_client.run_load(proxy_url + "/chat/completions", **load),
+            _load_client.run_load(
+                fake_url + "/chat/completions", **{**load, "streams": args.control_streams}
+            ),
+        )
+    finally:
+        gc.enable()
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,7 +212,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{s['streams']} streams through the proxy ({telemetry}) and {s['control_streams']} straight to the "
         f"fake, at once; {s['chunks']} content chunks {s['gap'] * 1000:g} ms apart, fake TTFT "
-        f"{s['ttft'] * 1000:g} ms; {s['rounds']} rounds of {s['duration']:g} s, the first {s['ramp']:g} s "
+        f"{s['ttft'] * 1000:g} ms; {s['warmup']:g} s of warm-up, then {s['rounds']} rounds of {s['duration']:g} s, "
+        f"the first {s['ramp']:g} s "
         f"of each left out; {report['requests']['proxied']:,} proxied and {report['requests']['direct']:,} "
         "direct requests.",
         "",
@@ -246,6 +266,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds left out of each round (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of load (default 3)")
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds of unmeasured load before the rounds (default 5)"
+    )
     parser.add_argument("--otel", action="store_true", help="the proxy with the OTel SDK recording too")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the rig and the proxy to CPUs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")

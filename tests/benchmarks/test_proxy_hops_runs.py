@@ -31,6 +31,7 @@ def report() -> dict[str, Any]:
         "--duration=1.5",
         "--ramp=0.3",
         "--rounds=2",
+        "--warmup=0.5",
         timeout=120,
     )
     return parsed
@@ -90,7 +91,7 @@ def test_the_markdown_has_a_row_per_hop() -> None:
     report = {
         "settings": {
             "streams": 2, "control_streams": 1, "chunks": 3, "gap": 0.01, "ttft": 0.03,
-            "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False,
+            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False,
         },
         "requests": {"proxied": 5, "direct": 2},
         "rounds": [
@@ -105,6 +106,7 @@ def test_the_markdown_has_a_row_per_hop() -> None:
         "proxy_cpu": {name: row for name, _, _ in proxy_hops.PROXY_CPU},
     }  # fmt: skip
     lines = proxy_hops.markdown(report).splitlines()
+    assert "0.5 s of warm-up, then 2 rounds of 1 s, the first 0.2 s of each left out" in lines[0]
     assert (
         "Added time to first token (proxied minus direct, the same moment), ms: "
         "p50 +1.00 (rounds: +1.50, +0.50); p99 +1.50 (rounds: +4.00, -1.00)." in lines
