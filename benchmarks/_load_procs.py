@@ -158,6 +158,17 @@ def start_streamtap(
     return process, f"http://{listen}/v1"
 
 
+def start_relay(upstream: str, cpus: set[int] | None, work: Path) -> tuple[subprocess.Popen[str], str]:
+    """`_byte_relay.py` in front of `upstream` (an http://127.0.0.1:<port>/v1 URL)."""
+    port = free_port()
+    log = work / "relay.log"
+    target = upstream.removeprefix("http://").split("/", 1)[0]
+    command = [sys.executable, str(Path(__file__).resolve().parent / "_byte_relay.py")]
+    process = spawn([*command, "--listen", str(port), "--upstream", target], cpus, log, gc_probe_env(work))
+    wait_http(f"http://127.0.0.1:{port}/v1/models", process, 10, log)
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
 def start_litellm(
     litellm: str, upstream: str, cpus: set[int] | None, workdir: Path, master_key: str
 ) -> tuple[subprocess.Popen[str], str]:

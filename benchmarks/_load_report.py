@@ -9,6 +9,7 @@ _LABELS = {
     "streamtap-otel": "streamtap proxy: Prometheus + OTel SDK, no exporter",
     "streamtap": "streamtap proxy: Prometheus only (OTEL_SDK_DISABLED)",
     "baseline": "baseline: the same from --baseline-src",
+    "relay": "byte relay (a second process, no HTTP)",
     "litellm": "LiteLLM proxy",
 }
 

@@ -10,6 +10,8 @@ Every target serves the same streaming chat completions from one fake upstream p
 - ``streamtap``: the same with ``OTEL_SDK_DISABLED=true``: Prometheus only, OTel API no-ops,
 - ``baseline``: the Prometheus-only proxy run from another source tree (``--baseline-src``, e.g. a
   ``git worktree`` of an earlier commit), to compare two versions in the same run,
+- ``relay``: a byte relay in front of the fake (``_byte_relay.py``), parsing nothing: what a
+  second process in the path adds before any work of its own,
 - ``litellm``: LiteLLM's proxy (``litellm --config``) with the fake as an OpenAI upstream, if a
   ``litellm`` executable is given (it needs openai<3, so it lives in a virtualenv of its own).
 
@@ -312,7 +314,9 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
             for name in names[1:] if names[0] == "direct" else names:
                 key = "sk-fake"
                 try:
-                    if name == "litellm":
+                    if name == "relay":
+                        process, url = procs.start_relay(fake_url, pins["target"], work)
+                    elif name == "litellm":
                         key = "sk-" + secrets.token_hex(32)  # a throwaway master key for this run
                         process, url = procs.start_litellm(args.litellm, fake_url, pins["target"], work, key)
                     else:
@@ -364,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up load per target (default 3)"
     )
-    parser.add_argument("--targets", default="direct,streamtap-otel,streamtap,baseline,litellm")
+    parser.add_argument("--targets", default="direct,relay,streamtap-otel,streamtap,baseline,litellm")
     parser.add_argument("--litellm", default=None, help="path of a `litellm` executable (its own virtualenv)")
     parser.add_argument(
         "--baseline-src",

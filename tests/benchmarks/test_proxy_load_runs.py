@@ -116,6 +116,17 @@ def test_a_baseline_from_another_source_tree_runs_beside_the_others() -> None:
     assert ran["summary"]["baseline"]["target_cpu_us_per_event"] > 0
 
 
+def test_a_byte_relay_runs_as_a_target_and_passes_every_stream_whole() -> None:
+    ran = _run("--targets=direct,relay", "--rounds=1")
+    assert ran["errors"] == {}
+    assert ran["targets"] == ["direct", "relay"]
+    relay = ran["summary"]["relay"]
+    assert relay["bad_streams"] == 0, relay["first_error"]
+    assert relay["streams"] > 0
+    assert relay["target_cpu_us_per_event"] > 0
+    assert set(ran["gc"]) == {"fake", "relay"}
+
+
 def test_a_baseline_source_without_the_package_is_reported_not_run(tmp_path: Path) -> None:
     ran = _run("--targets=direct,baseline", f"--baseline-src={tmp_path}", "--rounds=1")
     assert ran["targets"] == ["direct"]
