@@ -165,8 +165,21 @@ def start_relay(upstream: str, cpus: set[int] | None, work: Path) -> tuple[subpr
     target = upstream.removeprefix("http://").split("/", 1)[0]
     command = [sys.executable, str(Path(__file__).resolve().parent / "_byte_relay.py")]
     process = spawn([*command, "--listen", str(port), "--upstream", target], cpus, log, gc_probe_env(work))
-    wait_http(f"http://127.0.0.1:{port}/v1/models", process, 10, log)
+    _wait_listening(port, process, 10, log)  # its upstream may not be up yet (proxy_hops.py's rig)
     return process, f"http://127.0.0.1:{port}/v1"
+
+
+def _wait_listening(port: int, process: subprocess.Popen[str], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"port {port}: the process exited: {log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
 def start_litellm(

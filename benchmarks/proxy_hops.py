@@ -25,6 +25,11 @@ by `--warmup` plus `--rounds` × `--duration`, plus the streams in flight.
 
     python benchmarks/proxy_hops.py                       # 200 streams, 50 ms apart, 10 s
     python benchmarks/proxy_hops.py --streams 20 --markdown
+    python benchmarks/proxy_hops.py --relay               # the same through a byte relay
+
+`--relay` puts `_byte_relay.py` in the proxy's place, a process that copies bytes and parses
+nothing: its added time is what a second process in the path costs here by itself. Through it
+a request passes the rig's points only, so its table has the direct way's rows.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ PROXY_CPU = (
 )
 _SETTINGS = (
     "streams", "control_streams", "chunks", "gap", "ttft", "warmup", "duration", "ramp", "rounds", "otel",
+    "relay",
 )  # fmt: skip
 # The proxy's own parts of a proxied request's way: the hops into it and its two steps.
 OWN = (
@@ -150,9 +156,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="proxy-hops-") as tmp:
         work = Path(tmp)
         trace = work / "proxy.jsonl"
-        name = "streamtap-otel" if args.otel else "streamtap"
-        prelude = _PRELUDE.format(here=str(HERE), out=str(trace))
-        proxy, proxy_url = procs.start_streamtap(fake_url, proxy_cpus, work, name, prelude=prelude)
+        if args.relay:
+            proxy, proxy_url = procs.start_relay(fake_url, proxy_cpus, work)
+        else:
+            name = "streamtap-otel" if args.otel else "streamtap"
+            prelude = _PRELUDE.format(here=str(HERE), out=str(trace))
+            proxy, proxy_url = procs.start_streamtap(fake_url, proxy_cpus, work, name, prelude=prelude)
         try:
             if rig_cpus:
                 os.sched_setaffinity(0, rig_cpus)
@@ -163,14 +172,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             procs.stop(proxy)
             if rig_cpus:
                 os.sched_setaffinity(0, set(cpus))
-        for line in trace.read_text().splitlines():
+        for line in trace.read_text().splitlines() if trace.exists() else ():
             row = json.loads(line)
             marks.get(row.pop("rid"), {}).update(row)
+    # Through the relay a request passes the rig's points only, as a direct one does.
+    spans = DIRECT if args.relay else PROXIED
     rounds, proxied, direct = [], [], []
     for start in starts:
         steady = [m for m in marks.values() if start + args.ramp <= m["sent"] < start + args.duration]
         ways = (
-            [m for m in steady if m["proxied"] and all(k in m for _, a, b in PROXIED for k in (a, b))],
+            [m for m in steady if m["proxied"] and all(k in m for _, a, b in spans for k in (a, b))],
             [m for m in steady if not m["proxied"] and all(k in m for _, a, b in DIRECT for k in (a, b))],
         )
         proxied += ways[0]
@@ -187,7 +198,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 },
             }
         )
-    own = [sum((m[b] - m[a]) * 1000 for n, a, b in PROXIED if n in OWN) for m in proxied]
+    own = [] if args.relay else [sum((m[b] - m[a]) * 1000 for n, a, b in spans if n in OWN) for m in proxied]
     added = {
         q: statistics.median(r[f"added_{q}_ms"] for r in rounds if f"added_{q}_ms" in r)
         for q in ("p50", "p99")
@@ -198,19 +209,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "requests": {"proxied": len(proxied), "direct": len(direct)},
         "rounds": rounds,
         "added": added,
-        "proxied": _hops(proxied, PROXIED),
+        "proxied": _hops(proxied, spans),
         "direct": _hops(direct, DIRECT),
         "proxy_own": {f"p{q}": quantile(own, q / 100) for q in (50, 90, 99)} if own else {},
         "into_proxy": _hops([m for m in proxied if "parsed" in m], INTO_PROXY),
-        "proxy_cpu": _hops(proxied, PROXY_CPU),
+        "proxy_cpu": _hops([m for m in proxied if "entry_cpu" in m], PROXY_CPU),
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     telemetry = "Prometheus and the OTel SDK (no exporter)" if s["otel"] else "Prometheus only"
+    through = "a byte relay (no HTTP)" if s["relay"] else f"the proxy ({telemetry})"
     lines = [
-        f"{s['streams']} streams through the proxy ({telemetry}) and {s['control_streams']} straight to the "
+        f"{s['streams']} streams through {through} and {s['control_streams']} straight to the "
         f"fake, at once; {s['chunks']} content chunks {s['gap'] * 1000:g} ms apart, fake TTFT "
         f"{s['ttft'] * 1000:g} ms; {s['warmup']:g} s of warm-up, then {s['rounds']} rounds of {s['duration']:g} s, "
         f"the first {s['ramp']:g} s "
@@ -235,11 +247,13 @@ def markdown(report: dict[str, Any]) -> str:
         return " | ".join(f"{row[q]:.2f}" for q in ("p50", "p90", "p99")) if row else " | ".join(["–"] * 3)
 
     direct_of = {"client to proxy": "client to fake", "proxy to client": "fake to client"}
-    for name, _, _ in PROXIED:
+    for name in report["proxied"]:
         twin = direct_of.get(name, name)
         lines.append(
             f"| {name} | {cells(report['proxied'].get(name))} | {cells(report['direct'].get(twin))} |"
         )
+    if s["relay"]:  # no proxy points through the relay
+        return "\n".join(lines)
     own = report["proxy_own"]
     lines.append(
         f"| the proxy's own: the hops into it and its two steps, summed | {cells(own)} | – | – | – |"
@@ -270,6 +284,11 @@ def main() -> None:
         "--warmup", type=float, default=5.0, help="seconds of unmeasured load before the rounds (default 5)"
     )
     parser.add_argument("--otel", action="store_true", help="the proxy with the OTel SDK recording too")
+    parser.add_argument(
+        "--relay",
+        action="store_true",
+        help="a byte relay (_byte_relay.py) in the proxy's place: what a second process adds by itself",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the rig and the proxy to CPUs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--markdown", action="store_true", help="print Markdown (the default)")

@@ -19,8 +19,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import proxy_hops  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
+def _run(*extra: str) -> dict[str, Any]:
     parsed: dict[str, Any] = run_json(
         "proxy_hops.py",
         "--streams=4",
@@ -32,9 +31,28 @@ def report() -> dict[str, Any]:
         "--ramp=0.3",
         "--rounds=2",
         "--warmup=0.5",
+        *extra,
         timeout=120,
     )
     return parsed
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return _run()
+
+
+def test_through_a_byte_relay_every_request_is_timed_at_the_rigs_points() -> None:
+    relayed = _run("--relay")
+    assert relayed["settings"]["relay"] is True
+    assert all(r["proxied"] > 0 and r["direct"] > 0 for r in relayed["rounds"])
+    names = [name for name, _, _ in proxy_hops.DIRECT]
+    assert list(relayed["proxied"]) == names
+    assert relayed["proxied"]["fake: time to first token"]["p50"] >= 30.0
+    assert relayed["proxy_own"] == {}
+    lines = proxy_hops.markdown(relayed).splitlines()
+    assert lines[0].startswith("4 streams through a byte relay (no HTTP) and 2 straight to the fake")
+    assert not any("proxy's own" in line or "CPU time" in line for line in lines)
 
 
 def test_both_ways_were_sampled_in_every_round(report: dict[str, Any]) -> None:
@@ -91,7 +109,7 @@ def test_the_markdown_has_a_row_per_hop() -> None:
     report = {
         "settings": {
             "streams": 2, "control_streams": 1, "chunks": 3, "gap": 0.01, "ttft": 0.03,
-            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False,
+            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False, "relay": False,
         },
         "requests": {"proxied": 5, "direct": 2},
         "rounds": [
