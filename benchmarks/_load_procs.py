@@ -102,17 +102,33 @@ def spawn(
 
 
 def wait_http(url: str, process: subprocess.Popen[str], timeout: float, log: Path) -> None:
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    _wait_until(answers, url, "did not answer 200", process, timeout, log)
+
+
+def _wait_until(
+    ready: Callable[[], bool],
+    what: str,
+    failed: str,
+    process: subprocess.Popen[str],
+    timeout: float,
+    log: Path,
+) -> None:
+    """Poll `ready` (an OSError counts as not yet) until it holds, the process exits, or `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited: {log.read_text()[-3000:]}")
+            raise RuntimeError(f"{what}: the process exited: {log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+            if ready():
+                return
         except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} {failed} within {timeout} s")
 
 
 def start_fake(
@@ -165,21 +181,13 @@ def start_relay(upstream: str, cpus: set[int] | None, work: Path) -> tuple[subpr
     target = upstream.removeprefix("http://").split("/", 1)[0]
     command = [sys.executable, str(Path(__file__).resolve().parent / "_byte_relay.py")]
     process = spawn([*command, "--listen", str(port), "--upstream", target], cpus, log, gc_probe_env(work))
-    _wait_listening(port, process, 10, log)  # its upstream may not be up yet (proxy_hops.py's rig)
+
+    def listening() -> bool:  # its upstream may not be up yet (proxy_hops.py's rig): no HTTP check
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    _wait_until(listening, f"127.0.0.1:{port}", "did not listen", process, 10, log)
     return process, f"http://127.0.0.1:{port}/v1"
-
-
-def _wait_listening(port: int, process: subprocess.Popen[str], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"port {port}: the process exited: {log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
 def start_litellm(
