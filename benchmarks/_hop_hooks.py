@@ -62,7 +62,8 @@ def install_proxy_hooks(out: Path) -> None:
     async def traced_forward(self: Any, scope: Any, receive: Any, send: Any) -> None:
         marks: dict[str, Any] = {"entry": perf_counter(), "entry_cpu": thread_time()}
         rid = dict(scope["headers"]).get(HEADER)
-        marks.update(arrived.pop(rid, {}))
+        if rid is not None:
+            marks.update(arrived.pop(rid, {}))
 
         async def traced_send(message: Any) -> None:
             if "relayed" not in marks and message["type"] == "http.response.body" and message.get("body"):
