@@ -12,7 +12,6 @@ import asyncio
 import functools
 import json
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -116,7 +115,7 @@ class Proxy:
                 close=True,
             )
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await _error(
                 send,
                 408,
@@ -212,18 +211,11 @@ def _parsed(url: str) -> httpx2.URL:
     return httpx2.URL(url)
 
 
-if sys.version_info >= (3, 11):
-
-    async def _within(seconds: float, awaitable: Awaitable[bytes]) -> bytes:
-        """`awaitable`'s result, or asyncio.TimeoutError after `seconds`. asyncio's own timeout:
-        a timer handle per request, about a third of what anyio's cancel scope costs."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # Python 3.10: no asyncio.timeout; wait_for runs it in a task of its own
-
-    async def _within(seconds: float, awaitable: Awaitable[bytes]) -> bytes:
-        return await asyncio.wait_for(awaitable, seconds)
+async def _within(seconds: float, awaitable: Awaitable[bytes]) -> bytes:
+    """`awaitable`'s result, or TimeoutError after `seconds`. asyncio's own timeout: a timer
+    handle per request, about a third of what anyio's cancel scope costs."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -295,9 +287,8 @@ async def _relay(
 
 
 def _still_cancelled(task: asyncio.Task[Any]) -> bool:
-    """Whether `task` has cancellations pending besides the one just handled (Python 3.11+)."""
-    uncancel = getattr(task, "uncancel", None)
-    return uncancel is not None and uncancel() > 0
+    """Whether `task` has cancellations pending besides the one just handled."""
+    return task.uncancel() > 0
 
 
 def _chunks(response: httpx2.Response) -> AsyncIterator[bytes]:

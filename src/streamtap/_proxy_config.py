@@ -19,7 +19,7 @@ A file holds what flags cannot say well (the policy and the fallbacks)::
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,11 +27,6 @@ from urllib.parse import urlsplit
 
 from ._fallback import Fallback
 from ._policy import Policy
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 _FALLBACK_KINDS = ("model", "upstream", "non_streaming", "cache")
 

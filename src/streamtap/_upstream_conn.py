@@ -158,7 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
         if drain is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(drain), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise httpx2.WriteTimeout(
                     f"the upstream took over {timeout} s to accept the request"
                 ) from None

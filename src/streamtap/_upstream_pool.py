@@ -158,7 +158,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 ),
                 timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise httpx2.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from None
         except OSError as error:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {error}") from error

@@ -107,7 +107,7 @@ def write_self_signed(folder: Path, *, ip: str | None = None) -> tuple[Path, Pat
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     if ip is not None:
         names.append(x509.IPAddress(ipaddress.ip_address(ip)))
