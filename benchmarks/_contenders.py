@@ -30,6 +30,14 @@ telemetry  streamtap.instrument(raw, recorders=setup_telemetry(...)): OTel trace
 official   the plain SDK patched by opentelemetry-instrumentation-genai-openai, with the same
            kind of tracer and meter providers
 
+One recorder of `telemetry` at a time, run only when named (`--contenders`), to split what all
+telemetry adds between its recorders:
+
+prometheus    the engine with the Prometheus recorder alone, on a fresh CollectorRegistry (what
+              `setup_telemetry` returns under OTEL_SDK_DISABLED=true)
+otel-traces   the engine with the OTel trace recorder alone (the same in-memory tracer provider)
+otel-metrics  the engine with the OTel metrics recorder alone (the same in-memory meter provider)
+
 The official instrumentation patches the SDK's classes for the whole process, so it is turned
 on right before each of its own repetitions and off right after, outside the timed region.
 """
@@ -74,7 +82,13 @@ NAMES = (
     "verified",
     "telemetry",
     "official",
+    "prometheus",
+    "otel-traces",
+    "otel-metrics",
 )
+# Run only when named: the default runs (the verdict's) keep the contenders they always had.
+BY_NAME_ONLY = ("prometheus", "otel-traces", "otel-metrics")
+DEFAULT_NAMES = tuple(name for name in NAMES if name not in BY_NAME_ONLY)
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
 
@@ -102,6 +116,7 @@ class Contender:
     after: Callable[[], None] = _nothing
     spans: InMemorySpanExporter | None = None
     registry: CollectorRegistry | None = None
+    metrics: InMemoryMetricReader | None = None
     span_counts: list[int] = field(default_factory=list)
 
     @property
@@ -244,6 +259,8 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
         )
         client = streamtap.instrument(_raw(upstream, mode), recorders=recorders)
         return Contender(name, client, spans=spans, registry=registry)
+    if name in BY_NAME_ONLY:
+        return _one_recorder(name, upstream, mode)
     if name == "official":
         missing = official_missing()
         if missing is not None:
@@ -259,6 +276,25 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
 
         return Contender(name, _raw(upstream, mode), before=on, after=instrumentor.uninstrument, spans=spans)
     raise ValueError(f"contender must be one of {', '.join(NAMES)}, got {name!r}")
+
+
+def _one_recorder(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
+    """The engine with the one recorder of `telemetry` that `name` (of BY_NAME_ONLY) names."""
+    from streamtap._otel_metrics import OtelMetricsRecorder
+    from streamtap._otel_traces import OtelTraceRecorder
+    from streamtap._prometheus import PrometheusRecorder
+
+    if name == "prometheus":
+        registry = CollectorRegistry()
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[PrometheusRecorder(registry)])
+        return Contender(name, client, registry=registry)
+    if name == "otel-traces":
+        spans, tracer_provider, _ = in_memory_otel()
+        client = streamtap.instrument(_raw(upstream, mode), recorders=[OtelTraceRecorder(tracer_provider)])
+        return Contender(name, client, spans=spans)
+    reader = InMemoryMetricReader()
+    recorder = OtelMetricsRecorder(MeterProvider(metric_readers=[reader]))
+    return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=[recorder]), metrics=reader)
 
 
 def patches_process(name: str) -> bool:

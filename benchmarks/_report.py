@@ -18,6 +18,9 @@ _LABELS = {
     "verified": "engine checking what it passes on, as the proxy does (verified)",
     "telemetry": "streamtap, all telemetry",
     "official": "official OTel instrumentation",
+    "prometheus": "engine + Prometheus recorder alone (prometheus)",
+    "otel-traces": "engine + OTel trace recorder alone (otel-traces)",
+    "otel-metrics": "engine + OTel metrics recorder alone (otel-metrics)",
 }
 
 _VERDICTS = {

@@ -8,12 +8,17 @@ rotates from round to round, so drifts of a noisy machine hit all of them alike.
     python benchmarks/overhead.py --quick         # a fast look (fewer rounds)
     python benchmarks/overhead.py --json          # machine-readable results on stdout
     python benchmarks/overhead.py --lockstep      # all streams of a round read item by item in turn
+    python benchmarks/overhead.py --lockstep --chunks 1 --contenders \
+        control,engine,prometheus,otel-traces,otel-metrics,telemetry    # telemetry's cost per call, by recorder
 
 `--lockstep` (see `_lockstep.py`) shares each round's stretch of time between the contenders
 item by item, so the host's drifts hit them alike: the A/A control's paired interval is
-about ±0.5 µs per chunk here, against ±3–4 µs in sequential rounds. It runs the contenders that change nothing in the process (raw, control, engine,
-verified, telemetry); the others, which patch the SDK or the engine for their repetitions,
-need the sequential rounds.
+about ±0.5 µs per chunk here, against ±3–4 µs in sequential rounds. It runs the contenders that
+change nothing in the process (raw, control, engine, verified, telemetry, and the one-recorder
+ones when named); the others, which patch the SDK or the engine for their repetitions, need
+the sequential rounds.
+
+Progress goes to stderr, one line as each scenario starts and ends.
 
 Per-chunk figures are (contender - raw) / chunks, from the medians of the same run.
 """
@@ -34,6 +39,8 @@ from typing import Any
 
 import _lockstep
 from _contenders import (
+    BY_NAME_ONLY,
+    DEFAULT_NAMES,
     NAMES,
     OFFICIAL_PACKAGE,
     Contender,
@@ -126,6 +133,21 @@ def _ok_calls(contender: Contender) -> float | None:
     )
 
 
+def _otel_calls(contender: Contender) -> int | None:
+    """How many calls the contender's OTel duration histogram counted, if it has a reader."""
+    if contender.metrics is None:
+        return None
+    data = contender.metrics.get_metrics_data()
+    return sum(
+        point.count
+        for resource in (data.resource_metrics if data is not None else ())
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "gen_ai.client.operation.duration"
+        for point in metric.data.data_points
+    )
+
+
 def run_scenario(
     api: str,
     mode: str,
@@ -164,6 +186,7 @@ def run_scenario(
             "expected_requests": rounds + warmup,
             "spans_per_call": sorted(set(contender.span_counts)) or None,
             "ok_calls": _ok_calls(contender),
+            "otel_calls": _otel_calls(contender),
             "times_us": [round(t, 1) for t in times],
         }
         if contender.name != "raw":
@@ -229,6 +252,11 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _progress(line: str) -> None:
+    """A line of progress on stderr (stdout holds the tables or the JSON)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -241,8 +269,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=(*MODES, "all"), default="all")
     parser.add_argument(
         "--contenders",
-        help=f"comma-separated, raw always included ({','.join(NAMES)}); default all "
-        "(with --lockstep, all that do not patch the process)",
+        help=f"comma-separated, raw always included ({','.join(NAMES)}); default all but "
+        f"{', '.join(BY_NAME_ONLY)} (with --lockstep, those that do not patch the process)",
     )
     parser.add_argument(
         "--lockstep",
@@ -266,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rounds = args.rounds if args.rounds is not None else (20 if args.quick else 200)
     warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
-    chosen = args.contenders.split(",") if args.contenders is not None else NAMES
+    chosen = args.contenders.split(",") if args.contenders is not None else DEFAULT_NAMES
     names = ["raw", *(n.strip() for n in chosen if n.strip() and n.strip() != "raw")]
     for name in names:
         if name not in NAMES:
@@ -289,11 +317,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [name for name in names if name not in patching]
     started = time.perf_counter()
     scenarios = []
-    for api in APIS if args.api == "all" else (args.api,):
-        for mode in MODES if args.mode == "all" else (args.mode,):
-            scenario = run_scenario(api, mode, names, rounds, warmup, args.chunks, args.lockstep)
-            scenario["skipped"] = skipped
-            scenarios.append(scenario)
+    runs = [
+        (api, mode)
+        for api in (APIS if args.api == "all" else (args.api,))
+        for mode in (MODES if args.mode == "all" else (args.mode,))
+    ]
+    for done, (api, mode) in enumerate(runs):
+        _progress(f"[{done + 1}/{len(runs)}] {api} {mode}: {warmup} + {rounds} rounds of {', '.join(names)}")
+        scenario = run_scenario(api, mode, names, rounds, warmup, args.chunks, args.lockstep)
+        scenario["skipped"] = skipped
+        scenarios.append(scenario)
+        elapsed = time.perf_counter() - started
+        left = elapsed / (done + 1) * (len(runs) - done - 1)
+        _progress(f"[{done + 1}/{len(runs)}] done, {elapsed:.0f} s in all, about {left:.0f} s left")
     results = {
         "environment": environment(),
         "settings": {

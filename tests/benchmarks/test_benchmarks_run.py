@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -450,3 +451,41 @@ def test_the_unkept_contender_keeps_only_the_last_chunk_during_its_own_repetitio
     assert Engine.start_call is original
     call = engine.start_call("chat_completions", "/chat/completions", "http://x/v1", {"model": "m"})
     assert call.delivered == []
+
+
+def test_one_recorder_contenders_run_only_when_named_and_record_what_they_name() -> None:
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "overhead.py"),
+        "--lockstep",
+        "--api=chat",
+        f"--rounds={ROUNDS}",
+        f"--warmup={WARMUP}",
+        f"--chunks={CHUNKS}",
+        "--contenders=prometheus,otel-traces,otel-metrics",
+        "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    calls = ROUNDS + WARMUP
+    for scenario in json.loads(done.stdout)["scenarios"]:
+        contenders = scenario["contenders"]
+        assert list(contenders) == ["raw", "prometheus", "otel-traces", "otel-metrics"]
+        recorded = {
+            name: (entry["ok_calls"], entry["spans_per_call"], entry["otel_calls"])
+            for name, entry in contenders.items()
+        }
+        assert recorded == {
+            "raw": (None, None, None),
+            "prometheus": (calls, None, None),
+            "otel-traces": (None, [2], None),
+            "otel-metrics": (None, None, calls),
+        }
+    # Progress on stderr: a line as each of the two scenarios starts and one as it ends.
+    progress = done.stderr.splitlines()
+    assert [line.split(":")[0].split(",")[0] for line in progress] == [
+        "[1/2] chat sync",
+        "[1/2] done",
+        "[2/2] chat async",
+        "[2/2] done",
+    ]
