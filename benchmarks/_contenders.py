@@ -192,7 +192,7 @@ def no_shape(on: bool) -> None:
 
     shapes = _ORIGINALS.setdefault("shapes", {dialect: type(dialect).shape for dialect in (CHAT, RESPONSES)})
     for dialect, shape in shapes.items():
-        type(dialect).shape = (lambda self, frame: None) if on else shape  # type: ignore[method-assign]
+        type(dialect).shape = (lambda self, frame: None) if on else shape
 
 
 def httpx_layers(on: bool) -> None:
@@ -202,7 +202,7 @@ def httpx_layers(on: bool) -> None:
     readers = _ORIGINALS.setdefault("readers", (StreamResponse.iter_bytes, StreamResponse.aiter_bytes))
     if on:
         StreamResponse.iter_bytes = httpx2.Response.iter_bytes  # type: ignore[method-assign]
-        StreamResponse.aiter_bytes = httpx2.Response.aiter_bytes  # type: ignore[method-assign,assignment]
+        StreamResponse.aiter_bytes = httpx2.Response.aiter_bytes  # type: ignore[method-assign]
     else:
         StreamResponse.iter_bytes, StreamResponse.aiter_bytes = readers  # type: ignore[method-assign]
 

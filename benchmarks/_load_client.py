@@ -275,6 +275,9 @@ async def _worker(
 ) -> None:
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"the target URL must name a host and a port, got {url!r}")
+    host, port = parts.hostname, parts.port
     request = request_bytes(url, model, api_key)
     # Starts spread evenly over one stream's length: streams of one length then keep their
     # phases, so requests and first tokens arrive spread out, not in waves of all `n` at once.
@@ -284,9 +287,7 @@ async def _worker(
         began = time.perf_counter()
         try:
             if conn is None:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(result, start), parts.hostname, parts.port
-                )
+                _, conn = await loop.create_connection(lambda: _Connection(result, start), host, port)
             stream, finished = conn.send(request)
             await finished
         except (OSError, ValueError, IndexError) as error:

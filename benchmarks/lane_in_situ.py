@@ -67,7 +67,7 @@ def quote_fits(shape: Shape, read: bytes) -> bool:
     if len(rest) == len(read):
         return False
     text, _, after = rest.partition(b'"')  # the text's closing quote starts the tail
-    padding = after.removeprefix(shape.tail[1:])
+    padding = after.removeprefix(shape.tail[1:])  # type: ignore[index]  # padded: a tail
     if not text or len(padding) == len(after):
         return False
     _, _, end = padding.partition(b'"')
@@ -85,7 +85,7 @@ def backward_fits(shape: Shape, read: bytes) -> bool:
     if end != b"}\n\n":
         return False
     head, _, _ = body.rpartition(b'"')  # the padding holds no quote: its opening one
-    text = head.removesuffix(shape.tail[:-1])
+    text = head.removesuffix(shape.tail[:-1])  # type: ignore[index]  # padded: a tail
     return 0 < len(text) < len(head) and 34 not in text
 
 
@@ -97,7 +97,9 @@ def regex_fits(shape: Shape, read: bytes) -> bool:
     if not shape.padded:
         return ENGINE_FITS(shape, read)
     if _compiled[0] is not shape:
-        pattern = re.escape(shape.prefix) + b'[^"]+' + re.escape(shape.tail) + b'[^"]*"}\n\n'
+        tail = shape.tail
+        assert tail is not None, "a padded Shape has a tail"
+        pattern = re.escape(shape.prefix) + b'[^"]+' + re.escape(tail) + b'[^"]*"}\n\n'
         _compiled[:] = [shape, re.compile(pattern, re.DOTALL).fullmatch]
     return _compiled[1](read) is not None
 
@@ -208,7 +210,7 @@ def probe(
                 end = clock()
                 times.append(end - start)
     contender = build("engine", MemoryUpstream(CHUNKS), "sync")
-    Shape.fits = timed  # type: ignore[method-assign]
+    Shape.fits = timed  # type: ignore[method-assign,assignment]
     try:
         for i in range(warmup + streams):
             if i == warmup:
@@ -266,7 +268,7 @@ def one(name: str, rounds: int, warmup: int, mode: str) -> dict[str, Any]:
 
     test = variant(name)
     tight = tight_ns(test)
-    Shape.fits = test  # type: ignore[method-assign]
+    Shape.fits = test  # type: ignore[method-assign,assignment]
     names = ("raw", "control", "engine")
     if mode == "sync":
         contenders = [build(n, MemoryUpstream(CHUNKS), "sync") for n in names]

@@ -52,6 +52,7 @@ from _contenders import (
 )
 from _stats import against, summary
 from _streams import CHUNKS, MemoryUpstream
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 
 APIS = ("chat", "responses")
 MODES = ("sync", "async")
@@ -145,6 +146,7 @@ def _otel_calls(contender: Contender) -> int | None:
         for metric in scope.metrics
         if metric.name == "gen_ai.client.operation.duration"
         for point in metric.data.data_points
+        if isinstance(point, HistogramDataPoint)
     )
 
 
@@ -229,7 +231,7 @@ def environment() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in (
         "streamtap",
         "openai",

@@ -31,7 +31,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from _contenders import in_memory_otel
@@ -41,6 +41,7 @@ from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
 import streamtap
+from streamtap._events import Recorder
 from streamtap._proxy import Proxy
 from streamtap._proxy_config import ProxyConfig
 
@@ -81,6 +82,7 @@ def build(name: str, chunks: int) -> tuple[Proxy, Callable[[], None]]:
     upstream = MemoryUpstream(chunks)
     if name == "none":
         return Proxy(config, recorders=[], transport=upstream), lambda: None
+    recorders: list[Recorder]
     if name == "prometheus":
         recorders = [streamtap.PrometheusRecorder(CollectorRegistry())]
         return Proxy(config, recorders=recorders, transport=upstream), lambda: None
@@ -117,7 +119,7 @@ async def one_stream(proxy: Proxy) -> tuple[int, int, bytes]:
         await asyncio.Event().wait()  # the client never leaves: the relay's watcher waits
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         nonlocal first
         body = message.get("body", b"")
         if body and not first:
