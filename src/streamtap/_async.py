@@ -29,7 +29,7 @@ from ._driver import (
 )
 from ._errors import failure
 from ._steps import GiveUp, Send, Serve, Wait
-from ._stream_response import DirectAsyncBody, LaneSink, StreamResponse
+from ._stream_response import DirectAsyncBody, StreamResponse
 
 
 async def send_async(
@@ -213,44 +213,6 @@ class _Live:
             else:
                 return False
 
-    def pass_lane(self, sink: LaneSink) -> None:
-        """Write this attempt's ordinary content frames to `sink` from the connection's callback.
-
-        While the body's reader waits, a read that is exactly one more content frame of the
-        attempt's learnt Shape (the hot path of `_AsyncBody.areads`, the same test) is counted,
-        kept and written to `sink` without waking the reader, and the read's deadline moves on;
-        any other read, or one the sink is not ready for, goes to the reader as before. Only
-        with a body that offers a `tap` (the proxy's upstream transport) and a network stream
-        that can `extend` its read's deadline; else nothing changes.
-        """
-        upstream = self.upstream
-        attempt = self.attempt
-        assert upstream is not None and attempt is not None
-        tap = getattr(upstream.stream, "tap", None)
-        extend = getattr(upstream.extensions.get("network_stream"), "extend", None)
-        if tap is None or extend is None:
-            return
-        clock = self.call.engine.clock
-        stamp = attempt.stamps.append
-        keep = self.call.delivered.append
-        ready = sink.ready
-        write = sink.write
-
-        def deliver(frame: bytes) -> bool:
-            lane = attempt.lane
-            if lane is None or not ready():
-                return False
-            now = clock()
-            if now >= attempt.deadline or not lane.fits(frame):
-                return False
-            stamp(now)
-            keep(frame)
-            write(frame)
-            extend(attempt.read_timeout(now))
-            return True
-
-        tap(deliver)
-
     async def close_upstream(self) -> None:
         restore, self.restore = self.restore, None
         if restore is not None:
@@ -288,7 +250,6 @@ class _AsyncBody(DirectAsyncBody):
     def __init__(self, live: _Live, first: bytes) -> None:
         self._live = live
         self._first = first
-        self._sink: LaneSink | None = None
         # Never iterated and garbage-collected: the call is abandoned, the connection released.
         self._finalizer = weakref.finalize(self, _abandon, live)
 
@@ -297,9 +258,6 @@ class _AsyncBody(DirectAsyncBody):
 
     def passed_bytes(self) -> int:
         return sum(map(len, self._live.call.delivered))
-
-    def pass_lane_to(self, sink: LaneSink) -> None:
-        self._sink = sink
 
     async def areads(self, response: httpx2.Response | None) -> AsyncGenerator[bytes, None]:
         """The async twin of `_SyncBody.reads`."""
@@ -316,8 +274,6 @@ class _AsyncBody(DirectAsyncBody):
                 attempt = live.attempt
                 assert attempt is not None and live.send is not None
                 assert live.chunks is not None
-                if self._sink is not None and attempt.failure is None:
-                    live.pass_lane(self._sink)
                 feed = attempt.feed
                 stamp = attempt.stamps.append
                 deadline = attempt.deadline

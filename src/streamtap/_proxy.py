@@ -25,7 +25,6 @@ from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import Recorder
 from ._proxy_config import ProxyConfig
 from ._proxy_http import Headers, authorized, forward_request_headers, header, response_headers, upstream_url
-from ._proxy_protocol import lane_sink
 from ._stream_response import StreamResponse
 from ._upstream_pool import UpstreamTransport
 
@@ -256,10 +255,6 @@ async def _relay(
 
     headers = response_headers(response.headers.raw)
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-    if isinstance(response, StreamResponse):
-        sink = lane_sink(send)
-        if sink is not None:
-            response.pass_lane_to(sink)
     watcher = asyncio.ensure_future(watch())
     try:
         try:

@@ -9,20 +9,12 @@ llhttp enforces no limit on a request's head, which h11 did for us
 (`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
 headers over `MAX_HEAD` bytes with 431 and closes the connection. It also passes an
 absolute-form request target on whole, as h11 does, so the proxy refuses it.
-
-`lane_sink` lets the engine write a stream's ordinary content frames to the client itself,
-from the upstream connection's callback (`_async._Live.pass_lane`): each would otherwise wake
-the relay's task and go through three generators and the ASGI `send`, about half of the
-proxy's CPU per event (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from typing import Any
-
-from ._stream_response import LaneSink
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 _END = b"\r\n\r\n"
@@ -80,42 +72,3 @@ def http_protocol() -> Any:
             self.transport.close()
 
     return LimitedHttpToolsProtocol
-
-
-class _ChunkedSink:
-    """Body frames of a response under way, written to uvicorn's httptools transport as its
-    `send` would write them (a chunk each), when its `send` would write them at once."""
-
-    __slots__ = ("_cycle",)
-
-    def __init__(self, cycle: Any) -> None:
-        self._cycle = cycle
-
-    def ready(self) -> bool:
-        cycle = self._cycle
-        return bool(
-            cycle.response_started
-            and not cycle.response_complete
-            and cycle.chunked_encoding
-            and not cycle.disconnected
-            and not cycle.flow.write_paused
-        )
-
-    def write(self, frame: bytes) -> None:
-        self._cycle.transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))
-
-
-def lane_sink(send: Any) -> LaneSink | None:
-    """A sink for `send`'s response when `send` is uvicorn's httptools `send` (the proxy's
-    server), else None: the relay then sends every frame itself."""
-    cycle = getattr(send, "__self__", None)
-    return _ChunkedSink(cycle) if cycle is not None and type(cycle) is _httptools_cycle() else None
-
-
-@functools.cache
-def _httptools_cycle() -> type | None:
-    if importlib.util.find_spec("httptools") is None:
-        return None
-    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
-    return RequestResponseCycle

@@ -15,7 +15,7 @@ own, and a stream replaced after the response was made is read through httpx2's 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import httpx2
 
@@ -32,32 +32,12 @@ class DirectSyncBody(httpx2.SyncByteStream):
         raise NotImplementedError
 
 
-class LaneSink(Protocol):
-    """Where a relay lets the engine write a stream's ordinary content frames itself.
-
-    The engine writes a frame only when `ready()`, and only between the frames the relay
-    writes from the body's reads, so the order on the wire is the order of the stream.
-    """
-
-    def ready(self) -> bool:
-        """Whether `write` may be called now (the client is there and not pushing back)."""
-        ...
-
-    def write(self, frame: bytes) -> None:
-        """Send `frame` to the client, as the relay would have."""
-        ...
-
-
 class DirectAsyncBody(httpx2.AsyncByteStream):
     """The async twin of DirectSyncBody."""
 
     def areads(self, response: httpx2.Response | None) -> AsyncGenerator[bytes, None]:
         """The body's reads; read by `response`, it also closes it at the end."""
         raise NotImplementedError
-
-    def pass_lane_to(self, sink: LaneSink) -> None:
-        """Let the engine write the stream's ordinary content frames to `sink` itself, from
-        the upstream connection's callback, instead of returning them from `areads`."""
 
     def passed_bytes(self) -> int:
         """How many bytes the body has passed on so far."""
@@ -83,12 +63,6 @@ class StreamResponse(httpx2.Response):
         if chunk_size is None and isinstance(body, DirectSyncBody) and self._take():
             return body.reads(self)
         return super().iter_bytes(chunk_size)
-
-    def pass_lane_to(self, sink: LaneSink) -> None:
-        """See `DirectAsyncBody.pass_lane_to`; before the body is read, for its every attempt."""
-        body = self._body
-        if isinstance(body, DirectAsyncBody):
-            body.pass_lane_to(sink)
 
     def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         body = self._body

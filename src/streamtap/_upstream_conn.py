@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
 from typing import Any, cast
 
 import httpx2
@@ -39,9 +38,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._deadline = math.inf  # when the read now waiting times out
         self._timer: asyncio.TimerHandle | None = None
-        # Offered the bytes of a data_received while a read waits with nothing buffered; True
-        # when it took them (they never reach the reader). The response body sets it (`_Body.tap`).
-        self.tap: Callable[[bytes], bool] | None = None
 
     # --- protocol callbacks (called by the event loop) ---
 
@@ -51,11 +47,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        tap = self.tap
-        if tap is not None and not self._data:
-            waiter = self._waiter
-            if waiter is not None and not waiter.done() and tap(data):
-                return
         self._data = self._data + data if self._data else data
         if len(self._data) > _PAUSE_AT and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -107,7 +98,10 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._data and not self._eof:
             waiter: asyncio.Future[bool] = self.loop.create_future()
             self._waiter = waiter
-            self.extend(timeout)
+            if timeout is not None:
+                self._arm(timeout)
+            else:
+                self._deadline = math.inf
             try:
                 await waiter
             finally:
@@ -128,15 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
             return b""
         raise httpx2.ReadTimeout(f"no data from the upstream within {timeout} s")
 
-    def extend(self, timeout: float | None) -> None:
-        """The read now waiting (or the next one) times out `timeout` seconds from now (None: never).
-
-        What a tap that took bytes calls: the waiting read's deadline moves on as if it had
-        returned them and the next read had started.
-        """
-        if timeout is None:
-            self._deadline = math.inf
-            return
+    def _arm(self, timeout: float) -> None:
         # One timer per connection, moved only when a deadline comes earlier than the one it
         # is set for: most reads end long before their deadline, and creating and cancelling
         # a timer per read was a tenth of the proxy's CPU.
@@ -180,7 +166,6 @@ class UpstreamConnection(asyncio.Protocol):
             raise httpx2.WriteError(f"the connection broke: {self._error!r}")
 
     def close(self) -> None:
-        self.tap = None
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()

@@ -111,10 +111,10 @@ class ChunkedDecoder:
         self.done = False
         self.leftover = b""  # bytes after the body's end (a pipelining server; kept out of the body)
 
-    def whole(self, data: bytes) -> bytes | None:
-        """The payload when `data` is exactly one whole non-empty chunk and the decoder is
-        between chunks (the usual read, as servers write them), else None; no state changes."""
+    def feed(self, data: bytes) -> bytes:
+        """The payload bytes in `data`; `done` turns True at the zero-size chunk's end."""
         if self._state == 0 and not self._pending:
+            # The usual read: exactly one whole chunk, as servers write them.
             line_end = data.find(b"\r\n", 0, _MAX_SIZE_LINE)
             if line_end > 0:
                 size_text = data[:line_end]
@@ -123,13 +123,6 @@ class ChunkedDecoder:
                     end = line_end + 2 + size
                     if size and len(data) == end + 2 and data[end:] == b"\r\n":
                         return data[line_end + 2 : end]
-        return None
-
-    def feed(self, data: bytes) -> bytes:
-        """The payload bytes in `data`; `done` turns True at the zero-size chunk's end."""
-        payload = self.whole(data)
-        if payload is not None:
-            return payload
         parts: list[bytes] = []
         position = 0
         if self._pending:

@@ -25,7 +25,7 @@ import contextlib
 import ssl
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -253,10 +253,6 @@ class NetworkStream:
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self.conn.read(max_bytes, timeout)
 
-    def extend(self, timeout: float | None) -> None:
-        """Move the waiting read's deadline to `timeout` seconds from now (`UpstreamConnection.extend`)."""
-        self.conn.extend(timeout)
-
     def get_extra_info(self, name: str) -> Any:
         return self.conn.get_extra_info(name)
 
@@ -282,7 +278,6 @@ class _Body(httpx2.AsyncByteStream):
         self._length = head.length
         self._timeout = timeout
         self._keep = not head.close and not close_after and framing != UNTIL_CLOSE
-        self._decoder = ChunkedDecoder() if framing == CHUNKED else None
         # Dropped unread (an abandoned call): the socket is closed rather than left to linger.
         self._finalizer = weakref.finalize(self, _drop, pool, network.conn)
 
@@ -293,8 +288,8 @@ class _Body(httpx2.AsyncByteStream):
         network = self._network
         timeout = self._timeout
         try:
-            decoder = self._decoder
-            if decoder is not None:
+            if self._framing == CHUNKED:
+                decoder = ChunkedDecoder()
                 while not decoder.done:
                     data = await network.read(_READ_SIZE, timeout)
                     if not data:
@@ -327,34 +322,11 @@ class _Body(httpx2.AsyncByteStream):
             self._abandon()
             raise
 
-    def tap(self, deliver: Callable[[bytes], bool]) -> bool:
-        """Offer `deliver` the payload of every read that is exactly one whole chunk of this
-        body (any read, when the body runs to the connection's close), from the connection's
-        callback while the body's reader waits; True when installed (not for a body of known
-        length). What `deliver` takes never reaches the reader; what it declines goes there.
-        Removed when the body finishes or is closed.
-        """
-        conn = self._conn
-        if conn is None or self._framing == LENGTH:
-            return False
-        decoder = self._decoder
-        if decoder is None:
-            conn.tap = deliver
-            return True
-
-        def whole_chunk(data: bytes) -> bool:
-            payload = decoder.whole(data)
-            return payload is not None and deliver(payload)
-
-        conn.tap = whole_chunk
-        return True
-
     def finish(self) -> None:
         """The body was read to its end: the connection may serve the next request."""
         conn, self._conn = self._conn, None
         self._finalizer.detach()
         if conn is not None:
-            conn.tap = None
             if self._keep:
                 self._pool.release(conn, self._key)
             else:
@@ -364,7 +336,6 @@ class _Body(httpx2.AsyncByteStream):
         conn, self._conn = self._conn, None
         self._finalizer.detach()
         if conn is not None:
-            conn.tap = None
             self._pool.discard(conn)
 
     async def aclose(self) -> None:
