@@ -280,20 +280,18 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
 
 def _one_recorder(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
     """The engine with the one recorder of `telemetry` that `name` (of BY_NAME_ONLY) names."""
-    from streamtap._otel_metrics import OtelMetricsRecorder
-    from streamtap._otel_traces import OtelTraceRecorder
-    from streamtap._prometheus import PrometheusRecorder
-
     if name == "prometheus":
         registry = CollectorRegistry()
-        client = streamtap.instrument(_raw(upstream, mode), recorders=[PrometheusRecorder(registry)])
+        client = streamtap.instrument(
+            _raw(upstream, mode), recorders=[streamtap.PrometheusRecorder(registry)]
+        )
         return Contender(name, client, registry=registry)
     if name == "otel-traces":
         spans, tracer_provider, _ = in_memory_otel()
-        client = streamtap.instrument(_raw(upstream, mode), recorders=[OtelTraceRecorder(tracer_provider)])
-        return Contender(name, client, spans=spans)
+        recorders = [streamtap.OtelTraceRecorder(tracer_provider)]
+        return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=recorders), spans=spans)
     reader = InMemoryMetricReader()
-    recorder = OtelMetricsRecorder(MeterProvider(metric_readers=[reader]))
+    recorder = streamtap.OtelMetricsRecorder(MeterProvider(metric_readers=[reader]))
     return Contender(name, streamtap.instrument(_raw(upstream, mode), recorders=[recorder]), metrics=reader)
 
 
