@@ -44,18 +44,32 @@ def test_services() -> None:
         "proxy",
         "tempo",
     ]
-    assert services["fake-upstream"]["command"].startswith(
-        "streamtap fake-upstream --host 0.0.0.0 --port 8600"
-    )
-    assert "--incident 300-480:40%:status=503;should_retry=false" in services["fake-upstream"]["command"]
-    assert services["demo"]["command"] == (
-        "streamtap demo --no-ui --no-stack --duration 86400 "
-        "--base-url ${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1} "
-        "--proxy-url http://proxy:8787/v1 --metrics-addr 0.0.0.0 --metrics-port 9464"
-    )
-    assert services["proxy"]["command"] == (
-        "streamtap proxy --upstream ${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1} --listen 0.0.0.0:8787"
-    )
+    assert services["fake-upstream"]["command"][:4] == ["streamtap", "fake-upstream", "--host=0.0.0.0", "--port=8600"]
+    # Every incident of the story reaches the fake, the ones after a `;` too.
+    assert [a for a in services["fake-upstream"]["command"] if a.startswith("--incident=")] == [
+        "--incident=*:2%:status=503",
+        "--incident=300-480:40%:status=503;should_retry=false",
+        "--incident=660-780:50%:status=429;retry_after=1",
+        "--incident=960-1080:20%:drop_after=3",
+        "--incident=960-1080:10%:truncate_after=5",
+    ]
+    assert services["demo"]["command"] == [
+        "streamtap",
+        "demo",
+        "--no-ui",
+        "--no-stack",
+        "--duration=86400",
+        "--base-url=${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1}",
+        "--proxy-url=http://proxy:8787/v1",
+        "--metrics-addr=0.0.0.0",
+        "--metrics-port=9464",
+    ]
+    assert services["proxy"]["command"] == [
+        "streamtap",
+        "proxy",
+        "--upstream=${STREAMTAP_DEMO_BASE_URL:-http://fake-upstream:8600/v1}",
+        "--listen=0.0.0.0:8787",
+    ]
     assert services["demo"]["environment"]["OPENAI_API_KEY"] == "${OPENAI_API_KEY:-}"
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
 
@@ -155,19 +169,40 @@ def test_prometheus_config_with_its_mounted_rules(tmp_path: Path) -> None:
     assert "SUCCESS: 48 rules found" in result.stdout
 
 
-def test_streamtap_commands_parse_with_the_real_cli() -> None:
+def test_streamtap_commands_are_lists_the_real_cli_parses() -> None:
+    """Exec-form lists only: Compose v2 splits a command string with go-shellwords, which stops
+    at the first unquoted `;`, `&`, `|`, `<` or `>` and silently drops the rest."""
     import re
-    import shlex
 
     from streamtap._cli import main
 
-    for name, service in _compose()["services"].items():
-        command = service.get("command")
-        if not isinstance(command, str) or not command.startswith("streamtap "):
-            continue
-        expanded = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)  # compose's ${VAR:-default}
-        args = shlex.split(expanded)[1:]
+    streamtap_services = [n for n, s in _compose()["services"].items() if s.get("image") == "streamtap:dev"]
+    assert sorted(streamtap_services) == ["demo", "fake-upstream", "proxy"]
+    for name in streamtap_services:
+        command = _compose()["services"][name]["command"]
+        assert isinstance(command, list), f"{name}: command must be a list, not a string"
+        assert command[0] == "streamtap", name
+        args = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in command[1:]]  # ${VAR:-default}
         context = main.make_context("streamtap", args[:1])
         command_object = main.get_command(context, args[0])
         assert command_object is not None, f"{name}: unknown command {args[0]}"
         command_object.make_context(args[0], args[1:])  # raises on an unknown flag or a bad value
+
+
+def test_every_signal_sent_to_the_collector_has_a_pipeline() -> None:
+    """What setup_telemetry exports (OTEL_<SIGNAL>_EXPORTER, default otlp) the collector must take:
+    its OTLP receiver answers 404 for a signal without a pipeline."""
+    from streamtap._telemetry import _exporter_names
+
+    config = yaml.safe_load((ROOT / "deploy" / "otel-collector" / "config.yml").read_text())
+    pipelines = {name.split("/")[0] for name in config["service"]["pipelines"]}
+    senders = {
+        name: service["environment"]
+        for name, service in _compose()["services"].items()
+        if "otel-collector" in service.get("environment", {}).get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    }
+    assert sorted(senders) == ["demo", "proxy"]
+    for name, environ in senders.items():
+        sent = {signal for signal in ("traces", "metrics") if "otlp" in _exporter_names(environ, signal)}
+        assert "traces" in sent, f"{name}: the stack's spans go to Tempo through the collector"
+        assert sent <= pipelines, f"{name} exports {sorted(sent - pipelines)} the collector has no pipeline for"
