@@ -44,7 +44,12 @@ def test_services() -> None:
         "proxy",
         "tempo",
     ]
-    assert services["fake-upstream"]["command"][:4] == ["streamtap", "fake-upstream", "--host=0.0.0.0", "--port=8600"]
+    assert services["fake-upstream"]["command"][:4] == [
+        "streamtap",
+        "fake-upstream",
+        "--host=0.0.0.0",
+        "--port=8600",
+    ]
     # Every incident of the story reaches the fake, the ones after a `;` too.
     assert [a for a in services["fake-upstream"]["command"] if a.startswith("--incident=")] == [
         "--incident=*:2%:status=503",
@@ -205,4 +210,6 @@ def test_every_signal_sent_to_the_collector_has_a_pipeline() -> None:
     for name, environ in senders.items():
         sent = {signal for signal in ("traces", "metrics") if "otlp" in _exporter_names(environ, signal)}
         assert "traces" in sent, f"{name}: the stack's spans go to Tempo through the collector"
-        assert sent <= pipelines, f"{name} exports {sorted(sent - pipelines)} the collector has no pipeline for"
+        assert sent <= pipelines, (
+            f"{name} exports {sorted(sent - pipelines)} the collector has no pipeline for"
+        )
