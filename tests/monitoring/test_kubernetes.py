@@ -4,6 +4,7 @@ alerts/ in a PrometheusRule that promtool accepts."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,36 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
+def _exec_form(dockerfile: str, instruction: str) -> list[str]:
+    """The JSON-array value of a Dockerfile instruction, [] when the file has none."""
+    for line in dockerfile.splitlines():
+        if line.startswith(instruction + " "):
+            value: list[str] = json.loads(line[len(instruction) + 1 :])
+            return value
+    return []
+
+
+def _argv(container: dict[str, Any]) -> list[str]:
+    """The command line Kubernetes runs for a container of the streamtap image.
+
+    `command` replaces the image's ENTRYPOINT and drops its CMD; `args` alone replace the CMD.
+    """
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    entrypoint, cmd = _exec_form(dockerfile, "ENTRYPOINT"), _exec_form(dockerfile, "CMD")
+    if "command" in container:
+        return [*container["command"], *container.get("args", [])]
+    return [*entrypoint, *container.get("args", cmd)]
+
+
+def test_sidecar_runs_streamtap() -> None:
+    _, _, sidecar = _sidecar()
+    assert _argv(sidecar)[:2] == ["streamtap", "proxy"]
+    assert _argv({"args": ["proxy"]}) == ["proxy"]  # what the image would run without `command`
+
+
 def test_sidecar_flags_parse_and_keep_the_api_on_loopback() -> None:
     _, app, sidecar = _sidecar()
-    args = sidecar["args"]
+    args = _argv(sidecar)[1:]
     command = main.get_command(main.make_context("streamtap", args[:1]), args[0])
     assert command is not None
     context = command.make_context(args[0], args[1:])
