@@ -115,14 +115,16 @@ def overview(p: Params | None = None) -> Dashboard:
         .timezone("browser")
         .timepicker(TimePicker().refresh_intervals(["10s", "30s", "1m", "5m", "15m"]))
         .variables(_variables(p.slo_target))
-        .link(
+    )
+    if p.runbook_base.startswith(("https://", "http://")):
+        # A relative base (the default, a path in this repo) would resolve against Grafana's URL.
+        board = board.link(
             DashboardLink("Runbooks")
             .type(DashboardLinkType.LINK)
-            .url("https://github.com/search?q=streamtap+runbooks&type=code")
+            .url(p.runbook_base)
             .icon("doc")
             .target_blank(True)
         )
-    )
     board = (
         board.with_row(Row("Overview"))
         .with_panel(

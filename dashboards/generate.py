@@ -58,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if the committed JSON differs")
+    parser.add_argument(
+        "--runbook-base",
+        default=Params().runbook_base,
+        help="URL of docs/runbooks.md; an http(s) URL adds a Runbooks link to the dashboard",
+    )
     args = parser.parse_args(argv)
     stale = []
-    for name, text in render().items():
+    for name, text in render(Params(runbook_base=args.runbook_base)).items():
         path = HERE / name
         if args.check:
             if not path.exists() or path.read_text() != text:

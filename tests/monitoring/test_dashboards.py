@@ -12,7 +12,7 @@ from _repo import ROOT
 from dashboards.generate import render
 from dashboards.queries import panel_queries, substitute
 
-from streamtap.monitoring.rules import recording_names
+from streamtap.monitoring.rules import Params, recording_names
 
 OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
 
@@ -46,6 +46,13 @@ def test_committed_json_is_fresh() -> None:
     assert {name: (ROOT / "dashboards" / name).read_text() for name in render()} == render(), (
         "run: python -m dashboards.generate"
     )
+
+
+def test_runbooks_link_only_to_an_absolute_runbook_url() -> None:
+    assert _model().get("links", []) == []  # the default base is a path in this repo
+    url = "https://example.com/streamtap/docs/runbooks.md"
+    (board,) = (json.loads(text) for text in render(Params(runbook_base=url)).values())
+    assert [(link["title"], link["url"]) for link in board["links"]] == [("Runbooks", url)]
 
 
 def test_uid_title_and_variables() -> None:

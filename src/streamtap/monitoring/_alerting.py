@@ -41,6 +41,17 @@ def _baseline_ratio(p: Params, errors: str, total: str) -> str:
     )
 
 
+def _streamtap_jobs(p: Params) -> str:
+    """Every job that exported streamtap metrics within the lookback, scraped or not now.
+
+    Read from a recording rule (one series per job, one sample per evaluation), so a day's
+    lookback stays cheap; a job's pre-created zero series make it known from start-up.
+    """
+    return (
+        f"group by (job) (present_over_time(streamtap:requests:rate{p.spike_window}[{p.d(p.job_lookback)}]))"
+    )
+
+
 def _spike(p: Params, current: str, errors: str, total: str, factor: float, floor: float) -> str:
     w = p.spike_window
     return (
@@ -209,7 +220,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
         _alert(
             p,
             "StreamtapInstrumentationAbsent",
-            f"(\n  group by (job) (streamtap_requests_total offset {p.d(p.absent_lookback)})\n"
+            f"(\n  {_streamtap_jobs(p)}\n"
             f'  unless on (job) group by (job) ({{__name__=~"streamtap_.+"}})\n'
             f"  and on (job) max by (job) (up) == 1\n)\n"
             f'or absent({{__name__=~"streamtap_.+"}})',
@@ -217,14 +228,14 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             "warning",
             "streamtap metrics are missing{{ with $labels.job }} from {{ . }}{{ end }}",
             "No streamtap_* series{{ with $labels.job }} from job {{ . }}, which exported them "
-            f"{p.d(p.absent_lookback)} ago and is still scraped{{{{ else }}}} in this Prometheus at all"
+            f"within the last {p.d(p.job_lookback)} and is still scraped{{{{ else }}}} in this Prometheus at all"
             "{{ end }}: streamtap is not installed, not registered with the scraped registry, or its "
             "recorder was removed. Every other streamtap alert is blind meanwhile.",
         ),
         _alert(
             p,
             "StreamtapScrapeTargetDown",
-            f'up{{job=~"{p.scrape_job_regex}"}} == 0',
+            f'up{{job=~"{p.scrape_job_regex}"}} == 0\nand on (job) {_streamtap_jobs(p)}',
             p.scrape_down_for,
             "warning",
             f"{job}: scrape target {{{{ $labels.instance }}}} is down",

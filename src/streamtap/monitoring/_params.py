@@ -60,9 +60,12 @@ class Params:
         breaker_open_for: how long a circuit must stay open before alerting.
         fallback_ratio: fallbacks per call above which fallbacks surge.
         fallback_for: `for:` of the fallback surge alert.
-        absent_lookback: a job that exported streamtap metrics this long ago but exports none now.
+        job_lookback: how long a job that exported streamtap metrics is remembered as a streamtap
+            job: StreamtapInstrumentationAbsent and StreamtapScrapeTargetDown watch these jobs, and
+            keep firing this long after a job went silent or down.
         absent_for: `for:` of the instrumentation absent alert.
-        scrape_job_regex: jobs whose `up == 0` pages as StreamtapScrapeTargetDown.
+        scrape_job_regex: of the streamtap jobs, those whose `up == 0` pages as
+            StreamtapScrapeTargetDown.
         scrape_down_for: `for:` of the scrape target down alert.
     """
 
@@ -95,7 +98,7 @@ class Params:
     breaker_open_for: str = "2m"
     fallback_ratio: float = 0.10
     fallback_for: str = "10m"
-    absent_lookback: str = "1h"
+    job_lookback: str = "1d"
     absent_for: str = "10m"
     scrape_job_regex: str = ".+"
     scrape_down_for: str = "2m"

@@ -267,29 +267,34 @@ def _breaker(b: _Builder) -> dict[str, Any]:
     }
 
 
-def _absent(b: _Builder) -> list[dict[str, Any]]:
-    def up(job: str, values: str) -> dict[str, Any]:
-        return series("up", {"job": job, "instance": f"{job}:9464"}, values)
+def _up(job: str, values: str, instance: str | None = None) -> dict[str, Any]:
+    return series("up", {"job": job, "instance": instance or f"{job}:9464"}, values)
 
+
+def _absent(b: _Builder) -> list[dict[str, Any]]:
     req = "streamtap_requests_total"
+    day = 24 * 60
     gone = [
+        # Stops exporting at 60m while still scraped: fires from 75m for as long as the job is
+        # remembered (the lookback, 1d, after its last rate was recorded at 63m), then resolves.
         _c(req, "gone", counter((60, 60)), outcome="ok"),
-        up("gone", gauge((130, 1))),
-        _c(req, "alive", counter((130, 60)), outcome="ok"),
-        up("alive", gauge((130, 1))),
+        _up("gone", gauge((day + 100, 1))),
+        _c(req, "alive", counter((day + 100, 60)), outcome="ok"),
+        _up("alive", gauge((day + 100, 1))),
         _c(req, "down", counter((60, 60)), outcome="ok"),
-        up("down", gauge((60, 1), (70, 0))),
+        _up("down", gauge((60, 1), (70, 0))),
         series("streamtap_telemetry_errors_total", {"job": "idle", "instance": "idle:9464"}, gauge((130, 0))),
-        up("idle", gauge((130, 1))),
+        _up("idle", gauge((130, 1))),
     ]
-    nothing = [up("other", gauge((20, 1)))]
+    nothing = [_up("other", gauge((20, 1)))]
     name = "StreamtapInstrumentationAbsent"
+    fired = [("warning", {"job": "gone"}, "1")]
     return [
         {
             "interval": "1m",
             "input_series": gone,
             "alert_rule_test": b.case(
-                name, [(60, []), (73, []), (80, [("warning", {"job": "gone"}, "1")]), (130, [])]
+                name, [(60, []), (73, []), (80, fired), (130, fired), (day, fired), (day + 90, [])]
             ),
         },
         {
@@ -301,15 +306,26 @@ def _absent(b: _Builder) -> list[dict[str, Any]]:
 
 
 def _scrape(b: _Builder) -> dict[str, Any]:
-    def up(instance: str, values: str) -> dict[str, Any]:
-        return series("up", {"job": "api", "instance": instance}, values)
-
-    s = [up("a:9464", gauge((10, 0))), up("b:9464", gauge((1, 0), (9, 1))), up("c:9464", gauge((10, 1)))]
-    fired = ("warning", {"job": "api", "instance": "a:9464"}, "0")
+    s = [
+        _c("streamtap_requests_total", "api", counter((10, 60)), instance="c:9464", outcome="ok"),
+        _up("api", gauge((10, 0)), "a:9464"),
+        _up("api", gauge((1, 0), (9, 1)), "b:9464"),
+        _up("api", gauge((10, 1)), "c:9464"),
+        # Down from the start, never exported streamtap metrics: not a streamtap target.
+        _up("tempo", gauge((10, 0))),
+        # A streamtap job whose only target went down at 3m: still known, so it fires.
+        _c("streamtap_requests_total", "proxy", counter((3, 60)), outcome="ok"),
+        _up("proxy", gauge((3, 1), (7, 0))),
+    ]
+    a = ("warning", {"job": "api", "instance": "a:9464"}, "0")
+    proxy = ("warning", {"job": "proxy", "instance": "proxy:9464"}, "0")
     return {
         "interval": "1m",
         "input_series": s,
-        "alert_rule_test": b.case("StreamtapScrapeTargetDown", [(1, []), (2, [fired]), (9, [fired])]),
+        # `a` is down from 0m, but its job is known once its first rate is recorded at 1m.
+        "alert_rule_test": b.case(
+            "StreamtapScrapeTargetDown", [(2, []), (3, [a]), (4, [a]), (5, [a, proxy]), (9, [a, proxy])]
+        ),
     }
 
 
