@@ -18,6 +18,7 @@ from ._driver import (
     build_request,
     caller_failure,
     caller_headers,
+    caller_read_timeout,
     connect_failure,
     error_response,
     give_up,
@@ -184,7 +185,7 @@ class _Live:
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
         self.chunks = araw_chunks(upstream) or upstream.aiter_bytes()
-        self.restore = _deadline_reads(upstream, attempt, clock)
+        self.restore = _deadline_reads(upstream, attempt, clock, caller_read_timeout(self.request))
 
     async def read(self) -> bytes | None:
         """The next chunk, or None at the end or on failure (then attempt.failure is set)."""
@@ -379,7 +380,7 @@ async def _bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _deadline_reads(
-    upstream: httpx2.Response, attempt: StreamAttempt, clock: Callable[[], float]
+    upstream: httpx2.Response, attempt: StreamAttempt, clock: Callable[[], float], cap: float | None
 ) -> Callable[[], None] | None:
     """Make every socket read of this body wait only until the attempt's next deadline.
 
@@ -392,7 +393,11 @@ def _deadline_reads(
 
     def deadline_read(max_bytes: int, timeout: float | None = None) -> Awaitable[bytes]:
         limit = attempt.read_timeout(clock())
-        return read(stream, max_bytes, timeout if limit is None else limit)  # type: ignore[no-any-return]
+        if limit is None:
+            limit = timeout
+        elif cap is not None and cap < limit:
+            limit = cap  # the caller's own read timeout (the SDK's `timeout=`) still applies
+        return read(stream, max_bytes, limit)  # type: ignore[no-any-return]
 
     stream.read = deadline_read
     return lambda: stream.__dict__.pop("read", None)

@@ -157,7 +157,11 @@ class StreamAttempt:
             return failure("first_token_timeout", "first_token", "no content within first_token_timeout")
         if now >= self.deadline - 1e-3:
             return failure("timeout", self.phase, "the call's total_timeout ran out")
-        return failure("stall", self.phase, "no event within idle_timeout")
+        if self._idle is not None:
+            last = self.stamps[-1] if self.stamps else self._last_event_at
+            if now >= last + self._idle - 1e-3:
+                return failure("stall", self.phase, "no event within idle_timeout")
+        return failure("timeout", self.phase, "no bytes within the caller's read timeout")
 
     def _count_stamps(self) -> None:
         """Count the reads the driver passed on the lane (`stamps`): what `feed` would have.

@@ -70,6 +70,12 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
     return httpx2.Request(send.method, send.url, headers=headers, content=send.body, extensions=extensions)
 
 
+def caller_read_timeout(request: httpx2.Request) -> float | None:
+    """The caller's own read timeout (the SDK's `timeout=`): how long one read may block."""
+    read = (request.extensions.get("timeout") or {}).get("read")
+    return float(read) if isinstance(read, int | float) else None
+
+
 def caller_headers(upstream: httpx2.Headers | None, call: Call, *, sse: bool) -> list[tuple[str, str]]:
     """Headers of the response the caller gets: the upstream's, re-described, plus streamtap's."""
     items = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -194,6 +195,32 @@ def test_total_timeout_bounds_the_call(fake: FakeUpstream, recording: Recording,
     assert raised.value.error_type == "timeout"
     assert received == []
     assert recording.finished.duration < 2.0  # the stall itself would have taken 2 s
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_the_sdk_read_timeout_still_bounds_each_read(
+    fake: FakeUpstream, recording: Recording, make_client: Any, is_async: bool
+) -> None:
+    """`timeout=` of the SDK applies as without streamtap, under the longer idle_timeout."""
+    policy = streamtap.Policy(max_attempts=1, first_token_timeout=10, idle_timeout=10)
+    client = make_client(is_async, policy=policy)
+    fake.enqueue("stall_after=2;stall=3")
+    received: list[str] = []
+    started = time.monotonic()
+
+    def read() -> None:
+        if is_async:
+            anyio.run(lambda: read_async(client, "chat", received, timeout=0.5))
+        else:
+            read_sync(client, "chat", received, timeout=0.5)
+
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        read()
+    assert raised.value.error_type == "timeout"
+    assert "read timeout" in str(raised.value)
+    assert len(received) == 2
+    assert time.monotonic() - started < 2.5  # the stall itself lasts 3 s
+    assert recording.finished.outcome == "error"
 
 
 def test_input_is_validated_with_clear_errors() -> None:

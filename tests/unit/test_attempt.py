@@ -249,7 +249,14 @@ def test_timed_out_names_the_deadline_that_ran_out() -> None:
         "first_token_timeout", "first_token", True, "no content within first_token_timeout"
     )
     assert attempt.timed_out(2.5) == Failure("stall", "first_token", True, "no event within idle_timeout")
+    # No deadline of streamtap's ran out: the caller's own read timeout did.
+    assert attempt.timed_out(1.0) == Failure(
+        "timeout", "first_token", True, "no bytes within the caller's read timeout"
+    )
     attempt.feed(content("a"), 3.0)
+    assert attempt.timed_out(4.0) == Failure(
+        "timeout", "streaming", False, "no bytes within the caller's read timeout"
+    )
     assert attempt.timed_out(5.0) == Failure("stall", "streaming", False, "no event within idle_timeout")
     assert attempt.timed_out(20.0) == Failure(
         "timeout", "streaming", False, "the call's total_timeout ran out"
