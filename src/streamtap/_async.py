@@ -27,6 +27,7 @@ from ._driver import (
     read_failure,
     served,
     status_failure,
+    whole_response,
 )
 from ._errors import failure
 from ._steps import GiveUp, Send, Serve, Wait
@@ -167,13 +168,13 @@ class _Live:
         call.attempt_ok(send, clock(), upstream.status_code, None)
         call.delivered.append(content)
         call.delivered_whole(clock())
-        response = httpx2.Response(
+        response = whole_response(
             upstream.status_code,
-            headers=caller_headers(
+            caller_headers(
                 upstream.headers if not call.primary.stream else None, call, sse=call.primary.stream
             ),
-            content=content,
-            request=self.request,
+            content,
+            self.request,
         )
         call.finish("ok", clock(), body=body)
         return response

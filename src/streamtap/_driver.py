@@ -168,12 +168,22 @@ def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -
     return raw, body
 
 
+def whole_response(
+    status: int, headers: list[tuple[str, str]], body: bytes, request: httpx2.Request
+) -> httpx2.Response:
+    """A response holding `body` whole, still unread, as a transport's would be.
+
+    Built with `content=`, it would be read and closed already, and the client that returns it
+    would never close it, so its `.elapsed` (set at close) would raise.
+    """
+    headers = [*headers, ("content-length", str(len(body)))]
+    return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(body), request=request)
+
+
 def served(step: Serve, call: Call, request: httpx2.Request) -> httpx2.Response:
     call.delivered.append(step.body)
     call.delivered_whole(call.engine.clock())
-    return httpx2.Response(
-        200, headers=caller_headers(None, call, sse=step.stream), content=step.body, request=request
-    )
+    return whole_response(200, caller_headers(None, call, sse=step.stream), step.body, request)
 
 
 def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
@@ -182,7 +192,7 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
     if call.error_response is not None:
         err = call.error_response
         headers = [*err.headers, ("x-streamtap-attempts", str(call.attempts))]
-        return httpx2.Response(err.status_code, headers=headers, content=err.body, request=request)
+        return whole_response(err.status_code, headers, err.body, request)
     if call.exception is not None:
         raise call.exception
     if call.last_failure is not None:

@@ -85,6 +85,50 @@ def test_raw_and_streaming_response_wrappers(
     assert limited.responses.create(model="gpt-4o", input=RESPONSES_INPUT).output_text
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_whole_answers_are_timed_as_the_sdk_times_them(
+    fake: FakeUpstream, recording: Recording, make_client: Any, is_async: bool
+) -> None:
+    """`.elapsed` of an answer streamtap holds whole: non-streaming, served by a fallback, or the
+    error the SDK raises after streamtap gave up."""
+    client = make_client(is_async, fallbacks=[streamtap.Fallback.non_streaming()])
+    # The second call's three streaming attempts fail, its non-streaming fallback serves it;
+    # the third call is refused.
+    fake.enqueue("", "status=503", "status=503", "status=503", "", "status=401")
+
+    async def calls() -> list[Any]:
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=CHAT_MESSAGES
+            )
+            served = await client.responses.with_raw_response.create(
+                model="gpt-4o", input=RESPONSES_INPUT, stream=True
+            )
+            async for _ in served.parse():  # a stream: timed once read to its end
+                pass
+            with pytest.raises(openai.AuthenticationError) as raised:
+                await client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)
+            return [raw.http_response, served.http_response, raised.value.response]
+        finally:
+            await client.close()
+
+    def sync_calls() -> list[Any]:
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=CHAT_MESSAGES)
+        served = client.responses.with_raw_response.create(model="gpt-4o", input=RESPONSES_INPUT, stream=True)
+        for _ in served.parse():  # a stream: timed once read to its end
+            pass
+        with pytest.raises(openai.AuthenticationError) as raised:
+            client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)
+        return [raw.http_response, served.http_response, raised.value.response]
+
+    responses = anyio.run(calls) if is_async else sync_calls()
+    assert [r.headers.get("x-streamtap-fallback") for r in responses] == [None, "non_streaming", None]
+    for response in responses:
+        assert response.elapsed.total_seconds() >= 0
+    for response in (responses[0], responses[2]):  # read whole by the SDK
+        assert int(response.headers["content-length"]) == len(response.content)
+
+
 def test_other_endpoints_pass_through(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
     client = make_client(False)
     models = client.models.list()
