@@ -10,3 +10,14 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"streamtap, version {__version__}"
+
+
+def test_number_options_refuse_nan() -> None:
+    """click's FloatRange lets nan through; every number option of streamtap's refuses it."""
+    for argv in (["check", "--timeout", "nan"], ["proxy", "--shutdown-grace", "nan"]):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2, argv
+        assert "'nan' is not a number" in result.output, argv
+    result = CliRunner().invoke(main, ["check", "--timeout", "0"])
+    assert result.exit_code == 2
+    assert "0<x<=300" in result.output

@@ -12,6 +12,16 @@ if TYPE_CHECKING:
     from .fake import Incident
 
 
+class _Number(click.FloatRange):
+    """click's FloatRange, which lets `nan` through (every comparison with it is false)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMTAP"})
 @click.version_option(__version__, prog_name="streamtap")
 def main() -> None:
@@ -97,7 +107,7 @@ def fake_upstream(
 @click.option(
     "--timeout",
     default=5.0,
-    type=click.FloatRange(min=0, min_open=True, max=300),
+    type=_Number(min=0, min_open=True, max=300),
     show_default=True,
     show_envvar=True,
     help="Seconds allowed to each network step.",
@@ -174,7 +184,7 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
 )
 @click.option(
     "--shutdown-grace",
-    type=click.FloatRange(min=0),
+    type=_Number(min=0),
     default=None,
     show_envvar=True,
     help="Seconds streams in flight may take to finish on shutdown.  [default: 30]",
@@ -231,7 +241,7 @@ def proxy(
 @main.command("rules")
 @click.option(
     "--slo",
-    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    type=_Number(min=0, max=1, min_open=True, max_open=True),
     default=0.99,
     show_default=True,
     show_envvar=True,
@@ -239,7 +249,7 @@ def proxy(
 )
 @click.option(
     "--compress",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Number(min=0, min_open=True),
     default=1.0,
     show_default=True,
     show_envvar=True,
@@ -270,7 +280,7 @@ def rules(slo: float, compress: float, runbook_base: str) -> None:
 @main.command("demo")
 @click.option(
     "--duration",
-    type=click.FloatRange(min=20),
+    type=_Number(min=20),
     default=240.0,
     show_default=True,
     show_envvar=True,

@@ -128,7 +128,12 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
         ), None
     if "://" not in url:
         return Check(name, False, f"{url!r} has no scheme", f"write it as https://{url} in {source}"), None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. an unclosed IPv6 bracket
+        return Check(
+            name, False, f"{url!r} is not a valid URL ({error})", f"write it like {DEFAULT_BASE_URL}"
+        ), None
     if parts.scheme not in ("http", "https"):
         hint = f"the scheme must be http or https, e.g. {DEFAULT_BASE_URL}"
         return Check(name, False, f"{url!r} has scheme {parts.scheme!r}", hint), None

@@ -189,6 +189,12 @@ def test_check_key(key: str | None, host: str | None, ok: bool, detail: str, hin
             id="bad-scheme",
         ),
         pytest.param(
+            "http://[::1/v1",
+            "'http://[::1/v1' is not a valid URL (Invalid IPv6 URL)",
+            "write it like https://api.openai.com/v1",
+            id="unclosed-ipv6",
+        ),
+        pytest.param(
             "http://localhost:99999/v1",
             "'http://localhost:99999/v1' has an invalid port",
             "the port must be a number 1-65535",
