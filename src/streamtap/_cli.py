@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 class _Number(click.FloatRange):
     """click's FloatRange, which lets `nan` through (every comparison with it is false)."""
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
-        number = super().convert(value, param, ctx)
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number: float = super().convert(value, param, ctx)
         if number != number:
             self.fail(f"{value!r} is not a number", param, ctx)
         return number
