@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import httpx2
 import openai
 
+from ._client_router import AsyncClientRouter, ClientRouter
 from ._engine import Engine
 from ._events import Recorder
 from ._fallback import Fallback
@@ -51,8 +52,10 @@ def instrument(
 
 
 def streamtap_http_client(http: object, engine: Engine) -> Any:
-    """A new httpx2 client that sends through `engine`, over the transport (and pool) of `http`.
+    """A new httpx2 client that sends through `engine`, each attempt routed as `http` routes it.
 
+    Each request goes out through the transport `http` picks for its URL: its pool, or the
+    proxy it was given (`proxy=`, `mounts=`, or HTTP(S)_PROXY when it trusts the environment).
     Keeps `http`'s timeout and redirect setting. Shared by `instrument()` and the
     OpenTelemetry instrumentor, which installs it into clients in place.
 
@@ -60,20 +63,18 @@ def streamtap_http_client(http: object, engine: Engine) -> Any:
         http: the SDK client's own `httpx2.Client` or `httpx2.AsyncClient`.
         engine: the engine the new client's transport drives.
     """
-    inner = getattr(http, "_transport", None)
-    if isinstance(inner, StreamtapTransport | AsyncStreamtapTransport):
-        # Already routed through streamtap (e.g. by the OpenTelemetry instrumentor): this
-        # engine replaces that one instead of stacking a second engine on top of it.
-        inner = inner._transport
+    # A client already routed through streamtap (e.g. by the OpenTelemetry instrumentor)
+    # keeps its route: this engine replaces that one instead of stacking a second on top.
+    routed = getattr(http, "_transport", None)
     if isinstance(http, httpx2.AsyncClient):
-        assert isinstance(inner, httpx2.AsyncBaseTransport)
+        inner = routed._transport if isinstance(routed, AsyncStreamtapTransport) else AsyncClientRouter(http)
         transport = AsyncStreamtapTransport(inner, engine=engine)
         return httpx2.AsyncClient(
             transport=transport, timeout=http.timeout, follow_redirects=http.follow_redirects
         )
     if isinstance(http, httpx2.Client):
-        assert isinstance(inner, httpx2.BaseTransport)
-        sync = StreamtapTransport(inner, engine=engine)
+        sync_inner = routed._transport if isinstance(routed, StreamtapTransport) else ClientRouter(http)
+        sync = StreamtapTransport(sync_inner, engine=engine)
         return httpx2.Client(transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects)
     raise TypeError(
         f"streamtap needs an OpenAI client built on httpx2 (openai 3.x), got {type(http).__name__}"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
@@ -31,11 +29,6 @@ log = logging.getLogger("streamtap")
 
 _MARK = "_streamtap_wrapper"
 _CLASSES: tuple[type[openai.OpenAI | openai.AsyncOpenAI], ...] = (openai.OpenAI, openai.AsyncOpenAI)
-
-# The SDK's own HTTP client, kept alive as long as the streamtap client that replaced it: the
-# SDK's wrapper closes its transport (which streamtap's transport now uses) when collected.
-_replaced: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()
-_replaced_lock = threading.Lock()
 
 
 class StreamtapInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -138,8 +131,7 @@ def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
     if isinstance(getattr(http, "_transport", None), StreamtapTransport | AsyncStreamtapTransport):
         client.max_retries = 0
         return
-    routed = streamtap_http_client(http, engine)
-    with _replaced_lock:
-        _replaced[routed] = http
-    client._client = routed
+    # The SDK's own HTTP client stays alive as long as the routed one, which sends through it
+    # (the SDK's wrapper closes its pools when collected).
+    client._client = streamtap_http_client(http, engine)
     client.max_retries = 0
