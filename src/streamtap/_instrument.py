@@ -56,8 +56,9 @@ def streamtap_http_client(http: object, engine: Engine) -> Any:
 
     Each request goes out through the transport `http` picks for its URL: its pool, or the
     proxy it was given (`proxy=`, `mounts=`, or HTTP(S)_PROXY when it trusts the environment).
-    Keeps `http`'s timeout and redirect setting. Shared by `instrument()` and the
-    OpenTelemetry instrumentor, which installs it into clients in place.
+    Keeps every setting of `http`: headers, auth, params, cookies, event hooks, timeout and
+    redirects. Shared by `instrument()` and the OpenTelemetry instrumentor, which installs it
+    into clients in place.
 
     Args:
         http: the SDK client's own `httpx2.Client` or `httpx2.AsyncClient`.
@@ -69,13 +70,33 @@ def streamtap_http_client(http: object, engine: Engine) -> Any:
     if isinstance(http, httpx2.AsyncClient):
         inner = routed._transport if isinstance(routed, AsyncStreamtapTransport) else AsyncClientRouter(http)
         transport = AsyncStreamtapTransport(inner, engine=engine)
-        return httpx2.AsyncClient(
-            transport=transport, timeout=http.timeout, follow_redirects=http.follow_redirects
-        )
+        return httpx2.AsyncClient(transport=transport, **_settings(http))
     if isinstance(http, httpx2.Client):
         sync_inner = routed._transport if isinstance(routed, StreamtapTransport) else ClientRouter(http)
         sync = StreamtapTransport(sync_inner, engine=engine)
-        return httpx2.Client(transport=sync, timeout=http.timeout, follow_redirects=http.follow_redirects)
+        return httpx2.Client(transport=sync, **_settings(http))
     raise TypeError(
         f"streamtap needs an OpenAI client built on httpx2 (openai 3.x), got {type(http).__name__}"
     )
+
+
+def _settings(http: httpx2.Client | httpx2.AsyncClient) -> dict[str, Any]:
+    """What `http` adds to each request it sends, for the new client that replaces it.
+
+    The rest (TLS, HTTP/2, limits, proxies) lives in `http`'s transports, which the router
+    uses. `trust_env` is copied as is: httpx2 reads the environment's proxies only for a
+    client built without a transport, and the router already applies the ones `http` read.
+    """
+    return {
+        "auth": http.auth,
+        "params": http.params,
+        "headers": http.headers,
+        "cookies": http.cookies,
+        "timeout": http.timeout,
+        "follow_redirects": http.follow_redirects,
+        "max_redirects": http.max_redirects,
+        "event_hooks": http.event_hooks,
+        "base_url": http.base_url,
+        "trust_env": http.trust_env,
+        "default_encoding": http._default_encoding,
+    }

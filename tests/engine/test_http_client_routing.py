@@ -2,7 +2,8 @@
 
 A proxy given to the SDK's HTTP client (`proxy=`) or read from the environment (HTTP_PROXY,
 with the client's default `trust_env`) carries streamtap's attempts and the requests it passes
-through untouched, sync and async, over a real loopback forward proxy.
+through untouched, sync and async, over a real loopback forward proxy; the HTTP client's
+headers, auth, params, cookies and event hooks apply to every attempt.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import openai
 import pytest
 
@@ -87,3 +89,54 @@ def test_attempts_and_passed_through_requests_go_through_the_users_proxy(
     assert proxy.request_lines == [f"{method} {origin}{path} HTTP/1.1" for method, path in sent]
     assert [(r.method, r.path) for r in fake.requests] == sent
     assert users._client.is_closed  # closing the instrumented client closed the shared pools
+
+
+def _sign(request: httpx2.Request) -> httpx2.Request:
+    request.headers["x-signature"] = "signed"
+    return request
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_users_http_client_settings_apply_to_every_attempt(
+    mode: str, fake: FakeUpstream, recording: Recording
+) -> None:
+    fake.enqueue("status=503", "")
+    hooked: list[tuple[str, object]] = []
+
+    def on_request(request: httpx2.Request) -> None:
+        hooked.append(("request", request.headers.get("cookie")))
+
+    def on_response(response: httpx2.Response) -> None:
+        hooked.append(("response", response.status_code))
+
+    async def on_request_async(request: httpx2.Request) -> None:
+        on_request(request)
+
+    async def on_response_async(response: httpx2.Response) -> None:
+        on_response(response)
+
+    hooks = [on_request, on_response] if mode == "sync" else [on_request_async, on_response_async]
+    users = _client(
+        fake,
+        mode,
+        headers={"x-tenant": "acme"},
+        params={"api-version": "2024-06-01"},
+        cookies={"session": "abc"},
+        auth=_sign,
+        max_redirects=3,
+        event_hooks={"request": [hooks[0]], "response": [hooks[1]]},
+    )
+    client = streamtap.instrument(users, policy=TEST_POLICY, recorders=[recording])
+    received: list[str] = []
+    if mode == "sync":
+        with client:
+            read_sync(client, "chat", received)
+    else:
+        anyio.run(read_async, client, "chat", received)
+    assert "".join(received) == "".join(expected(fake, "chat"))
+    assert recording.finished.attempts == 2
+    sent = [(r.header("x-tenant"), r.header("x-signature"), r.query) for r in fake.requests]
+    assert sent == [("acme", "signed", "api-version=2024-06-01")] * 2
+    # The hooks run once, around the request the SDK sent: streamtap retries below them.
+    assert hooked == [("request", "session=abc"), ("response", 200)]
+    assert client._client.max_redirects == 3
