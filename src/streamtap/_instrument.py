@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import httpx2
@@ -28,10 +29,13 @@ def instrument(
 ) -> ClientT:
     """Return a copy of `client` whose chat completions and responses calls go through streamtap.
 
-    The copy has the SDK's own retries turned off (streamtap's retries see every attempt) and,
-    like the SDK's own `client.copy()`, shares the original's connection pool: closing either
-    closes the pool. The original's behaviour is left untouched. Everything the SDK
-    offers keeps working: the returned streams are ordinary `openai.Stream` objects.
+    The SDK's own retries stay off, in the copy and in every copy made of it with `copy()` or
+    `with_options()` (a `max_retries` given there is ignored, and a new `http_client` given
+    there is routed through streamtap too): streamtap's `Policy` alone decides retries, so
+    every attempt is seen and retries never stack. Like the SDK's own `client.copy()`, the
+    copy shares the original's connection pool: closing either closes the pool. The
+    original's behaviour is left untouched. Everything the SDK offers keeps working: the
+    returned streams are ordinary `openai.Stream` objects.
 
     Args:
         client: an `openai.OpenAI` or `openai.AsyncOpenAI` (or a subclass such as Azure's).
@@ -48,7 +52,47 @@ def instrument(
             f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
         )
     engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
-    return client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
+    copied = client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
+    _install_in_copies(copied, engine)
+    return copied
+
+
+def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
+    """Route `client`'s HTTP through `engine`, in place, with the SDK's retries off.
+
+    A client already routed through streamtap (e.g. made by `copy()` or `with_options()` of
+    an instrumented client, which pass its HTTP client on) keeps its route. Used by the
+    OpenTelemetry instrumentor for every new client, and by `instrument()` for copies.
+    """
+    http = client._client
+    if not isinstance(getattr(http, "_transport", None), StreamtapTransport | AsyncStreamtapTransport):
+        # The SDK's own HTTP client stays alive as long as the routed one, which sends through
+        # it (the SDK's wrapper closes its pools when collected).
+        client._client = streamtap_http_client(http, engine)
+    client.max_retries = 0
+
+
+def _install_in_copies(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
+    """Make `client.copy()` and `client.with_options()` return clients `install`ed on `engine`.
+
+    The SDK's copies are new instances of the same class that take `max_retries` from the
+    caller (or the original), so `with_options(max_retries=2)` would turn the SDK's retries
+    back on beneath streamtap's. The class is left alone (`type(copy) is openai.OpenAI` stays
+    true); these two bound methods of the instance are replaced, and so on down the copies.
+    """
+    for name in ("copy", "with_options"):
+        setattr(client, name, _installing(getattr(client, name), engine))
+
+
+def _installing(make_copy: Callable[..., Any], engine: Engine) -> Callable[..., Any]:
+    @functools.wraps(make_copy)
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        copied = make_copy(*args, **kwargs)
+        install(copied, engine)
+        _install_in_copies(copied, engine)
+        return copied
+
+    return copy
 
 
 def streamtap_http_client(http: object, engine: Engine) -> Any:

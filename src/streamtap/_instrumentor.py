@@ -21,9 +21,8 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from ._engine import Engine
 from ._events import Recorder
 from ._fallback import Fallback
-from ._instrument import streamtap_http_client
+from ._instrument import install
 from ._policy import Policy
-from ._transport import AsyncStreamtapTransport, StreamtapTransport
 
 log = logging.getLogger("streamtap")
 
@@ -119,19 +118,3 @@ def _wrapped_init(original: Callable[..., None], engine: Engine) -> Callable[...
 
     setattr(__init__, _MARK, True)
     return __init__
-
-
-def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
-    """Route `client`'s HTTP through `engine`, in place, with the SDK's retries off.
-
-    A client already routed through streamtap (e.g. made by `copy()` or `with_options()` of
-    an instrumented client, which pass its HTTP client on) is left as it is.
-    """
-    http = client._client
-    if isinstance(getattr(http, "_transport", None), StreamtapTransport | AsyncStreamtapTransport):
-        client.max_retries = 0
-        return
-    # The SDK's own HTTP client stays alive as long as the routed one, which sends through it
-    # (the SDK's wrapper closes its pools when collected).
-    client._client = streamtap_http_client(http, engine)
-    client.max_retries = 0

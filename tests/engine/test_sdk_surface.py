@@ -173,6 +173,29 @@ def test_sdk_retries_are_off_and_streamtap_counts_attempts(
     assert recording.finished.error_type == "server_error"
 
 
+def test_copies_keep_the_sdk_retries_off(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+    client = make_client(False)
+    copied = client.with_options(max_retries=2).copy(max_retries=5, timeout=30.0)
+    assert type(copied) is openai.OpenAI
+    assert copied.max_retries == 0
+    fake.enqueue(*["status=429;retry_after=0"] * 3, "")
+    with pytest.raises(openai.RateLimitError):
+        copied.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    # streamtap's three attempts, and no SDK retry of the call that gave up.
+    assert [r.retry_count for r in fake.requests] == ["0", "1", "2"]
+    assert (recording.finished.attempts, recording.finished.error_type) == (3, "rate_limited")
+    # A copy given its own HTTP client is routed through the same engine, retries off too.
+    own = copied.copy(http_client=openai.DefaultHttpxClient(), max_retries=2)
+    assert (own.max_retries, own._client._transport.engine) == (0, client._client._transport.engine)
+    own.close()
+
+    async def main() -> None:
+        async with make_client(True) as aclient:
+            assert aclient.with_options(max_retries=2).with_options(timeout=3.0).max_retries == 0
+
+    anyio.run(main)
+
+
 def test_async_cancellation_is_recorded(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
     async def main() -> None:
         client = make_client(True)
