@@ -125,13 +125,27 @@ class Proxy:
                 close=True,
             )
             return
+        # From here on nothing more is read from the client: one watcher, for the whole call,
+        # stops the work (retries included) as soon as the client leaves.
+        watch = _ClientWatch(receive)
+        try:
+            await self._answer(scope, headers, body, url, send, watch)
+        except asyncio.CancelledError:
+            if not watch.ours():
+                raise
+        finally:
+            watch.stop()
+
+    async def _answer(
+        self, scope: Scope, headers: Headers, body: bytes, url: str, send: Send, watch: _ClientWatch
+    ) -> None:
         method: str = scope["method"]
         routed = engine_api(method, scope["path"])
         payload = parse_body(body) if routed is not None else None
-        forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
+        forwarded = forward_request_headers(headers, upstream_key=self.config.upstream_api_key)
         request = httpx2.Request(method, _parsed(url), headers=forwarded, content=body)
         if routed is None or payload is None:
-            await self._pass_through(request, receive, send)
+            await self._pass_through(request, send, watch)
             return
         api, suffix = routed
         with _trace_context(headers):
@@ -150,9 +164,9 @@ class Proxy:
         except httpx2.TransportError as error:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
             return
-        await _relay(response, receive, send, error_frame=dialect_for(api).error_frame)
+        await _relay(response, send, watch, error_frame=dialect_for(api).error_frame)
 
-    async def _pass_through(self, request: httpx2.Request, receive: Receive, send: Send) -> None:
+    async def _pass_through(self, request: httpx2.Request, send: Send, watch: _ClientWatch) -> None:
         try:
             response = await self.transport.handle_async_request(request)
         except httpx2.TimeoutException:
@@ -161,7 +175,7 @@ class Proxy:
         except httpx2.TransportError as error:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
             return
-        await _relay(response, receive, send, error_frame=None)
+        await _relay(response, send, watch, error_frame=None)
 
     async def _readiness(self) -> tuple[bool, str]:
         cached = self._ready
@@ -228,35 +242,51 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
+class _ClientWatch:
+    """Cancels the task serving a request when its client disconnects.
+
+    Started once the request body is read, so a client that leaves while the engine still
+    waits for a first token (or backs off between attempts) ends the call there: the upstream
+    attempt is closed, the call finishes `cancelled`, and no further attempt is made. uvicorn's
+    `send` ignores a gone client, hence the watch on `receive`. Plain asyncio, not an anyio
+    task group: the proxy runs on uvicorn's asyncio loop, and the group's scopes cost more than
+    the relay's own work on the way to the first content.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a request is served in a task"
+        self._task = task
+        self._left = False
+        self._watcher = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._left = True
+        self._task.cancel()
+
+    def stop(self) -> None:
+        """Stop watching. Cancelled before it resumes, the watcher cancels nothing more."""
+        self._watcher.cancel()
+
+    def ours(self) -> bool:
+        """Whether the cancellation just caught was this watch's (the client left, and nothing
+        is left to send) rather than anyone else's, which must go on."""
+        return self._left and not _still_cancelled(self._task)
+
+
 async def _relay(
     response: httpx2.Response,
-    receive: Receive,
     send: Send,
+    watch: _ClientWatch,
     *,
     error_frame: Callable[[str, str], bytes] | None,
 ) -> None:
-    """Send a response to the client as it arrives; stop the upstream when the client leaves.
-
-    A task watches for the client's disconnect (uvicorn's `send` ignores a gone client) and
-    cancels this one, which cancels the upstream attempt where it waits. Plain asyncio, not an
-    anyio task group: the proxy runs on uvicorn's asyncio loop, and the group's scopes cost
-    more than the relay's own work on the way to the first content.
-    """
-    relay = asyncio.current_task()
-    assert relay is not None, "the relay runs in a task"
-    left = False
-
-    async def watch() -> None:
-        nonlocal left
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        left = True
-        relay.cancel()
-
+    """Send a response to the client as it arrives; `watch` stops it when the client leaves."""
     headers = response_headers(response.headers.raw)
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-    watcher = asyncio.ensure_future(watch())
     try:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         try:
             async for chunk in _chunks(response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -270,13 +300,10 @@ async def _relay(
                     }
                 )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        # Ours when the client left (then nothing is left to send); anyone else's goes on.
-        if not left or _still_cancelled(relay):
-            raise
     finally:
-        # Cancelled before it resumes, the watcher cancels nothing more: the close is not cut.
-        watcher.cancel()
+        # The response is complete (uvicorn then reports a disconnect) or abandoned: the close
+        # must not be cut.
+        watch.stop()
         await response.aclose()
 
 

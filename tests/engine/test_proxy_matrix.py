@@ -3,6 +3,8 @@ talking to `streamtap proxy`, which talks to the fake upstream, all over loopbac
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,7 +16,7 @@ import openai
 import pytest
 
 import streamtap
-from streamtap import CallFinished
+from streamtap import CallFinished, RetryScheduled
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeUpstream
@@ -164,6 +166,30 @@ def test_client_disconnect_cancels_the_upstream_attempt(
     finished = _finished(seen)
     assert finished.outcome == "cancelled"
     assert finished.chunks < 200
+
+
+def test_client_disconnect_before_the_first_token_stops_the_retries(
+    fake: FakeUpstream, stall_proxy: ProxyServer, seen: Recording
+) -> None:
+    # The upstream stalls before any content, past the proxy's first-token timeout (1.5 s), on
+    # every attempt; the client leaves while the first attempt waits. Without a watch on the
+    # client before commit, the proxy would time out and retry for nobody.
+    body = json.dumps({"model": "gpt-4o", "messages": CHAT_MESSAGES, "stream": True}).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"x-fake-fault: stall_first=3\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", stall_proxy.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        deadline = time.monotonic() + 5
+        while not fake.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.requests) == 1  # the first attempt is waiting for its first token
+    finished = _finished(seen, timeout=10)
+    assert finished.outcome == "cancelled"
+    assert finished.attempts == 1, seen.attempts()
+    assert seen.of(RetryScheduled) == []
+    assert len(fake.requests) == 1
 
 
 def test_non_engine_paths_pass_through(fake: FakeUpstream, proxy: ProxyServer, seen: Recording) -> None:
