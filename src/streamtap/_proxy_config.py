@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +43,8 @@ class ProxyConfig:
             loopback.
         upstream_api_key: when set, the proxy sends this key upstream and requires
             `client_token` from its clients instead of forwarding theirs.
-        client_token: the bearer token clients must present when `upstream_api_key` is set.
+        client_token: the bearer token clients must present; only with `upstream_api_key` (else
+            the token would be forwarded upstream as the client's key).
         max_body: the largest request body accepted, in bytes.
         body_timeout: seconds a client may take to send its request body.
         shutdown_grace: seconds streams in flight may take to finish on shutdown.
@@ -74,6 +75,12 @@ class ProxyConfig:
         _ = self.host_port, self.ops_host_port  # validates both
         if self.upstream_api_key is not None and not self.client_token:
             raise ValueError("upstream_api_key needs client_token: the proxy must not lend its key to anyone")
+        if self.client_token is not None and self.upstream_api_key is None:
+            raise ValueError(
+                "client_token (--client-token-env) needs upstream_api_key (--upstream-api-key-env): "
+                "without a key of its own the proxy forwards the client's Authorization upstream, "
+                "and with it the proxy's token"
+            )
         for name in ("max_body",):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -133,6 +140,6 @@ def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
         data["policy"] = Policy.from_mapping(data["policy"])
     if "fallbacks" in data:
         data["fallbacks"] = tuple(fallback_from_mapping(f, i) for i, f in enumerate(data["fallbacks"]))
-    config = ProxyConfig(**data)
     given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(config, **given) if given else config
+    # Validated once, whole: a key from a flag and a token from the file belong together.
+    return ProxyConfig(**{**data, **given})

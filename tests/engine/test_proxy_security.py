@@ -152,6 +152,19 @@ def test_token_mode_injects_the_upstream_key_and_requires_the_proxy_token() -> N
         ProxyConfig(upstream_api_key="sk-x")
 
 
+def test_a_client_token_without_an_upstream_key_is_refused(tmp_path: Any) -> None:
+    # Clients would send `Bearer <token>`, forwarded upstream unchanged: the token would leak.
+    refused = r"client_token \(--client-token-env\) needs upstream_api_key \(--upstream-api-key-env\)"
+    with pytest.raises(ValueError, match=refused):
+        ProxyConfig(client_token="proxy-token")
+    with pytest.raises(ValueError, match=refused):
+        load_config(None, client_token="proxy-token")
+    # Checked once everything is merged: a token in the file and a key from a flag go together.
+    path = tmp_path / "proxy.toml"
+    path.write_text('client_token = "proxy-token"\n')
+    assert load_config(str(path), upstream_api_key="sk-x").client_token == "proxy-token"
+
+
 def test_request_body_limit(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
     proxy, _ = proxied
     big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 4096}]}
