@@ -29,6 +29,17 @@ from ._fallback import Fallback
 from ._policy import Policy
 
 _FALLBACK_KINDS = ("model", "upstream", "non_streaming", "cache")
+_FALLBACK_TEXT = ("model", "base_url", "api_key")
+# The string settings, with what each accepts (for the error that names it).
+_TEXT_FIELDS = {
+    "upstream": "an http:// or https:// base URL string",
+    "listen": 'a "host:port" string',
+    "ops_listen": 'a "host:port" string',
+    "upstream_api_key": "a string (the key itself)",
+    "client_token": "a string (the token itself)",
+}
+_OPTIONAL = frozenset({"ops_listen", "upstream_api_key", "client_token"})
+_SECRET = frozenset({"upstream_api_key", "client_token"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,11 @@ class ProxyConfig:
     fallbacks: tuple[Fallback, ...] = ()
 
     def __post_init__(self) -> None:
+        for name, accepted in _TEXT_FIELDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (value is None and name in _OPTIONAL):
+                shown = type(value).__name__ if name in _SECRET else repr(value)  # a secret is not echoed
+                raise ValueError(f"{name} must be {accepted}, got {shown}")
         parts = urlsplit(self.upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream must be an http:// or https:// base URL, got {self.upstream!r}")
@@ -106,8 +122,19 @@ def _host_port(name: str, value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def fallback_from_mapping(data: Mapping[str, Any], index: int) -> Fallback:
+def fallbacks_from_data(value: object) -> tuple[Fallback, ...]:
+    """The `fallbacks` of a config file: an array of tables, each one `[[fallbacks]]` entry."""
+    if not isinstance(value, list):
+        raise ValueError(
+            f"fallbacks must be an array of tables (one [[fallbacks]] entry per fallback), got {value!r}"
+        )
+    return tuple(fallback_from_mapping(entry, index) for index, entry in enumerate(value))
+
+
+def fallback_from_mapping(data: object, index: int) -> Fallback:
     where = f"fallbacks[{index}]"
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a table with a kind (a [[fallbacks]] entry), got {data!r}")
     kind = data.get("kind")
     if kind not in _FALLBACK_KINDS:
         raise ValueError(f"{where}.kind must be one of {', '.join(_FALLBACK_KINDS)}, got {kind!r}")
@@ -115,11 +142,14 @@ def fallback_from_mapping(data: Mapping[str, Any], index: int) -> Fallback:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(allowed))}")
+    for key in _FALLBACK_TEXT:
+        if key in data and not isinstance(data[key], str):
+            raise ValueError(f"{where}.{key} must be a string, got {type(data[key]).__name__}")
     if kind == "model":
-        return Fallback.model(str(data.get("model", "")))
+        return Fallback.model(data.get("model", ""))
     if kind == "upstream":
         return Fallback.upstream(
-            str(data.get("base_url", "")), api_key=data.get("api_key"), model=data.get("model")
+            data.get("base_url", ""), api_key=data.get("api_key"), model=data.get("model")
         )
     if kind == "non_streaming":
         return Fallback.non_streaming()
@@ -139,7 +169,7 @@ def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
     if "policy" in data:
         data["policy"] = Policy.from_mapping(data["policy"])
     if "fallbacks" in data:
-        data["fallbacks"] = tuple(fallback_from_mapping(f, i) for i, f in enumerate(data["fallbacks"]))
+        data["fallbacks"] = fallbacks_from_data(data["fallbacks"])
     given = {k: v for k, v in overrides.items() if v is not None}
     # Validated once, whole: a key from a flag and a token from the file belong together.
     return ProxyConfig(**{**data, **given})

@@ -216,6 +216,46 @@ def test_config_file(tmp_path: Any) -> None:
         load_config(str(path))
 
 
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        pytest.param(
+            '[fallbacks]\nkind = "model"\nmodel = "gpt-4o-mini"\n',
+            r"fallbacks must be an array of tables \(one \[\[fallbacks\]\] entry per fallback\), got \{",
+            id="fallbacks-as-a-table",
+        ),
+        pytest.param(
+            'fallbacks = "model"\n', "fallbacks must be an array of tables", id="fallbacks-as-a-string"
+        ),
+        pytest.param(
+            "fallbacks = [1]\n", r"fallbacks\[0\] must be a table with a kind", id="fallback-not-a-table"
+        ),
+        pytest.param(
+            '[[fallbacks]]\nkind = "upstream"\nbase_url = "http://x/v1"\napi_key = 5\n',
+            r"fallbacks\[0\]\.api_key must be a string, got int",
+            id="fallback-key-not-a-string",
+        ),
+        pytest.param("listen = 8787\n", 'listen must be a "host:port" string, got 8787', id="listen-int"),
+        pytest.param("ops_listen = 9464\n", 'ops_listen must be a "host:port" string', id="ops-listen-int"),
+        pytest.param(
+            "upstream = 5\n",
+            "upstream must be an http:// or https:// base URL string, got 5",
+            id="upstream-int",
+        ),
+        pytest.param(
+            'client_token = 12345\nupstream_api_key = "sk-x"\n',
+            r"client_token must be a string \(the token itself\), got int$",  # never the value
+            id="token-not-a-string",
+        ),
+    ],
+)
+def test_config_file_type_mistakes_are_named(tmp_path: Any, text: str, refused: str) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=refused):
+        load_config(str(path))
+
+
 def _refused_while(stream: threading.Thread, url: str) -> bool:
     """Whether a connection to `url` is refused while `stream` is still reading.
 
