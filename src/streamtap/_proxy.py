@@ -40,6 +40,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _ClientLeft(Exception):
+    """The client disconnected before its request body was whole."""
+
+
 class Proxy:
     """The ASGI application of `streamtap proxy`.
 
@@ -116,6 +120,8 @@ class Proxy:
                 close=True,
             )
             return
+        except _ClientLeft:
+            return  # an aborted upload: no one is left to answer, and nothing went wrong here
         except TimeoutError:
             await _error(
                 send,
@@ -232,7 +238,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
+            raise _ClientLeft
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -182,6 +182,34 @@ def test_slow_client_body_times_out(proxied: tuple[ProxyServer, Recording], fake
     assert reply.startswith(b"HTTP/1.1 408")
     assert time.monotonic() - started < 4.0
     assert fake.requests == []
+
+
+def test_an_aborted_upload_ends_quietly(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, _ = proxied
+    state = proxy._server.server_state
+    uvicorn_log = logging.getLogger("uvicorn.error")  # does not propagate to the root logger
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(head)
+            assert _until(lambda: bool(state.tasks))  # the proxy is reading the body
+        assert _until(lambda: not state.tasks)  # and has stopped, the client gone
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert fake.requests == []
+
+
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_listens_on_loopback_by_default() -> None:
