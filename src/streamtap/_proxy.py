@@ -24,7 +24,15 @@ from ._engine import Engine, engine_api, parse_body
 from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import Recorder
 from ._proxy_config import ProxyConfig
-from ._proxy_http import Headers, authorized, forward_request_headers, header, response_headers, upstream_url
+from ._proxy_http import (
+    Headers,
+    authorized,
+    declared_length,
+    forward_request_headers,
+    header,
+    response_headers,
+    upstream_url,
+)
 from ._stream_response import StreamResponse
 from ._upstream_pool import UpstreamTransport
 
@@ -109,6 +117,10 @@ class Proxy:
             await _error(send, 404, "not_found", "the proxy forwards only /v1/... paths to its upstream")
             return
         try:
+            # Before the first receive, which is when uvicorn answers `Expect: 100-continue`: a
+            # body declared too large is refused before the client sends any of it.
+            if declared_length(headers) > config.max_body:
+                raise _BodyTooLarge
             async with asyncio.timeout(config.body_timeout):  # a third of anyio's scope's cost
                 body = await _read_body(receive, config.max_body)
         except _BodyTooLarge:

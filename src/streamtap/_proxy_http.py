@@ -104,6 +104,13 @@ def authorized(headers: Headers, token: str | None) -> bool:
     return False
 
 
+def declared_length(headers: Headers) -> int:
+    """The body length the client's Content-Length declares; 0 when it declares none (the
+    server has already refused a malformed or conflicting one)."""
+    value = header(headers, b"content-length")
+    return int(value) if value is not None and value.strip().isdigit() else 0
+
+
 def header(headers: Headers, name: bytes) -> bytes | None:
     for key, value in headers:
         if key.lower() == name:

@@ -174,6 +174,20 @@ def test_request_body_limit(proxied: tuple[ProxyServer, Recording], fake: FakeUp
     assert fake.requests == []
 
 
+def test_a_body_declared_too_large_is_refused_before_it_is_sent(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream
+) -> None:
+    proxy, _ = proxied
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 50000000\r\n\r\n"
+    )
+    reply = _raw(proxy.port, head)  # no body byte sent: a `100 Continue` would wait for one
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:40]
+    assert b"request_too_large" in reply
+    assert fake.requests == []
+
+
 def test_slow_client_body_times_out(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
     proxy, _ = proxied
     head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
