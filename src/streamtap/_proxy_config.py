@@ -101,10 +101,10 @@ class ProxyConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("body_timeout", "shutdown_grace", "ready_cache"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        # No time at all for a body would refuse every body not already in the first read.
+        _check_seconds("body_timeout", self.body_timeout, positive=True)
+        _check_seconds("shutdown_grace", self.shutdown_grace)
+        _check_seconds("ready_cache", self.ready_cache)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -113,6 +113,15 @@ class ProxyConfig:
     @property
     def ops_host_port(self) -> tuple[str, int] | None:
         return None if self.ops_listen is None else _host_port("ops_listen", self.ops_listen)
+
+
+def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > 0 or (value == 0 and not positive))  # NaN is neither
+    ):
+        raise ValueError(f"{name} must be a number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def _host_port(name: str, value: str) -> tuple[str, int]:

@@ -226,6 +226,14 @@ def _until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
+@pytest.mark.parametrize("seconds", [0, -1, float("nan")])
+def test_body_timeout_must_be_positive(seconds: float) -> None:
+    # With no time for it, a body larger than one read would always get a 408.
+    with pytest.raises(ValueError, match=r"body_timeout must be a number of seconds > 0, got"):
+        ProxyConfig(body_timeout=seconds)
+    assert ProxyConfig(shutdown_grace=0, ready_cache=0).shutdown_grace == 0  # these may be 0
+
+
 def test_listens_on_loopback_by_default() -> None:
     assert ProxyConfig().host_port == ("127.0.0.1", 8787)
     with pytest.raises(ValueError, match="listen must be host:port"):
