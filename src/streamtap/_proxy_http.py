@@ -97,11 +97,13 @@ def authorized(headers: Headers, token: str | None) -> bool:
     """Whether the client presented the proxy's own token (always, when none is configured)."""
     if token is None:
         return True
-    expected = f"Bearer {token}".encode()
-    for name, value in headers:
-        if name.lower() == b"authorization":
-            return hmac.compare_digest(value.strip(), expected)
-    return False
+    value = header(headers, b"authorization")
+    if value is None:
+        return False
+    # RFC 9110 §11.1: the scheme is case-insensitive ("bearer" too); the token is compared in
+    # constant time.
+    scheme, _, credentials = value.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token.encode())
 
 
 def declared_length(headers: Headers) -> int:

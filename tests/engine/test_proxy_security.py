@@ -15,7 +15,7 @@ import pytest
 
 from streamtap import CallFinished
 from streamtap._proxy_config import ProxyConfig, load_config
-from streamtap._proxy_http import upstream_url
+from streamtap._proxy_http import authorized, upstream_url
 from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeConfig, FakeUpstream
 
@@ -163,6 +163,15 @@ def test_a_client_token_without_an_upstream_key_is_refused(tmp_path: Any) -> Non
     path = tmp_path / "proxy.toml"
     path.write_text('client_token = "proxy-token"\n')
     assert load_config(str(path), upstream_api_key="sk-x").client_token == "proxy-token"
+
+
+def test_the_bearer_scheme_is_case_insensitive() -> None:
+    token = "proxy-token-9d2e"
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        assert authorized([(b"authorization", f"{scheme} {token}".encode())], token), scheme
+    for value in (f"Basic {token}", f"Bearer {token}x", "Bearer", token, f"Bearer{token}"):
+        assert not authorized([(b"authorization", value.encode())], token), value
+    assert not authorized([], token)
 
 
 def test_request_body_limit(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
