@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -37,3 +42,27 @@ def test_proxy_refuses_a_client_token_without_an_upstream_key(monkeypatch: pytes
     assert "--client-token-env" in result.output
     assert "--upstream-api-key-env" in result.output
     assert served == []
+
+
+def _proxy_cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from streamtap._cli import main; main()", "proxy", *args]
+
+
+def test_proxy_reports_a_taken_ops_port_in_one_line() -> None:
+    # Without --ops-listen uvicorn says it in one line; with it, the same line, not a traceback.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            _proxy_cli("--listen", "127.0.0.1:0", "--ops-listen", f"127.0.0.1:{port}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+        )
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, result.stderr
+    assert f"('127.0.0.1', {port}): address already in use" in errors[0]

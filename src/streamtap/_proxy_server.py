@@ -54,9 +54,27 @@ def _servers(config: ProxyConfig, recorders: Sequence[Recorder] | None) -> tuple
 
 
 async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    """Serve every listener until all stop.
+
+    A listener that cannot start (its port taken) exits as uvicorn does alone, with its one
+    log line and status 3: the others are told to stop rather than cancelled, so the failure
+    is not buried in a traceback of the task group and of a lifespan cut short.
+    """
+    failures: list[SystemExit] = []
+
+    async def run(server: uvicorn.Server) -> None:
+        try:
+            await server.serve()
+        except SystemExit as failure:
+            failures.append(failure)
+            for other in servers:
+                other.should_exit = True
+
     async with anyio.create_task_group() as group:
         for server in servers:
-            group.start_soon(server.serve)
+            group.start_soon(run, server)
+    if failures:
+        raise failures[0]
 
 
 def serve(config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -> None:
