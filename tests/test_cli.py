@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 import streamtap._proxy_server
 from streamtap import __version__
 from streamtap._cli import main
+from streamtap._proxy_server import listen_url
 
 
 def test_version() -> None:
@@ -66,3 +68,30 @@ def test_proxy_reports_a_taken_ops_port_in_one_line() -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1, result.stderr
     assert f"('127.0.0.1', {port}): address already in use" in errors[0]
+    assert "streamtap proxy on" not in result.stderr  # never announced: it never listened
+
+
+def test_proxy_announces_the_address_it_listens_on() -> None:
+    process = subprocess.Popen(
+        _proxy_cli("--listen", "127.0.0.1:0"),
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+    )
+    try:
+        assert process.stderr is not None
+        banner = process.stderr.readline()  # printed once bound, so the port is the real one
+        url = banner.split()[3]
+        assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/"), banner
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/healthz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_listen_url_brackets_ipv6_hosts() -> None:
+    assert listen_url(("127.0.0.1", 8787)) == "http://127.0.0.1:8787/v1"
+    assert listen_url(("::1", 8787, 0, 0)) == "http://[::1]:8787/v1"

@@ -232,10 +232,12 @@ def proxy(
         raise click.UsageError(str(error)) from None
     from ._telemetry import setup_telemetry
 
-    host, port = config.host_port
-    click.echo(f"streamtap proxy on http://{host}:{port}/v1 -> {config.upstream}", err=True)
     # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
-    serve(config, recorders=setup_telemetry(service_name="streamtap-proxy"))
+    serve(
+        config,
+        recorders=setup_telemetry(service_name="streamtap-proxy"),
+        announce=lambda url: click.echo(f"streamtap proxy on {url} -> {config.upstream}", err=True),
+    )
 
 
 @main.command("rules")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -53,8 +53,8 @@ def _servers(config: ProxyConfig, recorders: Sequence[Recorder] | None) -> tuple
     return app, servers
 
 
-async def _serve_all(servers: list[uvicorn.Server]) -> None:
-    """Serve every listener until all stop.
+async def _serve_all(servers: list[uvicorn.Server], announce: Callable[[str], None] | None = None) -> None:
+    """Serve every listener until all stop; announce the API's URL once all are bound.
 
     A listener that cannot start (its port taken) exits as uvicorn does alone, with its one
     log line and status 3: the others are told to stop rather than cancelled, so the failure
@@ -67,22 +67,52 @@ async def _serve_all(servers: list[uvicorn.Server]) -> None:
             await server.serve()
         except SystemExit as failure:
             failures.append(failure)
+        finally:
+            # One listener down, all down: none serves on alone, and nothing waits to announce.
             for other in servers:
                 other.should_exit = True
+
+    async def announce_when_bound() -> None:
+        while not all(server.started for server in servers):
+            if any(server.should_exit for server in servers):
+                return
+            await anyio.sleep(0.01)
+        assert announce is not None
+        announce(listen_url(servers[0].servers[0].sockets[0].getsockname()))
 
     async with anyio.create_task_group() as group:
         for server in servers:
             group.start_soon(run, server)
+        if announce is not None:
+            group.start_soon(announce_when_bound)
     if failures:
         raise failures[0]
 
 
-def serve(config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; then stop accepting and let streams finish up to the grace."""
+def listen_url(sockname: Any) -> str:
+    """The base URL of a listening socket's address (IPv6 hosts in brackets)."""
+    host, port = sockname[0], sockname[1]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+
+def serve(
+    config: ProxyConfig,
+    *,
+    recorders: Sequence[Recorder] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; then stop accepting and let streams finish up to the grace.
+
+    Args:
+        config: the proxy's settings.
+        recorders: telemetry sinks (default: streamtap's defaults).
+        announce: called with the API's base URL once every listener is bound (the port
+            picked for a `:0` listen).
+    """
     _, servers = _servers(config, recorders)
     settle_for_serving()
     if len(servers) == 1:
-        servers[0].run()
+        anyio.run(_serve_all, servers, announce, backend_options={"use_uvloop": has_uvloop()})
         return
     # Both listeners stop together: a signal sets should_exit on the server that captured it.
     main, ops = servers
@@ -98,7 +128,7 @@ def serve(config: ProxyConfig, *, recorders: Sequence[Recorder] | None = None) -
 
     main.handle_exit = handle_exit  # type: ignore[method-assign]
     ops.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
-    anyio.run(_serve_all, servers, backend_options={"use_uvloop": has_uvloop()})
+    anyio.run(_serve_all, servers, announce, backend_options={"use_uvloop": has_uvloop()})
 
 
 class ProxyServer:

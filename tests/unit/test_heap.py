@@ -38,10 +38,10 @@ def test_the_proxy_settles_the_heap_before_it_serves(
 ) -> None:
     seen: list[tuple[int, int]] = []
 
-    def run(self: uvicorn.Server) -> None:  # instead of serving: what the heap looks like then
-        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+    async def serving(self: uvicorn.Server, sockets: object = None) -> None:  # instead of serving:
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))  # what the heap looks like then
 
-    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(uvicorn.Server, "serve", serving)
     gc.unfreeze()
     serve(ProxyConfig(upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0"))
     assert len(seen) == 1
