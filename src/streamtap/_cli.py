@@ -180,7 +180,14 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     type=click.IntRange(min=1),
     default=None,
     show_envvar=True,
-    help="Largest request body, bytes.",
+    help="Largest request body of a chat completions or responses call, bytes (held whole).  [default: 10 MiB]",
+)
+@click.option(
+    "--max-upload",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Largest request body of any other /v1 request, bytes (streamed through).  [default: 512 MiB]",
 )
 @click.option(
     "--shutdown-grace",
@@ -197,6 +204,7 @@ def proxy(
     upstream_api_key_env: str | None,
     client_token_env: str | None,
     max_body: int | None,
+    max_upload: int | None,
     shutdown_grace: float | None,
 ) -> None:
     """Run the OpenAI-compatible sidecar proxy: point OPENAI_BASE_URL at it.
@@ -226,6 +234,7 @@ def proxy(
             upstream_api_key=secret(upstream_api_key_env, "--upstream-api-key-env"),
             client_token=secret(client_token_env, "--client-token-env"),
             max_body=max_body,
+            max_upload=max_upload,
             shutdown_grace=shutdown_grace,
         )
     except (ValueError, OSError) as error:

@@ -34,6 +34,7 @@ from ._proxy_http import (
     upstream_url,
 )
 from ._stream_response import StreamResponse
+from ._taxonomy import Api
 from ._upstream_pool import UpstreamTransport
 
 log = logging.getLogger("streamtap.proxy")
@@ -116,6 +117,10 @@ class Proxy:
         if url is None:
             await _error(send, 404, "not_found", "the proxy forwards only /v1/... paths to its upstream")
             return
+        routed = engine_api(scope["method"], scope["path"])
+        if routed is None and _has_body(headers):
+            await self._upload(scope, headers, url, receive, send)
+            return
         try:
             # Before the first receive, which is when uvicorn answers `Expect: 100-continue`: a
             # body declared too large is refused before the client sends any of it.
@@ -123,31 +128,14 @@ class Proxy:
                 raise _BodyTooLarge
             async with asyncio.timeout(config.body_timeout):  # a third of anyio's scope's cost
                 body = await _read_body(receive, config.max_body)
-        except _BodyTooLarge:
-            await _error(
-                send,
-                413,
-                "request_too_large",
-                f"the request body exceeds {config.max_body} bytes",
-                close=True,
-            )
-            return
-        except _ClientLeft:
-            return  # an aborted upload: no one is left to answer, and nothing went wrong here
-        except TimeoutError:
-            await _error(
-                send,
-                408,
-                "request_timeout",
-                f"the request body took over {config.body_timeout} s",
-                close=True,
-            )
+        except (_BodyTooLarge, _ClientLeft, TimeoutError) as error:
+            await _refuse_body(send, error, config.max_body, f"took over {config.body_timeout} s")
             return
         # From here on nothing more is read from the client: one watcher, for the whole call,
         # stops the work (retries included) as soon as the client leaves.
         watch = _ClientWatch(receive)
         try:
-            await self._answer(scope, headers, body, url, send, watch)
+            await self._answer(scope, routed, headers, body, url, send, watch)
         except asyncio.CancelledError:
             if not watch.ours():
                 raise
@@ -155,10 +143,16 @@ class Proxy:
             watch.stop()
 
     async def _answer(
-        self, scope: Scope, headers: Headers, body: bytes, url: str, send: Send, watch: _ClientWatch
+        self,
+        scope: Scope,
+        routed: tuple[Api, str] | None,
+        headers: Headers,
+        body: bytes,
+        url: str,
+        send: Send,
+        watch: _ClientWatch,
     ) -> None:
         method: str = scope["method"]
-        routed = engine_api(method, scope["path"])
         payload = parse_body(body) if routed is not None else None
         forwarded = forward_request_headers(headers, upstream_key=self.config.upstream_api_key)
         request = httpx2.Request(method, _parsed(url), headers=forwarded, content=body)
@@ -183,6 +177,37 @@ class Proxy:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
             return
         await _relay(response, send, watch, error_frame=dialect_for(api).error_frame)
+
+    async def _upload(self, scope: Scope, headers: Headers, url: str, receive: Receive, send: Send) -> None:
+        """Any other /v1 request with a body (file and audio uploads can be large): the body
+        goes to the upstream as it arrives, bounded by `max_upload` and by `body_timeout`
+        between its pieces, and is never held whole."""
+        config = self.config
+        forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
+        try:
+            if declared_length(headers) > config.max_upload:
+                raise _BodyTooLarge  # before the first receive, as in _forward
+            body = _streamed_body(receive, config.max_upload, config.body_timeout)
+            request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
+            response = await self.transport.handle_async_request(request)
+        except (_BodyTooLarge, _ClientLeft, TimeoutError) as error:
+            # The upstream's connection, with the part sent on it, was dropped.
+            await _refuse_body(send, error, config.max_upload, f"stalled for over {config.body_timeout} s")
+            return
+        except httpx2.TimeoutException:
+            await _error(send, 504, "timeout", "upstream timed out")
+            return
+        except httpx2.TransportError as error:
+            await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
+            return
+        watch = _ClientWatch(receive)  # the body is whole: nothing else is read from the client
+        try:
+            await _relay(response, send, watch, error_frame=None)
+        except asyncio.CancelledError:
+            if not watch.ours():
+                raise
+        finally:
+            watch.stop()
 
     async def _pass_through(self, request: httpx2.Request, send: Send, watch: _ClientWatch) -> None:
         try:
@@ -242,6 +267,37 @@ class Proxy:
 def _parsed(url: str) -> httpx2.URL:
     """The parsed upstream URL (immutable), kept: clients call a few paths over and over."""
     return httpx2.URL(url)
+
+
+def _has_body(headers: Headers) -> bool:
+    """Whether the client sends a request body (a declared length above 0, or chunks)."""
+    return declared_length(headers) > 0 or header(headers, b"transfer-encoding") is not None
+
+
+async def _streamed_body(receive: Receive, limit: int, idle: float) -> AsyncIterator[bytes]:
+    """The client's request body, piece by piece as it arrives, for an upstream request."""
+    size = 0
+    while True:
+        async with asyncio.timeout(idle):
+            message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientLeft
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _refuse_body(send: Send, error: Exception, limit: int, too_slow: str) -> None:
+    """Answer a request whose body was refused; a client that left gets nothing."""
+    if isinstance(error, _BodyTooLarge):
+        await _error(send, 413, "request_too_large", f"the request body exceeds {limit} bytes", close=True)
+    elif isinstance(error, TimeoutError):
+        await _error(send, 408, "request_timeout", f"the request body {too_slow}", close=True)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -56,8 +56,12 @@ class ProxyConfig:
             `client_token` from its clients instead of forwarding theirs.
         client_token: the bearer token clients must present; only with `upstream_api_key` (else
             the token would be forwarded upstream as the client's key).
-        max_body: the largest request body accepted, in bytes.
-        body_timeout: seconds a client may take to send its request body.
+        max_body: the largest request body of a call the engine serves (chat completions,
+            responses), in bytes: held whole, to parse and to resend on a retry.
+        max_upload: the largest request body of any other /v1 request (file and audio
+            uploads), in bytes: streamed to the upstream as it arrives, never held whole.
+        body_timeout: seconds a client may take to send a request body the proxy holds, and
+            to send each next piece of one it streams.
         shutdown_grace: seconds streams in flight may take to finish on shutdown.
         ready_cache: seconds a /readyz result is reused.
         policy: the engine's retries, timeouts, budget and breaker.
@@ -70,6 +74,7 @@ class ProxyConfig:
     upstream_api_key: str | None = field(default=None, repr=False)
     client_token: str | None = field(default=None, repr=False)
     max_body: int = 10 * 1024 * 1024
+    max_upload: int = 512 * 1024 * 1024  # the Files API's largest single upload
     body_timeout: float = 30.0
     shutdown_grace: float = 30.0
     ready_cache: float = 30.0
@@ -97,7 +102,7 @@ class ProxyConfig:
                 "without a key of its own the proxy forwards the client's Authorization upstream, "
                 "and with it the proxy's token"
             )
-        for name in ("max_body",):
+        for name in ("max_body", "max_upload"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
