@@ -133,14 +133,7 @@ class Proxy:
             return
         # From here on nothing more is read from the client: one watcher, for the whole call,
         # stops the work (retries included) as soon as the client leaves.
-        watch = _ClientWatch(receive)
-        try:
-            await self._answer(scope, routed, headers, body, url, send, watch)
-        except asyncio.CancelledError:
-            if not watch.ours():
-                raise
-        finally:
-            watch.stop()
+        await _watching(receive, lambda watch: self._answer(scope, routed, headers, body, url, send, watch))
 
     async def _answer(
         self,
@@ -189,36 +182,28 @@ class Proxy:
                 raise _BodyTooLarge  # before the first receive, as in _forward
             body = _streamed_body(receive, config.max_upload, config.body_timeout)
             request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
-            response = await self.transport.handle_async_request(request)
+            response = await self._upstream(request, send)
         except (_BodyTooLarge, _ClientLeft, TimeoutError) as error:
             # The upstream's connection, with the part sent on it, was dropped.
             await _refuse_body(send, error, config.max_upload, f"stalled for over {config.body_timeout} s")
             return
-        except httpx2.TimeoutException:
-            await _error(send, 504, "timeout", "upstream timed out")
-            return
-        except httpx2.TransportError as error:
-            await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
-            return
-        watch = _ClientWatch(receive)  # the body is whole: nothing else is read from the client
-        try:
-            await _relay(response, send, watch, error_frame=None)
-        except asyncio.CancelledError:
-            if not watch.ours():
-                raise
-        finally:
-            watch.stop()
+        if response is not None:  # the body is whole: the watch may read from the client now
+            await _watching(receive, lambda watch: _relay(response, send, watch, error_frame=None))
 
     async def _pass_through(self, request: httpx2.Request, send: Send, watch: _ClientWatch) -> None:
+        response = await self._upstream(request, send)
+        if response is not None:
+            await _relay(response, send, watch, error_frame=None)
+
+    async def _upstream(self, request: httpx2.Request, send: Send) -> httpx2.Response | None:
+        """The upstream's answer to a request passed through; None when the client got an error."""
         try:
-            response = await self.transport.handle_async_request(request)
+            return await self.transport.handle_async_request(request)
         except httpx2.TimeoutException:
             await _error(send, 504, "timeout", "upstream timed out")
-            return
         except httpx2.TransportError as error:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
-            return
-        await _relay(response, send, watch, error_frame=None)
+        return None
 
     async def _readiness(self) -> tuple[bool, str]:
         cached = self._ready
@@ -348,6 +333,18 @@ class _ClientWatch:
         """Whether the cancellation just caught was this watch's (the client left, and nothing
         is left to send) rather than anyone else's, which must go on."""
         return self._left and not _still_cancelled(self._task)
+
+
+async def _watching(receive: Receive, serve: Callable[[_ClientWatch], Awaitable[None]]) -> None:
+    """Run `serve` while a `_ClientWatch` ends it if the client leaves; only that end is quiet."""
+    watch = _ClientWatch(receive)
+    try:
+        await serve(watch)
+    except asyncio.CancelledError:
+        if not watch.ours():
+            raise
+    finally:
+        watch.stop()
 
 
 async def _relay(

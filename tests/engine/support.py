@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +133,13 @@ def write_self_signed(folder: Path, *, ip: str | None = None) -> tuple[Path, Pat
         )
     )
     return cert_path, key_path
+
+
+def until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

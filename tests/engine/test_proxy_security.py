@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -20,7 +20,7 @@ from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeConfig, FakeUpstream
 
 from .conftest import TEST_POLICY
-from .support import CHAT_MESSAGES, Recording
+from .support import CHAT_MESSAGES, Recording, until
 
 CLIENT_KEY = "sk-client-secret-7f3a9c"
 
@@ -218,21 +218,12 @@ def test_an_aborted_upload_ends_quietly(
         head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
             sock.sendall(head)
-            assert _until(lambda: bool(state.tasks))  # the proxy is reading the body
-        assert _until(lambda: not state.tasks)  # and has stopped, the client gone
+            assert until(lambda: bool(state.tasks))  # the proxy is reading the body
+        assert until(lambda: not state.tasks)  # and has stopped, the client gone
     finally:
         uvicorn_log.removeHandler(caplog.handler)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert fake.requests == []
-
-
-def _until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.mark.parametrize("seconds", [0, -1, float("nan")])

@@ -20,6 +20,7 @@ from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 
 from .conftest import TEST_POLICY
+from .support import until
 
 
 class _Upload:
@@ -127,7 +128,7 @@ def test_the_upstream_reads_an_upload_before_it_is_whole(
             b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"%x\r\n%b\r\n" % (len(half), half)
         )
-        assert _until(lambda: upload.received == len(half)), upload.received
+        assert until(lambda: upload.received == len(half)), upload.received
         sock.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(half), half))
         reply = _read_reply(sock)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:60]
@@ -179,12 +180,3 @@ def _length(data: bytes) -> int:
         if name.strip().lower() == b"content-length":
             return int(value)
     return 0
-
-
-def _until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
