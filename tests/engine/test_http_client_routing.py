@@ -140,3 +140,28 @@ def test_the_users_http_client_settings_apply_to_every_attempt(
     # The hooks run once, around the request the SDK sent: streamtap retries below them.
     assert hooked == [("request", "session=abc"), ("response", 200)]
     assert client._client.max_redirects == 3
+
+
+def test_a_fallback_upstream_goes_the_way_the_users_client_sends_its_url(
+    fake: FakeUpstream, recording: Recording, proxy: ForwardProxy
+) -> None:
+    """Routing is per URL: with a proxy mounted for the second upstream only, the primary's
+    attempts go direct and the fallback's through the proxy."""
+    with FakeUpstream() as second:
+        fake.enqueue(*["status=503"] * TEST_POLICY.max_attempts)
+        users = _client(
+            fake, "sync", mounts={second.base_url.rsplit("/v1", 1)[0]: httpx2.HTTPTransport(proxy=proxy.url)}
+        )
+        client = streamtap.instrument(
+            users,
+            policy=TEST_POLICY,
+            fallbacks=[streamtap.Fallback.upstream(second.base_url, api_key="sk-second")],
+            recorders=[recording],
+        )
+        received: list[str] = []
+        with client:
+            read_sync(client, "chat", received)
+        assert recording.finished.fallback == "upstream"
+        assert "".join(received) == "".join(expected(second, "chat"))
+        assert proxy.request_lines == [f"POST {second.base_url}/chat/completions HTTP/1.1"]
+    assert len(fake.requests) == TEST_POLICY.max_attempts  # direct
