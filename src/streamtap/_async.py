@@ -15,6 +15,7 @@ from ._driver import (
     MAX_BODY,
     araw_chunks,
     body_answer,
+    body_failure,
     build_request,
     caller_failure,
     caller_headers,
@@ -147,13 +148,12 @@ class _Live:
         except (httpx2.TransportError, ValueError) as error:
             self.upstream = upstream
             await self.close_upstream()
-            reason = (
-                connect_failure(error)
-                if isinstance(error, httpx2.TransportError)
-                else failure("bad_response", "first_token", str(error))
-            )
             call.attempt_failed(
-                send, reason, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+                send,
+                body_failure(error),
+                now=clock(),
+                wall=call.engine.wall(),
+                status_code=upstream.status_code,
             )
             return None
         finally:
@@ -233,6 +233,16 @@ class _Live:
             if not call.finished:
                 reason = caller_failure()
                 if reason is not None:
+                    # The SDK could not decode an event of the attempt in flight: it failed.
+                    if self.send is not None and self.attempt is not None:
+                        call.attempt_failed(
+                            self.send,
+                            reason,
+                            now=call.engine.clock(),
+                            wall=call.engine.wall(),
+                            time_to_first_token=_ttft(self.attempt),
+                            status_code=200,
+                        )
                     call.last_failure = reason
                     call.finish("error", call.engine.clock())
                 elif error is None or isinstance(

@@ -154,6 +154,16 @@ def connect_failure(error: Exception) -> Failure:
     return classify_exception(error, phase="connect")
 
 
+def body_failure(error: Exception) -> Failure:
+    """Why a non-streaming answer failed after its headers: its body broke, timed out, or was
+    too large (`phase` first_token: no answer yet, and the headers did arrive)."""
+    if isinstance(error, httpx2.TimeoutException):
+        return failure("timeout", "first_token", f"the answer's body timed out ({type(error).__name__})")
+    if isinstance(error, httpx2.TransportError):
+        return classify_exception(error, phase="first_token")
+    return failure("bad_response", "first_token", str(error))
+
+
 def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:
     """A complete non-streaming answer: (what the caller gets, parsed JSON), or why it is bad."""
     try:

@@ -112,6 +112,10 @@ class Fallback:
             raise ValueError(
                 f"Fallback.upstream base_url must start with http:// or https://, got {base_url!r}"
             )
+        if "?" in base_url or "#" in base_url:  # the API path is appended to it
+            raise ValueError(
+                f"Fallback.upstream base_url must not carry a query or fragment, got {base_url!r}"
+            )
         return cls(kind="upstream", base_url=base_url.rstrip("/"), api_key=api_key, to_model=model)
 
     @classmethod
@@ -144,8 +148,9 @@ class Route:
 
 
 def upstream_of(url: str) -> str:
+    """scheme://host[:port] of a URL, without user info: what breakers, labels and errors name."""
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    return f"{scheme}://{rest.split('/', 1)[0].rpartition('@')[2]}"
 
 
 def fallback_route(primary: Route, fallback: Fallback, api_suffix: str) -> Route | None:

@@ -238,7 +238,14 @@ class _PromCall:
             s(m.tokens, "input").inc(event.input_tokens)
         if event.output_tokens is not None and event.output_tokens > 0:
             s(m.tokens, "output").inc(event.output_tokens)
-        if stream and outcome == "ok" and event.input_tokens is None and event.output_tokens is None:
+        # A cached answer never carries usage, asked for or not: the counter's advice is wrong there.
+        if (
+            stream
+            and outcome == "ok"
+            and event.fallback != "cache"
+            and event.input_tokens is None
+            and event.output_tokens is None
+        ):
             s(m.usage_missing).inc()
         if self._active is not None:
             self._active.dec()

@@ -228,6 +228,10 @@ def test_input_is_validated_with_clear_errors() -> None:
         streamtap.Fallback.model("")
     with pytest.raises(ValueError, match=r"base_url must start with http:// or https://"):
         streamtap.Fallback.upstream("ftp://x")
+    with pytest.raises(
+        ValueError, match=r"base_url must not carry a query or fragment, got 'https://x/v1\?v=1'"
+    ):
+        streamtap.Fallback.upstream("https://x/v1?v=1")
     with pytest.raises(TypeError, match=r"fallbacks must be streamtap\.Fallback values"):
         streamtap.instrument(openai.OpenAI(api_key="sk-x"), fallbacks=["gpt-4o-mini"], recorders=[])  # type: ignore[list-item]
     assert "sk-secret" not in repr(streamtap.Fallback.upstream("https://x", api_key="sk-secret"))
