@@ -95,3 +95,21 @@ def test_proxy_announces_the_address_it_listens_on() -> None:
 def test_listen_url_brackets_ipv6_hosts() -> None:
     assert listen_url(("127.0.0.1", 8787)) == "http://127.0.0.1:8787/v1"
     assert listen_url(("::1", 8787, 0, 0)) == "http://[::1]:8787/v1"
+
+
+def test_fake_upstream_on_a_taken_port_fails_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["fake-upstream", "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"--port {port} on 127.0.0.1:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_urls_must_be_http_urls() -> None:
+    for flag in ("--base-url", "--proxy-url"):
+        result = CliRunner().invoke(main, ["demo", flag, "ftp://x/v1"])
+        assert result.exit_code == 2, flag
+        assert f"Invalid value for '{flag}': must be an http:// or https:// URL with a host" in result.output

@@ -22,6 +22,22 @@ class _Number(click.FloatRange):
         return number
 
 
+def _http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """An http(s) base URL with a host, or None."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(f"must be an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMTAP"})
 @click.version_option(__version__, prog_name="streamtap")
 def main() -> None:
@@ -89,7 +105,14 @@ def fake_upstream(
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    run_until_signal(config, lambda url: click.echo(url))
+    try:
+        run_until_signal(config, lambda url: click.echo(url))
+    except OSError as error:
+        from ._bind_errors import bind_failure
+
+        raise click.UsageError(
+            bind_failure(error, host_flag="--host", host=host, port_flag="--port", port=port)
+        ) from None
 
 
 @main.command("check")
@@ -313,12 +336,14 @@ def rules(slo: float, compress: float, runbook_base: str) -> None:
 @click.option(
     "--base-url",
     default=None,
+    callback=_http_url,
     show_envvar=True,
     help="Send the traffic to this upstream instead of the built-in fake (no injected incidents).",
 )
 @click.option(
     "--proxy-url",
     default=None,
+    callback=_http_url,
     show_envvar=True,
     help="Send the proxy share of the traffic to this streamtap proxy instead of an in-process one.",
 )

@@ -21,6 +21,7 @@ from typing import IO
 from prometheus_client import CollectorRegistry
 
 from .. import Recorder
+from .._bind_errors import bind_failure
 from ._alerts import AlertLog
 from ._plan import DemoError, DemoOptions, Plan, plan
 from ._stack import HOW_TO_GET, AlertStack, binaries, install, scrape_target
@@ -124,8 +125,13 @@ def run(options: DemoOptions, out: IO[str] | None = None, environ: Mapping[str, 
         metrics = serve_metrics(options.metrics_port, options.metrics_addr, registry)
     except OSError as error:
         raise DemoError(
-            f"--metrics-port {options.metrics_port} on {options.metrics_addr}: {error.strerror or error}; "
-            "pass another port, or --metrics-port 0 for a free one"
+            bind_failure(
+                error,
+                host_flag="--metrics-addr",
+                host=options.metrics_addr,
+                port_flag="--metrics-port",
+                port=options.metrics_port,
+            )
         ) from None
     port = metrics.server_port
     with contextlib.ExitStack() as cleanup, _sigterm_as_interrupt() as terminated:

@@ -1,0 +1,15 @@
+"""One line for a listener that cannot bind, naming the flag at fault."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+
+def bind_failure(error: OSError, *, host_flag: str, host: str, port_flag: str, port: int) -> str:
+    """Why `host`:`port` could not be bound: the address (not resolvable, not this machine's)
+    or the port (taken, privileged), with what to pass instead."""
+    reason = error.strerror or str(error)
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        return f"{host_flag} {host}: {reason}; pass an address of this machine, e.g. 127.0.0.1"
+    return f"{port_flag} {port} on {host}: {reason}; pass another port, or {port_flag} 0 for a free one"
