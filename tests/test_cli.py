@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -87,6 +88,26 @@ def test_proxy_announces_the_address_it_listens_on() -> None:
             assert response.status == 200
     finally:
         process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_proxy_stops_on_ctrl_c_with_130_and_no_abort() -> None:
+    process = subprocess.Popen(
+        _proxy_cli("--listen", "127.0.0.1:0"),
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+    )
+    try:
+        assert process.stderr is not None
+        assert "streamtap proxy on" in process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        assert "Aborted" not in process.stderr.read()
+    finally:
+        process.kill()
         process.wait(timeout=30)
         if process.stderr is not None:
             process.stderr.close()

@@ -265,11 +265,16 @@ def proxy(
     from ._telemetry import setup_telemetry
 
     # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
-    serve(
-        config,
-        recorders=setup_telemetry(service_name="streamtap-proxy"),
-        announce=lambda url: click.echo(f"streamtap proxy on {url} -> {config.upstream}", err=True),
-    )
+    try:
+        serve(
+            config,
+            recorders=setup_telemetry(service_name="streamtap-proxy"),
+            announce=lambda url: click.echo(f"streamtap proxy on {url} -> {config.upstream}", err=True),
+        )
+    except KeyboardInterrupt:
+        # uvicorn re-raises the SIGINT it handled once the graceful shutdown is over: that is
+        # a stop asked for (130, as `demo`), not click's "Aborted!".
+        raise SystemExit(130) from None
 
 
 @main.command("rules")
