@@ -106,6 +106,16 @@ def test_plain_view_prints_a_status_line_on_a_5s_grid(ticks: tuple[float, ...], 
     assert [line.split("]")[0] for line in out.getvalue().splitlines()] == [f"[{s:>5}s" for s in printed]
 
 
+def test_live_view_says_when_alerts_are_not_watched() -> None:
+    console = Console(record=True, width=140, file=io.StringIO())
+    note = "alerts off: prometheus and alertmanager are not installed"
+    console.print(render(dataclasses.replace(_frame(), alerts=(), firing=(), alerts_off=note)))
+    text = console.export_text()
+    assert "Alerts: not watched in this run" in text
+    assert note in text
+    assert "firing now" not in text
+
+
 def test_live_view_shows_phase_numbers_and_alerts() -> None:
     console = Console(record=True, width=140, file=io.StringIO())
     console.print(render(_frame()))

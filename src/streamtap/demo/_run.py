@@ -193,7 +193,8 @@ def _run(
         started = time.monotonic()
         traffic.start()
         with view:
-            _loop(options, view, registry, phases, stack, alerts, tuple(notes), started)
+            alerts_off = stack_note if stack is None else None
+            _loop(options, view, registry, phases, stack, alerts, tuple(notes), alerts_off, started)
     except KeyboardInterrupt:
         interrupted = True
     ran = time.monotonic() - started
@@ -273,6 +274,7 @@ def _loop(
     stack: AlertStack | None,
     alerts: AlertLog,
     notes: tuple[str, ...],
+    alerts_off: str | None,
     started: float,
 ) -> None:
     history: deque[Totals] = deque()
@@ -298,6 +300,7 @@ def _loop(
             alerts=tuple(alerts.events),
             firing=tuple(alerts.firing_now()),
             notes=notes,
+            alerts_off=alerts_off,
         )
         view.update(frame)
         if elapsed >= options.duration:

@@ -34,6 +34,7 @@ class Frame:
         alerts: the alert events so far, oldest first.
         firing: alert names firing now.
         notes: fixed lines about the setup (URLs, the stack).
+        alerts_off: why no alerts are watched (no Prometheus and Alertmanager), or None.
     """
 
     elapsed: float
@@ -43,6 +44,7 @@ class Frame:
     alerts: tuple[AlertEvent, ...]
     firing: tuple[str, ...]
     notes: tuple[str, ...]
+    alerts_off: str | None = None
 
 
 def pct(value: float | None) -> str:
@@ -169,12 +171,18 @@ def render(frame: Frame) -> RenderableType:
     for event in frame.alerts[-8:]:
         style = "bold red" if event.status == "firing" else "green"
         alerts.add_row(f"{event.at:.0f}s", event.name, Text(event.status, style=style), event.summary)
-    firing = ", ".join(frame.firing) if frame.firing else "none"
-    alert_title = f"Alerts delivered by Alertmanager (firing now: {firing})"
+    if frame.alerts_off is not None:
+        alert_panel = Panel(Text(frame.alerts_off, style="dim"), title="Alerts: not watched in this run")
+    else:
+        firing = ", ".join(frame.firing) if frame.firing else "none"
+        alert_panel = Panel(
+            alerts if frame.alerts else Text("none yet", style="dim"),
+            title=f"Alerts delivered by Alertmanager (firing now: {firing})",
+        )
     return Group(
         Panel(Group(header, progress), title="streamtap demo"),
         Panel(Group(numbers, Text(""), ttft), title=f"Last {s.window_s:.0f}s"),
-        Panel(alerts if frame.alerts else Text("none yet", style="dim"), title=alert_title),
+        alert_panel,
         Text("\n".join(frame.notes), style="dim"),
     )
 
