@@ -80,7 +80,19 @@ def test_parse_fault_normalises_text() -> None:
         pytest.param("drop_after=-1", "invalid drop_after='-1'; accepted: an integer >= 0", id="negative"),
         pytest.param("drop_after=x", "invalid drop_after='x'; accepted: an integer >= 0", id="not-int"),
         pytest.param(
-            "stall_first=nan", "invalid stall_first='nan'; accepted: a number of seconds >= 0", id="nan"
+            "stall_first=nan",
+            "invalid stall_first='nan'; accepted: a finite number of seconds >= 0",
+            id="nan",
+        ),
+        pytest.param(
+            "stall_first=inf",
+            "invalid stall_first='inf'; accepted: a finite number of seconds >= 0",
+            id="inf",
+        ),
+        pytest.param(
+            "status=abc",
+            "invalid status='abc'; accepted: 400|401|403|404|409|422|429|500|502|503|504",
+            id="status-not-a-number",
         ),
         pytest.param("times=0", "invalid times='0'; accepted: an integer >= 1", id="times-zero"),
         pytest.param(

@@ -118,9 +118,9 @@ def _seconds(spec: str, key: str, value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise _bad(spec, key, value, "a number of seconds >= 0") from None
+        raise _bad(spec, key, value, "a finite number of seconds >= 0") from None
     if not math.isfinite(number) or number < 0:
-        raise _bad(spec, key, value, "a number of seconds >= 0")
+        raise _bad(spec, key, value, "a finite number of seconds >= 0")
     return number
 
 
@@ -189,10 +189,10 @@ def parse_fault(spec: str) -> FaultSpec:
             values[key] = True if key == "reset" else DEFAULT_STALL_S
             continue
         if key == "status":
-            code = _int(spec, key, value)
-            if code not in ERROR_STATUSES:
-                raise _bad(spec, key, value, "|".join(map(str, ERROR_STATUSES)))
-            values[key] = code
+            statuses = tuple(map(str, ERROR_STATUSES))
+            if value.strip() not in statuses:
+                raise _bad(spec, key, value, "|".join(statuses))
+            values[key] = int(value)
         elif key in _SECONDS_KEYS:
             values[key] = _seconds(spec, key, value)
         elif key in _COUNT_KEYS:
