@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -72,7 +74,9 @@ def test_proxy_reports_a_taken_ops_port_in_one_line() -> None:
     assert "streamtap proxy on" not in result.stderr  # never announced: it never listened
 
 
-def test_proxy_announces_the_address_it_listens_on() -> None:
+@contextlib.contextmanager
+def _proxy_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`streamtap proxy` on a free loopback port, and the banner it printed once bound."""
     process = subprocess.Popen(
         _proxy_cli("--listen", "127.0.0.1:0"),
         stderr=subprocess.PIPE,
@@ -81,36 +85,29 @@ def test_proxy_announces_the_address_it_listens_on() -> None:
     )
     try:
         assert process.stderr is not None
-        banner = process.stderr.readline()  # printed once bound, so the port is the real one
-        url = banner.split()[3]
-        assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/"), banner
-        with urllib.request.urlopen(url.removesuffix("/v1") + "/healthz", timeout=10) as response:
-            assert response.status == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stderr is not None:
-            process.stderr.close()
-
-
-def test_proxy_stops_on_ctrl_c_with_130_and_no_abort() -> None:
-    process = subprocess.Popen(
-        _proxy_cli("--listen", "127.0.0.1:0"),
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
-    )
-    try:
-        assert process.stderr is not None
-        assert "streamtap proxy on" in process.stderr.readline()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
-        assert "Aborted" not in process.stderr.read()
+        yield process, process.stderr.readline()
     finally:
         process.kill()
         process.wait(timeout=30)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_proxy_announces_the_address_it_listens_on() -> None:
+    with _proxy_process() as (_, banner):
+        url = banner.split()[3]  # printed once bound, so the port is the real one
+        assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/"), banner
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/healthz", timeout=10) as response:
+            assert response.status == 200
+
+
+def test_proxy_stops_on_ctrl_c_with_130_and_no_abort() -> None:
+    with _proxy_process() as (process, banner):
+        assert "streamtap proxy on" in banner
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        assert process.stderr is not None
+        assert "Aborted" not in process.stderr.read()
 
 
 def test_listen_url_brackets_ipv6_hosts() -> None:

@@ -28,6 +28,8 @@ from ._driver import (
     read_failure,
     served,
     status_failure,
+    ttft,
+    undecodable,
     whole_response,
 )
 from ._errors import failure
@@ -233,18 +235,7 @@ class _Live:
             if not call.finished:
                 reason = caller_failure()
                 if reason is not None:
-                    # The SDK could not decode an event of the attempt in flight: it failed.
-                    if self.send is not None and self.attempt is not None:
-                        call.attempt_failed(
-                            self.send,
-                            reason,
-                            now=call.engine.clock(),
-                            wall=call.engine.wall(),
-                            time_to_first_token=_ttft(self.attempt),
-                            status_code=200,
-                        )
-                    call.last_failure = reason
-                    call.finish("error", call.engine.clock())
+                    undecodable(call, self.send, self.attempt, reason)
                 elif error is None or isinstance(
                     error, (KeyboardInterrupt, GeneratorExit, anyio.get_cancelled_exc_class())
                 ):
@@ -318,7 +309,7 @@ class _AsyncBody(DirectAsyncBody):
                     attempt.broke(read_failure(attempt, error, clock()))
                 await live.close_upstream()
                 if attempt.failure is None:
-                    call.attempt_ok(live.send, clock(), 200, _ttft(attempt))
+                    call.attempt_ok(live.send, clock(), 200, ttft(attempt))
                     call.finish("ok", clock())
                     self._finalizer.detach()
                     return
@@ -328,7 +319,7 @@ class _AsyncBody(DirectAsyncBody):
                     failed,
                     now=clock(),
                     wall=call.engine.wall(),
-                    time_to_first_token=_ttft(attempt),
+                    time_to_first_token=ttft(attempt),
                     status_code=200,
                 )
                 if not await live.resume():
@@ -357,7 +348,7 @@ class _AsyncBody(DirectAsyncBody):
             # The SDK stops reading at the terminal event and closes: that is a complete answer.
             await live.close_upstream()
             call = live.call
-            call.attempt_ok(live.send, call.engine.clock(), 200, _ttft(attempt))
+            call.attempt_ok(live.send, call.engine.clock(), 200, ttft(attempt))
             call.finish("ok", call.engine.clock())
         await live.abort(None)
 
@@ -375,10 +366,6 @@ def _abandon(live: _Live) -> None:
         live.restore = None
         live.upstream = None
         live.call.finish("abandoned", live.call.engine.clock())
-
-
-def _ttft(attempt: StreamAttempt) -> float | None:
-    return attempt.first_content_at - attempt.sent_at if attempt.first_content_at is not None else None
 
 
 async def _bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

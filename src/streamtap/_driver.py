@@ -221,6 +221,26 @@ def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> Strea
     )
 
 
+def ttft(attempt: StreamAttempt) -> float | None:
+    """An attempt's time to first content, from sending it; None before any content."""
+    return attempt.first_content_at - attempt.sent_at if attempt.first_content_at is not None else None
+
+
+def undecodable(call: Call, send: Send | None, attempt: StreamAttempt | None, reason: Failure) -> None:
+    """The SDK could not decode an event of the attempt in flight: it failed, and the call."""
+    if send is not None and attempt is not None:
+        call.attempt_failed(
+            send,
+            reason,
+            now=call.engine.clock(),
+            wall=call.engine.wall(),
+            time_to_first_token=ttft(attempt),
+            status_code=200,
+        )
+    call.last_failure = reason
+    call.finish("error", call.engine.clock())
+
+
 def caller_failure() -> Failure | None:
     """When the caller closes a stream while an exception unwinds: did the SDK fail to decode?
 

@@ -28,6 +28,8 @@ from ._driver import (
     read_failure,
     served,
     status_failure,
+    ttft,
+    undecodable,
     whole_response,
 )
 from ._errors import failure
@@ -230,18 +232,7 @@ class _Live:
             if not call.finished:
                 reason = caller_failure()
                 if reason is not None:
-                    # The SDK could not decode an event of the attempt in flight: it failed.
-                    if self.send is not None and self.attempt is not None:
-                        call.attempt_failed(
-                            self.send,
-                            reason,
-                            now=call.engine.clock(),
-                            wall=call.engine.wall(),
-                            time_to_first_token=_ttft(self.attempt),
-                            status_code=200,
-                        )
-                    call.last_failure = reason
-                    call.finish("error", call.engine.clock())
+                    undecodable(call, self.send, self.attempt, reason)
                 elif error is None or isinstance(error, (KeyboardInterrupt, GeneratorExit)):
                     call.finish("cancelled", call.engine.clock())
                 else:
@@ -318,7 +309,7 @@ class _SyncBody(DirectSyncBody):
                     attempt.broke(read_failure(attempt, error, clock()))
                 live.close_upstream()
                 if attempt.failure is None:
-                    call.attempt_ok(live.send, clock(), 200, _ttft(attempt))
+                    call.attempt_ok(live.send, clock(), 200, ttft(attempt))
                     call.finish("ok", clock())
                     self._finalizer.detach()
                     return
@@ -328,7 +319,7 @@ class _SyncBody(DirectSyncBody):
                     failed,
                     now=clock(),
                     wall=call.engine.wall(),
-                    time_to_first_token=_ttft(attempt),
+                    time_to_first_token=ttft(attempt),
                     status_code=200,
                 )
                 if not live.resume():
@@ -357,7 +348,7 @@ class _SyncBody(DirectSyncBody):
             # The SDK stops reading at the terminal event and closes: that is a complete answer.
             live.close_upstream()
             call = live.call
-            call.attempt_ok(live.send, call.engine.clock(), 200, _ttft(attempt))
+            call.attempt_ok(live.send, call.engine.clock(), 200, ttft(attempt))
             call.finish("ok", call.engine.clock())
         live.abort(None)
 
@@ -366,10 +357,6 @@ def _abandon(live: _Live) -> None:
     if not live.call.finished:
         live.close_upstream()
         live.call.finish("abandoned", live.call.engine.clock())
-
-
-def _ttft(attempt: StreamAttempt) -> float | None:
-    return attempt.first_content_at - attempt.sent_at if attempt.first_content_at is not None else None
 
 
 def _bounded(chunks: Iterator[bytes]) -> Iterator[bytes]:
