@@ -141,12 +141,15 @@ class StreamAttempt:
         self._count_stamps()
         self._max_gap = value
 
+    def _idle_deadline(self) -> float:
+        """When idle_timeout runs out (inf when off): after the last event, lane reads included."""
+        if self._idle is None:
+            return math.inf
+        return (self.stamps[-1] if self.stamps else self._last_event_at) + self._idle
+
     def read_timeout(self, now: float) -> float | None:
         """Seconds the next read may block before the attempt has failed."""
-        limit = self.deadline
-        if self._idle is not None:
-            last = self.stamps[-1] if self.stamps else self._last_event_at
-            limit = min(limit, last + self._idle)
+        limit = min(self.deadline, self._idle_deadline())
         if not self.committed:
             limit = min(limit, self._ftt_deadline)
         return None if limit == math.inf else max(limit - now, 0.0)
@@ -157,10 +160,8 @@ class StreamAttempt:
             return failure("first_token_timeout", "first_token", "no content within first_token_timeout")
         if now >= self.deadline - 1e-3:
             return failure("timeout", self.phase, "the call's total_timeout ran out")
-        if self._idle is not None:
-            last = self.stamps[-1] if self.stamps else self._last_event_at
-            if now >= last + self._idle - 1e-3:
-                return failure("stall", self.phase, "no event within idle_timeout")
+        if now >= self._idle_deadline() - 1e-3:
+            return failure("stall", self.phase, "no event within idle_timeout")
         return failure("timeout", self.phase, "no bytes within the caller's read timeout")
 
     def _count_stamps(self) -> None:

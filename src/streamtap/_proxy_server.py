@@ -111,24 +111,21 @@ def serve(
     """
     _, servers = _servers(config, recorders)
     settle_for_serving()
-    if len(servers) == 1:
-        anyio.run(_serve_all, servers, announce, backend_options={"use_uvloop": has_uvloop()})
-        return
-    # Both listeners stop together: a signal sets should_exit on the server that captured it.
-    main, ops = servers
+    if len(servers) == 2:
+        _stop_together(*servers)
+    anyio.run(_serve_all, servers, announce, backend_options={"use_uvloop": has_uvloop()})
 
-    def stop_ops(*_: object) -> None:
-        ops.should_exit = True
 
+def _stop_together(main: uvicorn.Server, ops: uvicorn.Server) -> None:
+    """A signal, which the main listener captures, stops the ops listener too."""
     original = main.handle_exit
 
     def handle_exit(sig: int, frame: Any) -> None:
         original(sig, frame)
-        stop_ops()
+        ops.should_exit = True
 
     main.handle_exit = handle_exit  # type: ignore[method-assign]
     ops.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
-    anyio.run(_serve_all, servers, announce, backend_options={"use_uvloop": has_uvloop()})
 
 
 class ProxyServer:
