@@ -21,6 +21,9 @@ MAX_MODEL_CHARS: Final = 256
 # separate name for it; they distinguish the two APIs with `openai.api.type` instead.
 _OPERATION: Final[dict[str, str]] = {"chat_completions": "chat", "responses": "chat", "other": "chat"}
 
+# gen_ai.output.type's well-known values for OpenAI's format types.
+_OUTPUT_TYPES: Final[dict[str, str]] = {"json_object": "json", "json_schema": "json", "text": "text"}
+
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | list[bool]
 
 
@@ -123,7 +126,31 @@ def call_attributes(
     tier = request.get("service_tier")
     if isinstance(tier, str) and tier != "auto":
         attrs["openai.request.service_tier"] = tier
+    output_type = _output_type(request)
+    if output_type is not None:
+        attrs["gen_ai.output.type"] = output_type
+    conversation = request.get("conversation")
+    if isinstance(conversation, Mapping):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str) and conversation:
+        attrs["gen_ai.conversation.id"] = conversation
     return attrs
+
+
+def _output_type(request: Mapping[str, Any]) -> str | None:
+    """gen_ai.output.type of the output format the request asks for, if it names one.
+
+    Chat completions say it in `response_format`, responses in `text.format`; both JSON kinds
+    (`json_object`, `json_schema`) are the conventions' `json`, other types keep their name.
+    """
+    fmt = request.get("response_format")
+    if fmt is None:
+        text = request.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else fmt
+    if not isinstance(kind, str) or not kind:
+        return None
+    return _OUTPUT_TYPES.get(kind, kind)
 
 
 def attempt_attributes(

@@ -185,6 +185,47 @@ def test_responses_api_span(tracer_provider: TracerProvider, spans: InMemorySpan
     assert "gen_ai.input.messages" not in attrs  # content capture is off by default
 
 
+@pytest.mark.parametrize(
+    ("api", "extra", "expected"),
+    [
+        ("chat_completions", {"response_format": {"type": "json_object"}}, "json"),
+        ("chat_completions", {"response_format": {"type": "json_schema", "json_schema": {}}}, "json"),
+        ("chat_completions", {"response_format": {"type": "text"}}, "text"),
+        ("responses", {"text": {"format": {"type": "json_schema", "name": "x"}}}, "json"),
+        ("responses", {"text": {"format": {"type": "text"}}}, "text"),
+        ("chat_completions", {}, None),
+        ("responses", {"text": {"verbosity": "low"}}, None),
+    ],
+    ids=["chat-json-object", "chat-json-schema", "chat-text", "responses-json", "responses-text",
+         "chat-no-format", "responses-no-format"],
+)  # fmt: skip
+def test_output_type_is_the_requested_format(
+    api: str,
+    extra: dict[str, object],
+    expected: str | None,
+    tracer_provider: TracerProvider,
+    spans: InMemorySpanExporter,
+) -> None:
+    # GenAI inference span: gen_ai.output.type is conditionally required "when applicable and if
+    # the request includes an output format"; json_object and json_schema are both `json`.
+    request = {"model": "gpt-4o-mini", "stream": True, **extra}
+    Call(Fanout([OtelTraceRecorder(tracer_provider)]), api=api, request=request).start().finish("ok")  # type: ignore[arg-type]
+    assert dict(spans.get_finished_spans()[0].attributes or {}).get("gen_ai.output.type") == expected
+
+
+@pytest.mark.parametrize("conversation", ["conv_123", {"id": "conv_123"}], ids=["id", "object"])
+def test_responses_conversation_is_the_conversation_id(
+    conversation: object, tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    # gen_ai.conversation.id is conditionally required "when available": the Responses API's
+    # `conversation` parameter names the server-side conversation.
+    request = {"model": "gpt-4.1", "input": "hi", "conversation": conversation}
+    Call(
+        Fanout([OtelTraceRecorder(tracer_provider)]), api="responses", model="gpt-4.1", request=request
+    ).start().finish("ok")
+    assert dict(spans.get_finished_spans()[0].attributes or {})["gen_ai.conversation.id"] == "conv_123"
+
+
 CHAT_REQUEST = {
     "model": "gpt-4o-mini",
     "stream": True,
