@@ -1,7 +1,7 @@
 """Opt-in content capture: request messages and output text in the GenAI semconv JSON shape.
 
-Only used when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true or the
-recorder's flag). Shapes follow gen-ai-input-messages.json / gen-ai-output-messages.json:
+Only used when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true or
+SPAN_ONLY / SPAN_AND_EVENT, or the recorder's flag). Shapes follow gen-ai-input-messages.json / gen-ai-output-messages.json:
 `[{"role": ..., "parts": [{"type": "text", "content": ...}, ...]}]`. Span attributes cannot
 hold nested structures in the Python SDK, so they are recorded as JSON strings, as the
 conventions allow. Parts that are not text (images, audio, files) keep only their type: their
@@ -10,6 +10,7 @@ payloads are large and not messages anyone reads in a trace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,15 @@ CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
 
 
+# The variable's values that put content on spans, any case: the boolean of the older GenAI
+# instrumentations, and the content capturing modes of the current ones that include spans
+# (`EVENT_ONLY` and `NO_CONTENT` do not: streamtap records content on spans only).
+_CAPTURE_ON: Final = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
+
+
 def capture_from_env(environ: Mapping[str, str] = os.environ) -> bool:
-    """True when the standard GenAI opt-in variable says so (true/1/yes, any case)."""
-    return environ.get(CAPTURE_ENV, "").strip().lower() in {"true", "1", "yes"}
+    """True when the standard GenAI opt-in variable asks for content on spans."""
+    return environ.get(CAPTURE_ENV, "").strip().lower() in _CAPTURE_ON
 
 
 def _parts(content: object) -> list[dict[str, Any]]:
@@ -49,15 +56,21 @@ def _tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
             if isinstance(call, Mapping):
                 function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
                 assert isinstance(function, Mapping)
-                out.append(
-                    {
-                        "type": "tool_call",
-                        "id": call.get("id"),
-                        "name": function.get("name"),
-                        "arguments": function.get("arguments"),
-                    }
-                )
+                out.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
     return out
+
+
+def _tool_call(call_id: object, name: object, arguments: object) -> dict[str, Any]:
+    # The conventions want the arguments as the object they encode, not the JSON string the
+    # API carries; a string that is not JSON stays as it is.
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
+
+
+def _tool_result(call_id: object, response: object) -> dict[str, Any]:
+    return {"role": "tool", "parts": [{"type": "tool_call_response", "id": call_id, "response": response}]}
 
 
 def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -73,30 +86,15 @@ def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         role = item.get("role")
         if role == "tool":
-            result = item.get("content")
-            messages.append(
-                {
-                    "role": "tool",
-                    "parts": [
-                        {"type": "tool_call_response", "id": item.get("tool_call_id"), "result": result}
-                    ],
-                }
-            )
+            messages.append(_tool_result(item.get("tool_call_id"), item.get("content")))
         elif isinstance(role, str):
             messages.append({"role": role, "parts": _parts(item.get("content")) + _tool_calls(item)})
         elif item.get("type") == "function_call_output":
-            messages.append(
-                {
-                    "role": "tool",
-                    "parts": [
-                        {
-                            "type": "tool_call_response",
-                            "id": item.get("call_id"),
-                            "result": item.get("output"),
-                        }
-                    ],
-                }
-            )
+            messages.append(_tool_result(item.get("call_id"), item.get("output")))
+        elif item.get("type") == "function_call":
+            # A tool call the model made earlier, replayed as Responses input: the assistant's.
+            call = _tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
+            messages.append({"role": "assistant", "parts": [call]})
         else:
             messages.append({"role": "user", "parts": [{"type": str(item.get("type", "generic"))}]})
     return messages

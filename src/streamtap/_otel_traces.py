@@ -47,7 +47,8 @@ class OtelTraceRecorder:
             application that configures OpenTelemetry later is still honoured).
         inject_traceparent: add the attempt span's W3C `traceparent` to the upstream request.
         capture_content: record input and output messages; None reads
-            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (off unless "true").
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (off unless "true", "SPAN_ONLY" or
+            "SPAN_AND_EVENT").
     """
 
     def __init__(

@@ -261,6 +261,78 @@ def test_content_capture_on_by_env(
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [("true", True), ("SPAN_ONLY", True), ("span_and_event", True), ("EVENT_ONLY", False),
+     ("NO_CONTENT", False), ("false", False)],
+)  # fmt: skip
+def test_capture_env_takes_the_genai_content_modes(
+    value: str, on: bool, tracer_provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The official GenAI instrumentations read the same variable as a content capturing mode
+    # (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT): one setting must mean the same to both.
+    monkeypatch.setenv(CAPTURE_ENV, value)
+    assert OtelTraceRecorder(tracer_provider).capture_content is on
+
+
+def test_tool_calls_and_results_follow_the_message_schema(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    # gen-ai-input-messages.json: a ToolCallRequestPart's `arguments` is the object (not the JSON
+    # string the API carries), a ToolCallResponsePart carries its value as `response`.
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+    }
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "rainy"},
+        ],
+    }
+    Call(Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), request=request).start().finish(
+        "ok"
+    )
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert json.loads(str(attrs["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": "weather?"}]},
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": {"city": "Paris"}}
+            ],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy"}]},
+    ]
+
+
+def test_responses_function_call_items_are_the_assistants_tool_calls(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    request = {
+        "model": "gpt-4.1",
+        "input": [
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "not json"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "rainy"},
+        ],
+    }
+    Call(
+        Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), api="responses", request=request
+    ).start().finish("ok")
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert json.loads(str(attrs["gen_ai.input.messages"]))[1:] == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "call_1", "name": "weather", "arguments": "not json"}],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy"}]},
+    ]
+
+
 def test_constructor_flag_beats_env(
     tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
