@@ -21,7 +21,9 @@ from ._dialect import (
     checked,
     load_json,
     read_event,
+    serving_facts,
     text_shape,
+    usage_details,
 )
 from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
@@ -87,12 +89,15 @@ class ChatDialect:
             return ERROR
         if facts.response_id is None and isinstance(chunk.get("id"), str):
             facts.response_id = chunk["id"]
+            serving_facts(chunk, facts)  # every chunk repeats them: read the first's, and the usage's
         if facts.response_model is None and isinstance(chunk.get("model"), str):
             facts.response_model = chunk["model"]
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):
             facts.input_tokens = _int(usage.get("prompt_tokens"))
             facts.output_tokens = _int(usage.get("completion_tokens"))
+            usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
+            serving_facts(chunk, facts)
         kind = PREAMBLE
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, Mapping):
@@ -124,10 +129,12 @@ class ChatDialect:
     def body_facts(self, body: Mapping[str, Any], facts: StreamFacts) -> None:
         facts.response_id = body.get("id") if isinstance(body.get("id"), str) else None
         facts.response_model = body.get("model") if isinstance(body.get("model"), str) else None
+        serving_facts(body, facts)
         usage = body.get("usage")
         if isinstance(usage, Mapping):
             facts.input_tokens = _int(usage.get("prompt_tokens"))
             facts.output_tokens = _int(usage.get("completion_tokens"))
+            usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
         for choice in body.get("choices") or ():
             if isinstance(choice, Mapping) and isinstance(choice.get("finish_reason"), str):
                 facts.finish_reasons.append(choice["finish_reason"])

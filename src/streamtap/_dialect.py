@@ -40,6 +40,10 @@ class StreamFacts:
     response_model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int | None = None  # of input_tokens, served from the provider's cache
+    reasoning_output_tokens: int | None = None  # of output_tokens, spent on reasoning
+    service_tier: str | None = None  # the tier that served the response
+    system_fingerprint: str | None = None
     finish_reasons: list[str] = field(default_factory=list)
     error: Mapping[str, Any] | None = None
     bad: str | None = None
@@ -251,6 +255,35 @@ class Dialect(Protocol):
 
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         """A non-streaming JSON answer made of `text` (a cached answer)."""
+
+
+def usage_details(usage: Mapping[str, Any], facts: StreamFacts, input_key: str, output_key: str) -> None:
+    """The cached-input and reasoning-output token counts of a usage object, when it has them.
+
+    Chat completions nest them under `prompt_tokens_details` / `completion_tokens_details`,
+    responses under `input_tokens_details` / `output_tokens_details`; both call them
+    `cached_tokens` and `reasoning_tokens`.
+    """
+    details = usage.get(input_key)
+    if isinstance(details, Mapping):
+        facts.cached_input_tokens = _count(details.get("cached_tokens"))
+    details = usage.get(output_key)
+    if isinstance(details, Mapping):
+        facts.reasoning_output_tokens = _count(details.get("reasoning_tokens"))
+
+
+def serving_facts(body: Mapping[str, Any], facts: StreamFacts) -> None:
+    """The service tier and system fingerprint a response (or chunk) says it was served with."""
+    tier = body.get("service_tier")
+    if isinstance(tier, str) and tier:
+        facts.service_tier = tier
+    fingerprint = body.get("system_fingerprint")
+    if isinstance(fingerprint, str) and fingerprint:
+        facts.system_fingerprint = fingerprint
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def read_event(frame: bytes, facts: StreamFacts) -> Event | None:

@@ -120,6 +120,10 @@ class CallFinished:
     finish_reasons: Sequence[str] = ()
     response_model: str | None = None
     response_id: str | None = None
+    cached_input_tokens: int | None = None  # of input_tokens, served from the provider's cache
+    reasoning_output_tokens: int | None = None  # of output_tokens, spent on reasoning
+    service_tier: str | None = None  # the tier the upstream says served the response
+    system_fingerprint: str | None = None
     max_chunk_gap: float | None = None  # the largest gap between content events, seconds
     chunks: int = 0  # content events delivered
     fallback: FallbackKind | None = None  # which fallback served the call, if one did

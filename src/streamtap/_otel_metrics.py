@@ -111,6 +111,11 @@ class _MetricsCall:
         attrs = dict(self._attrs)
         if event.response_model:
             attrs["gen_ai.response.model"] = event.response_model[:256]
+        if event.service_tier:
+            # The OpenAI refinement of duration and token usage; a handful of values. Its
+            # other attribute, openai.response.system_fingerprint, stays on the span: a value
+            # per backend configuration would multiply every series for little a query needs.
+            attrs["openai.response.service_tier"] = event.service_tier[:64]
         # cancelled / abandoned calls are not errors, but their durations are not answers
         # either: `streamtap.outcome` lets a query keep them apart.
         duration_attrs: Attributes = {**attrs, "streamtap.outcome": event.outcome}

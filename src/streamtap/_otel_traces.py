@@ -223,6 +223,14 @@ class _SpanCall:
             attrs["gen_ai.usage.input_tokens"] = event.input_tokens
         if event.output_tokens is not None:
             attrs["gen_ai.usage.output_tokens"] = event.output_tokens
+        if event.cached_input_tokens is not None:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = event.cached_input_tokens
+        if event.reasoning_output_tokens is not None:
+            attrs["gen_ai.usage.reasoning.output_tokens"] = event.reasoning_output_tokens
+        if event.service_tier is not None:
+            attrs["openai.response.service_tier"] = event.service_tier
+        if event.system_fingerprint is not None:
+            attrs["openai.response.system_fingerprint"] = event.system_fingerprint
         if event.time_to_first_token is not None:
             attrs["gen_ai.response.time_to_first_chunk"] = event.time_to_first_token
         if event.max_chunk_gap is not None:

@@ -22,7 +22,9 @@ from ._dialect import (
     checked,
     load_json,
     read_event,
+    serving_facts,
     text_shape,
+    usage_details,
 )
 from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
@@ -115,10 +117,12 @@ class ResponsesDialect:
             facts.response_id = body["id"]
         if isinstance(body.get("model"), str):
             facts.response_model = body["model"]
+        serving_facts(body, facts)  # the last response object (the terminal one) has the final tier
         usage = body.get("usage")
         if isinstance(usage, Mapping):
             facts.input_tokens = _int(usage.get("input_tokens"))
             facts.output_tokens = _int(usage.get("output_tokens"))
+            usage_details(usage, facts, "input_tokens_details", "output_tokens_details")
         if finish:
             details = body.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, Mapping) else None

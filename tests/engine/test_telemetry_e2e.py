@@ -79,6 +79,16 @@ def _base_attrs(fake: FakeUpstream) -> dict[str, Any]:
     }
 
 
+def _response_attrs(fake: FakeUpstream) -> dict[str, Any]:
+    """The GenAI metric attributes of a call the fake answered (it says tier `default`)."""
+    return {
+        **_base_attrs(fake),
+        "gen_ai.response.model": "gpt-4o",
+        # the OpenAI refinement of gen_ai.client.operation.duration and gen_ai.client.token.usage
+        "openai.response.service_tier": "default",
+    }
+
+
 # -- the issue's scenario ------------------------------------------------------------------
 
 
@@ -184,8 +194,7 @@ def test_drop_after_commit_is_a_stream_interrupted_error(
     (duration,) = t.otel_points()["gen_ai.client.operation.duration"]
     assert duration.count == 1
     assert dict(duration.attributes) == {
-        **_base_attrs(fake),
-        "gen_ai.response.model": "gpt-4o",
+        **_response_attrs(fake),
         "streamtap.outcome": "error",
         "error.type": "stream_interrupted",
     }
@@ -452,8 +461,15 @@ def test_tokens_come_from_the_usage_the_caller_saw(
     call = t.call_span().attributes
     assert call is not None
     assert (call["gen_ai.usage.input_tokens"], call["gen_ai.usage.output_tokens"]) == (tokens_in, tokens_out)
+    # What the fake reports beside the counts: the OpenAI span's conditionally required
+    # openai.response.service_tier, its recommended system fingerprint (chat chunks carry one,
+    # responses do not) and the recommended cache and reasoning details of the usage.
+    assert call["openai.response.service_tier"] == "default"
+    assert call.get("openai.response.system_fingerprint") == ("fp_fake0001" if api == "chat" else None)
+    assert call["gen_ai.usage.cache_read.input_tokens"] == 0
+    assert call["gen_ai.usage.reasoning.output_tokens"] == 0
     usage = t.otel_points()["gen_ai.client.token.usage"]
-    attrs = {**_base_attrs(fake), "gen_ai.response.model": "gpt-4o"}
+    attrs = _response_attrs(fake)
     by_type = {p.attributes["gen_ai.token.type"]: p for p in usage}  # type: ignore[index]
     assert len(usage) == 2
     assert {k: (dict(p.attributes or {}), p.count, p.sum) for k, p in by_type.items()} == {
@@ -475,7 +491,7 @@ def test_chat_stream_without_usage_is_counted_and_histograms_recorded_once(
     assert t.value("streamtap_tokens_total", type="input") == 0
     assert t.value("streamtap_tokens_total", type="output") == 0
     points = t.otel_points()
-    attrs = {**_base_attrs(fake), "gen_ai.response.model": "gpt-4o"}
+    attrs = _response_attrs(fake)
     (duration,) = points["gen_ai.client.operation.duration"]
     assert (dict(duration.attributes or {}), duration.count) == ({**attrs, "streamtap.outcome": "ok"}, 1)
     (first,) = points["gen_ai.client.operation.time_to_first_chunk"]

@@ -225,6 +225,28 @@ def test_chat_facts() -> None:
     assert facts.error is None and facts.bad is None
 
 
+def test_chat_service_tier_fingerprint_and_usage_details() -> None:
+    # For openai.response.service_tier / system_fingerprint and gen_ai.usage.cache_read.input_tokens /
+    # reasoning.output_tokens: the first chunk's tier and fingerprint, the usage chunk's details.
+    facts = StreamFacts()
+    usage = chat(
+        "",
+        ',"usage":{"prompt_tokens":90,"completion_tokens":20,"total_tokens":110,'
+        '"prompt_tokens_details":{"cached_tokens":64},"completion_tokens_details":{"reasoning_tokens":12}}',
+    )
+    for frame in (C_ROLE, C_CONTENT, C_FINISH, usage, C_DONE):
+        CHAT.inspect(frame, facts)
+    assert (facts.service_tier, facts.system_fingerprint) == ("default", "fp_1")
+    assert (facts.cached_input_tokens, facts.reasoning_output_tokens) == (64, 12)
+    bare = StreamFacts()
+    CHAT.inspect(C_SPACED_USAGE, bare)  # no details, no tier: nothing made up
+    assert (bare.service_tier, bare.system_fingerprint) == (None, None)
+    assert (bare.cached_input_tokens, bare.reasoning_output_tokens) == (None, None)
+    body = StreamFacts()
+    CHAT.body_facts({**CHAT_BODY, "service_tier": "flex", "system_fingerprint": "fp_2"}, body)
+    assert (body.service_tier, body.system_fingerprint) == ("flex", "fp_2")
+
+
 def test_chat_error_payload_is_kept() -> None:
     kind, facts = fresh(CHAT, "inspect", C_ERROR)
     assert kind == ERROR
@@ -323,6 +345,26 @@ def test_responses_completed_fills_usage_and_finish() -> None:
     assert kinds == [PREAMBLE, CONTENT, PREAMBLE, TERMINAL]
     assert (facts.input_tokens, facts.output_tokens) == (9, 2)
     assert facts.finish_reasons == ["stop"]
+
+
+def test_responses_service_tier_and_usage_details_come_from_the_terminal_response() -> None:
+    facts = StreamFacts()
+    created = resp("response.created", response={**_RESPONSE, "service_tier": "auto"})
+    usage = {
+        **_USAGE,
+        "input_tokens_details": {"cached_tokens": 5},
+        "output_tokens_details": {"reasoning_tokens": 1},
+    }
+    completed = resp(
+        "response.completed",
+        seq=5,
+        response={**_RESPONSE, "status": "completed", "service_tier": "default", "usage": usage},
+    )
+    for frame in (created, R_DELTA, completed):
+        RESPONSES.inspect(frame, facts)
+    assert facts.service_tier == "default"  # the tier that served it, not the one asked for
+    assert (facts.cached_input_tokens, facts.reasoning_output_tokens) == (5, 1)
+    assert facts.system_fingerprint is None
 
 
 def test_responses_incomplete_reason() -> None:
