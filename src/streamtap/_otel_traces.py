@@ -37,6 +37,9 @@ from ._version import __version__
 # oldest entry is forgotten (its exemplar is lost, nothing else), so state never grows unbounded.
 MAX_TRACKED_CALLS: Final = 10_000
 _W3C = TraceContextTextMapPropagator()
+# Without a description: the error is `error.type`, and Recording Errors does not recommend
+# repeating it there (streamtap has no message to add that could not hold sensitive text).
+_ERROR: Final = Status(StatusCode.ERROR)
 
 
 class OtelTraceRecorder:
@@ -190,7 +193,7 @@ class _SpanCall:
             attempt.set_attribute("error.type", event.error_type)
             if event.phase is not None:
                 attempt.set_attribute("streamtap.error.phase", event.phase)
-            attempt.set_status(Status(StatusCode.ERROR, event.error_type))
+            attempt.set_status(_ERROR)
         attempt.end()
 
     def _finish(self, event: CallFinished) -> None:
@@ -204,7 +207,7 @@ class _SpanCall:
             attempt.set_attribute("streamtap.outcome", event.outcome)
             if failed:
                 attempt.set_attribute("error.type", event.error_type or "_OTHER")
-                attempt.set_status(Status(StatusCode.ERROR, event.error_type or "_OTHER"))
+                attempt.set_status(_ERROR)
             attempt.end()
         self._attempts.clear()
         attrs: dict[str, str | int | float | bool | list[str]] = {
@@ -244,7 +247,7 @@ class _SpanCall:
         span.set_attributes(attrs)
         if failed:
             span.set_attribute("error.type", event.error_type or "_OTHER")
-            span.set_status(Status(StatusCode.ERROR, event.error_type or "_OTHER"))
+            span.set_status(_ERROR)
         elif event.outcome == "ok":
             # streamtap saw the terminal marker, so OK is a verified result, not a default.
             span.set_status(Status(StatusCode.OK))
