@@ -29,6 +29,9 @@ TOKEN_BOUNDARIES: Final = (
 # The exact model name is an attribute here (the conventions want it exact), still capped:
 # an unbounded attribute would hit the SDK's cardinality limit and fold everything together.
 MAX_MODELS: Final = 200
+# OpenAI's service tiers. Any other value an upstream sends is `_OTHER` on the metrics (the span
+# keeps it as sent): a metric attribute takes no unbounded value from the wire.
+SERVICE_TIERS: Final = frozenset({"auto", "default", "flex", "scale", "priority"})
 
 Attributes = dict[str, str | int | bool]
 
@@ -115,7 +118,8 @@ class _MetricsCall:
             # The OpenAI refinement of duration and token usage; a handful of values. Its
             # other attribute, openai.response.system_fingerprint, stays on the span: a value
             # per backend configuration would multiply every series for little a query needs.
-            attrs["openai.response.service_tier"] = event.service_tier[:64]
+            tier = event.service_tier
+            attrs["openai.response.service_tier"] = tier if tier in SERVICE_TIERS else "_OTHER"
         # cancelled / abandoned calls are not errors, but their durations are not answers
         # either: `streamtap.outcome` lets a query keep them apart.
         duration_attrs: Attributes = {**attrs, "streamtap.outcome": event.outcome}

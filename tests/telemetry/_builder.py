@@ -126,6 +126,7 @@ class Call:
         max_chunk_gap: float | None = None,
         fallback: FallbackKind | None = None,
         output_text: str | None = None,
+        service_tier: str | None = None,
     ) -> Call:
         return self.emit(
             CallFinished(
@@ -144,6 +145,7 @@ class Call:
                 chunks=chunks,
                 fallback=fallback,
                 output_text=output_text,
+                service_tier=service_tier,
             )
         )
 

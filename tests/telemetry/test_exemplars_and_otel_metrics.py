@@ -139,6 +139,18 @@ def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(
 
 
 @pytest.mark.parametrize(
+    ("sent", "recorded"), [("flex", "flex"), ("priority", "priority"), ("x" * 40, "_OTHER")]
+)
+def test_service_tier_on_metrics_is_a_closed_set(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader, sent: str, recorded: str
+) -> None:
+    c = Call(Fanout([OtelMetricsRecorder(meter_provider)])).start().attempt_ok()
+    c.finish("ok", service_tier=sent)
+    (duration,) = points(metric_reader)["gen_ai.client.operation.duration"]
+    assert duration.attributes["openai.response.service_tier"] == recorded
+
+
+@pytest.mark.parametrize(
     ("duration", "ttft", "chunks", "expected"),
     [(3.0, 1.0, 5, 0.5), (3.0, 1.0, 1, None), (3.0, None, 5, None), (1.0, 2.0, 3, 0.0)],
 )
