@@ -345,7 +345,7 @@ class Call:
         engine = self.engine
         facts = self.facts
         text: str | None = None
-        if outcome == "ok" and (engine.capture_content or engine.caches) and self.served_by is None:
+        if outcome == "ok" and (engine.output_text or engine.caches) and self.served_by is None:
             text = (
                 self.dialect.answer_text(body)
                 if body is not None
@@ -375,7 +375,7 @@ class Call:
                 max_chunk_gap=stream.max_gap if stream is not None and stream.chunks > 1 else None,
                 chunks=stream.chunks if stream is not None else 0,
                 fallback=self.served_by.kind if self.served_by is not None else None,
-                output_text=text if engine.capture_content else None,
+                output_text=text if engine.output_text else None,
             )
         )
 

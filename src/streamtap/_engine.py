@@ -39,8 +39,9 @@ class Engine:
         fallbacks: tried in order when the primary route fails before commit.
         recorders: telemetry sinks; None means streamtap's defaults (Prometheus on the global
             registry, OpenTelemetry traces and metrics on the global providers).
-        capture_content: record prompts and answers in telemetry; None reads
-            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
+        capture_content: record prompts and answers in telemetry (True, False, or None to read
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT); a recorder built with its own
+            `capture_content` keeps it.
         verify_events: check that every event passed on without a full parse decodes (UTF-8
             JSON) before it goes out; one that does not fails the attempt as `bad_response`.
             For callers that relay the events rather than parse them (the proxy), whose
@@ -78,7 +79,17 @@ class Engine:
             from ._otel_content import capture_from_env  # one reading of the variable for all
 
             capture_content = capture_from_env()
+        elif not isinstance(capture_content, bool):  # a string such as "false" would be true
+            raise TypeError(
+                "capture_content must be True, False or None (None reads "
+                f"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT), got {capture_content!r}"
+            )
         self.capture_content = capture_content
+        # The answer's text is gathered for CallFinished when the engine captures content, or
+        # when a recorder was built to capture it whatever the engine says.
+        self.output_text = capture_content or any(
+            getattr(recorder, "capture_content", None) is True for recorder in self.recorder.recorders
+        )
         self.verify_events = verify_events
         self.clock = clock
         self.wall = wall
@@ -113,7 +124,14 @@ class Engine:
             host, _, port = authority.partition(":")
         call_id = next(self._ids)
         started = CallStarted(
-            call_id, api, model, stream, host, int(port) if port.isdigit() else _default_port(url), body
+            call_id,
+            api,
+            model,
+            stream,
+            host,
+            int(port) if port.isdigit() else _default_port(url),
+            body,
+            self.capture_content,
         )
         observer = self.recorder.start_call(started)
         self.budget.deposit()

@@ -29,6 +29,9 @@ class CallStarted:
     server_address: str
     server_port: int | None
     request: Mapping[str, Any]  # the parsed JSON body; recorders read content only when opted in
+    # The engine's content-capture setting (instrument()'s capture_content, else the variable);
+    # None when no engine says (a recorder fed by hand), and the recorder decides alone.
+    capture_content: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,9 +49,10 @@ class OtelTraceRecorder:
         tracer_provider: where spans go; None uses the global provider (resolved lazily, so an
             application that configures OpenTelemetry later is still honoured).
         inject_traceparent: add the attempt span's W3C `traceparent` to the upstream request.
-        capture_content: record input and output messages; None reads
-            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (off unless "true", "SPAN_ONLY" or
-            "SPAN_AND_EVENT").
+        capture_content: record input and output messages. None: as the engine says for each
+            call (`instrument(capture_content=...)`, else
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off unless "true", "SPAN_ONLY"
+            or "SPAN_AND_EVENT").
     """
 
     def __init__(
@@ -63,7 +64,13 @@ class OtelTraceRecorder:
     ) -> None:
         self.tracer = trace.get_tracer("streamtap", __version__, tracer_provider=tracer_provider)
         self.inject_traceparent = inject_traceparent
-        self.capture_content = content.capture_from_env() if capture_content is None else capture_content
+        if capture_content is not None and not isinstance(capture_content, bool):
+            raise TypeError(
+                "OtelTraceRecorder capture_content must be True, False or None "
+                f"(None: as the engine says), got {capture_content!r}"
+            )
+        self.capture_content = capture_content
+        self._env_capture = content.capture_from_env()
         self._trace_ids: OrderedDict[int, str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -76,7 +83,10 @@ class OtelTraceRecorder:
             server_port=event.server_port,
             request=event.request,
         )
-        if self.capture_content:
+        capture = self.capture_content
+        if capture is None:
+            capture = self._env_capture if event.capture_content is None else event.capture_content
+        if capture:
             attrs["gen_ai.input.messages"] = content.to_json(content.input_messages(event.request))
             instructions = content.system_instructions(event.request)
             if instructions is not None:
@@ -90,7 +100,7 @@ class OtelTraceRecorder:
                 self._trace_ids[event.call_id] = format(span_context.trace_id, "032x")
                 if len(self._trace_ids) > MAX_TRACKED_CALLS:
                     self._trace_ids.popitem(last=False)
-        return _SpanCall(self, event.call_id, span, request_model(event.model))
+        return _SpanCall(self, event.call_id, span, request_model(event.model), capture)
 
     def trace_id(self, call_id: int) -> str | None:
         """The hex trace id of a call in flight whose span is sampled, else None."""
@@ -108,10 +118,13 @@ class OtelTraceRecorder:
 
 
 class _SpanCall:
-    __slots__ = ("_attempts", "_call_id", "_finished", "_model", "_recorder", "_span")
+    __slots__ = ("_attempts", "_call_id", "_capture", "_finished", "_model", "_recorder", "_span")
 
-    def __init__(self, recorder: OtelTraceRecorder, call_id: int, span: Span, model: str) -> None:
+    def __init__(
+        self, recorder: OtelTraceRecorder, call_id: int, span: Span, model: str, capture: bool
+    ) -> None:
         self._recorder = recorder
+        self._capture = capture
         self._call_id = call_id
         self._span = span
         self._model = model
@@ -240,7 +253,7 @@ class _SpanCall:
             attrs["streamtap.max_chunk_gap"] = event.max_chunk_gap
         if event.chunks:
             attrs["streamtap.chunks"] = event.chunks
-        if self._recorder.capture_content and event.output_text is not None:
+        if self._capture and event.output_text is not None:
             attrs["gen_ai.output.messages"] = content.to_json(
                 content.output_messages(event.output_text, event.finish_reasons)
             )

@@ -9,6 +9,7 @@ and the W3C `traceparent` that reached the upstream.
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -572,3 +573,73 @@ def test_call_span_nests_under_the_callers_span(
         _hex(call.context.trace_id, 32),
         _hex(attempt.context.span_id, 16),
     ]
+
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+def _content(telemetry: Telemetry) -> dict[str, Any]:
+    attrs = dict(telemetry.call_span().attributes or {})
+    keys = ("gen_ai.input.messages", "gen_ai.output.messages")
+    return {k: json.loads(str(v)) for k, v in attrs.items() if k in keys}
+
+
+def _said(received: list[str]) -> list[dict[str, Any]]:
+    text = {"type": "text", "content": "".join(received)}
+    return [{"role": "assistant", "parts": [text], "finish_reason": "stop"}]
+
+
+HELLO = [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_instrument_capture_content_reaches_the_spans(
+    mode: str, fake: FakeUpstream, telemetry: Telemetry, instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`instrument(capture_content=True)` alone turns capture on: the recorders follow the engine."""
+    monkeypatch.delenv(CAPTURE_ENV, raising=False)
+    received, error = stream(instrument(mode, capture_content=True), "chat", mode)
+    assert error is None
+    assert _content(telemetry) == {"gen_ai.input.messages": HELLO, "gen_ai.output.messages": _said(received)}
+
+
+def test_instrument_capture_content_false_beats_the_variable(
+    fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAPTURE_ENV, "true")
+    sinks = Telemetry()  # its trace recorder is built while the variable says true
+    client = streamtap.instrument(
+        openai.OpenAI(base_url=fake.base_url, api_key="sk-test-e2e"),
+        policy=TEST_POLICY,
+        recorders=sinks.recorders,
+        capture_content=False,
+    )
+    with client:
+        assert stream(client, "chat", "sync")[1] is None
+    sinks.shutdown()
+    assert _content(sinks) == {}
+
+
+def test_a_recorder_built_to_capture_gets_the_answer_too(
+    fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OtelTraceRecorder(capture_content=True) records the output, not only the input."""
+    monkeypatch.delenv(CAPTURE_ENV, raising=False)
+    sinks = Telemetry()
+    recorder = streamtap.OtelTraceRecorder(sinks.tracer_provider, capture_content=True)
+    client = streamtap.instrument(
+        openai.OpenAI(base_url=fake.base_url, api_key="sk-test-e2e"), policy=TEST_POLICY, recorders=[recorder]
+    )
+    with client:
+        received, error = stream(client, "chat", "sync")
+    sinks.shutdown()
+    assert error is None
+    assert _content(sinks) == {"gen_ai.input.messages": HELLO, "gen_ai.output.messages": _said(received)}
+
+
+@pytest.mark.parametrize("value", ["false", 1, "yes"])
+def test_capture_content_must_be_a_bool(value: object) -> None:
+    with pytest.raises(TypeError, match=r"capture_content must be True, False or None .*got"):
+        streamtap.instrument(openai.OpenAI(api_key="sk-x"), recorders=[], capture_content=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"capture_content must be True, False or None"):
+        streamtap.OtelTraceRecorder(capture_content=value)  # type: ignore[arg-type]

@@ -189,7 +189,7 @@ def test_engine_api(method: str, path: str, expected: Any) -> None:
 def test_start_call_emits_call_started(url: str, address: str, port: int) -> None:
     rig = Rig()
     call = rig.engine.start_call("chat_completions", "/chat/completions", url, BODY)
-    assert rig.rec.started == [CallStarted(1, "chat_completions", "gpt-x", True, address, port, BODY)]
+    assert rig.rec.started == [CallStarted(1, "chat_completions", "gpt-x", True, address, port, BODY, False)]
     assert (call.call_id, call.api, call.dialect, call.started_at) == (1, "chat_completions", CHAT, 100.0)
     assert call.primary.upstream == url.split("/v1")[0]
     assert rig.engine.start_call("responses", "/responses", url, {"model": 3}).call_id == 2
