@@ -65,6 +65,12 @@ class Engine:
         self.policy = policy if policy is not None else Policy()
         if not isinstance(self.policy, Policy):
             raise TypeError(f"policy must be a streamtap.Policy, got {type(policy).__name__}")
+        # A lone Fallback or a model name iterated would fail on its first item or character.
+        if isinstance(fallbacks, Fallback | str | bytes) or not isinstance(fallbacks, Iterable):
+            raise TypeError(
+                "fallbacks must be a list of streamtap.Fallback values, e.g. "
+                f"[streamtap.Fallback.model('gpt-4o-mini')], got {fallbacks!r}"
+            )
         self.fallbacks = tuple(fallbacks)
         for fallback in self.fallbacks:
             if not isinstance(fallback, Fallback):
@@ -74,7 +80,7 @@ class Engine:
             from ._telemetry import default_recorders
 
             recorders = default_recorders()
-        self.recorder = Fanout(recorders)
+        self.recorder = Fanout(_checked_recorders(recorders))
         if capture_content is None:
             from ._otel_content import capture_from_env  # one reading of the variable for all
 
@@ -146,6 +152,30 @@ class Engine:
             observer=observer,
             started_at=self.clock(),
         )
+
+
+_RECORDER_METHODS = ("start_call", "breaker_changed", "telemetry_failed")
+
+
+def _checked_recorders(recorders: object) -> Sequence[Recorder]:
+    """The recorders, or a TypeError now: one that is not a recorder would fail every call silently."""
+    if _is_recorder(recorders) or isinstance(recorders, str | bytes) or not isinstance(recorders, Iterable):
+        raise TypeError(
+            "recorders must be a list of recorders, e.g. streamtap.setup_telemetry() or "
+            f"[streamtap.PrometheusRecorder()], or [] for none; got {recorders!r}"
+        )
+    checked = tuple(recorders)
+    for index, recorder in enumerate(checked):
+        if not _is_recorder(recorder):
+            raise TypeError(
+                f"recorders[{index}] must be a streamtap Recorder (with {', '.join(_RECORDER_METHODS)}), "
+                f"got {recorder!r}"
+            )
+    return checked
+
+
+def _is_recorder(value: object) -> bool:
+    return all(callable(getattr(value, name, None)) for name in _RECORDER_METHODS)
 
 
 def parse_body(content: bytes) -> dict[str, Any] | None:

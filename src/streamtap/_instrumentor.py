@@ -81,20 +81,14 @@ def _policy(value: object) -> Policy | None:
     raise TypeError(f"StreamtapInstrumentor.instrument(policy=...) takes a streamtap.Policy, got {value!r}")
 
 
-def _fallbacks(value: object) -> Iterable[Fallback]:
-    if value is None:
-        return ()
-    if not isinstance(value, Iterable):
-        raise TypeError(
-            f"StreamtapInstrumentor.instrument(fallbacks=...) takes Fallback values, got {value!r}"
-        )
-    return tuple(value)
+def _fallbacks(value: Any) -> Iterable[Fallback]:
+    return () if value is None else value  # the Engine checks it, as for instrument()
 
 
 def _recorders(kwargs: dict[str, Any]) -> Sequence[Recorder]:
     recorders = kwargs.get("recorders")
     if recorders is not None:
-        return tuple(recorders)
+        return recorders  # type: ignore[no-any-return]  # the Engine checks it
     keys = ("tracer_provider", "meter_provider", "prometheus_registry")
     if any(kwargs.get(key) is not None for key in keys):
         from ._telemetry import setup_telemetry

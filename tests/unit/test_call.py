@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import openai
 import pytest
 
+import streamtap
 from streamtap._attempt import StreamAttempt
 from streamtap._call import Call
 from streamtap._chat import CHAT
@@ -202,6 +204,41 @@ def test_engine_rejects_wrong_types() -> None:
         Engine({}, recorders=[])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"fallbacks must be streamtap\.Fallback values, got 'gpt-y'"):
         Engine(Policy(), ["gpt-y"], recorders=[])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"fallbacks": Fallback.non_streaming()},
+            r"fallbacks must be a list of streamtap\.Fallback values, e\.g\. .*got Fallback\.non_streaming\(\)",
+            id="one-fallback",
+        ),
+        pytest.param(
+            {"fallbacks": "gpt-y"},
+            r"fallbacks must be a list of streamtap\.Fallback values, e\.g\. .*got 'gpt-y'",
+            id="model-name",
+        ),
+        pytest.param(
+            {"recorders": [1]}, r"recorders\[0\] must be a streamtap Recorder .*got 1", id="not-a-recorder"
+        ),
+        pytest.param(
+            {"recorders": Recording()}, r"recorders must be a list of recorders, .*got <", id="one-recorder"
+        ),
+        pytest.param({"recorders": "prometheus"}, r"recorders must be a list of recorders", id="text"),
+        pytest.param(
+            {"recorders": [], "capture_content": "false"},
+            r"capture_content must be True, False or None .*got 'false'",
+            id="capture-text",
+        ),
+    ],
+)
+def test_engine_names_the_argument_at_fault(kwargs: dict[str, Any], message: str) -> None:
+    kwargs.setdefault("recorders", [])
+    with pytest.raises(TypeError, match=message):
+        Engine(Policy(), **kwargs)
+    with pytest.raises(TypeError, match=message):
+        streamtap.instrument(openai.OpenAI(api_key="sk-x"), **kwargs)
 
 
 # -- retries ----------------------------------------------------------------------------------------
