@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._taxonomy import FallbackKind
+from ._taxonomy import FALLBACK_KINDS, FallbackKind
 
 # Request fields that do not change the answer: a cached answer is keyed without them.
 _NOT_IN_KEY = frozenset(
@@ -98,6 +98,40 @@ class Fallback:
     api_key: str | None = None
     cache: AnswerCache | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, not only in the class methods, so that every Fallback the engine gets
+        # can be routed; a mistake would otherwise surface on the first failing call.
+        kind = self.kind
+        if kind not in FALLBACK_KINDS:
+            raise ValueError(
+                f"Fallback.kind must be one of {', '.join(FALLBACK_KINDS)}, got {kind!r} (build one with "
+                "Fallback.model(), .upstream(), .non_streaming() or .cached())"
+            )
+        if kind == "model" and not _is_name(self.to_model):
+            raise ValueError(f"Fallback.model needs a non-empty model name, got {self.to_model!r}")
+        if kind == "upstream":
+            if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"Fallback.upstream base_url must start with http:// or https://, got {self.base_url!r}"
+                )
+            if self.to_model is not None and not _is_name(self.to_model):
+                raise ValueError(
+                    f"Fallback.upstream model must be a non-empty model name or None, got {self.to_model!r}"
+                )
+            if self.api_key is not None and not _is_name(self.api_key):
+                # The key itself is never echoed, only its type.
+                raise ValueError(
+                    "Fallback.upstream api_key must be a non-empty string or None (None: the caller's "
+                    f"key), got {type(self.api_key).__name__}"
+                )
+        if kind == "cache" and not (
+            callable(getattr(self.cache, "get", None)) and callable(getattr(self.cache, "set", None))
+        ):
+            raise ValueError(
+                "Fallback.cached cache must be an AnswerCache, with get(key) -> str | None and "
+                f"set(key, text) methods, or None for a MemoryCache; got {self.cache!r}"
+            )
+
     @classmethod
     def model(cls, name: str) -> Fallback:
         """The same request, to another model (e.g. "gpt-4o-mini")."""
@@ -131,6 +165,10 @@ class Fallback:
     def __repr__(self) -> str:  # never shows the key
         detail = self.to_model or self.base_url or ""
         return f"Fallback.{self.kind}({detail!r})" if detail else f"Fallback.{self.kind}()"
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 @dataclass(frozen=True, slots=True)

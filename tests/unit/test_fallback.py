@@ -53,6 +53,47 @@ def test_upstream_needs_an_http_url(base_url: Any) -> None:
         Fallback.upstream(base_url)
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(
+            lambda: Fallback.upstream("https://other/v1", api_key=3),
+            r"Fallback\.upstream api_key must be a non-empty string or None .*got int$",
+            id="key-not-text",
+        ),
+        pytest.param(
+            lambda: Fallback.upstream("https://other/v1", api_key=""),
+            r"Fallback\.upstream api_key must be a non-empty string",
+            id="key-empty",
+        ),
+        pytest.param(
+            lambda: Fallback.upstream("https://other/v1", model=""),
+            r"Fallback\.upstream model must be a non-empty model name or None, got ''",
+            id="model-empty",
+        ),
+        pytest.param(
+            lambda: Fallback.cached({}),
+            r"Fallback\.cached cache must be an AnswerCache, with get\(key\) .* and set\(key, text\) .*got \{\}",
+            id="cache-without-set",
+        ),
+        pytest.param(
+            lambda: Fallback("model"),
+            r"Fallback\.model needs a non-empty model name, got None",
+            id="direct-model-without-name",
+        ),
+        pytest.param(
+            lambda: Fallback("modle"),
+            r"Fallback\.kind must be one of model, upstream, non_streaming, cache, got 'modle'",
+            id="direct-unknown-kind",
+        ),
+    ],
+)
+def test_a_fallback_that_cannot_be_routed_is_refused_when_built(make: Any, message: str) -> None:
+    """Before, these were accepted and failed at the first call that needed them (or every call)."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 def test_repr_never_shows_the_key() -> None:
     fallback = Fallback.upstream("https://other/v1", api_key="sk-secret")
     assert repr(fallback) == "Fallback.upstream('https://other/v1')"
