@@ -28,8 +28,14 @@ from urllib.parse import urlsplit
 from ._fallback import Fallback
 from ._policy import Policy
 
-_FALLBACK_KINDS = ("model", "upstream", "non_streaming", "cache")
 _FALLBACK_TEXT = ("model", "base_url", "api_key")
+# The keys each kind of [[fallbacks]] entry takes: any other is refused, not silently dropped.
+_FALLBACK_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("kind", "model"),
+    "upstream": ("kind", "base_url", "api_key", "model"),
+    "non_streaming": ("kind",),
+    "cache": ("kind",),
+}
 # The string settings, with what each accepts (for the error that names it).
 _TEXT_FIELDS = {
     "upstream": "an http:// or https:// base URL string",
@@ -150,24 +156,29 @@ def fallback_from_mapping(data: object, index: int) -> Fallback:
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} must be a table with a kind (a [[fallbacks]] entry), got {data!r}")
     kind = data.get("kind")
-    if kind not in _FALLBACK_KINDS:
-        raise ValueError(f"{where}.kind must be one of {', '.join(_FALLBACK_KINDS)}, got {kind!r}")
-    allowed = {"kind", "model", "base_url", "api_key"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(allowed))}")
+    if kind not in _FALLBACK_KEYS:
+        raise ValueError(f"{where}.kind must be one of {', '.join(_FALLBACK_KEYS)}, got {kind!r}")
+    allowed = _FALLBACK_KEYS[kind]
+    for key in data:
+        if key not in allowed:
+            known = any(key in keys for keys in _FALLBACK_KEYS.values())
+            what = f"does not apply to kind {kind!r}" if known else "is not a fallback key"
+            raise ValueError(f"{where}: key {key!r} {what}; kind {kind!r} takes: {', '.join(allowed)}")
     for key in _FALLBACK_TEXT:
         if key in data and not isinstance(data[key], str):
             raise ValueError(f"{where}.{key} must be a string, got {type(data[key]).__name__}")
-    if kind == "model":
-        return Fallback.model(data.get("model", ""))
-    if kind == "upstream":
-        return Fallback.upstream(
-            data.get("base_url", ""), api_key=data.get("api_key"), model=data.get("model")
-        )
-    if kind == "non_streaming":
-        return Fallback.non_streaming()
-    return Fallback.cached()
+    try:
+        if kind == "model":
+            return Fallback.model(data.get("model", ""))
+        if kind == "upstream":
+            return Fallback.upstream(
+                data.get("base_url", ""), api_key=data.get("api_key"), model=data.get("model")
+            )
+        if kind == "non_streaming":
+            return Fallback.non_streaming()
+        return Fallback.cached()
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
@@ -175,15 +186,21 @@ def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
     data: dict[str, Any] = {}
     if path:
         with open(path, "rb") as file:
-            data = tomllib.load(file)
+            try:
+                data = tomllib.load(file)
+            except tomllib.TOMLDecodeError as error:  # it says where, not in which file
+                raise ValueError(f"{path}: not valid TOML: {error}") from None
     known = set(ProxyConfig.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{path}: unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(known))}")
-    if "policy" in data:
-        data["policy"] = Policy.from_mapping(data["policy"])
-    if "fallbacks" in data:
-        data["fallbacks"] = fallbacks_from_data(data["fallbacks"])
+    try:
+        if "policy" in data:
+            data["policy"] = Policy.from_mapping(data["policy"])
+        if "fallbacks" in data:
+            data["fallbacks"] = fallbacks_from_data(data["fallbacks"])
+    except ValueError as error:  # these two come only from the file: say which
+        raise ValueError(f"{path}: {error}") from None
     given = {k: v for k, v in overrides.items() if v is not None}
     # Validated once, whole: a key from a flag and a token from the file belong together.
     return ProxyConfig(**{**data, **given})

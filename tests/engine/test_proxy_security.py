@@ -285,6 +285,36 @@ def test_config_file(tmp_path: Any) -> None:
             r"fallbacks\[0\]\.api_key must be a string, got int",
             id="fallback-key-not-a-string",
         ),
+        pytest.param(
+            '[[fallbacks]]\nkind = "model"\nmodel = "gpt-4o-mini"\nbase_url = "https://backup/v1"\n',
+            r"fallbacks\[0\]: key 'base_url' does not apply to kind 'model'; kind 'model' takes: kind, model$",
+            id="fallback-key-of-another-kind",
+        ),
+        pytest.param(
+            '[[fallbacks]]\nkind = "non_streaming"\nmodel = "gpt-4o-mini"\n',
+            r"fallbacks\[0\]: key 'model' does not apply to kind 'non_streaming'; kind 'non_streaming' takes: kind$",
+            id="fallback-model-on-non-streaming",
+        ),
+        pytest.param(
+            '[[fallbacks]]\nkind = "upstream"\nbase_url = "https://backup/v1"\nmodle = "x"\n',
+            r"fallbacks\[0\]: key 'modle' is not a fallback key; kind 'upstream' takes: kind, base_url, api_key, model$",
+            id="fallback-typo",
+        ),
+        pytest.param(
+            '[[fallbacks]]\nkind = "non_streaming"\n[[fallbacks]]\nkind = "upstream"\nbase_url = "backup/v1"\n',
+            r"proxy\.toml: fallbacks\[1\]: Fallback\.upstream base_url must start with http:// or https://",
+            id="fallback-bad-url-names-its-entry",
+        ),
+        pytest.param(
+            "[policy]\nmax_atempts = 3\n",
+            r"proxy\.toml: Policy: unknown key 'max_atempts'; accepted keys: ",
+            id="policy-typo-names-the-file",
+        ),
+        pytest.param(
+            'upstream = "http://x/v1\n',
+            r"proxy\.toml: not valid TOML: .*line 1",
+            id="toml-syntax-names-the-file",
+        ),
         pytest.param("listen = 8787\n", 'listen must be a "host:port" string, got 8787', id="listen-int"),
         pytest.param("ops_listen = 9464\n", 'ops_listen must be a "host:port" string', id="ops-listen-int"),
         pytest.param(
