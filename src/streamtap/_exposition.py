@@ -52,6 +52,12 @@ def serve_metrics(
         addr: interface to bind; loopback by default so nothing is exposed by accident.
         registry: what to serve (default: the multi-process view or the global REGISTRY).
     """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"serve_metrics port must be an integer 0..65535 (0: a free one), got {port!r}")
+    if not isinstance(addr, str) or not addr:
+        raise ValueError(f"serve_metrics addr must be an interface address such as '127.0.0.1', got {addr!r}")
+    if registry is not None and not isinstance(registry, CollectorRegistry):
+        raise TypeError(f"serve_metrics registry must be a CollectorRegistry or None, got {registry!r}")
     server, _thread = start_http_server(port, addr, exposition_registry(registry))
     return server
 

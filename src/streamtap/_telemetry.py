@@ -150,6 +150,12 @@ def setup_telemetry(
         trace recorder first, so Prometheus exemplars carry its trace ids); [PrometheusRecorder]
         under OTEL_SDK_DISABLED=true with no provider injected.
     """
+    # Checked before anything is built or set as global.
+    if not isinstance(service_name, str) or not service_name.strip():
+        raise ValueError(f"setup_telemetry service_name must be a non-empty string, got {service_name!r}")
+    check_provider("setup_telemetry tracer_provider", tracer_provider, "get_tracer")
+    check_provider("setup_telemetry meter_provider", meter_provider, "get_meter")
+    check_registry("setup_telemetry prometheus_registry", prometheus_registry)
     disabled = _sdk_disabled()
     injected = tracer_provider is not None or meter_provider is not None
     with _lock:
@@ -171,6 +177,23 @@ def setup_telemetry(
         return [PrometheusRecorder(registry)]
     traces = OtelTraceRecorder(tracer_provider)
     return [traces, PrometheusRecorder(registry, trace_ids=traces), OtelMetricsRecorder(meter_provider)]
+
+
+def check_provider(name: str, provider: object, method: str) -> None:
+    """A TypeError naming `name` unless `provider` is None or an OpenTelemetry provider."""
+    if provider is not None and not callable(getattr(provider, method, None)):
+        kind = "TracerProvider" if method == "get_tracer" else "MeterProvider"
+        raise TypeError(
+            f"{name} must be an OpenTelemetry {kind} or None (None: the global one), got {provider!r}"
+        )
+
+
+def check_registry(name: str, registry: object) -> None:
+    """A TypeError naming `name` unless `registry` is None or a prometheus_client registry."""
+    if registry is not None and not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            f"{name} must be a prometheus_client CollectorRegistry or None (None: REGISTRY), got {registry!r}"
+        )
 
 
 def default_recorders() -> list[Recorder]:

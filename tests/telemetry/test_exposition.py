@@ -70,6 +70,24 @@ def call_wsgi(app: Any, accept: str = "") -> tuple[str, bytes]:
     return seen["content-type"], b"".join(chunks)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"port": "9464"}, r"serve_metrics port must be an integer 0\.\.65535 .*got '9464'", id="port-text"
+        ),
+        pytest.param({"port": 70000}, r"serve_metrics port must be an integer 0\.\.65535", id="port-range"),
+        pytest.param(
+            {"port": 0, "addr": None}, r"serve_metrics addr must be an interface address", id="addr"
+        ),
+    ],
+)
+def test_serve_metrics_names_a_bad_argument(kwargs: dict[str, Any], message: str) -> None:
+    """Before: socket.gaierror 'Servname not supported for ai_socktype' or an OverflowError."""
+    with pytest.raises(ValueError, match=message):
+        serve_metrics(**kwargs)
+
+
 def test_wsgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
     two_429s_then_success([PrometheusRecorder(registry)])
     content_type, body = call_wsgi(metrics_wsgi_app(registry), accept=OPENMETRICS)

@@ -46,6 +46,44 @@ def globals_(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return state
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param(
+            {"prometheus_registry": "default"},
+            TypeError,
+            r"setup_telemetry prometheus_registry must be a prometheus_client CollectorRegistry or None .*got 'default'",
+            id="registry",
+        ),
+        pytest.param(
+            {"tracer_provider": "otlp"},
+            TypeError,
+            r"setup_telemetry tracer_provider must be an OpenTelemetry TracerProvider or None .*got 'otlp'",
+            id="tracer-provider",
+        ),
+        pytest.param(
+            {"meter_provider": 1},
+            TypeError,
+            r"setup_telemetry meter_provider must be an OpenTelemetry MeterProvider or None .*got 1",
+            id="meter-provider",
+        ),
+        pytest.param(
+            {"service_name": ""},
+            ValueError,
+            r"setup_telemetry service_name must be a non-empty string, got ''",
+            id="service-name",
+        ),
+    ],
+)
+def test_bad_arguments_are_named_before_anything_is_set(
+    globals_: dict[str, Any], kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Before: a weakref TypeError, an AttributeError on get_tracer, or a provider built and set anyway."""
+    with pytest.raises(error, match=message):
+        setup_telemetry(**kwargs)
+    assert "set_tracer" not in globals_ and "set_meter" not in globals_
+
+
 def test_injected_providers_win(
     globals_: dict[str, Any],
     registry: CollectorRegistry,
