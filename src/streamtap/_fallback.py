@@ -162,9 +162,13 @@ class Fallback:
         """The last good answer to the same request (an in-memory LRU+TTL unless you bring one)."""
         return cls(kind="cache", cache=cache if cache is not None else MemoryCache())
 
-    def __repr__(self) -> str:  # never shows the key
-        detail = self.to_model or self.base_url or ""
-        return f"Fallback.{self.kind}({detail!r})" if detail else f"Fallback.{self.kind}()"
+    def __repr__(self) -> str:  # as the constructor is called, but never with the key
+        if self.kind == "upstream":
+            model = f", model={self.to_model!r}" if self.to_model is not None else ""
+            return f"Fallback.upstream({self.base_url!r}{model})"
+        if self.kind == "cache":
+            return "Fallback.cached()"
+        return f"Fallback.{self.kind}({self.to_model!r})" if self.to_model else f"Fallback.{self.kind}()"
 
 
 def _is_name(value: object) -> bool:

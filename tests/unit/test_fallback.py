@@ -100,6 +100,10 @@ def test_repr_never_shows_the_key() -> None:
     assert "sk-secret" not in repr(fallback) and "sk-secret" not in str(fallback)
     assert repr(Fallback.model("gpt-y")) == "Fallback.model('gpt-y')"
     assert repr(Fallback.non_streaming()) == "Fallback.non_streaming()"
+    # The URL, not the model in its place; and the constructor's names.
+    upstream = Fallback.upstream("https://other/v1", api_key="sk-secret", model="gpt-4o-mini")
+    assert repr(upstream) == "Fallback.upstream('https://other/v1', model='gpt-4o-mini')"
+    assert repr(Fallback.cached()) == "Fallback.cached()"
 
 
 # -- routes -----------------------------------------------------------------------------------------
