@@ -27,6 +27,15 @@ from ._policy import Policy
 log = logging.getLogger("streamtap")
 
 _MARK = "_streamtap_wrapper"
+_ACCEPTED = (
+    "policy",
+    "fallbacks",
+    "recorders",
+    "tracer_provider",
+    "meter_provider",
+    "prometheus_registry",
+    "capture_content",
+)
 _CLASSES: tuple[type[openai.OpenAI | openai.AsyncOpenAI], ...] = (openai.OpenAI, openai.AsyncOpenAI)
 
 
@@ -53,6 +62,14 @@ class StreamtapInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("openai >= 3.0",)
 
     def _instrument(self, **kwargs: Any) -> None:
+        # A misspelt argument (`fallback=`, `polcy=`) would otherwise be dropped without a word.
+        # Other *_provider arguments are the generic ones distributions hand every instrumentor.
+        unknown = sorted(k for k in kwargs if k not in _ACCEPTED and not k.endswith("_provider"))
+        if unknown:
+            raise TypeError(
+                f"StreamtapInstrumentor.instrument() got an unknown argument {unknown[0]!r}; "
+                f"accepted: {', '.join(_ACCEPTED)}"
+            )
         engine = Engine(
             _policy(kwargs.get("policy")),
             _fallbacks(kwargs.get("fallbacks")),

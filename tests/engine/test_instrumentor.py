@@ -139,6 +139,36 @@ def test_instrument_rejects_a_bad_policy(instrumentor: StreamtapInstrumentor) ->
     assert not getattr(openai.OpenAI.__init__, "_streamtap_wrapper", False)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"fallback": [streamtap.Fallback.non_streaming()]},
+            r"StreamtapInstrumentor\.instrument\(\) got an unknown argument 'fallback'; accepted: policy, fallbacks,",
+            id="misspelt",
+        ),
+        pytest.param(
+            {"fallbacks": streamtap.Fallback.non_streaming()},
+            r"fallbacks must be a list of streamtap\.Fallback values",
+            id="one-fallback",
+        ),
+        pytest.param({"recorders": Recording()}, r"recorders must be a list of recorders", id="one-recorder"),
+    ],
+)
+def test_instrument_names_a_bad_argument(
+    instrumentor: StreamtapInstrumentor, kwargs: dict[str, Any], message: str
+) -> None:
+    kwargs.setdefault("recorders", [])
+    with pytest.raises(TypeError, match=message):
+        instrumentor.instrument(**kwargs)
+    assert not instrumentor.is_instrumented_by_opentelemetry
+
+
+def test_instrument_accepts_a_distributions_other_providers(instrumentor: StreamtapInstrumentor) -> None:
+    instrumentor.instrument(recorders=[], logger_provider=object())
+    assert instrumentor.is_instrumented_by_opentelemetry
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys
