@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from streamtap._events import Fanout
-from streamtap._otel_content import CAPTURE_ENV
+from streamtap._otel_content import CAPTURE_ENV, capture_from_env
 from streamtap._otel_traces import OtelTraceRecorder
 
 from ._builder import Call, two_429s_then_success
@@ -267,13 +267,10 @@ def test_content_capture_on_by_env(
     [("true", True), ("SPAN_ONLY", True), ("span_and_event", True), ("EVENT_ONLY", False),
      ("NO_CONTENT", False), ("false", False)],
 )  # fmt: skip
-def test_capture_env_takes_the_genai_content_modes(
-    value: str, on: bool, tracer_provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_capture_env_takes_the_genai_content_modes(value: str, on: bool) -> None:
     # The official GenAI instrumentations read the same variable as a content capturing mode
     # (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT): one setting must mean the same to both.
-    monkeypatch.setenv(CAPTURE_ENV, value)
-    assert OtelTraceRecorder(tracer_provider).capture_content is on
+    assert capture_from_env({CAPTURE_ENV: value}) is on
 
 
 def test_tool_calls_and_results_follow_the_message_schema(
