@@ -139,7 +139,7 @@ class ChatDialect:
             if isinstance(choice, Mapping) and isinstance(choice.get("finish_reason"), str):
                 facts.finish_reasons.append(choice["finish_reason"])
 
-    def from_json(self, body: Mapping[str, Any]) -> bytes:
+    def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:
         base = {
             "id": body.get("id", "chatcmpl-streamtap"),
             "object": "chat.completion.chunk",
@@ -161,13 +161,16 @@ class ChatDialect:
             if delta:
                 frames.append(self._chunk(base, index, delta))
             frames.append(self._chunk(base, index, {}, choice.get("finish_reason") or "stop"))
-        if body.get("usage"):
+        # A non-streaming answer always has usage; a stream carries it (in a last chunk with no
+        # choices, which `chunk.choices[0]` fails on) only when the request asked for it.
+        options = request.get("stream_options")
+        if body.get("usage") and isinstance(options, Mapping) and options.get("include_usage"):
             frames.append(encode_json({**base, "choices": [], "usage": body["usage"]}))
         frames.append(encode_event("[DONE]"))
         return b"".join(frames)
 
     def from_text(self, text: str, model: str) -> bytes:
-        return self.from_json(self.answer_json(text, model))
+        return self.from_json(self.answer_json(text, model), {})
 
     def answer_text(self, body: Mapping[str, Any]) -> str:
         for choice in body.get("choices") or ():

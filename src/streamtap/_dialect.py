@@ -238,8 +238,9 @@ class Dialect(Protocol):
     def text(self, frames: bytes) -> str:
         """The answer text carried by complete frames."""
 
-    def from_json(self, body: Mapping[str, Any]) -> bytes:
-        """SSE frames equivalent to a non-streaming answer of this dialect."""
+    def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:
+        """SSE frames equivalent to a non-streaming answer of this dialect, as a stream of
+        `request` (the caller's streaming request) would carry them."""
 
     def from_text(self, text: str, model: str) -> bytes:
         """SSE frames of a complete answer made of `text` (a cached answer)."""

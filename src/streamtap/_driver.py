@@ -174,7 +174,7 @@ def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -
         return failure("bad_response", "first_token", "the answer is not a JSON object")
     call.dialect.body_facts(body, call.facts)
     if call.primary.stream:  # a non-streaming fallback serves a streaming caller
-        return call.dialect.from_json(body), body
+        return call.dialect.from_json(body, call.primary.body), body
     return raw, body
 
 

@@ -128,7 +128,7 @@ class ResponsesDialect:
             reason = details.get("reason") if isinstance(details, Mapping) else None
             facts.finish_reasons.append(str(reason) if reason else "stop")
 
-    def from_json(self, body: Mapping[str, Any]) -> bytes:
+    def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:
         events = _Events()
         started = {**body, "status": "in_progress", "output": [], "usage": None}
         events.add("response.created", response=started)
@@ -145,7 +145,7 @@ class ResponsesDialect:
         return b"".join(events.frames)
 
     def from_text(self, text: str, model: str) -> bytes:
-        return self.from_json(self.answer_json(text, model))
+        return self.from_json(self.answer_json(text, model), {})
 
     def answer_text(self, body: Mapping[str, Any]) -> str:
         parts: list[str] = []

@@ -53,6 +53,24 @@ def test_non_streaming_fallback_is_delivered_as_a_stream(
     assert recording.finished.fallback == "non_streaming"
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_non_streaming_fallback_carries_usage_as_the_stream_would(
+    include_usage: bool, fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """The usage chunk (no choices) only when asked for: the SDK's own loop indexes choices[0]."""
+    client = make_client(False, fallbacks=[streamtap.Fallback.non_streaming()])
+    fake.enqueue("status=503;should_retry=false", "")
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True, **options)
+    with stream:
+        chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "".join(expected(fake, "chat"))
+    assert [chunk.usage is not None for chunk in chunks if not chunk.choices] == [True] * include_usage
+    assert recording.finished.fallback == "non_streaming"
+    assert recording.finished.output_tokens == len(expected(fake, "chat"))
+
+
 def test_upstream_fallback_uses_its_own_base_url_and_key(recording: Recording, make_client: Any) -> None:
     from streamtap.fake import FakeConfig
 

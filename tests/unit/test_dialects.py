@@ -498,7 +498,7 @@ CHAT_BODY: dict[str, Any] = {
 
 
 def test_chat_from_json_tool_calls_choices_and_usage() -> None:
-    chunks = chat_chunks(CHAT.from_json(CHAT_BODY))
+    chunks = chat_chunks(CHAT.from_json(CHAT_BODY, {"stream_options": {"include_usage": True}}))
     assert {c.id for c in chunks} == {"chatcmpl-9"}
     assert {c.created for c in chunks} == {5}
     assert chunks[-1].choices == []
@@ -526,6 +526,17 @@ def test_chat_from_json_tool_calls_choices_and_usage() -> None:
     )
 
 
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False}])
+def test_chat_from_json_carries_usage_only_when_asked(options: dict[str, Any] | None) -> None:
+    """As a stream does: its usage chunk, which has no choices, only with include_usage."""
+    request = {} if options is None else {"stream_options": options}
+    chunks = chat_chunks(CHAT.from_json(CHAT_BODY, request))
+    assert all(c.choices and c.usage is None for c in chunks)
+    facts = StreamFacts()
+    CHAT.body_facts(CHAT_BODY, facts)  # the call's tokens come from the answer all the same
+    assert (facts.input_tokens, facts.output_tokens) == (7, 3)
+
+
 def test_chat_from_json_refusal() -> None:
     body = {
         "id": "c",
@@ -533,7 +544,7 @@ def test_chat_from_json_refusal() -> None:
         "model": "m",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "no"}}],
     }
-    chunks = chat_chunks(CHAT.from_json(body))
+    chunks = chat_chunks(CHAT.from_json(body, {}))
     assert [c.choices[0].delta.refusal for c in chunks] == [None, "no", None]
     assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -624,7 +635,7 @@ RESPONSES_BODY: dict[str, Any] = {
 
 
 def test_responses_from_json_function_call_reasoning_and_usage() -> None:
-    content = RESPONSES.from_json(RESPONSES_BODY)
+    content = RESPONSES.from_json(RESPONSES_BODY, {})
     events = response_events(content, strict=False)
     assert [e.type for e in events] == [
         "response.created",
