@@ -35,6 +35,11 @@ _ERRORS = frozenset({"error", "response.failed"})
 _PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
 _SEQUENCE = b'"sequence_number":'
 _DELTA = b'"delta":"'
+# How a message's content part streams: (its text's key, the events' kind, their extra fields).
+_PART_EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "output_text": ("text", "output_text", {"logprobs": []}),
+    "refusal": ("refusal", "refusal", {}),
+}
 
 
 class ResponsesDialect:
@@ -141,7 +146,11 @@ class ResponsesDialect:
             else:
                 events.add("response.output_item.added", output_index=index, item=item)
                 events.add("response.output_item.done", output_index=index, item=item)
-        events.add("response.completed", response={**body, "status": body.get("status", "completed")})
+        # The terminal event a stream of this answer ends with: response.incomplete for an
+        # answer cut short (max_output_tokens, content_filter), as the caller's stream would.
+        status = body.get("status", "completed")
+        kind = f"response.{status}" if status in ("incomplete", "failed") else "response.completed"
+        events.add(kind, response={**body, "status": status})
         return b"".join(events.frames)
 
     def from_text(self, text: str, model: str) -> bytes:
@@ -206,11 +215,17 @@ class _Events:
         )
         for part_index, part in enumerate(item.get("content") or ()):
             where = {"item_id": item_id, "output_index": index, "content_index": part_index}
-            text = part.get("text", "") if part.get("type") == "output_text" else ""
-            self.add("response.content_part.added", **where, part={**part, "text": ""})
-            if text:
-                self.add("response.output_text.delta", **where, delta=text, logprobs=[])
-            self.add("response.output_text.done", **where, text=text, logprobs=[])
+            # A text streams as output_text events, a refusal as refusal events (the SDK's
+            # stream helper asserts the part an output_text event names is an output_text).
+            key, kind, extra = _PART_EVENTS.get(part.get("type"), (None, "", {}))
+            if key is None:
+                self.add("response.content_part.added", **where, part=part)
+            else:
+                value = part.get(key) or ""
+                self.add("response.content_part.added", **where, part={**part, key: ""})
+                if value:
+                    self.add(f"response.{kind}.delta", **where, delta=value, **extra)
+                self.add(f"response.{kind}.done", **where, **{key: value}, **extra)
             self.add("response.content_part.done", **where, part=part)
         self.add("response.output_item.done", output_index=index, item=item)
 

@@ -664,6 +664,35 @@ def test_responses_from_json_function_call_reasoning_and_usage() -> None:
     assert facts.finish_reasons == ["stop"]
 
 
+def test_responses_from_json_streams_a_refusal_as_refusal_events() -> None:
+    refusal = {"type": "refusal", "refusal": "I can't help with that."}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed"}
+    body = {**RESPONSES_BODY, "output": [{**message, "content": [refusal]}]}
+    content = RESPONSES.from_json(body, {})
+    events = response_events(content, strict=False)
+    assert [e.type for e in events][3:7] == [
+        "response.content_part.added",
+        "response.refusal.delta",
+        "response.refusal.done",
+        "response.content_part.done",
+    ]
+    assert (events[4].delta, events[5].refusal) == (refusal["refusal"], refusal["refusal"])
+    # The SDK's stream helper takes them (an output_text event naming this part fails its assert).
+    raw = sdk_stream(content, ResponseStreamEvent, "/responses")
+    final = ResponseStream(
+        raw_stream=raw, text_format=openai.omit, input_tools=openai.omit, starting_after=None
+    ).get_final_response()
+    assert final.output[0].content[0].refusal == refusal["refusal"]  # type: ignore[union-attr]
+
+
+def test_responses_from_json_ends_an_incomplete_answer_as_its_stream_would() -> None:
+    body = {**RESPONSES_BODY, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+    events = response_events(RESPONSES.from_json(body, {}), strict=False)
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert "response.completed" not in [e.type for e in events]
+
+
 def test_responses_answer_json_is_a_valid_response() -> None:
     body = RESPONSES.answer_json(TEXT, "gpt-x")
     assert Response.model_validate(body).output_text == TEXT
