@@ -128,7 +128,9 @@ class ResponsesDialect:
             facts.input_tokens = _int(usage.get("input_tokens"))
             facts.output_tokens = _int(usage.get("output_tokens"))
             usage_details(usage, facts, "input_tokens_details", "output_tokens_details")
-        if finish:
+        # A response still queued or in progress (a background one), failed or cancelled has
+        # stopped for no finish reason.
+        if finish and body.get("status", "completed") in ("completed", "incomplete"):
             details = body.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, Mapping) else None
             facts.finish_reasons.append(str(reason) if reason else "stop")

@@ -707,6 +707,14 @@ def test_responses_body_facts() -> None:
     assert (facts.input_tokens, facts.output_tokens, facts.finish_reasons) == (9, 2, ["content_filter"])
 
 
+@pytest.mark.parametrize("status", ["queued", "in_progress", "failed", "cancelled"])
+def test_responses_body_facts_of_an_unfinished_response_have_no_finish_reason(status: str) -> None:
+    """E.g. `responses.create(background=True)`, answered at once with a queued response."""
+    facts = StreamFacts()
+    RESPONSES.body_facts({**RESPONSES_BODY, "status": status, "usage": None}, facts)
+    assert (facts.response_id, facts.finish_reasons, facts.output_tokens) == ("resp_9", [], None)
+
+
 def test_responses_error_frame_makes_the_sdk_raise() -> None:
     content = RESPONSES.from_text("partial", "m").split(b"event: response.completed")[0]
     content += RESPONSES.error_frame("stream_truncated", "cut")
