@@ -29,7 +29,17 @@ from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
 _TEXT = b'"delta":{"content":"'
-_CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
+# What a delta carries that commits the call; `audio` (its transcript and data) is the answer of
+# a call with audio output, whose deltas carry no `content`.
+_CONTENT_KEYS = (
+    "content",
+    "tool_calls",
+    "function_call",
+    "refusal",
+    "reasoning_content",
+    "reasoning",
+    "audio",
+)
 
 
 class ChatDialect:

@@ -55,6 +55,7 @@ C_CONTENT = chat(delta('{"content":"Hello"}'))
 C_TOOL = chat(delta('{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a"}}]}'))
 C_REFUSAL = chat(delta('{"refusal":"I cannot"}'))
 C_REASONING = chat(delta('{"reasoning_content":"think"}'))
+C_AUDIO = chat(delta('{"audio":{"id":"audio_1","transcript":"Hello"}}'))
 C_FINISH = chat(delta("{}", '"stop"'))
 C_FILTER = chat(
     '{"index":0,"delta":{},"content_filter_results":{"hate":{"filtered":false}},"finish_reason":null}'
@@ -161,6 +162,7 @@ CHAT_KINDS = [
     pytest.param(C_TOOL, CONTENT, id="tool_call"),
     pytest.param(C_REFUSAL, CONTENT, id="refusal"),
     pytest.param(C_REASONING, CONTENT, id="reasoning"),
+    pytest.param(C_AUDIO, CONTENT, id="audio"),
     pytest.param(C_FINISH, PREAMBLE, id="finish"),
     pytest.param(C_FILTER, PREAMBLE, id="azure_filter"),
     pytest.param(C_USAGE, PREAMBLE, id="usage"),
@@ -189,7 +191,13 @@ def assert_glance_is_sound(dialect: Dialect, frame: bytes, kind: int) -> int:
 
 
 # What glance answers for each frame: the ordinary content and preamble events, nothing else.
-CHAT_GLANCES = {C_CONTENT: CONTENT, C_TOOL: CONTENT, C_REFUSAL: CONTENT, C_REASONING: CONTENT}
+CHAT_GLANCES = {
+    C_CONTENT: CONTENT,
+    C_TOOL: CONTENT,
+    C_REFUSAL: CONTENT,
+    C_REASONING: CONTENT,
+    C_AUDIO: CONTENT,
+}
 
 
 @pytest.mark.parametrize(("frame", "kind"), CHAT_KINDS)
