@@ -35,6 +35,9 @@ _ERRORS = frozenset({"error", "response.failed"})
 _PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
 _SEQUENCE = b'"sequence_number":'
 _DELTA = b'"delta":"'
+# Content that is no delta: an image generation's partial images, streamed as they are drawn.
+_PARTIAL_IMAGE = "response.image_generation_call.partial_image"
+_PARTIAL_IMAGE_BYTES = _PARTIAL_IMAGE.encode()
 # How a message's content part streams: (its text's key, the events' kind, their extra fields).
 _PART_EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "output_text": ("text", "output_text", {"logprobs": []}),
@@ -59,7 +62,9 @@ class ResponsesDialect:
         if name.endswith(b".delta"):
             return CONTENT
         # Errors, the terminal events and usage need a parse; the other events tell nothing.
-        return UNKNOWN if name in _PARSE else PREAMBLE
+        if name in _PARSE:
+            return UNKNOWN
+        return CONTENT if name == _PARTIAL_IMAGE_BYTES else PREAMBLE
 
     def shape(self, frame: bytes) -> Shape | None:
         # The event line says what the event is; its data (sequence number, text, padding)
@@ -102,7 +107,7 @@ class ResponsesDialect:
             self.body_facts(response, facts, finish=kind in _TERMINAL)
         if kind in _TERMINAL:
             return TERMINAL
-        return CONTENT if kind.endswith(".delta") else PREAMBLE
+        return CONTENT if kind.endswith(".delta") or kind == _PARTIAL_IMAGE else PREAMBLE
 
     def text(self, frames: bytes) -> str:
         parts: list[str] = []

@@ -124,6 +124,14 @@ R_REASONING_DELTA = resp(
     summary_index=0,
     delta="hm",
 )
+R_PARTIAL_IMAGE = resp(
+    "response.image_generation_call.partial_image",
+    seq=3,
+    item_id="ig_1",
+    output_index=0,
+    partial_image_index=0,
+    partial_image_b64="iVBORw0KGgo",
+)
 R_TEXT_DONE = resp(
     "response.output_text.done", seq=4, item_id="msg_1", output_index=0, content_index=0, text="Hello"
 )
@@ -313,6 +321,7 @@ RESPONSES_KINDS = [
     pytest.param(R_DELTA, CONTENT, id="text_delta"),
     pytest.param(R_ARGS_DELTA, CONTENT, id="arguments_delta"),
     pytest.param(R_REASONING_DELTA, CONTENT, id="reasoning_delta"),
+    pytest.param(R_PARTIAL_IMAGE, CONTENT, id="partial_image"),
     pytest.param(R_TEXT_DONE, PREAMBLE, id="text_done"),
     pytest.param(R_COMPLETED, TERMINAL, id="completed"),
     pytest.param(R_INCOMPLETE, TERMINAL, id="incomplete"),
@@ -331,6 +340,7 @@ RESPONSES_GLANCES = {
     R_DELTA: CONTENT,
     R_ARGS_DELTA: CONTENT,
     R_REASONING_DELTA: CONTENT,
+    R_PARTIAL_IMAGE: CONTENT,
     R_TEXT_DONE: PREAMBLE,
 }
 
