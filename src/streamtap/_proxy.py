@@ -145,10 +145,11 @@ class Proxy:
         send: Send,
         watch: _ClientWatch,
     ) -> None:
-        method: str = scope["method"]
         payload = parse_body(body) if routed is not None else None
-        forwarded = forward_request_headers(headers, upstream_key=self.config.upstream_api_key)
-        request = httpx2.Request(method, _parsed(url), headers=forwarded, content=body)
+        forwarded = forward_request_headers(
+            headers, upstream_key=self.config.upstream_api_key, decoded=payload is not None
+        )
+        request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
         if routed is None or payload is None:
             await self._pass_through(request, send, watch)
             return

@@ -28,6 +28,10 @@ HOP_BY_HOP = frozenset(
 # Recomputed or owned by the proxy.
 # The client's traceparent passes on; an attempt span, when tracing is on, replaces it with its own.
 _REQUEST_OWNED = frozenset({b"host", b"content-length", b"authorization"})
+# The content codings the engine decodes (httpx2's own decoders, without optional packages; door 1's
+# client asks for the same). A call's answer reaches the client decoded whatever the client
+# accepts, so the upstream must not be offered a coding the engine cannot read (br, zstd).
+_DECODABLE = b"gzip, deflate"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -68,13 +72,19 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
-def forward_request_headers(headers: Headers, *, upstream_key: str | None) -> Headers:
-    """The client's headers as sent upstream: hop-by-hop stripped, the key set or passed on."""
+def forward_request_headers(headers: Headers, *, upstream_key: str | None, decoded: bool = False) -> Headers:
+    """The client's headers as sent upstream: hop-by-hop stripped, the key set or passed on.
+
+    `decoded`: the engine reads the answer (a call), so Accept-Encoding offers what it decodes
+    rather than what the client does; a body passed through keeps the client's.
+    """
     named = _connection_tokens(headers)
     out: Headers = []
+    if decoded:
+        out.append((b"accept-encoding", _DECODABLE))
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in named:
+        if lower in HOP_BY_HOP or lower in named or (decoded and lower == b"accept-encoding"):
             continue
         if lower in _REQUEST_OWNED:
             if lower == b"authorization" and upstream_key is None:

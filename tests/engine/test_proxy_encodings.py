@@ -1,0 +1,132 @@
+"""Content codings through the proxy, as real clients and upstreams use them: clients that
+accept br and zstd (curl --compressed, browsers' fetch), upstreams that compress."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx2
+import pytest
+
+from streamtap._proxy_config import ProxyConfig
+from streamtap._proxy_server import ProxyServer
+
+from .conftest import TEST_POLICY
+
+ANSWER = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+}
+
+
+def _sse() -> bytes:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    deltas = [{"role": "assistant", "content": ""}, {"content": "hi"}, {"content": " there"}]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, list[str]]]:
+    """An upstream that compresses as a CDN in front of an API does: br when the request
+    accepts it (these bytes are no real brotli: a client that asked for br cannot tell),
+    else gzip when accepted. It notes each request's Accept-Encoding."""
+    accepted: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self._answer(json.dumps({"object": "list", "data": []}).encode(), "application/json")
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if body.get("stream"):
+                self._answer(_sse(), "text/event-stream")
+            else:
+                self._answer(json.dumps(ANSWER).encode(), "application/json")
+
+        def _answer(self, data: bytes, content_type: str) -> None:
+            accept = self.headers.get("accept-encoding", "")
+            accepted.append(accept)
+            coding = "br" if "br" in accept else "gzip" if "gzip" in accept else None
+            if coding == "br":
+                data = b"\x1b\x03 not json, not text"
+            elif coding == "gzip":
+                data = gzip.compress(data)
+            self.send_response(200)
+            self.send_header("content-type", content_type)
+            if coding is not None:
+                self.send_header("content-encoding", coding)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-request-id", "req_123")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", accepted
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: tuple[str, list[str]]) -> Iterator[ProxyServer]:
+    config = ProxyConfig(upstream=upstream[0], listen="127.0.0.1:0", policy=TEST_POLICY)
+    with ProxyServer(config, recorders=[]) as server:
+        yield server
+
+
+# What curl --compressed, browsers and many HTTP libraries send.
+CLIENT_ACCEPTS = "gzip, deflate, br, zstd"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_call_reaches_the_client_decoded_whatever_it_accepts(
+    proxy: ProxyServer, upstream: tuple[str, list[str]], stream: bool
+) -> None:
+    # The engine reads the answer, so the upstream is offered only the codings it decodes;
+    # offered the client's br, the upstream's answer was unreadable and every call a 502.
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "stream": stream}
+    response = httpx2.post(
+        f"{proxy.base_url}/chat/completions", json=body, headers={"accept-encoding": CLIENT_ACCEPTS}
+    )
+    assert response.status_code == 200, response.text
+    assert upstream[1][-1] == "gzip, deflate"
+    assert "content-encoding" not in response.headers  # the body the client gets is decoded
+    assert response.headers["x-request-id"] == "req_123"
+    if stream:
+        assert response.content == _sse()
+    else:
+        assert json.loads(response.content) == ANSWER
+        assert response.headers["content-length"] == str(len(response.content))
+
+
+def test_a_pass_through_keeps_the_upstream_coding_and_the_client_offer(
+    proxy: ProxyServer, upstream: tuple[str, list[str]]
+) -> None:
+    # Relayed byte for byte: the client's own offer goes upstream, the coding comes back
+    # with the length of the encoded bytes.
+    response = httpx2.get(f"{proxy.base_url}/models", headers={"accept-encoding": "gzip"})
+    assert upstream[1][-1] == "gzip"
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["content-length"] == str(len(gzip.compress(response.content)))
+    assert response.json() == {"object": "list", "data": []}
