@@ -28,6 +28,8 @@ HOP_BY_HOP = frozenset(
 # Recomputed or owned by the proxy.
 # The client's traceparent passes on; an attempt span, when tracing is on, replaces it with its own.
 _REQUEST_OWNED = frozenset({b"host", b"content-length", b"authorization"})
+# uvicorn writes its own Date on every response.
+_RESPONSE_DROPPED = HOP_BY_HOP | {b"date"}
 # The content codings the engine decodes (httpx2's own decoders, without optional packages; door 1's
 # client asks for the same). A call's answer reaches the client decoded whatever the client
 # accepts, so the upstream must not be offered a coding the engine cannot read (br, zstd).
@@ -97,10 +99,11 @@ def forward_request_headers(headers: Headers, *, upstream_key: str | None, decod
 
 
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """The upstream's response headers as sent to the client: hop-by-hop stripped."""
+    """The upstream's response headers as sent to the client: hop-by-hop stripped, and Date,
+    which the server writes on every response (a second one would make the value a list)."""
     pairs = list(headers)
     named = _connection_tokens(pairs)
-    return [(k.lower(), v) for k, v in pairs if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+    return [(k.lower(), v) for k, v in pairs if k.lower() not in _RESPONSE_DROPPED and k.lower() not in named]
 
 
 def authorized(headers: Headers, token: str | None) -> bool:

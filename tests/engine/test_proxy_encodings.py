@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,3 +131,15 @@ def test_a_pass_through_keeps_the_upstream_coding_and_the_client_offer(
     assert response.headers["content-encoding"] == "gzip"
     assert response.headers["content-length"] == str(len(gzip.compress(response.content)))
     assert response.json() == {"object": "list", "data": []}
+
+
+def test_a_relayed_answer_has_one_date(proxy: ProxyServer) -> None:
+    # The server writes its own Date on every response; the upstream's made a second one.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200")
+    assert head.count(b"\r\ndate:") == 1
