@@ -170,7 +170,9 @@ class Proxy:
         except httpx2.TransportError as error:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
             return
-        await _relay(response, send, watch, error_frame=dialect_for(api).error_frame)
+        # Only a stream the engine relays can be cut; an answer it holds whole goes in one piece.
+        error_frame = dialect_for(api).error_frame if isinstance(response, StreamResponse) else None
+        await _relay(response, send, watch, error_frame=error_frame)
 
     async def _upload(self, scope: Scope, headers: Headers, url: str, receive: Receive, send: Send) -> None:
         """Any other /v1 request with a body (file and audio uploads can be large): the body
@@ -326,6 +328,11 @@ class _ClientWatch:
         self._left = True
         self._task.cancel()
 
+    @property
+    def left(self) -> bool:
+        """Whether the client disconnected."""
+        return self._left
+
     def stop(self) -> None:
         """Stop watching. Cancelled before it resumes, the watcher cancels nothing more."""
         self._watcher.cancel()
@@ -355,22 +362,27 @@ async def _relay(
     *,
     error_frame: Callable[[str, str], bytes] | None,
 ) -> None:
-    """Send a response to the client as it arrives; `watch` stops it when the client leaves."""
+    """Send a response to the client as it arrives; `watch` stops it when the client leaves.
+
+    A call's stream (`error_frame` given) that fails, or that the server's shutdown deadline
+    cuts, ends with an error event of its dialect, so the client's SDK raises."""
     headers = response_headers(response.headers.raw)
     try:
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        failed: tuple[str, str] | None = None
         try:
             async for chunk in _chunks(response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except StreamInterrupted as error:
-            if error_frame is not None:
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": error_frame(error.error_type, str(error)),
-                        "more_body": True,
-                    }
-                )
+            failed = (error.error_type, str(error))
+        except asyncio.CancelledError:
+            if watch.left or error_frame is None:
+                raise  # the client left: nothing more to send
+            # The only other canceller is the server, once, at the end of the shutdown grace,
+            # and it awaits nothing after: the answer is ended here, and so is the task.
+            failed = ("stream_interrupted", "the proxy shut down before the stream ended")
+        if failed is not None and error_frame is not None:
+            await send({"type": "http.response.body", "body": error_frame(*failed), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         # The response is complete (uvicorn then reports a disconnect) or abandoned: the close
