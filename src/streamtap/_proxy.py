@@ -170,6 +170,13 @@ class Proxy:
         except httpx2.TransportError as error:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
             return
+        except asyncio.CancelledError:
+            if watch.left:
+                raise
+            # The server's shutdown deadline (see `_relay`), before the first token: an error the
+            # SDKs know, not uvicorn's plain-text 500 and a logged traceback.
+            await _error(send, 503, "shutting_down", "the proxy shut down before the upstream answered")
+            return
         # Only a stream the engine relays can be cut; an answer it holds whole goes in one piece.
         error_frame = dialect_for(api).error_frame if isinstance(response, StreamResponse) else None
         await _relay(response, send, watch, error_frame=error_frame)

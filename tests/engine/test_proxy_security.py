@@ -438,6 +438,35 @@ def test_a_stream_past_the_grace_is_cut_and_its_call_ends(fake: FakeUpstream) ->
     assert finished[0].outcome == "cancelled"
 
 
+def test_a_call_still_waiting_at_the_end_of_the_grace_gets_503(fake: FakeUpstream) -> None:
+    # Before its first token a call has no stream to end: it gets an error the SDKs know
+    # (503, so they may retry elsewhere), not the server's plain-text 500.
+    fake.clear()
+    recording = Recording()
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", shutdown_grace=1)
+    proxy = ProxyServer(config, recorders=[recording]).start()
+    answers: list[httpx2.Response] = []
+    body = {"model": "gpt-4o", "messages": CHAT_MESSAGES, "stream": True}
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            httpx2.post(
+                f"{proxy.base_url}/chat/completions", json=body, headers={"x-fake-ttft": "30"}, timeout=30
+            )
+        )
+    )
+    caller.start()
+    try:
+        assert until(lambda: len(fake.requests) == 1)  # the upstream has it, and stalls
+        proxy.stop()
+    finally:
+        caller.join(30)
+        proxy.stop()
+    (answer,) = answers
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "shutting_down"
+    assert recording.finished.outcome == "cancelled"
+
+
 def test_ops_listener_serves_only_metrics_and_probes(fake: FakeUpstream) -> None:
     config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", ops_listen="127.0.0.1:0")
     with ProxyServer(config, recorders=[]) as proxy:
