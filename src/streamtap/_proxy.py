@@ -30,6 +30,7 @@ from ._proxy_http import (
     declared_length,
     forward_request_headers,
     header,
+    identity_body,
     response_headers,
     upstream_url,
 )
@@ -128,6 +129,11 @@ class Proxy:
                 raise _BodyTooLarge
             async with asyncio.timeout(config.body_timeout):  # a third of anyio's scope's cost
                 body = await _read_body(receive, config.max_body)
+            if routed is not None:
+                decoded = identity_body(headers, body, config.max_body)
+                if decoded is None:
+                    raise _BodyTooLarge
+                headers, body = decoded
         except (_BodyTooLarge, _ClientLeft, TimeoutError) as error:
             await _refuse_body(send, error, config.max_body, f"took over {config.body_timeout} s")
             return

@@ -8,6 +8,7 @@ climb out of it (dot segments, encoded slashes or backslashes, control character
 from __future__ import annotations
 
 import hmac
+import zlib
 from collections.abc import Iterable
 from urllib.parse import unquote
 
@@ -34,6 +35,7 @@ _RESPONSE_DROPPED = HOP_BY_HOP | {b"date"}
 # client asks for the same). A call's answer reaches the client decoded whatever the client
 # accepts, so the upstream must not be offered a coding the engine cannot read (br, zstd).
 _DECODABLE = b"gzip, deflate"
+_AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib reads a gzip or a zlib (HTTP "deflate") header
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -104,6 +106,26 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     pairs = list(headers)
     named = _connection_tokens(pairs)
     return [(k.lower(), v) for k, v in pairs if k.lower() not in _RESPONSE_DROPPED and k.lower() not in named]
+
+
+def identity_body(headers: Headers, body: bytes, limit: int) -> tuple[Headers, bytes] | None:
+    """A call's request body without its content coding (gzip, deflate) and the headers without
+    Content-Encoding, so the engine can read the call and resend it; None when it decodes to
+    over `limit` bytes (a small body can inflate a thousandfold). A body in another coding, or
+    one that does not decode, is returned as it came (and is passed through)."""
+    coding = header(headers, b"content-encoding")
+    if coding is None or coding.strip().lower() not in (b"gzip", b"x-gzip", b"deflate"):
+        return headers, body
+    decoder = zlib.decompressobj(_AUTO_HEADER)
+    try:
+        plain = decoder.decompress(body, limit + 1)
+    except zlib.error:
+        return headers, body
+    if len(plain) > limit:
+        return None
+    if not decoder.eof or decoder.unused_data:
+        return headers, body
+    return [(k, v) for k, v in headers if k.lower() != b"content-encoding"], plain
 
 
 def authorized(headers: Headers, token: str | None) -> bool:

@@ -1,5 +1,6 @@
 """Content codings through the proxy, as real clients and upstreams use them: clients that
-accept br and zstd (curl --compressed, browsers' fetch), upstreams that compress."""
+accept br and zstd (curl --compressed, browsers' fetch), upstreams that compress, clients that
+compress their request bodies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gzip
 import json
 import socket
 import threading
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,8 +18,10 @@ import pytest
 
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
+from streamtap.fake import FakeUpstream
 
 from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES, Recording
 
 ANSWER = {
     "id": "chatcmpl-1",
@@ -143,3 +147,53 @@ def test_a_relayed_answer_has_one_date(proxy: ProxyServer) -> None:
     head = reply.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 200")
     assert head.count(b"\r\ndate:") == 1
+
+
+@pytest.fixture
+def proxied(fake: FakeUpstream) -> Iterator[tuple[ProxyServer, Recording]]:
+    fake.clear()
+    recording = Recording()
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", policy=TEST_POLICY, max_body=2048)
+    with ProxyServer(config, recorders=[recording]) as server:
+        yield server, recording
+
+
+def _compressed(payload: object, coding: str) -> bytes:
+    data = json.dumps(payload).encode()
+    return gzip.compress(data) if coding == "gzip" else zlib.compress(data)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_call_body_is_served_by_the_engine(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream, coding: str
+) -> None:
+    # It was passed through still compressed, the engine never saw it: no retries, no
+    # fallbacks, no telemetry, and whatever an upstream makes of a compressed body.
+    proxy, recording = proxied
+    response = httpx2.post(
+        f"{proxy.base_url}/chat/completions",
+        content=_compressed({"model": "gpt-4o", "messages": CHAT_MESSAGES}, coding),
+        headers={"content-encoding": coding, "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-streamtap-attempts"] == "1"
+    assert recording.finished.outcome == "ok"
+    (sent,) = fake.requests
+    assert sent.model == "gpt-4o"  # the upstream got the JSON itself
+    assert "content-encoding" not in dict(sent.headers)
+
+
+def test_a_compressed_call_body_is_bounded_once_decoded(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream
+) -> None:
+    proxy, _ = proxied
+    packed = _compressed(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 100_000}]}, "gzip"
+    )
+    assert len(packed) < 2048  # under max_body as sent, a hundred times over it decoded
+    response = httpx2.post(
+        f"{proxy.base_url}/chat/completions", content=packed, headers={"content-encoding": "gzip"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert fake.requests == []
