@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-# A single event larger than this is a bad response, not a reason to buffer without bound.
-DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+# A single event larger than this is a bad response, not a reason to buffer without bound. An
+# event can carry a whole answer (responses' `response.completed`, an image generation's
+# `output_item.done` with its base64 image), so it has a whole JSON answer's limit.
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 
 class FrameTooLarge(ValueError):
@@ -24,12 +26,17 @@ class FrameBuffer:
     Line endings are normalised to `\\n`, so `\\r\\n` and `\\r` producers are handled; a `\\r`
     at the end of a chunk ends its line at once (a CR-only producer's last frame is complete),
     and a `\\n` starting the next chunk is dropped as the second half of that `\\r\\n`.
+
+    An incomplete frame is held as the pieces it came in, joined once when it completes, and
+    each chunk is searched alone: a large event arriving in many reads costs time in proportion
+    to its size, not to its size squared.
     """
 
-    __slots__ = ("_held", "_max_frame", "_skip_lf")
+    __slots__ = ("_held", "_held_size", "_max_frame", "_skip_lf")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self._held = b""
+        self._held: list[bytes] = []  # an incomplete frame's pieces; never a blank line among them
+        self._held_size = 0
         self._max_frame = max_frame
         self._skip_lf = False
 
@@ -42,18 +49,35 @@ class FrameBuffer:
         if 13 in chunk:  # a memchr for b"\r" (`b"\r" in chunk` first tries the needle as an int)
             self._skip_lf = chunk[-1:] == b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        data = self._held + chunk if self._held else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            if len(data) > self._max_frame:
-                raise FrameTooLarge(f"an SSE event exceeds {self._max_frame} bytes")
-            self._held = data
+        end = chunk.rfind(b"\n\n")
+        held = self._held
+        if held:
+            if end < 0 and chunk[:1] == b"\n" and held[-1][-1:] == b"\n":
+                end = -1  # the blank line is the held piece's last byte and this chunk's first
+            elif end < 0:
+                self._hold(chunk)
+                return b""
+            end += 2
+            held.append(chunk[:end])
+            frames = b"".join(held)
+            held.clear()
+            self._held_size = 0
+        elif end < 0:
+            self._hold(chunk)
             return b""
-        end += 2
-        self._held = data[end:]
-        if len(self._held) > self._max_frame:
-            raise FrameTooLarge(f"an SSE event exceeds {self._max_frame} bytes")
-        return data[:end]
+        else:
+            end += 2
+            frames = chunk[:end]
+        if end < len(chunk):
+            self._hold(chunk[end:])
+        return frames
+
+    def _hold(self, piece: bytes) -> None:
+        if piece:
+            self._held.append(piece)
+            self._held_size += len(piece)
+            if self._held_size > self._max_frame:
+                raise FrameTooLarge(f"an SSE event exceeds {self._max_frame} bytes")
 
     @property
     def idle(self) -> bool:
@@ -63,7 +87,7 @@ class FrameBuffer:
     @property
     def pending(self) -> bytes:
         """Bytes of an incomplete frame still held back."""
-        return self._held
+        return b"".join(self._held)
 
 
 def split_frames(frames: bytes) -> list[bytes]:

@@ -8,6 +8,7 @@ from streamtap._attempt import StreamAttempt
 from streamtap._chat import CHAT
 from streamtap._errors import Failure
 from streamtap._responses import RESPONSES
+from streamtap._sse import DEFAULT_MAX_FRAME
 
 ROLE = b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 
@@ -205,9 +206,9 @@ def test_bad_json_is_bad_response(before: bytes, phase: str, retryable: bool) ->
 
 def test_oversize_event_is_bad_response() -> None:
     attempt = make()
-    assert attempt.feed(b"data: " + b"x" * (4 * 1024 * 1024), 0.6) == b""
+    assert attempt.feed(b"data: " + b"x" * DEFAULT_MAX_FRAME, 0.6) == b""
     assert attempt.failure == Failure(
-        "bad_response", "first_token", True, f"an SSE event exceeds {4 * 1024 * 1024} bytes"
+        "bad_response", "first_token", True, f"an SSE event exceeds {DEFAULT_MAX_FRAME} bytes"
     )
 
 

@@ -97,6 +97,26 @@ def test_cr_only_frame_ending_at_chunk_end_is_released() -> None:
     assert buffer.feed(b"\ndata: x\n\n") == b"data: x\n\n"
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_one_byte_at_a_time(newline: bytes) -> None:
+    # Every blank line falls between two reads, each frame is held as many pieces.
+    stream = STREAM.replace(b"\n", newline)
+    buffer = FrameBuffer()
+    assert feed_all([stream[i : i + 1] for i in range(len(stream))], buffer) == FRAMES
+    assert buffer.pending == b""
+
+
+def test_an_event_carrying_a_whole_image_is_one_frame() -> None:
+    # An image generation's output_item.done (or response.completed) carries the image as base64:
+    # several MiB in one event, read 64 KiB at a time. It was over the 4 MiB the buffer took before.
+    event = b"event: response.output_item.done\ndata: {" + b'"result":"' + b"A" * (9 * 2**20) + b'"}\n\n'
+    stream = event + b"data: [DONE]\n\n"
+    buffer = FrameBuffer()
+    reads = [stream[i : i + 65536] for i in range(0, len(stream), 65536)]
+    assert feed_all(reads, buffer) == [event[:-2], b"data: [DONE]"]
+    assert buffer.idle
+
+
 def test_mixed_line_endings() -> None:
     assert feed_all([b"data: 1\r\n\ndata: 2\r\rdata: 3\n\r\n"]) == [b"data: 1", b"data: 2", b"data: 3"]
 
