@@ -25,8 +25,9 @@ from ._events import (
     FirstToken,
     RetryScheduled,
     RetrySuppressed,
+    log,
 )
-from ._fallback import Fallback, Route, cache_key, fallback_route
+from ._fallback import AnswerCache, Fallback, Route, cache_key, fallback_route
 from ._responses import last_sequence_number
 from ._steps import ErrorResponse, GiveUp, Send, Serve, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
@@ -241,7 +242,7 @@ class Call:
     def _serve_cache(self) -> Step:
         fallback = self._current_fallback
         assert fallback is not None and fallback.cache is not None
-        text = fallback.cache.get(cache_key(self.api, self.primary.body))
+        text = _cached_text(fallback.cache, cache_key(self.api, self.primary.body))
         ok = text is not None
         self.observer.on_event(FallbackUsed(self.call_id, "cache", self.primary.model, ok))
         if text is None:
@@ -353,7 +354,10 @@ class Call:
             )
             # An answer without text (tool calls only) served from the cache would be wrong.
             for cache in engine.caches if text else ():
-                cache.set(cache_key(self.api, self.primary.body), text)
+                try:
+                    cache.set(cache_key(self.api, self.primary.body), text)
+                except Exception as error:  # the caller has its answer: a cache down must not take it
+                    log.warning("streamtap: the answer cache failed to keep an answer: %r", error)
         stream = self.stream
         self.observer.on_event(
             CallFinished(
@@ -381,3 +385,21 @@ class Call:
 
     def delivered_text(self) -> str:
         return self.dialect.text(b"".join(self.delivered))
+
+
+def _cached_text(cache: AnswerCache, key: str) -> str | None:
+    """The cache's answer for `key`; a cache that fails or answers no text is a miss, logged."""
+    try:
+        text = cache.get(key)
+    except Exception as error:  # a cache that is down is a miss, never the caller's error
+        log.warning("streamtap: the answer cache failed to look up an answer (a miss): %r", error)
+        return None
+    if isinstance(text, bytes):  # e.g. a Redis client without decode_responses
+        try:
+            return text.decode()
+        except UnicodeDecodeError:
+            pass
+    if text is None or isinstance(text, str):
+        return text
+    log.warning("streamtap: the answer cache gave a %s, not the text it kept (a miss)", type(text).__name__)
+    return None

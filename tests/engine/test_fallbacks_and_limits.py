@@ -119,6 +119,50 @@ def test_cache_miss_gives_the_sdk_error(fake: FakeUpstream, recording: Recording
     assert recording.of(FallbackUsed)[0].ok is False
 
 
+class _DownCache:
+    """A Redis-style AnswerCache whose server is down."""
+
+    def get(self, key: str) -> str | None:
+        raise ConnectionError("the cache server refused the connection")
+
+    def set(self, key: str, text: str) -> None:
+        raise ConnectionError("the cache server refused the connection")
+
+
+def test_a_cache_that_is_down_never_takes_the_callers_answer(
+    fake: FakeUpstream, recording: Recording, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Storing fails after a complete answer: the caller keeps it, and the call is recorded.
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached(_DownCache())])
+    text, _ = _chat_text(client)
+    assert text == fake.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert recording.finished.outcome == "ok"
+    assert "failed to keep an answer: ConnectionError" in caplog.text
+    # Looking up fails when it is needed: a miss, and the caller gets the upstream's error.
+    fake.enqueue("status=429;retry_after=0", "status=429;retry_after=0", "status=429;retry_after=0")
+    with pytest.raises(openai.RateLimitError):
+        _chat_text(client)
+    assert recording.of(CallFinished)[-1].error_type == "rate_limited"
+    assert recording.of(FallbackUsed)[-1].ok is False
+    assert "failed to look up an answer (a miss): ConnectionError" in caplog.text
+
+
+class _BytesCache(streamtap.MemoryCache):
+    """A cache that gives back bytes, as a Redis client does without decode_responses."""
+
+    def get(self, key: str) -> str | None:
+        text = super().get(key)
+        return text.encode() if text is not None else None  # type: ignore[return-value]
+
+
+def test_a_cache_that_gives_bytes_serves_their_text(fake: FakeUpstream, make_client: Any) -> None:
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached(_BytesCache())])
+    good, _ = _chat_text(client)
+    fake.enqueue("status=500", "status=500", "status=500")
+    text, headers = _chat_text(client)
+    assert (text, headers["x-streamtap-fallback"]) == (good, "cache")
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_background_response_resumes_after_commit(
     mode: str, fake: FakeUpstream, recording: Recording, make_client: Any
