@@ -98,7 +98,7 @@ class _Live:
             await upstream.aclose()
         call.attempt_failed(
             send,
-            status_failure(upstream),
+            status_failure(upstream, raw),
             now=clock(),
             wall=call.engine.wall(),
             headers=upstream.headers,

@@ -20,6 +20,7 @@ from ._errors import (
     CircuitOpenError,
     Failure,
     StreamInterrupted,
+    api_error_code,
     classify_exception,
     classify_status,
     failure,
@@ -91,9 +92,11 @@ def caller_headers(upstream: httpx2.Headers | None, call: Call, *, sse: bool) ->
     return items
 
 
-def status_failure(response: httpx2.Response) -> Failure:
+def status_failure(response: httpx2.Response, body: bytes) -> Failure:
     headers = response.headers
-    return classify_status(response.status_code, headers, should_retry_override(headers))
+    return classify_status(
+        response.status_code, headers, should_retry_override(headers), api_error_code(body)
+    )
 
 
 def error_response(response: httpx2.Response, body: bytes) -> ErrorResponse:

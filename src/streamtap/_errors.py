@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ _TRANSIENT_EVENT_CODES = frozenset(
         "too_many_requests",
     }
 )
+# Error codes of an error status that no wait fixes: a 429 `insufficient_quota` is an account
+# out of credit, not a rate (OpenAI sends it as both the error's code and its type).
+_NO_RETRY_CODES = frozenset({"insufficient_quota"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +69,13 @@ def status_error_type(status: int) -> ErrorType:
     return "other"
 
 
-def classify_status(status: int, headers: Mapping[str, str], should_retry: bool | None) -> Failure:
-    """An error status. `should_retry` is the upstream's x-should-retry override, if any."""
+def classify_status(
+    status: int, headers: Mapping[str, str], should_retry: bool | None, code: str | None = None
+) -> Failure:
+    """An error status. `should_retry` is the upstream's x-should-retry override, if any; `code`
+    is the error body's code (`api_error_code`)."""
     retryable = status in (408, 409, 429) or status >= 500
-    if status in _NOT_RETRYABLE:
+    if status in _NOT_RETRYABLE or code in _NO_RETRY_CODES:
         retryable = False
     if should_retry is not None:
         retryable = should_retry
@@ -76,10 +83,22 @@ def classify_status(status: int, headers: Mapping[str, str], should_retry: bool 
         error_type=status_error_type(status),
         phase="headers",
         retryable=retryable,
-        message=f"upstream answered HTTP {status}",
+        message=f"upstream answered HTTP {status}" + (f" ({code})" if code else ""),
         status_code=status,
         counts_for_breaker=status not in _BREAKER_NEUTRAL_4XX,
     )
+
+
+def api_error_code(body: bytes) -> str | None:
+    """The `error.code` (else `error.type`) of an OpenAI error body, or None when it has none."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        return None
+    if not isinstance(error, Mapping):
+        return None
+    code = error.get("code") or error.get("type")
+    return code if isinstance(code, str) and code else None
 
 
 def classify_exception(error: BaseException, *, phase: Phase) -> Failure:

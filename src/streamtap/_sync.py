@@ -96,7 +96,7 @@ class _Live:
             upstream.close()
         call.attempt_failed(
             send,
-            status_failure(upstream),
+            status_failure(upstream, raw),
             now=clock(),
             wall=call.engine.wall(),
             headers=upstream.headers,

@@ -31,6 +31,13 @@ class Case:
 BEFORE_COMMIT = [
     Case("429-retry-after", "status=429;retry_after=0", None, 2),
     Case("429-retry-after-ms", "status=429;retry_after_ms=5", None, 2),
+    Case(
+        "429-insufficient-quota",  # an account out of credit: no wait fixes it
+        "status=429;error_code=insufficient_quota",
+        "rate_limited",
+        1,
+        sdk_error=openai.RateLimitError,
+    ),
     Case("500", "status=500", None, 2),
     Case("502", "status=502", None, 2),
     Case("503", "status=503", None, 2),

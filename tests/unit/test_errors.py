@@ -12,6 +12,7 @@ from streamtap._errors import (
     CircuitOpenError,
     Failure,
     StreamInterrupted,
+    api_error_code,
     classify_error_event,
     classify_exception,
     classify_status,
@@ -60,6 +61,30 @@ def test_x_should_retry_overrides_the_table(status: int, override: bool) -> None
     # the override changes only retryability, never the type or the breaker verdict
     plain = classify_status(status, {}, None)
     assert (result.error_type, result.counts_for_breaker) == (plain.error_type, plain.counts_for_breaker)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}', "insufficient_quota"),
+        (b'{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}', "rate_limit_exceeded"),
+        (b'{"error":{"message":"slow down","type":"tokens","code":null}}', "tokens"),
+        (b'{"error":"just a string"}', None),
+        (b"[1, 2]", None),
+        (b"<html>502 Bad Gateway</html>", None),
+        (b"", None),
+    ],
+)  # fmt: skip
+def test_api_error_code(body: bytes, code: str | None) -> None:
+    assert api_error_code(body) == code
+
+
+def test_a_quota_429_is_not_retried_unless_the_upstream_says_so() -> None:
+    quota = classify_status(429, {}, None, "insufficient_quota")
+    assert (quota.error_type, quota.retryable, quota.counts_for_breaker) == ("rate_limited", False, True)
+    assert quota.message == "upstream answered HTTP 429 (insufficient_quota)"
+    assert classify_status(429, {}, None, "rate_limit_exceeded").retryable
+    assert classify_status(429, {}, True, "insufficient_quota").retryable
 
 
 @pytest.mark.parametrize(
