@@ -60,7 +60,10 @@ class CircuitBreaker:
         self._clock = clock
         self._on_transition = on_transition
         self._width = settings.window / _BUCKETS
-        self._lock = threading.Lock()
+        # Reentrant: the collector runs finalizers wherever an allocation triggers it, in this
+        # lock's own critical sections too, and an abandoned stream's finalizer releases its
+        # breaker (`Call.finish`); with a plain lock that thread would wait for itself forever.
+        self._lock = threading.RLock()
         self._state: BreakerState = "closed"
         self._opened_at = 0.0
         self._probes = 0  # half-open calls admitted and not yet finished

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
+import weakref
 
 import pytest
 
@@ -180,6 +182,35 @@ def test_release_frees_a_probe_without_counting() -> None:
     assert breaker.allow() is True
     assert breaker.allow() is False
     assert seen[-1] == ("open", "half_open")
+
+
+def test_a_finalizer_may_release_the_breaker_inside_its_own_critical_section() -> None:
+    """A stream left unclosed (`for chunk in stream: break`) is a reference cycle, so the
+    collector finalises it (`Call.finish` releases its breaker) wherever an allocation triggers
+    a collection: also inside this breaker's lock, in the same thread. That must not hang."""
+    collecting = threading.Event()
+
+    def clock() -> float:  # read under the lock: a collection runs there
+        if collecting.is_set():
+            gc.collect()
+        return 1000.0
+
+    breaker = CircuitBreaker(BreakerSettings(), clock=clock)
+
+    class Abandoned:
+        def __init__(self) -> None:
+            self.cycle = self
+
+    weakref.finalize(Abandoned(), breaker.release)
+    done = threading.Event()
+
+    def record() -> None:
+        collecting.set()
+        breaker.record_failure()
+        done.set()
+
+    threading.Thread(target=record, daemon=True).start()
+    assert done.wait(5), "record_failure hung: the finalizer waited for the lock its own thread held"
 
 
 def test_release_is_harmless_when_closed_or_unbalanced() -> None:
