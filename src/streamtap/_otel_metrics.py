@@ -70,6 +70,9 @@ class OtelMetricsRecorder:
             explicit_bucket_boundaries_advisory=DURATION_BOUNDARIES,
         )
         self._models = ModelLabeler(MAX_MODELS, normalise=False)
+        # The upstream names a model per requested one (a dated snapshot, the fine-tune id):
+        # as many values, so the same cap, or the request model's cap would bound nothing.
+        self._response_models = ModelLabeler(MAX_MODELS, normalise=False)
 
     def start_call(self, event: CallStarted) -> CallObserver:
         attrs: Attributes = {
@@ -113,7 +116,7 @@ class _MetricsCall:
         r = self._recorder
         attrs = dict(self._attrs)
         if event.response_model:
-            attrs["gen_ai.response.model"] = event.response_model[:256]
+            attrs["gen_ai.response.model"] = r._response_models(event.response_model)
         if event.service_tier:
             # The OpenAI refinement of duration and token usage; a handful of values. Its
             # other attribute, openai.response.system_fingerprint, stays on the span: a value

@@ -17,6 +17,7 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from streamtap._events import Fanout
 from streamtap._otel_metrics import (
     DURATION_BOUNDARIES,
+    MAX_MODELS,
     TOKEN_BOUNDARIES,
     OtelMetricsRecorder,
     time_per_output_chunk,
@@ -117,6 +118,21 @@ def test_genai_histograms_recorded_once_per_call(
     assert per_chunk.count == 1  # once per call, not once per chunk
     assert per_chunk.sum == pytest.approx((3.0 - 1.6) / 10)
     assert tuple(per_chunk.explicit_bounds) == DURATION_BOUNDARIES
+
+
+def test_response_model_is_capped_as_the_request_model_is(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """Each fine-tune answers with its own model name: uncapped, those grew one attribute set per
+    model, up to the SDK's cardinality limit, where every series folds into the overflow."""
+    fanout = Fanout([OtelMetricsRecorder(meter_provider)])
+    for n in range(MAX_MODELS + 5):
+        Call(fanout, model=f"ft:gpt-4o:org::{n}").start().finish("ok")
+    durations = points(metric_reader)["gen_ai.client.operation.duration"]
+    assert len(durations) == MAX_MODELS + 1
+    (other,) = [p for p in durations if p.attributes["gen_ai.request.model"] == "_other"]
+    assert other.attributes["gen_ai.response.model"] == "_other"
+    assert other.count == 5
 
 
 def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(
