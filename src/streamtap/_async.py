@@ -360,11 +360,12 @@ async def _no_reads() -> AsyncIterator[bytes]:
 
 
 def _abandon(live: _Live) -> None:
-    # A finalizer cannot await: the upstream response is dropped with its connection, which
-    # the pool discards; the call itself is finalised here, exactly once.
+    # A finalizer cannot await: the call is finalised here, exactly once, and the upstream
+    # left to whoever can close it. A stream left in a loop's `break` is collected while the
+    # SDK's generator still holds it, and that generator's aclose (run by the event loop)
+    # then closes the response: through `live`, which must still hold the upstream, or the
+    # connection's pool slot is never given back.
     if not live.call.finished:
-        live.restore = None
-        live.upstream = None
         live.call.finish("abandoned", live.call.engine.clock())
 
 
