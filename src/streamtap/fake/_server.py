@@ -149,7 +149,8 @@ class _Connection:
             ("content-length", str(len(body))),
             ("connection", "close"),
         ]
-        with contextlib.suppress(h11.LocalProtocolError):
+        # The client may be gone already (it left mid-body): there is no one to answer then.
+        with contextlib.suppress(h11.LocalProtocolError, ConnectionError, OSError):
             self._send(h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, "")))
             self._send(h11.Data(data=body))
             self._send(h11.EndOfMessage())
