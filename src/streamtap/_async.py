@@ -21,6 +21,7 @@ from ._driver import (
     caller_headers,
     caller_read_timeout,
     connect_failure,
+    dropped_outcome,
     error_response,
     give_up,
     interrupted,
@@ -253,7 +254,8 @@ class _AsyncBody(DirectAsyncBody):
     def __init__(self, live: _Live, first: bytes) -> None:
         self._live = live
         self._first = first
-        # Never iterated and garbage-collected: the call is abandoned, the connection released.
+        # Garbage-collected unfinished: the call is abandoned (never read) or cancelled (left in
+        # a loop's `break`), the connection released.
         self._finalizer = weakref.finalize(self, _abandon, live)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -366,7 +368,7 @@ def _abandon(live: _Live) -> None:
     # then closes the response: through `live`, which must still hold the upstream, or the
     # connection's pool slot is never given back.
     if not live.call.finished:
-        live.call.finish("abandoned", live.call.engine.clock())
+        live.call.finish(dropped_outcome(live.call), live.call.engine.clock())
 
 
 async def _bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -26,6 +26,7 @@ from ._errors import (
     failure,
 )
 from ._steps import ErrorResponse, Send, Serve
+from ._taxonomy import Outcome
 
 MAX_BODY = 64 * 1024 * 1024  # a non-streaming answer larger than this is a bad response
 # Headers that describe the upstream's encoding of the body, not the body the caller gets.
@@ -272,3 +273,9 @@ def _raised_in_sdk(traceback: TracebackType | None) -> bool:
             return True
         traceback = traceback.tb_next
     return False
+
+
+def dropped_outcome(call: Call) -> Outcome:
+    """The outcome of a committed stream garbage-collected before it finished: `abandoned` when
+    the caller never read it, else `cancelled` (it stopped early, as by a loop's `break`)."""
+    return "cancelled" if call.delivered else "abandoned"

@@ -20,6 +20,7 @@ from ._driver import (
     caller_headers,
     caller_read_timeout,
     connect_failure,
+    dropped_outcome,
     error_response,
     give_up,
     interrupted,
@@ -248,7 +249,8 @@ class _SyncBody(DirectSyncBody):
     def __init__(self, live: _Live, first: bytes) -> None:
         self._live = live
         self._first = first
-        # Never iterated and garbage-collected: the call is abandoned, the connection released.
+        # Garbage-collected unfinished: the call is abandoned (never read) or cancelled (left in
+        # a loop's `break`), the connection released.
         self._finalizer = weakref.finalize(self, _abandon, live)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -356,7 +358,7 @@ class _SyncBody(DirectSyncBody):
 def _abandon(live: _Live) -> None:
     if not live.call.finished:
         live.close_upstream()
-        live.call.finish("abandoned", live.call.engine.clock())
+        live.call.finish(dropped_outcome(live.call), live.call.engine.clock())
 
 
 def _bounded(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -161,6 +161,37 @@ def test_a_stream_never_consumed_is_abandoned(
     assert len(recording.of(AttemptFinished)) == 0
 
 
+def test_a_stream_left_in_a_break_is_cancelled(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    # No close(): the stream is a reference cycle, collected later. The caller stopped early.
+    client = make_client(False)
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    for _chunk in stream:
+        break
+    del stream, _chunk
+    gc.collect()
+    assert (recording.finished.outcome, recording.finished.error_type) == ("cancelled", None)
+
+
+def test_an_async_stream_left_in_a_break_is_cancelled(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    client = make_client(True)
+
+    async def main() -> None:
+        stream = await client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+        async for _chunk in stream:
+            break
+        del stream, _chunk
+        gc.collect()
+        await anyio.sleep(0)  # the event loop closes the SDK's generator
+
+    anyio.run(main)
+    gc.collect()
+    assert (recording.finished.outcome, recording.finished.error_type) == ("cancelled", None)
+
+
 def test_sdk_retries_are_off_and_streamtap_counts_attempts(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
