@@ -139,7 +139,12 @@ class _Live:
         assert attempt.failure is not None
         await self.close_upstream()
         call.attempt_failed(
-            send, attempt.failure, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+            send,
+            attempt.failure,
+            now=clock(),
+            wall=call.engine.wall(),
+            status_code=upstream.status_code,
+            response_id=attempt.facts.response_id,
         )
         return None
 

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 # Failures that no other model or upstream fixes.
 _NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
+# Failures of the way to a background response, not of the response: it goes on upstream, so a
+# retry before commit rejoins it from its start rather than create (and pay for) a second one.
+_REJOINABLE: frozenset[ErrorType] = frozenset(
+    {"stream_interrupted", "stream_truncated", "stall", "first_token_timeout", "timeout"}
+)
 
 
 class Call:
@@ -86,6 +91,7 @@ class Call:
         self.finished = False
         self._sent: dict[int, float] = {}
         self._resume_after: int | None = None
+        self._rejoin: str | None = None  # a background response to read again from its start
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -96,7 +102,11 @@ class Call:
             return step
         if self._resume_after is not None:
             after, self._resume_after = self._resume_after, None
-            return self._send(self.route, resume_after=after)
+            assert self.facts.response_id is not None
+            return self._get(self.route, self.facts.response_id, after)
+        if self._rejoin is not None:
+            response_id, self._rejoin = self._rejoin, None
+            return self._get(self.route, response_id, None)
         route = self.route
         if route.fallback == "cache":
             return self._serve_cache()
@@ -111,16 +121,20 @@ class Call:
             self._breaker = breaker
         return self._send(route)
 
-    def _send(self, route: Route, *, resume_after: int | None = None) -> Send:
+    def _get(self, route: Route, response_id: str, after: int | None) -> Send:
+        """Read a background response's stream again: after the event numbered `after` (a
+        resume, the caller has what came before), or from its start (None, before commit)."""
         index = self.attempts
         self.attempts += 1
-        if resume_after is not None:
-            assert self.facts.response_id is not None
-            url = f"{route.url.split('?', 1)[0]}/{self.facts.response_id}"
-            started = AttemptStarted(self.call_id, index, "GET", url, route.model, route.fallback)
-            self.observer.on_event(started)
-            query = f"?stream=true&starting_after={resume_after}"
-            return Send("GET", url + query, None, route, index, started.carrier, resume=True)
+        url = f"{route.url.split('?', 1)[0]}/{response_id}"
+        started = AttemptStarted(self.call_id, index, "GET", url, route.model, route.fallback)
+        self.observer.on_event(started)
+        query = "?stream=true" if after is None else f"?stream=true&starting_after={after}"
+        return Send("GET", url + query, None, route, index, started.carrier, resume=after is not None)
+
+    def _send(self, route: Route) -> Send:
+        index = self.attempts
+        self.attempts += 1
         started = AttemptStarted(
             self.call_id, index, "POST", route.url.split("?", 1)[0], route.model, route.fallback
         )
@@ -142,11 +156,13 @@ class Call:
         exception: BaseException | None = None,
         time_to_first_token: float | None = None,
         status_code: int | None = None,
+        response_id: str | None = None,
     ) -> None:
         """Record a failed attempt and decide what comes next.
 
         `status_code` is the HTTP status of an attempt that failed after its headers (a 200
-        whose stream broke), for the attempt's telemetry.
+        whose stream broke), for the attempt's telemetry; `response_id` the id its stream gave
+        before it broke (a background response's, which a retry rejoins).
         """
         self.observer.on_event(
             AttemptFinished(
@@ -171,6 +187,8 @@ class Call:
         if failure.retryable and self.route.fallback is None:
             cause = self._retry_blocker(headers or {}, now, wall)
             if cause is None:
+                if response_id is not None and self._background and failure.error_type in _REJOINABLE:
+                    self._rejoin = response_id  # next() sends it after the pending Wait
                 return
             self._suppress(cause, failure)
             if cause == "budget":
@@ -210,8 +228,7 @@ class Call:
     def _after_commit_failure(self, send: Send, failure: Failure, now: float, wall: float) -> None:
         # After commit the only invisible repair is resuming a background response.
         resumable = (
-            self.api == "responses"
-            and bool(self.primary.body.get("background"))
+            self._background
             and self.facts.response_id is not None
             # The stream broke, or the resume request itself failed in a way a retry may fix.
             and (
@@ -226,6 +243,11 @@ class Call:
                 return
             self._suppress(cause, failure)
         self._pending = GiveUp()
+
+    @property
+    def _background(self) -> bool:
+        """A background response: it runs upstream whatever becomes of the stream reading it."""
+        return self.api == "responses" and bool(self.primary.body.get("background"))
 
     def _fall_back(self) -> Step | None:
         while self._fallbacks:

@@ -182,6 +182,44 @@ def test_background_response_resumes_after_commit(
     assert recording.finished.attempts == 2
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("fault", ["drop_after=0", "truncate_after=0"])
+def test_background_response_is_rejoined_before_commit(
+    mode: str, fault: str, fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    # The stream broke after response.created, before content: the response goes on upstream,
+    # so the retry reads it again from its start instead of creating (and paying for) another.
+    client = make_client(mode == "async")
+    fake.enqueue(fault)
+    received: list[str] = []
+    if mode == "sync":
+        read_sync(client, "responses", received, background=True)
+    else:
+        anyio.run(lambda: read_async(client, "responses", received, background=True))
+    assert received == expected(fake, "responses")
+    created, rejoin = fake.requests
+    assert (created.method, rejoin.method, rejoin.stream, rejoin.query) == (
+        "POST",
+        "GET",
+        True,
+        "stream=true",
+    )
+    assert rejoin.path.endswith(recording.finished.response_id or "?")
+    assert (recording.finished.outcome, recording.finished.attempts) == ("ok", 2)
+
+
+def test_a_failed_background_response_is_created_again(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    # An error event is the response's own failure: reading it again would replay it.
+    client = make_client(False)
+    fake.enqueue("error_after=0;error_kind=failed")
+    received: list[str] = []
+    read_sync(client, "responses", received, background=True)
+    assert [r.method for r in fake.requests] == ["POST", "POST"]
+    assert recording.finished.outcome == "ok"
+
+
 def test_retry_budget_exhaustion_is_reported(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
