@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx2
 import openai
@@ -16,7 +16,8 @@ from ._fallback import Fallback
 from ._policy import Policy
 from ._transport import AsyncStreamtapTransport, StreamtapTransport
 
-ClientT = TypeVar("ClientT", openai.OpenAI, openai.AsyncOpenAI)
+# Bound, not constrained: `instrument(AzureOpenAI(...))` is typed as an AzureOpenAI, not an OpenAI.
+ClientT = TypeVar("ClientT", bound=openai.OpenAI | openai.AsyncOpenAI)
 
 
 def instrument(
@@ -52,7 +53,10 @@ def instrument(
             f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
         )
     engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
-    copied = client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
+    # `copy()` returns Self, but mypy widens a union-bound type variable's Self to the union.
+    copied = cast(
+        ClientT, client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
+    )
     _install_in_copies(copied, engine)
     return copied
 

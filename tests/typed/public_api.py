@@ -1,0 +1,44 @@
+"""A typed application using streamtap's public API; `test_public_api_types.py` runs mypy --strict on it.
+
+Never run, only type-checked: each `assert_type` is what a user's type checker must infer.
+"""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+import openai
+from openai.types.chat import ChatCompletionChunk
+
+import streamtap
+from streamtap._taxonomy import ErrorType, Phase
+
+
+def sync_client() -> None:
+    client = streamtap.instrument(openai.OpenAI(), policy=streamtap.Policy(max_attempts=2))
+    assert_type(client, openai.OpenAI)
+    stream = client.chat.completions.create(model="m", messages=[], stream=True)
+    assert_type(stream, openai.Stream[ChatCompletionChunk])
+    assert_type(client.with_options(timeout=3.0), openai.OpenAI)
+
+
+def async_client() -> None:
+    assert_type(streamtap.instrument(openai.AsyncOpenAI()), openai.AsyncOpenAI)
+
+
+def subclasses_keep_their_type() -> None:
+    azure = openai.AzureOpenAI(api_version="2024-10-21", azure_endpoint="https://example.invalid")
+    assert_type(streamtap.instrument(azure), openai.AzureOpenAI)
+    assert_type(streamtap.instrument(openai.AsyncAzureOpenAI(api_version="v")), openai.AsyncAzureOpenAI)
+
+
+def errors(error: streamtap.StreamInterrupted, open_circuit: streamtap.CircuitOpenError) -> None:
+    connection_error: openai.APIConnectionError = error
+    assert_type(error.error_type, ErrorType)
+    assert_type(error.phase, Phase)
+    assert_type(error.attempts, int)
+    assert_type(error.text, str)
+    connection_error = open_circuit
+    assert_type(open_circuit.error_type, ErrorType)
+    assert_type(open_circuit.attempts, int)
+    print(connection_error)
