@@ -145,7 +145,23 @@ def failure(error_type: ErrorType, phase: Phase, message: str, *, retryable: boo
     return Failure(error_type=error_type, phase=phase, retryable=retryable, message=message)
 
 
-class StreamInterrupted(openai.APIConnectionError):
+class _PicklableError(openai.APIConnectionError):
+    """Pickles with its attributes (process pools, task queues), which the SDK's errors cannot.
+
+    The default reduction calls the class with `args`, but these take keyword arguments only.
+    The request crosses as its method and URL alone: its headers hold the API key.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {**self.__dict__, "request": httpx2.Request(self.request.method, self.request.url)}
+        return _unpickled, (type(self), self.args), state
+
+
+def _unpickled(cls: type[_PicklableError], args: tuple[Any, ...]) -> _PicklableError:
+    return cls.__new__(cls, *args)  # without __init__: pickle then restores the attributes
+
+
+class StreamInterrupted(_PicklableError):
     """A stream failed after streamtap could no longer retry invisibly.
 
     Raised after the first content was delivered (the caller already has part of the answer),
@@ -176,7 +192,7 @@ class StreamInterrupted(openai.APIConnectionError):
         self.text = text
 
 
-class CircuitOpenError(openai.APIConnectionError):
+class CircuitOpenError(_PicklableError):
     """The circuit breaker for this upstream and model is open and no fallback served the call."""
 
     error_type: ErrorType = "circuit_open"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import httpx2
@@ -204,3 +205,40 @@ def test_circuit_open_error() -> None:
         "gpt-x",
         0,
     )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        StreamInterrupted(
+            request=httpx2.Request(
+                "POST", "http://x/v1/responses", headers={"Authorization": "Bearer sk-SECRET"}
+            ),
+            error_type="stall",
+            phase="streaming",
+            attempts=2,
+            text="Hel",
+            message="no event",
+        ),
+        CircuitOpenError(
+            request=httpx2.Request(
+                "POST", "http://x/v1/responses", headers={"Authorization": "Bearer sk-SECRET"}
+            ),
+            upstream="http://x",
+            model="gpt-x",
+        ),
+    ],
+    ids=["stream_interrupted", "circuit_open"],
+)
+def test_errors_pickle_with_their_attributes_and_without_the_key(error: openai.APIConnectionError) -> None:
+    # Process pools and task queues pickle what a task raised.
+    data = pickle.dumps(error)
+    copied = pickle.loads(data)
+    assert type(copied) is type(error)
+    assert isinstance(copied, openai.APIConnectionError)
+    assert str(copied) == str(error)
+    assert copied.args == error.args
+    kept = {k: v for k, v in vars(error).items() if k != "request"}
+    assert {k: v for k, v in vars(copied).items() if k != "request"} == kept
+    assert (copied.request.method, copied.request.url) == ("POST", error.request.url)
+    assert b"sk-SECRET" not in data
