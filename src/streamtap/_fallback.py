@@ -83,6 +83,9 @@ class MemoryCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __repr__(self) -> str:
+        return f"MemoryCache(max_entries={self._max}, ttl={self._ttl})"
+
 
 @dataclass(frozen=True, slots=True)
 class Fallback:

@@ -106,6 +106,11 @@ def test_repr_never_shows_the_key() -> None:
     assert repr(Fallback.cached()) == "Fallback.cached()"
 
 
+def test_memory_cache_repr_shows_its_settings() -> None:
+    assert repr(MemoryCache()) == "MemoryCache(max_entries=1024, ttl=3600.0)"
+    assert repr(MemoryCache(max_entries=3, ttl=5)) == "MemoryCache(max_entries=3, ttl=5.0)"
+
+
 # -- routes -----------------------------------------------------------------------------------------
 
 
