@@ -53,6 +53,12 @@ if TYPE_CHECKING:
     from ._telemetry import default_recorders, setup_telemetry
 
 
+def __dir__() -> list[str]:
+    # The lazy names before their first use too (REPL completion, help()), and not the
+    # helpers this module imports for itself (importlib, Any, ...).
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
