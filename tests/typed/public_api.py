@@ -9,6 +9,7 @@ from typing import assert_type
 
 import openai
 from openai.types.chat import ChatCompletionChunk
+from prometheus_client import CollectorRegistry
 
 import streamtap
 from streamtap._taxonomy import ErrorType, Phase
@@ -42,3 +43,15 @@ def errors(error: streamtap.StreamInterrupted, open_circuit: streamtap.CircuitOp
     assert_type(open_circuit.error_type, ErrorType)
     assert_type(open_circuit.attempts, int)
     print(connection_error)
+
+
+def lazily_imported_names() -> None:
+    recorders = streamtap.setup_telemetry(prometheus_registry=CollectorRegistry())
+    assert_type(recorders, list[streamtap.Recorder])
+    assert_type(streamtap.default_recorders(), list[streamtap.Recorder])
+    assert_type(streamtap.PrometheusRecorder(CollectorRegistry()), streamtap.PrometheusRecorder)
+    streamtap.StreamtapInstrumentor().instrument(policy=streamtap.Policy())
+
+
+def misspelt_names_are_errors() -> None:
+    streamtap.Polcy()  # type: ignore[attr-defined]  # unused, hence an error, if typed as Any
