@@ -222,6 +222,7 @@ def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> Strea
         attempts=call.attempts,
         text=call.delivered_text() if call.committed else "",
         message=failure_.message,
+        body=failure_.body,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -51,6 +51,9 @@ class Failure:
     status_code: int | None = None
     # Whether the upstream is to blame (counts against the circuit breaker).
     counts_for_breaker: bool = True
+    # An upstream error event's error object (its code, message, type, param): the `body` the
+    # SDK would have given the caller's APIError.
+    body: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 def status_error_type(status: int) -> ErrorType:
@@ -135,6 +138,7 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
         phase=phase,
         retryable=phase != "streaming" and code.lower() in _TRANSIENT_EVENT_CODES,
         message=f"upstream error event {code or '(no code)'}: {message}",
+        body=error,
     )
 
 
@@ -173,6 +177,8 @@ class StreamInterrupted(_PicklableError):
         attempts: how many upstream attempts the call made.
         text: the text delivered to the caller before the failure.
         phase: "first_token" (nothing delivered) or "streaming".
+        body, code, type, param: the upstream's error object when an error event ended the
+            stream, as the SDK's own `APIError` carries them; else None.
     """
 
     def __init__(
@@ -184,8 +190,11 @@ class StreamInterrupted(_PicklableError):
         attempts: int,
         text: str,
         message: str,
+        body: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message=f"streamtap: {error_type}: {message}", request=request)
+        # APIError's own constructor (APIConnectionError's has no body): it reads code, type
+        # and param from the body as the SDK does for an error event it raises itself.
+        openai.APIError.__init__(self, f"streamtap: {error_type}: {message}", request, body=body)
         self.error_type: ErrorType = error_type
         self.phase: Phase = phase
         self.attempts = attempts

@@ -166,6 +166,7 @@ def test_error_event_before_commit_retryable_by_code() -> None:
     assert attempt.failure == Failure(
         "upstream_error_event", "first_token", True, "upstream error event server_error: oops"
     )
+    assert attempt.failure.body == {"message": "oops", "type": "server_error", "code": None}
     assert attempt.committed is False
     attempt.end()  # a later clean EOF does not replace the failure
     assert attempt.failure.error_type == "upstream_error_event"
