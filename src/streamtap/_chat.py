@@ -97,10 +97,12 @@ class ChatDialect:
         if chunk.get("error"):
             facts.error = chunk
             return ERROR
-        if facts.response_id is None and isinstance(chunk.get("id"), str):
+        # Azure's first chunk (its prompt filter results, no choices) has an empty id and model:
+        # the answer's are in the chunks after it.
+        if facts.response_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
             facts.response_id = chunk["id"]
             serving_facts(chunk, facts)  # every chunk repeats them: read the first's, and the usage's
-        if facts.response_model is None and isinstance(chunk.get("model"), str):
+        if facts.response_model is None and isinstance(chunk.get("model"), str) and chunk["model"]:
             facts.response_model = chunk["model"]
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):

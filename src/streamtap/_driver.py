@@ -44,6 +44,9 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
         for name in ("content-length", "transfer-encoding", "host"):
             headers.pop(name, None)
     if send.route.api_key is not None:
+        # The route's own key replaces the caller's, in either header: Azure's clients send theirs
+        # as `api-key`, which must not reach another upstream.
+        headers.pop("api-key", None)
         headers["authorization"] = f"Bearer {send.route.api_key}"
     if send.method == "GET":
         headers.pop("content-type", None)

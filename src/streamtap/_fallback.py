@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from ._taxonomy import FALLBACK_KINDS, FallbackKind
 
@@ -203,7 +204,7 @@ def fallback_route(primary: Route, fallback: Fallback, api_suffix: str) -> Route
     if fallback.kind == "model":
         assert fallback.to_model is not None
         return Route(
-            primary.url,
+            _with_deployment(primary.url, api_suffix, fallback.to_model),
             primary.upstream,
             fallback.to_model,
             {**primary.body, "model": fallback.to_model},
@@ -238,6 +239,20 @@ def fallback_route(primary: Route, fallback: Fallback, api_suffix: str) -> Route
         None,
         primary.content,
     )
+
+
+def _with_deployment(url: str, api_suffix: str, name: str) -> str:
+    """`url` sent to deployment `name` when it names an Azure OpenAI deployment, else `url`.
+
+    Azure serves `.../deployments/{deployment}/chat/completions?api-version=...` from the
+    deployment in the path, whatever model the body asks for: another model is another
+    deployment, named as `AzureOpenAI` names it from `model=` (the query is kept).
+    """
+    path, mark, query = url.partition("?")
+    head, found, deployment = path.removesuffix(api_suffix).rpartition("/deployments/")
+    if not found or not deployment or "/" in deployment or not path.endswith(api_suffix):
+        return url
+    return f"{head}/deployments/{quote(name, safe='')}{api_suffix}{mark}{query}"
 
 
 def cache_key(api: str, body: Mapping[str, Any]) -> str:

@@ -120,6 +120,33 @@ def test_model_route() -> None:
     assert BODY["model"] == "gpt-x"  # the caller's body is not modified
 
 
+@pytest.mark.parametrize(
+    ("url", "suffix", "sent_to"),
+    [
+        (  # Azure OpenAI: the deployment in the path serves the call, whatever the body says
+            "https://r.openai.azure.com/openai/deployments/gpt-x/chat/completions?api-version=2024-10-21",
+            "/chat/completions",
+            "https://r.openai.azure.com/openai/deployments/gpt%2Fy/chat/completions?api-version=2024-10-21",
+        ),
+        (
+            "http://h/openai/deployments/d1/chat/completions",
+            "/chat/completions",
+            "http://h/openai/deployments/gpt%2Fy/chat/completions",
+        ),
+        ("http://h/v1/chat/completions?x=/deployments/a", "/chat/completions", None),  # not in the path
+        ("http://h/openai/responses?api-version=preview", "/responses", None),  # body's model decides
+        ("http://h/deployments//chat/completions", "/chat/completions", None),
+    ],
+)
+def test_model_route_to_an_azure_deployment(url: str, suffix: str, sent_to: str | None) -> None:
+    """None: the URL names no deployment and is kept."""
+    primary = Route(url, upstream_of(url), "gpt-x", BODY, True)
+    route = fallback_route(primary, Fallback.model("gpt/y"), suffix)
+    assert route is not None
+    assert route.url == (sent_to or url)
+    assert route.body["model"] == "gpt/y"
+
+
 def test_upstream_route() -> None:
     route = fallback_route(
         PRIMARY, Fallback.upstream("https://other:8443/v1", api_key="sk-2"), "/chat/completions"
