@@ -42,10 +42,14 @@ class StreamAttempt:
         committed: True for a resumed stream, whose content the caller already awaits.
         verify: pass on no event unparsed that does not decode (`decodes`), for a caller
             that relays events to a client rather than parsing them (the proxy).
+        choices: for chat, how many choices the request asked for (`n`): a committed stream
+            that ends cleanly after that many finish reasons is complete without `[DONE]`,
+            which some OpenAI-compatible servers never send. None for responses.
     """
 
     __slots__ = (
         "_buffer",
+        "_choices",
         "_chunks",
         "_dialect",
         "_ftt_deadline",
@@ -81,8 +85,10 @@ class StreamAttempt:
         deadline: float | None,
         committed: bool = False,
         verify: bool = False,
+        choices: int | None = None,
     ) -> None:
         self._dialect = dialect
+        self._choices = choices
         self._buffer = FrameBuffer()
         self._held: list[bytes] = []
         # How a committed frame is told without a parse: the dialect's glance, which a
@@ -287,6 +293,14 @@ class StreamAttempt:
         if self._buffer.pending.strip():
             self._fail(failure("stream_truncated", self.phase, "the stream ended inside an event"))
         elif not self.terminal:
+            if (
+                self.committed
+                and self._choices is not None
+                and len(self.facts.finish_reasons) >= self._choices
+            ):
+                # Every choice said it finished: the answer is whole, only `[DONE]` is missing.
+                self.terminal = True
+                return
             what = "before its first content" if not self.committed else "without its terminal event"
             self._fail(failure("stream_truncated", self.phase, f"the stream ended {what}"))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -119,6 +119,7 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         deadline=call.deadline,
         committed=send.resume,
         verify=call.engine.verify_events,
+        choices=_choices(send.route.body) if call.api == "chat_completions" else None,
     )
     if send.resume and call.stream is not None:
         # A resumed stream continues the committed one: same facts, same counters.
@@ -128,6 +129,12 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         attempt.max_gap = previous.max_gap
         call.stream = attempt  # CallFinished reads the counters of the attempt that went on
     return attempt
+
+
+def _choices(body: Mapping[str, Any]) -> int:
+    """How many choices a chat request asks for (`n`, 1 when absent or unusable)."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def raw_chunks(upstream: httpx2.Response) -> Iterator[bytes] | None:

@@ -31,6 +31,7 @@ def make(
     idle_timeout: float | None = 2.0,
     deadline: float | None = None,
     committed: bool = False,
+    choices: int | None = None,
 ) -> StreamAttempt:
     return StreamAttempt(
         CHAT,
@@ -40,6 +41,7 @@ def make(
         idle_timeout=idle_timeout,
         deadline=deadline,
         committed=committed,
+        choices=choices,
     )
 
 
@@ -134,6 +136,34 @@ def test_eof_without_terminal_after_commit_is_truncation_in_streaming() -> None:
     assert attempt.failure == Failure(
         "stream_truncated", "streaming", False, "the stream ended without its terminal event"
     )
+
+
+SECOND_FINISH = FINISH.replace(b'"index":0', b'"index":1')
+
+
+@pytest.mark.parametrize(
+    ("choices", "frames", "whole"),
+    [
+        (1, ROLE + content("a") + FINISH, True),
+        (1, ROLE + content("a") + FINISH + USAGE, True),
+        (1, ROLE + content("a"), False),
+        (2, ROLE + content("a") + FINISH, False),  # n=2: the second choice never finished
+        (2, ROLE + content("a") + FINISH + SECOND_FINISH, True),
+        (None, ROLE + content("a") + FINISH, False),  # responses: its terminal events only
+        (1, ROLE + FINISH, False),  # nothing delivered: retried as any truncation before commit
+    ],
+    ids=["finish", "finish-usage", "no-finish", "n2-one-finish", "n2-both", "no-choices", "no-content"],
+)
+def test_eof_without_done_after_every_choice_finished_is_a_whole_answer(
+    choices: int | None, frames: bytes, whole: bool
+) -> None:
+    """Some OpenAI-compatible servers never send `[DONE]`; the finish reasons say the answer is whole."""
+    attempt = make(choices=choices)
+    attempt.feed(frames, 0.6)
+    attempt.end()
+    assert (attempt.failure is None, attempt.terminal) == (whole, whole)
+    if not whole:
+        assert attempt.failure is not None and attempt.failure.error_type == "stream_truncated"
 
 
 @pytest.mark.parametrize(

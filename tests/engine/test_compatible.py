@@ -1,0 +1,161 @@
+"""OpenAI-compatible servers (vLLM, Ollama, OpenRouter, Groq, llama.cpp, ...) as they stream.
+
+A loopback upstream replays each provider's habits, chosen by the request's `x-case` header:
+SSE comments, usage in every chunk, extra fields, CRLF line ends, a final chunk with both
+finish reason and usage, and no `[DONE]` at all. A complete answer is complete: the caller
+gets what the plain SDK gives, the call is `ok` in one attempt, and the tokens are counted
+once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import anyio
+import openai
+import pytest
+
+import streamtap
+from streamtap._proxy_config import ProxyConfig
+from streamtap._proxy_server import ProxyServer
+
+from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES, Recording
+
+BASE = {"id": "chatcmpl-c1", "object": "chat.completion.chunk", "created": 1, "model": "llama-3.1-8b"}
+
+
+def _usage(completion: int) -> dict[str, int]:
+    return {"prompt_tokens": 5, "completion_tokens": completion, "total_tokens": 5 + completion}
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {**BASE, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+def _sse(*events: dict[str, Any] | str, done: bool = True, end: str = "\n") -> bytes:
+    lines = [e if isinstance(e, str) else f"data: {json.dumps(e)}" for e in events]
+    lines += ["data: [DONE]"] if done else []
+    return "".join(line + end + end for line in lines).encode()
+
+
+ROLE = {"role": "assistant", "content": ""}
+CASES = {
+    "openrouter-comments": _sse(
+        ": OPENROUTER PROCESSING",
+        _chunk(ROLE),
+        _chunk({"content": "Hi"}),
+        ": OPENROUTER PROCESSING",
+        _chunk({"content": " there"}),
+        _chunk({}, "stop"),
+        {**BASE, "choices": [], "usage": _usage(2)},
+    ),
+    "vllm-usage-in-every-chunk": _sse(
+        _chunk(ROLE, usage=_usage(0)),
+        _chunk({"content": "Hi"}, usage=_usage(1)),
+        _chunk({"content": " there"}, usage=_usage(2)),
+        _chunk({}, "stop", usage=_usage(2)),
+        {**BASE, "choices": [], "usage": _usage(2)},
+    ),
+    "groq-extra-fields": _sse(
+        _chunk(ROLE, x_groq={"id": "req_1"}),
+        _chunk({"content": "Hi"}),
+        _chunk({"content": " there"}),
+        _chunk({}, "stop", x_groq={"id": "req_1"}, usage=_usage(2)),
+    ),
+    "crlf": _sse(
+        _chunk(ROLE),
+        _chunk({"content": "Hi"}),
+        _chunk({"content": " there"}),
+        _chunk({}, "stop"),
+        {**BASE, "choices": [], "usage": _usage(2)},
+        end="\r\n",
+    ),
+    "no-done": _sse(
+        _chunk(ROLE),
+        _chunk({"content": "Hi"}),
+        _chunk({"content": " there"}, "stop", usage=_usage(2)),
+        done=False,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = CASES[self.headers["x-case"]]
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _request(case: str) -> dict[str, Any]:
+    return {
+        "model": "llama-3.1-8b",
+        "messages": CHAT_MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "extra_headers": {"x-case": case},
+    }
+
+
+def _text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_complete_stream_is_complete(upstream: str, case: str, is_async: bool) -> None:
+    recording = Recording()
+    plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    with plain:
+        assert _text(list(plain.chat.completions.create(**_request(case)))) == "Hi there"
+    if is_async:
+
+        async def main() -> str:
+            client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+            async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+                return _text([c async for c in await routed.chat.completions.create(**_request(case))])
+
+        text = anyio.run(main)
+    else:
+        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            text = _text(list(routed.chat.completions.create(**_request(case))))
+    assert text == "Hi there"
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type, finished.attempts) == ("ok", None, 1)
+    assert (finished.input_tokens, finished.output_tokens, finished.finish_reasons) == (5, 2, ("stop",))
+
+
+def test_a_stream_without_done_is_complete_through_the_proxy(upstream: str) -> None:
+    recording = Recording()
+    config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
+    with ProxyServer(config, recorders=[recording]) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-test", max_retries=0)
+        with client:
+            assert _text(list(client.chat.completions.create(**_request("no-done")))) == "Hi there"
+    assert (recording.finished.outcome, recording.finished.output_tokens) == ("ok", 2)
