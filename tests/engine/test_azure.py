@@ -10,9 +10,7 @@ every request.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -22,6 +20,7 @@ import pytest
 import streamtap
 from streamtap import CallFinished, CallStarted
 
+from . import loopback
 from .conftest import TEST_POLICY
 from .support import CHAT_MESSAGES, Recording
 
@@ -81,9 +80,7 @@ class Azure:
 def azure() -> Iterator[Azure]:
     state = Azure("")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(loopback.Handler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
             state.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
@@ -94,19 +91,9 @@ def azure() -> Iterator[Azure]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with loopback.serve(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ once.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -23,6 +21,7 @@ import streamtap
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 
+from . import loopback
 from .conftest import TEST_POLICY
 from .support import CHAT_MESSAGES, Recording
 
@@ -86,9 +85,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(loopback.Handler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             body = CASES[self.headers["x-case"]]
@@ -98,18 +95,8 @@ def upstream() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with loopback.serve(Handler) as url:
+        yield f"{url}/v1"
 
 
 def _request(case: str) -> dict[str, Any]:

@@ -8,9 +8,7 @@ generation: the image arrives once in `response.output_item.done` and again in
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
@@ -22,6 +20,7 @@ from streamtap._prometheus import PrometheusRecorder
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 
+from . import loopback
 from .conftest import TEST_POLICY
 
 IMAGE = "iVBORw0KGgo" + "A" * (9 * 2**20)  # 9 MiB of base64: over the 4 MiB an event was allowed
@@ -65,7 +64,7 @@ def _stream() -> bytes:
 def upstream() -> Iterator[str]:
     body = _stream()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Replay(loopback.Handler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.send_response(200)
@@ -75,16 +74,8 @@ def upstream() -> Iterator[str]:
             for start in range(0, len(body), 65536):  # as a network delivers it: in pieces
                 self.wfile.write(body[start : start + 65536])
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback.serve(Replay) as url:
+        yield f"{url}/v1"
 
 
 def _draw(client: openai.OpenAI) -> list[Any]:

@@ -7,11 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx2
 import pytest
@@ -20,6 +17,7 @@ from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeUpstream
 
+from . import loopback
 from .conftest import TEST_POLICY
 from .support import CHAT_MESSAGES, Recording
 
@@ -50,9 +48,7 @@ def upstream() -> Iterator[tuple[str, list[str]]]:
     else gzip when accepted. It notes each request's Accept-Encoding."""
     accepted: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(loopback.Handler):
         def do_GET(self) -> None:
             self._answer(json.dumps({"object": "list", "data": []}).encode(), "application/json")
 
@@ -80,17 +76,8 @@ def upstream() -> Iterator[tuple[str, list[str]]]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", accepted
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback.serve(Handler) as url:
+        yield f"{url}/v1", accepted
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx2
 import openai
@@ -19,6 +16,7 @@ import pytest
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 
+from . import loopback
 from .conftest import TEST_POLICY
 from .support import until
 
@@ -31,7 +29,7 @@ class _Upload:
         self.requests: list[str] = []
 
 
-def _read_chunked(handler: BaseHTTPRequestHandler, got: Callable[[bytes], None]) -> None:
+def _read_chunked(handler: loopback.Handler, got: Callable[[bytes], None]) -> None:
     while True:
         size = int(handler.rfile.readline().split(b";")[0], 16)
         if size == 0:
@@ -46,9 +44,7 @@ def upstream() -> Iterator[tuple[str, _Upload]]:
     """An upstream that reads each body in pieces, counting as it goes, and answers its digest."""
     upload = _Upload()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(loopback.Handler):
         def do_POST(self) -> None:
             upload.requests.append(f"{self.command} {self.path}")
             digest = hashlib.sha256()
@@ -72,21 +68,8 @@ def upstream() -> Iterator[tuple[str, _Upload]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            """An upload the proxy refused midway ends with its connection dropped: expected."""
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", upload
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback.serve(Handler) as url:
+        yield f"{url}/v1", upload
 
 
 @pytest.fixture
