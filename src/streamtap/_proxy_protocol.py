@@ -9,12 +9,19 @@ llhttp enforces no limit on a request's head, which h11 did for us
 (`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
 headers over `MAX_HEAD` bytes with 431 and closes the connection. It also passes an
 absolute-form request target on whole, as h11 does, so the proxy refuses it.
+
+Neither of uvicorn's protocols bounds the time a head takes: its keep-alive timer runs only
+between requests and stops at the first byte, so a connection that never sends a byte, or
+sends its head a byte at a time (slowloris), was held for ever. Here a head must be whole
+within the keep-alive timeout (15 s) of the connection opening or of its own first byte; a
+partial one then gets 408, and either way the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-from typing import Any
+from typing import Any, cast
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 _END = b"\r\n\r\n"
@@ -31,11 +38,20 @@ def http_protocol() -> Any:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol, refusing request heads over `MAX_HEAD` bytes."""
+        """uvicorn's httptools protocol, refusing request heads over `MAX_HEAD` bytes or too slow."""
 
         _head_seen = 0  # bytes of the current request's head received so far
         _in_head = True  # between requests, the next bytes are a head
         _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
+        _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(cast(asyncio.Transport, transport))
+            self._time_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             if self._in_head:
@@ -48,9 +64,32 @@ def http_protocol() -> Any:
                     return
                 if end >= 0:
                     self._in_head, self._head_seen, self._tail = False, 0, b""
+                    self._stop_head_timer()
                 else:
                     self._head_seen, self._tail = seen + len(data), joined[-3:]
+                    if self._head_timer is None:
+                        self._time_head()
             super().data_received(data)
+
+        def _time_head(self) -> None:
+            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+
+        def _stop_head_timer(self) -> None:
+            timer, self._head_timer = self._head_timer, None
+            if timer is not None:
+                timer.cancel()
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._time_head()  # a pipelined head, behind a response still going: wait on
+                return
+            if self._head_seen:
+                self._answer_and_close(408, b"Request Timeout", b"request line and headers took too long")
+            else:
+                self.transport.close()
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
@@ -64,10 +103,14 @@ def http_protocol() -> Any:
             self._in_head = True  # the next request's head starts (pipelined or after keep-alive)
 
         def _refuse_head(self) -> None:
-            message = b"request line and headers too large"
+            self._answer_and_close(
+                431, b"Request Header Fields Too Large", b"request line and headers too large"
+            )
+
+        def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
             self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message)
+                b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (status, reason, len(message), message)
             )
             self.transport.close()
 

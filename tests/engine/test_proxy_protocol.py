@@ -1,8 +1,10 @@
-"""The proxy's httptools protocol keeps h11's protections: request-head limit, absolute-form refusal."""
+"""The proxy's httptools protocol keeps h11's protections (request-head limit, absolute-form
+refusal) and bounds the time a request head may take."""
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,3 +57,62 @@ def test_absolute_form_target_is_refused(proxy: ProxyServer) -> None:
         b"GET http://169.254.169.254/v1/models HTTP/1.1\r\nhost: 169.254.169.254\r\nconnection: close\r\n\r\n"
     )
     assert _exchange(proxy.port, request).startswith(b"HTTP/1.1 404 ")
+
+
+@pytest.fixture(scope="module")
+def impatient() -> Iterator[ProxyServer]:
+    """A proxy whose keep-alive timeout, which also bounds a request head, is 0.3 s."""
+    if http_protocol() == "h11":
+        pytest.skip("httptools is not installed: the proxy runs on h11")
+    config = ProxyConfig(upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", shutdown_grace=1)
+    server = ProxyServer(config, recorders=[])
+    server._servers[0].config.timeout_keep_alive = 0.3  # read by each connection's protocol
+    with server:
+        yield server
+
+
+def _closed_after(sock: socket.socket, trickle: bytes = b"") -> tuple[bytes, float]:
+    """What the proxy sends until it closes, and when, while `trickle` goes a byte per 50 ms."""
+    start = time.monotonic()
+    sock.settimeout(0.05)
+    received = b""
+    for _ in range(100):  # 5 s at most
+        if trickle:
+            sock.sendall(trickle[:1])
+            trickle = trickle[1:] or trickle
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        received += chunk
+    else:
+        raise AssertionError("the proxy kept the connection open")
+    return received, time.monotonic() - start
+
+
+def test_a_connection_that_sends_nothing_is_closed(impatient: ProxyServer) -> None:
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        assert _closed_after(sock)[0] == b""
+
+
+def test_a_head_sent_a_byte_at_a_time_gets_408(impatient: ProxyServer) -> None:
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        received, _ = _closed_after(sock, trickle=b"x-slow: " + b"a" * 200)
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    # Meanwhile, and after, the proxy serves the others.
+    last = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    assert _exchange(impatient.port, last).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_a_head_sent_in_time_after_a_keep_alive_is_served(impatient: ProxyServer) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        for _ in range(3):  # each head starts a new 0.3 s, split or not
+            sock.sendall(request[:10])
+            time.sleep(0.15)
+            sock.sendall(request[10:])
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(0.15)
