@@ -131,3 +131,11 @@ def test_demo_urls_must_be_http_urls() -> None:
         result = CliRunner().invoke(main, ["demo", flag, "ftp://x/v1"])
         assert result.exit_code == 2, flag
         assert f"Invalid value for '{flag}': must be an http:// or https:// URL with a host" in result.output
+
+
+def test_rules_refuse_an_empty_runbook_base() -> None:
+    # Every alert's runbook link would be its #anchor alone.
+    result = CliRunner().invoke(main, ["rules", "--runbook-base", " "])
+    assert result.exit_code == 2
+    assert "Invalid value for --runbook-base" in result.output
+    assert CliRunner().invoke(main, ["rules", "--runbook-base", "https://example.com/runbooks"]).exit_code == 0

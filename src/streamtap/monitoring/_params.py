@@ -108,6 +108,8 @@ class Params:
             raise ValueError(f"slo_target must be between 0 and 1 exclusive, got {self.slo_target!r}")
         if self.time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {self.time_scale!r}")
+        if not self.runbook_base.strip():  # every alert's link would be only its #anchor
+            raise ValueError("runbook_base must be the runbooks' URL or path, got an empty string")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name.endswith(("_for", "_window", "_offset", "_interval", "_lookback")):
