@@ -138,4 +138,6 @@ def test_rules_refuse_an_empty_runbook_base() -> None:
     result = CliRunner().invoke(main, ["rules", "--runbook-base", " "])
     assert result.exit_code == 2
     assert "Invalid value for --runbook-base" in result.output
-    assert CliRunner().invoke(main, ["rules", "--runbook-base", "https://example.com/runbooks"]).exit_code == 0
+    assert (
+        CliRunner().invoke(main, ["rules", "--runbook-base", "https://example.com/runbooks"]).exit_code == 0
+    )
