@@ -102,6 +102,14 @@ class CircuitBreaker:
         self._notify()
         return allowed
 
+    def refuses_at(self, when: float) -> bool:
+        """Whether the breaker is open and still will be at monotonic time `when`: an `allow()`
+        then would be refused (so a retry due then need not wait to learn it)."""
+        if not self._settings.enabled:
+            return False
+        with self._lock:
+            return self._state == "open" and when - self._opened_at < self._settings.open_for
+
     def record_success(self) -> None:
         """An allowed call succeeded: counts in the window; closes a half-open breaker."""
         self._record(failure=False)

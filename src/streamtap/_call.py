@@ -193,6 +193,8 @@ class Call:
             self._suppress(cause, failure)
             if cause == "budget":
                 self._give_up_type = "budget_exhausted"
+            elif cause == "breaker":
+                self._give_up_type = "circuit_open"
         if self._current_fallback is not None:
             self.observer.on_event(
                 FallbackUsed(self.call_id, self.route.fallback or "model", self.route.model, False)
@@ -214,6 +216,8 @@ class Call:
             return "deadline"
         if self.deadline is not None and now + delay >= self.deadline:
             return "deadline"
+        if policy.breaker.enabled and self._breaker_refuses_at(now + delay):
+            return "breaker"  # open until after the wait: no retry to wait for
         if not self.engine.budget.try_withdraw():
             return "budget"
         assert self.last_failure is not None
@@ -224,6 +228,9 @@ class Call:
         self._total_wait += delay
         self._pending = Wait(delay)
         return None
+
+    def _breaker_refuses_at(self, when: float) -> bool:
+        return self.engine.breakers.get(self.route.upstream, self.route.model).refuses_at(when)
 
     def _after_commit_failure(self, send: Send, failure: Failure, now: float, wall: float) -> None:
         # After commit the only invisible repair is resuming a background response.

@@ -440,13 +440,28 @@ def test_breaker_neutral_4xx_does_not_open() -> None:
     assert rig.engine.breakers.get("http://up:8080", "gpt-x").state == "closed"
 
 
-def test_breaker_opened_during_the_wait_suppresses_the_retry() -> None:
+def test_a_retry_the_open_breaker_would_refuse_is_not_waited_for() -> None:
     rig = Rig(Policy(breaker=TRIPPY))
     call = rig.start()
-    rig.fail_status(call, rig.send(call), 500)  # opens the breaker, but the retry is scheduled
-    assert call.next() == Wait(0.25)
+    rig.fail_status(
+        call, rig.send(call), 500
+    )  # opens the breaker for 30 s: the retry, due in 0.25 s, cannot go
     assert call.next() == GiveUp()
+    assert of_type(rig.rec.events, RetryScheduled) == []  # never scheduled, so never counted as a retry
     assert of_type(rig.rec.events, RetrySuppressed) == [RetrySuppressed(1, 0, "server_error", "breaker")]
+    assert call.error_type == "circuit_open"
+
+
+def test_breaker_opened_during_the_wait_suppresses_the_retry() -> None:
+    rig = Rig(Policy(breaker=BreakerSettings(window=10.0, min_requests=2, failure_ratio=0.5, open_for=30.0)))
+    call = rig.start()
+    rig.fail_status(call, rig.send(call), 500)  # one outcome: the breaker stays closed
+    assert call.next() == Wait(0.25)
+    other = rig.start()
+    rig.fail_status(other, rig.send(other), 500)  # another call's failure opens it during the wait
+    assert call.next() == GiveUp()
+    suppressed = of_type(rig.rec.events, RetrySuppressed)
+    assert RetrySuppressed(1, 0, "server_error", "breaker") in suppressed
     assert call.error_type == "circuit_open"
 
 
