@@ -265,6 +265,7 @@ def proxy(
     from ._telemetry import setup_telemetry
 
     # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
+    _exit_on_sigterm()
     try:
         serve(
             config,
@@ -275,6 +276,22 @@ def proxy(
         # uvicorn re-raises the SIGINT it handled once the graceful shutdown is over: that is
         # a stop asked for (130, as `demo`), not click's "Aborted!".
         raise SystemExit(130) from None
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process like SIGINT: by an exception, so that atexit handlers run.
+
+    uvicorn drains on SIGTERM, then raises the signal again under the handler it found. Left
+    at the default, that kills the process at once, and the OpenTelemetry SDK's exit handlers,
+    which flush the spans and metrics not exported yet, never run: a sidecar stopped by its
+    orchestrator would lose its last batch every time.
+    """
+    import signal
+
+    def handle(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 @main.command("rules")

@@ -45,7 +45,9 @@ def proxy(fake: FakeUpstream) -> Iterator[str]:
     """`streamtap proxy` in front of the fake upstream, as a sidecar runs it; yields its base URL."""
     port = free_port()
     args = [str(BIN / "streamtap"), "proxy", "--upstream", fake.base_url, "--listen", f"127.0.0.1:{port}"]
-    with Server(args, example_env(fake.base_url)) as server:
+    # No collector here: without these a stop would wait out the OTLP exporters' timeout.
+    env = example_env(fake.base_url, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+    with Server(args, env) as server:
         server.wait_http(f"http://127.0.0.1:{port}/healthz")
         yield f"http://127.0.0.1:{port}/v1"
 

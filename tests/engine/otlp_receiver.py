@@ -1,0 +1,143 @@
+"""A tiny OTLP/HTTP (protobuf) receiver on 127.0.0.1, standing in for a collector in tests."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+
+def value(any_value: AnyValue) -> Any:
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return [value(v) for v in any_value.array_value.values]
+    return None if kind is None else getattr(any_value, kind)
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: value(kv.value) for kv in kvs}
+
+
+@dataclass(frozen=True)
+class Span:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    resource: dict[str, Any]
+    scope: str
+    points: list[tuple[dict[str, Any], int, float]]  # (attributes, count, sum) of histograms
+
+
+@dataclass
+class Received:
+    spans: list[Span] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+
+
+def _spans(request: ExportTraceServiceRequest) -> Iterator[Span]:
+    for rs in request.resource_spans:
+        resource = attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                yield Span(
+                    s.name,
+                    s.trace_id.hex(),
+                    s.span_id.hex(),
+                    s.parent_span_id.hex(),
+                    attributes(s.attributes),
+                    resource,
+                    ss.scope.name,
+                )
+
+
+def _metrics(request: ExportMetricsServiceRequest) -> Iterator[Metric]:
+    for rm in request.resource_metrics:
+        resource = attributes(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                points = [(attributes(p.attributes), p.count, p.sum) for p in m.histogram.data_points]
+                yield Metric(m.name, resource, sm.scope.name, points)
+
+
+def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            encoding = self.headers.get("Content-Encoding", "")
+            if encoding == "gzip":
+                body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
+            reply: bytes
+            if self.path == "/v1/traces":
+                request = ExportTraceServiceRequest.FromString(body)
+                with received.lock:
+                    received.spans.extend(_spans(request))
+                reply = ExportTraceServiceResponse().SerializeToString()
+            elif self.path == "/v1/metrics":
+                mrequest = ExportMetricsServiceRequest.FromString(body)
+                with received.lock:
+                    received.metrics.extend(_metrics(mrequest))
+                reply = ExportMetricsServiceResponse().SerializeToString()
+            else:
+                reply = b""
+            with received.lock:
+                received.paths.append(self.path)
+                received.lock.notify_all()
+            self.send_response(200 if reply or self.path.startswith("/v1/") else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+    return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[tuple[str, Received]]:
+    """Serve OTLP/HTTP on a free loopback port; yields (`http://127.0.0.1:PORT`, what arrived)."""
+    received = Received()
+    server = _Server(("127.0.0.1", 0), _handler(received))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -1,0 +1,179 @@
+"""OTLP export as users deploy it: the standard OTEL_* variables, a loopback OTLP receiver.
+
+Each case runs a real process (a batch script, `streamtap proxy`) that exports over
+OTLP/HTTP to `otlp_receiver`, and looks at what arrived: resource, spans, GenAI metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from streamtap.fake import FakeUpstream
+
+from .otlp_receiver import Received, otlp_receiver
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_SPAN = "b7ad6b7169203331"
+GENAI_METRICS = {
+    "gen_ai.client.operation.duration",
+    "gen_ai.client.token.usage",
+    "gen_ai.client.operation.time_to_first_chunk",
+    "gen_ai.client.operation.time_per_output_chunk",
+}
+
+# A batch job: one call, then the interpreter exits without shutting anything down.
+_BATCH = textwrap.dedent(
+    """
+    import sys, openai, streamtap
+    client = streamtap.instrument(
+        openai.OpenAI(base_url=sys.argv[1], api_key="sk-test"),
+        recorders=streamtap.setup_telemetry(service_name="batch-job"),
+    )
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    print("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+    """
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, Received]]:
+    with otlp_receiver() as served:
+        yield served
+
+
+def _env(endpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2",  # seconds, as the Python exporters read it
+            **extra,
+        }
+    )
+    return env
+
+
+@pytest.mark.parametrize(
+    ("sampler_arg", "spans"), [pytest.param("1", 2, id="sampled"), pytest.param("0", 0, id="sampled-out")]
+)
+def test_a_batch_job_exports_at_exit_with_the_resource_the_variables_give(
+    fake: FakeUpstream, receiver: tuple[str, Received], tmp_path: Path, sampler_arg: str, spans: int
+) -> None:
+    endpoint, received = receiver
+    env = _env(
+        endpoint,
+        OTEL_SERVICE_NAME="nightly-summaries",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=prod,team=search",
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG=sampler_arg,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _BATCH, fake.base_url],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # Exported by the SDK's exit handlers, before the process ended: nothing is left to wait for.
+    assert len(received.spans) == spans, received.spans
+    assert {m.name for m in received.metrics} == GENAI_METRICS
+    resources = [s.resource for s in received.spans] + [m.resource for m in received.metrics]
+    for resource in resources:
+        assert resource["service.name"] == "nightly-summaries"  # the variable beats service_name
+        assert resource["deployment.environment.name"] == "prod"
+        assert resource["team"] == "search"
+    if spans:
+        assert sorted(s.name for s in received.spans) == ["POST", "chat gpt-4o"]
+        assert {s.scope for s in received.spans} == {"streamtap"}
+
+
+def _proxy(upstream: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    cli = [sys.executable, "-c", "from streamtap._cli import main; main()", "proxy"]
+    process = subprocess.Popen(
+        [*cli, "--upstream", upstream, "--listen", "127.0.0.1:0"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    banner = process.stderr.readline()
+    assert "streamtap proxy on" in banner, banner + process.stderr.read()
+    return process, banner.split()[3]
+
+
+def _call_through(base_url: str) -> str:
+    client = openai.OpenAI(
+        base_url=base_url,
+        api_key="sk-test",
+        max_retries=0,
+        default_headers={"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"},
+    )
+    with client:
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, float, str]:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert process.stderr is not None
+    err = process.stderr.read()
+    process.stderr.close()
+    return code, time.monotonic() - started, err
+
+
+def test_the_proxy_continues_the_clients_trace_and_flushes_on_sigterm(
+    fake: FakeUpstream, receiver: tuple[str, Received]
+) -> None:
+    endpoint, received = receiver
+    # The default intervals (5 s spans, 60 s metrics) are far off: only the stop can export.
+    process, base_url = _proxy(fake.base_url, _env(endpoint))
+    try:
+        assert _call_through(base_url)
+    finally:
+        code, _, err = _stop(process)
+    assert code == 128 + signal.SIGTERM, err  # a drained, flushed stop, as SIGINT's 130
+    assert "Traceback" not in err
+    call = [s for s in received.spans if s.name == "chat gpt-4o"]
+    assert len(call) == 1, received.spans
+    assert (call[0].trace_id, call[0].parent_span_id) == (TRACE_ID, CLIENT_SPAN)
+    assert call[0].resource["service.name"] == "streamtap-proxy"
+    assert [s.parent_span_id for s in received.spans if s.name == "POST"] == [call[0].span_id]
+    assert {"gen_ai.client.operation.duration"} <= {m.name for m in received.metrics}
+
+
+def test_the_proxy_stops_within_the_export_timeout_when_no_collector_listens(fake: FakeUpstream) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    process, base_url = _proxy(fake.base_url, _env(nobody, OTEL_EXPORTER_OTLP_TIMEOUT="1"))
+    try:
+        assert _call_through(base_url)
+    finally:
+        code, took, err = _stop(process)
+    assert code == 128 + signal.SIGTERM, err
+    assert took < 10, err  # the exporters give up after their 1 s timeout; generous for CI
