@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -15,6 +16,9 @@ from ._events import Recorder
 from ._fallback import Fallback
 from ._policy import Policy
 from ._transport import AsyncStreamtapTransport, StreamtapTransport
+
+log = logging.getLogger("streamtap")
+_warned_twice = False
 
 # Bound, not constrained: `instrument(AzureOpenAI(...))` is typed as an AzureOpenAI, not an OpenAI.
 ClientT = TypeVar("ClientT", bound=openai.OpenAI | openai.AsyncOpenAI)
@@ -53,12 +57,50 @@ def instrument(
             f"streamtap.instrument takes an openai.OpenAI or openai.AsyncOpenAI, got {type(client).__name__}"
         )
     engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
+    warn_if_instrumented_twice()
     # `copy()` returns Self, but mypy widens a union-bound type variable's Self to the union.
     copied = cast(
         ClientT, client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
     )
     _install_in_copies(copied, engine)
     return copied
+
+
+def other_instrumentation() -> str | None:
+    """The module of an OpenTelemetry instrumentation wrapping the SDK's create(), if any.
+
+    The contrib OpenAI instrumentations wrap these methods with wrapt, whose wrappers keep
+    the wrapper function as `_self_wrapper`.
+    """
+    from openai.resources.chat.completions import AsyncCompletions, Completions
+    from openai.resources.responses import AsyncResponses, Responses
+
+    for cls in (Completions, AsyncCompletions, Responses, AsyncResponses):
+        wrapper = getattr(cls.__dict__.get("create"), "_self_wrapper", None)
+        module = getattr(wrapper, "__module__", None)
+        if isinstance(module, str) and module.startswith("opentelemetry.instrumentation."):
+            return module
+    return None
+
+
+def warn_if_instrumented_twice() -> None:
+    """Log once per process when another OpenTelemetry OpenAI instrumentation is active too.
+
+    Both would record every call: two GenAI client spans, one inside the other, and each call
+    counted twice in the `gen_ai.client.*` metrics, which have the same names.
+    """
+    global _warned_twice
+    if _warned_twice:
+        return
+    module = other_instrumentation()
+    if module is not None:
+        _warned_twice = True
+        log.warning(
+            "streamtap: %s instruments the OpenAI SDK too, so every call gets two GenAI spans and "
+            "is counted twice in the gen_ai.client.* metrics; keep one (with opentelemetry-instrument: "
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai)",
+            module,
+        )
 
 
 def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:

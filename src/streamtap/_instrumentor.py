@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from ._engine import Engine
 from ._events import Recorder
 from ._fallback import Fallback
-from ._instrument import install
+from ._instrument import install, warn_if_instrumented_twice
 from ._policy import Policy
 
 log = logging.getLogger("streamtap")
@@ -121,6 +121,8 @@ def _wrapped_init(original: Callable[..., None], engine: Engine) -> Callable[...
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         try:
+            # Here, not in _instrument: opentelemetry-instrument may load the other one later.
+            warn_if_instrumented_twice()
             install(self, engine)
         except Exception:  # a client streamtap cannot route still works, as the SDK made it
             log.debug(

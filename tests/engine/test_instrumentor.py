@@ -223,3 +223,34 @@ def test_opentelemetry_instrument_finds_the_entry_point(fake: FakeUpstream, tmp_
         "routed": True,
     }
     assert [(r.status, r.retry_count) for r in fake.requests] == [(503, "0"), (200, "1")]
+
+
+def test_another_openai_instrumentation_is_reported_once(
+    fake: FakeUpstream, instrumentor: StreamtapInstrumentor, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    # Both would record each call: two GenAI spans, and every gen_ai.client.* metric twice.
+    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from streamtap import _instrument
+
+    monkeypatch.setattr(_instrument, "_warned_twice", False)
+    plain = openai.OpenAI(base_url=fake.base_url, api_key="sk-test")
+    caplog.set_level("WARNING", logger="streamtap")
+    streamtap.instrument(plain, recorders=[]).close()
+    assert caplog.records == []
+    official = OpenAIInstrumentor()
+    official.instrument(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
+    try:
+        # Loaded after streamtap's, as opentelemetry-instrument may: seen at the first client.
+        instrumentor.instrument(recorders=[])
+        openai.OpenAI(base_url=fake.base_url, api_key="sk-test").close()
+        streamtap.instrument(plain, recorders=[]).close()
+    finally:
+        official.uninstrument()
+    assert [r.getMessage().split(" instruments ")[0] for r in caplog.records] == [
+        "streamtap: opentelemetry.instrumentation.genai.openai"
+    ]
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai" in caplog.records[0].getMessage()
+    plain.close()
