@@ -182,7 +182,7 @@ class Call:
         self.exception = exception
         self._give_up_type = None
         if self.committed:
-            self._after_commit_failure(send, failure, now, wall)
+            self._after_commit_failure(failure, headers or {}, now, wall)
             return
         if failure.retryable and self.route.fallback is None:
             cause = self._retry_blocker(headers or {}, now, wall)
@@ -232,7 +232,9 @@ class Call:
     def _breaker_refuses_at(self, when: float) -> bool:
         return self.engine.breakers.get(self.route.upstream, self.route.model).refuses_at(when)
 
-    def _after_commit_failure(self, send: Send, failure: Failure, now: float, wall: float) -> None:
+    def _after_commit_failure(
+        self, failure: Failure, headers: Mapping[str, str], now: float, wall: float
+    ) -> None:
         # After commit the only invisible repair is resuming a background response.
         resumable = (
             self._background
@@ -244,7 +246,8 @@ class Call:
         )
         after = last_sequence_number(self.delivered) if resumable else None
         if after is not None:
-            cause = self._retry_blocker({}, now, wall)
+            # A resume request that got an error status waits as long as it asked (Retry-After).
+            cause = self._retry_blocker(headers, now, wall)
             if cause is None:
                 self._resume_after = after  # next() sends it after the pending Wait
                 return

@@ -686,6 +686,29 @@ def test_background_response_resumes_after_commit() -> None:
     assert (finished.input_tokens, finished.output_tokens, finished.response_id) == (3, 4, "resp_1")
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("5", Wait(5.0)), ("120", GiveUp())],
+    ids=["waits_as_asked", "longer_than_max_retry_after"],
+)
+def test_a_resume_that_gets_an_error_status_honours_its_retry_after(retry_after: str, expected: Any) -> None:
+    rig = Rig()
+    call = rig.start(BACKGROUND, api="responses")
+    send = rig.send(call)
+    attempt = rig.stream(call, send, [created(0), delta(1, "a")], end=False)
+    attempt.broke(classify_exception(ConnectionResetError("reset"), phase=attempt.phase))
+    assert attempt.failure is not None
+    rig.fail(call, send, attempt.failure)
+    assert call.next() == Wait(0.25)
+    resume = call.next()
+    assert isinstance(resume, Send) and resume.resume
+    call.sending(resume, rig.clock.now)
+    rig.fail_status(call, resume, 429, {"retry-after": retry_after})
+    assert call.next() == expected
+    if expected == GiveUp():
+        assert of_type(rig.rec.events, RetrySuppressed) == [RetrySuppressed(1, 1, "rate_limited", "deadline")]
+
+
 def test_non_background_response_does_not_resume() -> None:
     rig = Rig()
     call = rig.start({**BACKGROUND, "background": False}, api="responses")
