@@ -57,12 +57,13 @@ class ChatDialect:
         # character, so they find exactly what they would in the bytes. JSON escapes quotes in
         # strings, so content text never matches a key.
         text = frame.decode("latin-1")
-        # A chunk still streaming (finish reason null) that carries no error, no usage, no
-        # role announcement and no empty delta or text. After the first test the others are
-        # cheap: on the hot path the cost is in the first touch of the frame and of each C
-        # function.
+        # A chunk still streaming (finish reason null, and no other choice of it finished:
+        # with `n` > 1 one chunk may carry several) that carries no error, no usage, no role
+        # announcement and no empty delta or text. After the first test the others are cheap:
+        # on the hot path the cost is in the first touch of the frame and of each C function.
         if (
             '"finish_reason":null' in text
+            and '"finish_reason":"' not in text
             and '"error"' not in text
             and '"usage":{' not in text
             and '"role"' not in text

@@ -57,6 +57,10 @@ C_REFUSAL = chat(delta('{"refusal":"I cannot"}'))
 C_REASONING = chat(delta('{"reasoning_content":"think"}'))
 C_AUDIO = chat(delta('{"audio":{"id":"audio_1","transcript":"Hello"}}'))
 C_FINISH = chat(delta("{}", '"stop"'))
+# n=2 in one chunk: a content delta still streaming beside a choice that has finished.
+C_ONE_OF_TWO_FINISHED = chat(
+    delta('{"content":"a"}') + "," + delta('{"content":"b"}', '"stop"').replace('"index":0', '"index":1')
+)
 C_FILTER = chat(
     '{"index":0,"delta":{},"content_filter_results":{"hate":{"filtered":false}},"finish_reason":null}'
 )
@@ -172,6 +176,7 @@ CHAT_KINDS = [
     pytest.param(C_REASONING, CONTENT, id="reasoning"),
     pytest.param(C_AUDIO, CONTENT, id="audio"),
     pytest.param(C_FINISH, PREAMBLE, id="finish"),
+    pytest.param(C_ONE_OF_TWO_FINISHED, CONTENT, id="one_of_two_choices_finished"),
     pytest.param(C_FILTER, PREAMBLE, id="azure_filter"),
     pytest.param(C_USAGE, PREAMBLE, id="usage"),
     pytest.param(C_DONE, TERMINAL, id="done"),
