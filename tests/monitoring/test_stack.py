@@ -79,6 +79,16 @@ def test_services() -> None:
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
 
 
+def test_the_proxy_is_given_its_shutdown_grace_and_a_flush_before_it_is_killed() -> None:
+    from streamtap._proxy_config import ProxyConfig
+
+    proxy = _compose()["services"]["proxy"]
+    flags = [a.split("=", 1)[1] for a in proxy["command"] if a.startswith("--shutdown-grace=")]
+    grace = float(flags[0]) if flags else ProxyConfig(upstream="http://x/v1").shutdown_grace
+    stop = proxy.get("stop_grace_period", "10s")  # compose's default
+    assert stop.endswith("s") and float(stop[:-1]) >= grace + 10  # + the OTLP exporter's timeout
+
+
 def test_images_are_pinned() -> None:
     images = {name: s["image"] for name, s in _compose()["services"].items()}
     assert images == {
