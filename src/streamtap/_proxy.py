@@ -39,6 +39,7 @@ from ._taxonomy import Api
 from ._upstream_pool import UpstreamTransport
 
 log = logging.getLogger("streamtap.proxy")
+_PIECE = 64 * 1024  # how much of an answer held whole goes to the client in one send
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -139,7 +140,11 @@ class Proxy:
             return
         # From here on nothing more is read from the client: one watcher, for the whole call,
         # stops the work (retries included) as soon as the client leaves.
-        await _watching(receive, lambda watch: self._answer(scope, routed, headers, body, url, send, watch))
+        await _watching(
+            receive,
+            lambda watch: self._answer(scope, routed, headers, body, url, send, watch),
+            config.body_timeout,
+        )
 
     async def _answer(
         self,
@@ -204,7 +209,9 @@ class Proxy:
             await _refuse_body(send, error, config.max_upload, f"stalled for over {config.body_timeout} s")
             return
         if response is not None:  # the body is whole: the watch may read from the client now
-            await _watching(receive, lambda watch: _relay(response, send, watch, error_frame=None))
+            await _watching(
+                receive, lambda watch: _relay(response, send, watch, error_frame=None), config.body_timeout
+            )
 
     async def _pass_through(self, request: httpx2.Request, send: Send, watch: _ClientWatch) -> None:
         response = await self._upstream(request, send)
@@ -328,12 +335,36 @@ class _ClientWatch:
     the relay's own work on the way to the first content.
     """
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, send_timeout: float) -> None:
         task = asyncio.current_task()
         assert task is not None, "a request is served in a task"
         self._task = task
         self._left = False
         self._watcher = asyncio.ensure_future(self._watch(receive))
+        # Sends to the client begun plus those finished: odd while one is under way (`_relay`).
+        self.sends = 0
+        self._send_timeout = send_timeout
+        self._send_timer: asyncio.TimerHandle | None = None
+
+    def time_sends(self) -> None:
+        """From now on, drop a client whose send stays under way for `send_timeout` seconds (up
+        to twice that): it stopped reading and did not leave, its socket full. The call is then
+        cancelled, as if it had left, rather than holding its upstream for as long as the
+        client's connection lives."""
+        loop = asyncio.get_running_loop()
+        seen = -1
+
+        def look() -> None:
+            nonlocal seen
+            if self.sends % 2 and self.sends == seen:  # the same send as at the last look
+                log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
+                self._left = True
+                self._task.cancel()
+                return
+            seen = self.sends
+            self._send_timer = loop.call_later(self._send_timeout, look)
+
+        self._send_timer = loop.call_later(self._send_timeout, look)
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -349,6 +380,8 @@ class _ClientWatch:
     def stop(self) -> None:
         """Stop watching. Cancelled before it resumes, the watcher cancels nothing more."""
         self._watcher.cancel()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
 
     def ours(self) -> bool:
         """Whether the cancellation just caught was this watch's (the client left, and nothing
@@ -356,9 +389,12 @@ class _ClientWatch:
         return self._left and not _still_cancelled(self._task)
 
 
-async def _watching(receive: Receive, serve: Callable[[_ClientWatch], Awaitable[None]]) -> None:
-    """Run `serve` while a `_ClientWatch` ends it if the client leaves; only that end is quiet."""
-    watch = _ClientWatch(receive)
+async def _watching(
+    receive: Receive, serve: Callable[[_ClientWatch], Awaitable[None]], send_timeout: float
+) -> None:
+    """Run `serve` while a `_ClientWatch` ends it if the client leaves (or stops reading for
+    `send_timeout`); only that end is quiet."""
+    watch = _ClientWatch(receive, send_timeout)
     try:
         await serve(watch)
     except asyncio.CancelledError:
@@ -380,12 +416,15 @@ async def _relay(
     A call's stream (`error_frame` given) that fails, or that the server's shutdown deadline
     cuts, ends with an error event of its dialect, so the client's SDK raises."""
     headers = response_headers(response.headers.raw)
+    watch.time_sends()
     try:
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         failed: tuple[str, str] | None = None
         try:
             async for chunk in _chunks(response):
+                watch.sends += 1
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.sends += 1
         except StreamInterrupted as error:
             failed = (error.error_type, str(error))
         except asyncio.CancelledError:
@@ -394,9 +433,11 @@ async def _relay(
             # The only other canceller is the server, once, at the end of the shutdown grace,
             # and it awaits nothing after: the answer is ended here, and so is the task.
             failed = ("stream_interrupted", "the proxy shut down before the stream ended")
+        watch.sends += 1  # the end, too, waits for a client's full socket
         if failed is not None and error_frame is not None:
             await send({"type": "http.response.body", "body": error_frame(*failed), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        watch.sends += 1
     finally:
         # The response is complete (uvicorn then reports a disconnect) or abandoned: the close
         # must not be cut.
@@ -427,7 +468,9 @@ async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
         async for chunk in stream:
             yield chunk
         return
-    yield content
+    # In pieces, so that a slow client shows progress to `time_sends` while it takes a large one.
+    for start in range(0, max(len(content), 1), _PIECE):  # an empty answer: one empty piece
+        yield content[start : start + _PIECE]
 
 
 class _trace_context:

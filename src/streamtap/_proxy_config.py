@@ -66,8 +66,10 @@ class ProxyConfig:
             responses), in bytes: held whole, to parse and to resend on a retry.
         max_upload: the largest request body of any other /v1 request (file and audio
             uploads), in bytes: streamed to the upstream as it arrives, never held whole.
-        body_timeout: seconds a client may take to send a request body the proxy holds, and
-            to send each next piece of one it streams.
+        body_timeout: seconds a client may take to send a request body the proxy holds, to
+            send each next piece of one it streams, and to take each piece of an answer (a
+            client that takes nothing for that long, up to twice it, is dropped and its call
+            cancelled).
         shutdown_grace: seconds streams in flight may take to finish on shutdown.
         ready_cache: seconds a /readyz result is reused.
         policy: the engine's retries, timeouts, budget and breaker.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -476,3 +477,26 @@ def test_ops_listener_serves_only_metrics_and_probes(fake: FakeUpstream) -> None
         assert httpx2.get(f"{ops}/metrics").status_code == 200
         assert httpx2.get(f"{ops}/v1/models").status_code == 404  # the API is not on this listener
         assert httpx2.get(f"{proxy.base_url}/models").status_code == 200
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_call_cancelled(
+    proxied: tuple[ProxyServer, Recording], caplog: pytest.LogCaptureFixture
+) -> None:
+    # It neither reads nor leaves: its socket fills, the proxy's send waits. Past body_timeout
+    # (0.5 s here) it is dropped, and the call stops instead of holding its upstream.
+    server, recording = proxied
+    body = json.dumps({"model": "gpt-4o", "messages": CHAT_MESSAGES, "stream": True}).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"x-fake-chunks: 100000\r\nx-fake-gap: 0\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(head.encode() + body)
+        assert until(lambda: bool(recording.of(CallFinished)), timeout=10)
+        assert recording.finished.outcome == "cancelled"
+        assert "dropping a client that took nothing for over 0.5 s" in caplog.text
+        sock.settimeout(5)
+        while sock.recv(1 << 20):  # what was sent before, then the end: the connection is closed
+            pass
