@@ -216,8 +216,10 @@ class Call:
             return "deadline"
         if self.deadline is not None and now + delay >= self.deadline:
             return "deadline"
-        if policy.breaker.enabled and self._breaker_refuses_at(now + delay):
-            return "breaker"  # open until after the wait: no retry to wait for
+        # Open until after the wait: no retry to wait for. (A resume after commit is the one way
+        # to save the answer the caller is reading, and goes whatever the breaker says.)
+        if policy.breaker.enabled and not self.committed and self._breaker_refuses_at(now + delay):
+            return "breaker"
         if not self.engine.budget.try_withdraw():
             return "budget"
         assert self.last_failure is not None

@@ -686,6 +686,21 @@ def test_background_response_resumes_after_commit() -> None:
     assert (finished.input_tokens, finished.output_tokens, finished.response_id) == (3, 4, "resp_1")
 
 
+def test_a_resume_goes_whatever_the_breaker_says() -> None:
+    # The failure that broke the committed stream opens the breaker (min 1, ratio 0.5); the
+    # resume still goes: it is the one way to save what the caller is reading.
+    rig = Rig(Policy(breaker=TRIPPY))
+    call = rig.start(BACKGROUND, api="responses")
+    send = rig.send(call)
+    attempt = rig.stream(call, send, [created(0), delta(1, "a")], end=False)
+    attempt.broke(classify_exception(ConnectionResetError("reset"), phase=attempt.phase))
+    assert attempt.failure is not None
+    rig.fail(call, send, attempt.failure)
+    assert rig.engine.breakers.get("http://up:8080", "gpt-x").state == "open"
+    assert call.next() == Wait(0.25)
+    assert call.next().method == "GET"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
     [("5", Wait(5.0)), ("120", GiveUp())],
