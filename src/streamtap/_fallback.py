@@ -118,6 +118,10 @@ class Fallback:
                 raise ValueError(
                     f"Fallback.upstream base_url must start with http:// or https://, got {self.base_url!r}"
                 )
+            if "?" in self.base_url or "#" in self.base_url:  # the API path is appended to it
+                raise ValueError(
+                    f"Fallback.upstream base_url must not carry a query or fragment, got {self.base_url!r}"
+                )
             if self.to_model is not None and not _is_name(self.to_model):
                 raise ValueError(
                     f"Fallback.upstream model must be a non-empty model name or None, got {self.to_model!r}"
@@ -139,22 +143,13 @@ class Fallback:
     @classmethod
     def model(cls, name: str) -> Fallback:
         """The same request, to another model (e.g. "gpt-4o-mini")."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"Fallback.model needs a non-empty model name, got {name!r}")
-        return cls(kind="model", to_model=name)
+        return cls(kind="model", to_model=name)  # checked in __post_init__
 
     @classmethod
     def upstream(cls, base_url: str, *, api_key: str | None = None, model: str | None = None) -> Fallback:
         """The same request to another OpenAI-compatible base URL (and optionally key and model)."""
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"Fallback.upstream base_url must start with http:// or https://, got {base_url!r}"
-            )
-        if "?" in base_url or "#" in base_url:  # the API path is appended to it
-            raise ValueError(
-                f"Fallback.upstream base_url must not carry a query or fragment, got {base_url!r}"
-            )
-        return cls(kind="upstream", base_url=base_url.rstrip("/"), api_key=api_key, to_model=model)
+        url = base_url.rstrip("/") if isinstance(base_url, str) else base_url  # checked in __post_init__
+        return cls(kind="upstream", base_url=url, api_key=api_key, to_model=model)
 
     @classmethod
     def non_streaming(cls) -> Fallback:
