@@ -15,6 +15,11 @@ between requests and stops at the first byte, so a connection that never sends a
 sends its head a byte at a time (slowloris), was held for ever. Here a head must be whole
 within the keep-alive timeout (15 s) of the connection opening or of its own first byte; a
 partial one then gets 408, and either way the connection is closed.
+
+A refused connection closes lingering, as nginx's `lingering_close` does: the answer goes, then
+a FIN, and whatever the client still sends is read and dropped for up to `LINGER` seconds or
+until it closes too. Closed at once, the socket would answer the client's next bytes with a
+reset, and a client still sending its head could lose the 408 or 431 before it read it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import importlib.util
 from typing import Any, cast
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
+LINGER = 2.0  # seconds a refused connection's late bytes are read and dropped before it closes
 _END = b"\r\n\r\n"
 
 
@@ -44,6 +50,7 @@ def http_protocol() -> Any:
         _in_head = True  # between requests, the next bytes are a head
         _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
         _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
+        _lingering = False  # refused: what arrives now is dropped until the connection closes
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(cast(asyncio.Transport, transport))
@@ -54,6 +61,8 @@ def http_protocol() -> Any:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return
             if self._in_head:
                 seen = self._head_seen
                 joined = self._tail + data
@@ -81,7 +90,7 @@ def http_protocol() -> Any:
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
-            if self.transport.is_closing():
+            if self._lingering or self.transport.is_closing():
                 return
             if self.cycle is not None and not self.cycle.response_complete:
                 self._time_head()  # a pipelined head, behind a response still going: wait on
@@ -108,10 +117,16 @@ def http_protocol() -> Any:
             )
 
         def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
+            self._stop_head_timer()
             self.transport.write(
                 b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (status, reason, len(message), message)
             )
-            self.transport.close()
+            if not self.transport.can_write_eof():
+                self.transport.close()
+                return
+            self._lingering = True
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
 
     return LimitedHttpToolsProtocol

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from streamtap._proxy_config import ProxyConfig
-from streamtap._proxy_protocol import MAX_HEAD, http_protocol
+from streamtap._proxy_protocol import LINGER, MAX_HEAD, http_protocol
 from streamtap._proxy_server import ProxyServer
 
 
@@ -43,6 +43,33 @@ def test_a_head_over_the_limit_is_refused_with_431(proxy: ProxyServer, pieces: i
     reply = _exchange(proxy.port, *(head[i : i + size] for i in range(0, len(head), size)))
     assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert reply.endswith(b"\r\n\r\nrequest line and headers too large")
+
+
+def test_a_client_still_sending_when_refused_sends_all_then_reads_its_431(proxy: ProxyServer) -> None:
+    # The proxy refuses at 64 KiB with most of the 16 MiB (more than the socket buffers hold)
+    # unread. It must linger, reading and dropping: closed at once, it resets the connection and
+    # the client's send fails before it can read the answer, as an HTTP client's would.
+    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * (16 * 1024 * 1024)
+    assert _exchange(proxy.port, head).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+def _sends_until_closed(sock: socket.socket, seconds: float) -> bool:
+    """Whether the peer closes (a reset or a broken pipe) while a KiB goes every 50 ms."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            sock.sendall(b"a" * 1024)
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_refused_client_that_keeps_sending_is_closed_after_the_linger(proxy: ProxyServer) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * MAX_HEAD)
+        refused = time.monotonic()
+        assert _sends_until_closed(sock, LINGER * 2)
+    assert time.monotonic() - refused >= LINGER * 0.9
 
 
 def test_heads_under_the_limit_are_served_back_to_back(proxy: ProxyServer) -> None:
