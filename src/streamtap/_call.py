@@ -28,7 +28,7 @@ from ._events import (
     log,
 )
 from ._fallback import AnswerCache, Fallback, Route, cache_key, fallback_route
-from ._responses import last_sequence_number
+from ._responses import last_sequence_number, retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Serve, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
 
@@ -126,11 +126,12 @@ class Call:
         resume, the caller has what came before), or from its start (None, before commit)."""
         index = self.attempts
         self.attempts += 1
-        url = f"{route.url.split('?', 1)[0]}/{response_id}"
-        started = AttemptStarted(self.call_id, index, "GET", url, route.model, route.fallback)
+        url = retrieve_url(route.url, response_id, after)
+        started = AttemptStarted(
+            self.call_id, index, "GET", url.split("?", 1)[0], route.model, route.fallback
+        )
         self.observer.on_event(started)
-        query = "?stream=true" if after is None else f"?stream=true&starting_after={after}"
-        return Send("GET", url + query, None, route, index, started.carrier, resume=after is not None)
+        return Send("GET", url, None, route, index, started.carrier, resume=after is not None)
 
     def _send(self, route: Route) -> Send:
         index = self.attempts

@@ -115,7 +115,7 @@ class Engine:
         Args:
             api: which dialect.
             suffix: the API path ("/chat/completions" or "/responses"), for upstream fallbacks.
-            url: the upstream URL without query string.
+            url: the upstream URL, with the caller's query (every attempt and retrieval keeps it).
             body: the parsed JSON request.
             content: the request's bytes, when `body` was parsed from them (sent as they are).
         """

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote_plus
 
 from ._dialect import (
     BAD,
@@ -38,6 +39,8 @@ _DELTA = b'"delta":"'
 # Content that is no delta: an image generation's partial images, streamed as they are drawn.
 _PARTIAL_IMAGE = "response.image_generation_call.partial_image"
 _PARTIAL_IMAGE_BYTES = _PARTIAL_IMAGE.encode()
+# The query parameters of a retrieval that the engine sets itself.
+_RETRIEVE_PARAMS = frozenset({"stream", "starting_after"})
 # How a message's content part streams: (its text's key, the events' kind, their extra fields).
 _PART_EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "output_text": ("text", "output_text", {"logprobs": []}),
@@ -263,6 +266,22 @@ def last_sequence_number(delivered: Sequence[bytes]) -> int | None:
             if isinstance(number, int) and not isinstance(number, bool):
                 return number
     return None
+
+
+def retrieve_url(url: str, response_id: str, after: int | None) -> str:
+    """The URL that streams background response `response_id` again, from its start (`after` is
+    None) or after the event numbered `after`.
+
+    `url` is the URL the response was created at (`.../responses[?query]`). Its query stays: it
+    routes the request (Azure OpenAI refuses one without its `api-version`). A `stream` or
+    `starting_after` in it is replaced, not repeated beside the engine's own.
+    """
+    path, _, query = url.partition("?")
+    params = [p for p in query.split("&") if p and unquote_plus(p.partition("=")[0]) not in _RETRIEVE_PARAMS]
+    params.append("stream=true")
+    if after is not None:
+        params.append(f"starting_after={after}")
+    return f"{path}/{response_id}?{'&'.join(params)}"
 
 
 def _int(value: object) -> int | None:

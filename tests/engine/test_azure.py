@@ -5,11 +5,14 @@ The upstream is a loopback server that answers as Azure does: deployments in the
 empty id and model (the prompt's filter results), `content_filter_results` on the chunks,
 and a 400 `content_filter` error. It replays the replies it is given, in order, and notes
 every request.
+
+Background responses, which that server does not keep, are read again from the fake upstream.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +22,11 @@ import pytest
 
 import streamtap
 from streamtap import CallFinished, CallStarted
+from streamtap.fake import FakeUpstream
 
 from . import loopback
 from .conftest import TEST_POLICY
-from .support import CHAT_MESSAGES, Recording
+from .support import CHAT_MESSAGES, Recording, expected, read_async, read_sync
 
 KEY = "azure-key-0123456789"
 VERSION = "2024-10-21"
@@ -212,3 +216,42 @@ def test_content_filtering_reaches_the_caller_as_without_streamtap(upstream: Azu
     assert len(upstream.requests) == 2  # neither retried nor sent to a fallback
     assert isinstance(recording.finished, CallFinished)
     assert recording.finished.error_type == "bad_request"
+
+
+def _background_client(client: str, is_async: bool, base_url: str, recording: Recording) -> Any:
+    """An Azure client, or an OpenAI client that adds the query itself (`default_query`)."""
+    settings: dict[str, Any] = {"base_url": base_url, "api_key": KEY}
+    if client == "azure":
+        made = (openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI)(**settings, api_version=VERSION)
+    else:
+        made = (openai.AsyncOpenAI if is_async else openai.OpenAI)(
+            **settings, default_query={"api-version": VERSION}
+        )
+    return streamtap.instrument(made, policy=TEST_POLICY, recorders=[recording])
+
+
+@MODES
+@pytest.mark.parametrize("client", ["azure", "default-query"])
+@pytest.mark.parametrize(
+    ("fault", "again"),
+    [("drop_after=0", "stream=true"), ("drop_after=3", r"stream=true&starting_after=\d+")],
+    ids=["rejoined-before-commit", "resumed-after-commit"],
+)
+def test_a_background_response_is_read_again_with_the_api_version(
+    fake: FakeUpstream, recording: Recording, client: str, is_async: bool, fault: str, again: str
+) -> None:
+    # Azure refuses any request without its api-version, the GET that reads the response again too.
+    fake.enqueue(fault)
+    instrumented = _background_client(client, is_async, fake.base_url, recording)
+    received: list[str] = []
+    if is_async:
+        anyio.run(lambda: read_async(instrumented, "responses", received, background=True))
+    else:
+        with instrumented:
+            read_sync(instrumented, "responses", received, background=True)
+    assert received == expected(fake, "responses")
+    created, read_again = fake.requests
+    assert (created.method, created.query) == ("POST", f"api-version={VERSION}")
+    assert (read_again.method, read_again.path) == ("GET", f"/v1/responses/{recording.finished.response_id}")
+    assert re.fullmatch(f"api-version={VERSION}&{again}", read_again.query), read_again.query
+    assert (recording.finished.outcome, recording.finished.attempts) == ("ok", 2)

@@ -4,6 +4,7 @@ talking to `streamtap proxy`, which talks to the fake upstream, all over loopbac
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -129,6 +130,34 @@ def test_fault_through_proxy(
         assert error.code == case.error_type
     else:  # after commit: the stream ends with an error event of its dialect
         assert case.error_type in str(error)
+
+
+@pytest.mark.parametrize(
+    ("fault", "again"),
+    [("drop_after=0", "stream=true"), ("drop_after=3", r"stream=true&starting_after=\d+")],
+    ids=["rejoined-before-commit", "resumed-after-commit"],
+)
+def test_a_background_response_is_read_again_with_the_callers_query(
+    fault: str, again: str, fake: FakeUpstream, proxy: ProxyServer, seen: Recording
+) -> None:
+    # As an Azure deployment needs: every request carries its api-version, the GET too.
+    fake.enqueue(fault)
+    query = {"api-version": "2025-04-01-preview"}
+    received: list[str] = []
+    with openai.OpenAI(
+        base_url=proxy.base_url, api_key="sk-client-key-1234", max_retries=0, default_query=query
+    ) as client:
+        read_sync(client, "responses", received, background=True)
+    assert received == expected(fake, "responses")
+    created, read_again = fake.requests
+    assert (created.method, created.query, read_again.method) == (
+        "POST",
+        "api-version=2025-04-01-preview",
+        "GET",
+    )
+    assert re.fullmatch(f"api-version=2025-04-01-preview&{again}", read_again.query), read_again.query
+    finished = _finished(seen)
+    assert (finished.outcome, finished.attempts) == ("ok", 2)
 
 
 def test_raw_http_stream_keeps_sse_framing(fake: FakeUpstream, proxy: ProxyServer, seen: Recording) -> None:

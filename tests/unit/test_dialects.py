@@ -31,7 +31,7 @@ from streamtap._dialect import (
     StreamFacts,
     dialect_for,
 )
-from streamtap._responses import RESPONSES, last_sequence_number
+from streamtap._responses import RESPONSES, last_sequence_number, retrieve_url
 from streamtap._sse import encode_event, parse_frame, split_frames
 
 # -- real-shaped frames ------------------------------------------------------------------------
@@ -420,6 +420,31 @@ def test_responses_text_and_sequence_number() -> None:
     assert last_sequence_number([R_COMPLETED + b"\n\n" + COMMENT_FRAME + b"\n\n"]) == 5
     assert last_sequence_number([C_CONTENT + b"\n\n", b'data: {"sequence_number":"3"}\n\n']) is None
     assert last_sequence_number([]) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "after", "expected"),
+    [
+        ("http://up/v1/responses", None, "http://up/v1/responses/resp_1?stream=true"),
+        ("http://up/v1/responses", 7, "http://up/v1/responses/resp_1?stream=true&starting_after=7"),
+        (
+            "https://az/openai/responses?api-version=2025-04-01-preview",
+            7,
+            "https://az/openai/responses/resp_1?api-version=2025-04-01-preview&stream=true&starting_after=7",
+        ),
+        # The caller's own stream and starting_after are replaced, never sent twice; the rest
+        # stays as the caller encoded it.
+        (
+            "http://up/v1/responses?stream=false&a=x%20y&starting%5Fafter=1&&b",
+            None,
+            "http://up/v1/responses/resp_1?a=x%20y&b&stream=true",
+        ),
+        ("http://up/v1/responses?", 0, "http://up/v1/responses/resp_1?stream=true&starting_after=0"),
+    ],
+    ids=["plain", "resume", "api-version-kept", "own-params-replaced", "empty-query"],
+)
+def test_retrieve_url_keeps_the_query_of_the_create(url: str, after: int | None, expected: str) -> None:
+    assert retrieve_url(url, "resp_1", after) == expected
 
 
 def test_dialect_for() -> None:
