@@ -1,9 +1,9 @@
-"""The proxy's HTTP/1.1 server protocol and event loop: httptools and uvloop when installed.
+"""The proxy's HTTP/1.1 server protocol: uvicorn's httptools protocol, with h11's protections.
 
-With the lean upstream transport, uvicorn's h11 protocol and asyncio's selector transports
-were the larger part of the proxy's CPU per relayed event; httptools (llhttp) and uvloop
-(libuv) do the same work in C. Both are optional: without them the proxy runs on h11 and
-asyncio, as before.
+httptools (llhttp) parses in C where h11 parses in Python; with uvloop (libuv) under it the
+proxy's CPU per relayed event went from 119 to 92 µs (docs/benchmarks.md, "What changed, step
+by step"). httptools is a dependency, so the proxy has one protocol and one set of protections
+on every platform; uvloop is its event loop wherever uvloop installs (CPython, not Windows).
 
 llhttp enforces no limit on a request's head, which h11 did for us
 (`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from typing import Any, cast
+from typing import cast
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 LINGER = 2.0  # seconds a refused connection's late bytes are read and dropped before it closes
@@ -34,99 +36,90 @@ _END = b"\r\n\r\n"
 
 
 def has_uvloop() -> bool:
+    """uvloop is a dependency where it installs (CPython, not Windows); asyncio elsewhere."""
     return importlib.util.find_spec("uvloop") is not None
 
 
-def http_protocol() -> Any:
-    """The uvicorn `http` setting: the limited httptools protocol class, or "h11"."""
-    if importlib.util.find_spec("httptools") is None:
-        return "h11"
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing request heads over `MAX_HEAD` bytes or too slow."""
 
-    class LimitedHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol, refusing request heads over `MAX_HEAD` bytes or too slow."""
+    _head_seen = 0  # bytes of the current request's head received so far
+    _in_head = True  # between requests, the next bytes are a head
+    _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
+    _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
+    _lingering = False  # refused: what arrives now is dropped until the connection closes
 
-        _head_seen = 0  # bytes of the current request's head received so far
-        _in_head = True  # between requests, the next bytes are a head
-        _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
-        _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
-        _lingering = False  # refused: what arrives now is dropped until the connection closes
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))
+        self._time_head()
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(cast(asyncio.Transport, transport))
-            self._time_head()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_head_timer()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            if self._lingering:
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
+        if self._in_head:
+            seen = self._head_seen
+            joined = self._tail + data
+            end = joined.find(_END)
+            head_here = (end + len(_END) - len(self._tail)) if end >= 0 else len(data)
+            if seen + head_here > MAX_HEAD:
+                self._refuse_head()
                 return
-            if self._in_head:
-                seen = self._head_seen
-                joined = self._tail + data
-                end = joined.find(_END)
-                head_here = (end + len(_END) - len(self._tail)) if end >= 0 else len(data)
-                if seen + head_here > MAX_HEAD:
-                    self._refuse_head()
-                    return
-                if end >= 0:
-                    self._in_head, self._head_seen, self._tail = False, 0, b""
-                    self._stop_head_timer()
-                else:
-                    self._head_seen, self._tail = seen + len(data), joined[-3:]
-                    if self._head_timer is None:
-                        self._time_head()
-            super().data_received(data)
-
-        def _time_head(self) -> None:
-            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
-
-        def _stop_head_timer(self) -> None:
-            timer, self._head_timer = self._head_timer, None
-            if timer is not None:
-                timer.cancel()
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if self._lingering or self.transport.is_closing():
-                return
-            if self.cycle is not None and not self.cycle.response_complete:
-                self._time_head()  # a pipelined head, behind a response still going: wait on
-                return
-            if self._head_seen:
-                self._answer_and_close(408, b"Request Timeout", b"request line and headers took too long")
+            if end >= 0:
+                self._in_head, self._head_seen, self._tail = False, 0, b""
+                self._stop_head_timer()
             else:
-                self.transport.close()
+                self._head_seen, self._tail = seen + len(data), joined[-3:]
+                if self._head_timer is None:
+                    self._time_head()
+        super().data_received(data)
 
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            if not self.url.startswith(b"/") and "raw_path" in self.scope:
-                # An absolute-form target: httptools reports only its path; h11 reports it whole,
-                # and the proxy refuses it (it never forwards to a host a client names).
-                self.scope["raw_path"] = self.url
+    def _time_head(self) -> None:
+        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
 
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._in_head = True  # the next request's head starts (pipelined or after keep-alive)
+    def _stop_head_timer(self) -> None:
+        timer, self._head_timer = self._head_timer, None
+        if timer is not None:
+            timer.cancel()
 
-        def _refuse_head(self) -> None:
-            self._answer_and_close(
-                431, b"Request Header Fields Too Large", b"request line and headers too large"
-            )
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._lingering or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._time_head()  # a pipelined head, behind a response still going: wait on
+            return
+        if self._head_seen:
+            self._answer_and_close(408, b"Request Timeout", b"request line and headers took too long")
+        else:
+            self.transport.close()
 
-        def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
-            self._stop_head_timer()
-            self.transport.write(
-                b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (status, reason, len(message), message)
-            )
-            if not self.transport.can_write_eof():
-                self.transport.close()
-                return
-            self._lingering = True
-            self.transport.write_eof()
-            self.loop.call_later(LINGER, self.transport.close)
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if not self.url.startswith(b"/") and "raw_path" in self.scope:
+            # An absolute-form target: httptools reports only its path; h11 reports it whole,
+            # and the proxy refuses it (it never forwards to a host a client names).
+            self.scope["raw_path"] = self.url
 
-    return LimitedHttpToolsProtocol
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # the next request's head starts (pipelined or after keep-alive)
+
+    def _refuse_head(self) -> None:
+        self._answer_and_close(431, b"Request Header Fields Too Large", b"request line and headers too large")
+
+    def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
+        self._stop_head_timer()
+        self.transport.write(
+            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (status, reason, len(message), message)
+        )
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)

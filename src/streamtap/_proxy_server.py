@@ -20,7 +20,7 @@ from ._events import Recorder
 from ._heap import settle_for_serving
 from ._proxy import Proxy
 from ._proxy_config import ProxyConfig
-from ._proxy_protocol import has_uvloop, http_protocol
+from ._proxy_protocol import LimitedHttpToolsProtocol, has_uvloop
 
 
 def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvicorn.Config:
@@ -39,8 +39,7 @@ def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvico
         proxy_headers=False,
         timeout_keep_alive=15,  # also how long a request head may take (`_proxy_protocol`)
         timeout_graceful_shutdown=max(int(config.shutdown_grace), 1),
-        h11_max_incomplete_event_size=64 * 1024,  # request line and headers (h11)
-        http=http_protocol(),  # httptools with the same head limit when installed, else h11
+        http=LimitedHttpToolsProtocol,  # httptools, with h11's head limit and a head timer
         loop="uvloop" if has_uvloop() else "asyncio",
     )
 

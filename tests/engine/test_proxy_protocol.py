@@ -10,14 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 from streamtap._proxy_config import ProxyConfig
-from streamtap._proxy_protocol import LINGER, MAX_HEAD, http_protocol
+from streamtap._proxy_protocol import LINGER, MAX_HEAD
 from streamtap._proxy_server import ProxyServer
 
 
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[ProxyServer]:
-    if http_protocol() == "h11":
-        pytest.skip("httptools is not installed: the proxy runs on h11")
     config = ProxyConfig(upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", shutdown_grace=1)
     with ProxyServer(config, recorders=[]) as server:
         yield server
@@ -89,8 +87,6 @@ def test_absolute_form_target_is_refused(proxy: ProxyServer) -> None:
 @pytest.fixture(scope="module")
 def impatient() -> Iterator[ProxyServer]:
     """A proxy whose keep-alive timeout, which also bounds a request head, is 0.3 s."""
-    if http_protocol() == "h11":
-        pytest.skip("httptools is not installed: the proxy runs on h11")
     config = ProxyConfig(upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", shutdown_grace=1)
     server = ProxyServer(config, recorders=[])
     server._servers[0].config.timeout_keep_alive = 0.3  # read by each connection's protocol
