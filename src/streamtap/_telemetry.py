@@ -26,6 +26,7 @@ from ._prometheus import PrometheusRecorder
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 log = logging.getLogger("streamtap")
@@ -56,18 +57,41 @@ def _is_unconfigured(provider: object) -> bool:
     )
 
 
-def _resource(service_name: str, environ: Mapping[str, str]) -> dict[str, str]:
-    # Resource.create lets passed attributes beat OTEL_SERVICE_NAME; the variable must win.
-    return {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-
-
-def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> SdkTracerProvider:
-    """An SDK tracer provider with the exporters OTEL_TRACES_EXPORTER names (default otlp)."""
+def _resource(service_name: str, environ: Mapping[str, str]) -> Resource:
     from opentelemetry.sdk.resources import Resource
+
+    # Resource.create lets passed attributes beat OTEL_SERVICE_NAME; the variable must win.
+    return Resource.create({} if environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name})
+
+
+def resource_of(provider: object) -> Resource | None:
+    """The resource of an SDK provider (tracer or meter), None for any other provider.
+
+    A provider built here for the signal an application left unconfigured takes the resource of
+    the one it did configure, so its traces and metrics name the same service.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    if isinstance(provider, SdkTracerProvider):
+        return provider.resource
+    if isinstance(provider, SdkMeterProvider):
+        return provider._sdk_config.resource  # the SDK keeps it there and has no public getter
+    return None
+
+
+def build_tracer_provider(
+    service_name: str, environ: Mapping[str, str] = os.environ, resource: Resource | None = None
+) -> SdkTracerProvider:
+    """An SDK tracer provider with the exporters OTEL_TRACES_EXPORTER names (default otlp).
+
+    Its resource is `resource` when given, else `service_name`'s (OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES win, as in the SDK).
+    """
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    provider = SdkTracerProvider(resource=Resource.create(_resource(service_name, environ)))
+    provider = SdkTracerProvider(resource=resource or _resource(service_name, environ))
     for name in _exporter_names(environ, "traces"):
         exporter: SpanExporter
         if name == "none":
@@ -89,8 +113,13 @@ def build_tracer_provider(service_name: str, environ: Mapping[str, str] = os.env
     return provider
 
 
-def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> SdkMeterProvider:
-    """An SDK meter provider with the exporters OTEL_METRICS_EXPORTER names (default otlp)."""
+def build_meter_provider(
+    service_name: str, environ: Mapping[str, str] = os.environ, resource: Resource | None = None
+) -> SdkMeterProvider:
+    """An SDK meter provider with the exporters OTEL_METRICS_EXPORTER names (default otlp).
+
+    Its resource is `resource` when given, else `service_name`'s, as for the tracer provider.
+    """
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,
@@ -98,7 +127,6 @@ def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.envi
         MetricReader,
         PeriodicExportingMetricReader,
     )
-    from opentelemetry.sdk.resources import Resource
 
     readers: list[MetricReader] = []
     for name in _exporter_names(environ, "metrics"):
@@ -119,9 +147,7 @@ def build_meter_provider(service_name: str, environ: Mapping[str, str] = os.envi
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
         readers.append(PeriodicExportingMetricReader(exporter))
-    return SdkMeterProvider(
-        metric_readers=readers, resource=Resource.create(_resource(service_name, environ))
-    )
+    return SdkMeterProvider(metric_readers=readers, resource=resource or _resource(service_name, environ))
 
 
 def setup_telemetry(
@@ -135,7 +161,9 @@ def setup_telemetry(
 
     Injected providers win; otherwise the global ones are used, and when those are still the
     API's proxies an SDK provider with OTLP exporters (per OTEL_* variables, e.g.
-    OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=none) is built and set as global.
+    OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=none) is built and set as global. A
+    provider built for one signal while the application's own SDK provider serves the other
+    takes that provider's resource, so both name the application's service.
     OTEL_SDK_DISABLED=true leaves the globals alone and, unless a provider is injected,
     returns the Prometheus recorder alone.
 
@@ -159,16 +187,20 @@ def setup_telemetry(
     disabled = _sdk_disabled()
     injected = tracer_provider is not None or meter_provider is not None
     with _lock:
+        # Only the global providers are ever replaced, and only while they are the API's proxies.
+        build_tracer = build_meter = False
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
-            if _is_unconfigured(tracer_provider) and not disabled:
-                tracer_provider = build_tracer_provider(service_name)
-                trace.set_tracer_provider(tracer_provider)
+            build_tracer = _is_unconfigured(tracer_provider) and not disabled
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()
-            if _is_unconfigured(meter_provider) and not disabled:
-                meter_provider = build_meter_provider(service_name)
-                metrics.set_meter_provider(meter_provider)
+            build_meter = _is_unconfigured(meter_provider) and not disabled
+        if build_tracer:
+            tracer_provider = build_tracer_provider(service_name, resource=resource_of(meter_provider))
+            trace.set_tracer_provider(tracer_provider)
+        if build_meter:
+            meter_provider = build_meter_provider(service_name, resource=resource_of(tracer_provider))
+            metrics.set_meter_provider(meter_provider)
     registry = REGISTRY if prometheus_registry is None else prometheus_registry
     if disabled and not injected:
         # Every provider hands out no-op tracers and meters under OTEL_SDK_DISABLED (the SDK's

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import ProxyTracerProvider
@@ -25,6 +26,7 @@ from streamtap._telemetry import (
     build_meter_provider,
     build_tracer_provider,
     default_recorders,
+    resource_of,
     setup_telemetry,
 )
 
@@ -128,6 +130,52 @@ def test_configured_globals_are_kept(globals_: dict[str, Any], registry: Collect
     setup_telemetry(prometheus_registry=registry)
     assert "set_tracer" not in globals_
     assert "set_meter" not in globals_
+
+
+@pytest.mark.parametrize("how", ["global", "injected"])
+def test_a_meter_provider_built_beside_the_apps_tracer_provider_names_the_apps_service(
+    globals_: dict[str, Any], registry: CollectorRegistry, how: str
+) -> None:
+    # Otherwise the app's traces say "checkout" and its streamtap metrics say "streamtap".
+    mine = TracerProvider(
+        resource=Resource.create({"service.name": "checkout", "deployment.environment": "prod"})
+    )
+    if how == "global":
+        globals_["tracer"] = mine
+        setup_telemetry(prometheus_registry=registry)
+    else:
+        setup_telemetry(tracer_provider=mine, prometheus_registry=registry)
+    assert "set_tracer" not in globals_
+    built = globals_["set_meter"]
+    assert resource_of(built) is mine.resource
+    assert resource_of(built).attributes["deployment.environment"] == "prod"
+    built.shutdown()
+
+
+def test_a_tracer_provider_built_beside_the_apps_meter_provider_names_the_apps_service(
+    globals_: dict[str, Any], registry: CollectorRegistry
+) -> None:
+    mine = MeterProvider(resource=Resource.create({"service.name": "checkout"}))
+    globals_["meter"] = mine
+    setup_telemetry(service_name="ignored-here", prometheus_registry=registry)
+    assert "set_meter" not in globals_
+    built = globals_["set_tracer"]
+    assert built.resource is resource_of(mine)
+    assert built.resource.attributes["service.name"] == "checkout"
+    built.shutdown()
+    mine.shutdown()
+
+
+def test_providers_built_together_share_the_service_name(
+    globals_: dict[str, Any], registry: CollectorRegistry
+) -> None:
+    setup_telemetry(service_name="checkout", prometheus_registry=registry)
+    tracer_provider, meter_provider = globals_["set_tracer"], globals_["set_meter"]
+    assert resource_of(meter_provider).attributes["service.name"] == "checkout"
+    assert resource_of(tracer_provider).attributes["service.name"] == "checkout"
+    assert resource_of(trace.NoOpTracerProvider()) is None
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
 
 
 def test_sdk_disabled_leaves_globals_alone(
