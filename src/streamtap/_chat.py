@@ -134,7 +134,9 @@ class ChatDialect:
             if not isinstance(chunk, dict):
                 continue
             for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") if isinstance(choice, Mapping) else None
+                if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                    continue  # n > 1: the first choice, as answer_text takes, never interleaved
+                delta = choice.get("delta")
                 if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
                     parts.append(delta["content"])
         return "".join(parts)

@@ -236,7 +236,7 @@ class Dialect(Protocol):
         """Classify one frame with a full parse, recording what it tells in `facts`."""
 
     def text(self, frames: bytes) -> str:
-        """The answer text carried by complete frames."""
+        """The answer text carried by complete frames: the first choice's, when there are several."""
 
     def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:
         """SSE frames equivalent to a non-streaming answer of this dialect, as a stream of

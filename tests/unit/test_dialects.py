@@ -317,6 +317,30 @@ def test_chat_text_of_frames() -> None:
     assert CHAT.text(frames) == "HelloHello"
 
 
+def test_chat_text_of_several_choices_is_the_first_ones() -> None:
+    # n=2 streams both choices' deltas interleaved; joined, they would be neither answer (and a
+    # cached answer would replay that). The non-streamed answer's text is its first choice too.
+    def delta(index: int, content: str) -> bytes:
+        chunk = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": index, "delta": {"content": content}}],
+        }
+        return b"data: " + json.dumps(chunk).encode()
+
+    frames = (
+        b"\n\n".join([delta(0, "Hel"), delta(1, "Bon"), delta(0, "lo"), delta(1, "jour"), C_DONE]) + b"\n\n"
+    )
+    assert CHAT.text(frames) == "Hello"
+    body = {
+        "choices": [
+            {"index": 0, "message": {"content": "Hello"}},
+            {"index": 1, "message": {"content": "Bonjour"}},
+        ]
+    }
+    assert CHAT.answer_text(body) == "Hello"
+
+
 # -- responses classification ---------------------------------------------------------------------
 
 RESPONSES_KINDS = [
