@@ -71,13 +71,16 @@ def resource_of(provider: object) -> Resource | None:
     the one it did configure, so its traces and metrics name the same service.
     """
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
+    resource: object = None
     if isinstance(provider, SdkTracerProvider):
-        return provider.resource
-    if isinstance(provider, SdkMeterProvider):
-        return provider._sdk_config.resource  # the SDK keeps it there and has no public getter
-    return None
+        resource = provider.resource
+    elif isinstance(provider, SdkMeterProvider):
+        # The SDK keeps it in its private config and has no getter: read it defensively.
+        resource = getattr(getattr(provider, "_sdk_config", None), "resource", None)
+    return resource if isinstance(resource, Resource) else None
 
 
 def build_tracer_provider(
@@ -91,7 +94,7 @@ def build_tracer_provider(
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    provider = SdkTracerProvider(resource=resource or _resource(service_name, environ))
+    provider = SdkTracerProvider(resource=_resource(service_name, environ) if resource is None else resource)
     for name in _exporter_names(environ, "traces"):
         exporter: SpanExporter
         if name == "none":
@@ -147,7 +150,9 @@ def build_meter_provider(
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
         readers.append(PeriodicExportingMetricReader(exporter))
-    return SdkMeterProvider(metric_readers=readers, resource=resource or _resource(service_name, environ))
+    return SdkMeterProvider(
+        metric_readers=readers, resource=_resource(service_name, environ) if resource is None else resource
+    )
 
 
 def setup_telemetry(
