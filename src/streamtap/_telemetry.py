@@ -88,8 +88,8 @@ def build_tracer_provider(
 ) -> SdkTracerProvider:
     """An SDK tracer provider with the exporters OTEL_TRACES_EXPORTER names (default otlp).
 
-    Its resource is `resource` when given, else `service_name`'s (OTEL_SERVICE_NAME and
-    OTEL_RESOURCE_ATTRIBUTES win, as in the SDK).
+    Its resource is `resource` when given, else one named `service_name` (OTEL_SERVICE_NAME
+    wins over it, and OTEL_RESOURCE_ATTRIBUTES adds its attributes, as in the SDK).
     """
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
