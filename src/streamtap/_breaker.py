@@ -7,7 +7,9 @@ States and moves (`BreakerSettings` supplies the numbers):
   outcome, if the window holds >= `min_requests` outcomes and failures/outcomes >=
   `failure_ratio`, the breaker opens.
 * open: calls are refused until `open_for` seconds have passed; the first `allow()` after
-  that moves to half_open. (`state` does not move by itself: it reports open until then.)
+  that moves to half_open, or `expire()` does, whichever comes first. (`state` does not move by
+  itself: the registry calls `expire()` from a timer when it has one, so an idle breaker's
+  state, and the gauge fed by its transitions, does not read open forever.)
 * half_open: up to `half_open_probes` calls are admitted concurrently. A success closes the
   breaker with an empty window; a failure opens it again and restarts the timer; `release()`
   gives a probe slot back without counting anything.
@@ -118,6 +120,16 @@ class CircuitBreaker:
         """An allowed call failed in a way that blames the upstream: may open the breaker."""
         self._record(failure=True)
 
+    def expire(self) -> None:
+        """Move an open breaker whose `open_for` has passed to half_open, as the next `allow()`
+        would; anything else is left as it is."""
+        if not self._settings.enabled:
+            return
+        with self._lock:
+            if self._state == "open" and self._clock() - self._opened_at >= self._settings.open_for:
+                self._move("half_open")
+        self._notify()
+
     def release(self) -> None:
         """An allowed call ended without a verdict on the upstream: frees a half-open probe slot."""
         if not self._settings.enabled:
@@ -206,6 +218,10 @@ class Breakers:
         clock: monotonic seconds; injectable for tests.
         on_transition: called with (upstream, model, old, new) after each state change.
         max_keys: the most breakers kept (>= 1).
+        schedule: `schedule(delay, action)` runs `action` once, `delay` seconds of `clock` from
+            now. Given, each breaker that opens is expired (`CircuitBreaker.expire`) when its
+            `open_for` has passed, so a breaker no call reaches any more reports half_open
+            instead of open for ever; None leaves the move to the next `allow()`.
     """
 
     def __init__(
@@ -215,6 +231,7 @@ class Breakers:
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable[[str, str, BreakerState, BreakerState], None] | None = None,
         max_keys: int = 1000,
+        schedule: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         if not isinstance(max_keys, int) or isinstance(max_keys, bool) or max_keys < 1:
             raise ValueError(f"Breakers.max_keys must be an integer >= 1, got {max_keys!r}")
@@ -222,6 +239,7 @@ class Breakers:
         self._clock = clock
         self._on_transition = on_transition
         self._max_keys = max_keys
+        self._schedule = schedule
         self._lock = threading.Lock()
         self._breakers: OrderedDict[tuple[str, str], CircuitBreaker] = OrderedDict()
 
@@ -262,15 +280,25 @@ class Breakers:
         return victim, state
 
     def _callback(self, key: tuple[str, str]) -> Callable[[BreakerState, BreakerState], None] | None:
-        outer = self._on_transition
-        if outer is None:
+        outer, schedule = self._on_transition, self._schedule
+        if outer is None and schedule is None:
             return None
         upstream, model = key
+        open_for = self._settings.open_for
 
         def report(old: BreakerState, new: BreakerState) -> None:
-            outer(upstream, model, old, new)
+            if outer is not None:
+                outer(upstream, model, old, new)
+            if new == "open" and schedule is not None:
+                schedule(open_for, lambda: self._expire(key))
 
         return report
+
+    def _expire(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            breaker = self._breakers.get(key)  # not move_to_end: a timer is not a use
+        if breaker is not None:
+            breaker.expire()
 
     def states(self) -> dict[tuple[str, str], BreakerState]:
         """A snapshot of every kept breaker's state, least recently used first."""

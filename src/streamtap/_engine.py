@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -29,6 +30,14 @@ def engine_api(method: str, path: str) -> tuple[Api, str] | None:
         if path.endswith(suffix):
             return api, suffix
     return None
+
+
+def start_timer(delay: float, action: Callable[[], None]) -> None:
+    """Run `action` once on a daemon thread `delay` seconds from now (and a hair later: a
+    timed wait may wake a little early, and the breaker's own clock decides)."""
+    timer = threading.Timer(delay + 0.01, action)
+    timer.daemon = True
+    timer.start()
 
 
 class Engine:
@@ -101,7 +110,13 @@ class Engine:
         self.wall = wall
         self.rng = rng
         self.budget = RetryBudget(self.policy.budget, clock=clock)
-        self.breakers = Breakers(self.policy.breaker, clock=clock, on_transition=self._breaker_moved)
+        self.breakers = Breakers(
+            self.policy.breaker,
+            clock=clock,
+            on_transition=self._breaker_moved,
+            # A timer counts real seconds: an injected clock's breakers move at their next call.
+            schedule=start_timer if clock is time.monotonic else None,
+        )
         self._ids = itertools.count(1)
 
     def _breaker_moved(self, upstream: str, model: str, old: BreakerState, new: BreakerState) -> None:

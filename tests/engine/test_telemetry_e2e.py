@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -420,6 +421,32 @@ def test_open_circuit_sets_the_gauge_and_fails_fast(
         calls[0].context.span_id,
         calls[1].context.span_id,
     ]  # the refused call sent no attempt
+
+
+def test_an_open_circuit_no_call_reaches_reads_half_open_once_its_time_is_up(
+    fake: FakeUpstream, telemetry: Telemetry, instrument: Any
+) -> None:
+    # A breaker only a fallback's calls reach gets none once the primary recovers: its gauge
+    # must not read open (and page) for ever.
+    policy = streamtap.Policy(
+        max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=1, failure_ratio=0.5, open_for=0.3)
+    )
+    client = instrument("sync", policy=policy)
+    fake.enqueue("status=502")
+    assert isinstance(stream(client, "chat", "sync")[1], openai.InternalServerError)
+    labels = {"upstream": f"127.0.0.1:{fake.port}", "model": "gpt-4o"}
+    gauge = telemetry.registry.get_sample_value
+    assert gauge("streamtap_circuit_state", labels) == 2
+
+    deadline = time.monotonic() + 10
+    while gauge("streamtap_circuit_state", labels) == 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gauge("streamtap_circuit_state", labels) == 1
+    assert len(fake.requests) == 1  # no call moved it: the timer did
+
+    text, error = stream(client, "chat", "sync")  # the probe succeeds and closes it
+    assert error is None and text
+    assert gauge("streamtap_circuit_state", labels) == 0
 
 
 def _chat_usage(client: Any) -> Any:

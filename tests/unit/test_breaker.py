@@ -6,10 +6,12 @@ import gc
 import itertools
 import threading
 import weakref
+from collections.abc import Callable
 
 import pytest
 
 from streamtap._breaker import Breakers, CircuitBreaker
+from streamtap._engine import start_timer
 from streamtap._policy import BreakerSettings
 from streamtap._taxonomy import BreakerState
 
@@ -423,3 +425,81 @@ def test_registry_concurrent_get_returns_one_breaker() -> None:
         t.join(timeout=5)
     assert len(got) == 8
     assert len({id(b) for b in got}) == 1
+
+
+# -- expiry: an open breaker no call reaches ------------------------------------------------------
+
+
+def test_expire_moves_open_to_half_open_only_once_open_for_has_passed() -> None:
+    breaker, seen, clock = make(min_requests=1, open_for=5.0)
+    breaker.expire()  # closed: nothing to do
+    breaker.record_failure()
+    clock.now += 4.9
+    breaker.expire()
+    assert breaker.state == "open"
+    clock.now += 0.1
+    breaker.expire()
+    assert breaker.state == "half_open"
+    assert seen == [("closed", "open"), ("open", "half_open")]
+    breaker.expire()  # half_open: nothing to do
+    assert breaker.allow() is True  # the probe slot is there, as after allow()'s own move
+    assert breaker.allow() is False
+
+
+def test_expire_does_nothing_when_disabled() -> None:
+    breaker, seen, clock = make(min_requests=1, enabled=False)
+    breaker.record_failure()
+    clock.now += 100
+    breaker.expire()
+    assert (breaker.state, seen) == ("closed", [])
+
+
+def test_registry_schedules_the_expiry_of_each_opening() -> None:
+    clock = FakeClock()
+    seen: list[tuple[str, str, BreakerState, BreakerState]] = []
+    timers: list[tuple[float, Callable[[], None]]] = []
+    breakers = Breakers(
+        BreakerSettings(min_requests=1, open_for=7.0),
+        clock=clock,
+        on_transition=lambda up, model, old, new: seen.append((up, model, old, new)),
+        schedule=lambda delay, action: timers.append((delay, action)),
+    )
+    breakers.get("up", "m").record_failure()
+    assert [delay for delay, _ in timers] == [7.0]
+    timers[0][1]()  # early (an injected clock that did not move): still open
+    assert breakers.states() == {("up", "m"): "open"}
+    clock.now += 7.0
+    timers[0][1]()
+    assert breakers.states() == {("up", "m"): "half_open"}
+    assert seen[-1] == ("up", "m", "open", "half_open")
+    breakers.get("up", "m").allow()
+    breakers.get("up", "m").record_failure()  # the probe fails: open again, a new timer
+    assert [delay for delay, _ in timers] == [7.0, 7.0]
+
+
+def test_registry_expiry_of_an_evicted_breaker_touches_nothing() -> None:
+    clock = FakeClock()
+    timers: list[Callable[[], None]] = []
+    breakers = Breakers(
+        BreakerSettings(min_requests=1, open_for=1.0),
+        clock=clock,
+        max_keys=1,
+        schedule=lambda delay, action: timers.append(action),
+    )
+    breakers.get("u", "a").record_failure()
+    breakers.get("u", "b")  # evicts a
+    clock.now += 1.0
+    timers[0]()
+    assert breakers.states() == {("u", "b"): "closed"}
+
+
+def test_registry_expires_by_itself_with_a_real_timer() -> None:
+    moved = threading.Event()
+    breakers = Breakers(
+        BreakerSettings(min_requests=1, open_for=0.05),
+        on_transition=lambda up, model, old, new: moved.set() if new == "half_open" else None,
+        schedule=start_timer,
+    )
+    breakers.get("u", "m").record_failure()
+    assert moved.wait(timeout=10)
+    assert breakers.states() == {("u", "m"): "half_open"}
