@@ -199,13 +199,20 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
         _alert(
             p,
             "StreamtapCircuitOpen",
-            "streamtap_circuit_state == 2",
+            # Open in every minute and closed in none, not `== 2` throughout: under a failing
+            # upstream the breaker spends part of each cycle half-open (a probe that may take as
+            # long as the first-token timeout), which would restart a `for` on `== 2`. A
+            # breaker no call reaches any more goes half-open by itself after its open_for and
+            # stays there, so it leaves the first condition within a minute and never pages.
+            f"max_over_time(streamtap_circuit_state[{p.d('1m')}]) == 2\n"
+            f"and min_over_time(streamtap_circuit_state[{p.d('1m')}]) > 0",
             p.breaker_open_for,
             "warning",
             f"{job}: circuit breaker open for {{{{ $labels.upstream }}}} {{{{ $labels.model }}}}",
             f"The circuit breaker of {job} ({{{{ $labels.instance }}}}) for upstream "
-            f"{{{{ $labels.upstream }}}}, model {{{{ $labels.model }}}} has been open for more than "
-            f"{p.d(p.breaker_open_for)}: calls fail fast with circuit_open or go to a fallback.",
+            f"{{{{ $labels.upstream }}}}, model {{{{ $labels.model }}}} has been open in every minute, "
+            f"and closed in none, for more than {p.d(p.breaker_open_for)} (failed half-open probes "
+            "between): calls fail fast with circuit_open or go to a fallback.",
         ),
         _alert(
             p,

@@ -87,7 +87,11 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
             f"streamtap:retries_per_request:rate{w}", _rate("streamtap_retries_total", rw), requests
         ),
         *_ratio_rules(
-            f"streamtap:fallbacks_per_request:rate{w}", _rate("streamtap_fallbacks_total", rw), requests
+            # Calls a fallback served: a failed fallback is one of a call's tries (a call may
+            # try several), and the call ends an error, which the error-rate alerts count.
+            f"streamtap:fallbacks_per_request:rate{w}",
+            _rate("streamtap_fallbacks_total", rw, '{result="ok"}'),
+            requests,
         ),
         {
             "record": f"streamtap:time_to_first_token_seconds:{quantile_name(q)}_rate{w}",

@@ -247,22 +247,31 @@ def _ttft(b: _Builder) -> dict[str, Any]:
 
 
 def _breaker(b: _Builder) -> dict[str, Any]:
+    """Sampled every 15s, as a breaker moves faster than the other tests' one-minute steps."""
+
     def state(instance: str, values: str) -> dict[str, Any]:
         labels = {"job": "api", "instance": instance, "upstream": "api.openai.com", "model": "gpt-4o"}
         return series("streamtap_circuit_state", labels, values)
 
+    probing = " ".join(["2 2 1 1 1"] * 10)  # open 30s, a failed 45s probe, open again, ...
     s = [
-        state("open", gauge((10, 2))),
-        state("half_open", gauge((10, 1))),
-        state("flapping", gauge((2, 2), (8, 0))),  # open for under 2m, then closed
+        state("open", "2x47"),
+        state("probing", probing),
+        state("half_open", "1x47"),
+        state("idle", "2 1x46"),  # opened once, then no call came: half-open by its timer
+        state("flapping", "2x7 0x39"),  # open for under 2m, then closed
+        state("recovered", " ".join(["2 2 1 1 1"] * 3) + " 0x32"),  # probing for 3m45s, then closed
     ]
-    labels = {"job": "api", "instance": "open", "upstream": "api.openai.com", "model": "gpt-4o"}
+    labels = {"job": "api", "upstream": "api.openai.com", "model": "gpt-4o"}
+    open_, probing_, recovered = (
+        ("warning", {**labels, "instance": name}, "2") for name in ("open", "probing", "recovered")
+    )
     return {
-        "interval": "1m",
+        "interval": "15s",
         "input_series": s,
         "alert_rule_test": b.case(
             "StreamtapCircuitOpen",
-            [(1, []), (2, [("warning", labels, "2")]), (9, [("warning", labels, "2")])],
+            [(1, []), (3, [open_, probing_, recovered]), (5, [open_, probing_]), (11, [open_, probing_])],
         ),
     }
 
@@ -384,7 +393,8 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
             "StreamtapFallbackSurge",
             "streamtap_fallbacks_total",
             [({"kind": "model", "result": "ok"}, 12)],
-            [({"kind": "model", "result": "ok"}, 3)],
+            # Two failed fallbacks per call do not make 200% of calls served by one.
+            [({"kind": "model", "result": "ok"}, 3), ({"kind": "cache", "result": "error"}, 120)],
             _minutes(p.fallback_for),
             "20%",
         ),
