@@ -94,12 +94,16 @@ def test_metrics_port_probes_and_podmonitor_agree() -> None:
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     ops_port = int(next(a for a in sidecar["args"] if a.startswith("--ops-listen=")).rsplit(":", 1)[1])
     assert ports == {"metrics": ops_port}
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    # Never /readyz: it fails while the upstream does, and an unready sidecar takes the pod,
+    # app included, out of its Service.
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     monitor = _load("podmonitor.yaml")
     assert monitor["kind"] == "PodMonitor"
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
+    # Each app its own `job` (the rules and dashboards are per job), from a label its pods carry.
+    assert monitor["spec"]["jobLabel"] in pod["metadata"]["labels"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
     grace = int(next(a for a in sidecar["args"] if a.startswith("--shutdown-grace=")).split("=")[1])
