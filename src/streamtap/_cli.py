@@ -333,6 +333,14 @@ def rules(slo: float, compress: float, runbook_base: str) -> None:
     ) as error:  # an empty runbook base, or a compression so large that a window drops below 1ms
         hint = "--runbook-base" if "runbook_base" in str(error) else "--compress"
         raise click.BadParameter(str(error), param_hint=hint) from None
+    if not runbook_base.startswith(("https://", "http://")):
+        # Pages land in a pager, a chat or Grafana, where a path has nothing to resolve against.
+        click.echo(
+            f"streamtap rules: --runbook-base {runbook_base!r} is not an http(s) URL, so each alert's "
+            "runbook_url is a dead link wherever the page is read; pass the URL where your team "
+            "reads docs/runbooks.md, e.g. --runbook-base https://git.example.com/you/streamtap/blob/main/docs/runbooks.md",
+            err=True,
+        )
     click.echo(text, nl=False)
 
 
