@@ -45,7 +45,8 @@ def _streamtap_jobs(p: Params) -> str:
     """Every job that exported streamtap metrics within the lookback, scraped or not now.
 
     Read from a recording rule (one series per job, one sample per evaluation), so a day's
-    lookback stays cheap; a job's pre-created zero series make it known from start-up.
+    lookback stays cheap. A job is known from its first call (its requests_total series are
+    created with its first model), not from start-up.
     """
     return (
         f"group by (job) (present_over_time(streamtap:requests:rate{p.spike_window}[{p.d(p.job_lookback)}]))"
