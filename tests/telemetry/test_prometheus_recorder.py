@@ -147,6 +147,20 @@ def test_breaker_changed_outside_a_call(registry: CollectorRegistry) -> None:
     assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 1
 
 
+def test_breakers_sharing_a_gauge_show_the_worst_state(registry: CollectorRegistry) -> None:
+    # The label is normalised (lower case) and capped; the breakers are per exact name.
+    recorder = PrometheusRecorder(registry)
+    recorder.breaker_changed(BreakerTransition("primary", "GPT-4o", "closed", "open"))
+    recorder.breaker_changed(BreakerTransition("primary", "gpt-4o", "closed", "open"))
+    recorder.breaker_changed(BreakerTransition("primary", "gpt-4o", "open", "half_open"))
+    recorder.breaker_changed(BreakerTransition("primary", "gpt-4o", "half_open", "closed"))
+    assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 2
+    recorder.breaker_changed(BreakerTransition("primary", "GPT-4o", "open", "half_open"))
+    assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 1
+    recorder.breaker_changed(BreakerTransition("primary", "GPT-4o", "half_open", "closed"))
+    assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 0
+
+
 class Exploding:
     def start_call(self, event: CallStarted) -> CallObserver:
         return self
