@@ -26,7 +26,11 @@ def test_version() -> None:
 
 def test_number_options_refuse_nan() -> None:
     """click's FloatRange lets nan through; every number option of streamtap's refuses it."""
-    for argv in (["check", "--timeout", "nan"], ["proxy", "--shutdown-grace", "nan"]):
+    for argv in (
+        ["check", "--timeout", "nan"],
+        ["proxy", "--shutdown-grace", "nan"],
+        ["proxy", "--pass-through-timeout", "nan"],
+    ):
         result = CliRunner().invoke(main, argv)
         assert result.exit_code == 2, argv
         assert "'nan' is not a number" in result.output, argv

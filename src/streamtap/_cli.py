@@ -213,6 +213,14 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     help="Largest request body of any other /v1 request, bytes (streamed through).  [default: 512 MiB]",
 )
 @click.option(
+    "--pass-through-timeout",
+    type=_Number(min=0, min_open=True),
+    default=None,
+    show_envvar=True,
+    help="Seconds a request to any other /v1 path waits for the upstream to take its body, to "
+    "begin its answer, and for each next piece of it.  [default: 600]",
+)
+@click.option(
     "--shutdown-grace",
     type=_Number(min=0),
     default=None,
@@ -228,6 +236,7 @@ def proxy(
     client_token_env: str | None,
     max_body: int | None,
     max_upload: int | None,
+    pass_through_timeout: float | None,
     shutdown_grace: float | None,
 ) -> None:
     """Run the OpenAI-compatible sidecar proxy: point OPENAI_BASE_URL at it.
@@ -258,6 +267,7 @@ def proxy(
             client_token=secret(client_token_env, "--client-token-env"),
             max_body=max_body,
             max_upload=max_upload,
+            pass_through_timeout=pass_through_timeout,
             shutdown_grace=shutdown_grace,
         )
     except (ValueError, OSError) as error:

@@ -76,6 +76,15 @@ class Proxy:
         # Its clients parse what the engine passes on where the engine cannot see them fail.
         self.engine = Engine(config.policy, config.fallbacks, recorders, verify_events=True)
         self.transport = transport if transport is not None else UpstreamTransport(max_keepalive=512)
+        # A request passed through has no engine, hence no policy deadlines, to bound it.
+        waits = config.pass_through_timeout
+        self._pass_through_timeouts = {
+            "timeout": {
+                "connect": config.policy.connect_timeout,
+                "read": waits,
+                "write": waits,
+            }
+        }
         self._ready: tuple[float, bool, str] | None = None
         self._metrics: Callable[..., Awaitable[None]] | None = None
 
@@ -160,10 +169,17 @@ class Proxy:
         forwarded = forward_request_headers(
             headers, upstream_key=self.config.upstream_api_key, decoded=payload is not None
         )
-        request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
         if routed is None or payload is None:
+            request = httpx2.Request(
+                scope["method"],
+                _parsed(url),
+                headers=forwarded,
+                content=body,
+                extensions=self._pass_through_timeouts,
+            )
             await self._pass_through(request, send, watch)
             return
+        request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
         api, suffix = routed
         with _trace_context(headers):
             call = self.engine.start_call(api, suffix, url, payload, body)
@@ -195,30 +211,44 @@ class Proxy:
     async def _upload(self, scope: Scope, headers: Headers, url: str, receive: Receive, send: Send) -> None:
         """Any other /v1 request with a body (file and audio uploads can be large): the body
         goes to the upstream as it arrives, bounded by `max_upload` and by `body_timeout`
-        between its pieces, and is never held whole."""
+        between its pieces, and is never held whole. Once it is whole, the client is watched
+        while the upstream answers, as for any request."""
+        await _watching(
+            receive,
+            lambda watch: self._send_upload(scope, headers, url, receive, send, watch),
+            self.config.body_timeout,
+            started=False,  # the body is read from the client first: `_streamed_body` starts it
+        )
+
+    async def _send_upload(
+        self, scope: Scope, headers: Headers, url: str, receive: Receive, send: Send, watch: _ClientWatch
+    ) -> None:
         config = self.config
         forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
         try:
             if declared_length(headers) > config.max_upload:
                 raise _BodyTooLarge  # before the first receive, as in _forward
-            body = _streamed_body(receive, config.max_upload, config.body_timeout)
-            request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
-            response = await self._upstream(request, send)
+            body = _streamed_body(receive, config.max_upload, config.body_timeout, whole=watch.start)
+            request = httpx2.Request(
+                scope["method"],
+                _parsed(url),
+                headers=forwarded,
+                content=body,
+                extensions=self._pass_through_timeouts,
+            )
+            await self._pass_through(request, send, watch)
         except (_BodyTooLarge, _ClientLeft, TimeoutError) as error:
             # The upstream's connection, with the part sent on it, was dropped.
             await _refuse_body(send, error, config.max_upload, f"stalled for over {config.body_timeout} s")
-            return
-        if response is not None:  # the body is whole: the watch may read from the client now
-            await _watching(
-                receive, lambda watch: _relay(response, send, watch, error_frame=None), config.body_timeout
-            )
 
     async def _pass_through(self, request: httpx2.Request, send: Send, watch: _ClientWatch) -> None:
-        response = await self._upstream(request, send)
+        response = await self._upstream(request, send, watch)
         if response is not None:
             await _relay(response, send, watch, error_frame=None)
 
-    async def _upstream(self, request: httpx2.Request, send: Send) -> httpx2.Response | None:
+    async def _upstream(
+        self, request: httpx2.Request, send: Send, watch: _ClientWatch
+    ) -> httpx2.Response | None:
         """The upstream's answer to a request passed through; None when the client got an error."""
         try:
             return await self.transport.handle_async_request(request)
@@ -226,6 +256,11 @@ class Proxy:
             await _error(send, 504, "timeout", "upstream timed out")
         except httpx2.TransportError as error:
             await _error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
+        except asyncio.CancelledError:
+            if watch.left:
+                raise
+            # The server's shutdown deadline, as for a call before its first token (`_answer`).
+            await _error(send, 503, "shutting_down", "the proxy shut down before the upstream answered")
         return None
 
     async def _readiness(self) -> tuple[bool, str]:
@@ -282,8 +317,11 @@ def _has_body(headers: Headers) -> bool:
     return declared_length(headers) > 0 or header(headers, b"transfer-encoding") is not None
 
 
-async def _streamed_body(receive: Receive, limit: int, idle: float) -> AsyncIterator[bytes]:
-    """The client's request body, piece by piece as it arrives, for an upstream request."""
+async def _streamed_body(
+    receive: Receive, limit: int, idle: float, *, whole: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """The client's request body, piece by piece as it arrives, for an upstream request;
+    `whole` is called once its last piece has arrived."""
     size = 0
     while True:
         async with asyncio.timeout(idle):
@@ -294,9 +332,12 @@ async def _streamed_body(receive: Receive, limit: int, idle: float) -> AsyncIter
         size += len(chunk)
         if size > limit:
             raise _BodyTooLarge
+        last = not message.get("more_body", False)
+        if last:
+            whole()
         if chunk:
             yield chunk
-        if not message.get("more_body", False):
+        if last:
             return
 
 
@@ -335,12 +376,15 @@ class _ClientWatch:
     the relay's own work on the way to the first content.
     """
 
-    def __init__(self, receive: Receive, send_timeout: float) -> None:
+    def __init__(self, receive: Receive, send_timeout: float, *, started: bool = True) -> None:
         task = asyncio.current_task()
         assert task is not None, "a request is served in a task"
         self._task = task
         self._left = False
-        self._watcher = asyncio.ensure_future(self._watch(receive))
+        self._receive = receive
+        self._watcher: asyncio.Future[None] | None = None
+        if started:
+            self.start()
         # Sends to the client begun plus those finished: odd while one is under way (`_relay`).
         self.sends = 0
         self._send_timeout = send_timeout
@@ -366,6 +410,12 @@ class _ClientWatch:
 
         self._send_timer = loop.call_later(self._send_timeout, look)
 
+    def start(self) -> None:
+        """Begin watching (once the request body is whole: from then on, only the watch reads
+        from the client)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch(self._receive))
+
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
@@ -379,7 +429,8 @@ class _ClientWatch:
 
     def stop(self) -> None:
         """Stop watching. Cancelled before it resumes, the watcher cancels nothing more."""
-        self._watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._send_timer is not None:
             self._send_timer.cancel()
 
@@ -390,11 +441,16 @@ class _ClientWatch:
 
 
 async def _watching(
-    receive: Receive, serve: Callable[[_ClientWatch], Awaitable[None]], send_timeout: float
+    receive: Receive,
+    serve: Callable[[_ClientWatch], Awaitable[None]],
+    send_timeout: float,
+    *,
+    started: bool = True,
 ) -> None:
     """Run `serve` while a `_ClientWatch` ends it if the client leaves (or stops reading for
-    `send_timeout`); only that end is quiet."""
-    watch = _ClientWatch(receive, send_timeout)
+    `send_timeout`); only that end is quiet. Not `started`, the watch waits for `serve` to
+    start it (see `_ClientWatch.start`)."""
+    watch = _ClientWatch(receive, send_timeout, started=started)
     try:
         await serve(watch)
     except asyncio.CancelledError:

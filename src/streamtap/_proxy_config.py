@@ -70,6 +70,10 @@ class ProxyConfig:
             send each next piece of one it streams, and to take each piece of an answer (a
             client that takes nothing for that long, up to twice it, is dropped and its call
             cancelled).
+        pass_through_timeout: seconds a request passed through (any /v1 path but chat
+            completions and responses) waits for the upstream to take each piece of its body, to
+            begin its answer, and to send each next piece of it; its connect timeout is the
+            policy's `connect_timeout`. (The engine's calls have the policy's timeouts.)
         shutdown_grace: seconds streams in flight may take to finish on shutdown.
         ready_cache: seconds a /readyz result is reused.
         policy: the engine's retries, timeouts, budget and breaker.
@@ -84,6 +88,7 @@ class ProxyConfig:
     max_body: int = 10 * 1024 * 1024
     max_upload: int = 512 * 1024 * 1024  # the Files API's largest single upload
     body_timeout: float = 30.0
+    pass_through_timeout: float = 600.0  # the OpenAI SDKs' default timeout
     shutdown_grace: float = 30.0
     ready_cache: float = 30.0
     policy: Policy = field(default_factory=Policy)
@@ -116,6 +121,7 @@ class ProxyConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         # No time at all for a body would refuse every body not already in the first read.
         _check_seconds("body_timeout", self.body_timeout, positive=True)
+        _check_seconds("pass_through_timeout", self.pass_through_timeout, positive=True)
         _check_seconds("shutdown_grace", self.shutdown_grace)
         _check_seconds("ready_cache", self.ready_cache)
 

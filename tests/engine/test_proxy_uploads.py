@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -163,3 +164,101 @@ def _length(data: bytes) -> int:
         if name.strip().lower() == b"content-length":
             return int(value)
     return 0
+
+
+class _Silent:
+    """What a silent upstream saw: requests read whole, and connections the proxy closed."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.closed = 0
+
+
+@pytest.fixture
+def silent() -> Iterator[tuple[str, _Silent]]:
+    """An upstream that reads each request whole and never answers; it notes when the proxy
+    closes the connection."""
+    seen = _Silent()
+
+    class Handler(loopback.Handler):
+        def _hold(self) -> None:
+            if "transfer-encoding" in self.headers:
+                _read_chunked(self, lambda _: None)
+            else:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.requests.append(f"{self.command} {self.path}")
+            self.rfile.read(1)  # until the proxy closes the connection (or sends another request)
+            seen.closed += 1
+            self.close_connection = True
+
+        do_GET = do_POST = _hold
+
+    with loopback.serve(Handler) as url:
+        yield f"{url}/v1", seen
+
+
+_SILENT_REQUESTS = [
+    pytest.param(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", id="get"),
+    pytest.param(
+        b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000, id="upload"
+    ),
+]
+
+
+@pytest.mark.parametrize("request_", _SILENT_REQUESTS)
+def test_a_request_passed_through_times_out_when_the_upstream_never_answers(
+    silent: tuple[str, _Silent], request_: bytes
+) -> None:
+    url, seen = silent
+    config = ProxyConfig(upstream=url, listen="127.0.0.1:0", policy=TEST_POLICY, pass_through_timeout=0.5)
+    with ProxyServer(config, recorders=[]) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(request_)
+            reply = _read_reply(sock)
+        assert reply.startswith(b"HTTP/1.1 504"), reply[:60]
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["code"] == "timeout"
+        assert until(lambda: seen.closed == 1)  # the upstream's connection was dropped
+    assert len(seen.requests) == 1
+
+
+@pytest.mark.parametrize("request_", _SILENT_REQUESTS)
+def test_a_client_that_leaves_frees_the_upstream_of_a_request_passed_through(
+    silent: tuple[str, _Silent], request_: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the body is whole, the proxy watches the client while the upstream thinks: a client
+    that gives up ends the request and closes its upstream connection at once."""
+    url, seen = silent
+    config = ProxyConfig(upstream=url, listen="127.0.0.1:0", policy=TEST_POLICY)
+    with ProxyServer(config, recorders=[]) as proxy:
+        state = proxy._server.server_state
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(request_)
+            assert until(lambda: len(seen.requests) == 1)  # the upstream has it whole, and waits
+        assert until(lambda: seen.closed == 1)
+        assert until(lambda: not state.tasks)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("request_", _SILENT_REQUESTS)
+def test_a_request_passed_through_still_waiting_at_the_end_of_the_grace_gets_503(
+    silent: tuple[str, _Silent], request_: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a call still waiting for its first token: an error the SDKs know, not uvicorn's
+    plain-text 500 and a logged traceback."""
+    url, seen = silent
+    config = ProxyConfig(upstream=url, listen="127.0.0.1:0", policy=TEST_POLICY, shutdown_grace=1)
+    uvicorn_log = logging.getLogger("uvicorn.error")  # does not propagate to the root logger
+    uvicorn_log.addHandler(caplog.handler)
+    proxy = ProxyServer(config, recorders=[]).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+            sock.sendall(request_)
+            assert until(lambda: len(seen.requests) == 1)
+            proxy.stop()
+            reply = _read_reply(sock)
+    finally:
+        proxy.stop()
+        uvicorn_log.removeHandler(caplog.handler)
+    assert reply.startswith(b"HTTP/1.1 503"), reply[:60]
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["code"] == "shutting_down"
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []  # no traceback
