@@ -9,7 +9,10 @@ the engine can install a per-body override that applies the attempt's moving dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import socket
 from typing import Any, cast
 
 import httpx2
@@ -59,6 +62,13 @@ class UpstreamConnection(asyncio.Protocol):
         return False  # close the transport: this client never writes after the peer finished
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.transport is not None:
+            # The loop drops a connection whose write failed (the upstream reset it) without
+            # reading what arrived before the reset: often the answer that explains it.
+            unread = _unread(self.transport)
+            if unread:
+                self.received += len(unread)
+                self._data += unread
         self._eof = True
         self._error = exc
         self._wake()
@@ -177,3 +187,21 @@ class UpstreamConnection(asyncio.Protocol):
     def get_extra_info(self, name: str) -> Any:
         """Like httpcore's network streams: e.g. "ssl_object", "peername"."""
         return self.transport.get_extra_info(name) if self.transport is not None else None
+
+
+def _unread(transport: asyncio.Transport) -> bytes:
+    """What the kernel still holds for a plain TCP connection the event loop gave up on (a reset
+    met by a write): read from a duplicate of its socket, which the loop closes only after
+    `connection_lost`. Nothing over TLS: those bytes are records only the TLS layer could read."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    # OSError: closed already, or nothing more to read (the reset, or EAGAIN).
+    with contextlib.suppress(OSError, ValueError), socket.socket(fileno=os.dup(sock.fileno())) as raw:
+        raw.setblocking(False)
+        while size < _PAUSE_AT and (piece := raw.recv(_PAUSE_AT)):
+            parts.append(piece)
+            size += len(piece)
+    return b"".join(parts)

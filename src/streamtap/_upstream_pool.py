@@ -11,7 +11,9 @@ closes it, so a connection closed while idle is skipped when taken from the pool
 check, no syscall). One that fails while its request is written is retried once on a fresh
 connection. One that fails after the request went out, before any response byte, is not
 resent here: the upstream may have acted on it; the error reaches the engine, which counts it
-as a failed attempt in the connect phase and retries it visibly. Errors are the httpx2
+as a failed attempt in the connect phase and retries it visibly. One that fails while its
+request is written because the upstream answered early (a 401 or 413 before the body, then a
+close) returns that answer, and the connection is not reused. Errors are the httpx2
 exception types the engine classifies (`ConnectError`, `ConnectTimeout`, `ReadTimeout`,
 `ReadError`, `RemoteProtocolError`, `WriteError`, `WriteTimeout`).
 
@@ -43,6 +45,9 @@ from ._upstream_http import (
 )
 
 _READ_SIZE = 64 * 1024
+# How long a request that could not be written waits for an answer the upstream sent first;
+# it is normally there already (the upstream closed after sending it).
+_EARLY_ANSWER_WAIT = 1.0
 _Key = tuple[str, str, int]
 
 
@@ -95,10 +100,16 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                     await conn.write(head, timeouts.get("write"))
                     await _write_stream(conn, request, timeouts.get("write"))
             except httpx2.WriteError:
-                self.discard(conn)
-                if reused and body is not None:
-                    continue  # closed while idle, and the request never left: once more, afresh
-                raise
+                # An upstream may answer before it has taken the whole request (401, 413) and
+                # close: that answer, already here, is the response.
+                early = await self._early_answer(conn)
+                if early is None:
+                    self.discard(conn)
+                    if reused and body is not None:
+                        continue  # closed while idle, and the request never left: once more, afresh
+                    raise
+                response, close_after = early, True  # the rest of the request can never follow
+                break
             except BaseException:
                 self.discard(conn)
                 raise
@@ -125,6 +136,16 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 "network_stream": network,
             },
         )
+
+    async def _early_answer(self, conn: UpstreamConnection) -> ResponseHead | None:
+        """The response head an upstream sent before it stopped taking the request, or None."""
+        try:
+            return await _read_head(conn, _EARLY_ANSWER_WAIT)
+        except httpx2.TransportError:
+            return None
+        except BaseException:
+            self.discard(conn)
+            raise
 
     async def _acquire(self, key: _Key, timeout: float | None) -> tuple[UpstreamConnection, bool]:
         if self._closed:

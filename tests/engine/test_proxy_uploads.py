@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,6 +15,7 @@ import httpx2
 import openai
 import pytest
 
+import streamtap._proxy_server
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 
@@ -262,3 +264,65 @@ def test_a_request_passed_through_still_waiting_at_the_end_of_the_grace_gets_503
     assert reply.startswith(b"HTTP/1.1 503"), reply[:60]
     assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["code"] == "shutting_down"
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []  # no traceback
+
+
+@pytest.fixture
+def refusing() -> Iterator[str]:
+    """An upstream that answers 401 as soon as it has a request's head, and closes without
+    reading the body, as servers refuse a bad key or a body declared too large."""
+    answer = json.dumps({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def refuse(conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and (piece := conn.recv(65536)):
+                head += piece
+            conn.sendall(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n%b" % (len(answer), answer.encode())
+            )
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=refuse, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upload_the_upstream_refuses_early_gets_its_answer(
+    refusing: str, chunked: bool, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream's 401, sent before it took the body, reaches the client: not a 502 for the
+    body it would not take. Its close resets the connection the proxy still writes to, and the
+    event loop drops it unread: the answer is read from the socket before it is closed."""
+    if loop == "asyncio":
+        monkeypatch.setattr(streamtap._proxy_server, "has_uvloop", lambda: False)
+    elif not streamtap._proxy_server.has_uvloop():
+        pytest.skip("uvloop is not installed here")
+    config = ProxyConfig(upstream=refusing, listen="127.0.0.1:0", policy=TEST_POLICY)
+    data = b"a" * (8 * 1024 * 1024)  # far more than the socket buffers between proxy and upstream
+    with ProxyServer(config, recorders=[]) as proxy:
+
+        def pieces() -> Iterator[bytes]:
+            for start in range(0, len(data), 65536):
+                yield data[start : start + 65536]
+
+        answer = httpx2.post(f"{proxy.base_url}/files", content=pieces() if chunked else data, timeout=30)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]["code"] == "invalid_api_key"
