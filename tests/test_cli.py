@@ -39,6 +39,18 @@ def test_number_options_refuse_nan() -> None:
     assert "0<x<=300" in result.output
 
 
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_proxy_refuses_an_infinite_shutdown_grace(where: str) -> None:
+    """It was accepted, then crashed the proxy at start (OverflowError)."""
+    if where == "flag":
+        result = CliRunner().invoke(main, ["proxy", "--shutdown-grace", "inf"])
+    else:
+        result = CliRunner().invoke(main, ["proxy"], env={"STREAMTAP_PROXY_SHUTDOWN_GRACE": "inf"})
+    assert result.exit_code == 2
+    assert "'--shutdown-grace'" in result.output
+    assert "'inf' is not a finite number" in result.output
+
+
 def test_proxy_refuses_a_client_token_without_an_upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
     served: list[object] = []
     monkeypatch.setattr(streamtap._proxy_server, "serve", lambda *a, **k: served.append(a))

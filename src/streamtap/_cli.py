@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -13,12 +14,15 @@ if TYPE_CHECKING:
 
 
 class _Number(click.FloatRange):
-    """click's FloatRange, which lets `nan` through (every comparison with it is false)."""
+    """click's FloatRange, which lets `nan` through (every comparison with it is false), and
+    `inf` when it has no maximum: no number option of streamtap's means "for ever"."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         number: float = super().convert(value, param, ctx)
         if number != number:
             self.fail(f"{value!r} is not a number", param, ctx)
+        if number in (math.inf, -math.inf):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 
 

@@ -19,6 +19,7 @@ A file holds what flags cannot say well (the policy and the fallbacks)::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,7 +75,8 @@ class ProxyConfig:
             completions and responses) waits for the upstream to take each piece of its body, to
             begin its answer, and to send each next piece of it; its connect timeout is the
             policy's `connect_timeout`. (The engine's calls have the policy's timeouts.)
-        shutdown_grace: seconds streams in flight may take to finish on shutdown.
+        shutdown_grace: seconds streams in flight may take to finish on shutdown, rounded up to
+            a whole second; 0 waits for none (each is ended at once, as when the grace runs out).
         ready_cache: seconds a /readyz result is reused.
         policy: the engine's retries, timeouts, budget and breaker.
         fallbacks: tried in order before the first content.
@@ -121,8 +123,9 @@ class ProxyConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         # No time at all for a body would refuse every body not already in the first read.
         _check_seconds("body_timeout", self.body_timeout, positive=True)
-        _check_seconds("pass_through_timeout", self.pass_through_timeout, positive=True)
-        _check_seconds("shutdown_grace", self.shutdown_grace)
+        # Both end in timers and in uvicorn's int: infinity would crash them, not wait for ever.
+        _check_seconds("pass_through_timeout", self.pass_through_timeout, positive=True, finite=True)
+        _check_seconds("shutdown_grace", self.shutdown_grace, finite=True)
         _check_seconds("ready_cache", self.ready_cache)
 
     @property
@@ -134,13 +137,15 @@ class ProxyConfig:
         return None if self.ops_listen is None else _host_port("ops_listen", self.ops_listen)
 
 
-def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
+def _check_seconds(name: str, value: object, *, positive: bool = False, finite: bool = False) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not (value > 0 or (value == 0 and not positive))  # NaN is neither
+        or (finite and not math.isfinite(value))
     ):
-        raise ValueError(f"{name} must be a number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
+        what = "a finite number" if finite else "a number"
+        raise ValueError(f"{name} must be {what} of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def _host_port(name: str, value: str) -> tuple[str, int]:

@@ -8,6 +8,7 @@ no Rust toolchain; httptools and uvloop are used when installed, see `_proxy_pro
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvico
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=15,  # also how long a request head may take (`_proxy_protocol`)
-        timeout_graceful_shutdown=max(int(config.shutdown_grace), 1),
+        timeout_graceful_shutdown=math.ceil(config.shutdown_grace),  # uvicorn takes whole seconds
         http=LimitedHttpToolsProtocol,  # httptools, with h11's head limit and a head timer
         loop="uvloop" if has_uvloop() else "asyncio",
     )

@@ -17,7 +17,7 @@ import pytest
 from streamtap import CallFinished
 from streamtap._proxy_config import ProxyConfig, load_config
 from streamtap._proxy_http import authorized, upstream_url
-from streamtap._proxy_server import ProxyServer
+from streamtap._proxy_server import ProxyServer, uvicorn_config
 from streamtap.fake import FakeConfig, FakeUpstream
 
 from .conftest import TEST_POLICY
@@ -233,6 +233,20 @@ def test_body_timeout_must_be_positive(seconds: float) -> None:
     with pytest.raises(ValueError, match=r"body_timeout must be a number of seconds > 0, got"):
         ProxyConfig(body_timeout=seconds)
     assert ProxyConfig(shutdown_grace=0, ready_cache=0).shutdown_grace == 0  # these may be 0
+
+
+@pytest.mark.parametrize("name", ["shutdown_grace", "pass_through_timeout"])
+def test_waits_must_be_finite(name: str) -> None:
+    # uvicorn takes the grace as an int: infinity crashed the proxy at start (OverflowError).
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number of seconds .*, got inf$"):
+        ProxyConfig(**{name: float("inf")})
+
+
+@pytest.mark.parametrize(("grace", "seconds"), [(0, 0), (2.5, 3), (0.1, 1), (30, 30)])
+def test_the_shutdown_grace_reaches_uvicorn_whole(grace: float, seconds: int) -> None:
+    """Rounded up, never down (2.5 was 2), and 0 stays 0 (it was 1): nothing is waited for."""
+    config = ProxyConfig(listen="127.0.0.1:0", shutdown_grace=grace)
+    assert uvicorn_config(object(), config).timeout_graceful_shutdown == seconds
 
 
 def test_listens_on_loopback_by_default() -> None:
