@@ -102,12 +102,7 @@ class ProxyConfig:
             if not isinstance(value, str) and not (value is None and name in _OPTIONAL):
                 shown = type(value).__name__ if name in _SECRET else repr(value)  # a secret is not echoed
                 raise ValueError(f"{name} must be {accepted}, got {shown}")
-        parts = urlsplit(self.upstream)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"upstream must be an http:// or https:// base URL, got {self.upstream!r}")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("upstream must not carry a query, fragment or credentials")
-        object.__setattr__(self, "upstream", self.upstream.rstrip("/"))
+        object.__setattr__(self, "upstream", _base_url(self.upstream))
         _ = self.host_port, self.ops_host_port  # validates both
         if self.upstream_api_key is not None and not self.client_token:
             raise ValueError("upstream_api_key needs client_token: the proxy must not lend its key to anyone")
@@ -135,6 +130,23 @@ class ProxyConfig:
     @property
     def ops_host_port(self) -> tuple[str, int] | None:
         return None if self.ops_listen is None else _host_port("ops_listen", self.ops_listen)
+
+
+def _base_url(value: str) -> str:
+    """The upstream, checked as every request will parse it; without a trailing slash."""
+    accepted = "an http:// or https:// base URL with a host and, optionally, a port in 1..65535"
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"upstream must be {accepted}, without spaces or control characters, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:  # a port that is no number in 0..65535, a broken [IPv6] host
+        raise ValueError(f"upstream must be {accepted}, got {value!r}: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(f"upstream must be {accepted}, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("upstream must not carry a query, fragment or credentials")
+    return value.rstrip("/")
 
 
 def _check_seconds(name: str, value: object, *, positive: bool = False, finite: bool = False) -> None:

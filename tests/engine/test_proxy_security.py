@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -247,6 +248,33 @@ def test_the_shutdown_grace_reaches_uvicorn_whole(grace: float, seconds: int) ->
     """Rounded up, never down (2.5 was 2), and 0 stays 0 (it was 1): nothing is waited for."""
     config = ProxyConfig(listen="127.0.0.1:0", shutdown_grace=grace)
     assert uvicorn_config(object(), config).timeout_graceful_shutdown == seconds
+
+
+@pytest.mark.parametrize(
+    ("upstream", "why"),
+    [
+        ("http://127.0.0.1:abc/v1", "Port could not be cast to integer value as 'abc'"),
+        ("http://127.0.0.1:99999/v1", "Port out of range 0-65535"),
+        ("http://127.0.0.1:0/v1", None),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+        ("http://api.example/v1\n", None),
+        ("http://api\x00.example/v1", None),
+        ("ftp://api.example/v1", None),
+        ("http:///v1", None),
+    ],
+)
+def test_a_bad_upstream_is_refused_naming_the_field(upstream: str, why: str | None) -> None:
+    # A bad port was accepted, then every request got a plain-text 500 (httpx2.InvalidURL).
+    accepted = (
+        "upstream must be an http:// or https:// base URL with a host and, optionally, a port in 1..65535"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(accepted)}") as refused:
+        ProxyConfig(upstream=upstream)
+    message = str(refused.value)
+    assert f"got {upstream!r}" in message
+    if why is not None:
+        assert message.endswith(why)
+    assert ProxyConfig(upstream="http://[::1]:8080/v1/").upstream == "http://[::1]:8080/v1"
 
 
 def test_listens_on_loopback_by_default() -> None:
