@@ -47,6 +47,8 @@ _TEXT_FIELDS = {
 }
 _OPTIONAL = frozenset({"ops_listen", "upstream_api_key", "client_token"})
 _SECRET = frozenset({"upstream_api_key", "client_token"})
+# Where the CLI takes each secret from, for the errors that name it.
+_SECRET_FLAGS = {"upstream_api_key": "--upstream-api-key-env", "client_token": "--client-token-env"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class ProxyConfig:
                 shown = type(value).__name__ if name in _SECRET else repr(value)  # a secret is not echoed
                 raise ValueError(f"{name} must be {accepted}, got {shown}")
         object.__setattr__(self, "upstream", _base_url(self.upstream))
+        for name in _SECRET_FLAGS:
+            object.__setattr__(self, name, _secret(name, getattr(self, name)))
         _ = self.host_port, self.ops_host_port  # validates both
         if self.upstream_api_key is not None and not self.client_token:
             raise ValueError("upstream_api_key needs client_token: the proxy must not lend its key to anyone")
@@ -147,6 +151,22 @@ def _base_url(value: str) -> str:
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("upstream must not carry a query, fragment or credentials")
     return value.rstrip("/")
+
+
+def _secret(name: str, value: str | None) -> str | None:
+    """A key or token without the whitespace around it: a Kubernetes secret made from a file
+    ends in its newline, which no header may carry. Errors never show the value."""
+    if value is None:
+        return None
+    value = value.strip()
+    where = f"{name} ({_SECRET_FLAGS[name]})"
+    if not value:
+        raise ValueError(f"{where} must be a non-empty string, got only whitespace")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(
+            f"{where} must be a string without control characters, got one with a line break, tab or other inside"
+        )
+    return value
 
 
 def _check_seconds(name: str, value: object, *, positive: bool = False, finite: bool = False) -> None:

@@ -154,6 +154,36 @@ def test_token_mode_injects_the_upstream_key_and_requires_the_proxy_token() -> N
         ProxyConfig(upstream_api_key="sk-x")
 
 
+def test_secrets_lose_the_line_break_a_file_gave_them() -> None:
+    """A Kubernetes secret made from a file often ends in a newline: it made every request 502
+    (the key) or 401 (the token)."""
+    upstream_key, token = "sk-upstream-only-42", "proxy-token-9d2e"
+    with FakeUpstream(FakeConfig(chunks=2, api_key=upstream_key)) as fake:
+        config = ProxyConfig(
+            upstream=fake.base_url,
+            listen="127.0.0.1:0",
+            upstream_api_key=f" {upstream_key}\n",
+            client_token=f"{token}\r\n",
+        )
+        assert (config.upstream_api_key, config.client_token) == (upstream_key, token)
+        with ProxyServer(config, recorders=[]) as proxy:
+            client = openai.OpenAI(base_url=proxy.base_url, api_key=token, max_retries=0)
+            with client:
+                assert client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES).choices
+        assert [r.status for r in fake.requests] == [200]  # the fake required, and got, the key
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"), [("upstream_api_key", "--upstream-api-key-env"), ("client_token", "--client-token-env")]
+)
+@pytest.mark.parametrize("value", ["sk-in\nside-0042", "sk-\x00-0042", "sk-tab\t-0042", " \n "])
+def test_a_secret_with_control_characters_is_refused_unseen(name: str, flag: str, value: str) -> None:
+    secrets = {"upstream_api_key": "sk-x", "client_token": "tok", name: value}
+    with pytest.raises(ValueError, match=rf"^{name} \({flag}\) must be ") as refused:
+        ProxyConfig(**secrets)
+    assert "0042" not in str(refused.value)  # the value is never echoed
+
+
 def test_a_client_token_without_an_upstream_key_is_refused(tmp_path: Any) -> None:
     # Clients would send `Bearer <token>`, forwarded upstream unchanged: the token would leak.
     refused = r"client_token \(--client-token-env\) needs upstream_api_key \(--upstream-api-key-env\)"
