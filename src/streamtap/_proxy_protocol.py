@@ -68,10 +68,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if seen + head_here > MAX_HEAD:
                 self._refuse_head()
                 return
-            if end >= 0:
-                self._in_head, self._head_seen, self._tail = False, 0, b""
-                self._stop_head_timer()
-            else:
+            if end < 0:
                 self._head_seen, self._tail = seen + len(data), joined[-3:]
                 if self._head_timer is None:
                     self._time_head()
@@ -98,6 +95,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def on_headers_complete(self) -> None:
+        # The parser's word, not the bytes': in a read holding pipelined requests, the next
+        # head may end after the previous message did, and what follows it is a body.
+        self._in_head, self._head_seen, self._tail = False, 0, b""
+        self._stop_head_timer()
         super().on_headers_complete()
         if not self.url.startswith(b"/") and "raw_path" in self.scope:
             # An absolute-form target: httptools reports only its path; h11 reports it whole,

@@ -326,3 +326,25 @@ def test_an_upload_the_upstream_refuses_early_gets_its_answer(
         answer = httpx2.post(f"{proxy.base_url}/files", content=pieces() if chunked else data, timeout=30)
         assert answer.status_code == 401, answer.text
         assert answer.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_pipelined_upload_s_body_is_not_taken_for_a_head(
+    proxy: ProxyServer, upstream: tuple[str, _Upload]
+) -> None:
+    """Two requests in one write, the second an upload whose body follows: the body is not
+    counted against the 64 KiB head limit (it was, and the upload got 431)."""
+    _, upload = upstream
+    size = 200_000
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size
+        )
+        time.sleep(0.2)  # both heads are parsed before the body comes
+        sock.sendall(b"a" * size)
+        replies = b""
+        while chunk := sock.recv(65536):
+            replies += chunk
+    assert replies.count(b"HTTP/1.1 ") == replies.count(b"HTTP/1.1 200 OK\r\n") == 2, replies[-200:]
+    assert upload.requests == ["POST /v1/files", "POST /v1/files"]
+    assert upload.received == 3 + size
