@@ -42,6 +42,7 @@ async def send_async(
     call: Call, transport: httpx2.AsyncBaseTransport, request: httpx2.Request
 ) -> httpx2.Response:
     """Run `call` until it commits, is answered, or gives up."""
+    call.scope_cache(request.headers)
     live = _Live(call, transport, request)
     try:
         while True:

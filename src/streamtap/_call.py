@@ -27,7 +27,7 @@ from ._events import (
     RetrySuppressed,
     log,
 )
-from ._fallback import AnswerCache, Fallback, Route, cache_key, fallback_route
+from ._fallback import AnswerCache, Fallback, Route, cache_key, cache_scope, fallback_route
 from ._responses import last_sequence_number, retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Serve, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 # Failures that no other model or upstream fixes.
 _NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
+# Failures of the primary route that its last good answer must not hide: a model this key
+# cannot reach (gone, renamed, never granted) is for the caller to learn, not an outage.
+_NO_CACHE: frozenset[ErrorType] = frozenset({"not_found"})
 # Failures of the way to a background response, not of the response: it goes on upstream, so a
 # retry before commit rejoins it from its start rather than create (and pay for) a second one.
 _REJOINABLE: frozenset[ErrorType] = frozenset(
@@ -92,6 +95,15 @@ class Call:
         self._sent: dict[int, float] = {}
         self._resume_after: int | None = None
         self._rejoin: str | None = None  # a background response to read again from its start
+        # Whose cached answers this call may read and write: until the driver names the
+        # request's credential (`scope_cache`), those of its URL with no credential.
+        self._cache_scope = cache_scope(primary.url, {})
+        self._cache_allowed = True  # False once the primary route failed in a way in _NO_CACHE
+
+    def scope_cache(self, headers: Mapping[str, str]) -> None:
+        """Share cached answers only with calls to the same URL with the same credential, the
+        one in the request's `headers` (kept as a digest)."""
+        self._cache_scope = cache_scope(self.primary.url, headers)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -182,6 +194,8 @@ class Call:
         self.error_response = error_response
         self.exception = exception
         self._give_up_type = None
+        if self.route.fallback is None and failure.error_type in _NO_CACHE:
+            self._cache_allowed = False
         if self.committed:
             self._after_commit_failure(failure, headers or {}, now, wall)
             return
@@ -265,6 +279,8 @@ class Call:
     def _fall_back(self) -> Step | None:
         while self._fallbacks:
             fallback = self._fallbacks.pop(0)
+            if fallback.kind == "cache" and not self._cache_allowed:
+                continue
             route = fallback_route(self.primary, fallback, self.suffix)
             if route is None:
                 continue
@@ -277,7 +293,7 @@ class Call:
     def _serve_cache(self) -> Step:
         fallback = self._current_fallback
         assert fallback is not None and fallback.cache is not None
-        text = _cached_text(fallback.cache, cache_key(self.api, self.primary.body))
+        text = _cached_text(fallback.cache, cache_key(self.api, self.primary.body, self._cache_scope))
         ok = text is not None
         self.observer.on_event(FallbackUsed(self.call_id, "cache", self.primary.model, ok))
         if text is None:
@@ -390,7 +406,7 @@ class Call:
             # An answer without text (tool calls only) served from the cache would be wrong.
             for cache in engine.caches if text else ():
                 try:
-                    cache.set(cache_key(self.api, self.primary.body), text)
+                    cache.set(cache_key(self.api, self.primary.body, self._cache_scope), text)
                 except Exception as error:  # the caller has its answer: a cache down must not take it
                     log.warning("streamtap: the answer cache failed to keep an answer: %r", error)
         stream = self.stream

@@ -31,6 +31,9 @@ _NOT_IN_KEY = frozenset(
         "safety_identifier",
     }
 )
+# Request headers that say whose an answer is: the credential (OpenAI's bearer token, Azure's
+# `api-key`) and the organization and project it bills.
+_IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
 
 
 class AnswerCache(Protocol):
@@ -250,8 +253,25 @@ def _with_deployment(url: str, api_suffix: str, name: str) -> str:
     return f"{head}/deployments/{quote(name, safe='')}{api_suffix}{mark}{query}"
 
 
-def cache_key(api: str, body: Mapping[str, Any]) -> str:
-    """The key of a request's answer: the request without fields that do not change it."""
+def cache_scope(url: str, headers: Mapping[str, str]) -> str:
+    """Whose answers a request may share: a digest of where it goes and the credential it carries.
+
+    One engine serves every key and base URL of a client (`with_options`) and every client of
+    the proxy; an answer made with one key or upstream must never serve a request of another
+    (a key out of quota, or without access to the model). Only the digest is kept, never the
+    credential.
+
+    Args:
+        url: the request's URL (its upstream, path and query).
+        headers: the request's headers, looked up without regard to case (`httpx2.Headers`).
+    """
+    identity = [url, *(headers.get(name) or "" for name in _IDENTITY_HEADERS)]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+def cache_key(api: str, body: Mapping[str, Any], scope: str) -> str:
+    """The key of a request's answer: the request without fields that do not change it, and
+    whose it is (`cache_scope`)."""
     kept = {k: v for k, v in body.items() if k not in _NOT_IN_KEY}
-    canonical = json.dumps([api, kept], sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps([api, scope, kept], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

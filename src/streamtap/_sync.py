@@ -40,6 +40,7 @@ from ._stream_response import DirectSyncBody, StreamResponse
 
 def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:
     """Run `call` until it commits, is answered, or gives up."""
+    call.scope_cache(request.headers)
     live = _Live(call, transport, request)
     try:
         while True:

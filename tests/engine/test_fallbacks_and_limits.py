@@ -110,6 +110,45 @@ def test_cached_answer_serves_when_everything_fails(
     assert misses == [FallbackUsed(recording.of(CallFinished)[1].call_id, "cache", "gpt-4o", True)]
 
 
+def test_cached_answers_are_not_shared_between_keys_or_upstreams(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """`with_options` shares the engine, and its cache: a key out of quota, or another upstream,
+    never gets an answer made with another key or by another upstream."""
+    from streamtap.fake import FakeConfig
+
+    cache = streamtap.MemoryCache(max_entries=10, ttl=60)
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached(cache)])
+    good, _ = _chat_text(client)
+    assert len(cache) == 1
+    fake.enqueue("status=429;should_retry=false")
+    with pytest.raises(openai.RateLimitError):
+        _chat_text(client.with_options(api_key="sk-another-key-out-of-quota"))
+    with FakeUpstream(FakeConfig(chunks=3)) as other:
+        other.enqueue("status=503;should_retry=false")
+        with pytest.raises(openai.InternalServerError):
+            _chat_text(client.with_options(base_url=other.base_url))
+    assert [e.ok for e in recording.of(FallbackUsed)] == [False, False]
+    # The key that made the answer still has it.
+    fake.enqueue("status=429;should_retry=false")
+    text, headers = _chat_text(client)
+    assert (text, headers["x-streamtap-fallback"]) == (good, "cache")
+
+
+def test_a_model_not_found_is_not_served_from_the_cache(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    cache = streamtap.MemoryCache(max_entries=10, ttl=60)
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached(cache)])
+    _chat_text(client)
+    fake.enqueue("status=404")
+    with pytest.raises(openai.NotFoundError):
+        _chat_text(client)
+    assert recording.of(FallbackUsed) == []
+    last = recording.of(CallFinished)[-1]
+    assert (last.outcome, last.error_type) == ("error", "not_found")
+
+
 def test_cache_miss_gives_the_sdk_error(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
     client = make_client(False, fallbacks=[streamtap.Fallback.cached()])
     fake.enqueue("status=429;retry_after=0", "status=429;retry_after=0", "status=429;retry_after=0")

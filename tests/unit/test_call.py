@@ -27,7 +27,7 @@ from streamtap._events import (
     RetryScheduled,
     RetrySuppressed,
 )
-from streamtap._fallback import Fallback, MemoryCache, cache_key
+from streamtap._fallback import Fallback, MemoryCache, cache_key, cache_scope
 from streamtap._policy import BreakerSettings, BudgetSettings, Policy
 from streamtap._responses import RESPONSES
 from streamtap._steps import ErrorResponse, GiveUp, Send, Serve, Wait
@@ -560,13 +560,57 @@ def test_cache_hit_serves_a_synthesized_stream() -> None:
 
 def test_cache_hit_for_a_non_streaming_caller_is_json() -> None:
     cache = MemoryCache(clock=Clock())
-    cache.set(cache_key("chat_completions", BODY), "cached")
+    cache.set(cache_key("chat_completions", BODY, cache_scope(URL, {})), "cached")
     rig = Rig(Policy(max_attempts=1, breaker=NO_BREAKER), fallbacks=(Fallback.cached(cache),))
     call = rig.start({**BODY, "stream": False})
     rig.fail_status(call, rig.send(call), 500)
     step = call.next()
     assert isinstance(step, Serve) and step.stream is False
     assert CHAT.answer_text(json.loads(step.body)) == "cached"
+
+
+def test_cached_answers_are_kept_per_credential() -> None:
+    """One engine serves every key of a client (`with_options`) and of the proxy: an answer
+    made with one key never serves another's call."""
+    cache = MemoryCache(clock=Clock())
+    rig = Rig(Policy(max_attempts=1, breaker=NO_BREAKER), fallbacks=(Fallback.cached(cache),))
+    ok = rig.start()
+    ok.scope_cache({"authorization": "Bearer sk-a"})
+    rig.succeed(ok, rig.send(ok))
+    other = rig.start()
+    other.scope_cache({"authorization": "Bearer sk-b"})
+    rig.fail_status(other, rig.send(other), 429)
+    assert other.next() == GiveUp()
+    assert of_type(rig.rec.events, FallbackUsed) == [FallbackUsed(2, "cache", "gpt-x", False)]
+    same = rig.start()
+    same.scope_cache({"authorization": "Bearer sk-a"})
+    rig.fail_status(same, rig.send(same), 429)
+    step = same.next()
+    assert isinstance(step, Serve) and CHAT.text(step.body) == "Hi there"
+
+
+def test_a_model_the_key_cannot_reach_is_not_hidden_by_the_cache() -> None:
+    cache = MemoryCache(clock=Clock())
+    rig = Rig(
+        Policy(max_attempts=1, breaker=NO_BREAKER),
+        fallbacks=(Fallback.model("gpt-y"), Fallback.cached(cache)),
+    )
+    ok = rig.start()
+    rig.succeed(ok, rig.send(ok))
+    assert len(cache) == 1
+    call = rig.start()
+    rig.fail_status(call, rig.send(call), 404)
+    to_model = rig.send(call)  # another model may still serve it
+    rig.fail_status(call, to_model, 503)
+    assert call.next() == GiveUp()
+    assert call.error_type == "server_error"
+    assert of_type(rig.rec.events, FallbackUsed) == [FallbackUsed(2, "model", "gpt-y", False)]
+    # An outage of the primary whose model fallback is not found does go to the cache.
+    call = rig.start()
+    rig.fail_status(call, rig.send(call), 503)
+    rig.fail_status(call, rig.send(call), 404)
+    step = call.next()
+    assert isinstance(step, Serve) and CHAT.text(step.body) == "Hi there"
 
 
 def test_open_breaker_served_from_cache_without_send() -> None:

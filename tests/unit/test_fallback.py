@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import pytest
 
-from streamtap._fallback import Fallback, MemoryCache, Route, cache_key, fallback_route, upstream_of
+from streamtap._fallback import (
+    Fallback,
+    MemoryCache,
+    Route,
+    cache_key,
+    cache_scope,
+    fallback_route,
+    upstream_of,
+)
 
 URL = "http://up:8080/v1/chat/completions"
 BODY: dict[str, Any] = {
@@ -17,6 +26,7 @@ BODY: dict[str, Any] = {
     "temperature": 0.2,
 }
 PRIMARY = Route(URL, "http://up:8080", "gpt-x", BODY, True)
+SCOPE = cache_scope(URL, httpx2.Headers({"authorization": "Bearer sk-a"}))
 
 
 class Clock:
@@ -200,7 +210,7 @@ def test_upstream_of(url: str, upstream: str) -> None:
 
 
 def test_cache_key_ignores_fields_that_do_not_change_the_answer() -> None:
-    key = cache_key("chat_completions", BODY)
+    key = cache_key("chat_completions", BODY, SCOPE)
     assert len(key) == 64 and int(key, 16) >= 0
     same = {
         **{k: v for k, v in BODY.items() if k not in ("stream", "stream_options")},
@@ -210,9 +220,9 @@ def test_cache_key_ignores_fields_that_do_not_change_the_answer() -> None:
         "service_tier": "flex",
         "background": True,
     }
-    assert cache_key("chat_completions", same) == key
+    assert cache_key("chat_completions", same, SCOPE) == key
     # key order does not matter
-    assert cache_key("chat_completions", dict(reversed(list(BODY.items())))) == key
+    assert cache_key("chat_completions", dict(reversed(list(BODY.items()))), SCOPE) == key
 
 
 @pytest.mark.parametrize(
@@ -220,11 +230,42 @@ def test_cache_key_ignores_fields_that_do_not_change_the_answer() -> None:
     [{"model": "gpt-y"}, {"temperature": 0.3}, {"messages": [{"role": "user", "content": "ho"}]}],
 )
 def test_cache_key_changes_with_the_request(change: dict[str, Any]) -> None:
-    assert cache_key("chat_completions", {**BODY, **change}) != cache_key("chat_completions", BODY)
+    assert cache_key("chat_completions", {**BODY, **change}, SCOPE) != cache_key(
+        "chat_completions", BODY, SCOPE
+    )
 
 
 def test_cache_key_depends_on_the_api() -> None:
-    assert cache_key("responses", BODY) != cache_key("chat_completions", BODY)
+    assert cache_key("responses", BODY, SCOPE) != cache_key("chat_completions", BODY, SCOPE)
+
+
+def test_cache_key_depends_on_whose_request_it_is() -> None:
+    other = cache_scope(URL, httpx2.Headers({"authorization": "Bearer sk-b"}))
+    assert cache_key("chat_completions", BODY, other) != cache_key("chat_completions", BODY, SCOPE)
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        pytest.param(URL, {"authorization": "Bearer sk-b"}, id="another-key"),
+        pytest.param(URL, {}, id="no-key"),
+        pytest.param(URL, {"authorization": "Bearer sk-a", "openai-project": "p2"}, id="another-project"),
+        pytest.param(URL, {"authorization": "Bearer sk-a", "openai-organization": "o2"}, id="another-org"),
+        pytest.param(URL, {"api-key": "sk-a"}, id="azure-header"),
+        pytest.param(
+            "http://other:8080/v1/chat/completions", {"authorization": "Bearer sk-a"}, id="another-upstream"
+        ),
+        pytest.param(URL + "?api-version=2", {"authorization": "Bearer sk-a"}, id="another-query"),
+    ],
+)
+def test_cache_scope_differs_by_credential_and_url(url: str, headers: dict[str, str]) -> None:
+    assert cache_scope(url, httpx2.Headers(headers)) != SCOPE
+
+
+def test_cache_scope_is_a_digest_that_ignores_other_headers() -> None:
+    headers = httpx2.Headers({"Authorization": "Bearer sk-a", "x-stainless-retry-count": "2"})
+    assert cache_scope(URL, headers) == SCOPE  # header names without regard to case; others ignored
+    assert len(SCOPE) == 64 and "sk-a" not in SCOPE
 
 
 # -- MemoryCache ------------------------------------------------------------------------------------
