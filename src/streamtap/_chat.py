@@ -195,6 +195,9 @@ class ChatDialect:
                 return content
         return ""
 
+    def unfinished(self, body: Mapping[str, Any]) -> str | None:
+        return None  # a chat completion is answered finished, or not at all
+
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         message = {"role": "assistant", "content": text, "refusal": None}
         return {

@@ -254,6 +254,10 @@ class Dialect(Protocol):
     def answer_text(self, body: Mapping[str, Any]) -> str:
         """The text of a non-streaming JSON answer."""
 
+    def unfinished(self, body: Mapping[str, Any]) -> str | None:
+        """Why a non-streaming JSON answer is no finished answer a stream could end with (a
+        response still queued), or None when it is one."""
+
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         """A non-streaming JSON answer made of `text` (a cached answer)."""
 

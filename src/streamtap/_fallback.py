@@ -31,6 +31,8 @@ _NOT_IN_KEY = frozenset(
         "safety_identifier",
     }
 )
+# Request fields a non-streaming fallback drops.
+_NOT_IN_NON_STREAMING = frozenset({"stream", "stream_options", "background"})
 # Request headers that say whose an answer is: the credential (OpenAI's bearer token, Azure's
 # `api-key`) and the organization and project it bills.
 _IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
@@ -225,7 +227,9 @@ def fallback_route(primary: Route, fallback: Fallback, api_suffix: str) -> Route
     if fallback.kind == "non_streaming":
         if not primary.stream:
             return None
-        body = {k: v for k, v in primary.body.items() if k not in ("stream", "stream_options")}
+        # Without `background` too: a background request is answered at once, queued, with no
+        # output yet; the fallback needs the finished answer.
+        body = {k: v for k, v in primary.body.items() if k not in _NOT_IN_NON_STREAMING}
         return Route(primary.url, primary.upstream, primary.model, body, False, "non_streaming")
     return Route(
         primary.url,

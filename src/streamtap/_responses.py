@@ -32,6 +32,8 @@ from ._taxonomy import Api
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 _ERRORS = frozenset({"error", "response.failed"})
+# The statuses of a response that has finished: each has its terminal event.
+_FINISHED = frozenset({"completed", "incomplete", "failed"})
 # After the commit point these are parsed (usage, finish reason, errors); the rest pass unparsed.
 _PARSE = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
 _SEQUENCE = b'"sequence_number":'
@@ -176,6 +178,14 @@ class ResponsesDialect:
                     if isinstance(part, Mapping) and part.get("type") == "output_text"
                 )
         return "".join(parts)
+
+    def unfinished(self, body: Mapping[str, Any]) -> str | None:
+        # A response that is still queued or in progress (a background one), or cancelled, has
+        # no terminal event: written as response.completed it would be an empty answer.
+        status = body.get("status", "completed")
+        if status in _FINISHED:
+            return None
+        return f"the answer is a response that has not finished (status {status!r})"
 
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         message = {

@@ -787,6 +787,20 @@ def test_responses_body_facts_of_an_unfinished_response_have_no_finish_reason(st
     assert (facts.response_id, facts.finish_reasons, facts.output_tokens) == ("resp_9", [], None)
 
 
+@pytest.mark.parametrize("status", ["queued", "in_progress", "cancelled"])
+def test_responses_unfinished_answer_is_named(status: str) -> None:
+    """Written as a stream it would end with an empty response.completed."""
+    body = {**RESPONSES_BODY, "status": status, "output": []}
+    assert RESPONSES.unfinished(body) == f"the answer is a response that has not finished (status {status!r})"
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "failed", None])
+def test_responses_finished_answer_is_not_unfinished(status: str | None) -> None:
+    body = {k: v for k, v in RESPONSES_BODY.items() if k != "status"}
+    assert RESPONSES.unfinished(body if status is None else {**body, "status": status}) is None
+    assert CHAT.unfinished({"choices": []}) is None
+
+
 def test_responses_error_frame_makes_the_sdk_raise() -> None:
     content = RESPONSES.from_text("partial", "m").split(b"event: response.completed")[0]
     content += RESPONSES.error_frame("stream_truncated", "cut")

@@ -188,6 +188,14 @@ def test_non_streaming_route() -> None:
     assert fallback_route(plain, Fallback.non_streaming(), "/chat/completions") is None
 
 
+def test_non_streaming_route_of_a_background_response_asks_for_the_finished_answer() -> None:
+    """A background request is answered at once, queued and without output."""
+    body = {"model": "gpt-x", "input": "hi", "stream": True, "background": True}
+    primary = Route("http://up:8080/v1/responses", "http://up:8080", "gpt-x", body, True)
+    route = fallback_route(primary, Fallback.non_streaming(), "/responses")
+    assert route is not None and route.body == {"model": "gpt-x", "input": "hi"}
+
+
 def test_cache_route() -> None:
     route = fallback_route(PRIMARY, Fallback.cached(), "/chat/completions")
     assert route == Route(URL, "http://up:8080", "gpt-x", BODY, True, "cache")
