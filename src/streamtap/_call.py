@@ -397,18 +397,17 @@ class Call:
         engine = self.engine
         facts = self.facts
         text: str | None = None
-        if outcome == "ok" and (engine.output_text or engine.caches) and self.served_by is None:
-            text = (
-                self.dialect.answer_text(body)
-                if body is not None
-                else self.dialect.text(b"".join(self.delivered))
+        if outcome == "ok" and self.served_by is None:
+            dialect = self.dialect
+            frames = (
+                b"".join(self.delivered) if body is None and (engine.output_text or engine.caches) else b""
             )
-            # An answer without text (tool calls only) served from the cache would be wrong.
-            for cache in engine.caches if text else ():
-                try:
-                    cache.set(cache_key(self.api, self.primary.body, self._cache_scope), text)
-                except Exception as error:  # the caller has its answer: a cache down must not take it
-                    log.warning("streamtap: the answer cache failed to keep an answer: %r", error)
+            if engine.output_text:
+                text = dialect.answer_text(body) if body is not None else dialect.text(frames)
+            if engine.caches:
+                self._keep(
+                    dialect.cacheable_answer(body) if body is not None else dialect.cacheable_text(frames)
+                )
         stream = self.stream
         self.observer.on_event(
             CallFinished(
@@ -433,6 +432,19 @@ class Call:
                 output_text=text if engine.output_text else None,
             )
         )
+
+    def _keep(self, text: str | None) -> None:
+        """Keep an answer's text in the caches, when replaying it gives the same answer (None:
+        it would not; one cut short (`length`), filtered or with tool calls would be replayed
+        as a complete text answer)."""
+        if text is None:
+            return
+        key = cache_key(self.api, self.primary.body, self._cache_scope)
+        for cache in self.engine.caches:
+            try:
+                cache.set(key, text)
+            except Exception as error:  # the caller has its answer: a cache down must not take it
+                log.warning("streamtap: the answer cache failed to keep an answer: %r", error)
 
     def delivered_text(self) -> str:
         return self.dialect.text(b"".join(self.delivered))

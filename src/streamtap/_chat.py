@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._dialect import (
@@ -40,6 +40,10 @@ _CONTENT_KEYS = (
     "reasoning",
     "audio",
 )
+
+# What an answer carries that a cached replay (its text alone) would lose: tool and function
+# calls, audio, a refusal.
+_NOT_REPLAYED = ("tool_calls", "function_call", "audio", "refusal")
 
 
 class ChatDialect:
@@ -125,21 +129,43 @@ class ChatDialect:
 
     def text(self, frames: bytes) -> str:
         parts: list[str] = []
-        for frame in split_frames(frames):
-            try:
-                event = parse_frame(frame)
-                chunk = json.loads(event.data) if event.data and event.data[0] == "{" else None
-            except ValueError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            for choice in chunk.get("choices") or ():
-                if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
-                    continue  # n > 1: the first choice, as answer_text takes, never interleaved
-                delta = choice.get("delta")
-                if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
-                    parts.append(delta["content"])
+        for choice in _choices(frames):
+            if choice.get("index", 0) != 0:
+                continue  # n > 1: the first choice, as answer_text takes, never interleaved
+            delta = choice.get("delta")
+            if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
+                parts.append(delta["content"])
         return "".join(parts)
+
+    def cacheable_text(self, frames: bytes) -> str | None:
+        parts: list[str] = []
+        reasons: set[object] = set()
+        for choice in _choices(frames):
+            if choice.get("index", 0) != 0:
+                return None  # n > 1: a replay has one choice
+            delta = choice.get("delta")
+            if isinstance(delta, Mapping):
+                if any(delta.get(key) for key in _NOT_REPLAYED):
+                    return None
+                if isinstance(delta.get("content"), str):
+                    parts.append(delta["content"])
+            if choice.get("finish_reason"):
+                reasons.add(choice["finish_reason"])
+        text = "".join(parts)
+        return text if text and reasons == {"stop"} else None
+
+    def cacheable_answer(self, body: Mapping[str, Any]) -> str | None:
+        choices = body.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], Mapping):
+            return None
+        choice = choices[0]
+        message = choice.get("message")
+        if choice.get("finish_reason") != "stop" or not isinstance(message, Mapping):
+            return None
+        if any(message.get(key) for key in _NOT_REPLAYED):
+            return None
+        content = message.get("content")
+        return content if isinstance(content, str) and content else None
 
     def body_facts(self, body: Mapping[str, Any], facts: StreamFacts) -> None:
         facts.response_id = body.get("id") if isinstance(body.get("id"), str) else None
@@ -218,6 +244,21 @@ class ChatDialect:
     ) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return encode_json({**base, "choices": [choice]})
+
+
+def _choices(frames: bytes) -> Iterator[Mapping[str, Any]]:
+    """The choices of every chunk in complete frames, in order."""
+    for frame in split_frames(frames):
+        try:
+            event = parse_frame(frame)
+            chunk = json.loads(event.data) if event.data and event.data[0] == "{" else None
+        except ValueError:
+            continue
+        if not isinstance(chunk, dict):
+            continue
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, Mapping):
+                yield choice
 
 
 def _int(value: object) -> int | None:

@@ -238,6 +238,14 @@ class Dialect(Protocol):
     def text(self, frames: bytes) -> str:
         """The answer text carried by complete frames: the first choice's, when there are several."""
 
+    def cacheable_text(self, frames: bytes) -> str | None:
+        """The text of a streamed answer, when replaying that text alone (a cached answer) gives
+        the same answer: one choice, finished normally (chat `stop`, a `completed` response),
+        with text and without tool calls; else None."""
+
+    def cacheable_answer(self, body: Mapping[str, Any]) -> str | None:
+        """`cacheable_text` of a non-streaming JSON answer."""
+
     def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:
         """SSE frames equivalent to a non-streaming answer of this dialect, as a stream of
         `request` (the caller's streaming request) would carry them."""

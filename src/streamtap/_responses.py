@@ -32,6 +32,8 @@ from ._taxonomy import Api
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 _ERRORS = frozenset({"error", "response.failed"})
+# The output items a cached replay (the answer's text alone) loses nothing of.
+_REPLAYED_ITEMS = frozenset({"message", "reasoning"})
 # The statuses of a response that has finished: each has its terminal event.
 _FINISHED = frozenset({"completed", "incomplete", "failed"})
 # After the commit point these are parsed (usage, finish reason, errors); the rest pass unparsed.
@@ -126,6 +128,31 @@ class ResponsesDialect:
             if isinstance(payload, dict) and isinstance(payload.get("delta"), str):
                 parts.append(payload["delta"])
         return "".join(parts)
+
+    def cacheable_text(self, frames: bytes) -> str | None:
+        # The terminal event holds the whole response: its status and every output item.
+        for frame in reversed(split_frames(frames)):
+            if b"response.completed" not in frame and b"response.incomplete" not in frame:
+                continue
+            try:
+                payload = json.loads(parse_frame(frame).data)
+            except ValueError:
+                continue
+            if not isinstance(payload, dict) or payload.get("type") not in _TERMINAL:
+                continue
+            response = payload.get("response")
+            if not isinstance(response, Mapping) or self.cacheable_answer(response) is None:
+                return None
+            return self.text(frames) or None  # the text the caller got, as its deltas carried it
+        return None
+
+    def cacheable_answer(self, body: Mapping[str, Any]) -> str | None:
+        if body.get("status", "completed") != "completed":
+            return None
+        for item in body.get("output") or ():
+            if not isinstance(item, Mapping) or item.get("type") not in _REPLAYED_ITEMS:
+                return None  # a tool call (the caller's to run) or a built-in tool's output
+        return self.answer_text(body) or None
 
     def body_facts(self, body: Mapping[str, Any], facts: StreamFacts, finish: bool = True) -> None:
         if isinstance(body.get("id"), str):

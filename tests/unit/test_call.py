@@ -637,6 +637,30 @@ def test_empty_answers_are_not_cached() -> None:
     assert len(cache) == 0
 
 
+@pytest.mark.parametrize(
+    "finish",
+    [
+        pytest.param(b'{"index":0,"delta":{},"finish_reason":"length"}', id="length"),
+        pytest.param(b'{"index":0,"delta":{},"finish_reason":"content_filter"}', id="content-filter"),
+        pytest.param(
+            b'{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t","function":{"name":"f","arguments":"{}"}}]},'
+            b'"finish_reason":"tool_calls"}',
+            id="text-and-tool-call",
+        ),
+    ],
+)
+def test_answers_a_replay_would_change_are_not_cached(finish: bytes) -> None:
+    """A cached answer is replayed as its text with finish reason `stop`: an answer cut short,
+    filtered or with tool calls would come back as a different, complete text answer."""
+    cache = MemoryCache(clock=Clock())
+    rig = Rig(fallbacks=(Fallback.cached(cache),))
+    call = rig.start()
+    last = b'data: {"id":"chatcmpl-1","choices":[' + finish + b"]}\n\n"
+    rig.succeed(call, rig.send(call), [ROLE, chunk("Hi"), last, DONE])
+    assert rig.rec.finished()[0].outcome == "ok"
+    assert len(cache) == 0
+
+
 def test_non_streaming_fallback_success() -> None:
     rig = Rig(Policy(max_attempts=1, breaker=NO_BREAKER), fallbacks=(Fallback.non_streaming(),))
     call = rig.start()

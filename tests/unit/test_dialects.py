@@ -32,7 +32,7 @@ from streamtap._dialect import (
     dialect_for,
 )
 from streamtap._responses import RESPONSES, last_sequence_number, retrieve_url
-from streamtap._sse import encode_event, parse_frame, split_frames
+from streamtap._sse import encode_event, encode_json, parse_frame, split_frames
 
 # -- real-shaped frames ------------------------------------------------------------------------
 
@@ -818,4 +818,96 @@ def test_responses_error_frame_makes_the_sdk_raise() -> None:
         "error",
         "stream_truncated",
         "cut",
+    )
+
+
+# -- what a cached replay may keep --------------------------------------------------------------
+
+
+def _chat_stream(*choices: dict[str, Any]) -> bytes:
+    return b"".join(encode_json({"id": "c", "choices": [choice]}) for choice in choices) + encode_event(
+        "[DONE]"
+    )
+
+
+_TOOL_CALL = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+def test_chat_cacheable_text_is_a_stopped_single_text_answer() -> None:
+    assert CHAT.cacheable_text(CHAT.from_text(TEXT, "gpt-x")) == TEXT
+    stopped = _chat_stream(
+        {"index": 0, "delta": {"content": "a"}, "finish_reason": ""},  # "" is no finish reason
+        {"index": 0, "delta": {}, "finish_reason": "stop"},
+    )
+    assert CHAT.cacheable_text(stopped) == "a"
+
+
+@pytest.mark.parametrize(
+    "choices",
+    [
+        pytest.param(
+            [
+                {"index": 0, "delta": {"content": "cut sho"}},
+                {"index": 0, "delta": {}, "finish_reason": "length"},
+            ],
+            id="length",
+        ),
+        pytest.param(
+            [
+                {"index": 0, "delta": {"content": "Let me call f"}},
+                {"index": 0, "delta": {"tool_calls": [_TOOL_CALL]}},
+                {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+            ],
+            id="tool-call",
+        ),
+        pytest.param(
+            [
+                {"index": 0, "delta": {"content": "x"}},
+                {"index": 0, "delta": {"tool_calls": [_TOOL_CALL]}},
+                {"index": 0, "delta": {}, "finish_reason": "stop"},
+            ],
+            id="tool-call-stopped",
+        ),
+        pytest.param(
+            [
+                {"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"},
+                {"index": 1, "delta": {"content": "b"}, "finish_reason": "stop"},
+            ],
+            id="two-choices",
+        ),
+        pytest.param([{"index": 0, "delta": {"content": "a"}}], id="no-finish-reason"),
+        pytest.param([{"index": 0, "delta": {}, "finish_reason": "stop"}], id="no-text"),
+    ],
+)
+def test_chat_cacheable_text_refuses_what_a_replay_would_change(choices: list[dict[str, Any]]) -> None:
+    assert CHAT.cacheable_text(_chat_stream(*choices)) is None
+
+
+def test_chat_cacheable_answer() -> None:
+    choice = {"index": 0, "message": {"role": "assistant", "content": "a"}, "finish_reason": "stop"}
+    assert CHAT.cacheable_answer({"choices": [choice]}) == "a"
+    assert CHAT.cacheable_answer({"choices": [{**choice, "finish_reason": "length"}]}) is None
+    assert CHAT.cacheable_answer({"choices": [choice, {**choice, "index": 1}]}) is None
+    with_tool = {**choice, "message": {"role": "assistant", "content": "a", "tool_calls": [_TOOL_CALL]}}
+    assert CHAT.cacheable_answer({"choices": [with_tool]}) is None
+    assert CHAT.cacheable_answer({"choices": []}) is None
+
+
+def test_responses_cacheable_text_and_answer() -> None:
+    assert RESPONSES.cacheable_text(RESPONSES.from_text(TEXT, "gpt-x")) == TEXT
+    assert RESPONSES.cacheable_answer(RESPONSES.answer_json(TEXT, "gpt-x")) == TEXT
+    # The terminal event names a function call: the caller's to run, which a replay would drop.
+    assert RESPONSES.cacheable_text(RESPONSES.from_json(RESPONSES_BODY, {})) is None
+    assert RESPONSES.cacheable_answer(RESPONSES_BODY) is None
+    cut = {**RESPONSES.answer_json(TEXT, "gpt-x"), "status": "incomplete"}
+    cut["incomplete_details"] = {"reason": "max_output_tokens"}
+    assert RESPONSES.cacheable_text(RESPONSES.from_json(cut, {})) is None
+    assert RESPONSES.cacheable_answer(cut) is None
+    reasoned = RESPONSES.answer_json(TEXT, "gpt-x")
+    reasoned["output"] = [{"id": "rs_1", "type": "reasoning", "summary": []}, *reasoned["output"]]
+    assert RESPONSES.cacheable_answer(reasoned) == TEXT
+    # Without its terminal event, a stream is no answer to keep.
+    assert (
+        RESPONSES.cacheable_text(RESPONSES.from_text(TEXT, "gpt-x").split(b"event: response.completed")[0])
+        is None
     )
