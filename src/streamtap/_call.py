@@ -277,9 +277,14 @@ class Call:
         return self.api == "responses" and bool(self.primary.body.get("background"))
 
     def _fall_back(self) -> Step | None:
+        # Once the total timeout ran out only the cache may serve: a request upstream could not
+        # finish in time, and would only end the call with its own timeout instead of the call's.
+        late = self.deadline is not None and self.engine.clock() >= self.deadline
         while self._fallbacks:
             fallback = self._fallbacks.pop(0)
             if fallback.kind == "cache" and not self._cache_allowed:
+                continue
+            if late and fallback.kind != "cache":
                 continue
             route = fallback_route(self.primary, fallback, self.suffix)
             if route is None:

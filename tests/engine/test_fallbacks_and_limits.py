@@ -337,6 +337,36 @@ def test_total_timeout_bounds_the_call(fake: FakeUpstream, recording: Recording,
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_no_fallback_goes_upstream_after_the_total_timeout(
+    fake: FakeUpstream, recording: Recording, make_client: Any, is_async: bool
+) -> None:
+    """The fallbacks would be sent with no time left and fail with their own connect timeouts."""
+    policy = streamtap.Policy(max_attempts=2, first_token_timeout=5, idle_timeout=5, total_timeout=0.5)
+    fallbacks = [
+        streamtap.Fallback.model("gpt-4o-mini"),
+        streamtap.Fallback.upstream(fake.base_url, model="gpt-4.1"),
+        streamtap.Fallback.non_streaming(),
+    ]
+    client = make_client(is_async, policy=policy, fallbacks=fallbacks)
+    fake.enqueue("stall_first=2")
+    received: list[str] = []
+
+    def read() -> None:
+        if is_async:
+            anyio.run(lambda: read_async(client, "chat", received))
+        else:
+            read_sync(client, "chat", received)
+
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        read()
+    assert raised.value.error_type == "timeout"
+    assert "total_timeout" in str(raised.value)
+    assert (recording.finished.error_type, recording.finished.attempts) == ("timeout", 1)
+    assert recording.of(FallbackUsed) == []
+    assert [r.model for r in fake.requests] == ["gpt-4o"]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_the_sdk_read_timeout_still_bounds_each_read(
     fake: FakeUpstream, recording: Recording, make_client: Any, is_async: bool
 ) -> None:

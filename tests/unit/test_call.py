@@ -14,7 +14,7 @@ from streamtap._call import Call
 from streamtap._chat import CHAT
 from streamtap._driver import new_stream_attempt
 from streamtap._engine import Engine, engine_api
-from streamtap._errors import Failure, classify_exception, classify_status
+from streamtap._errors import Failure, classify_exception, classify_status, failure
 from streamtap._events import (
     AttemptFinished,
     AttemptStarted,
@@ -611,6 +611,59 @@ def test_a_model_the_key_cannot_reach_is_not_hidden_by_the_cache() -> None:
     rig.fail_status(call, rig.send(call), 404)
     step = call.next()
     assert isinstance(step, Serve) and CHAT.text(step.body) == "Hi there"
+
+
+def test_after_the_total_timeout_only_the_cache_is_tried() -> None:
+    cache = MemoryCache(clock=Clock())
+    fallbacks = (
+        Fallback.model("gpt-y"),
+        Fallback.upstream("http://other:9/v1"),
+        Fallback.non_streaming(),
+        Fallback.cached(cache),
+    )
+    rig = Rig(Policy(max_attempts=1, total_timeout=1.0, breaker=NO_BREAKER), fallbacks=fallbacks)
+    ok = rig.start()
+    rig.succeed(ok, rig.send(ok))
+    call = rig.start()
+    send = rig.send(call)
+    rig.clock.now = call.started_at + 1.0
+    call.attempt_failed(
+        send,
+        failure("timeout", "first_token", "the call's total_timeout ran out"),
+        now=rig.clock.now,
+        wall=WALL,
+    )
+    step = call.next()
+    assert isinstance(step, Serve) and CHAT.text(step.body) == "Hi there"
+    assert [e.fallback for e in of_type(rig.rec.events, AttemptStarted)] == [None]
+    assert of_type(rig.rec.events, FallbackUsed) == [FallbackUsed(2, "cache", "gpt-x", True)]
+
+
+def test_after_the_total_timeout_without_a_cache_the_call_times_out() -> None:
+    fallbacks = (Fallback.model("gpt-y"), Fallback.non_streaming())
+    rig = Rig(Policy(max_attempts=3, total_timeout=1.0, breaker=NO_BREAKER), fallbacks=fallbacks)
+    call = rig.start()
+    send = rig.send(call)
+    rig.clock.now = call.started_at + 1.5
+    call.attempt_failed(
+        send,
+        failure("timeout", "first_token", "the call's total_timeout ran out"),
+        now=rig.clock.now,
+        wall=WALL,
+    )
+    assert call.next() == GiveUp()
+    assert call.error_type == "timeout"
+    assert of_type(rig.rec.events, AttemptStarted) == [started(0)]
+    assert of_type(rig.rec.events, FallbackUsed) == []
+
+
+def test_before_the_total_timeout_fallbacks_are_tried() -> None:
+    rig = Rig(
+        Policy(max_attempts=1, total_timeout=1.0, breaker=NO_BREAKER), fallbacks=(Fallback.model("gpt-y"),)
+    )
+    call = rig.start()
+    rig.fail_status(call, rig.send(call), 503)  # 0.1 s in
+    assert rig.send(call).route.model == "gpt-y"
 
 
 def test_open_breaker_served_from_cache_without_send() -> None:
