@@ -392,6 +392,47 @@ def test_the_sdk_read_timeout_still_bounds_each_read(
     assert recording.finished.outcome == "error"
 
 
+@pytest.mark.parametrize(
+    ("limit", "error_type"),
+    [pytest.param("total_timeout", "timeout", id="total"), pytest.param("idle_timeout", "stall", id="idle")],
+)
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_deadline_passed_while_the_caller_worked_is_reported_as_such(
+    fake: FakeUpstream, recording: Recording, limit: str, error_type: str, is_async: bool
+) -> None:
+    """The caller takes longer over a chunk than the deadline leaves: the next read's deadline
+    has passed before it starts, and no bytes are waiting (the upstream is slow)."""
+    limits: dict[str, Any] = {"first_token_timeout": None, "idle_timeout": None, limit: 0.5}
+    policy = streamtap.Policy(max_attempts=1, **limits)
+    options: dict[str, Any] = {
+        "base_url": fake.base_url,
+        "api_key": "sk-test-secret-key-0000",
+        "default_headers": {"x-fake-gap": "3"},
+    }
+
+    def read_sync() -> None:
+        client = streamtap.instrument(openai.OpenAI(**options), policy=policy, recorders=[recording])
+        with (
+            client,
+            client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True) as stream,
+        ):
+            for _ in stream:
+                time.sleep(0.8)
+
+    async def read_async() -> None:
+        client = streamtap.instrument(openai.AsyncOpenAI(**options), policy=policy, recorders=[recording])
+        async with client:
+            stream = await client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+            async with stream:
+                async for _ in stream:
+                    await anyio.sleep(0.8)
+
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        anyio.run(read_async) if is_async else read_sync()
+    assert (raised.value.error_type, raised.value.phase) == (error_type, "streaming")
+    assert (recording.finished.outcome, recording.finished.error_type) == ("error", error_type)
+
+
 def test_input_is_validated_with_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"Fallback\.model needs a non-empty model name"):
         streamtap.Fallback.model("")
