@@ -168,7 +168,11 @@ class StreamAttempt:
             return failure("timeout", self.phase, "the call's total_timeout ran out")
         if now >= self._idle_deadline() - 1e-3:
             return failure("stall", self.phase, "no event within idle_timeout")
-        return failure("timeout", self.phase, "no bytes within the caller's read timeout")
+        # The caller's own (SDK `timeout=`) read timeout, shorter than the policy's: one
+        # impatient caller must not open the circuit that every caller of the upstream shares.
+        return failure(
+            "timeout", self.phase, "no bytes within the caller's read timeout", counts_for_breaker=False
+        )
 
     def _count_stamps(self) -> None:
         """Count the reads the driver passed on the lane (`stamps`): what `feed` would have.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -164,18 +165,46 @@ def read_failure(attempt: StreamAttempt, error: Exception, now: float) -> Failur
     return classify_exception(error, phase=attempt.phase)
 
 
-def connect_failure(error: Exception) -> Failure:
-    return classify_exception(error, phase="connect")
+def connect_failure(error: Exception, blame_caller: bool = False) -> Failure:
+    """Why an attempt got no response headers; `blame_caller` (`callers_read_timeout`) makes
+    it breaker-neutral."""
+    failed = classify_exception(error, phase="connect")
+    return replace(failed, counts_for_breaker=False) if blame_caller else failed
 
 
-def body_failure(error: Exception) -> Failure:
+def body_failure(error: Exception, blame_caller: bool = False) -> Failure:
     """Why a non-streaming answer failed after its headers: its body broke, timed out, or was
-    too large (`phase` first_token: no answer yet, and the headers did arrive)."""
+    too large (`phase` first_token: no answer yet, and the headers did arrive). `blame_caller`
+    (`callers_read_timeout`) makes it breaker-neutral."""
     if isinstance(error, httpx2.TimeoutException):
-        return failure("timeout", "first_token", f"the answer's body timed out ({type(error).__name__})")
+        return failure(
+            "timeout",
+            "first_token",
+            f"the answer's body timed out ({type(error).__name__})",
+            counts_for_breaker=not blame_caller,
+        )
     if isinstance(error, httpx2.TransportError):
         return classify_exception(error, phase="first_token")
     return failure("bad_response", "first_token", str(error))
+
+
+def callers_read_timeout(error: Exception, call: Call, send: Send, request: httpx2.Request) -> bool:
+    """Whether `error` is the caller's own read timeout (the SDK's `timeout=`) running out.
+
+    `build_request` bounds the reads before the headers (and of a non-streamed body) by the
+    shortest of the caller's read timeout, the policy's first-token and idle timeouts (for a
+    stream) and what is left of the call's total_timeout. When the caller's is shorter than all
+    of streamtap's own, it is what ran out: the caller's impatience, which must not count
+    against the circuit breaker every caller of the upstream shares.
+    """
+    caller = caller_read_timeout(request)
+    if not isinstance(error, httpx2.ReadTimeout) or caller is None:
+        return False
+    policy = call.engine.policy
+    own = [policy.first_token_timeout, policy.idle_timeout] if send.route.stream else []
+    if call.deadline is not None:
+        own.append(call.deadline - call.sent_at(send, call.deadline))
+    return all(caller < limit for limit in own if limit is not None)
 
 
 def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:

@@ -142,11 +142,25 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
     )
 
 
-def failure(error_type: ErrorType, phase: Phase, message: str, *, retryable: bool | None = None) -> Failure:
-    """A failure the engine detected itself (truncation, stall, timeouts, bad bytes)."""
+def failure(
+    error_type: ErrorType,
+    phase: Phase,
+    message: str,
+    *,
+    retryable: bool | None = None,
+    counts_for_breaker: bool = True,
+) -> Failure:
+    """A failure the engine detected itself (truncation, stall, timeouts, bad bytes);
+    `counts_for_breaker` False when the caller, not the upstream, is to blame."""
     if retryable is None:
         retryable = phase != "streaming" and error_type != "bad_request"
-    return Failure(error_type=error_type, phase=phase, retryable=retryable, message=message)
+    return Failure(
+        error_type=error_type,
+        phase=phase,
+        retryable=retryable,
+        message=message,
+        counts_for_breaker=counts_for_breaker,
+    )
 
 
 class _PicklableError(openai.APIConnectionError):

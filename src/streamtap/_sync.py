@@ -19,6 +19,7 @@ from ._driver import (
     caller_failure,
     caller_headers,
     caller_read_timeout,
+    callers_read_timeout,
     connect_failure,
     dropped_outcome,
     error_response,
@@ -85,7 +86,11 @@ class _Live:
             upstream = self.transport.handle_request(upstream_request)
         except httpx2.TransportError as error:
             call.attempt_failed(
-                send, connect_failure(error), now=clock(), wall=call.engine.wall(), exception=error
+                send,
+                connect_failure(error, callers_read_timeout(error, call, send, self.request)),
+                now=clock(),
+                wall=call.engine.wall(),
+                exception=error,
             )
             return None
         if upstream.status_code < 400:
@@ -157,7 +162,7 @@ class _Live:
             self.close_upstream()
             call.attempt_failed(
                 send,
-                body_failure(error),
+                body_failure(error, callers_read_timeout(error, call, send, self.request)),
                 now=clock(),
                 wall=call.engine.wall(),
                 status_code=upstream.status_code,

@@ -433,6 +433,33 @@ def test_a_deadline_passed_while_the_caller_worked_is_reported_as_such(
     assert (recording.finished.outcome, recording.finished.error_type) == ("error", error_type)
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+def test_a_callers_own_short_read_timeout_does_not_open_the_circuit(
+    fake: FakeUpstream, recording: Recording, stream: bool
+) -> None:
+    """One impatient caller (`with_options(timeout=0.1)`) times out, again and again; the
+    circuit every caller of the upstream shares stays closed for the patient ones."""
+    policy = streamtap.Policy(max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=3))
+    raw = openai.OpenAI(
+        base_url=fake.base_url, api_key="sk-test-secret-key-0000", default_headers={"x-fake-ttft": "0.5"}
+    )
+    with streamtap.instrument(raw, policy=policy, recorders=[recording]) as client:
+
+        def ask(who: Any) -> str:
+            if stream:
+                return _chat_text(who)[0]
+            answer = who.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)
+            return str(answer.choices[0].message.content)
+
+        impatient = client.with_options(timeout=0.1)
+        for _ in range(4):
+            with pytest.raises((streamtap.StreamInterrupted, openai.APITimeoutError)):
+                ask(impatient)
+        assert ask(client) == fake.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert [e.error_type for e in recording.of(CallFinished)] == ["timeout"] * 4 + [None]
+    assert recording.of(streamtap.BreakerTransition) == []
+
+
 def test_input_is_validated_with_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"Fallback\.model needs a non-empty model name"):
         streamtap.Fallback.model("")

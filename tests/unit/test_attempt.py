@@ -281,14 +281,13 @@ def test_timed_out_names_the_deadline_that_ran_out() -> None:
         "first_token_timeout", "first_token", True, "no content within first_token_timeout"
     )
     assert attempt.timed_out(2.5) == Failure("stall", "first_token", True, "no event within idle_timeout")
-    # No deadline of streamtap's ran out: the caller's own read timeout did.
-    assert attempt.timed_out(1.0) == Failure(
-        "timeout", "first_token", True, "no bytes within the caller's read timeout"
-    )
+    # No deadline of streamtap's ran out: the caller's own read timeout did, which is no fault
+    # of the upstream's (the breaker every caller shares does not count it).
+    caller = "no bytes within the caller's read timeout"
+    assert attempt.timed_out(1.0) == Failure("timeout", "first_token", True, caller, counts_for_breaker=False)
     attempt.feed(content("a"), 3.0)
-    assert attempt.timed_out(4.0) == Failure(
-        "timeout", "streaming", False, "no bytes within the caller's read timeout"
-    )
+    assert attempt.timed_out(4.0) == Failure("timeout", "streaming", False, caller, counts_for_breaker=False)
+    assert attempt.timed_out(5.0).counts_for_breaker is True
     assert attempt.timed_out(5.0) == Failure("stall", "streaming", False, "no event within idle_timeout")
     assert attempt.timed_out(20.0) == Failure(
         "timeout", "streaming", False, "the call's total_timeout ran out"
