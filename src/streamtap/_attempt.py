@@ -300,7 +300,7 @@ class StreamAttempt:
             if (
                 self.committed
                 and self._choices is not None
-                and len(self.facts.finish_reasons) >= self._choices
+                and len(self.facts.finished_choices) >= self._choices
             ):
                 # Every choice said it finished: the answer is whole, only `[DONE]` is missing.
                 self.terminal = True

@@ -120,8 +120,12 @@ class ChatDialect:
             if not isinstance(choice, Mapping):
                 continue
             reason = choice.get("finish_reason")
-            if isinstance(reason, str):
+            if isinstance(reason, str) and reason:  # some servers write "" for "not yet"
                 facts.finish_reasons.append(reason)
+                index = choice.get("index", 0)
+                facts.finished_choices.add(
+                    index if isinstance(index, int) and not isinstance(index, bool) else 0
+                )
             delta = choice.get("delta")
             if isinstance(delta, Mapping) and any(delta.get(key) for key in _CONTENT_KEYS):
                 kind = CONTENT
@@ -177,7 +181,11 @@ class ChatDialect:
             facts.output_tokens = _int(usage.get("completion_tokens"))
             usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
         for choice in body.get("choices") or ():
-            if isinstance(choice, Mapping) and isinstance(choice.get("finish_reason"), str):
+            if (
+                isinstance(choice, Mapping)
+                and isinstance(choice.get("finish_reason"), str)
+                and choice["finish_reason"]
+            ):
                 facts.finish_reasons.append(choice["finish_reason"])
 
     def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:

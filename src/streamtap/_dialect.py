@@ -45,6 +45,9 @@ class StreamFacts:
     service_tier: str | None = None  # the tier that served the response
     system_fingerprint: str | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    # Chat: the indexes of the choices that gave a finish reason (a stream that repeats one
+    # for a choice still has that choice alone finished).
+    finished_choices: set[int] = field(default_factory=set)
     error: Mapping[str, Any] | None = None
     bad: str | None = None
 

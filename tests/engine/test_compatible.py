@@ -80,6 +80,18 @@ CASES = {
         _chunk({"content": " there"}, "stop", usage=_usage(2)),
         done=False,
     ),
+    "empty-finish-reasons": _sse(  # "" on every chunk until the real one
+        _chunk(ROLE, ""),
+        _chunk({"content": "Hi"}, ""),
+        _chunk({"content": " there"}, ""),
+        _chunk({}, "stop", usage=_usage(2)),
+    ),
+}
+# Streams cut short, which the plain SDK takes for whole answers.
+TRUNCATED = {
+    "empty-finish-reasons-cut": _sse(
+        _chunk(ROLE, ""), _chunk({"content": "Hi"}, ""), _chunk({"content": " the"}, ""), done=False
+    ),
 }
 
 
@@ -88,7 +100,7 @@ def upstream() -> Iterator[str]:
     class Handler(loopback.Handler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
-            body = CASES[self.headers["x-case"]]
+            body = {**CASES, **TRUNCATED}[self.headers["x-case"]]
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("content-length", str(len(body)))
@@ -146,3 +158,40 @@ def test_a_stream_without_done_is_complete_through_the_proxy(upstream: str) -> N
         with client:
             assert _text(list(client.chat.completions.create(**_request("no-done")))) == "Hi there"
     assert (recording.finished.outcome, recording.finished.output_tokens) == ("ok", 2)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_empty_finish_reasons_do_not_make_a_cut_stream_whole(upstream: str, is_async: bool) -> None:
+    """A server that writes `"finish_reason": ""` on every chunk and never `[DONE]`: a stream
+    cut short has no finished choice, and is `stream_truncated`, not a complete answer."""
+    recording = Recording()
+    policy = streamtap.Policy(max_attempts=1)
+    received: list[str] = []
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+        async with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
+            stream = await routed.chat.completions.create(**_request("empty-finish-reasons-cut"))
+            async for chunk in stream:
+                received.append(_text([chunk]))  # noqa: PERF401 (kept as they come: the stream raises)
+
+    def read() -> None:
+        if is_async:
+            anyio.run(main)
+            return
+        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+        with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
+            received.extend(
+                _text([c]) for c in routed.chat.completions.create(**_request("empty-finish-reasons-cut"))
+            )
+
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        read()
+    assert (raised.value.error_type, raised.value.text) == ("stream_truncated", "Hi the")
+    assert "".join(received) == "Hi the"
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type, finished.finish_reasons) == (
+        "error",
+        "stream_truncated",
+        (),
+    )

@@ -139,6 +139,7 @@ def test_eof_without_terminal_after_commit_is_truncation_in_streaming() -> None:
 
 
 SECOND_FINISH = FINISH.replace(b'"index":0', b'"index":1')
+EMPTY_FINISH = FINISH.replace(b'"finish_reason":"stop"', b'"finish_reason":""')
 
 
 @pytest.mark.parametrize(
@@ -151,8 +152,20 @@ SECOND_FINISH = FINISH.replace(b'"index":0', b'"index":1')
         (2, ROLE + content("a") + FINISH + SECOND_FINISH, True),
         (None, ROLE + content("a") + FINISH, False),  # responses: its terminal events only
         (1, ROLE + FINISH, False),  # nothing delivered: retried as any truncation before commit
+        (1, ROLE + content("a") + EMPTY_FINISH, False),  # "" is no finish reason
+        (2, ROLE + content("a") + FINISH + FINISH, False),  # the first choice, twice
     ],
-    ids=["finish", "finish-usage", "no-finish", "n2-one-finish", "n2-both", "no-choices", "no-content"],
+    ids=[
+        "finish",
+        "finish-usage",
+        "no-finish",
+        "n2-one-finish",
+        "n2-both",
+        "no-choices",
+        "no-content",
+        "empty-finish",
+        "n2-one-finish-twice",
+    ],
 )
 def test_eof_without_done_after_every_choice_finished_is_a_whole_answer(
     choices: int | None, frames: bytes, whole: bool
