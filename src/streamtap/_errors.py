@@ -35,6 +35,11 @@ _TRANSIENT_EVENT_CODES = frozenset(
         "too_many_requests",
     }
 )
+# Upstream error-event codes that blame the request, not the upstream (the event twins of a
+# 400): they do not count against the circuit breaker every caller of the upstream shares.
+_CALLER_EVENT_CODES = frozenset(
+    {"context_length_exceeded", "invalid_prompt", "invalid_request_error", "content_filter"}
+)
 # Error codes of an error status that no wait fixes: a 429 `insufficient_quota` is an account
 # out of credit, not a rate (OpenAI sends it as both the error's code and its type).
 _NO_RETRY_CODES = frozenset({"insufficient_quota"})
@@ -138,6 +143,7 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
         phase=phase,
         retryable=phase != "streaming" and code.lower() in _TRANSIENT_EVENT_CODES,
         message=f"upstream error event {code or '(no code)'}: {message}",
+        counts_for_breaker=code.lower() not in _CALLER_EVENT_CODES,
         body=error,
     )
 

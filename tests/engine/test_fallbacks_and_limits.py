@@ -460,6 +460,22 @@ def test_a_callers_own_short_read_timeout_does_not_open_the_circuit(
     assert recording.of(streamtap.BreakerTransition) == []
 
 
+def test_error_events_that_blame_the_request_do_not_open_the_circuit(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """A prompt too long for the model, again and again, is no upstream outage."""
+    policy = streamtap.Policy(max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=3))
+    client = make_client(False, policy=policy)
+    fake.enqueue(*["error_after=0;error_code=context_length_exceeded"] * 4)
+    for _ in range(4):
+        with pytest.raises(openai.APIError):
+            _chat_text(client)
+    text, _ = _chat_text(client)
+    assert text == fake.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert [e.error_type for e in recording.of(CallFinished)] == ["upstream_error_event"] * 4 + [None]
+    assert recording.of(streamtap.BreakerTransition) == []
+
+
 def test_input_is_validated_with_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"Fallback\.model needs a non-empty model name"):
         streamtap.Fallback.model("")

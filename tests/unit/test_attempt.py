@@ -221,6 +221,7 @@ def test_error_event_before_commit_retryable_by_code() -> None:
         "first_token",
         False,
         "upstream error event context_length_exceeded: too long",
+        counts_for_breaker=False,  # the request's fault, not the upstream's
     )
 
 

@@ -148,6 +148,27 @@ def test_error_event_code_and_message(payload: dict[str, Any], code: str, messag
 
 
 @pytest.mark.parametrize(
+    ("payload", "counts"),
+    [
+        ({"error": {"message": "m", "code": "context_length_exceeded"}}, False),
+        ({"error": {"message": "m", "type": "invalid_request_error", "code": None}}, False),
+        ({"type": "error", "code": "invalid_prompt", "message": "m"}, False),
+        (
+            {"type": "response.failed", "response": {"error": {"code": "invalid_prompt", "message": "m"}}},
+            False,
+        ),
+        ({"error": {"message": "m", "code": "content_filter"}}, False),
+        ({"error": {"message": "m", "code": "server_error"}}, True),
+        ({"error": {}}, True),
+    ],
+)
+def test_error_events_that_blame_the_request_leave_the_breaker_alone(
+    payload: dict[str, Any], counts: bool
+) -> None:
+    assert classify_error_event(payload, "first_token").counts_for_breaker is counts
+
+
+@pytest.mark.parametrize(
     ("code", "retryable"),
     [
         ("server_error", True),
