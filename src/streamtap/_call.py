@@ -95,15 +95,18 @@ class Call:
         self._sent: dict[int, float] = {}
         self._resume_after: int | None = None
         self._rejoin: str | None = None  # a background response to read again from its start
-        # Whose cached answers this call may read and write: until the driver names the
-        # request's credential (`scope_cache`), those of its URL with no credential.
-        self._cache_scope = cache_scope(primary.url, {})
+        # Whose cached answers this call may read and write (`_cache_key`): until the driver
+        # names the request's credential (`scope_cache`), those of its URL with no credential.
+        self._cache_headers: Mapping[str, str] = {}
         self._cache_allowed = True  # False once the primary route failed in a way in _NO_CACHE
 
     def scope_cache(self, headers: Mapping[str, str]) -> None:
         """Share cached answers only with calls to the same URL with the same credential, the
-        one in the request's `headers` (kept as a digest)."""
-        self._cache_scope = cache_scope(self.primary.url, headers)
+        one in the request's `headers` (kept as a digest, made only if a cache is used)."""
+        self._cache_headers = headers
+
+    def _cache_key(self) -> str:
+        return cache_key(self.api, self.primary.body, cache_scope(self.primary.url, self._cache_headers))
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -298,7 +301,7 @@ class Call:
     def _serve_cache(self) -> Step:
         fallback = self._current_fallback
         assert fallback is not None and fallback.cache is not None
-        text = _cached_text(fallback.cache, cache_key(self.api, self.primary.body, self._cache_scope))
+        text = _cached_text(fallback.cache, self._cache_key())
         ok = text is not None
         self.observer.on_event(FallbackUsed(self.call_id, "cache", self.primary.model, ok))
         if text is None:
@@ -444,7 +447,7 @@ class Call:
         as a complete text answer)."""
         if text is None:
             return
-        key = cache_key(self.api, self.primary.body, self._cache_scope)
+        key = self._cache_key()
         for cache in self.engine.caches:
             try:
                 cache.set(key, text)
