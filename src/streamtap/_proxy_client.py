@@ -1,0 +1,266 @@
+"""The client's side of a proxied request: its body read, its departure watched, the answer
+relayed to it, and the errors it gets in the OpenAI API's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx2
+
+from ._errors import StreamInterrupted
+from ._proxy_http import Headers, declared_length, header, response_headers
+from ._stream_response import StreamResponse
+
+log = logging.getLogger("streamtap.proxy")
+PIECE = 64 * 1024  # how much of an answer held whole goes to the client in one send
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    """The request body is over its limit."""
+
+
+class ClientLeft(Exception):
+    """The client disconnected before its request body was whole."""
+
+
+def has_body(headers: Headers) -> bool:
+    """Whether the client sends a request body (a declared length above 0, or chunks)."""
+    return declared_length(headers) > 0 or header(headers, b"transfer-encoding") is not None
+
+
+async def streamed_body(
+    receive: Receive, limit: int, idle: float, *, whole: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """The client's request body, piece by piece as it arrives, for an upstream request;
+    `whole` is called once its last piece has arrived."""
+    size = 0
+    while True:
+        async with asyncio.timeout(idle):
+            message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        last = not message.get("more_body", False)
+        if last:
+            whole()
+        if chunk:
+            yield chunk
+        if last:
+            return
+
+
+async def refuse_body(send: Send, error: Exception, limit: int, too_slow: str) -> None:
+    """Answer a request whose body was refused; a client that left gets nothing."""
+    if isinstance(error, BodyTooLarge):
+        await send_error(
+            send, 413, "request_too_large", f"the request body exceeds {limit} bytes", close=True
+        )
+    elif isinstance(error, TimeoutError):
+        await send_error(send, 408, "request_timeout", f"the request body {too_slow}", close=True)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+class ClientWatch:
+    """Cancels the task serving a request when its client disconnects.
+
+    Started once the request body is read, so a client that leaves while the engine still
+    waits for a first token (or backs off between attempts) ends the call there: the upstream
+    attempt is closed, the call finishes `cancelled`, and no further attempt is made. uvicorn's
+    `send` ignores a gone client, hence the watch on `receive`. Plain asyncio, not an anyio
+    task group: the proxy runs on uvicorn's asyncio loop, and the group's scopes cost more than
+    the relay's own work on the way to the first content.
+    """
+
+    def __init__(self, receive: Receive, send_timeout: float, *, started: bool = True) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a request is served in a task"
+        self._task = task
+        self._left = False
+        self._receive = receive
+        self._watcher: asyncio.Future[None] | None = None
+        if started:
+            self.start()
+        # Sends to the client begun plus those finished: odd while one is under way (`relay`).
+        self.sends = 0
+        self._send_timeout = send_timeout
+        self._send_timer: asyncio.TimerHandle | None = None
+
+    def time_sends(self) -> None:
+        """From now on, drop a client whose send stays under way for `send_timeout` seconds (up
+        to twice that): it stopped reading and did not leave, its socket full. The call is then
+        cancelled, as if it had left, rather than holding its upstream for as long as the
+        client's connection lives."""
+        loop = asyncio.get_running_loop()
+        seen = -1
+
+        def look() -> None:
+            nonlocal seen
+            if self.sends % 2 and self.sends == seen:  # the same send as at the last look
+                log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
+                self._left = True
+                self._task.cancel()
+                return
+            seen = self.sends
+            self._send_timer = loop.call_later(self._send_timeout, look)
+
+        self._send_timer = loop.call_later(self._send_timeout, look)
+
+    def start(self) -> None:
+        """Begin watching (once the request body is whole: from then on, only the watch reads
+        from the client)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch(self._receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._left = True
+        self._task.cancel()
+
+    @property
+    def left(self) -> bool:
+        """Whether the client disconnected."""
+        return self._left
+
+    def stop(self) -> None:
+        """Stop watching. Cancelled before it resumes, the watcher cancels nothing more."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+
+    def ours(self) -> bool:
+        """Whether the cancellation just caught was this watch's (the client left, and nothing
+        is left to send) rather than anyone else's, which must go on."""
+        return self._left and not _still_cancelled(self._task)
+
+
+async def watching(
+    receive: Receive,
+    serve: Callable[[ClientWatch], Awaitable[None]],
+    send_timeout: float,
+    *,
+    started: bool = True,
+) -> None:
+    """Run `serve` while a `ClientWatch` ends it if the client leaves (or stops reading for
+    `send_timeout`); only that end is quiet. Not `started`, the watch waits for `serve` to
+    start it (see `ClientWatch.start`)."""
+    watch = ClientWatch(receive, send_timeout, started=started)
+    try:
+        await serve(watch)
+    except asyncio.CancelledError:
+        if not watch.ours():
+            raise
+    finally:
+        watch.stop()
+
+
+async def relay(
+    response: httpx2.Response,
+    send: Send,
+    watch: ClientWatch,
+    *,
+    error_frame: Callable[[str, str], bytes] | None,
+) -> None:
+    """Send a response to the client as it arrives; `watch` stops it when the client leaves.
+
+    A call's stream (`error_frame` given) that fails, or that the server's shutdown deadline
+    cuts, ends with an error event of its dialect, so the client's SDK raises."""
+    headers = response_headers(response.headers.raw)
+    watch.time_sends()
+    try:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        failed: tuple[str, str] | None = None
+        try:
+            async for chunk in _chunks(response):
+                watch.sends += 1
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.sends += 1
+        except StreamInterrupted as error:
+            failed = (error.error_type, str(error))
+        except asyncio.CancelledError:
+            if watch.left or error_frame is None:
+                raise  # the client left: nothing more to send
+            # The only other canceller is the server, once, at the end of the shutdown grace,
+            # and it awaits nothing after: the answer is ended here, and so is the task.
+            failed = ("stream_interrupted", "the proxy shut down before the stream ended")
+        watch.sends += 1  # the end, too, waits for a client's full socket
+        if failed is not None and error_frame is not None:
+            await send({"type": "http.response.body", "body": error_frame(*failed), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        watch.sends += 1
+    finally:
+        # The response is complete (uvicorn then reports a disconnect) or abandoned: the close
+        # must not be cut.
+        watch.stop()
+        await response.aclose()
+
+
+def _still_cancelled(task: asyncio.Task[Any]) -> bool:
+    """Whether `task` has cancellations pending besides the one just handled."""
+    return task.uncancel() > 0
+
+
+def _chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """What to relay: an engine stream through its body's own reader (the one generator
+    between client and upstream), anything else through `_body`."""
+    if isinstance(response, StreamResponse):
+        return response.aiter_bytes()
+    return _body(response)
+
+
+async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
+    try:
+        content = response.content  # an answer the engine already holds whole
+    except httpx2.ResponseNotRead:
+        # Straight from the stream: `aiter_raw` adds a re-chunking layer and a context manager
+        # per chunk, and nothing here needs its bookkeeping; `relay` closes the response.
+        stream: Any = response.stream
+        async for chunk in stream:
+            yield chunk
+        return
+    # In pieces, so that a slow client shows progress to `time_sends` while it takes a large one.
+    for start in range(0, max(len(content), 1), PIECE):  # an empty answer: one empty piece
+        yield content[start : start + PIECE]
+
+
+async def send_json(send: Send, status: int, payload: object, *, close: bool = False) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the request body is unread: the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
+    """An error in the OpenAI API's shape, so the official SDKs raise their usual exceptions."""
+    error = {"message": message, "type": "streamtap_error", "param": None, "code": code}
+    await send_json(send, status, {"error": error}, close=close)
