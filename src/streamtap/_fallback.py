@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ._taxonomy import FALLBACK_KINDS, FallbackKind
 
@@ -127,6 +127,11 @@ class Fallback:
                 raise ValueError(
                     f"Fallback.upstream base_url must not carry a query or fragment, got {self.base_url!r}"
                 )
+            problem = base_url_problem(self.base_url)
+            if problem is not None:
+                raise ValueError(
+                    f"Fallback.upstream base_url must be {BASE_URL_ACCEPTED}, got {self.base_url!r}: {problem}"
+                )
             if self.to_model is not None and not _is_name(self.to_model):
                 raise ValueError(
                     f"Fallback.upstream model must be a non-empty model name or None, got {self.to_model!r}"
@@ -191,6 +196,28 @@ class Route:
     fallback: FallbackKind | None = None
     api_key: str | None = None  # replaces the caller's key (upstream fallback)
     content: bytes | None = None  # `body` as the caller encoded it, sent as is when unchanged
+
+
+BASE_URL_ACCEPTED = "an http:// or https:// base URL with a host and, optionally, a port in 1..65535"
+
+
+def base_url_problem(url: str) -> str | None:
+    """What keeps `url` from being a base URL every request can be sent to (None: nothing),
+    checked as httpx2 will parse each request's URL: else a bad port is a crash per request."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return "it has spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:  # a port that is no number in 0..65535, a broken [IPv6] host
+        return str(error)
+    if parts.scheme not in ("http", "https"):
+        return "its scheme is not http or https"
+    if not parts.hostname:
+        return "it has no host"
+    if port == 0:
+        return "its port is 0"
+    return None
 
 
 def upstream_of(url: str) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._fallback import Fallback
+from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem
 from ._policy import Policy
 
 _FALLBACK_TEXT = ("model", "base_url", "api_key")
@@ -138,16 +138,10 @@ class ProxyConfig:
 
 def _base_url(value: str) -> str:
     """The upstream, checked as every request will parse it; without a trailing slash."""
-    accepted = "an http:// or https:// base URL with a host and, optionally, a port in 1..65535"
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
-        raise ValueError(f"upstream must be {accepted}, without spaces or control characters, got {value!r}")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as error:  # a port that is no number in 0..65535, a broken [IPv6] host
-        raise ValueError(f"upstream must be {accepted}, got {value!r}: {error}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(f"upstream must be {accepted}, got {value!r}")
+    problem = base_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"upstream must be {BASE_URL_ACCEPTED}, got {value!r}: {problem}")
+    parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("upstream must not carry a query, fragment or credentials")
     return value.rstrip("/")

@@ -324,3 +324,26 @@ def test_memory_cache_rejects_bad_max_entries(max_entries: Any) -> None:
 def test_memory_cache_rejects_bad_ttl(ttl: Any) -> None:
     with pytest.raises(ValueError, match=r"MemoryCache\.ttl must be a number of seconds > 0, got "):
         MemoryCache(ttl=ttl)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:abc/v1", "Port could not be cast to integer value as 'abc'"),
+        ("http://127.0.0.1:99999/v1", "Port out of range 0-65535"),
+        ("http://127.0.0.1:0/v1", "its port is 0"),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+        ("http://api.example/v1\n", "it has spaces or control characters"),
+        ("http:///v1", "it has no host"),
+    ],
+)
+def test_an_upstream_fallback_base_url_every_request_could_not_parse_is_refused(url: str, why: str) -> None:
+    # A bad port was accepted, then every request routed there failed as an InvalidURL.
+    with pytest.raises(ValueError, match=r"^Fallback\.upstream base_url must be an http") as refused:
+        Fallback.upstream(url)
+    message = str(refused.value)
+    assert message.startswith(
+        "Fallback.upstream base_url must be an http:// or https:// base URL with a host"
+    )
+    assert message.endswith(f"got {url.rstrip('/')!r}: {why}")
+    assert Fallback.upstream("http://[::1]:8080/v1/").base_url == "http://[::1]:8080/v1"
