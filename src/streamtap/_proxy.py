@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx2
 
@@ -171,14 +171,7 @@ class Proxy:
             headers, upstream_key=self.config.upstream_api_key, decoded=payload is not None
         )
         if routed is None or payload is None:
-            request = httpx2.Request(
-                scope["method"],
-                _parsed(url),
-                headers=forwarded,
-                content=body,
-                extensions=self._pass_through_timeouts,
-            )
-            await self._pass_through(request, send, watch)
+            await self._pass_through(scope["method"], url, forwarded, body, send, watch)
             return
         request = httpx2.Request(scope["method"], _parsed(url), headers=forwarded, content=body)
         api, suffix = routed
@@ -230,19 +223,24 @@ class Proxy:
             if declared_length(headers) > config.max_upload:
                 raise BodyTooLarge  # before the first receive, as in _forward
             body = streamed_body(receive, config.max_upload, config.body_timeout, whole=watch.start)
-            request = httpx2.Request(
-                scope["method"],
-                _parsed(url),
-                headers=forwarded,
-                content=body,
-                extensions=self._pass_through_timeouts,
-            )
-            await self._pass_through(request, send, watch)
+            await self._pass_through(scope["method"], url, forwarded, body, send, watch)
         except (BodyTooLarge, ClientLeft, TimeoutError) as error:
             # The upstream's connection, with the part sent on it, was dropped.
             await refuse_body(send, error, config.max_upload, f"stalled for over {config.body_timeout} s")
 
-    async def _pass_through(self, request: httpx2.Request, send: Send, watch: ClientWatch) -> None:
+    async def _pass_through(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        content: bytes | AsyncIterator[bytes],
+        send: Send,
+        watch: ClientWatch,
+    ) -> None:
+        """Any other /v1 request, as it came, bounded by the pass-through timeouts."""
+        request = httpx2.Request(
+            method, _parsed(url), headers=headers, content=content, extensions=self._pass_through_timeouts
+        )
         response = await self._upstream(request, send, watch)
         if response is not None:
             await relay(response, send, watch, error_frame=None)
