@@ -215,14 +215,12 @@ def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -
         return failure("bad_response", "first_token", f"the answer is not valid JSON ({error})")
     if not isinstance(body, dict):
         return failure("bad_response", "first_token", "the answer is not a JSON object")
-    if call.primary.stream:  # a non-streaming fallback serves a streaming caller
-        unfinished = call.dialect.unfinished(body)
-        if unfinished is not None:
-            return failure("bad_response", "first_token", unfinished)
-        call.dialect.body_facts(body, call.facts)
-        return call.dialect.from_json(body, call.primary.body), body
+    stream = call.primary.stream  # a non-streaming fallback serves a streaming caller
+    unfinished = call.dialect.unfinished(body) if stream else None
+    if unfinished is not None:
+        return failure("bad_response", "first_token", unfinished)
     call.dialect.body_facts(body, call.facts)
-    return raw, body
+    return (call.dialect.from_json(body, call.primary.body) if stream else raw), body
 
 
 def whole_response(
