@@ -85,6 +85,8 @@ class Proxy:
             }
         }
         self._ready: tuple[float, bool, str] | None = None
+        # The check in flight, which concurrent probes share instead of each starting one.
+        self._checking: asyncio.Future[tuple[bool, str]] | None = None
         self._metrics: Callable[..., Awaitable[None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -264,13 +266,21 @@ class Proxy:
 
     async def _readiness(self) -> tuple[bool, str]:
         cached = self._ready
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.config.ready_cache:
+        if cached is not None and time.monotonic() - cached[0] < self.config.ready_cache:
             return cached[1], cached[2]
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_readiness())
+        # Shielded: a probe that hangs up leaves the check running for the others and the cache.
+        return await asyncio.shield(self._checking)
+
+    async def _check_readiness(self) -> tuple[bool, str]:
         from ._preflight import apreflight
 
-        key = self.config.upstream_api_key
-        report = await apreflight(api_key=key or "", base_url=self.config.upstream, timeout=5.0)
+        try:
+            key = self.config.upstream_api_key
+            report = await apreflight(api_key=key or "", base_url=self.config.upstream, timeout=5.0)
+        finally:
+            self._checking = None
         # Without a key of its own the proxy can only prove the upstream is reachable.
         needed = (
             ("base_url", "dns", "tcp", "tls", "api_key", "models")
@@ -284,7 +294,7 @@ class Proxy:
             if ready
             else "; ".join(f"{c.name}: {c.detail}" for c in failed)
         )
-        self._ready = (now, ready, detail)
+        self._ready = (time.monotonic(), ready, detail)
         return ready, detail
 
     async def _serve_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -300,6 +310,8 @@ class Proxy:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._checking is not None:
+                    self._checking.cancel()  # ends by itself within its timeouts; no need to wait
                 await self.transport.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -1,0 +1,93 @@
+"""/readyz: one pre-flight check at a time, shared by the probes that arrive during it, its
+result reused for `ready_cache` seconds; a probe that hangs up does not stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import streamtap._preflight
+from streamtap._preflight import Check, PreflightReport
+from streamtap._proxy import Proxy
+from streamtap._proxy_config import ProxyConfig
+
+
+class SlowPreflight:
+    """A pre-flight check that takes `seconds` and counts how often it ran."""
+
+    def __init__(self, seconds: float, ok: bool = True) -> None:
+        self.seconds = seconds
+        self.ok = ok
+        self.runs = 0
+
+    async def __call__(self, **_kwargs: Any) -> PreflightReport:
+        self.runs += 1
+        await asyncio.sleep(self.seconds)
+        return PreflightReport.from_checks([Check("tcp", self.ok, "connected" if self.ok else "refused")])
+
+
+async def _probe(proxy: Proxy) -> tuple[int, dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await proxy({"type": "http", "method": "GET", "path": "/readyz", "headers": []}, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body)
+
+
+def _proxy(monkeypatch: pytest.MonkeyPatch, check: SlowPreflight, ready_cache: float) -> Proxy:
+    monkeypatch.setattr(streamtap._preflight, "apreflight", check)
+    return Proxy(ProxyConfig(upstream="http://127.0.0.1:9/v1", ready_cache=ready_cache), recorders=[])
+
+
+def test_concurrent_probes_share_one_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = SlowPreflight(0.05, ok=False)
+    proxy = _proxy(monkeypatch, check, ready_cache=30)
+
+    async def main() -> list[tuple[int, dict[str, Any]]]:
+        return list(await asyncio.gather(*(_probe(proxy) for _ in range(5))))
+
+    answers = asyncio.run(main())
+    assert check.runs == 1
+    assert answers == [(503, {"status": "not ready", "detail": "tcp: refused"})] * 5
+
+
+def test_the_result_is_reused_for_ready_cache_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = SlowPreflight(0)
+    cached = _proxy(monkeypatch, check, ready_cache=30)
+    fresh = _proxy(monkeypatch, check, ready_cache=0)
+
+    async def main() -> None:
+        for _ in range(3):
+            assert await _probe(cached) == (200, {"status": "ready", "detail": "upstream reachable"})
+        assert check.runs == 1
+        for _ in range(3):
+            await _probe(fresh)
+        assert check.runs == 4
+
+    asyncio.run(main())
+
+
+def test_a_probe_that_hangs_up_leaves_the_check_to_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = SlowPreflight(0.05)
+    proxy = _proxy(monkeypatch, check, ready_cache=30)
+
+    async def main() -> tuple[int, dict[str, Any]]:
+        leaving = asyncio.ensure_future(_probe(proxy))
+        staying = asyncio.ensure_future(_probe(proxy))
+        await asyncio.sleep(0.01)
+        leaving.cancel()
+        answer = await staying
+        assert await _probe(proxy) == answer  # from the cache the shared check filled
+        return answer
+
+    assert asyncio.run(main()) == (200, {"status": "ready", "detail": "upstream reachable"})
+    assert check.runs == 1
