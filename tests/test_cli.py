@@ -2,16 +2,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 from click.testing import CliRunner
 
+import streamtap._proxy_config
 import streamtap._proxy_server
 from streamtap import __version__
 from streamtap._cli import main
@@ -157,3 +160,89 @@ def test_rules_refuse_an_empty_runbook_base() -> None:
     assert (
         CliRunner().invoke(main, ["rules", "--runbook-base", "https://example.com/runbooks"]).exit_code == 0
     )
+
+
+def test_proxy_reads_every_flag_from_a_streamtap_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text("")
+    seen: dict[str, object] = {}
+
+    def load_config(path: str | None, **overrides: object) -> NoReturn:
+        seen.update(overrides, path=path)
+        raise ValueError("stop before serving")
+
+    monkeypatch.setattr(streamtap._proxy_config, "load_config", load_config)
+    env = {
+        "STREAMTAP_PROXY_UPSTREAM": "http://up.example/v1",
+        "STREAMTAP_PROXY_LISTEN": "127.0.0.1:0",
+        "STREAMTAP_PROXY_OPS_LISTEN": "127.0.0.1:0",
+        "STREAMTAP_PROXY_CONFIG": str(config),
+        "STREAMTAP_PROXY_UPSTREAM_API_KEY_ENV": "UP_KEY",
+        "STREAMTAP_PROXY_CLIENT_TOKEN_ENV": "CLIENT_TOKEN",
+        "STREAMTAP_PROXY_MAX_BODY": "1000",
+        "STREAMTAP_PROXY_MAX_UPLOAD": "2000",
+        "STREAMTAP_PROXY_PASS_THROUGH_TIMEOUT": "7.5",
+        "STREAMTAP_PROXY_SHUTDOWN_GRACE": "3",
+        "UP_KEY": "sk-up",
+        "CLIENT_TOKEN": "proxy-token",
+    }
+    result = CliRunner().invoke(main, ["proxy"], env=env)
+    assert result.exit_code == 2
+    assert "stop before serving" in result.output
+    assert seen == {
+        "path": str(config),
+        "upstream": "http://up.example/v1",
+        "listen": "127.0.0.1:0",
+        "ops_listen": "127.0.0.1:0",
+        "upstream_api_key": "sk-up",
+        "client_token": "proxy-token",
+        "max_body": 1000,
+        "max_upload": 2000,
+        "pass_through_timeout": 7.5,
+        "shutdown_grace": 3.0,
+    }
+
+
+def test_demo_reads_every_flag_from_a_streamtap_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamtap.demo
+
+    ran: list[streamtap.demo.DemoOptions] = []
+
+    def run(options: streamtap.demo.DemoOptions) -> int:
+        ran.append(options)
+        return 5
+
+    monkeypatch.setattr(streamtap.demo, "run", run)
+    env = {
+        "STREAMTAP_DEMO_DURATION": "30",
+        "STREAMTAP_DEMO_SEED": "7",
+        "STREAMTAP_DEMO_UI": "false",
+        "STREAMTAP_DEMO_REAL": "true",
+        "STREAMTAP_DEMO_BASE_URL": "http://up.example/v1",
+        "STREAMTAP_DEMO_PROXY_URL": "http://proxy.example/v1",
+        "STREAMTAP_DEMO_METRICS_ADDR": "0.0.0.0",
+        "STREAMTAP_DEMO_METRICS_PORT": "0",
+        "STREAMTAP_DEMO_STACK": "false",
+        "STREAMTAP_DEMO_MODEL": "gpt-x",
+    }
+    result = CliRunner().invoke(main, ["demo"], env=env)
+    assert result.exit_code == 5  # run's exit code is the command's
+    assert ran == [
+        streamtap.demo.DemoOptions(
+            duration=30.0,
+            seed=7,
+            ui=False,
+            real=True,
+            base_url="http://up.example/v1",
+            proxy_url="http://proxy.example/v1",
+            metrics_addr="0.0.0.0",
+            metrics_port=0,
+            stack=False,
+            model="gpt-x",
+        )
+    ]
+    refused = CliRunner().invoke(main, ["demo"], env={"STREAMTAP_DEMO_BASE_URL": "ftp://x/v1"})
+    assert refused.exit_code == 2
+    assert "Invalid value for '--base-url'" in refused.output

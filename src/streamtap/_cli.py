@@ -1,45 +1,21 @@
-"""The `streamtap` command line: every flag also reads a STREAMTAP_* environment variable."""
+"""The `streamtap` command line: every flag also reads a STREAMTAP_* environment variable.
+
+The group and its short commands (fake-upstream, check, rules) live here, and every command is
+added to the group at the end of this module; proxy and demo are in _cli_proxy and _cli_demo."""
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from ._cli_demo import demo
+from ._cli_params import Number
+from ._cli_proxy import proxy
 from ._version import __version__
 
 if TYPE_CHECKING:
     from .fake import Incident
-
-
-class _Number(click.FloatRange):
-    """click's FloatRange, which lets `nan` through (every comparison with it is false), and
-    `inf` when it has no maximum: no number option of streamtap's means "for ever"."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number: float = super().convert(value, param, ctx)
-        if number != number:
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if number in (math.inf, -math.inf):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-def _http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """An http(s) base URL with a host, or None."""
-    if value is None:
-        return None
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise click.BadParameter(f"must be an http:// or https:// URL with a host, got {value!r}")
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMTAP"})
@@ -57,7 +33,7 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
         raise click.BadParameter(str(err)) from None
 
 
-@main.command("fake-upstream")
+@click.command("fake-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True, show_envvar=True, help="Interface to bind.")
 @click.option("--port", default=8600, show_default=True, show_envvar=True, help="TCP port (0: a free one).")
 @click.option(
@@ -119,7 +95,7 @@ def fake_upstream(
         ) from None
 
 
-@main.command("check")
+@click.command("check")
 @click.option(
     "--base-url", default=None, show_envvar=True, help="API base URL [default: $OPENAI_BASE_URL or OpenAI's]."
 )
@@ -134,7 +110,7 @@ def fake_upstream(
 @click.option(
     "--timeout",
     default=5.0,
-    type=_Number(min=0, min_open=True, max=300),
+    type=Number(min=0, min_open=True, max=300),
     show_default=True,
     show_envvar=True,
     help="Seconds allowed to each network step.",
@@ -164,154 +140,10 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
         raise SystemExit(1)
 
 
-@main.command()
-@click.option(
-    "--upstream",
-    default=None,
-    show_envvar=True,
-    help="The OpenAI-compatible base URL to forward to.  [default: https://api.openai.com/v1]",
-)
-@click.option(
-    "--listen", default=None, show_envvar=True, help="host:port to listen on.  [default: 127.0.0.1:8787]"
-)
-@click.option(
-    "--ops-listen",
-    default=None,
-    show_envvar=True,
-    help="A second host:port serving only /metrics, /healthz and /readyz (e.g. 0.0.0.0:9464 in a pod).",
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    envvar="STREAMTAP_PROXY_CONFIG",
-    show_envvar=True,
-    help="A TOML file with upstream, listen, [policy] and [[fallbacks]].",
-)
-@click.option(
-    "--upstream-api-key-env",
-    default=None,
-    show_envvar=True,
-    help="Name of an environment variable holding a key the proxy sends upstream (then clients must "
-    "present the token from --client-token-env).",
-)
-@click.option(
-    "--client-token-env",
-    default=None,
-    show_envvar=True,
-    help="Name of an environment variable holding the bearer token clients must present.",
-)
-@click.option(
-    "--max-body",
-    type=click.IntRange(min=1),
-    default=None,
-    show_envvar=True,
-    help="Largest request body of a chat completions or responses call, bytes (held whole).  [default: 10 MiB]",
-)
-@click.option(
-    "--max-upload",
-    type=click.IntRange(min=1),
-    default=None,
-    show_envvar=True,
-    help="Largest request body of any other /v1 request, bytes (streamed through).  [default: 512 MiB]",
-)
-@click.option(
-    "--pass-through-timeout",
-    type=_Number(min=0, min_open=True),
-    default=None,
-    show_envvar=True,
-    help="Seconds a request to any other /v1 path waits for the upstream to take its body, to "
-    "begin its answer, and for each next piece of it.  [default: 600]",
-)
-@click.option(
-    "--shutdown-grace",
-    type=_Number(min=0),
-    default=None,
-    show_envvar=True,
-    help="Seconds streams in flight may take to finish on shutdown.  [default: 30]",
-)
-def proxy(
-    upstream: str | None,
-    listen: str | None,
-    ops_listen: str | None,
-    config_path: str | None,
-    upstream_api_key_env: str | None,
-    client_token_env: str | None,
-    max_body: int | None,
-    max_upload: int | None,
-    pass_through_timeout: float | None,
-    shutdown_grace: float | None,
-) -> None:
-    """Run the OpenAI-compatible sidecar proxy: point OPENAI_BASE_URL at it.
-
-    Chat completions and responses get streamtap's retries, timeouts, fallbacks and telemetry;
-    every other /v1 path passes through. /metrics, /healthz and /readyz are served too.
-    """
-    import os
-
-    from ._proxy_config import load_config
-    from ._proxy_server import serve
-
-    def secret(name: str | None, flag: str) -> str | None:
-        if name is None:
-            return None
-        value = os.environ.get(name)
-        if not value:
-            raise click.BadParameter(f"environment variable {name} is empty or unset", param_hint=flag)
-        return value
-
-    try:
-        config = load_config(
-            config_path,
-            upstream=upstream,
-            listen=listen,
-            ops_listen=ops_listen,
-            upstream_api_key=secret(upstream_api_key_env, "--upstream-api-key-env"),
-            client_token=secret(client_token_env, "--client-token-env"),
-            max_body=max_body,
-            max_upload=max_upload,
-            pass_through_timeout=pass_through_timeout,
-            shutdown_grace=shutdown_grace,
-        )
-    except (ValueError, OSError) as error:
-        raise click.UsageError(str(error)) from None
-    from ._telemetry import setup_telemetry
-
-    # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
-    _exit_on_sigterm()
-    try:
-        serve(
-            config,
-            recorders=setup_telemetry(service_name="streamtap-proxy"),
-            announce=lambda url: click.echo(f"streamtap proxy on {url} -> {config.upstream}", err=True),
-        )
-    except KeyboardInterrupt:
-        # uvicorn re-raises the SIGINT it handled once the graceful shutdown is over: that is
-        # a stop asked for (130, as `demo`), not click's "Aborted!".
-        raise SystemExit(130) from None
-
-
-def _exit_on_sigterm() -> None:
-    """SIGTERM ends the process like SIGINT: by an exception, so that atexit handlers run.
-
-    uvicorn drains on SIGTERM, then raises the signal again under the handler it found. Left
-    at the default, that kills the process at once, and the OpenTelemetry SDK's exit handlers,
-    which flush the spans and metrics not exported yet, never run: a sidecar stopped by its
-    orchestrator would lose its last batch every time.
-    """
-    import signal
-
-    def handle(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handle)
-
-
-@main.command("rules")
+@click.command("rules")
 @click.option(
     "--slo",
-    type=_Number(min=0, max=1, min_open=True, max_open=True),
+    type=Number(min=0, max=1, min_open=True, max_open=True),
     default=0.99,
     show_default=True,
     show_envvar=True,
@@ -319,7 +151,7 @@ def _exit_on_sigterm() -> None:
 )
 @click.option(
     "--compress",
-    type=_Number(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=1.0,
     show_default=True,
     show_envvar=True,
@@ -358,102 +190,9 @@ def rules(slo: float, compress: float, runbook_base: str) -> None:
     click.echo(text, nl=False)
 
 
-@main.command("demo")
-@click.option(
-    "--duration",
-    type=_Number(min=20),
-    default=240.0,
-    show_default=True,
-    show_envvar=True,
-    help="Seconds the story takes; shorter or longer runs tell the same story at another pace.",
-)
-@click.option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the fault draws.")
-@click.option(
-    "--ui/--no-ui",
-    default=None,
-    show_envvar=True,
-    help="Live terminal view, or plain log lines.  [default: the view on a terminal, lines otherwise]",
-)
-@click.option(
-    "--real",
-    is_flag=True,
-    show_envvar=True,
-    help="Call the real API with OPENAI_API_KEY (and OPENAI_BASE_URL) at a low, bounded rate.",
-)
-@click.option(
-    "--base-url",
-    default=None,
-    callback=_http_url,
-    show_envvar=True,
-    help="Send the traffic to this upstream instead of the built-in fake (no injected incidents).",
-)
-@click.option(
-    "--proxy-url",
-    default=None,
-    callback=_http_url,
-    show_envvar=True,
-    help="Send the proxy share of the traffic to this streamtap proxy instead of an in-process one.",
-)
-@click.option(
-    "--metrics-addr", default="127.0.0.1", show_default=True, show_envvar=True, help="Interface of /metrics."
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=0, max=65535),
-    default=9464,
-    show_default=True,
-    show_envvar=True,
-    help="Port of /metrics (0: a free one).",
-)
-@click.option(
-    "--stack/--no-stack",
-    default=None,
-    show_envvar=True,
-    help="Run Prometheus and Alertmanager to show alerts (--stack installs them with apt-get as root).  "
-    "[default: when both are on PATH]",
-)
-@click.option(
-    "--model",
-    default=None,
-    show_envvar=True,
-    help="Model to request.  [default: gpt-4o; --real: gpt-4o-mini]",
-)
-def demo(
-    duration: float,
-    seed: int,
-    ui: bool | None,
-    real: bool,
-    base_url: str | None,
-    proxy_url: str | None,
-    metrics_addr: str,
-    metrics_port: int,
-    stack: bool | None,
-    model: str | None,
-) -> None:
-    """Show streamtap at work for a few minutes: traffic, incidents, retries, fallbacks, alerts.
-
-    A fake OpenAI upstream on loopback injects a story (an error-rate spike, a rate-limit storm,
-    stalls and drops, recovery) into traffic made with sync and async SDK clients through
-    streamtap.instrument and through the sidecar proxy. Metrics are served on /metrics; the
-    run ends with a summary. Ctrl-C stops early (exit code 130).
-    """
-    from .demo import DemoError, DemoOptions, run
-
-    options = DemoOptions(
-        duration=duration,
-        seed=seed,
-        ui=ui,
-        real=real,
-        base_url=base_url,
-        proxy_url=proxy_url,
-        metrics_addr=metrics_addr,
-        metrics_port=metrics_port,
-        stack=stack,
-        model=model,
-    )
-    try:
-        code = run(options)
-    except DemoError as error:
-        click.echo(f"streamtap demo: {error}", err=True)
-        raise SystemExit(2) from None
-    raise SystemExit(code)
+# Every command joins the group here, in this order; proxy and demo live in their own modules.
+main.add_command(fake_upstream)
+main.add_command(check)
+main.add_command(proxy)
+main.add_command(rules)
+main.add_command(demo)

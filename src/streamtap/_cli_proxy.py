@@ -1,0 +1,151 @@
+"""`streamtap proxy`: the sidecar proxy's flags, and how it starts and stops."""
+
+from __future__ import annotations
+
+import click
+
+from ._cli_params import Number
+
+
+@click.command()
+@click.option(
+    "--upstream",
+    default=None,
+    show_envvar=True,
+    help="The OpenAI-compatible base URL to forward to.  [default: https://api.openai.com/v1]",
+)
+@click.option(
+    "--listen", default=None, show_envvar=True, help="host:port to listen on.  [default: 127.0.0.1:8787]"
+)
+@click.option(
+    "--ops-listen",
+    default=None,
+    show_envvar=True,
+    help="A second host:port serving only /metrics, /healthz and /readyz (e.g. 0.0.0.0:9464 in a pod).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    envvar="STREAMTAP_PROXY_CONFIG",
+    show_envvar=True,
+    help="A TOML file with upstream, listen, [policy] and [[fallbacks]].",
+)
+@click.option(
+    "--upstream-api-key-env",
+    default=None,
+    show_envvar=True,
+    help="Name of an environment variable holding a key the proxy sends upstream (then clients must "
+    "present the token from --client-token-env).",
+)
+@click.option(
+    "--client-token-env",
+    default=None,
+    show_envvar=True,
+    help="Name of an environment variable holding the bearer token clients must present.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Largest request body of a chat completions or responses call, bytes (held whole).  [default: 10 MiB]",
+)
+@click.option(
+    "--max-upload",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Largest request body of any other /v1 request, bytes (streamed through).  [default: 512 MiB]",
+)
+@click.option(
+    "--pass-through-timeout",
+    type=Number(min=0, min_open=True),
+    default=None,
+    show_envvar=True,
+    help="Seconds a request to any other /v1 path waits for the upstream to take its body, to "
+    "begin its answer, and for each next piece of it.  [default: 600]",
+)
+@click.option(
+    "--shutdown-grace",
+    type=Number(min=0),
+    default=None,
+    show_envvar=True,
+    help="Seconds streams in flight may take to finish on shutdown.  [default: 30]",
+)
+def proxy(
+    upstream: str | None,
+    listen: str | None,
+    ops_listen: str | None,
+    config_path: str | None,
+    upstream_api_key_env: str | None,
+    client_token_env: str | None,
+    max_body: int | None,
+    max_upload: int | None,
+    pass_through_timeout: float | None,
+    shutdown_grace: float | None,
+) -> None:
+    """Run the OpenAI-compatible sidecar proxy: point OPENAI_BASE_URL at it.
+
+    Chat completions and responses get streamtap's retries, timeouts, fallbacks and telemetry;
+    every other /v1 path passes through. /metrics, /healthz and /readyz are served too.
+    """
+    import os
+
+    from ._proxy_config import load_config
+    from ._proxy_server import serve
+
+    def secret(name: str | None, flag: str) -> str | None:
+        if name is None:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise click.BadParameter(f"environment variable {name} is empty or unset", param_hint=flag)
+        return value
+
+    try:
+        config = load_config(
+            config_path,
+            upstream=upstream,
+            listen=listen,
+            ops_listen=ops_listen,
+            upstream_api_key=secret(upstream_api_key_env, "--upstream-api-key-env"),
+            client_token=secret(client_token_env, "--client-token-env"),
+            max_body=max_body,
+            max_upload=max_upload,
+            pass_through_timeout=pass_through_timeout,
+            shutdown_grace=shutdown_grace,
+        )
+    except (ValueError, OSError) as error:
+        raise click.UsageError(str(error)) from None
+    from ._telemetry import setup_telemetry
+
+    # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
+    _exit_on_sigterm()
+    try:
+        serve(
+            config,
+            recorders=setup_telemetry(service_name="streamtap-proxy"),
+            announce=lambda url: click.echo(f"streamtap proxy on {url} -> {config.upstream}", err=True),
+        )
+    except KeyboardInterrupt:
+        # uvicorn re-raises the SIGINT it handled once the graceful shutdown is over: that is
+        # a stop asked for (130, as `demo`), not click's "Aborted!".
+        raise SystemExit(130) from None
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process like SIGINT: by an exception, so that atexit handlers run.
+
+    uvicorn drains on SIGTERM, then raises the signal again under the handler it found. Left
+    at the default, that kills the process at once, and the OpenTelemetry SDK's exit handlers,
+    which flush the spans and metrics not exported yet, never run: a sidecar stopped by its
+    orchestrator would lose its last batch every time.
+    """
+    import signal
+
+    def handle(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
