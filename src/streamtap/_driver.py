@@ -1,6 +1,7 @@
 """What the sync and async drivers share: building attempts, reading answers, giving up.
 
-Nothing here blocks; `_sync.py` and `_async.py` are the thin loops that do the I/O.
+Nothing here blocks; `_sync.py` and `_async.py` (with their bodies, `_sync_body.py` and
+`_async_body.py`) are the thin loops that do the I/O.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The connection is what the engine sees as a response's ``network_stream`` extension: its
 coroutine method ``read(max_bytes, timeout)`` is looked up on the instance on every read, so
 the engine can install a per-body override that applies the attempt's moving deadline
-(`_async._deadline_reads`). The pool removes any such override before reusing it.
+(`_async_body.deadline_reads`). The pool removes any such override before reusing it.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ class NetworkStream:
     """A response's ``network_stream`` extension: the reads of one body, on its connection.
 
     The engine may set an instance attribute ``read`` that applies its own deadline to every
-    read (`_async._deadline_reads`); the body looks ``read`` up on each read so the override
+    read (`_async_body.deadline_reads`); the body looks ``read`` up on each read so the override
     takes effect, and it dies with the response, so it never reaches the next request.
     """
 

@@ -1,0 +1,176 @@
+"""The async twin of `_sync_body.py`: the committed stream's body and the reads under it.
+
+`AsyncBody.areads` is the per-chunk hot path (docs/benchmarks.md); what it calls is a module
+global here, as it was in `_async.py`. The attempt loop that makes this body is `_async.py`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from ._attempt import StreamAttempt
+from ._driver import MAX_BODY, dropped_outcome, interrupted, read_failure, ttft
+from ._stream_response import DirectAsyncBody
+
+if TYPE_CHECKING:
+    from ._async import Live
+
+
+class AsyncBody(DirectAsyncBody):
+    """The committed stream the caller reads: released frames, then the rest as it arrives."""
+
+    def __init__(self, live: Live, first: bytes) -> None:
+        self._live = live
+        self._first = first
+        # Garbage-collected unfinished: the call is abandoned (never read) or cancelled (left in
+        # a loop's `break`), the connection released.
+        self._finalizer = weakref.finalize(self, _abandon, live)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.areads(None)
+
+    def passed_bytes(self) -> int:
+        return sum(map(len, self._live.call.delivered))
+
+    async def areads(self, response: httpx2.Response | None) -> AsyncGenerator[bytes, None]:
+        """The async twin of `SyncBody.reads`."""
+        live = self._live
+        call = live.call
+        clock = call.engine.clock
+        delivered = call.delivered
+        try:
+            first, self._first = self._first, b""
+            if first:
+                delivered.append(first)
+                yield first
+            while True:
+                attempt = live.attempt
+                assert attempt is not None and live.send is not None
+                assert live.chunks is not None
+                feed = attempt.feed
+                stamp = attempt.stamps.append
+                deadline = attempt.deadline
+                lane = attempt.lane
+                # The read that committed may also have failed (an error or a bad event after
+                # the first content): then the caller gets what came before it, the failure,
+                # and nothing read after it (`end` keeps the failure).
+                chunks = live.chunks if attempt.failure is None else _no_reads()
+                try:
+                    async for chunk in chunks:
+                        now = clock()
+                        # The hot path: a read that is one more ordinary content frame of this
+                        # stream (`lane` is its shape, once the attempt has learnt it), noted
+                        # by its time alone (`stamps`, counted when the counters are read).
+                        if lane is not None and now < deadline and lane.fits(chunk):
+                            stamp(now)
+                            delivered.append(chunk)
+                            yield chunk
+                            continue
+                        out = feed(chunk, now)
+                        lane = attempt.lane
+                        if out:
+                            delivered.append(out)
+                            yield out
+                        if attempt.failure is not None:
+                            break
+                    else:
+                        attempt.end()
+                except httpx2.TransportError as error:
+                    attempt.broke(read_failure(attempt, error, clock()))
+                await live.close_upstream()
+                if attempt.failure is None:
+                    call.attempt_ok(live.send, clock(), 200, ttft(attempt))
+                    call.finish("ok", clock())
+                    self._finalizer.detach()
+                    return
+                failed = attempt.failure
+                call.attempt_failed(
+                    live.send,
+                    failed,
+                    now=clock(),
+                    wall=call.engine.wall(),
+                    time_to_first_token=ttft(attempt),
+                    status_code=200,
+                )
+                if not await live.resume():
+                    call.finish("error", clock())
+                    self._finalizer.detach()
+                    raise interrupted(call, live.request, call.last_failure or failed)
+        except httpx2.RequestError as error:
+            if response is not None:
+                error.request = live.request
+            raise
+        finally:
+            if response is not None:
+                await response.aclose()
+
+    async def aclose(self) -> None:
+        self._finalizer.detach()
+        live = self._live
+        attempt = live.attempt
+        if (
+            attempt is not None
+            and attempt.terminal
+            and attempt.failure is None
+            and live.send
+            and not live.call.finished
+        ):
+            # The SDK stops reading at the terminal event and closes: that is a complete answer.
+            await live.close_upstream()
+            call = live.call
+            call.attempt_ok(live.send, call.engine.clock(), 200, ttft(attempt))
+            call.finish("ok", call.engine.clock())
+        await live.abort(None)
+
+
+async def _no_reads() -> AsyncIterator[bytes]:
+    """Nothing: what is left to read of an attempt that has already failed."""
+    return
+    yield  # an async generator
+
+
+def _abandon(live: Live) -> None:
+    # A finalizer cannot await: the call is finalised here, exactly once, and the upstream
+    # left to whoever can close it. A stream left in a loop's `break` is collected while the
+    # SDK's generator still holds it, and that generator's aclose (run by the event loop)
+    # then closes the response: through `live`, which must still hold the upstream, or the
+    # connection's pool slot is never given back.
+    if not live.call.finished:
+        live.call.finish(dropped_outcome(live.call), live.call.engine.clock())
+
+
+async def bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ValueError(f"the answer exceeds {MAX_BODY} bytes")
+        yield chunk
+
+
+def deadline_reads(
+    upstream: httpx2.Response, attempt: StreamAttempt, clock: Callable[[], float], cap: float | None
+) -> Callable[[], None] | None:
+    """Make every socket read of this body wait only until the attempt's next deadline.
+
+    See `_sync_body.deadline_reads` for why; here `read` is a coroutine function.
+    """
+    stream: Any = upstream.extensions.get("network_stream")
+    read = getattr(type(stream), "read", None)
+    if stream is None or read is None or not hasattr(stream, "__dict__"):
+        return None
+
+    def deadline_read(max_bytes: int, timeout: float | None = None) -> Awaitable[bytes]:
+        limit = attempt.read_timeout(clock())
+        if limit is None:
+            limit = timeout
+        elif cap is not None and cap < limit:
+            limit = cap  # the caller's own read timeout (the SDK's `timeout=`) still applies
+        return read(stream, max_bytes, limit)  # type: ignore[no-any-return]
+
+    stream.read = deadline_read
+    return lambda: stream.__dict__.pop("read", None)
