@@ -135,7 +135,7 @@ def preflight(
         add(skipped("models", f"needs {', '.join(needs)}"))
     else:
         assert key is not None  # key_check passed
-        add(_timed(clock, lambda: (check_models(target, key, headers, timeout), None))[0])
+        add(_timed(clock, lambda: (check_models(target, key, headers, timeout, environ=environ), None))[0])
     return PreflightReport.from_checks(checks)
 
 
@@ -328,6 +328,7 @@ def check_models(
     timeout: float,
     *,
     transport: httpx2.BaseTransport | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Check:
     """Step 6: an authenticated ``GET {base_url}/models`` answers 200 with a model list.
 
@@ -337,7 +338,11 @@ def check_models(
         headers: extra request headers (user agent, organization, project).
         timeout: seconds for the whole request.
         transport: an httpx2 transport (tests); default the environment's (proxies included).
+        environ: the environment whose proxy variables apply, as the earlier steps read them
+            (`proxy_for`); None lets httpx2 read os.environ, as the SDK's own client does.
     """
+    if transport is None and environ is not None:
+        transport = httpx2.HTTPTransport(proxy=proxy_for(target, environ))
     request_headers = {**headers, "authorization": f"Bearer {key}"}
     try:
         with httpx2.Client(timeout=timeout, transport=transport, follow_redirects=False) as http:

@@ -278,7 +278,11 @@ class Proxy:
 
         try:
             key = self.config.upstream_api_key
-            report = await apreflight(api_key=key or "", base_url=self.config.upstream, timeout=5.0)
+            # An empty environment: the calls go straight to the upstream (no HTTP(S)_PROXY) and
+            # send no OPENAI_ORG_ID / OPENAI_PROJECT_ID header, so the check must not either.
+            report = await apreflight(
+                api_key=key or "", base_url=self.config.upstream, timeout=5.0, environ={}
+            )
         finally:
             self._checking = None
         # Without a key of its own the proxy can only prove the upstream is reachable.

@@ -91,3 +91,23 @@ def test_a_probe_that_hangs_up_leaves_the_check_to_the_others(monkeypatch: pytes
 
     assert asyncio.run(main()) == (200, {"status": "ready", "detail": "upstream reachable"})
     assert check.runs == 1
+
+
+def test_readiness_ignores_http_proxy_as_the_calls_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy's upstream client connects straight to its upstream, whatever HTTP(S)_PROXY
+    says; a readiness check that went through that proxy would answer for another route (here
+    503 while every call is served)."""
+    from streamtap.fake import FakeConfig, FakeUpstream
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    key = "sk-test-readiness-0123456789"
+    with FakeUpstream(FakeConfig(api_key=key)) as fake:
+        config = ProxyConfig(
+            upstream=fake.base_url, upstream_api_key=key, client_token="token", ready_cache=0
+        )
+        proxy = Proxy(config, recorders=[])
+        answer = asyncio.run(_probe(proxy))
+    assert answer == (200, {"status": "ready", "detail": "upstream reachable and key accepted"})
