@@ -94,3 +94,34 @@ def test_scrape_target(addr: str, target: str) -> None:
 )
 def test_metrics_url(addr: str, url: str) -> None:
     assert _metrics_url(addr, 9464) == url
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "message"),
+    [
+        pytest.param(
+            DemoOptions(base_url="http://127.0.0.1:99999/v1"),
+            {},
+            r"^--base-url must be an http:// or https:// base URL .*: Port out of range",
+            id="base-url-port",
+        ),
+        pytest.param(
+            DemoOptions(proxy_url="http://127.0.0.1:0/v1"),
+            {},
+            r"^--proxy-url must be an http:// or https:// base URL .*: its port is 0$",
+            id="proxy-url-port-0",
+        ),
+        pytest.param(
+            DemoOptions(real=True),
+            {"OPENAI_API_KEY": "sk-real", "OPENAI_BASE_URL": "https://[::1/v1"},
+            r"^OPENAI_BASE_URL must be an http:// or https:// base URL .*: Invalid IPv6 URL$",
+            id="real-base-url-from-the-environment",
+        ),
+    ],
+)
+def test_a_url_no_request_can_use_is_refused_naming_its_flag(
+    options: DemoOptions, environ: dict[str, str], message: str
+) -> None:
+    # Not a traceback from the proxy's config, nor a whole run of failed calls.
+    with pytest.raises(DemoError, match=message):
+        plan(options, environ)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import BreakerSettings, Fallback, Policy
+from .._fallback import BASE_URL_ACCEPTED, base_url_problem
 from ._story import DEFAULT_DURATION, FALLBACK_MODEL, PRIMARY_MODEL, check_duration
 from ._traffic import FAKE_WORKLOADS, REAL_WORKLOADS, Workload
 
@@ -87,6 +88,8 @@ def plan(options: DemoOptions, environ: Mapping[str, str]) -> Plan:
         DemoError: --real without OPENAI_API_KEY.
     """
     check_duration(options.duration)
+    for flag, url in (("--base-url", options.base_url), ("--proxy-url", options.proxy_url)):
+        _check_url(flag, url)
     key = environ.get("OPENAI_API_KEY", "").strip()
     if options.real:
         if not key:
@@ -95,6 +98,7 @@ def plan(options: DemoOptions, environ: Mapping[str, str]) -> Plan:
                 "OpenAI-compatible API), or run the demo without --real to use the built-in fake upstream."
             )
         base = options.base_url or environ.get("OPENAI_BASE_URL", "").strip() or OPENAI_BASE_URL
+        _check_url("--base-url" if options.base_url else "OPENAI_BASE_URL", base)
         fallbacks = (Fallback.non_streaming(), Fallback.cached())
         model = options.model or "gpt-4o-mini"
         return Plan(base, key, model, REAL_WORKLOADS, REAL_POLICY, fallbacks, 32, f"the real API at {base}")
@@ -115,3 +119,12 @@ def plan(options: DemoOptions, environ: Mapping[str, str]) -> Plan:
         32 if billed else None,
         f"the upstream at {options.base_url}" + (" (low traffic: https)" if billed else ""),
     )
+
+
+def _check_url(name: str, url: str | None) -> None:
+    """Refuse, naming the flag or variable, a URL no request can be sent to (a port out of
+    range, a broken [IPv6] host): else the in-process proxy's config raises it as a traceback,
+    or every call of the run fails."""
+    problem = None if url is None else base_url_problem(url)
+    if problem is not None:
+        raise DemoError(f"{name} must be {BASE_URL_ACCEPTED}, got {url!r}: {problem}")
