@@ -145,11 +145,20 @@ def test_fake_upstream_on_a_taken_port_fails_in_one_line() -> None:
     assert "Traceback" not in result.output
 
 
-def test_demo_urls_must_be_http_urls() -> None:
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://x/v1", "its scheme is not http or https"),
+        ("http://127.0.0.1:99999/v1", "Port out of range 0-65535"),
+    ],
+)
+def test_demo_urls_must_be_base_urls(url: str, reason: str) -> None:
     for flag in ("--base-url", "--proxy-url"):
-        result = CliRunner().invoke(main, ["demo", flag, "ftp://x/v1"])
+        result = CliRunner().invoke(main, ["demo", flag, url])
         assert result.exit_code == 2, flag
-        assert f"Invalid value for '{flag}': must be an http:// or https:// URL with a host" in result.output
+        expected = f"Invalid value for '{flag}': must be an http:// or https:// base URL with a host"
+        assert expected in result.output
+        assert reason in result.output
 
 
 def test_rules_refuse_an_empty_runbook_base() -> None:

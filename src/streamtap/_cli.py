@@ -13,6 +13,7 @@ from ._cli_demo import demo
 from ._cli_params import Number
 from ._cli_proxy import proxy
 from ._version import __version__
+from .fake._config import MAX_CHUNKS, MAX_SECONDS
 
 if TYPE_CHECKING:
     from .fake import Incident
@@ -35,13 +36,37 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
 
 @click.command("fake-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True, show_envvar=True, help="Interface to bind.")
-@click.option("--port", default=8600, show_default=True, show_envvar=True, help="TCP port (0: a free one).")
 @click.option(
-    "--chunks", default=20, show_default=True, show_envvar=True, help="Content chunks per response."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8600,
+    show_default=True,
+    show_envvar=True,
+    help="TCP port (0: a free one).",
 )
-@click.option("--ttft", default=0.0, show_default=True, show_envvar=True, help="Seconds to the first token.")
 @click.option(
-    "--gap", default=0.0, show_default=True, show_envvar=True, help="Seconds between content chunks."
+    "--chunks",
+    type=click.IntRange(0, MAX_CHUNKS),
+    default=20,
+    show_default=True,
+    show_envvar=True,
+    help="Content chunks per response.",
+)
+@click.option(
+    "--ttft",
+    type=Number(min=0, max=MAX_SECONDS),
+    default=0.0,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds to the first token.",
+)
+@click.option(
+    "--gap",
+    type=Number(min=0, max=MAX_SECONDS),
+    default=0.0,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds between content chunks.",
 )
 @click.option(
     "--api-key", default=None, show_envvar=True, help="Require 'Authorization: Bearer KEY' (else 401)."

@@ -22,16 +22,12 @@ class Number(click.FloatRange):
 
 
 def http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """An http(s) base URL with a host, or None."""
+    """A base URL every request can be sent to (`base_url_problem`), or None."""
     if value is None:
         return None
-    from urllib.parse import urlsplit
+    from ._fallback import BASE_URL_ACCEPTED, base_url_problem
 
-    try:
-        parts = urlsplit(value)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise click.BadParameter(f"must be an http:// or https:// URL with a host, got {value!r}")
+    problem = base_url_problem(value)
+    if problem is not None:
+        raise click.BadParameter(f"must be {BASE_URL_ACCEPTED}, got {value!r}: {problem}")
     return value

@@ -78,8 +78,19 @@ def test_sigint_stops_gracefully_in_process() -> None:
             id="window",
         ),
         pytest.param([], {"STREAMTAP_FAKE_UPSTREAM_INCIDENT": "*:1:bogus"}, "unknown key 'bogus'", id="env"),
-        pytest.param(["--chunks", "-1"], {}, "chunks=-1; accepted: an integer 0..100000", id="chunks"),
-        pytest.param(["--ttft", "-2"], {}, "ttft=-2.0; accepted: seconds 0..3600", id="ttft"),
+        pytest.param(
+            ["--chunks", "-1"],
+            {},
+            "Invalid value for '--chunks': -1 is not in the range 0<=x<=100000",
+            id="chunks",
+        ),
+        pytest.param(
+            ["--ttft", "-2"], {}, "Invalid value for '--ttft': -2.0 is not in the range 0<=x<=3600", id="ttft"
+        ),
+        pytest.param(["--gap", "nan"], {}, "Invalid value for '--gap': 'nan' is not a number", id="gap"),
+        pytest.param(
+            [], {"STREAMTAP_FAKE_UPSTREAM_PORT": "70000"}, "70000 is not in the range 0<=x<=65535", id="port"
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_the_reason(args: list[str], env: dict[str, str], message: str) -> None:
