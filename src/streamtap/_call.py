@@ -2,7 +2,9 @@
 
 Drivers ask `next()` what to do (Send, Wait, Serve or GiveUp), do it, and report back
 (`attempt_failed`, `committed`, `attempt_ok`, `finish`); like tenacity's `iter()`, one machine
-serves the sync and async drivers of both doors.
+serves the sync and async drivers of both doors. The rules it decides by are pure functions
+beside it: what follows a failed attempt in `_call_recovery.py`, the answer caches in
+`_call_cache.py`, what a finished call records in `_call_finish.py`.
 """
 
 from __future__ import annotations
@@ -12,40 +14,37 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._attempt import StreamAttempt
-from ._backoff import exceeds_max_retry_after, retry_delay
+from ._call_cache import cached_answer, cached_text, keep_answer
+from ._call_finish import answer_texts, call_finished
+from ._call_recovery import (
+    NO_CACHE,
+    NO_FALLBACK,
+    give_up_type,
+    next_fallback,
+    rejoins,
+    resume_after,
+    retry_wait,
+)
 from ._dialect import Dialect, StreamFacts
 from ._errors import Failure
 from ._events import (
     AttemptFinished,
     AttemptStarted,
     BreakerTransition,
-    CallFinished,
     CallObserver,
     FallbackUsed,
     FirstToken,
     RetryScheduled,
     RetrySuppressed,
-    log,
 )
-from ._fallback import AnswerCache, Fallback, Route, cache_key, cache_scope, fallback_route
-from ._responses import last_sequence_number, retrieve_url
-from ._steps import ErrorResponse, GiveUp, Send, Serve, Step, Wait
+from ._fallback import Fallback, Route, cache_key, cache_scope
+from ._responses import retrieve_url
+from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
     from ._engine import Engine
-
-# Failures that no other model or upstream fixes.
-_NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
-# Failures of the primary route that its last good answer must not hide: a model this key
-# cannot reach (gone, renamed, never granted) is for the caller to learn, not an outage.
-_NO_CACHE: frozenset[ErrorType] = frozenset({"not_found"})
-# Failures of the way to a background response, not of the response: it goes on upstream, so a
-# retry before commit rejoins it from its start rather than create (and pay for) a second one.
-_REJOINABLE: frozenset[ErrorType] = frozenset(
-    {"stream_interrupted", "stream_truncated", "stall", "first_token_timeout", "timeout"}
-)
 
 
 class Call:
@@ -98,7 +97,7 @@ class Call:
         # Whose cached answers this call may read and write (`_cache_key`): until the driver
         # names the request's credential (`scope_cache`), those of its URL with no credential.
         self._cache_headers: Mapping[str, str] = {}
-        self._cache_allowed = True  # False once the primary route failed in a way in _NO_CACHE
+        self._cache_allowed = True  # False once the primary route failed in a way in NO_CACHE
 
     def scope_cache(self, headers: Mapping[str, str]) -> None:
         """Share cached answers only with calls to the same URL with the same credential, the
@@ -187,7 +186,7 @@ class Call:
                 failure.status_code if failure.status_code is not None else status_code,
                 failure.error_type,
                 failure.phase,
-                now - self._sent_at(send, now),
+                now - self.sent_at(send, now),
                 time_to_first_token,
                 failure.retryable,
             )
@@ -197,7 +196,7 @@ class Call:
         self.error_response = error_response
         self.exception = exception
         self._give_up_type = None
-        if self.route.fallback is None and failure.error_type in _NO_CACHE:
+        if self.route.fallback is None and failure.error_type in NO_CACHE:
             self._cache_allowed = False
         if self.committed:
             self._after_commit_failure(failure, headers or {}, now, wall)
@@ -205,40 +204,33 @@ class Call:
         if failure.retryable and self.route.fallback is None:
             cause = self._retry_blocker(headers or {}, now, wall)
             if cause is None:
-                if response_id is not None and self._background and failure.error_type in _REJOINABLE:
+                if rejoins(failure, self._background, response_id):
                     self._rejoin = response_id  # next() sends it after the pending Wait
                 return
             self._suppress(cause, failure)
-            if cause == "budget":
-                self._give_up_type = "budget_exhausted"
-            elif cause == "breaker":
-                self._give_up_type = "circuit_open"
+            self._give_up_type = give_up_type(cause)
         if self._current_fallback is not None:
             self.observer.on_event(
                 FallbackUsed(self.call_id, self.route.fallback or "model", self.route.model, False)
             )
-        if failure.error_type in _NO_FALLBACK:
+        if failure.error_type in NO_FALLBACK:
             self._pending = GiveUp()
             return
         self._pending = self._fall_back() or GiveUp()
 
     def _retry_blocker(self, headers: Mapping[str, str], now: float, wall: float) -> SuppressCause | None:
         """Schedule a retry and return None, or say what stops it."""
-        policy = self.engine.policy
-        if self._retries + 1 >= policy.max_attempts:
-            return "attempts"
-        if exceeds_max_retry_after(policy, headers, wall):
-            return "deadline"
-        delay = retry_delay(policy, self._retries, headers, wall, self.engine.rng)
-        if self._total_wait + delay > policy.max_retry_wait:
-            return "deadline"
-        if self.deadline is not None and now + delay >= self.deadline:
-            return "deadline"
+        engine = self.engine
+        delay = retry_wait(
+            engine.policy, self._retries, self._total_wait, self.deadline, headers, now, wall, engine.rng
+        )
+        if isinstance(delay, str):
+            return delay
         # Open until after the wait: no retry to wait for. (A resume after commit is the one way
         # to save the answer the caller is reading, and goes whatever the breaker says.)
-        if policy.breaker.enabled and not self.committed and self._breaker_refuses_at(now + delay):
+        if engine.policy.breaker.enabled and not self.committed and self._breaker_refuses_at(now + delay):
             return "breaker"
-        if not self.engine.budget.try_withdraw():
+        if not engine.budget.try_withdraw():
             return "budget"
         assert self.last_failure is not None
         self.observer.on_event(
@@ -256,15 +248,7 @@ class Call:
         self, failure: Failure, headers: Mapping[str, str], now: float, wall: float
     ) -> None:
         # After commit the only invisible repair is resuming a background response.
-        resumable = (
-            self._background
-            and self.facts.response_id is not None
-            # The stream broke, or the resume request itself failed in a way a retry may fix.
-            and (
-                failure.error_type in ("stream_interrupted", "stream_truncated", "stall") or failure.retryable
-            )
-        )
-        after = last_sequence_number(self.delivered) if resumable else None
+        after = resume_after(failure, self._background, self.facts.response_id, self.delivered)
         if after is not None:
             # A resume request that got an error status waits as long as it asked (Retry-After).
             cause = self._retry_blocker(headers, now, wall)
@@ -280,37 +264,28 @@ class Call:
         return self.api == "responses" and bool(self.primary.body.get("background"))
 
     def _fall_back(self) -> Step | None:
-        # Once the total timeout ran out only the cache may serve: a request upstream could not
-        # finish in time, and would only end the call with its own timeout instead of the call's.
+        # Past the total timeout only the cache may serve (see `next_fallback`).
         late = self.deadline is not None and self.engine.clock() >= self.deadline
-        while self._fallbacks:
-            fallback = self._fallbacks.pop(0)
-            if fallback.kind == "cache" and not self._cache_allowed:
-                continue
-            if late and fallback.kind != "cache":
-                continue
-            route = fallback_route(self.primary, fallback, self.suffix)
-            if route is None:
-                continue
-            self.route = route
-            self._current_fallback = fallback
-            self._retries = 0
-            return self.next()
-        return None
+        chosen = next_fallback(
+            self._fallbacks, self.primary, self.suffix, cache_allowed=self._cache_allowed, late=late
+        )
+        if chosen is None:
+            return None
+        self._current_fallback, self.route = chosen
+        self._retries = 0
+        return self.next()
 
     def _serve_cache(self) -> Step:
         fallback = self._current_fallback
         assert fallback is not None and fallback.cache is not None
-        text = _cached_text(fallback.cache, self._cache_key())
+        text = cached_text(fallback.cache, self._cache_key())
         ok = text is not None
         self.observer.on_event(FallbackUsed(self.call_id, "cache", self.primary.model, ok))
         if text is None:
             return self._fall_back() or GiveUp()
         self.served_by = fallback
         self._give_up_type = None
-        if self.primary.stream:
-            return Serve(self.dialect.from_text(text, self.primary.model), stream=True)
-        return Serve(json.dumps(self.dialect.answer_json(text, self.primary.model)).encode(), stream=False)
+        return cached_answer(self.dialect, self.primary, text)
 
     def _suppress(self, cause: SuppressCause, failure: Failure | None) -> None:
         reason: ErrorType = failure.error_type if failure is not None else "circuit_open"
@@ -334,9 +309,6 @@ class Call:
             )
 
     # -- progress --------------------------------------------------------------------------
-
-    def _sent_at(self, send: Send, now: float) -> float:
-        return self._sent.get(send.attempt, now)
 
     def sent_at(self, send: Send, default: float) -> float:
         """When `send` was sent (monotonic)."""
@@ -377,7 +349,7 @@ class Call:
                 status,
                 None,
                 None,
-                now - self._sent_at(send, now),
+                now - self.sent_at(send, now),
                 time_to_first_token,
             )
         )
@@ -403,74 +375,14 @@ class Call:
             self._breaker.release()  # allowed but never concluded (cancelled, abandoned)
             self._breaker = None
         engine = self.engine
-        facts = self.facts
         text: str | None = None
-        if outcome == "ok" and self.served_by is None:
-            dialect = self.dialect
-            frames = (
-                b"".join(self.delivered) if body is None and (engine.output_text or engine.caches) else b""
+        if outcome == "ok" and self.served_by is None and (engine.output_text or engine.caches):
+            text, kept = answer_texts(
+                self.dialect, self.delivered, body, output_text=engine.output_text, cache=bool(engine.caches)
             )
-            if engine.output_text:
-                text = dialect.answer_text(body) if body is not None else dialect.text(frames)
-            if engine.caches:
-                self._keep(
-                    dialect.cacheable_answer(body) if body is not None else dialect.cacheable_text(frames)
-                )
-        stream = self.stream
-        self.observer.on_event(
-            CallFinished(
-                call_id=self.call_id,
-                outcome=outcome,
-                error_type=None if outcome in ("ok", "cancelled", "abandoned") else self.error_type,
-                duration=now - self.started_at,
-                attempts=self.attempts,
-                time_to_first_token=self.time_to_first_token,
-                input_tokens=facts.input_tokens,
-                output_tokens=facts.output_tokens,
-                finish_reasons=tuple(facts.finish_reasons),
-                response_model=facts.response_model,
-                response_id=facts.response_id,
-                cached_input_tokens=facts.cached_input_tokens,
-                reasoning_output_tokens=facts.reasoning_output_tokens,
-                service_tier=facts.service_tier,
-                system_fingerprint=facts.system_fingerprint,
-                max_chunk_gap=stream.max_gap if stream is not None and stream.chunks > 1 else None,
-                chunks=stream.chunks if stream is not None else 0,
-                fallback=self.served_by.kind if self.served_by is not None else None,
-                output_text=text if engine.output_text else None,
-            )
-        )
-
-    def _keep(self, text: str | None) -> None:
-        """Keep an answer's text in the caches, when replaying it gives the same answer (None:
-        it would not; one cut short (`length`), filtered or with tool calls would be replayed
-        as a complete text answer)."""
-        if text is None:
-            return
-        key = self._cache_key()
-        for cache in self.engine.caches:
-            try:
-                cache.set(key, text)
-            except Exception as error:  # the caller has its answer: a cache down must not take it
-                log.warning("streamtap: the answer cache failed to keep an answer: %r", error)
+            if kept is not None:
+                keep_answer(engine.caches, self._cache_key(), kept)
+        self.observer.on_event(call_finished(self, outcome, now, text))
 
     def delivered_text(self) -> str:
         return self.dialect.text(b"".join(self.delivered))
-
-
-def _cached_text(cache: AnswerCache, key: str) -> str | None:
-    """The cache's answer for `key`; a cache that fails or answers no text is a miss, logged."""
-    try:
-        text = cache.get(key)
-    except Exception as error:  # a cache that is down is a miss, never the caller's error
-        log.warning("streamtap: the answer cache failed to look up an answer (a miss): %r", error)
-        return None
-    if isinstance(text, bytes):  # e.g. a Redis client without decode_responses
-        try:
-            return text.decode()
-        except UnicodeDecodeError:
-            pass
-    if text is None or isinstance(text, str):
-        return text
-    log.warning("streamtap: the answer cache gave a %s, not the text it kept (a miss)", type(text).__name__)
-    return None
