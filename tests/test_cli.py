@@ -68,6 +68,20 @@ def test_proxy_refuses_a_client_token_without_an_upstream_key(monkeypatch: pytes
     assert served == []
 
 
+@pytest.mark.parametrize("flag", ["--listen", "--ops-listen"])
+def test_proxy_names_a_listen_host_that_does_not_resolve(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    """uvicorn said only `ERROR: [Errno -2] Name or service not known` and exited 3."""
+    served: list[object] = []
+    monkeypatch.setattr(streamtap._proxy_server, "serve", lambda *a, **k: served.append(a))
+    argv = ["proxy", "--listen", "127.0.0.1:0", flag, "nosuch.invalid:8787"]  # .invalid never resolves
+    result = CliRunner().invoke(main, argv, env={"OTEL_SDK_DISABLED": "true"})
+    assert result.exit_code == 2, result.output
+    name = flag.removeprefix("--").replace("-", "_")
+    assert f"Error: {name} nosuch.invalid: " in result.output
+    assert "pass an address of this machine, e.g. 127.0.0.1" in result.output
+    assert served == []
+
+
 def _proxy_cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from streamtap._cli import main; main()", "proxy", *args]
 

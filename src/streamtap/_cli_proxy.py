@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._cli_params import Number
+
+if TYPE_CHECKING:
+    from ._proxy_config import ProxyConfig
 
 
 @click.command()
@@ -119,6 +124,7 @@ def proxy(
         )
     except (ValueError, OSError) as error:
         raise click.UsageError(str(error)) from None
+    _check_listen_hosts(config)
     from ._telemetry import setup_telemetry
 
     # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
@@ -133,6 +139,28 @@ def proxy(
         # uvicorn re-raises the SIGINT it handled once the graceful shutdown is over: that is
         # a stop asked for (130, as `demo`), not click's "Aborted!".
         raise SystemExit(130) from None
+
+
+def _check_listen_hosts(config: ProxyConfig) -> None:
+    """A usage error naming the setting whose host does not resolve.
+
+    uvicorn would log only `[Errno -2] Name or service not known` and exit 3, naming neither
+    the setting nor the host. A taken port it reports well (the address is in its line).
+    """
+    import socket
+
+    from ._bind_errors import bind_failure
+
+    for name, host_port in (("listen", config.host_port), ("ops_listen", config.ops_host_port)):
+        if host_port is None:
+            continue
+        host, port = host_port
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as error:
+            raise click.UsageError(
+                bind_failure(error, host_flag=name, host=host, port_flag=name, port=port)
+            ) from None
 
 
 def _exit_on_sigterm() -> None:
