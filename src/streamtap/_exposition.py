@@ -8,7 +8,9 @@ All servers and apps negotiate OpenMetrics (where exemplars live) from the Accep
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -51,6 +53,10 @@ def serve_metrics(
         port: TCP port (9464 is the conventional Prometheus exporter port for OpenTelemetry).
         addr: interface to bind; loopback by default so nothing is exposed by accident.
         registry: what to serve (default: the multi-process view or the global REGISTRY).
+
+    Raises:
+        ValueError: a port or addr of the wrong type or out of range.
+        OSError: the port is taken or the address is not this machine's (the message names which).
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"serve_metrics port must be an integer 0..65535 (0: a free one), got {port!r}")
@@ -58,8 +64,20 @@ def serve_metrics(
         raise ValueError(f"serve_metrics addr must be an interface address such as '127.0.0.1', got {addr!r}")
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(f"serve_metrics registry must be a CollectorRegistry or None, got {registry!r}")
-    server, _thread = start_http_server(port, addr, exposition_registry(registry))
+    try:
+        server, _thread = start_http_server(port, addr, exposition_registry(registry))
+    except OSError as error:
+        # The socket's own message names neither argument ("[Errno 98] Address already in
+        # use"); the same type and errno are kept for callers that branch on them.
+        raise type(error)(error.errno, _bind_problem(error, addr, port)) from error
     return server
+
+
+def _bind_problem(error: OSError, addr: str, port: int) -> str:
+    reason = error.strerror or str(error)
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        return f"serve_metrics addr {addr!r}: {reason}; pass an address of this machine, e.g. '127.0.0.1'"
+    return f"serve_metrics port {port} on {addr}: {reason}; pass another port, or port=0 for a free one"
 
 
 def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import socket
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from streamtap._bind_errors import bind_failure
 from streamtap._exposition import (
     exposition_registry,
     mark_process_dead,
@@ -86,6 +89,34 @@ def test_serve_metrics_names_a_bad_argument(kwargs: dict[str, Any], message: str
     """Before: socket.gaierror 'Servname not supported for ai_socktype' or an OverflowError."""
     with pytest.raises(ValueError, match=message):
         serve_metrics(**kwargs)
+
+
+def test_serve_metrics_on_a_taken_port_names_the_port(registry: CollectorRegistry) -> None:
+    """Before: the socket's bare `OSError: [Errno 98] Address already in use`."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"serve_metrics port {port} ") as raised:
+            serve_metrics(port=port, registry=registry)
+    assert raised.value.errno == errno.EADDRINUSE
+    assert str(raised.value) == (
+        f"[Errno {errno.EADDRINUSE}] serve_metrics port {port} on 127.0.0.1: Address already in use; "
+        "pass another port, or port=0 for a free one"
+    )
+    # The demo's --metrics-port error is still said in the flags' terms.
+    assert bind_failure(
+        raised.value, host_flag="--addr", host="127.0.0.1", port_flag="--port", port=port
+    ) == (
+        f"--port {port} on 127.0.0.1: Address already in use; pass another port, or --port 0 for a free one"
+    )
+
+
+def test_serve_metrics_on_an_unknown_address_names_the_address(registry: CollectorRegistry) -> None:
+    with pytest.raises(
+        socket.gaierror, match=r"serve_metrics addr 'nosuch\.invalid': .*e\.g\. '127\.0\.0\.1'"
+    ):
+        serve_metrics(port=0, addr="nosuch.invalid", registry=registry)  # .invalid never resolves
 
 
 def test_wsgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
