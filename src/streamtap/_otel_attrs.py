@@ -27,6 +27,15 @@ _OUTPUT_TYPES: Final[dict[str, str]] = {"json_object": "json", "json_schema": "j
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | list[bool]
 
 
+def check_provider(name: str, provider: object, method: str) -> None:
+    """A TypeError naming `name` unless `provider` is None or an OpenTelemetry provider."""
+    if provider is not None and not callable(getattr(provider, method, None)):
+        kind = "TracerProvider" if method == "get_tracer" else "MeterProvider"
+        raise TypeError(
+            f"{name} must be an OpenTelemetry {kind} or None (None: the global one), got {provider!r}"
+        )
+
+
 def operation_name(api: Api | str) -> str:
     """gen_ai.operation.name for an API."""
     return _OPERATION.get(api, "chat")

@@ -16,7 +16,7 @@ from opentelemetry.metrics import MeterProvider
 
 from ._events import BreakerTransition, CallEvent, CallFinished, CallObserver, CallStarted
 from ._labels import ModelLabeler
-from ._otel_attrs import PROVIDER, operation_name
+from ._otel_attrs import PROVIDER, check_provider, operation_name
 from ._version import __version__
 
 # Advised boundaries from the GenAI metric conventions.
@@ -44,6 +44,7 @@ class OtelMetricsRecorder:
     """
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        check_provider("OtelMetricsRecorder meter_provider", meter_provider, "get_meter")
         meter = metrics.get_meter("streamtap", __version__, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
             "gen_ai.client.operation.duration",

@@ -30,7 +30,7 @@ from ._events import (
     RetrySuppressed,
 )
 from ._labels import upstream_name
-from ._otel_attrs import attempt_attributes, call_attributes, call_span_name, request_model
+from ._otel_attrs import attempt_attributes, call_attributes, call_span_name, check_provider, request_model
 from ._version import __version__
 
 # How many calls in flight keep their trace id for the Prometheus exemplars; beyond that the
@@ -62,6 +62,11 @@ class OtelTraceRecorder:
         inject_traceparent: bool = True,
         capture_content: bool | None = None,
     ) -> None:
+        check_provider("OtelTraceRecorder tracer_provider", tracer_provider, "get_tracer")
+        if not isinstance(inject_traceparent, bool):  # a string such as "false" would be true
+            raise TypeError(
+                f"OtelTraceRecorder inject_traceparent must be True or False, got {inject_traceparent!r}"
+            )
         self.tracer = trace.get_tracer("streamtap", __version__, tracer_provider=tracer_provider)
         self.inject_traceparent = inject_traceparent
         if capture_content is not None and not isinstance(capture_content, bool):

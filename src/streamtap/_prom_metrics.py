@@ -185,3 +185,11 @@ def metrics_for(registry: CollectorRegistry) -> Metrics:
         if found is None:
             found = _by_registry[registry] = Metrics(registry)
         return found
+
+
+def check_registry(name: str, registry: object) -> None:
+    """A TypeError naming `name` unless `registry` is None or a prometheus_client registry."""
+    if registry is not None and not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            f"{name} must be a prometheus_client CollectorRegistry or None (None: REGISTRY), got {registry!r}"
+        )

@@ -83,6 +83,19 @@ class PrometheusRecorder:
         max_models: int = DEFAULT_MODEL_CAP,
         trace_ids: TraceIdLookup | None = None,
     ) -> None:
+        # Checked here: a wrong registry failed with "cannot create weak reference", and a
+        # wrong trace_ids failed inside every call, where telemetry errors are swallowed: no
+        # metric was ever recorded.
+        if not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                "PrometheusRecorder registry must be a prometheus_client CollectorRegistry "
+                f"(default: REGISTRY), got {registry!r}"
+            )
+        if trace_ids is not None and not callable(getattr(trace_ids, "trace_id", None)):
+            raise TypeError(
+                "PrometheusRecorder trace_ids must be an OtelTraceRecorder (anything with "
+                f"trace_id(call_id) -> str | None) or None, got {trace_ids!r}"
+            )
         self.metrics: Metrics = metrics_for(registry)
         self.trace_ids = trace_ids
         self._models = ModelLabeler(max_models)

@@ -20,8 +20,10 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerP
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._events import Recorder
+from ._otel_attrs import check_provider
 from ._otel_metrics import OtelMetricsRecorder
 from ._otel_traces import OtelTraceRecorder
+from ._prom_metrics import check_registry
 from ._prometheus import PrometheusRecorder
 
 if TYPE_CHECKING:
@@ -214,23 +216,6 @@ def setup_telemetry(
         return [PrometheusRecorder(registry)]
     traces = OtelTraceRecorder(tracer_provider)
     return [traces, PrometheusRecorder(registry, trace_ids=traces), OtelMetricsRecorder(meter_provider)]
-
-
-def check_provider(name: str, provider: object, method: str) -> None:
-    """A TypeError naming `name` unless `provider` is None or an OpenTelemetry provider."""
-    if provider is not None and not callable(getattr(provider, method, None)):
-        kind = "TracerProvider" if method == "get_tracer" else "MeterProvider"
-        raise TypeError(
-            f"{name} must be an OpenTelemetry {kind} or None (None: the global one), got {provider!r}"
-        )
-
-
-def check_registry(name: str, registry: object) -> None:
-    """A TypeError naming `name` unless `registry` is None or a prometheus_client registry."""
-    if registry is not None and not isinstance(registry, CollectorRegistry):
-        raise TypeError(
-            f"{name} must be a prometheus_client CollectorRegistry or None (None: REGISTRY), got {registry!r}"
-        )
 
 
 def default_recorders() -> list[Recorder]:

@@ -174,3 +174,11 @@ def test_time_per_output_chunk(
     duration: float, ttft: float | None, chunks: int, expected: float | None
 ) -> None:
     assert time_per_output_chunk(duration, ttft, chunks) == expected
+
+
+def test_a_meter_provider_that_is_not_one_is_named() -> None:
+    """Before: AttributeError: 'str' object has no attribute 'get_meter'."""
+    with pytest.raises(
+        TypeError, match=r"^OtelMetricsRecorder meter_provider must be an OpenTelemetry MeterProvider"
+    ):
+        OtelMetricsRecorder("global")  # type: ignore[arg-type]

@@ -383,3 +383,25 @@ def test_no_key_or_query_string_reaches_any_span(
     assert dict(attempt.attributes or {})["url.full"] == (
         "https://example.openai.azure.com:8443/openai/deployments/x/chat"
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"tracer_provider": "global"},
+            r"tracer_provider must be an OpenTelemetry TracerProvider or None .*got 'global'",
+            id="provider",
+        ),
+        pytest.param(
+            {"inject_traceparent": "false"},
+            r"inject_traceparent must be True or False, got 'false'",
+            id="inject",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, object], message: str) -> None:
+    """Before: an AttributeError ('str' object has no attribute 'get_tracer'), and a string
+    inject_traceparent was taken as true, "false" included."""
+    with pytest.raises(TypeError, match=f"^OtelTraceRecorder {message}"):
+        OtelTraceRecorder(**kwargs)  # type: ignore[arg-type]

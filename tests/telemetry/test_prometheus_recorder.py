@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -275,3 +276,31 @@ def test_calls_of_new_models_from_many_threads_all_count(registry: CollectorRegi
 def test_cap_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_models must be an integer >= 1, got 0"):
         ModelLabeler(0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"registry": None},
+            r"registry must be a prometheus_client CollectorRegistry .*got None",
+            id="registry-none",
+        ),
+        pytest.param(
+            {"registry": "default"},
+            r"registry must be a prometheus_client CollectorRegistry",
+            id="registry-text",
+        ),
+        pytest.param(
+            {"registry": CollectorRegistry(), "trace_ids": True},
+            r"trace_ids must be an OtelTraceRecorder .*got True",
+            id="trace-ids",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
+    """Before: 'cannot create weak reference to ...' for the registry; a trace_ids without
+    trace_id() was accepted, then failed inside every call, where telemetry errors are
+    swallowed, so not one metric was recorded."""
+    with pytest.raises(TypeError, match=f"^PrometheusRecorder {message}"):
+        PrometheusRecorder(**kwargs)
