@@ -18,6 +18,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
 from prometheus_client import multiprocess as _multiprocess
 
+from ._prom_metrics import check_registry
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -26,13 +28,18 @@ def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
-def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+def exposition_registry(
+    registry: CollectorRegistry | None = None, *, name: str = "registry"
+) -> CollectorRegistry:
     """The registry to expose: `registry` if given, else a multi-process view or REGISTRY.
 
     Args:
         registry: an explicit registry wins over everything.
+        name: what the error for a `registry` of another type calls it.
     """
     if registry is not None:
+        # Checked now: a wrong one would fail each scrape, long after the app was built.
+        check_registry(name, registry)
         return registry
     if multiprocess_enabled():
         view = CollectorRegistry()
@@ -86,7 +93,7 @@ def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
     Args:
         registry: what to serve (default: the multi-process view or the global REGISTRY).
     """
-    return make_wsgi_app(exposition_registry(registry))
+    return make_wsgi_app(exposition_registry(registry, name="metrics_wsgi_app registry"))
 
 
 def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
@@ -95,7 +102,7 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
     Args:
         registry: what to serve (default: the multi-process view or the global REGISTRY).
     """
-    return make_asgi_app(exposition_registry(registry))
+    return make_asgi_app(exposition_registry(registry, name="metrics_asgi_app registry"))
 
 
 def mark_process_dead(pid: int, path: str | None = None) -> None:
@@ -105,5 +112,21 @@ def mark_process_dead(pid: int, path: str | None = None) -> None:
     Args:
         pid: the dead worker's process id.
         path: the multi-process directory (default: PROMETHEUS_MULTIPROC_DIR).
+
+    Raises:
+        ValueError: a pid that is no process id, or no directory (neither path nor the variable).
     """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid < 1:
+        raise ValueError(f"mark_process_dead pid must be a process id (an integer >= 1), got {pid!r}")
+    if path is None:
+        path = os.environ.get(MULTIPROC_ENV) or None
+        if path is None:  # prometheus_client would fail on os.path.join(None, ...)
+            raise ValueError(
+                f"mark_process_dead needs the multi-process directory: set {MULTIPROC_ENV} "
+                "(as for the workers) or pass path="
+            )
+    elif not isinstance(path, str) or not path:
+        raise ValueError(
+            f"mark_process_dead path must be a directory path or None ({MULTIPROC_ENV}), got {path!r}"
+        )
     _multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]

@@ -119,6 +119,37 @@ def test_serve_metrics_on_an_unknown_address_names_the_address(registry: Collect
         serve_metrics(port=0, addr="nosuch.invalid", registry=registry)  # .invalid never resolves
 
 
+@pytest.mark.parametrize("make_app", [metrics_wsgi_app, metrics_asgi_app], ids=["wsgi", "asgi"])
+def test_apps_name_a_registry_of_another_type(make_app: Any) -> None:
+    """Before: accepted, then every scrape failed ('int' object has no attribute 'collect')."""
+    with pytest.raises(
+        TypeError, match=rf"^{make_app.__name__} registry must be a prometheus_client CollectorRegistry"
+    ):
+        make_app(9464)
+
+
+@pytest.mark.parametrize(
+    ("pid", "path", "message"),
+    [
+        pytest.param(
+            1234, None, "needs the multi-process directory: set PROMETHEUS_MULTIPROC_DIR", id="no-dir"
+        ),
+        pytest.param(
+            "1234", "/tmp", r"pid must be a process id \(an integer >= 1\), got '1234'", id="pid-text"
+        ),
+        pytest.param(1234, "", "path must be a directory path or None", id="path-empty"),
+    ],
+)
+def test_mark_process_dead_names_a_bad_argument(
+    monkeypatch: pytest.MonkeyPatch, pid: Any, path: Any, message: str
+) -> None:
+    """Before: TypeError 'expected str, bytes or os.PathLike object, not NoneType' without the
+    variable set, and a pid given as text matched no file, silently."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ValueError, match=f"^mark_process_dead {message}"):
+        mark_process_dead(pid, path)
+
+
 def test_wsgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
     two_429s_then_success([PrometheusRecorder(registry)])
     content_type, body = call_wsgi(metrics_wsgi_app(registry), accept=OPENMETRICS)
