@@ -20,6 +20,7 @@ A file holds what flags cannot say well (the policy and the fallbacks)::
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -229,6 +230,10 @@ def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
                 data = tomllib.load(file)
             except tomllib.TOMLDecodeError as error:  # it says where, not in which file
                 raise ValueError(f"{path}: not valid TOML: {error}") from None
+            except UnicodeDecodeError as error:  # TOML is UTF-8; the codec's message names no file
+                raise ValueError(
+                    f"{path}: not valid TOML: not UTF-8 text ({error.reason} at byte {error.start})"
+                ) from None
     known = set(ProxyConfig.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -241,5 +246,12 @@ def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
     except ValueError as error:  # these two come only from the file: say which
         raise ValueError(f"{path}: {error}") from None
     given = {k: v for k, v in overrides.items() if v is not None}
-    # Validated once, whole: a key from a flag and a token from the file belong together.
-    return ProxyConfig(**{**data, **given})
+    try:
+        # Validated once, whole: a key from a flag and a token from the file belong together.
+        return ProxyConfig(**{**data, **given})
+    except ValueError as error:
+        # An error about a setting the file gave (and no flag or variable replaced) says so.
+        setting = re.match(r"\w+", str(error))
+        if path and setting is not None and setting.group() in data and setting.group() not in given:
+            raise ValueError(f"{path}: {error}") from None
+        raise

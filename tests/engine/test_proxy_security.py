@@ -388,6 +388,16 @@ def test_config_file(tmp_path: Any) -> None:
             r"proxy\.toml: not valid TOML: .*line 1",
             id="toml-syntax-names-the-file",
         ),
+        pytest.param(
+            'max_body = "10MB"\n',
+            r"proxy\.toml: max_body must be an integer >= 1, got '10MB'$",
+            id="setting-names-the-file",
+        ),
+        pytest.param(
+            "ready_cache = nan\n",
+            r"proxy\.toml: ready_cache must be a number of seconds >= 0, got nan$",
+            id="seconds-names-the-file",
+        ),
         pytest.param("listen = 8787\n", 'listen must be a "host:port" string, got 8787', id="listen-int"),
         pytest.param("ops_listen = 9464\n", 'ops_listen must be a "host:port" string', id="ops-listen-int"),
         pytest.param(
@@ -407,6 +417,23 @@ def test_config_file_type_mistakes_are_named(tmp_path: Any, text: str, refused: 
     path.write_text(text)
     with pytest.raises(ValueError, match=refused):
         load_config(str(path))
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Any) -> None:
+    """Before: only the codec's "'utf-8' codec can't decode byte 0xff in position 0"."""
+    path = tmp_path / "proxy.toml"
+    path.write_bytes(b'listen = "127.0.0.1:8787"\n\xff\xfe\n')
+    with pytest.raises(
+        ValueError, match=r"proxy\.toml: not valid TOML: not UTF-8 text \(invalid start byte at byte 26\)$"
+    ):
+        load_config(str(path))
+
+
+def test_a_flag_error_does_not_blame_the_file(tmp_path: Any) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text("max_body = 1024\n")
+    with pytest.raises(ValueError, match=r"^max_body must be an integer >= 1, got 0$"):
+        load_config(str(path), max_body=0)
 
 
 def _refused_while(stream: threading.Thread, url: str) -> bool:
