@@ -18,14 +18,33 @@ from ._sync import send_sync
 
 
 def _engine(
+    owner: str,
     engine: Engine | None,
     policy: Policy | None,
     fallbacks: Iterable[Fallback],
     recorders: Sequence[Recorder] | None,
 ) -> Engine:
-    if engine is not None:
-        return engine
-    return Engine(policy, fallbacks, recorders)
+    if engine is None:
+        return Engine(policy, fallbacks, recorders)
+    if not isinstance(engine, Engine):
+        raise TypeError(f"{owner} engine must be a streamtap.Engine or None, got {engine!r}")
+    no_fallbacks = isinstance(fallbacks, tuple | list) and not fallbacks
+    if policy is not None or recorders is not None or not no_fallbacks:
+        # The engine keeps its own: these would be dropped without a word.
+        raise TypeError(
+            f"{owner} takes either engine= or policy=, fallbacks= and recorders= (the engine has "
+            "its own), not both"
+        )
+    return engine
+
+
+def _inner(owner: str, transport: object, method: str, example: str) -> None:
+    """A TypeError unless `transport` can send as this transport will ask it to (`method`)."""
+    if not callable(getattr(transport, method, None)):
+        raise TypeError(
+            f"{owner} transport must be an httpx2 transport with {method}() (e.g. {example}) or None, "
+            f"got {transport!r}"
+        )
 
 
 def _route(engine: Engine, request: httpx2.Request, content: bytes):  # type: ignore[no-untyped-def]
@@ -59,7 +78,9 @@ class StreamtapTransport(httpx2.BaseTransport):
         recorders: Sequence[Recorder] | None = None,
         engine: Engine | None = None,
     ) -> None:
-        self.engine = _engine(engine, policy, fallbacks, recorders)
+        if transport is not None:  # else the first request fails, far from the mistake
+            _inner("StreamtapTransport", transport, "handle_request", "httpx2.HTTPTransport()")
+        self.engine = _engine("StreamtapTransport", engine, policy, fallbacks, recorders)
         self._transport = transport if transport is not None else httpx2.HTTPTransport()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -84,7 +105,11 @@ class AsyncStreamtapTransport(httpx2.AsyncBaseTransport):
         recorders: Sequence[Recorder] | None = None,
         engine: Engine | None = None,
     ) -> None:
-        self.engine = _engine(engine, policy, fallbacks, recorders)
+        if transport is not None:
+            _inner(
+                "AsyncStreamtapTransport", transport, "handle_async_request", "httpx2.AsyncHTTPTransport()"
+            )
+        self.engine = _engine("AsyncStreamtapTransport", engine, policy, fallbacks, recorders)
         self._transport = transport if transport is not None else httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

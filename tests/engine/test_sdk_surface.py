@@ -276,3 +276,45 @@ def test_transports_for_clients_you_build_yourself(fake: FakeUpstream, recording
 
     anyio.run(main)
     assert [f.outcome for f in recording.of(CallFinished)] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(
+            lambda: streamtap.AsyncStreamtapTransport(httpx2.HTTPTransport(), recorders=[]),
+            r"^AsyncStreamtapTransport transport must be an httpx2 transport with handle_async_request\(\)",
+            id="sync-transport-in-the-async-one",
+        ),
+        pytest.param(
+            lambda: streamtap.StreamtapTransport(httpx2.AsyncHTTPTransport(), recorders=[]),
+            r"^StreamtapTransport transport must be an httpx2 transport with handle_request\(\)",
+            id="async-transport-in-the-sync-one",
+        ),
+        pytest.param(
+            lambda: streamtap.StreamtapTransport(engine="shared"),  # type: ignore[arg-type]
+            r"^StreamtapTransport engine must be a streamtap\.Engine or None, got 'shared'",
+            id="engine-not-an-engine",
+        ),
+        pytest.param(
+            lambda: streamtap.StreamtapTransport(
+                engine=streamtap.Engine(recorders=[]), policy=streamtap.Policy(max_attempts=1)
+            ),
+            r"^StreamtapTransport takes either engine= or policy=, fallbacks= and recorders=",
+            id="engine-and-a-policy",
+        ),
+        pytest.param(
+            lambda: streamtap.AsyncStreamtapTransport(
+                engine=streamtap.Engine(recorders=[]), fallbacks=[streamtap.Fallback.non_streaming()]
+            ),
+            r"^AsyncStreamtapTransport takes either engine= or policy=, fallbacks= and recorders=",
+            id="engine-and-fallbacks",
+        ),
+    ],
+)
+def test_transports_name_a_bad_argument(make: Any, message: str) -> None:
+    """Before: all accepted. A transport of the other kind or a wrong engine failed on the first
+    request (AttributeError: 'HTTPTransport' object has no attribute 'handle_async_request'),
+    and a policy or fallbacks given beside engine= were dropped without a word."""
+    with pytest.raises(TypeError, match=message):
+        make()
