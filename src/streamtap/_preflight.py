@@ -135,7 +135,15 @@ def preflight(
         add(skipped("models", f"needs {', '.join(needs)}"))
     else:
         assert key is not None  # key_check passed
-        add(_timed(clock, lambda: (check_models(target, key, headers, timeout, environ=environ), None))[0])
+        add(
+            _timed(
+                clock,
+                lambda: (
+                    check_models(target, key, headers, timeout, environ=environ, key_source=key_source),
+                    None,
+                ),
+            )[0]
+        )
     return PreflightReport.from_checks(checks)
 
 
@@ -228,7 +236,7 @@ def check_dns(target: Target, timeout: float, *, via: str = "") -> tuple[Check, 
         if isinstance(err, socket.gaierror) and err.errno == socket.EAI_AGAIN:
             hint = "DNS is unreachable: are you offline? behind a proxy, set HTTPS_PROXY"
         else:
-            hint = f"check {host!r} for typos (OPENAI_BASE_URL or the proxy variable), then this machine's DNS and network"
+            hint = f"check {host!r} for typos ({target.source}), then this machine's DNS and network"
         return Check("dns", False, f"{via}cannot resolve {host!r}: {err}", hint), []
     addresses = [(family, sockaddr) for family, _, _, _, sockaddr in result]
     shown = ", ".join(dict.fromkeys(str(sockaddr[0]) for _, sockaddr in addresses[:3]))
@@ -257,7 +265,7 @@ def check_tcp(
         return Check("tcp", True, f"{via}connected to {_hostport(sockaddr)}"), sock
     where = f"{target.host}:{target.port}"
     if isinstance(last, ConnectionRefusedError):
-        hint = f"nothing listens on {where}: is the server running and the port right (OPENAI_BASE_URL)?"
+        hint = f"nothing listens on {where}: is the server running and the port right ({target.source})?"
         if via:
             hint = f"nothing listens on {where}: check the proxy in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY"
         return Check("tcp", False, f"{via}connection to {where} refused", hint), None
@@ -329,6 +337,7 @@ def check_models(
     *,
     transport: httpx2.BaseTransport | None = None,
     environ: Mapping[str, str] | None = None,
+    key_source: str = "OPENAI_API_KEY",
 ) -> Check:
     """Step 6: an authenticated ``GET {base_url}/models`` answers 200 with a model list.
 
@@ -340,6 +349,7 @@ def check_models(
         transport: an httpx2 transport (tests); default the environment's (proxies included).
         environ: the environment whose proxy variables apply, as the earlier steps read them
             (`proxy_for`); None lets httpx2 read os.environ, as the SDK's own client does.
+        key_source: where the key came from, named in the hint when it is rejected.
     """
     if transport is None and environ is not None:
         transport = httpx2.HTTPTransport(proxy=proxy_for(target, environ))
@@ -363,7 +373,7 @@ def check_models(
         data = body.get("data") if isinstance(body, dict) else None
         if isinstance(data, list):
             return Check("models", True, f"GET /models: {status}, {len(data)} models")
-        hint = "this is not an OpenAI-compatible API: OPENAI_BASE_URL should be its root, like .../v1"
+        hint = f"this is not an OpenAI-compatible API: {target.source} should be its root, like .../v1"
         return Check("models", False, f"GET /models: {status} but no model list in the body", hint)
     error = body.get("error") if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
@@ -373,9 +383,13 @@ def check_models(
         detail += f": {redact(message, key)[:200]}"
     if 300 <= response.status_code < 400 and "location" in response.headers:
         detail += f" → {redact(response.headers['location'], key)}"
-    return Check(
-        "models", False, detail, status_hint(response.status_code, code if isinstance(code, str) else None)
+    hint = status_hint(
+        response.status_code,
+        code if isinstance(code, str) else None,
+        key_source=key_source,
+        url_source=target.source,
     )
+    return Check("models", False, detail, hint)
 
 
 def _json(response: httpx2.Response) -> Any:

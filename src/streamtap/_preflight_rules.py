@@ -102,6 +102,8 @@ class Target:
         host: the host name or IP address (IPv6 without brackets).
         port: the TCP port, the scheme's default if none is given.
         models_url: ``{base_url}/models``.
+        source: what to fix when the URL is wrong, named in hints: where it came from
+            (``the given base URL``, ``the client's base_url``), OPENAI_BASE_URL otherwise.
     """
 
     url: str
@@ -109,6 +111,7 @@ class Target:
     host: str
     port: int
     models_url: str
+    source: str = "OPENAI_BASE_URL"
 
 
 def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
@@ -145,7 +148,9 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
         return Check(name, False, f"{url!r} has no host", f"write it like {DEFAULT_BASE_URL}"), None
     netloc = parts.netloc.rpartition("@")[2]
     shown = f"{parts.scheme}://{netloc}{parts.path}"
-    target = Target(shown, parts.scheme, parts.hostname, port, shown.rstrip("/") + "/models")
+    # The default URL is fixed by setting OPENAI_BASE_URL.
+    fix_in = "OPENAI_BASE_URL" if source == "the default" else source
+    target = Target(shown, parts.scheme, parts.hostname, port, shown.rstrip("/") + "/models", fix_in)
     path = parts.path.rstrip("/")
     warning: str | None = None
     if path.endswith(_ENDPOINTS):
@@ -183,23 +188,27 @@ def proxy_target(proxy: str) -> Target | None:
     return target if check.ok else None
 
 
-def status_hint(status: int, code: str | None) -> str:
+def status_hint(
+    status: int, code: str | None, *, key_source: str = "OPENAI_API_KEY", url_source: str = "OPENAI_BASE_URL"
+) -> str:
     """The fix hint for an error status of ``GET /models``.
 
     Args:
         status: the HTTP status code.
         code: the ``error.code`` of the API's error JSON, if any.
+        key_source: where the key came from (an environment variable, ``the given api_key``).
+        url_source: where the base URL came from (`Target.source`).
     """
     if status == 401:
         if code == "mismatched_organization":
             return "the key does not belong to the organization sent: check OPENAI_ORG_ID / organization="
-        return f"the key was rejected: create a new key at {KEYS_PAGE} or check OPENAI_API_KEY"
+        return f"the key was rejected: create a new key at {KEYS_PAGE} or check {key_source}"
     if status == 403:
         if code == "unsupported_country_region_territory":
             return "the API is not available from your country or region (or your VPN's exit)"
         return "the key is valid but not allowed: check the key's permissions (listing models needs Models: Read) and its project (OPENAI_PROJECT_ID)"
     if status == 404:
-        return "the server has no /models here: the base URL likely lacks /v1 or has a typo (OPENAI_BASE_URL)"
+        return f"the server has no /models here: the base URL likely lacks /v1 or has a typo ({url_source})"
     if status == 429:
         if code == "insufficient_quota":
             return "the account is out of credit: add billing at https://platform.openai.com/settings/organization/billing"
@@ -209,8 +218,8 @@ def status_hint(status: int, code: str | None) -> str:
     if status >= 500:
         return "the server failed: retry, and check https://status.openai.com (or your gateway's logs)"
     if 300 <= status < 400:
-        return "the base URL redirects: use the final URL (https, with /v1) in OPENAI_BASE_URL"
-    return f"unexpected status {status}: check OPENAI_BASE_URL points at an OpenAI-compatible API"
+        return f"the base URL redirects: use the final URL (https, with /v1) in {url_source}"
+    return f"unexpected status {status}: check {url_source} points at an OpenAI-compatible API"
 
 
 NETWORK_HINT = (

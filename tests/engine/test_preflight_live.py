@@ -25,9 +25,7 @@ from .support import write_self_signed
 KEY = "sk-test-streamtap-preflight-0123456789abcdefQ7z9"
 WRONG = "sk-test-streamtap-preflight-wrong-wrong-wrongW0N9"  # 49 characters
 UNRESOLVABLE = "http://streamtap-preflight.invalid/v1"
-REJECTED_HINT = (
-    "the key was rejected: create a new key at https://platform.openai.com/api-keys or check OPENAI_API_KEY"
-)
+REJECTED_HINT = "the key was rejected: create a new key at https://platform.openai.com/api-keys or check {}"
 _ENV = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
@@ -102,7 +100,7 @@ def test_preflight_reads_the_clients_key_and_base_url(keyed: FakeUpstream, cls: 
 async def test_apreflight(keyed: FakeUpstream) -> None:
     report = await apreflight(openai.AsyncOpenAI(api_key=WRONG, base_url=keyed.base_url), timeout=2)
     assert _statuses(report)["models"] == "fail"
-    assert report.check("models").hint == REJECTED_HINT
+    assert report.check("models").hint == REJECTED_HINT.format("the client's api_key")
 
 
 def test_wrong_key_is_rejected_with_a_hint_and_never_shown(
@@ -116,13 +114,13 @@ def test_wrong_key_is_rejected_with_a_hint_and_never_shown(
         False,
         "GET /models: 401 Unauthorized: Incorrect API key provided. "
         "You can find your API key at https://platform.openai.com/account/api-keys.",
-        REJECTED_HINT,
+        REJECTED_HINT.format("the given api_key"),
         seconds=report.checks[-1].seconds,
     )
     result = _check(["--base-url", keyed.base_url, "--timeout", "2"], OPENAI_API_KEY=WRONG)
     assert result.exit_code == 1
     assert "✗ models    GET /models: 401 Unauthorized" in result.output
-    assert f"hint: {REJECTED_HINT}" in result.output
+    assert f"hint: {REJECTED_HINT.format('OPENAI_API_KEY')}" in result.output
     assert "sk-...W0N9 (49 chars, from OPENAI_API_KEY)" in result.output
     assert result.output.rstrip().endswith("preflight FAILED: models")
     for text in (str(report), report.to_json(), result.output):
@@ -173,7 +171,7 @@ def test_unresolvable_host() -> None:
     dns = report.check("dns")
     assert (dns.ok, dns.detail.startswith("cannot resolve 'streamtap-preflight.invalid': ")) == (False, True)
     assert dns.hint == (
-        "check 'streamtap-preflight.invalid' for typos (OPENAI_BASE_URL or the proxy variable), "
+        "check 'streamtap-preflight.invalid' for typos (the given base URL), "
         "then this machine's DNS and network"
     )
     assert report.checks[3:] == (
@@ -200,9 +198,23 @@ def test_connection_refused() -> None:
     tcp = report.check("tcp")
     assert (tcp.detail, tcp.hint) == (
         f"connection to 127.0.0.1:{port} refused",
-        f"nothing listens on 127.0.0.1:{port}: is the server running and the port right (OPENAI_BASE_URL)?",
+        f"nothing listens on 127.0.0.1:{port}: is the server running and the port right (the given base URL)?",
     )
     assert report.check("models").detail == "skipped: needs tcp"
+
+
+def test_hints_name_where_the_key_and_the_url_came_from(keyed: FakeUpstream) -> None:
+    """Before: a key from `--api-key-env MY_KEY` was rejected with "check OPENAI_API_KEY", and a
+    URL from --base-url was blamed on OPENAI_BASE_URL, neither of which the user had set."""
+    result = _check(["--base-url", keyed.base_url, "--api-key-env", "MY_KEY"], MY_KEY=WRONG)
+    assert result.exit_code == 1
+    assert f"hint: {REJECTED_HINT.format('MY_KEY')}" in result.output
+    root = keyed.base_url.removesuffix("/v1")
+    result = _check(["--base-url", root], MY_KEY=KEY, OPENAI_API_KEY=KEY)
+    assert "base URL likely lacks /v1 or has a typo (the given base URL)" in result.output
+    port = _closed_port()
+    result = _check([], OPENAI_API_KEY=KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    assert "is the server running and the port right (OPENAI_BASE_URL)?" in result.output
 
 
 def test_https_to_a_plain_http_port(keyed: FakeUpstream) -> None:

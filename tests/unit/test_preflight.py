@@ -305,7 +305,12 @@ def test_proxy_for(environ: dict[str, str], expected: str | None) -> None:
 
 def test_proxy_target_hides_credentials() -> None:
     assert proxy_target("http://me:pw@proxy.corp:3128") == Target(
-        "http://proxy.corp:3128", "http", "proxy.corp", 3128, "http://proxy.corp:3128/models"
+        "http://proxy.corp:3128",
+        "http",
+        "proxy.corp",
+        3128,
+        "http://proxy.corp:3128/models",
+        "the proxy variable",
     )
     assert proxy_target("http://proxy.corp:notaport") is None
 
