@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from streamtap.demo._plan import FAKE_POLICY, REAL_POLICY, DemoError, DemoOptions, plan
+from streamtap.demo._plan import FAKE_POLICY, REAL_POLICY, DemoError, DemoOptions, fake_policy, plan
 from streamtap.demo._run import _metrics_url
 from streamtap.demo._stack import scrape_target
 from streamtap.demo._traffic import FAKE_WORKLOADS, REAL_WORKLOADS
@@ -17,6 +19,18 @@ def test_default_is_the_in_process_fake() -> None:
     assert chosen.model == "gpt-4o"
     assert (chosen.workloads, chosen.policy, chosen.max_tokens) == (FAKE_WORKLOADS, FAKE_POLICY, None)
     assert [f.kind for f in chosen.fallbacks] == ["model", "non_streaming", "cache"]
+
+
+@pytest.mark.parametrize(
+    ("duration", "window", "open_for"),
+    [(240, 10.0, 5.0), (600, 10.0, 5.0), (120, 5.0, 2.5), (60, 2.5, 1.25), (20, 2.0, 1.0)],
+)
+def test_the_breaker_keeps_the_storys_pace(duration: float, window: float, open_for: float) -> None:
+    # A 20 s story's recovery phase lasts 3 s: a breaker open for 5 s ended it refusing callers.
+    chosen = plan(DemoOptions(duration=duration), {})
+    assert (chosen.policy.breaker.window, chosen.policy.breaker.open_for) == (window, open_for)
+    assert replace(chosen.policy, breaker=FAKE_POLICY.breaker) == FAKE_POLICY  # nothing else moves
+    assert chosen.policy == fake_policy(duration)
 
 
 def test_fake_traffic_is_bounded() -> None:

@@ -7,7 +7,7 @@ The in-process fake gets the full story and traffic; the real API (`--real`, or 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import BreakerSettings, Fallback, Policy
 from .._fallback import BASE_URL_ACCEPTED, base_url_problem
@@ -29,6 +29,26 @@ FAKE_POLICY = Policy(
     total_timeout=10.0,
     breaker=BreakerSettings(window=10.0, min_requests=10, failure_ratio=0.5, open_for=5.0),
 )
+
+
+def fake_policy(duration: float) -> Policy:
+    """FAKE_POLICY with the breaker's window and open time at the story's pace.
+
+    Its phases shrink with a shorter run (a 20 s story is told 12x faster than the default's
+    four minutes); a breaker open for 5 s would outlast a 3 s recovery phase and end the story
+    with callers refused. Never below a 2 s window and 1 s open: the fake's rate (14 calls/s)
+    must still fill the window's `min_requests`.
+    """
+    pace = min(1.0, duration / DEFAULT_DURATION)
+    breaker = FAKE_POLICY.breaker
+    return replace(
+        FAKE_POLICY,
+        breaker=replace(
+            breaker, window=max(2.0, breaker.window * pace), open_for=max(1.0, breaker.open_for * pace)
+        ),
+    )
+
+
 # A real model can think for a while before its first token.
 REAL_POLICY = Policy(max_attempts=3, first_token_timeout=20.0, idle_timeout=30.0, total_timeout=60.0)
 
@@ -105,10 +125,14 @@ def plan(options: DemoOptions, environ: Mapping[str, str]) -> Plan:
     full = (Fallback.model(FALLBACK_MODEL), Fallback.non_streaming(), Fallback.cached())
     model = options.model or PRIMARY_MODEL
     if options.base_url is None:
-        return Plan(None, "sk-streamtap-demo", model, FAKE_WORKLOADS, FAKE_POLICY, full, None, "")
+        return Plan(
+            None, "sk-streamtap-demo", model, FAKE_WORKLOADS, fake_policy(options.duration), full, None, ""
+        )
     # An https upstream is probably a real, billed API: keep the traffic as low as --real's.
     billed = options.base_url.lower().startswith("https://")
-    workloads, policy = (REAL_WORKLOADS, REAL_POLICY) if billed else (FAKE_WORKLOADS, FAKE_POLICY)
+    workloads, policy = (
+        (REAL_WORKLOADS, REAL_POLICY) if billed else (FAKE_WORKLOADS, fake_policy(options.duration))
+    )
     return Plan(
         options.base_url,
         key or "sk-streamtap-demo",
