@@ -122,11 +122,12 @@ class ProxyConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         # No time at all for a body would refuse every body not already in the first read.
-        _check_seconds("body_timeout", self.body_timeout, positive=True)
-        # Both end in timers and in uvicorn's int: infinity would crash them, not wait for ever.
+        # Finite, as their flags are: infinity would crash uvicorn's int (shutdown_grace), and
+        # elsewhere mean a slow client held for ever or a readiness never checked again.
+        _check_seconds("body_timeout", self.body_timeout, positive=True, finite=True)
         _check_seconds("pass_through_timeout", self.pass_through_timeout, positive=True, finite=True)
         _check_seconds("shutdown_grace", self.shutdown_grace, finite=True)
-        _check_seconds("ready_cache", self.ready_cache)
+        _check_seconds("ready_cache", self.ready_cache, finite=True)
 
     @property
     def host_port(self) -> tuple[str, int]:
