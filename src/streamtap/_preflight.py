@@ -302,7 +302,7 @@ def check_tls(sock: socket.socket, host: str, timeout: float, context: ssl.SSLCo
         if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length" in text:
             hint = "the server does not speak TLS on this port: use http:// if it is a plain-HTTP server"
         else:
-            hint = "the TLS handshake failed: a proxy or firewall may interfere; check OPENAI_BASE_URL"
+            hint = "the TLS handshake failed: a proxy or firewall may interfere; check the base URL"
         return Check("tls", False, f"TLS handshake failed: {text}", hint)
     except TimeoutError:
         hint = "the server accepted TCP but not TLS in time: a firewall or proxy may interfere"
@@ -322,7 +322,7 @@ def _cert_hint(message: str) -> str:
     if "expired" in lowered or "not yet valid" in lowered:
         return "the certificate is expired or not yet valid: check this machine's clock, then the server"
     if "hostname" in lowered or "ip address mismatch" in lowered:
-        return "the certificate is for another host: check the host in OPENAI_BASE_URL"
+        return "the certificate is for another host: check the host in the base URL"
     return (
         "the certificate is not signed by a CA this machine trusts (self-signed, or a TLS-inspecting "
         "proxy): set SSL_CERT_FILE to a bundle with your organization's CA"

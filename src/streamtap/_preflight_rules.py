@@ -224,5 +224,5 @@ def status_hint(
 
 NETWORK_HINT = (
     "check the network: HTTPS_PROXY / HTTP_PROXY / NO_PROXY if you need a proxy, "
-    "a firewall or VPN blocking the port, and typos in OPENAI_BASE_URL"
+    "a firewall or VPN blocking the port, and typos in the base URL (its source is on the base_url line)"
 )

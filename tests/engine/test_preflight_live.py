@@ -215,6 +215,9 @@ def test_hints_name_where_the_key_and_the_url_came_from(keyed: FakeUpstream) -> 
     port = _closed_port()
     result = _check([], OPENAI_API_KEY=KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
     assert "is the server running and the port right (OPENAI_BASE_URL)?" in result.output
+    result = _check(["--base-url", f"http://127.0.0.1:{port}/v1"], OPENAI_API_KEY=KEY)
+    assert "is the server running and the port right (the given base URL)?" in result.output
+    assert "OPENAI_BASE_URL" not in result.output  # not set, so never blamed
 
 
 def test_https_to_a_plain_http_port(keyed: FakeUpstream) -> None:
@@ -302,7 +305,7 @@ def test_tls_verifies_with_a_trusted_ca_and_checks_the_host(
         "tls",
         False,
         "certificate verify failed: IP address mismatch, certificate is not valid for '127.0.0.1'.",
-        "the certificate is for another host: check the host in OPENAI_BASE_URL",
+        "the certificate is for another host: check the host in the base URL",
     )
 
 
