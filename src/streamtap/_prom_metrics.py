@@ -187,9 +187,10 @@ def metrics_for(registry: CollectorRegistry) -> Metrics:
         return found
 
 
-def check_registry(name: str, registry: object) -> None:
-    """A TypeError naming `name` unless `registry` is None or a prometheus_client registry."""
-    if registry is not None and not isinstance(registry, CollectorRegistry):
-        raise TypeError(
-            f"{name} must be a prometheus_client CollectorRegistry or None (None: REGISTRY), got {registry!r}"
-        )
+def check_registry(name: str, registry: object, *, optional: bool = True) -> None:
+    """A TypeError naming `name` unless `registry` is a prometheus_client registry (or None,
+    when `optional`: then REGISTRY is used)."""
+    if isinstance(registry, CollectorRegistry) or (optional and registry is None):
+        return
+    accepted = "or None (None: REGISTRY)" if optional else "(default: REGISTRY)"
+    raise TypeError(f"{name} must be a prometheus_client CollectorRegistry {accepted}, got {registry!r}")

@@ -35,7 +35,7 @@ from ._labels import (
     phase_label,
     upstream_name,
 )
-from ._prom_metrics import Metrics, metrics_for
+from ._prom_metrics import Metrics, check_registry, metrics_for
 from ._taxonomy import (
     APIS,
     BREAKER_STATE_VALUE,
@@ -86,11 +86,7 @@ class PrometheusRecorder:
         # Checked here: a wrong registry failed with "cannot create weak reference", and a
         # wrong trace_ids failed inside every call, where telemetry errors are swallowed: no
         # metric was ever recorded.
-        if not isinstance(registry, CollectorRegistry):
-            raise TypeError(
-                "PrometheusRecorder registry must be a prometheus_client CollectorRegistry "
-                f"(default: REGISTRY), got {registry!r}"
-            )
+        check_registry("PrometheusRecorder registry", registry, optional=False)
         if trace_ids is not None and not callable(getattr(trace_ids, "trace_id", None)):
             raise TypeError(
                 "PrometheusRecorder trace_ids must be an OtelTraceRecorder (anything with "
