@@ -8,9 +8,7 @@ All servers and apps negotiate OpenMetrics (where exemplars live) from the Accep
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -18,6 +16,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
 from prometheus_client import multiprocess as _multiprocess
 
+from ._bind_errors import bind_failure
 from ._prom_metrics import check_registry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -76,15 +75,16 @@ def serve_metrics(
     except OSError as error:
         # The socket's own message names neither argument ("[Errno 98] Address already in
         # use"); the same type and errno are kept for callers that branch on them.
-        raise type(error)(error.errno, _bind_problem(error, addr, port)) from error
+        problem = bind_failure(
+            error,
+            host_flag="serve_metrics addr",
+            host=addr,
+            port_flag="serve_metrics port",
+            port=port,
+            free_port="port=0",
+        )
+        raise type(error)(error.errno, problem) from error
     return server
-
-
-def _bind_problem(error: OSError, addr: str, port: int) -> str:
-    reason = error.strerror or str(error)
-    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
-        return f"serve_metrics addr {addr!r}: {reason}; pass an address of this machine, e.g. '127.0.0.1'"
-    return f"serve_metrics port {port} on {addr}: {reason}; pass another port, or port=0 for a free one"
 
 
 def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:

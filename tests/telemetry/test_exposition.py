@@ -113,9 +113,7 @@ def test_serve_metrics_on_a_taken_port_names_the_port(registry: CollectorRegistr
 
 
 def test_serve_metrics_on_an_unknown_address_names_the_address(registry: CollectorRegistry) -> None:
-    with pytest.raises(
-        socket.gaierror, match=r"serve_metrics addr 'nosuch\.invalid': .*e\.g\. '127\.0\.0\.1'"
-    ):
+    with pytest.raises(socket.gaierror, match=r"serve_metrics addr nosuch\.invalid: .*e\.g\. 127\.0\.0\.1"):
         serve_metrics(port=0, addr="nosuch.invalid", registry=registry)  # .invalid never resolves
 
 
