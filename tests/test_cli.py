@@ -86,14 +86,53 @@ def _proxy_cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from streamtap._cli import main; main()", "proxy", *args]
 
 
-def test_proxy_reports_a_taken_ops_port_in_one_line() -> None:
-    # Without --ops-listen uvicorn says it in one line; with it, the same line, not a traceback.
+@pytest.mark.parametrize("flag", ["--listen", "--ops-listen"])
+def test_proxy_names_the_setting_whose_port_is_taken(flag: str) -> None:
+    """uvicorn logged the address without the setting, and exited 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--ops-listen" if flag == "--listen" else "--listen"
+        result = subprocess.run(
+            _proxy_cli(other, "127.0.0.1:0", flag, f"127.0.0.1:{port}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+        )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    name = flag.removeprefix("--").replace("-", "_")
+    assert (
+        f"Error: {name} {port} on 127.0.0.1: Address already in use; "
+        f"pass another port, or {name} 127.0.0.1:0 for a free one"
+    ) in result.stderr
+    assert "streamtap proxy on" not in result.stderr  # never announced: it never listened
+
+
+def test_proxy_reports_a_port_taken_after_its_check_in_one_line() -> None:
+    # A port taken between the check and uvicorn's bind: uvicorn's one line and status 3, not
+    # a traceback of the other listener's task group.
+    code = (
+        "import streamtap._cli_proxy as c; c._check_listeners = lambda config: None; "
+        "from streamtap._cli import main; main()"
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            _proxy_cli("--listen", "127.0.0.1:0", "--ops-listen", f"127.0.0.1:{port}"),
+            [
+                sys.executable,
+                "-c",
+                code,
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                f"127.0.0.1:{port}",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -124,7 +124,7 @@ def proxy(
         )
     except (ValueError, OSError) as error:
         raise click.UsageError(str(error)) from None
-    _check_listen_hosts(config)
+    _check_listeners(config)
     from ._telemetry import setup_telemetry
 
     # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
@@ -141,11 +141,13 @@ def proxy(
         raise SystemExit(130) from None
 
 
-def _check_listen_hosts(config: ProxyConfig) -> None:
-    """A usage error naming the setting whose host does not resolve.
+def _check_listeners(config: ProxyConfig) -> None:
+    """A usage error naming the setting whose address cannot be listened on.
 
-    uvicorn would log only `[Errno -2] Name or service not known` and exit 3, naming neither
-    the setting nor the host. A taken port it reports well (the address is in its line).
+    uvicorn would log only `[Errno -2] Name or service not known` for a host that does not
+    resolve, and an address without the setting for a taken port, then exit 3. Each address
+    is bound here the way uvicorn will bind it (every address the host resolves to, with
+    SO_REUSEADDR) and let go; a port taken in the moment between is still uvicorn's line.
     """
     import socket
 
@@ -156,10 +158,17 @@ def _check_listen_hosts(config: ProxyConfig) -> None:
             continue
         host, port = host_port
         try:
-            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as error:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            if port:  # port 0: the kernel picks a free one
+                for family, kind, proto, _, address in addresses:
+                    with socket.socket(family, kind, proto) as probe:
+                        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        probe.bind(address)
+        except OSError as error:
             raise click.UsageError(
-                bind_failure(error, host_flag=name, host=host, port_flag=name, port=port)
+                bind_failure(
+                    error, host_flag=name, host=host, port_flag=name, port=port, free_port=f"{name} {host}:0"
+                )
             ) from None
 
 

@@ -56,7 +56,8 @@ class Engine:
             For callers that relay the events rather than parse them (the proxy), whose
             clients would otherwise fail where the engine cannot see it. In-process the SDK's
             own parse catches such an event, at no cost to the hot path.
-        clock, wall, rng, sleep: injectable for tests.
+        clock, wall, rng: injectable for tests (a monotonic clock and a wall clock in seconds,
+            a uniform random number in [0, 1) for the backoff's jitter).
     """
 
     def __init__(
@@ -105,6 +106,11 @@ class Engine:
         self.output_text = capture_content or any(
             getattr(recorder, "capture_content", None) is True for recorder in self.recorder.recorders
         )
+        if not isinstance(verify_events, bool):
+            raise TypeError(f"verify_events must be True or False, got {verify_events!r}")
+        for name, function in (("clock", clock), ("wall", wall), ("rng", rng)):
+            if not callable(function):
+                raise TypeError(f"{name} must be a function taking no arguments, got {function!r}")
         self.verify_events = verify_events
         self.clock = clock
         self.wall = wall

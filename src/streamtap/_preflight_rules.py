@@ -56,7 +56,8 @@ def check_key(key: str | None, *, source: str, host: str | None) -> Check:
             name,
             False,
             f"no API key ({source} is not set)",
-            f"set {source} or pass api_key=; create a key at {KEYS_PAGE}",
+            f"set {source} (or pass api_key= in Python, --api-key-env NAME to `streamtap check`); "
+            f"create a key at {KEYS_PAGE}",
         )
     label = f"{fingerprint(key)} ({len(key)} chars, from {source})"
     if not key.strip():

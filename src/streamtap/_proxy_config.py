@@ -20,7 +20,6 @@ A file holds what flags cannot say well (the policy and the fallbacks)::
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +49,14 @@ _OPTIONAL = frozenset({"ops_listen", "upstream_api_key", "client_token"})
 _SECRET = frozenset({"upstream_api_key", "client_token"})
 # Where the CLI takes each secret from, for the errors that name it.
 _SECRET_FLAGS = {"upstream_api_key": "--upstream-api-key-env", "client_token": "--client-token-env"}
+
+
+class SettingError(ValueError):
+    """A setting's value is refused; `setting` names it, so an error can say where it came from."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -104,23 +111,27 @@ class ProxyConfig:
             value = getattr(self, name)
             if not isinstance(value, str) and not (value is None and name in _OPTIONAL):
                 shown = type(value).__name__ if name in _SECRET else repr(value)  # a secret is not echoed
-                raise ValueError(f"{name} must be {accepted}, got {shown}")
+                raise SettingError(name, f"{name} must be {accepted}, got {shown}")
         object.__setattr__(self, "upstream", _base_url(self.upstream))
         for name in _SECRET_FLAGS:
             object.__setattr__(self, name, _secret(name, getattr(self, name)))
         _ = self.host_port, self.ops_host_port  # validates both
         if self.upstream_api_key is not None and not self.client_token:
-            raise ValueError("upstream_api_key needs client_token: the proxy must not lend its key to anyone")
+            raise SettingError(
+                "upstream_api_key",
+                "upstream_api_key needs client_token: the proxy must not lend its key to anyone",
+            )
         if self.client_token is not None and self.upstream_api_key is None:
-            raise ValueError(
+            raise SettingError(
+                "client_token",
                 "client_token (--client-token-env) needs upstream_api_key (--upstream-api-key-env): "
                 "without a key of its own the proxy forwards the client's Authorization upstream, "
-                "and with it the proxy's token"
+                "and with it the proxy's token",
             )
         for name in ("max_body", "max_upload"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise SettingError(name, f"{name} must be an integer >= 1, got {value!r}")
         # No time at all for a body would refuse every body not already in the first read.
         # Finite, as their flags are: infinity would crash uvicorn's int (shutdown_grace), and
         # elsewhere mean a slow client held for ever or a readiness never checked again.
@@ -142,10 +153,10 @@ def _base_url(value: str) -> str:
     """The upstream, checked as every request will parse it; without a trailing slash."""
     problem = base_url_problem(value)
     if problem is not None:
-        raise ValueError(f"upstream must be {BASE_URL_ACCEPTED}, got {value!r}: {problem}")
+        raise SettingError("upstream", f"upstream must be {BASE_URL_ACCEPTED}, got {value!r}: {problem}")
     parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("upstream must not carry a query, fragment or credentials")
+        raise SettingError("upstream", "upstream must not carry a query, fragment or credentials")
     return value.rstrip("/")
 
 
@@ -157,10 +168,11 @@ def _secret(name: str, value: str | None) -> str | None:
     value = value.strip()
     where = f"{name} ({_SECRET_FLAGS[name]})"
     if not value:
-        raise ValueError(f"{where} must be a non-empty string, got only whitespace")
+        raise SettingError(name, f"{where} must be a non-empty string, got only whitespace")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ValueError(
-            f"{where} must be a string without control characters, got one with a line break, tab or other inside"
+        raise SettingError(
+            name,
+            f"{where} must be a string without control characters, got one with a line break, tab or other inside",
         )
     return value
 
@@ -173,13 +185,15 @@ def _check_seconds(name: str, value: object, *, positive: bool = False, finite: 
         or (finite and not math.isfinite(value))
     ):
         what = "a finite number" if finite else "a number"
-        raise ValueError(f"{name} must be {what} of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise SettingError(
+            name, f"{name} must be {what} of seconds {'> 0' if positive else '>= 0'}, got {value!r}"
+        )
 
 
 def _host_port(name: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{name} must be host:port with a port in 0..65535, got {value!r}")
+        raise SettingError(name, f"{name} must be host:port with a port in 0..65535, got {value!r}")
     return host.strip("[]"), int(port)
 
 
@@ -250,9 +264,8 @@ def load_config(path: str | None, **overrides: Any) -> ProxyConfig:
     try:
         # Validated once, whole: a key from a flag and a token from the file belong together.
         return ProxyConfig(**{**data, **given})
-    except ValueError as error:
+    except SettingError as error:
         # An error about a setting the file gave (and no flag or variable replaced) says so.
-        setting = re.match(r"\w+", str(error))
-        if path and setting is not None and setting.group() in data and setting.group() not in given:
+        if path and error.setting in data and error.setting not in given:
             raise ValueError(f"{path}: {error}") from None
         raise

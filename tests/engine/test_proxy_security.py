@@ -399,6 +399,16 @@ def test_config_file(tmp_path: Any) -> None:
             r"proxy\.toml: ready_cache must be a finite number of seconds >= 0, got nan$",
             id="seconds-names-the-file",
         ),
+        pytest.param(
+            'client_token = "  "\nupstream_api_key = "sk-x"\n',
+            r"proxy\.toml: client_token \(--client-token-env\) must be a non-empty string, got only whitespace$",
+            id="secret-names-the-file",
+        ),
+        pytest.param(
+            'client_token = "t"\n',
+            r"proxy\.toml: client_token \(--client-token-env\) needs upstream_api_key ",
+            id="pairing-names-the-file",
+        ),
         pytest.param("listen = 8787\n", 'listen must be a "host:port" string, got 8787', id="listen-int"),
         pytest.param("ops_listen = 9464\n", 'ops_listen must be a "host:port" string', id="ops-listen-int"),
         pytest.param(

@@ -241,6 +241,23 @@ def test_engine_names_the_argument_at_fault(kwargs: dict[str, Any], message: str
         streamtap.instrument(openai.OpenAI(api_key="sk-x"), **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"verify_events": "no"}, r"verify_events must be True or False, got 'no'", id="verify-text"
+        ),
+        pytest.param({"clock": 3}, r"clock must be a function taking no arguments, got 3", id="clock"),
+        pytest.param({"wall": 0.0}, r"wall must be a function taking no arguments, got 0\.0", id="wall"),
+        pytest.param({"rng": None}, r"rng must be a function taking no arguments, got None", id="rng"),
+    ],
+)
+def test_engine_names_its_other_arguments_at_fault(kwargs: dict[str, Any], message: str) -> None:
+    """Accepted before: a text `verify_events` counted as true; a clock failed at the first call."""
+    with pytest.raises(TypeError, match=message):
+        Engine(Policy(), recorders=[], **kwargs)
+
+
 # -- retries ----------------------------------------------------------------------------------------
 
 

@@ -62,7 +62,8 @@ KEYS_PAGE = "https://platform.openai.com/api-keys"
             "api.openai.com",
             False,
             "no API key (OPENAI_API_KEY is not set)",
-            f"set OPENAI_API_KEY or pass api_key=; create a key at {KEYS_PAGE}",
+            "set OPENAI_API_KEY (or pass api_key= in Python, --api-key-env NAME to `streamtap check`); "
+            f"create a key at {KEYS_PAGE}",
             id="missing",
         ),
         pytest.param(
