@@ -371,6 +371,10 @@ class Call:
         if self.finished:
             return
         self.finished = True
+        # The last attempt's exception holds, in its traceback, the frames that hold this call:
+        # let go of it (`give_up` took it first), so the call is freed without the cyclic
+        # collector, whose pauses under load stop every stream at once.
+        self.exception = None
         if self._breaker is not None:
             self._breaker.release()  # allowed but never concluded (cancelled, abandoned)
             self._breaker = None

@@ -244,13 +244,17 @@ def served(step: Serve, call: Call, request: httpx2.Request) -> httpx2.Response:
 
 def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
     """The call cannot be served: the caller gets what the SDK would have raised without us."""
+    exception = call.exception
     call.finish("error", call.engine.clock())
     if call.error_response is not None:
         err = call.error_response
         headers = [*err.headers, ("x-streamtap-attempts", str(call.attempts))]
         return whole_response(err.status_code, headers, err.body, request)
-    if call.exception is not None:
-        raise call.exception
+    if exception is not None:
+        try:
+            raise exception
+        finally:
+            exception = None  # its traceback holds this frame: no reference cycle through it
     if call.last_failure is not None:
         raise interrupted(call, request, call.last_failure)
     raise CircuitOpenError(request=request, upstream=call.primary.upstream, model=call.primary.model)

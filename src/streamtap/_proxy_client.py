@@ -105,6 +105,8 @@ class ClientWatch:
         self._left = False
         self._receive = receive
         self._watcher: asyncio.Future[None] | None = None
+        self._stopped = False
+        self._seen = -1  # `sends` at the last look of the send timer
         if started:
             self.start()
         # Sends to the client begun plus those finished: odd while one is under way (`relay`).
@@ -117,25 +119,22 @@ class ClientWatch:
         to twice that): it stopped reading and did not leave, its socket full. The call is then
         cancelled, as if it had left, rather than holding its upstream for as long as the
         client's connection lives."""
-        loop = asyncio.get_running_loop()
-        seen = -1
+        self._seen = -1
+        self._send_timer = asyncio.get_running_loop().call_later(self._send_timeout, self._look)
 
-        def look() -> None:
-            nonlocal seen
-            if self.sends % 2 and self.sends == seen:  # the same send as at the last look
-                log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
-                self._left = True
-                self._task.cancel()
-                return
-            seen = self.sends
-            self._send_timer = loop.call_later(self._send_timeout, look)
-
-        self._send_timer = loop.call_later(self._send_timeout, look)
+    def _look(self) -> None:
+        if self.sends % 2 and self.sends == self._seen:  # the same send as at the last look
+            log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
+            self._left = True
+            self._task.cancel()
+            return
+        self._seen = self.sends
+        self._send_timer = asyncio.get_running_loop().call_later(self._send_timeout, self._look)
 
     def start(self) -> None:
         """Begin watching (once the request body is whole: from then on, only the watch reads
         from the client)."""
-        if self._watcher is None:
+        if self._watcher is None and not self._stopped:
             self._watcher = asyncio.ensure_future(self._watch(self._receive))
 
     async def _watch(self, receive: Receive) -> None:
@@ -150,11 +149,20 @@ class ClientWatch:
         return self._left
 
     def stop(self) -> None:
-        """Stop watching. Cancelled before it resumes, the watcher cancels nothing more."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-        if self._send_timer is not None:
-            self._send_timer.cancel()
+        """Stop watching. Cancelled before it resumes, the watcher cancels nothing more.
+
+        Both are let go of, too: the cancelled watcher keeps its CancelledError, whose
+        traceback holds the watch, and a timer holds the watch's method. Kept, each would be a
+        reference cycle per request, left to the cyclic collector, whose pauses under load
+        stop every stream at once.
+        """
+        self._stopped = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+        timer, self._send_timer = self._send_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def ours(self) -> bool:
         """Whether the cancellation just caught was this watch's (the client left, and nothing
