@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 _CLI = "from streamtap._cli import main; main()"
 # The fake upstream is the instrument of every target's run: it runs on uvloop, as the proxy
@@ -67,6 +68,22 @@ def gc_pauses(work: Path, pid: int) -> list[tuple[float, int, float]]:
     except (OSError, ValueError):
         return []
     return [(float(s), int(g), float(d)) for s, g, d in data["pauses"]]
+
+
+def gc_summary(pauses: list[tuple[float, int, float]], windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """Collections that started inside the windows: count and longest per generation, share of time."""
+    inside = [(g, d) for s, g, d in pauses if any(a <= s < b for a, b in windows)]
+    seconds = sum(b - a for a, b in windows)
+    return {
+        "generations": {
+            str(gen): {
+                "count": sum(1 for g, _ in inside if g == gen),
+                "longest_ms": max((d * 1000 for g, d in inside if g == gen), default=0.0),
+            }
+            for gen in (0, 1, 2)
+        },
+        "ms_per_s": sum(d for _, d in inside) * 1000 / seconds if seconds else None,
+    }
 
 
 def free_port() -> int:

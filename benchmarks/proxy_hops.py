@@ -172,6 +172,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             procs.stop(proxy)
             if rig_cpus:
                 os.sched_setaffinity(0, set(cpus))
+        # The proxy noted its garbage collections (procs.gc_probe_env) and wrote them as it exited.
+        pauses = procs.gc_pauses(work, proxy.pid)
         for line in trace.read_text().splitlines() if trace.exists() else ():
             row = json.loads(line)
             marks.get(row.pop("rid"), {}).update(row)
@@ -214,6 +216,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_own": {f"p{q}": quantile(own, q / 100) for q in (50, 90, 99)} if own else {},
         "into_proxy": _hops([m for m in proxied if "parsed" in m], INTO_PROXY),
         "proxy_cpu": _hops([m for m in proxied if "entry_cpu" in m], PROXY_CPU),
+        "proxy_gc": procs.gc_summary(pauses, [(s + args.ramp, s + args.duration) for s in starts])
+        if pauses
+        else None,
     }
 
 
@@ -252,8 +257,21 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {cells(report['proxied'].get(name))} | {cells(report['direct'].get(twin))} |"
         )
+    gc = report.get("proxy_gc")
+    gc_lines = []
+    if gc:
+        gens = gc["generations"]
+        gc_lines = [
+            "",
+            f"The {'relay' if s['relay'] else 'proxy'}'s garbage collections in the measured windows: "
+            + ", ".join(
+                f"gen {g} {gens[g]['count']:,} (longest {gens[g]['longest_ms']:.1f} ms)"
+                for g in ("0", "1", "2")
+            )
+            + f"; {gc['ms_per_s']:.1f} ms paused per second of load.",
+        ]
     if s["relay"]:  # no proxy points through the relay
-        return "\n".join(lines)
+        return "\n".join(lines + gc_lines)
     own = report["proxy_own"]
     lines.append(
         f"| the proxy's own: the hops into it and its two steps, summed | {cells(own)} | – | – | – |"
@@ -261,7 +279,7 @@ def markdown(report: dict[str, Any]) -> str:
     for key, spans in (("into_proxy", INTO_PROXY), ("proxy_cpu", PROXY_CPU)):
         for name, _, _ in spans:
             lines.append(f"| {name} | {cells(report[key].get(name))} | – | – | – |")
-    return "\n".join(lines)
+    return "\n".join(lines + gc_lines)
 
 
 def main() -> None:

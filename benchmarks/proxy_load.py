@@ -168,22 +168,6 @@ def _measure(
     }
 
 
-def _gc_summary(pauses: list[tuple[float, int, float]], windows: list[tuple[float, float]]) -> dict[str, Any]:
-    """Collections that started inside the windows: count and longest per generation, share of time."""
-    inside = [(g, d) for s, g, d in pauses if any(a <= s < b for a, b in windows)]
-    seconds = sum(b - a for a, b in windows)
-    return {
-        "generations": {
-            str(gen): {
-                "count": sum(1 for g, _ in inside if g == gen),
-                "longest_ms": max((d * 1000 for g, d in inside if g == gen), default=0.0),
-            }
-            for gen in (0, 1, 2)
-        },
-        "ms_per_s": sum(d for _, d in inside) * 1000 / seconds if seconds else None,
-    }
-
-
 def _gc_report(work: Path, pids: dict[str, int], rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """GC pauses of the fake upstream (over every window) and of each proxy (over its own)."""
     report: dict[str, Any] = {}
@@ -192,7 +176,7 @@ def _gc_report(work: Path, pids: dict[str, int], rounds: list[dict[str, dict[str
         if not pauses:
             continue  # not a Python process, or it did not exit cleanly
         windows = [(r[n]["window"][0], r[n]["window"][1]) for r in rounds for n in r if name in ("fake", n)]
-        report[name] = _gc_summary(pauses, windows)
+        report[name] = procs.gc_summary(pauses, windows)
     return report
 
 

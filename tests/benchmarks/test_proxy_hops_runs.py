@@ -122,6 +122,13 @@ def test_the_markdown_has_a_row_per_hop() -> None:
         "proxy_own": row,
         "into_proxy": {name: row for name, _, _ in proxy_hops.INTO_PROXY},
         "proxy_cpu": {name: row for name, _, _ in proxy_hops.PROXY_CPU},
+        "proxy_gc": {
+            "generations": {
+                "0": {"count": 3, "longest_ms": 2.5}, "1": {"count": 1, "longest_ms": 24.0},
+                "2": {"count": 0, "longest_ms": 0.0},
+            },
+            "ms_per_s": 1.25,
+        },
     }  # fmt: skip
     lines = proxy_hops.markdown(report).splitlines()
     assert "0.5 s of warm-up, then 2 rounds of 1 s, the first 0.2 s of each left out" in lines[0]
@@ -135,3 +142,13 @@ def test_the_markdown_has_a_row_per_hop() -> None:
         "| proxy: first content to relayed, its thread's CPU time | 1.00 | 2.00 | 3.00 | – | – | – |" in lines
     )
     assert len([line for line in lines if line.startswith("| ") and "---" not in line]) == 1 + 8 + 1 + 3 + 2
+    assert lines[-1] == (
+        "The proxy's garbage collections in the measured windows: gen 0 3 (longest 2.5 ms), "
+        "gen 1 1 (longest 24.0 ms), gen 2 0 (longest 0.0 ms); 1.2 ms paused per second of load."
+    )
+
+
+def test_the_proxys_garbage_collections_are_summed(report: dict[str, Any]) -> None:
+    gc = report["proxy_gc"]
+    assert set(gc["generations"]) == {"0", "1", "2"}
+    assert gc["ms_per_s"] >= 0

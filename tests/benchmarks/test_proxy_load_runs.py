@@ -17,7 +17,7 @@ from _bench import run_json
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import proxy_load  # noqa: E402
+import _load_procs as procs  # noqa: E402
 from _load_client import is_content  # noqa: E402
 
 SUMMARY_KEYS = {
@@ -135,7 +135,7 @@ def test_a_baseline_source_without_the_package_is_reported_not_run(tmp_path: Pat
 
 def test_gc_summary_keeps_only_collections_that_start_inside_the_windows() -> None:
     pauses = [(0.5, 0, 0.001), (1.5, 0, 0.002), (1.9, 2, 0.030), (2.5, 1, 0.5), (3.2, 0, 0.004)]
-    summary = proxy_load._gc_summary(pauses, [(1.0, 2.0), (3.0, 4.0)])
+    summary = procs.gc_summary(pauses, [(1.0, 2.0), (3.0, 4.0)])
     assert summary["generations"] == {
         "0": {"count": 2, "longest_ms": pytest.approx(4.0)},
         "1": {"count": 0, "longest_ms": 0.0},
