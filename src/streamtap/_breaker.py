@@ -31,6 +31,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
@@ -285,12 +286,20 @@ class Breakers:
             return None
         upstream, model = key
         open_for = self._settings.open_for
+        # Weakly: each breaker keeps this callback, and these breakers keep each breaker. (A
+        # timer that fires after the breakers are gone has nothing left to expire.)
+        breakers = weakref.ref(self)
+
+        def expire() -> None:
+            kept = breakers()
+            if kept is not None:
+                kept._expire(key)
 
         def report(old: BreakerState, new: BreakerState) -> None:
             if outer is not None:
                 outer(upstream, model, old, new)
             if new == "open" and schedule is not None:
-                schedule(open_for, lambda: self._expire(key))
+                schedule(open_for, expire)
 
         return report
 

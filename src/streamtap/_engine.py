@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
@@ -38,6 +39,10 @@ def start_timer(delay: float, action: Callable[[], None]) -> None:
     timer = threading.Timer(delay + 0.01, action)
     timer.daemon = True
     timer.start()
+
+
+def _breaker_moved(recorder: Fanout, upstream: str, model: str, old: BreakerState, new: BreakerState) -> None:
+    recorder.breaker_changed(BreakerTransition(upstream, model, old, new))
 
 
 class Engine:
@@ -119,14 +124,13 @@ class Engine:
         self.breakers = Breakers(
             self.policy.breaker,
             clock=clock,
-            on_transition=self._breaker_moved,
+            # The recorder's, not a method of the engine's: the breakers would then hold the
+            # engine that holds them, a reference cycle per instrumented client.
+            on_transition=functools.partial(_breaker_moved, self.recorder),
             # A timer counts real seconds: an injected clock's breakers move at their next call.
             schedule=start_timer if clock is time.monotonic else None,
         )
         self._ids = itertools.count(1)
-
-    def _breaker_moved(self, upstream: str, model: str, old: BreakerState, new: BreakerState) -> None:
-        self.recorder.breaker_changed(BreakerTransition(upstream, model, old, new))
 
     def start_call(
         self, api: Api, suffix: str, url: str, body: dict[str, Any], content: bytes | None = None

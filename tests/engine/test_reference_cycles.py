@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 
@@ -250,3 +251,30 @@ def test_an_instrumented_client_leaves_no_cycle(
             loop.close()
     assert outcomes == [ok] * 3
     assert left == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dropped_streamtap_transport_leaves_no_cycle(fake: FakeUpstream, mode: str) -> None:
+    """An engine's breakers held the engine (its method was their callback), and each breaker's
+    callback held the breakers: every transport built and dropped waited for the collector
+    with its engine. (Through the SDK the client holds itself anyway, by its resources.)"""
+    url = fake.base_url + "/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [], "stream": True}
+    headers = {"authorization": "Bearer sk-x"}
+
+    def serve() -> None:
+        for _ in range(3):
+            if mode == "sync":
+                with httpx2.Client(transport=streamtap.StreamtapTransport(recorders=[])) as http:
+                    assert b"[DONE]" in http.post(url, json=body, headers=headers).read()
+            else:
+
+                async def call() -> None:
+                    transport = streamtap.AsyncStreamtapTransport(recorders=[])
+                    async with httpx2.AsyncClient(transport=transport) as http:
+                        response = await http.post(url, json=body, headers=headers)
+                        assert b"[DONE]" in await response.aread()
+
+                asyncio.run(call())
+
+    assert _left_to_the_collector(serve) == []
