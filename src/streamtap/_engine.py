@@ -77,6 +77,11 @@ class Engine:
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        if not isinstance(verify_events, bool):
+            raise TypeError(f"verify_events must be True or False, got {verify_events!r}")
+        for name, function in (("clock", clock), ("wall", wall), ("rng", rng)):
+            if not callable(function):
+                raise TypeError(f"{name} must be a function taking no arguments, got {function!r}")
         self.policy = policy if policy is not None else Policy()
         if not isinstance(self.policy, Policy):
             raise TypeError(f"policy must be a streamtap.Policy, got {type(policy).__name__}")
@@ -111,11 +116,6 @@ class Engine:
         self.output_text = capture_content or any(
             getattr(recorder, "capture_content", None) is True for recorder in self.recorder.recorders
         )
-        if not isinstance(verify_events, bool):
-            raise TypeError(f"verify_events must be True or False, got {verify_events!r}")
-        for name, function in (("clock", clock), ("wall", wall), ("rng", rng)):
-            if not callable(function):
-                raise TypeError(f"{name} must be a function taking no arguments, got {function!r}")
         self.verify_events = verify_events
         self.clock = clock
         self.wall = wall
