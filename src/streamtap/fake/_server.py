@@ -169,6 +169,12 @@ class _Connection:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+        lost = self._reader.exception()
+        if lost is not None:
+            # How the connection was lost (a reset met by a read or a write), kept by the
+            # reader with a traceback through this connection's frames, which hold the reader:
+            # let go of the frames, or each such connection waits for the cyclic collector.
+            lost.__traceback__ = None
         if self._writer.transport.is_closing():
             return
         if graceful:
