@@ -45,6 +45,12 @@ _PACKAGE = str(Path(streamtap.__file__).parent)
 _BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 ).encode()
+# The same request written on a raw socket, for clients that hang up or reset on their own terms.
+_RAW_REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+    b"content-type: application/json\r\nauthorization: Bearer sk-cycles-test\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_BODY), _BODY)
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def _of(thing: object, package: str) -> bool:
         None,
     )
     if code is not None:
-        return bool(code.co_filename.startswith(str(Path(_PACKAGE, *package.split(".")[1:]))))
+        return Path(code.co_filename).is_relative_to(Path(_PACKAGE, *package.split(".")[1:]))
     return type(thing).__module__ == package or type(thing).__module__.startswith(package + ".")
 
 
@@ -131,12 +137,7 @@ def _post(server: ProxyServer) -> tuple[int, bytes]:
 def _leave_mid_stream(server: ProxyServer) -> None:
     """A client that reads the first bytes of its stream and hangs up."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
-        head = (
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-            "content-type: application/json\r\nauthorization: Bearer sk-cycles-test\r\n"
-            f"content-length: {len(_BODY)}\r\n\r\n"
-        )
-        client.sendall(head.encode() + _BODY)
+        client.sendall(_RAW_REQUEST)
         assert client.recv(1024).startswith(b"HTTP/1.1 200")
 
 
@@ -295,19 +296,12 @@ def test_the_fake_upstream_leaves_no_cycle(fake: FakeUpstream, ending: str) -> N
     connection's frames alive through the error the stream reader kept. (A reset met by a
     write is asyncio's own cycle, through its transport's frames, on the asyncio loop these
     tests run the fake on; the CLI's fake runs on uvloop.)"""
-    host, port = fake.base_url.removeprefix("http://").split("/")[0].split(":")
-
     open_before = fake.active_connections  # other tests' pools may hold some
 
     def serve() -> None:
         for _ in range(3):
-            with socket.create_connection((host, int(port)), timeout=30) as client:
-                head = (
-                    "POST /v1/chat/completions HTTP/1.1\r\nhost: fake\r\n"
-                    "content-type: application/json\r\nauthorization: Bearer sk-cycles-test\r\n"
-                    f"content-length: {len(_BODY)}\r\n\r\n"
-                )
-                client.sendall(head.encode() + _BODY)
+            with socket.create_connection((fake.config.host, fake.port), timeout=30) as client:
+                client.sendall(_RAW_REQUEST)
                 answer = b""
                 while not answer.endswith(b"0\r\n\r\n"):  # the whole answer: a reset meets a read
                     answer += client.recv(65536)
