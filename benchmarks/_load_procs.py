@@ -30,9 +30,15 @@ _FAKE_CLI = (
 )
 # `streamtap proxy` builds OpenTelemetry SDK providers unless OTEL_SDK_DISABLED is true; with
 # exporters "none" every span and OTel metric is recorded, then dropped (nothing on the network).
+# "streamtap-otlp" exports as shipped, over OTLP/HTTP to `start_otlp_sink`'s receiver, its
+# metrics every 10 s rather than 60 so that every round of load holds an export.
 _STREAMTAP_ENV = {
     "streamtap": {"OTEL_SDK_DISABLED": "true"},
     "streamtap-otel": {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+    "streamtap-otlp": {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+    },
     "baseline": {"OTEL_SDK_DISABLED": "true"},  # as "streamtap", from --baseline-src
 }
 _QUIET_LITELLM = {
@@ -170,16 +176,22 @@ def start_streamtap(
     *,
     source: str | None = None,
     prelude: str = "",
+    otlp: str | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """`streamtap proxy` as shipped; `name` picks its telemetry (see _STREAMTAP_ENV).
 
     The "baseline" target imports streamtap from `source` (a `src` directory) instead.
     `prelude` is Python run in the proxy's process before the CLI (proxy_hops.py's hooks).
+    "streamtap-otlp" exports to `otlp`, the endpoint of `start_otlp_sink`.
     """
     listen = f"127.0.0.1:{free_port()}"
     log = work / f"{name}.log"
     command = [sys.executable, "-c", prelude + _CLI, "proxy", "--upstream", upstream, "--listen", listen]
     env = {**_STREAMTAP_ENV[name], **gc_probe_env(work)}
+    if name == "streamtap-otlp":
+        if otlp is None:
+            raise ValueError("the streamtap-otlp target needs the endpoint of an OTLP receiver")
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     if name == "baseline":
         if not source or not (Path(source) / "streamtap" / "__init__.py").is_file():
             raise ValueError(
@@ -189,6 +201,31 @@ def start_streamtap(
     process = spawn(command, cpus, log, env)
     wait_http(f"http://{listen}/healthz", process, 20, log)
     return process, f"http://{listen}/v1"
+
+
+def start_otlp_sink(cpus: set[int] | None, work: Path) -> tuple[subprocess.Popen[str], str]:
+    """`_otlp_sink.py`, the collector of the "streamtap-otlp" target; its endpoint."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve().parent / "_otlp_sink.py")]
+    process = spawn(
+        [*command, "--port", str(port), "--report", str(work / "otlp.json")], cpus, work / "otlp.log"
+    )
+
+    def listening() -> bool:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    _wait_until(listening, f"127.0.0.1:{port}", "did not listen", process, 10, work / "otlp.log")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def otlp_received(work: Path) -> dict[str, Any] | None:
+    """What the sink of `start_otlp_sink` received, once it was stopped."""
+    try:
+        data: dict[str, Any] = json.loads((work / "otlp.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data
 
 
 def start_relay(upstream: str, cpus: set[int] | None, work: Path) -> tuple[subprocess.Popen[str], str]:

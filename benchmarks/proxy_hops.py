@@ -3,7 +3,7 @@
 `proxy_load.py` tells how much later a client sees its first token through the proxy than
 straight from the fake upstream; this tells where that time is spent. One process (the rig)
 runs the fake upstream and the load generator on one event loop, pinned to one CPU; the proxy
-(`streamtap proxy`, Prometheus only unless `--otel`) runs on the other. The rig keeps
+(`streamtap proxy`, Prometheus only unless `--otel` or `--otlp`) runs on the other. The rig keeps
 `--streams` streams open through the proxy and `--control-streams` straight to the fake, all
 at once, for `--warmup` seconds unmeasured and then `--rounds` rounds of `--duration` seconds.
 The rig's garbage collector is paused during each of them and collects between them: its
@@ -26,10 +26,17 @@ by `--warmup` plus `--rounds` × `--duration`, plus the streams in flight.
     python benchmarks/proxy_hops.py                       # 200 streams, 50 ms apart, 10 s
     python benchmarks/proxy_hops.py --streams 20 --markdown
     python benchmarks/proxy_hops.py --relay               # the same through a byte relay
+    python benchmarks/proxy_hops.py --otlp                # exporting spans and metrics
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 python benchmarks/proxy_hops.py --otlp   # the SDK's batches
 
 `--relay` puts `_byte_relay.py` in the proxy's place, a process that copies bytes and parses
 nothing: its added time is what a second process in the path costs here by itself. Through it
 a request passes the rig's points only, so its table has the direct way's rows.
+
+`--otel` records every span and OTel metric and exports nothing; `--otlp` exports them as
+shipped, over OTLP/HTTP to `_otlp_sink.py` (a receiver that keeps nothing, on the rig's CPU),
+its metrics every 10 s. The proxy reads the usual OTEL_* variables, so the SDK's own settings
+can be tried the same way.
 """
 
 from __future__ import annotations
@@ -83,7 +90,7 @@ PROXY_CPU = (
 )
 _SETTINGS = (
     "streams", "control_streams", "chunks", "gap", "ttft", "warmup", "duration", "ramp", "rounds", "otel",
-    "relay",
+    "otlp", "relay",
 )  # fmt: skip
 # The proxy's own parts of a proxied request's way: the hops into it and its two steps.
 OWN = (
@@ -156,12 +163,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="proxy-hops-") as tmp:
         work = Path(tmp)
         trace = work / "proxy.jsonl"
+        sink = endpoint = None
         if args.relay:
             proxy, proxy_url = procs.start_relay(fake_url, proxy_cpus, work)
         else:
-            name = "streamtap-otel" if args.otel else "streamtap"
+            name = "streamtap-otlp" if args.otlp else "streamtap-otel" if args.otel else "streamtap"
+            if args.otlp:
+                sink, endpoint = procs.start_otlp_sink(rig_cpus, work)
             prelude = _PRELUDE.format(here=str(HERE), out=str(trace))
-            proxy, proxy_url = procs.start_streamtap(fake_url, proxy_cpus, work, name, prelude=prelude)
+            proxy, proxy_url = procs.start_streamtap(
+                fake_url, proxy_cpus, work, name, prelude=prelude, otlp=endpoint
+            )
         try:
             if rig_cpus:
                 os.sched_setaffinity(0, rig_cpus)
@@ -169,11 +181,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with asyncio.Runner(loop_factory=procs.uvloop_factory()) as runner:
                 starts = runner.run(_load(args, proxy_url, fake_url, fake_port))
         finally:
-            procs.stop(proxy)
+            procs.stop(proxy)  # first: it flushes what it still holds to the sink
+            if sink is not None:
+                procs.stop(sink)
             if rig_cpus:
                 os.sched_setaffinity(0, set(cpus))
         # The proxy noted its garbage collections (procs.gc_probe_env) and wrote them as it exited.
         pauses = procs.gc_pauses(work, proxy.pid)
+        exported = procs.otlp_received(work) if sink is not None else None
         for line in trace.read_text().splitlines() if trace.exists() else ():
             row = json.loads(line)
             marks.get(row.pop("rid"), {}).update(row)
@@ -219,12 +234,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_gc": procs.gc_summary(pauses, [(s + args.ramp, s + args.duration) for s in starts])
         if pauses
         else None,
+        "exported": exported,
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
-    telemetry = "Prometheus and the OTel SDK (no exporter)" if s["otel"] else "Prometheus only"
+    telemetry = (
+        "Prometheus and the OTel SDK, exporting over OTLP/HTTP"
+        if s["otlp"]
+        else "Prometheus and the OTel SDK (no exporter)"
+        if s["otel"]
+        else "Prometheus only"
+    )
     through = "a byte relay (no HTTP)" if s["relay"] else f"the proxy ({telemetry})"
     lines = [
         f"{s['streams']} streams through {through} and {s['control_streams']} straight to the "
@@ -270,6 +292,16 @@ def markdown(report: dict[str, Any]) -> str:
             )
             + f"; {gc['ms_per_s']:.1f} ms paused per second of load.",
         ]
+    exported = report.get("exported")
+    if exported:
+        batches = exported["span_batches"]
+        requests = exported["requests"]
+        gc_lines += [
+            "",
+            f"Exported to the sink, the stop's flush included: {sum(batches):,} spans in "
+            f"{len(batches):,} requests (largest {max(batches, default=0)}), "
+            f"{requests.get('/v1/metrics', 0)} metrics requests, {exported['bytes'] / 1e6:.1f} MB.",
+        ]
     if s["relay"]:  # no proxy points through the relay
         return "\n".join(lines + gc_lines)
     own = report["proxy_own"]
@@ -301,7 +333,14 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=float, default=5.0, help="seconds of unmeasured load before the rounds (default 5)"
     )
-    parser.add_argument("--otel", action="store_true", help="the proxy with the OTel SDK recording too")
+    parser.add_argument(
+        "--otel", action="store_true", help="the proxy with the OTel SDK recording too, exporting nothing"
+    )
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="the proxy with the OTel SDK exporting over OTLP/HTTP to a local receiver, as shipped",
+    )
     parser.add_argument(
         "--relay",
         action="store_true",
@@ -311,6 +350,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
     args = parser.parse_args()
+    if args.relay + args.otel + args.otlp > 1:
+        parser.error("--relay, --otel and --otlp each name what runs in the proxy's place: pick one")
     for field in ("streams", "control_streams", "chunks", "rounds"):
         if getattr(args, field) < 1:
             parser.error(f"--{field.replace('_', '-')} must be at least 1")

@@ -6,6 +6,7 @@ the figures behind docs/benchmarks.md come from the full run.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,36 @@ def test_through_a_byte_relay_every_request_is_timed_at_the_rigs_points() -> Non
     lines = proxy_hops.markdown(relayed).splitlines()
     assert lines[0].startswith("4 streams through a byte relay (no HTTP) and 2 straight to the fake")
     assert not any("proxy's own" in line or "CPU time" in line for line in lines)
+
+
+def test_exporting_over_otlp_every_span_reaches_the_sink_in_batches_of_64_at_most() -> None:
+    exporting = _run("--otlp")
+    assert exporting["settings"]["otlp"] is True
+    assert all(r["proxied"] > 0 and r["direct"] > 0 for r in exporting["rounds"])
+    exported = exporting["exported"]
+    batches = exported["span_batches"]
+    # Two spans a call (the call's and its attempt's), every call of the run, warm-up included.
+    assert sum(batches) >= 2 * exporting["requests"]["proxied"]
+    assert sum(batches) % 2 == 0
+    assert 0 < max(batches) <= 64
+    assert exported["requests"]["/v1/metrics"] >= 1  # the stop flushes the metrics too
+    lines = proxy_hops.markdown(exporting).splitlines()
+    assert "the proxy (Prometheus and the OTel SDK, exporting over OTLP/HTTP)" in lines[0]
+    assert lines[-1].startswith(
+        f"Exported to the sink, the stop's flush included: {sum(batches):,} spans in "
+    )
+
+
+def test_one_thing_runs_in_the_proxys_place() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "proxy_hops.py"), "--otel", "--otlp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--relay, --otel and --otlp each name what runs in the proxy's place: pick one" in done.stderr
 
 
 def test_both_ways_were_sampled_in_every_round(report: dict[str, Any]) -> None:
@@ -109,7 +140,8 @@ def test_the_markdown_has_a_row_per_hop() -> None:
     report = {
         "settings": {
             "streams": 2, "control_streams": 1, "chunks": 3, "gap": 0.01, "ttft": 0.03,
-            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False, "relay": False,
+            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False, "otlp": False,
+            "relay": False,
         },
         "requests": {"proxied": 5, "direct": 2},
         "rounds": [

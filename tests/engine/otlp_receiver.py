@@ -57,6 +57,7 @@ class Received:
     spans: list[Span] = field(default_factory=list)
     metrics: list[Metric] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    span_batches: list[int] = field(default_factory=list)  # spans per traces request, in order
     lock: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -103,7 +104,9 @@ def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
             if self.path == "/v1/traces":
                 request = ExportTraceServiceRequest.FromString(body)
                 with received.lock:
-                    received.spans.extend(_spans(request))
+                    batch = list(_spans(request))
+                    received.spans.extend(batch)
+                    received.span_batches.append(len(batch))
                 reply = ExportTraceServiceResponse().SerializeToString()
             elif self.path == "/v1/metrics":
                 mrequest = ExportMetricsServiceRequest.FromString(body)

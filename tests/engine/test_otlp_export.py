@@ -105,6 +105,56 @@ def test_a_batch_job_exports_at_exit_with_the_resource_the_variables_give(
         assert {s.scope for s in received.spans} == {"streamtap"}
 
 
+# Many calls, then the same exit: no export is timed (the delay is an hour), so the batches are
+# the size trigger's and the exit flush's.
+_CALLS = textwrap.dedent(
+    """
+    import sys, openai, streamtap
+    client = streamtap.instrument(
+        openai.OpenAI(base_url=sys.argv[1], api_key="sk-test"),
+        recorders=streamtap.setup_telemetry(service_name="batch-job"),
+    )
+    for _ in range(int(sys.argv[2])):
+        for chunk in client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            pass
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("variables", "largest"),
+    [
+        pytest.param({}, 64, id="streamtap-default"),
+        pytest.param({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, 100, id="variable-wins"),
+    ],
+)
+def test_spans_are_exported_in_batches_of_64_unless_the_variable_says(
+    fake: FakeUpstream,
+    receiver: tuple[str, Received],
+    tmp_path: Path,
+    variables: dict[str, str],
+    largest: int,
+) -> None:
+    endpoint, received = receiver
+    env = _env(endpoint, OTEL_BSP_SCHEDULE_DELAY="3600000", OTEL_METRICS_EXPORTER="none", **variables)
+    done = subprocess.run(
+        [sys.executable, "-c", _CALLS, fake.base_url, "50"],  # two spans a call
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # The exporter's thread is woken when the batch is full and takes a batch at a time; the
+    # SDK's own default (512) would send all 100 at exit, in one.
+    assert sum(received.span_batches) == 100
+    assert max(received.span_batches) == largest, received.span_batches
+
+
 def _proxy(upstream: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     cli = [sys.executable, "-c", "from streamtap._cli import main; main()", "proxy"]
     process = subprocess.Popen(

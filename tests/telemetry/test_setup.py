@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -21,6 +22,7 @@ from streamtap._otel_metrics import OtelMetricsRecorder
 from streamtap._otel_traces import OtelTraceRecorder
 from streamtap._prometheus import PrometheusRecorder
 from streamtap._telemetry import (
+    _batch_size,
     _exporter_names,
     _protocol,
     build_meter_provider,
@@ -206,6 +208,25 @@ def test_console_exporter_is_honoured() -> None:
     provider.shutdown()
     meter_provider = build_meter_provider("svc", {"OTEL_METRICS_EXPORTER": "none"})
     meter_provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("environ", "size"),
+    [
+        pytest.param({}, 64, id="unset"),
+        pytest.param({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, None, id="the-variable-for-the-sdk"),
+        pytest.param({"OTEL_BSP_MAX_QUEUE_SIZE": "40"}, 40, id="capped-by-the-queue"),
+        pytest.param({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, 64, id="a-queue-the-sdk-ignores"),
+    ],
+)
+def test_export_batch_size(
+    environ: dict[str, str], size: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _batch_size(environ) == size
+    for name, value in environ.items():  # where the SDK reads the rest
+        monkeypatch.setenv(name, value)
+    # The SDK takes what is passed: a batch larger than its queue would be a ValueError.
+    build_tracer_provider("svc", {**os.environ, "OTEL_TRACES_EXPORTER": "console"}).shutdown()
 
 
 def test_exporter_and_protocol_parsing() -> None:
