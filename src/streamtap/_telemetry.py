@@ -35,9 +35,9 @@ log = logging.getLogger("streamtap")
 _lock = threading.Lock()
 _defaults: list[Recorder] | None = None
 # Spans per OTLP export, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise. The SDK's 512
-# take its export thread ~26 ms of CPU to encode, and that thread shares the GIL with the one
-# serving calls: the proxy's added TTFT at p99 went from +3.4-3.6 ms with no exporter to +12-17
-# ms with the SDK's batches, and +5-6.5 with 64 (docs/benchmarks.md, "Exporting over OTLP").
+# take its export thread ~28 ms of CPU to encode, and that thread shares the GIL with the one
+# serving calls: the proxy's added TTFT at p99 was +18.8 to +20.3 ms with them, +6.2 to +6.4
+# with 64, +2.5 exporting nothing (docs/benchmarks.md, "Exporting over OTLP").
 EXPORT_BATCH: Final = 64
 _SDK_QUEUE = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE, which a batch may not exceed
 
@@ -185,7 +185,9 @@ def setup_telemetry(
     API's proxies an SDK provider with OTLP exporters (per OTEL_* variables, e.g.
     OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=none) is built and set as global. A
     provider built for one signal while the application's own SDK provider serves the other
-    takes that provider's resource, so both name the application's service.
+    takes that provider's resource, so both name the application's service. Its spans are
+    exported 64 at a time, not the SDK's 512, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says: a
+    batch is encoded in the exporter's thread, holding the GIL against the application's.
     OTEL_SDK_DISABLED=true leaves the globals alone and, unless a provider is injected,
     returns the Prometheus recorder alone.
 
