@@ -324,6 +324,7 @@ async def run_load(
     chunks: int,
     stream_s: float,
     model: str = "gpt-4o",
+    models: int = 1,
     api_key: str = "sk-fake",
 ) -> LoadResult:
     """Keep `streams` streams open against `url` for `duration_s`; finish those in flight.
@@ -337,13 +338,27 @@ async def run_load(
         stream_s: how long one stream lasts unloaded (the upstream's time to first token plus
             its chunks' gaps); the streams' starts are spread over it, within `ramp_s`.
         model: the request's model.
+        models: how many models the streams ask for, each its own share of them: `model` alone,
+            or `model-0` to `model-<models - 1>`, stream i the (i mod models)th.
         api_key: sent as the bearer token.
     """
     result = LoadResult()
     stagger = min(stream_s, ramp_s)
     start = time.perf_counter()
     workers = [
-        _worker(i, streams, url, model, chunks, start + duration_s, ramp_s, stagger, start, result, api_key)
+        _worker(
+            i,
+            streams,
+            url,
+            model if models == 1 else f"{model}-{i % models}",
+            chunks,
+            start + duration_s,
+            ramp_s,
+            stagger,
+            start,
+            result,
+            api_key,
+        )
         for i in range(streams)
     ]
     await asyncio.gather(*workers)

@@ -52,6 +52,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -90,7 +91,7 @@ PROXY_CPU = (
 )
 _SETTINGS = (
     "streams", "control_streams", "chunks", "gap", "ttft", "warmup", "duration", "ramp", "rounds", "otel",
-    "otlp", "relay",
+    "otlp", "relay", "models", "scrape",
 )  # fmt: skip
 # The proxy's own parts of a proxied request's way: the hops into it and its two steps.
 OWN = (
@@ -113,8 +114,31 @@ def _hops(rows: list[dict[str, Any]], spans: tuple[tuple[str, str, str], ...]) -
     return table
 
 
-async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_port: int) -> list[float]:
-    """Run `args.rounds` rounds of load against one fake; when each began."""
+async def _scrape(url: str, every: float, took: list[float]) -> None:
+    """GET `url` every `every` seconds, as Prometheus does (OpenMetrics, gzip), until cancelled;
+    note in `took` how long each answer took to arrive whole."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    head = (
+        f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n"
+        "Accept-Encoding: gzip\r\n\r\n"
+    ).encode()
+    while True:
+        await asyncio.sleep(every)
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(head)
+        await reader.read()  # to the end: the server closes
+        took.append(time.perf_counter() - started)
+        writer.close()
+
+
+async def _load(
+    args: argparse.Namespace, proxy_url: str, fake_url: str, fake_port: int, scrapes: list[float]
+) -> list[float]:
+    """Run `args.rounds` rounds of load against one fake, scraping the proxy's /metrics every
+    `args.scrape` seconds when it is over 0 (their times in `scrapes`); when each round began."""
     from streamtap.fake import FakeConfig
     from streamtap.fake._upstream import FakeUpstream
 
@@ -127,12 +151,19 @@ async def _load(args: argparse.Namespace, proxy_url: str, fake_url: str, fake_po
             "ramp_s": args.ramp,
             "chunks": args.chunks,
             "stream_s": args.ttft + args.chunks * args.gap,
+            "models": args.models,
         }
+        scraper = None
+        if args.scrape > 0:
+            metrics = proxy_url.removesuffix("/v1") + "/metrics"
+            scraper = asyncio.ensure_future(_scrape(metrics, args.scrape, scrapes))
         if args.warmup > 0:  # unmeasured: the proxy's connections, caches and first collections
             await _round(args, proxy_url, fake_url, {**load, "duration_s": args.warmup})
         for _ in range(args.rounds):
             starts.append(time.perf_counter())
             await _round(args, proxy_url, fake_url, load)
+        if scraper is not None:
+            scraper.cancel()
     return starts
 
 
@@ -145,7 +176,7 @@ async def _round(args: argparse.Namespace, proxy_url: str, fake_url: str, load: 
         await asyncio.gather(
             _load_client.run_load(proxy_url + "/chat/completions", **load),
             _load_client.run_load(
-                fake_url + "/chat/completions", **{**load, "streams": args.control_streams}
+                fake_url + "/chat/completions", **{**load, "streams": args.control_streams, "models": 1}
             ),
         )
     finally:
@@ -158,6 +189,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     rig_cpus, proxy_cpus = ({cpus[0]}, {cpus[-1]}) if len(cpus) > 1 and not args.no_pin else (None, None)
     marks: dict[int, dict[str, Any]] = {}
+    scrapes: list[float] = []
     fake_port = procs.free_port()
     fake_url = f"http://127.0.0.1:{fake_port}/v1"
     with tempfile.TemporaryDirectory(prefix="proxy-hops-") as tmp:
@@ -179,7 +211,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 os.sched_setaffinity(0, rig_cpus)
             install_rig_hooks(marks, fake_port)
             with asyncio.Runner(loop_factory=procs.uvloop_factory()) as runner:
-                starts = runner.run(_load(args, proxy_url, fake_url, fake_port))
+                starts = runner.run(_load(args, proxy_url, fake_url, fake_port, scrapes))
         finally:
             procs.stop(proxy)  # first: it flushes what it still holds to the sink
             if sink is not None:
@@ -235,6 +267,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if pauses
         else None,
         "exported": exported,
+        "scrapes_ms": {
+            "count": len(scrapes),
+            "p50": quantile([t * 1000 for t in scrapes], 0.5),
+            "max": max(scrapes) * 1000,
+        }
+        if scrapes
+        else None,
     }
 
 
@@ -254,7 +293,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['ttft'] * 1000:g} ms; {s['warmup']:g} s of warm-up, then {s['rounds']} rounds of {s['duration']:g} s, "
         f"the first {s['ramp']:g} s "
         f"of each left out; {report['requests']['proxied']:,} proxied and {report['requests']['direct']:,} "
-        "direct requests.",
+        "direct requests"
+        + (f"; the proxied streams ask for {s['models']} models" if s.get("models", 1) > 1 else "")
+        + (f"; the proxy's /metrics scraped every {s['scrape']:g} s" if s.get("scrape") else "")
+        + ".",
         "",
         "Added time to first token (proxied minus direct, the same moment), ms: "
         + "; ".join(
@@ -291,6 +333,13 @@ def markdown(report: dict[str, Any]) -> str:
                 for g in ("0", "1", "2")
             )
             + f"; {gc['ms_per_s']:.1f} ms paused per second of load.",
+        ]
+    scrapes = report.get("scrapes_ms")
+    if scrapes:
+        gc_lines += [
+            "",
+            f"Scrapes of /metrics: {scrapes['count']}, each answered whole in {scrapes['p50']:.1f} ms "
+            f"at the median, {scrapes['max']:.1f} at most.",
         ]
     exported = report.get("exported")
     if exported:
@@ -346,13 +395,29 @@ def main() -> None:
         action="store_true",
         help="a byte relay (_byte_relay.py) in the proxy's place: what a second process adds by itself",
     )
+    parser.add_argument(
+        "--models",
+        type=int,
+        default=1,
+        help="models the proxied streams ask for, a share each (default 1): the size of /metrics",
+    )
+    parser.add_argument(
+        "--scrape",
+        type=float,
+        default=0.0,
+        help="seconds between scrapes of the proxy's /metrics, as Prometheus does (default 0: none)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the rig and the proxy to CPUs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
     args = parser.parse_args()
     if args.relay + args.otel + args.otlp > 1:
         parser.error("--relay, --otel and --otlp each name what runs in the proxy's place: pick one")
-    for field in ("streams", "control_streams", "chunks", "rounds"):
+    if args.scrape < 0:
+        parser.error(f"--scrape must be 0 (none) or seconds between scrapes, got {args.scrape}")
+    if args.scrape and args.relay:
+        parser.error("--scrape needs the proxy: a byte relay has no /metrics")
+    for field in ("streams", "control_streams", "chunks", "rounds", "models"):
         if getattr(args, field) < 1:
             parser.error(f"--{field.replace('_', '-')} must be at least 1")
     report = measure(args)

@@ -8,13 +8,17 @@ All servers and apps negotiate OpenMetrics (where exemplars live) from the Accep
 
 from __future__ import annotations
 
+import gzip
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
+import anyio.to_thread
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, start_http_server
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from ._bind_errors import bind_failure
 from ._prom_metrics import check_registry
@@ -96,13 +100,49 @@ def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
     return make_wsgi_app(exposition_registry(registry, name="metrics_wsgi_app registry"))
 
 
-def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Awaitable[None]]:
     """An ASGI app serving the metrics (mount it at /metrics).
+
+    The exposition is written in a worker thread: it takes ~2 ms of CPU per model served (42 ms
+    for 20 models in the proxy), and in the event loop every request would wait that long at
+    each scrape; from a thread, the loop keeps taking turns at the GIL.
 
     Args:
         registry: what to serve (default: the multi-process view or the global REGISTRY).
     """
-    return make_asgi_app(exposition_registry(registry, name="metrics_asgi_app registry"))
+    served = exposition_registry(registry, name="metrics_asgi_app registry")
+
+    async def app(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        headers, body = await anyio.to_thread.run_sync(_exposition, served, scope)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _exposition(
+    registry: CollectorRegistry, scope: MutableMapping[str, Any]
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The response headers and body for a scrape, as prometheus_client's own apps write them:
+    the format the Accept header asks for (OpenMetrics carries the exemplars), `name[]`
+    restricting the metrics, gzip when accepted."""
+    encoder, content_type = choose_encoder(_header(scope, b"accept"))
+    names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
+    body = encoder(registry.restricted_registry(names) if names else registry)
+    headers = [(b"content-type", content_type.encode())]
+    if gzip_accepted(_header(scope, b"accept-encoding")):
+        body = gzip.compress(body)
+        headers.append((b"content-encoding", b"gzip"))
+    return headers, body
+
+
+def _header(scope: MutableMapping[str, Any], name: bytes) -> str:
+    """Every value of a request header, joined as one (a list of values either way)."""
+    return ",".join(value.decode("latin-1") for key, value in scope.get("headers", []) if key.lower() == name)
 
 
 def mark_process_dead(pid: int, path: str | None = None) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import multiprocessing
 import socket
+import threading
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from streamtap._bind_errors import bind_failure
 from streamtap._exposition import (
@@ -158,10 +162,9 @@ def test_wsgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
     )
 
 
-@pytest.mark.anyio
-async def test_asgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
-    two_429s_then_success([PrometheusRecorder(registry)])
-    app = metrics_asgi_app(registry)
+async def _scrape(
+    app: Any, headers: list[tuple[bytes, bytes]], query: bytes = b""
+) -> tuple[dict[bytes, bytes], bytes]:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -170,18 +173,54 @@ async def test_asgi_app_serves_the_registry(registry: CollectorRegistry) -> None
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/metrics",
-        "query_string": b"",
-        "headers": [(b"accept", OPENMETRICS.encode())],
-    }
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "query_string": query, "headers": headers}
     await app(scope, receive, send)
     assert sent[0]["status"] == 200
-    assert dict(sent[0]["headers"])[b"Content-Type"].startswith(b"application/openmetrics-text")
-    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.anyio
+async def test_asgi_app_serves_the_registry(registry: CollectorRegistry) -> None:
+    two_429s_then_success([PrometheusRecorder(registry)])
+    headers, body = await _scrape(metrics_asgi_app(registry), [(b"accept", OPENMETRICS.encode())])
+    assert headers[b"content-type"].startswith(b"application/openmetrics-text")
     assert b'streamtap_attempts_total{api="chat_completions",model="gpt-4o-mini",result="error"} 2.0' in body
+    assert body.endswith(b"# EOF\n")
+
+
+@pytest.mark.anyio
+async def test_asgi_app_writes_the_exposition_off_the_event_loops_thread(registry: CollectorRegistry) -> None:
+    # Tens of ms of CPU with many series: in the loop's thread it would stop every request.
+    threads: list[threading.Thread] = []
+
+    class Watched(Collector):
+        def collect(self) -> Iterator[Metric]:
+            threads.append(threading.current_thread())
+            return iter(())
+
+    registry.register(Watched())
+    await _scrape(metrics_asgi_app(registry), [])
+    assert threads and threads[0] is not threading.current_thread()
+
+
+@pytest.mark.anyio
+async def test_asgi_app_negotiates_as_prometheus_clients_apps_do(registry: CollectorRegistry) -> None:
+    two_429s_then_success([PrometheusRecorder(registry)])
+    app = metrics_asgi_app(registry)
+    # The text format without an OpenMetrics Accept; gzip when accepted, among other codings.
+    headers, body = await _scrape(app, [(b"Accept-Encoding", b"br;q=1.0, gzip;q=0.8")])
+    assert headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+    assert headers[b"content-encoding"] == b"gzip"
+    text = gzip.decompress(body)
+    assert b"# EOF" not in text
+    assert (
+        b'streamtap_retries_total{api="chat_completions",model="gpt-4o-mini",reason="rate_limited"} 2.0'
+        in text
+    )
+    # name[] restricts the metrics served, as in prometheus_client.
+    _, only = await _scrape(app, [], query=b"name[]=streamtap_retries_total")
+    families = {line.split()[2] for line in only.decode().splitlines() if line.startswith("# TYPE")}
+    assert families == {"streamtap_retries_total"}
 
 
 def test_default_exposition_registry_is_the_global_one(monkeypatch: pytest.MonkeyPatch) -> None:
