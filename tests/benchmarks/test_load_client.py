@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -99,3 +100,26 @@ def test_a_head_that_never_ends_is_refused() -> None:
         assert parser.feed(line) == []
     with pytest.raises(ValueError, match="64 KiB"):
         parser.feed(line)
+
+
+@pytest.mark.parametrize(("models", "asked"), [(1, {"gpt-4o"}), (3, {"gpt-4o-0", "gpt-4o-1", "gpt-4o-2"})])
+def test_the_streams_share_the_models_among_them(models: int, asked: set[str]) -> None:
+    from _load_client import run_load
+
+    from streamtap.fake import FakeConfig, FakeUpstream
+
+    with FakeUpstream(FakeConfig(chunks=2)) as fake:
+        result = asyncio.run(
+            run_load(
+                fake.base_url + "/chat/completions",
+                streams=6,
+                duration_s=0.3,
+                ramp_s=0.0,
+                chunks=2,
+                stream_s=0.01,
+                models=models,
+            )
+        )
+        seen = [r.model for r in fake.requests]
+    assert result.bad_streams == 0
+    assert set(seen) == asked

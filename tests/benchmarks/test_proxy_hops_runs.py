@@ -74,6 +74,18 @@ def test_exporting_over_otlp_every_span_reaches_the_sink_in_batches_of_64_at_mos
     )
 
 
+def test_a_scraped_proxy_serving_several_models() -> None:
+    scraped = _run("--models=3", "--scrape=0.4")
+    assert (scraped["settings"]["models"], scraped["settings"]["scrape"]) == (3, 0.4)
+    assert all(r["proxied"] > 0 and r["direct"] > 0 for r in scraped["rounds"])
+    scrapes = scraped["scrapes_ms"]
+    assert scrapes["count"] >= 5  # about 4.5 s of load
+    assert 0 < scrapes["p50"] <= scrapes["max"]
+    lines = proxy_hops.markdown(scraped).splitlines()
+    assert "the proxied streams ask for 3 models; the proxy's /metrics scraped every 0.4 s." in lines[0]
+    assert lines[-1].startswith(f"Scrapes of /metrics: {scrapes['count']}, each answered whole in ")
+
+
 def test_one_thing_runs_in_the_proxys_place() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "proxy_hops.py"), "--otel", "--otlp"],
@@ -84,6 +96,15 @@ def test_one_thing_runs_in_the_proxys_place() -> None:
     )
     assert done.returncode == 2
     assert "--relay, --otel and --otlp each name what runs in the proxy's place: pick one" in done.stderr
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "proxy_hops.py"), "--relay", "--scrape=5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--scrape needs the proxy: a byte relay has no /metrics" in done.stderr
 
 
 def test_both_ways_were_sampled_in_every_round(report: dict[str, Any]) -> None:
@@ -126,13 +147,15 @@ def test_the_hop_into_the_proxy_is_split_in_order(report: dict[str, Any]) -> Non
 
 
 def test_the_proxys_steps_take_no_more_cpu_time_than_wall_time(report: dict[str, Any]) -> None:
-    # One thread: a step's CPU time can be as long as its wall time, never longer.
+    # One thread: a step's CPU time can be as long as its wall time, never longer; but at each
+    # point the CPU clock is read just after the wall clock, so the step's CPU time runs a
+    # clock read longer at its end (a failed run here was over by more than 1 µs): 10 µs.
     assert list(report["proxy_cpu"]) == [name for name, _, _ in proxy_hops.PROXY_CPU]
     walls = ("proxy: request to upstream write", "proxy: first content to relayed")
     for (name, _, _), wall in zip(proxy_hops.PROXY_CPU, walls, strict=True):
         cpu = report["proxy_cpu"][name]
         for q in ("p50", "p90", "p99"):
-            assert 0 < cpu[q] <= report["proxied"][wall][q] + 1e-3, (name, q, cpu)
+            assert 0 < cpu[q] <= report["proxied"][wall][q] + 0.01, (name, q, cpu)
 
 
 def test_the_markdown_has_a_row_per_hop() -> None:
