@@ -86,25 +86,26 @@ def test_a_scraped_proxy_serving_several_models() -> None:
     assert lines[-1].startswith(f"Scrapes of /metrics: {scrapes['count']}, each answered whole in ")
 
 
-def test_one_thing_runs_in_the_proxys_place() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--otel", "--otlp"],
+            "--relay, --otel and --otlp each name what runs in the proxy's place: pick one",
+        ),
+        (["--relay", "--scrape=5"], "--scrape needs the proxy: a byte relay has no /metrics"),
+    ],
+)
+def test_settings_that_do_not_go_together_are_refused(args: list[str], message: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "proxy_hops.py"), "--otel", "--otlp"],
+        [sys.executable, str(ROOT / "benchmarks" / "proxy_hops.py"), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 2
-    assert "--relay, --otel and --otlp each name what runs in the proxy's place: pick one" in done.stderr
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "proxy_hops.py"), "--relay", "--scrape=5"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "--scrape needs the proxy: a byte relay has no /metrics" in done.stderr
+    assert message in done.stderr
 
 
 def test_both_ways_were_sampled_in_every_round(report: dict[str, Any]) -> None:

@@ -68,6 +68,20 @@ def _env(endpoint: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _run_script(cwd: Path, env: dict[str, str], script: str, *args: str) -> None:
+    """Run `script` as a process of its own, to its exit (where the SDK flushes); it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize(
     ("sampler_arg", "spans"), [pytest.param("1", 2, id="sampled"), pytest.param("0", 0, id="sampled-out")]
 )
@@ -82,16 +96,7 @@ def test_a_batch_job_exports_at_exit_with_the_resource_the_variables_give(
         OTEL_TRACES_SAMPLER="parentbased_traceidratio",
         OTEL_TRACES_SAMPLER_ARG=sampler_arg,
     )
-    done = subprocess.run(
-        [sys.executable, "-c", _BATCH, fake.base_url],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    _run_script(tmp_path, env, _BATCH, fake.base_url)
     # Exported by the SDK's exit handlers, before the process ended: nothing is left to wait for.
     assert len(received.spans) == spans, received.spans
     assert {m.name for m in received.metrics} == GENAI_METRICS
@@ -139,16 +144,7 @@ def test_spans_are_exported_in_batches_of_64_unless_the_variable_says(
 ) -> None:
     endpoint, received = receiver
     env = _env(endpoint, OTEL_BSP_SCHEDULE_DELAY="3600000", OTEL_METRICS_EXPORTER="none", **variables)
-    done = subprocess.run(
-        [sys.executable, "-c", _CALLS, fake.base_url, "50"],  # two spans a call
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    _run_script(tmp_path, env, _CALLS, fake.base_url, "50")  # two spans a call
     # The exporter's thread is woken when the batch is full and takes a batch at a time; the
     # SDK's own default (512) would send all 100 at exit, in one.
     assert sum(received.span_batches) == 100
