@@ -28,6 +28,7 @@ by `--warmup` plus `--rounds` × `--duration`, plus the streams in flight.
     python benchmarks/proxy_hops.py --relay               # the same through a byte relay
     python benchmarks/proxy_hops.py --otlp                # exporting spans and metrics
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 python benchmarks/proxy_hops.py --otlp   # the SDK's batches
+    python benchmarks/proxy_hops.py --models 20 --scrape 5   # 20 models' /metrics, scraped every 5 s
 
 `--relay` puts `_byte_relay.py` in the proxy's place, a process that copies bytes and parses
 nothing: its added time is what a second process in the path costs here by itself. Through it
@@ -36,7 +37,9 @@ a request passes the rig's points only, so its table has the direct way's rows.
 `--otel` records every span and OTel metric and exports nothing; `--otlp` exports them as
 shipped, over OTLP/HTTP to `_otlp_sink.py` (a receiver that keeps nothing, on the rig's CPU),
 its metrics every 10 s. The proxy reads the usual OTEL_* variables, so the SDK's own settings
-can be tried the same way.
+can be tried the same way. `--models N` has the proxied streams ask for N models, a share
+each, which multiplies the proxy's series; `--scrape S` scrapes its /metrics every S seconds
+from the rig (OpenMetrics and gzip, as Prometheus asks) and reports how long each took.
 """
 
 from __future__ import annotations
