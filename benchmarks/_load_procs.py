@@ -132,6 +132,16 @@ def wait_http(url: str, process: subprocess.Popen[str], timeout: float, log: Pat
     _wait_until(answers, url, "did not answer 200", process, timeout, log)
 
 
+def wait_listening(port: int, process: subprocess.Popen[str], log: Path) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port` (no HTTP asked)."""
+
+    def listening() -> bool:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    _wait_until(listening, f"127.0.0.1:{port}", "did not listen", process, 10, log)
+
+
 def _wait_until(
     ready: Callable[[], bool],
     what: str,
@@ -207,15 +217,9 @@ def start_otlp_sink(cpus: set[int] | None, work: Path) -> tuple[subprocess.Popen
     """`_otlp_sink.py`, the collector of the "streamtap-otlp" target; its endpoint."""
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve().parent / "_otlp_sink.py")]
-    process = spawn(
-        [*command, "--port", str(port), "--report", str(work / "otlp.json")], cpus, work / "otlp.log"
-    )
-
-    def listening() -> bool:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-
-    _wait_until(listening, f"127.0.0.1:{port}", "did not listen", process, 10, work / "otlp.log")
+    log = work / "otlp.log"
+    process = spawn([*command, "--port", str(port), "--report", str(work / "otlp.json")], cpus, log)
+    wait_listening(port, process, log)
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -235,12 +239,7 @@ def start_relay(upstream: str, cpus: set[int] | None, work: Path) -> tuple[subpr
     target = upstream.removeprefix("http://").split("/", 1)[0]
     command = [sys.executable, str(Path(__file__).resolve().parent / "_byte_relay.py")]
     process = spawn([*command, "--listen", str(port), "--upstream", target], cpus, log, gc_probe_env(work))
-
-    def listening() -> bool:  # its upstream may not be up yet (proxy_hops.py's rig): no HTTP check
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-
-    _wait_until(listening, f"127.0.0.1:{port}", "did not listen", process, 10, log)
+    wait_listening(port, process, log)  # its upstream may not be up yet (proxy_hops.py's rig): no HTTP check
     return process, f"http://127.0.0.1:{port}/v1"
 
 
