@@ -4,9 +4,12 @@ The SDK's BatchSpanProcessor encodes in its own thread, which shares the GIL wit
 serving calls: while a batch is encoded, the serving thread waits (the proxy's time to first
 token at p99, `proxy_hops.py --otlp`). This records the spans of `--calls` streamed chat
 calls through door 1 with all telemetry (the in-memory upstream of `overhead.py`), then times
-the OTLP/protobuf encoding of batches of each `--batches` size, as the HTTP exporter does it
-(`encode_spans(...).SerializePartialToString()`), and reports the median per batch and per
-span over `--repeats`. Nothing touches a socket.
+the OTLP/protobuf encoding of batches of each `--batches` size two ways, alternated: the
+SDK's encoder as its HTTP exporter calls it (`encode_spans(...).SerializePartialToString()`)
+and streamtap's (`streamtap._otlp_spans.encode_spans`, which the exporter `setup_telemetry`
+builds uses), its cache of encoded attributes emptied before each batch. It checks that both
+give the same bytes, and reports the median per batch and per span over `--repeats`. Nothing
+touches a socket.
 
     python benchmarks/otlp_encode.py                        # 16, 64 and 512 spans, ~10 s
     python benchmarks/otlp_encode.py --batches 64 --repeats 50 --json
@@ -21,9 +24,12 @@ import statistics
 import time
 from typing import Any
 
+from _args import at_least_one, counts
 from _contenders import build, consume_sync
 from _streams import MemoryUpstream
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+from streamtap import _otlp_spans
 
 
 def measure(calls: int, chunks: int, batches: list[int], repeats: int) -> dict[str, Any]:
@@ -35,14 +41,27 @@ def measure(calls: int, chunks: int, batches: list[int], repeats: int) -> dict[s
     rows = []
     for size in batches:
         batch = [spans[i % len(spans)] for i in range(size)]
-        times = []
+        encoded = encode_spans(batch).SerializePartialToString()
+        if _otlp_spans.encode_spans(batch) != encoded:
+            raise SystemExit(f"streamtap's encoding of {size} spans differs from the SDK's")
+        sdk, ours = [], []
         for _ in range(repeats):
             started = time.perf_counter()
-            encoded = encode_spans(batch).SerializePartialToString()
-            times.append(time.perf_counter() - started)
-        median = statistics.median(times)
+            encode_spans(batch).SerializePartialToString()
+            sdk.append(time.perf_counter() - started)
+            _otlp_spans._cache.clear()
+            started = time.perf_counter()
+            _otlp_spans.encode_spans(batch)
+            ours.append(time.perf_counter() - started)
         rows.append(
-            {"spans": size, "ms": median * 1e3, "us_per_span": median * 1e6 / size, "bytes": len(encoded)}
+            {
+                "spans": size,
+                "bytes": len(encoded),
+                "sdk_ms": statistics.median(sdk) * 1e3,
+                "streamtap_ms": statistics.median(ours) * 1e3,
+                "sdk_us_per_span": statistics.median(sdk) * 1e6 / size,
+                "streamtap_us_per_span": statistics.median(ours) * 1e6 / size,
+            }
         )
     return {
         "settings": {"calls": calls, "chunks": chunks, "repeats": repeats},
@@ -58,11 +77,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"Python {report['python']}; the spans of {s['calls']} streamed chat calls of {s['chunks']} chunks "
         f"({report['recorded_spans']} spans: a call's and its attempt's); median of {s['repeats']} encodings.",
         "",
-        "| spans per batch | encoding ms (median) | µs per span | bytes |",
-        "|--:|--:|--:|--:|",
+        "| spans per batch | SDK's encoder: ms (median) | µs per span | streamtap's: ms (median) | µs per span "
+        "| SDK / streamtap | bytes |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
     ]
     lines += [
-        f"| {row['spans']} | {row['ms']:.2f} | {row['us_per_span']:.1f} | {row['bytes']:,} |"
+        f"| {row['spans']} | {row['sdk_ms']:.2f} | {row['sdk_us_per_span']:.1f} | {row['streamtap_ms']:.2f} "
+        f"| {row['streamtap_us_per_span']:.1f} | {row['sdk_ms'] / row['streamtap_ms']:.1f}x | {row['bytes']:,} |"
         for row in report["batches"]
     ]
     return "\n".join(lines)
@@ -80,18 +101,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="encodings of each batch (default 20)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args()
-    try:
-        batches = [int(b) for b in args.batches.split(",")]
-    except ValueError:
-        parser.error(f"--batches must be a comma list of whole numbers, got {args.batches!r}")
-    for name, value in (
-        ("calls", args.calls),
-        ("chunks", args.chunks),
-        ("repeats", args.repeats),
-        *(("batches", b) for b in batches),
-    ):
-        if value < 1:
-            parser.error(f"--{name} must be at least 1, got {value}")
+    batches = counts(parser, "batches", args.batches)
+    at_least_one(parser, calls=args.calls, chunks=args.chunks, repeats=args.repeats)
     report = measure(args.calls, args.chunks, batches, args.repeats)
     print(json.dumps(report, indent=2) if args.json else markdown(report))
 

@@ -1,4 +1,4 @@
-"""otlp_encode.py runs and reports, per batch size, a positive encoding time and its size."""
+"""otlp_encode.py runs and reports, per batch size, both encoders' positive times and the size."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ def test_every_batch_is_encoded_and_timed() -> None:
     assert report["recorded_spans"] == 6  # a call's span and its attempt's
     assert [row["spans"] for row in report["batches"]] == [1, 4, 10]
     for row in report["batches"]:
-        assert row["ms"] > 0
-        assert row["us_per_span"] == pytest.approx(row["ms"] * 1000 / row["spans"])
+        for encoder in ("sdk", "streamtap"):
+            assert row[f"{encoder}_ms"] > 0
+            assert row[f"{encoder}_us_per_span"] == pytest.approx(row[f"{encoder}_ms"] * 1000 / row["spans"])
     sizes = [row["bytes"] for row in report["batches"]]
     assert sizes == sorted(sizes) and sizes[0] > 0
 

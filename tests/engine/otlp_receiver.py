@@ -58,6 +58,7 @@ class Received:
     metrics: list[Metric] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     span_batches: list[int] = field(default_factory=list)  # spans per traces request, in order
+    trace_bodies: list[bytes] = field(default_factory=list)  # each traces request, decompressed
     lock: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -107,6 +108,7 @@ def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
                     batch = list(_spans(request))
                     received.spans.extend(batch)
                     received.span_batches.append(len(batch))
+                    received.trace_bodies.append(body)
                 reply = ExportTraceServiceResponse().SerializeToString()
             elif self.path == "/v1/metrics":
                 mrequest = ExportMetricsServiceRequest.FromString(body)
