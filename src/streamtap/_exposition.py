@@ -8,22 +8,32 @@ All servers and apps negotiate OpenMetrics (where exemplars live) from the Accep
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+import re
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import anyio.to_thread
-from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from ._bind_errors import bind_failure
 from ._prom_metrics import check_registry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# zlib's fastest level, not prometheus_client's 9: for 20 models' OpenMetrics (490 kB) 1.05 ms of
+# CPU and 40 kB against 12.4 ms and 29 kB (benchmarks/exposition.py; docs/benchmarks.md,
+# "Writing the exposition").
+GZIP_LEVEL: Final = 1
 
 
 def multiprocess_enabled() -> bool:
@@ -75,7 +85,7 @@ def serve_metrics(
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(f"serve_metrics registry must be a CollectorRegistry or None, got {registry!r}")
     try:
-        server, _thread = start_http_server(port, addr, exposition_registry(registry))
+        server = _serve(addr, port, metrics_wsgi_app(exposition_registry(registry)))
     except OSError as error:
         # The socket's own message names neither argument ("[Errno 98] Address already in
         # use"); the same type and errno are kept for callers that branch on them.
@@ -91,21 +101,54 @@ def serve_metrics(
     return server
 
 
-def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log no scrape."""
+
+
+def _serve(addr: str, port: int, app: Callable[..., Iterable[bytes]]) -> WSGIServer:
+    """Serve `app` from a daemon thread, as prometheus_client's `start_http_server` serves its
+    own: a thread per request, IPv6 addresses too, no request logs."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    server: WSGIServer = make_server(str(sockaddr[0]), port, app, Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="streamtap-metrics", daemon=True).start()
+    return server
+
+
+def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Iterable[bytes]]:
     """A WSGI app serving the metrics (mount it at /metrics).
 
     Args:
         registry: what to serve (default: the multi-process view or the global REGISTRY).
     """
-    return make_wsgi_app(exposition_registry(registry, name="metrics_wsgi_app registry"))
+    served = exposition_registry(registry, name="metrics_wsgi_app registry")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers, body = _exposition(
+            served,
+            environ.get("HTTP_ACCEPT", ""),
+            environ.get("HTTP_ACCEPT_ENCODING", ""),
+            environ.get("QUERY_STRING", ""),
+        )
+        start_response("200 OK", [(name.decode(), value.decode()) for name, value in headers])
+        return [body]
+
+    return app
 
 
 def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Awaitable[None]]:
     """An ASGI app serving the metrics (mount it at /metrics).
 
-    The exposition is written in a worker thread: it takes ~2 ms of CPU per model served (42 ms
-    for 20 models in the proxy), and in the event loop every request would wait that long at
-    each scrape; from a thread, the loop keeps taking turns at the GIL.
+    The exposition is written in a worker thread: it takes about 1 ms of CPU per (api, model)
+    served (43 ms for 20 models of both APIs in OpenMetrics), and in the event loop every
+    request would wait that long at each scrape; from a thread, the loop keeps taking turns at
+    the GIL.
 
     Args:
         registry: what to serve (default: the multi-process view or the global REGISTRY).
@@ -117,7 +160,13 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
         receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
         send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
     ) -> None:
-        headers, body = await anyio.to_thread.run_sync(_exposition, served, scope)
+        headers, body = await anyio.to_thread.run_sync(
+            _exposition,
+            served,
+            _header(scope, b"accept"),
+            _header(scope, b"accept-encoding"),
+            scope.get("query_string", b"").decode("latin-1"),
+        )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -125,19 +174,63 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[...,
 
 
 def _exposition(
-    registry: CollectorRegistry, scope: MutableMapping[str, Any]
+    registry: CollectorRegistry, accept: str, accept_encoding: str, query: str
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The response headers and body for a scrape, as prometheus_client's own apps write them:
     the format the Accept header asks for (OpenMetrics carries the exemplars), `name[]`
     restricting the metrics, gzip when accepted."""
-    encoder, content_type = choose_encoder(_header(scope, b"accept"))
-    names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
+    encoder, content_type = choose_encoder(accept)
+    if (
+        isinstance(encoder, functools.partial)
+        and encoder.func is openmetrics.generate_latest
+        and encoder.keywords.get("escaping") == openmetrics.UNDERSCORES
+    ):
+        encoder = functools.partial(
+            _openmetrics_underscores, version=encoder.keywords.get("version", "1.0.0")
+        )
+    names = parse_qs(query).get("name[]")
     body = encoder(registry.restricted_registry(names) if names else registry)
     headers = [(b"content-type", content_type.encode())]
-    if gzip_accepted(_header(scope, b"accept-encoding")):
-        body = gzip.compress(body)
+    if gzip_accepted(accept_encoding):
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL)
         headers.append((b"content-encoding", b"gzip"))
     return headers, body
+
+
+_plain = functools.lru_cache(maxsize=4096)(re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*").fullmatch)
+
+
+class _Collected:
+    """Metrics already collected, for an encoder that asks a registry to `collect()`."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
+def _openmetrics_underscores(registry: CollectorRegistry, version: str) -> bytes:
+    """OpenMetrics with underscore escaping of names, byte for byte as prometheus_client writes it.
+
+    prometheus_client escapes each sample's name one character at a time, about a third of the
+    CPU of writing it (docs/benchmarks.md, "Writing the exposition"). When every metric, sample and
+    label name is made of letters, digits and underscores only, that escaping changes nothing
+    and the allow-utf-8 escaping writes the same bytes without the loop; otherwise
+    prometheus_client's escaping runs as before.
+    """
+    metrics = list(registry.collect())
+    names = {m.name for m in metrics}
+    for metric in metrics:
+        for sample in metric.samples:
+            names.add(sample.name)
+            names.update(sample.labels)
+    plain = all(_plain(name) for name in names)
+    escaping = openmetrics.ALLOWUTF8 if plain else openmetrics.UNDERSCORES
+    written: bytes = openmetrics.generate_latest(  # type: ignore[no-untyped-call]
+        _Collected(metrics), escaping=escaping, version=version
+    )
+    return written
 
 
 def _header(scope: MutableMapping[str, Any], name: bytes) -> str:

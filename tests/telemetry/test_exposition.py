@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -65,16 +65,45 @@ def test_serve_metrics_scraped_over_http_with_openmetrics(
 
 
 def call_wsgi(app: Any, accept: str = "") -> tuple[str, bytes]:
+    headers, body = scrape_wsgi(app, {"HTTP_ACCEPT": accept})
+    return headers["content-type"], body
+
+
+def scrape_wsgi(app: Any, environ: dict[str, str]) -> tuple[dict[str, str], bytes]:
     seen: dict[str, str] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"] = status
         seen.update({k.lower(): v for k, v in headers})
 
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": "", "HTTP_ACCEPT": accept}
-    chunks: Iterable[bytes] = app(environ, start_response)
-    assert seen["status"].startswith("200")
-    return seen["content-type"], b"".join(chunks)
+    chunks: Iterable[bytes] = app(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", **environ}, start_response
+    )
+    assert seen.pop("status").startswith("200")
+    return seen, b"".join(chunks)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this host has no IPv6 loopback (::1)")
+def test_serve_metrics_on_ipv6_loopback(registry: CollectorRegistry) -> None:
+    two_429s_then_success([PrometheusRecorder(registry)])
+    server = serve_metrics(port=0, addr="::1", registry=registry)
+    try:
+        assert server.address_family == socket.AF_INET6
+        with urllib.request.urlopen(f"http://[::1]:{server.server_port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 1.0' in body
 
 
 @pytest.mark.parametrize(
@@ -221,6 +250,88 @@ async def test_asgi_app_negotiates_as_prometheus_clients_apps_do(registry: Colle
     _, only = await _scrape(app, [], query=b"name[]=streamtap_retries_total")
     families = {line.split()[2] for line in only.decode().splitlines() if line.startswith("# TYPE")}
     assert families == {"streamtap_retries_total"}
+
+
+class _OddNames(Collector):
+    """Names prometheus_client escapes: a colon in a metric name, a dot in a label name."""
+
+    def collect(self) -> Iterator[Metric]:
+        colon = Metric("job:requests", "A recording-rule style name.", "counter")
+        colon.add_sample("job:requests_total", {"code": "200"}, 3.0)
+        dotted = Metric("odd", 'A "quoted"\\ help.', "gauge")
+        dotted.add_sample("odd", {"http.method": "GET", "path": 'a\n"b"'}, 1.5)
+        yield colon
+        yield dotted
+
+
+SCRAPES = {
+    "openmetrics": {"HTTP_ACCEPT": "application/openmetrics-text; version=1.0.0; charset=utf-8"},
+    "openmetrics-no-version": {"HTTP_ACCEPT": "application/openmetrics-text"},
+    "openmetrics-utf8": {"HTTP_ACCEPT": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"},
+    "prometheus-3": {
+        "HTTP_ACCEPT": "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+        "text/plain;version=1.0.0;escaping=underscores;q=0.4,*/*;q=0.1",
+        "HTTP_ACCEPT_ENCODING": "gzip",
+    },
+    "text": {},
+    "text-gzip-name": {"HTTP_ACCEPT_ENCODING": "gzip", "QUERY_STRING": "name[]=streamtap_retries_total"},
+}
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["streamtap", "odd-names"])
+@pytest.mark.parametrize("environ", SCRAPES.values(), ids=SCRAPES.keys())
+@pytest.mark.anyio
+async def test_apps_answer_as_prometheus_clients_own_app(
+    registry: CollectorRegistry, tracer_provider: TracerProvider, environ: dict[str, str], odd: bool
+) -> None:
+    """The same headers and bytes, whichever format and escaping the scrape asks for."""
+    traces = OtelTraceRecorder(tracer_provider)  # exemplars too
+    two_429s_then_success([traces, PrometheusRecorder(registry, trace_ids=traces)])
+    if odd:
+        registry.register(_OddNames())
+    expected_headers, expected = scrape_wsgi(make_wsgi_app(registry), environ)
+    wsgi_headers, wsgi = scrape_wsgi(metrics_wsgi_app(registry), environ)
+    asgi = [
+        (k[5:].replace("_", "-").lower().encode(), v.encode())
+        for k, v in environ.items()
+        if k.startswith("HTTP_")
+    ]
+    asgi_headers, asgi_body = await _scrape(
+        metrics_asgi_app(registry), asgi, environ.get("QUERY_STRING", "").encode()
+    )
+    gzipped = expected_headers.get("content-encoding") == "gzip"
+    if gzipped:  # each compression stamps its own time
+        expected, wsgi, asgi_body = (gzip.decompress(body) for body in (expected, wsgi, asgi_body))
+    assert wsgi_headers == {k: v for k, v in expected_headers.items() if k != "content-length"}
+    assert {k.decode(): v.decode() for k, v in asgi_headers.items()} == wsgi_headers
+    assert wsgi == asgi_body == expected
+    assert b"streamtap_retries_total" in expected and (b"job:requests" in expected) is (
+        odd and "name" not in str(environ)
+    )
+
+
+@pytest.mark.parametrize(
+    ("odd", "escaping"), [(False, "allow-utf-8"), (True, "underscores")], ids=["plain", "odd"]
+)
+def test_underscore_escaping_is_skipped_only_where_it_changes_nothing(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, odd: bool, escaping: str
+) -> None:
+    # prometheus_client escapes each sample name a character at a time under "underscores".
+    from prometheus_client.openmetrics import exposition as openmetrics
+
+    used: list[str] = []
+    generate = openmetrics.generate_latest
+
+    def spy(registry: Any, escaping: str, version: str) -> bytes:
+        used.append(escaping)
+        return generate(registry, escaping=escaping, version=version)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(openmetrics, "generate_latest", spy)
+    two_429s_then_success([PrometheusRecorder(registry)])
+    if odd:
+        registry.register(_OddNames())
+    call_wsgi(metrics_wsgi_app(registry), accept=OPENMETRICS)
+    assert used == [escaping]
 
 
 def test_default_exposition_registry_is_the_global_one(monkeypatch: pytest.MonkeyPatch) -> None:
