@@ -499,6 +499,35 @@ def test_graceful_shutdown_lets_streams_finish(fake: FakeUpstream) -> None:
     assert recording.of(CallFinished)[0].outcome == "ok"
 
 
+class _SlowToFinish(Recording):
+    """Records a call's end half a second late, as a loaded machine may."""
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, CallFinished):
+            time.sleep(0.5)
+        super().on_event(event)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_stop_returns_after_the_calls_its_clients_finished_are_recorded(
+    fake: FakeUpstream, stream: bool
+) -> None:
+    # The proxy records a call after its client has read the last event, so whoever reads the
+    # totals once its callers return (the demo does) must first stop the proxy: stop waits.
+    fake.clear()
+    recording = _SlowToFinish()
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0")
+    proxy = ProxyServer(config, recorders=[recording]).start()
+    try:
+        with openai.OpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0) as client:
+            answer = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=stream)
+            if stream:
+                assert len(list(answer)) > 1
+    finally:
+        proxy.stop()
+    assert [e.outcome for e in recording.of(CallFinished)] == ["ok"]
+
+
 def test_a_stream_past_the_grace_is_cut_and_its_call_ends(fake: FakeUpstream) -> None:
     # The server cancels what is still running at the deadline: the relay and the upstream
     # attempt under it must end there, the call be finished once, and the client's stream

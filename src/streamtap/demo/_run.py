@@ -204,7 +204,6 @@ def _run(
             view.message("some calls were still running after 20s; leaving them behind")
     except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the calls in flight
         interrupted = True
-    final = read_totals(registry, ran)
     tally = traffic.tally if traffic is not None else None
     info = RunInfo(
         ran_s=ran,
@@ -220,6 +219,9 @@ def _run(
         cleanup.close()
     except KeyboardInterrupt:  # the servers are daemon threads and children told to stop already
         interrupted = True
+    # Read after the proxy has stopped: its handler records a call just after the caller has read
+    # the last event, so a reading taken as soon as the callers return can miss the last one.
+    final = read_totals(registry, ran)
     print("\n" + summary(final, alerts.events, info), file=out, flush=True)
     if interrupted:
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
