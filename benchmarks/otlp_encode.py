@@ -8,28 +8,102 @@ the OTLP/protobuf encoding of batches of each `--batches` size two ways, alterna
 SDK's encoder as its HTTP exporter calls it (`encode_spans(...).SerializePartialToString()`)
 and streamtap's (`streamtap._otlp_spans.encode_spans`, which the exporter `setup_telemetry`
 builds uses), its cache of encoded attributes emptied before each batch. It checks that both
-give the same bytes, and reports the median per batch and per span over `--repeats`. Nothing
-touches a socket.
+give the same bytes, and reports the median per batch and per span over `--repeats`.
 
-    python benchmarks/otlp_encode.py                        # 16, 64 and 512 spans, ~10 s
+Then it exports the same batches over OTLP/gRPC to a receiver on 127.0.0.1 (in process,
+answering each request at once) with the SDK's gRPC exporter and with the subclass
+`setup_telemetry` builds, alternated, checks that both send the same bytes, and reports the
+median CPU the exporting thread spent per export (`time.thread_time`): encoding and gRPC's
+Python side, what holds the GIL.
+
+    python benchmarks/otlp_encode.py                        # 16, 64 and 512 spans, ~15 s
     python benchmarks/otlp_encode.py --batches 64 --repeats 50 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc  # type: ignore[import-untyped]
 from _args import at_least_one, counts
 from _contenders import build, consume_sync
 from _streams import MemoryUpstream
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from streamtap import _otlp_spans
+
+_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@contextlib.contextmanager
+def grpc_receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """An OTLP/gRPC traces receiver on 127.0.0.1; yields its endpoint and the last body it got."""
+    last: list[bytes] = [b""]
+
+    def export(body: bytes, context: Any) -> bytes:
+        last[0] = body
+        return b""  # an empty ExportTraceServiceResponse
+
+    service, method = _EXPORT.strip("/").split("/")
+    handler = grpc.method_handlers_generic_handler(
+        service, {method: grpc.unary_unary_rpc_method_handler(export)}
+    )
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", last
+    finally:
+        server.stop(None)
+
+
+def export_over_grpc(batches: list[list[ReadableSpan]], repeats: int) -> list[dict[str, Any]]:
+    """Per batch, the exporting thread's CPU per export: the SDK's gRPC exporter and streamtap's."""
+    rows = []
+    with grpc_receiver() as (endpoint, last):
+        exporters = {
+            "sdk": GrpcSpanExporter(endpoint=endpoint, insecure=True),
+            "streamtap": _otlp_spans.with_this_encoding(GrpcSpanExporter)(endpoint=endpoint, insecure=True),
+        }
+        try:
+            for batch in batches:
+                sent = {}
+                for name, exporter in exporters.items():
+                    if exporter.export(batch) is not SpanExportResult.SUCCESS:
+                        raise SystemExit(f"the {name} gRPC exporter failed to export {len(batch)} spans")
+                    sent[name] = last[0]
+                if sent["sdk"] != sent["streamtap"]:
+                    raise SystemExit(f"streamtap's gRPC export of {len(batch)} spans differs from the SDK's")
+                cpu: dict[str, list[float]] = {name: [] for name in exporters}
+                for _ in range(repeats):
+                    for name, exporter in exporters.items():
+                        _otlp_spans._cache.clear()
+                        started = time.thread_time()
+                        exporter.export(batch)
+                        cpu[name].append(time.thread_time() - started)
+                rows.append(
+                    {
+                        "spans": len(batch),
+                        "bytes": len(sent["sdk"]),
+                        "sdk_cpu_ms": statistics.median(cpu["sdk"]) * 1e3,
+                        "streamtap_cpu_ms": statistics.median(cpu["streamtap"]) * 1e3,
+                    }
+                )
+        finally:
+            for exporter in exporters.values():
+                exporter.shutdown()
+    return rows
 
 
 def measure(calls: int, chunks: int, batches: list[int], repeats: int) -> dict[str, Any]:
@@ -39,8 +113,8 @@ def measure(calls: int, chunks: int, batches: list[int], repeats: int) -> dict[s
         consume_sync(contender.client, "chat")
     spans = contender.spans.get_finished_spans()
     rows = []
-    for size in batches:
-        batch = [spans[i % len(spans)] for i in range(size)]
+    by_size = [[spans[i % len(spans)] for i in range(size)] for size in batches]
+    for size, batch in zip(batches, by_size, strict=True):
         encoded = encode_spans(batch).SerializePartialToString()
         if _otlp_spans.encode_spans(batch) != encoded:
             raise SystemExit(f"streamtap's encoding of {size} spans differs from the SDK's")
@@ -68,6 +142,7 @@ def measure(calls: int, chunks: int, batches: list[int], repeats: int) -> dict[s
         "python": platform.python_version(),
         "recorded_spans": len(spans),
         "batches": rows,
+        "grpc_exports": export_over_grpc(by_size, repeats),
     }
 
 
@@ -85,6 +160,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"| {row['spans']} | {row['sdk_ms']:.2f} | {row['sdk_us_per_span']:.1f} | {row['streamtap_ms']:.2f} "
         f"| {row['streamtap_us_per_span']:.1f} | {row['sdk_ms'] / row['streamtap_ms']:.1f}x | {row['bytes']:,} |"
         for row in report["batches"]
+    ]
+    lines += [
+        "",
+        "Exported over OTLP/gRPC to a receiver on 127.0.0.1: the exporting thread's CPU per export (median).",
+        "",
+        "| spans per batch | SDK's gRPC exporter: ms | streamtap's: ms | SDK / streamtap |",
+        "|--:|--:|--:|--:|",
+    ]
+    lines += [
+        f"| {row['spans']} | {row['sdk_cpu_ms']:.2f} | {row['streamtap_cpu_ms']:.2f} "
+        f"| {row['sdk_cpu_ms'] / row['streamtap_cpu_ms']:.1f}x |"
+        for row in report["grpc_exports"]
     ]
     return "\n".join(lines)
 

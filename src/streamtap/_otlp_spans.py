@@ -16,12 +16,11 @@ written in field-number order and a field at its default is left out, as protobu
 
 from __future__ import annotations
 
-import functools
 import logging
 import struct
 import types
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -48,6 +47,8 @@ _IS_REMOTE: Final = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _CACHE_SIZE: Final = 1024  # encoded attributes kept per field tag (span, event, link, resource, scope)
 _CACHED_TEXT: Final = 256  # longer strings (captured message content, say) are encoded each time
 _cache: dict[bytes, dict[tuple[str, Any, type], bytes]] = {}
+E = TypeVar("E", bound=SpanExporter)
+_subclasses: dict[type[SpanExporter], type[SpanExporter]] = {}  # an SDK exporter class: its subclass here
 
 
 def _varint(n: int) -> bytes:
@@ -235,17 +236,28 @@ class _Encoded:
     SerializeToString = SerializePartialToString
 
 
-@functools.cache
-def with_this_encoding(exporter: type[SpanExporter]) -> type[SpanExporter]:
-    """A subclass of the SDK's OTLP/HTTP span exporter `exporter` that encodes with
-    `encode_spans` here, or `exporter` itself when its `export` does not encode through a
-    global `encode_spans` (an SDK release that changed it keeps the SDK's own encoding).
+_EXPORT: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"  # the gRPC method
 
-    The subclass's `export` is the SDK's own function, code and all, whose global name
-    `encode_spans` resolves here: retries, compression, size limits, headers, TLS and the
-    exporter's own metrics stay the SDK's, whatever its release, and nothing of the SDK is
-    patched for anyone else.
+
+def with_this_encoding(exporter: type[E]) -> type[E]:
+    """A subclass of the SDK's OTLP span exporter `exporter` (OTLP/HTTP or gRPC) that encodes
+    with `encode_spans` here, or `exporter` itself when it is neither as this module knows them
+    (an SDK release that changed how it encodes keeps the SDK's own encoding).
+
+    Everything but the encoding stays the SDK's, whatever its release: retries, compression,
+    size limits, headers, TLS and the exporter's own metrics; nothing of the SDK is patched for
+    anyone else.
     """
+    ours = _subclasses.get(exporter)
+    if ours is None:
+        ours = _over_grpc(exporter) if hasattr(exporter, "_translate_data") else _over_http(exporter)
+        _subclasses[exporter] = ours
+    return cast("type[E]", ours)
+
+
+def _over_http(exporter: type[SpanExporter]) -> type[SpanExporter]:
+    # The subclass's `export` is the SDK's own function, code and all, whose global name
+    # `encode_spans` resolves here.
     export = exporter.export
     if "encode_spans" not in export.__code__.co_names:
         return exporter
@@ -257,3 +269,35 @@ def with_this_encoding(exporter: type[SpanExporter]) -> type[SpanExporter]:
     ours.__qualname__ = export.__qualname__
     ours.__doc__ = export.__doc__
     return type(exporter.__name__, (exporter,), {"export": ours, "__module__": __name__})
+
+
+def _over_grpc(exporter: type[Any]) -> type[SpanExporter]:
+    # The SDK's gRPC exporter sends `self._translate_data(spans)` through `self._client`, a stub
+    # made on each (re)connection by `_initialize_channel_and_stub`. Here the stub is one that
+    # sends bytes as they are, and `_translate_data` gives them; should a release make its stub
+    # elsewhere, `_client` is not ours and `_translate_data` gives the SDK's message as before.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    class Serialised:
+        """The SDK's TraceService stub, for a request serialised already."""
+
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                _EXPORT, response_deserializer=ExportTraceServiceResponse.FromString
+            )
+
+    def _initialize_channel_and_stub(self: Any) -> None:
+        exporter._initialize_channel_and_stub(self)
+        self._client = Serialised(self._channel)
+
+    def _translate_data(self: Any, data: Sequence[ReadableSpan]) -> Any:
+        if isinstance(getattr(self, "_client", None), Serialised):
+            return encode_spans(data)
+        return exporter._translate_data(self, data)
+
+    namespace = {
+        "_initialize_channel_and_stub": _initialize_channel_and_stub,
+        "_translate_data": _translate_data,
+        "__module__": __name__,
+    }
+    return type(exporter.__name__, (exporter,), namespace)

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
@@ -37,8 +37,8 @@ _defaults: list[Recorder] | None = None
 # Spans per OTLP export, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise. A batch is
 # encoded in the exporter's thread, which shares the GIL with the one serving calls: with the
 # SDK's encoder the SDK's 512 took ~28 ms, and the proxy's added TTFT at p99 was +18.8 to
-# +20.3 ms with them, +6.2 to +6.4 with 64, +2.5 exporting nothing. OTLP/HTTP spans are now
-# encoded by _otlp_spans in 3.2-3.7x less CPU (docs/benchmarks.md, "Spans encoded by streamtap").
+# +20.3 ms with them, +6.2 to +6.4 with 64, +2.5 exporting nothing. OTLP spans (HTTP and gRPC)
+# are now encoded by _otlp_spans in 3.2-3.7x less CPU (docs/benchmarks.md, "Spans encoded by streamtap").
 EXPORT_BATCH: Final = 64
 _SDK_QUEUE = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE, which a batch may not exceed
 
@@ -57,6 +57,24 @@ def _protocol(environ: Mapping[str, str], signal: str) -> str:
         .strip()
         .lower()
     )
+
+
+def _grpc_compression(environ: Mapping[str, str], signal: str) -> Any:
+    """OTEL_EXPORTER_OTLP_{SIGNAL}_COMPRESSION, else OTEL_EXPORTER_OTLP_COMPRESSION, for the SDK's
+    gRPC exporters. Left to read it themselves they take only `gzip` and raise on anything else,
+    the specification's `none` included, which would stop the application at start; here any
+    other value exports uncompressed, with a warning as the OTLP/HTTP exporters give."""
+    import grpc  # type: ignore[import-untyped]
+
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_COMPRESSION"
+    if not environ.get(name):  # unset or empty: the general variable, as the OTLP/HTTP exporters read them
+        name = "OTEL_EXPORTER_OTLP_COMPRESSION"
+    value = environ.get(name, "").strip().lower()
+    if value == "gzip":
+        return grpc.Compression.Gzip
+    if value not in ("", "none"):
+        log.warning("streamtap: %s=%s is not supported (gzip, none); exporting uncompressed", name, value)
+    return grpc.Compression.NoCompression
 
 
 def _is_unconfigured(provider: object) -> bool:
@@ -111,18 +129,16 @@ def build_tracer_provider(
         if name == "console":
             exporter = ConsoleSpanExporter()
         elif name == "otlp":
+            from ._otlp_spans import with_this_encoding
+
             if _protocol(environ, "traces") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-                exporter = OTLPSpanExporter()
+                exporter = with_this_encoding(Grpc)(compression=_grpc_compression(environ, "traces"))
             else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter as HttpSpanExporter,
-                )
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-                from ._otlp_spans import with_this_encoding
-
-                exporter = with_this_encoding(HttpSpanExporter)()
+                exporter = with_this_encoding(Http)()
         else:
             log.warning("streamtap: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
@@ -163,12 +179,17 @@ def build_meter_provider(
             exporter = ConsoleMetricExporter()
         elif name == "otlp":
             if _protocol(environ, "metrics") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-                    OTLPMetricExporter,
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                    OTLPMetricExporter as GrpcMetrics,
                 )
-            exporter = OTLPMetricExporter()
+
+                exporter = GrpcMetrics(compression=_grpc_compression(environ, "metrics"))
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                    OTLPMetricExporter as HttpMetrics,
+                )
+
+                exporter = HttpMetrics()
         else:
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue

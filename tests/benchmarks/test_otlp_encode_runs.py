@@ -1,4 +1,5 @@
-"""otlp_encode.py runs and reports, per batch size, both encoders' positive times and the size."""
+"""otlp_encode.py runs and reports, per batch size, both encoders' positive times and the size, and
+both gRPC exporters' CPU per export."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def test_every_batch_is_encoded_and_timed() -> None:
             assert row[f"{encoder}_us_per_span"] == pytest.approx(row[f"{encoder}_ms"] * 1000 / row["spans"])
     sizes = [row["bytes"] for row in report["batches"]]
     assert sizes == sorted(sizes) and sizes[0] > 0
+    # The same batches exported over gRPC by both exporters, which sent the same bytes.
+    assert [(row["spans"], row["bytes"]) for row in report["grpc_exports"]] == [
+        (1, sizes[0]),
+        (4, sizes[1]),
+        (10, sizes[2]),
+    ]
+    for row in report["grpc_exports"]:
+        assert row["sdk_cpu_ms"] > 0 and row["streamtap_cpu_ms"] > 0
 
 
 def test_a_batch_of_none_is_refused_by_name() -> None:

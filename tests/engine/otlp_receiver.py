@@ -1,4 +1,5 @@
-"""A tiny OTLP/HTTP (protobuf) receiver on 127.0.0.1, standing in for a collector in tests."""
+"""Tiny OTLP receivers on 127.0.0.1, standing in for a collector in tests: OTLP/HTTP (protobuf)
+and, for traces, OTLP/gRPC."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import gzip
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -20,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+_GRPC_TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def value(any_value: AnyValue) -> Any:
@@ -87,6 +92,16 @@ def _metrics(request: ExportMetricsServiceRequest) -> Iterator[Metric]:
                 yield Metric(m.name, resource, sm.scope.name, points)
 
 
+def _traces(received: Received, body: bytes) -> bytes:
+    request = ExportTraceServiceRequest.FromString(body)
+    with received.lock:
+        batch = list(_spans(request))
+        received.spans.extend(batch)
+        received.span_batches.append(len(batch))
+        received.trace_bodies.append(body)
+    return ExportTraceServiceResponse().SerializeToString()
+
+
 def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -103,13 +118,7 @@ def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
                 body = zlib.decompress(body)
             reply: bytes
             if self.path == "/v1/traces":
-                request = ExportTraceServiceRequest.FromString(body)
-                with received.lock:
-                    batch = list(_spans(request))
-                    received.spans.extend(batch)
-                    received.span_batches.append(len(batch))
-                    received.trace_bodies.append(body)
-                reply = ExportTraceServiceResponse().SerializeToString()
+                reply = _traces(received, body)
             elif self.path == "/v1/metrics":
                 mrequest = ExportMetricsServiceRequest.FromString(body)
                 with received.lock:
@@ -146,3 +155,35 @@ def otlp_receiver() -> Iterator[tuple[str, Received]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextmanager
+def otlp_grpc_receiver(refuse: int = 0) -> Iterator[tuple[str, Received]]:
+    """Serve OTLP/gRPC traces on a free loopback port; yields (`http://127.0.0.1:PORT`, what
+    arrived). The first `refuse` exports are answered UNAVAILABLE, which the SDK's exporter
+    retries on a new channel; each is recorded in `paths` as "refused"."""
+    received = Received()
+    refusals = [refuse]
+
+    def export(body: bytes, context: grpc.ServicerContext) -> bytes:
+        with received.lock:
+            refused = refusals[0] > 0
+            refusals[0] -= refused
+            received.paths.append("refused" if refused else _GRPC_TRACES)
+            if not refused:
+                received.lock.notify_all()
+        if refused:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "refused by the test")
+        return _traces(received, body)
+
+    service, method = _GRPC_TRACES.strip("/").split("/")
+    handler = grpc.method_handlers_generic_handler(
+        service, {method: grpc.unary_unary_rpc_method_handler(export)}
+    )
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        server.stop(None)

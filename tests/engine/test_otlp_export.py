@@ -30,7 +30,7 @@ from streamtap._otlp_spans import encode_spans
 from streamtap._telemetry import build_tracer_provider
 from streamtap.fake import FakeUpstream
 
-from .otlp_receiver import Received, otlp_receiver
+from .otlp_receiver import Received, otlp_grpc_receiver, otlp_receiver
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -160,14 +160,13 @@ def test_spans_are_exported_in_batches_of_64_unless_the_variable_says(
     assert max(received.span_batches) == largest, received.span_batches
 
 
-@pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_span_exports_are_the_sdks_bytes_encoded_by_streamtap(
-    fake: FakeUpstream, receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch, compression: str
-) -> None:
-    """The OTLP/HTTP span exporter setup_telemetry builds is the SDK's, sending what the SDK's
-    encoder would send, encoded by streamtap's (benchmarks/otlp_encode.py: 3.2-3.7x less CPU)."""
-    endpoint, received = receiver
-    for name, value in _env(endpoint, OTEL_EXPORTER_OTLP_COMPRESSION=compression).items():
+def _export_calls(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, calls: int, **variables: str
+) -> tuple[list[int], list[ReadableSpan]]:
+    """Make `calls` streamed chat calls with the tracer provider `build_tracer_provider` builds
+    from the OTEL_* variables, and flush it; returns the batch sizes streamtap's encoder was
+    given and the spans the provider finished."""
+    for name, value in _env(endpoint, **variables).items():
         if name.startswith("OTEL_"):
             monkeypatch.setenv(name, value)
     encoded: list[int] = []
@@ -180,16 +179,49 @@ def test_span_exports_are_the_sdks_bytes_encoded_by_streamtap(
     provider = build_tracer_provider("svc")
     kept = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(kept))
-    client = streamtap.instrument(
-        openai.OpenAI(base_url=fake.base_url, api_key="sk-test"), recorders=[OtelTraceRecorder(provider)]
-    )
-    with client:
-        for _ in range(3):
-            assert _chat(client)
-    assert provider.force_flush(10_000)
+    with FakeUpstream() as fake:
+        client = streamtap.instrument(
+            openai.OpenAI(base_url=fake.base_url, api_key="sk-test"), recorders=[OtelTraceRecorder(provider)]
+        )
+        with client:
+            for _ in range(calls):
+                assert _chat(client)
+    assert provider.force_flush(30_000)
     provider.shutdown()
+    return encoded, list(kept.get_finished_spans())
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_span_exports_are_the_sdks_bytes_encoded_by_streamtap(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, compression: str
+) -> None:
+    """The OTLP span exporter setup_telemetry builds is the SDK's, sending what the SDK's encoder
+    would send, encoded by streamtap's (benchmarks/otlp_encode.py: 3.2-3.7x less CPU)."""
+    with otlp_grpc_receiver() if protocol == "grpc" else otlp_receiver() as (endpoint, received):
+        encoded, spans = _export_calls(
+            endpoint,
+            monkeypatch,
+            3,
+            OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+            OTEL_EXPORTER_OTLP_COMPRESSION=compression,
+        )
     assert encoded == [6]  # a call's span and its attempt's, three times
-    assert received.trace_bodies == [sdk_encode_spans(kept.get_finished_spans()).SerializePartialToString()]
+    assert received.trace_bodies == [sdk_encode_spans(spans).SerializePartialToString()]
+
+
+def test_a_grpc_export_refused_unavailable_is_sent_again_on_a_new_channel_encoded_by_streamtap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The SDK's gRPC exporter makes a new channel and stub after UNAVAILABLE, then retries
+    # after about a second: the new stub sends streamtap's bytes too.
+    with otlp_grpc_receiver(refuse=1) as (endpoint, received):
+        encoded, spans = _export_calls(
+            endpoint, monkeypatch, 1, OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TIMEOUT="20"
+        )
+    assert received.paths[0] == "refused" and len(received.paths) == 2, received.paths
+    assert encoded == [2, 2]  # the batch encoded for each try
+    assert received.trace_bodies == [sdk_encode_spans(spans).SerializePartialToString()]
 
 
 def _proxy(upstream: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:

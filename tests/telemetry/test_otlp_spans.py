@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -256,3 +258,41 @@ def test_the_sdks_http_exporter_is_subclassed_with_its_own_export_code() -> None
 
 def test_an_exporter_that_does_not_encode_through_encode_spans_is_kept_as_it_is() -> None:
     assert with_this_encoding(_EncodesItsOwnWay) is _EncodesItsOwnWay
+
+
+class _MakesItsStubElsewhere(GrpcSpanExporter):
+    """An SDK release that no longer makes its stub in `_initialize_channel_and_stub`."""
+
+    def __init__(self) -> None:
+        super().__init__(endpoint="127.0.0.1:4317", insecure=True)
+        self._client = TraceServiceStub(self._channel)
+
+
+def _calls_spans(recorded: InMemorySpanExporter) -> Sequence[ReadableSpan]:
+    two_429s_then_success([OtelTraceRecorder(provider(recorded))])
+    return recorded.get_finished_spans()
+
+
+def test_the_sdks_grpc_exporter_is_subclassed_to_send_this_encoding(recorded: InMemorySpanExporter) -> None:
+    ours = with_this_encoding(GrpcSpanExporter)
+    assert issubclass(ours, GrpcSpanExporter) and ours is not GrpcSpanExporter
+    assert with_this_encoding(GrpcSpanExporter) is ours
+    exporter = ours(endpoint="127.0.0.1:4317", insecure=True)  # gRPC connects at the first export
+    try:
+        spans = _calls_spans(recorded)
+        assert exporter._translate_data(spans) == encode_spans(spans) == sdk_bytes(spans)
+    finally:
+        exporter.shutdown()
+
+
+def test_a_grpc_exporter_whose_stub_is_not_ours_is_given_the_sdks_message(
+    recorded: InMemorySpanExporter,
+) -> None:
+    exporter = with_this_encoding(_MakesItsStubElsewhere)()
+    try:
+        spans = _calls_spans(recorded)
+        message = exporter._translate_data(spans)
+        assert isinstance(message, ExportTraceServiceRequest)
+        assert message.SerializePartialToString() == sdk_bytes(spans)
+    finally:
+        exporter.shutdown()

@@ -6,6 +6,7 @@ import os
 import threading
 from typing import Any
 
+import grpc  # type: ignore[import-untyped]
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -24,6 +25,7 @@ from streamtap._prometheus import PrometheusRecorder
 from streamtap._telemetry import (
     _batch_size,
     _exporter_names,
+    _grpc_compression,
     _protocol,
     build_meter_provider,
     build_tracer_provider,
@@ -237,6 +239,53 @@ def test_exporter_and_protocol_parsing() -> None:
     assert _protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "traces") == "grpc"
     env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"}
     assert _protocol(env, "metrics") == "http/protobuf"
+
+
+@pytest.mark.parametrize(
+    ("environ", "gzip", "warning"),
+    [
+        ({}, False, ""),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, False, ""),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": " GZIP "}, True, ""),
+        (
+            {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none"},
+            False,
+            "",
+        ),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": ""}, True, ""),
+        (
+            {"OTEL_EXPORTER_OTLP_COMPRESSION": "none", "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "gzip"},
+            False,
+            "",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "brotli"},
+            False,
+            "streamtap: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION=brotli is not supported (gzip, none); "
+            "exporting uncompressed",
+        ),
+    ],
+)
+def test_grpc_compression_reads_the_variables_as_the_specification_gives_them(
+    caplog: pytest.LogCaptureFixture, environ: dict[str, str], gzip: bool, warning: str
+) -> None:
+    caplog.set_level("WARNING", "streamtap")
+    expected = grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression
+    assert _grpc_compression(environ, "traces") is expected
+    assert [r.getMessage() for r in caplog.records] == ([warning] if warning else [])
+
+
+def test_grpc_exporters_are_built_when_the_variables_say_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK's gRPC exporters, reading the variable themselves, raise on the specification's
+    # `none`: `streamtap proxy` would not start.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "none")
+    environ = {**os.environ, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    tracer_provider = build_tracer_provider("svc", environ)
+    meter_provider = build_meter_provider(
+        "svc", {**environ, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "none"}
+    )
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
 
 
 def test_default_recorders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
