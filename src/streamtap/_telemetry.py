@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._events import Recorder
 from ._otel_attrs import check_provider
+from ._otel_env import compression, exporter_names, metric_reading, otlp_timeout, protocol, span_batches
 from ._otel_metrics import OtelMetricsRecorder
 from ._otel_traces import OtelTraceRecorder
 from ._prom_metrics import check_registry
@@ -34,47 +35,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamtap")
 _lock = threading.Lock()
 _defaults: list[Recorder] | None = None
-# Spans per OTLP export, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise. A batch is
-# encoded in the exporter's thread, which shares the GIL with the one serving calls: with the
-# SDK's encoder the SDK's 512 took ~28 ms, and the proxy's added TTFT at p99 was +18.8 to
-# +20.3 ms with them, +6.2 to +6.4 with 64, +2.5 exporting nothing. OTLP spans (HTTP and gRPC)
-# are now encoded by _otlp_spans in 3.2-3.7x less CPU (docs/benchmarks.md, "Spans encoded by streamtap").
-EXPORT_BATCH: Final = 64
-_SDK_QUEUE = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE, which a batch may not exceed
 
 
-def _exporter_names(environ: Mapping[str, str], signal: str) -> list[str]:
-    raw = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp")
-    return [name.strip().lower() for name in raw.split(",") if name.strip()]
-
-
-def _protocol(environ: Mapping[str, str], signal: str) -> str:
-    return (
-        environ.get(
-            f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL",
-            environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        )
-        .strip()
-        .lower()
-    )
-
-
-def _grpc_compression(environ: Mapping[str, str], signal: str) -> Any:
-    """OTEL_EXPORTER_OTLP_{SIGNAL}_COMPRESSION, else OTEL_EXPORTER_OTLP_COMPRESSION, for the SDK's
-    gRPC exporters. Left to read it themselves they take only `gzip` and raise on anything else,
-    the specification's `none` included, which would stop the application at start; here any
-    other value exports uncompressed, with a warning as the OTLP/HTTP exporters give."""
+def _grpc_options(environ: Mapping[str, str], signal: str) -> dict[str, Any]:
+    """The compression and timeout of an SDK gRPC exporter, which raises on values it would
+    otherwise read itself (`none` among them: _otel_env.py)."""
     import grpc  # type: ignore[import-untyped]
 
-    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_COMPRESSION"
-    if not environ.get(name):  # unset or empty: the general variable, as the OTLP/HTTP exporters read them
-        name = "OTEL_EXPORTER_OTLP_COMPRESSION"
-    value = environ.get(name, "").strip().lower()
-    if value == "gzip":
-        return grpc.Compression.Gzip
-    if value not in ("", "none"):
-        log.warning("streamtap: %s=%s is not supported (gzip, none); exporting uncompressed", name, value)
-    return grpc.Compression.NoCompression
+    gzip = compression(environ, signal) == "gzip"
+    return {
+        "compression": grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
+        "timeout": otlp_timeout(environ, signal),
+    }
 
 
 def _is_unconfigured(provider: object) -> bool:
@@ -122,7 +94,7 @@ def build_tracer_provider(
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
     provider = SdkTracerProvider(resource=_resource(service_name, environ) if resource is None else resource)
-    for name in _exporter_names(environ, "traces"):
+    for name in exporter_names(environ, "traces"):
         exporter: SpanExporter
         if name == "none":
             continue
@@ -131,10 +103,10 @@ def build_tracer_provider(
         elif name == "otlp":
             from ._otlp_spans import with_this_encoding
 
-            if _protocol(environ, "traces") == "grpc":
+            if protocol(environ, "traces") == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-                exporter = with_this_encoding(Grpc)(compression=_grpc_compression(environ, "traces"))
+                exporter = with_this_encoding(Grpc)(**_grpc_options(environ, "traces"))
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
@@ -142,17 +114,8 @@ def build_tracer_provider(
         else:
             log.warning("streamtap: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=_batch_size(environ)))
+        provider.add_span_processor(BatchSpanProcessor(exporter, **vars(span_batches(environ))))
     return provider
-
-
-def _batch_size(environ: Mapping[str, str]) -> int | None:
-    """Spans per export: None (the SDK reads it) when OTEL_BSP_MAX_EXPORT_BATCH_SIZE is set, else
-    `EXPORT_BATCH`, within the queue's size (the SDK refuses a batch larger than its queue)."""
-    if environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip():
-        return None
-    queue = environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "").strip()
-    return min(EXPORT_BATCH, int(queue) if queue.isdigit() and int(queue) > 0 else _SDK_QUEUE)
 
 
 def build_meter_provider(
@@ -171,19 +134,19 @@ def build_meter_provider(
     )
 
     readers: list[MetricReader] = []
-    for name in _exporter_names(environ, "metrics"):
+    for name in exporter_names(environ, "metrics"):
         exporter: MetricExporter
         if name == "none":
             continue
         if name == "console":
             exporter = ConsoleMetricExporter()
         elif name == "otlp":
-            if _protocol(environ, "metrics") == "grpc":
+            if protocol(environ, "metrics") == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                     OTLPMetricExporter as GrpcMetrics,
                 )
 
-                exporter = GrpcMetrics(compression=_grpc_compression(environ, "metrics"))
+                exporter = GrpcMetrics(**_grpc_options(environ, "metrics"))
             else:
                 from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                     OTLPMetricExporter as HttpMetrics,
@@ -193,7 +156,7 @@ def build_meter_provider(
         else:
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
-        readers.append(PeriodicExportingMetricReader(exporter))
+        readers.append(PeriodicExportingMetricReader(exporter, **vars(metric_reading(environ))))
     return SdkMeterProvider(
         metric_readers=readers, resource=_resource(service_name, environ) if resource is None else resource
     )

@@ -207,7 +207,7 @@ def test_streamtap_commands_are_lists_the_real_cli_parses() -> None:
 def test_every_signal_sent_to_the_collector_has_a_pipeline() -> None:
     """What setup_telemetry exports (OTEL_<SIGNAL>_EXPORTER, default otlp) the collector must take:
     its OTLP receiver answers 404 for a signal without a pipeline."""
-    from streamtap._telemetry import _exporter_names
+    from streamtap._otel_env import exporter_names
 
     config = yaml.safe_load((ROOT / "deploy" / "otel-collector" / "config.yml").read_text())
     pipelines = {name.split("/")[0] for name in config["service"]["pipelines"]}
@@ -218,7 +218,7 @@ def test_every_signal_sent_to_the_collector_has_a_pipeline() -> None:
     }
     assert sorted(senders) == ["demo", "proxy"]
     for name, environ in senders.items():
-        sent = {signal for signal in ("traces", "metrics") if "otlp" in _exporter_names(environ, signal)}
+        sent = {signal for signal in ("traces", "metrics") if "otlp" in exporter_names(environ, signal)}
         assert "traces" in sent, f"{name}: the stack's spans go to Tempo through the collector"
         assert sent <= pipelines, (
             f"{name} exports {sorted(sent - pipelines)} the collector has no pipeline for"

@@ -1,0 +1,154 @@
+"""The OTEL_* variables that shape the providers setup_telemetry builds, read as OpenTelemetry's
+common configuration specification says.
+
+An empty variable is an unset one. A value that does not parse, is out of range or names
+nothing known is logged as a warning and treated as unset. Left to the SDK, several such values
+raise instead (OTEL_BSP_MAX_QUEUE_SIZE=0, say, or gRPC with the specification's own
+OTEL_EXPORTER_OTLP_COMPRESSION=none), and a typo would stop the application, or `streamtap
+proxy`, at start. The builders in _telemetry.py hand what these pure functions return to the
+SDK's classes explicitly. The OTLP/HTTP exporters read their timeout and compression themselves,
+as the specification says; the gRPC ones are given theirs. OTLP timeouts are seconds, as the
+Python SDK reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+log = logging.getLogger("streamtap")
+
+# Spans per OTLP export when OTEL_BSP_MAX_EXPORT_BATCH_SIZE does not say (the SDK's is 512). A
+# batch is encoded in the exporter's thread, which shares the GIL with the one serving calls:
+# with the SDK's encoder its 512 took ~28 ms, and the proxy's added TTFT at p99 was +18.8 to
+# +20.3 ms with them, +6.2 to +6.4 with 64, +2.5 exporting nothing. OTLP spans are now encoded by
+# _otlp_spans in 3.2-3.7x less CPU (docs/benchmarks.md, "Spans encoded by streamtap").
+EXPORT_BATCH: Final = 64
+_PROTOCOLS: Final = ("http/protobuf", "grpc")
+_COMPRESSIONS: Final = ("gzip", "none")
+_OTLP_TIMEOUT_S: Final = 10.0  # the Python SDK's default, in seconds
+_NO_LIMIT_MS: Final = 2**31 - 1  # what a timeout of 0 stands for: the specification's example
+
+
+@dataclass(frozen=True)
+class SpanBatches:
+    """BatchSpanProcessor's settings (the specification's defaults but the batch size)."""
+
+    max_queue_size: int = 2048
+    schedule_delay_millis: int = 5000
+    max_export_batch_size: int = EXPORT_BATCH
+    export_timeout_millis: int = 30000
+
+
+@dataclass(frozen=True)
+class MetricReading:
+    """PeriodicExportingMetricReader's settings (the specification's defaults)."""
+
+    export_interval_millis: int = 60000
+    export_timeout_millis: int = 30000
+
+
+def _ignored(name: str, raw: str, accepted: str, using: object) -> None:
+    log.warning("streamtap: %s=%s is not %s; using %s", name, raw, accepted, using)
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, least: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        _ignored(name, raw, f"an integer >= {least}", default)
+        return default
+    return value
+
+
+def _timeout_millis(environ: Mapping[str, str], name: str, default: int) -> int:
+    # The specification: a timeout of 0 means no limit, which may be a very long time.
+    return _integer(environ, name, default, 0) or _NO_LIMIT_MS
+
+
+def _per_signal(environ: Mapping[str, str], setting: str, signal: str) -> tuple[str, str]:
+    """(name, value) of OTEL_EXPORTER_OTLP_{SIGNAL}_{SETTING}, else of OTEL_EXPORTER_OTLP_{SETTING}."""
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_{setting}"
+    if not environ.get(name, "").strip():
+        name = f"OTEL_EXPORTER_OTLP_{setting}"
+    return name, environ.get(name, "").strip()
+
+
+def exporter_names(environ: Mapping[str, str], signal: str) -> list[str]:
+    """OTEL_{SIGNAL}_EXPORTER as a list of lower-case names (default ["otlp"])."""
+    raw = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip() or "otlp"
+    return [name.strip().lower() for name in raw.split(",") if name.strip()]
+
+
+def protocol(environ: Mapping[str, str], signal: str) -> str:
+    """The OTLP protocol of `signal`: "grpc" or "http/protobuf" (the default)."""
+    name, raw = _per_signal(environ, "PROTOCOL", signal)
+    value = raw.lower() or "http/protobuf"
+    if value not in _PROTOCOLS:
+        _ignored(name, raw, f"one of {', '.join(_PROTOCOLS)}", "http/protobuf")
+        return "http/protobuf"
+    return value
+
+
+def compression(environ: Mapping[str, str], signal: str) -> str:
+    """The OTLP compression of `signal`: "gzip" or "none" (the default)."""
+    name, raw = _per_signal(environ, "COMPRESSION", signal)
+    value = raw.lower() or "none"
+    if value not in _COMPRESSIONS:
+        _ignored(name, raw, f"one of {', '.join(_COMPRESSIONS)}", "none")
+        return "none"
+    return value
+
+
+def otlp_timeout(environ: Mapping[str, str], signal: str) -> float:
+    """The OTLP export timeout of `signal` in seconds (default 10; 0: no limit)."""
+    name, raw = _per_signal(environ, "TIMEOUT", signal)
+    if not raw:
+        return _OTLP_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        _ignored(name, raw, "a number of seconds >= 0", _OTLP_TIMEOUT_S)
+        return _OTLP_TIMEOUT_S
+    return value or _NO_LIMIT_MS / 1000
+
+
+def span_batches(environ: Mapping[str, str]) -> SpanBatches:
+    """OTEL_BSP_*; the batch size defaults to `EXPORT_BATCH`, within the queue's size."""
+    default = SpanBatches()
+    queue = _integer(environ, "OTEL_BSP_MAX_QUEUE_SIZE", default.max_queue_size, 1)
+    fitting = min(EXPORT_BATCH, queue)
+    batch = _integer(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", fitting, 1)
+    if batch > queue:  # the SDK refuses a batch larger than its queue
+        _ignored("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", str(batch), f"at most the queue's {queue}", fitting)
+        batch = fitting
+    return SpanBatches(
+        max_queue_size=queue,
+        schedule_delay_millis=_integer(environ, "OTEL_BSP_SCHEDULE_DELAY", default.schedule_delay_millis, 1),
+        max_export_batch_size=batch,
+        export_timeout_millis=_timeout_millis(
+            environ, "OTEL_BSP_EXPORT_TIMEOUT", default.export_timeout_millis
+        ),
+    )
+
+
+def metric_reading(environ: Mapping[str, str]) -> MetricReading:
+    """OTEL_METRIC_EXPORT_INTERVAL and OTEL_METRIC_EXPORT_TIMEOUT, in milliseconds."""
+    default = MetricReading()
+    return MetricReading(
+        export_interval_millis=_integer(
+            environ, "OTEL_METRIC_EXPORT_INTERVAL", default.export_interval_millis, 1
+        ),
+        export_timeout_millis=_timeout_millis(
+            environ, "OTEL_METRIC_EXPORT_TIMEOUT", default.export_timeout_millis
+        ),
+    )

@@ -1,0 +1,188 @@
+"""The OTEL_* variables as the providers setup_telemetry builds read them: the specification's
+rules for empty, unparsable, out-of-range and unknown values, each warned of by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamtap._otel_env import (
+    EXPORT_BATCH,
+    MetricReading,
+    SpanBatches,
+    compression,
+    exporter_names,
+    metric_reading,
+    otlp_timeout,
+    protocol,
+    span_batches,
+)
+
+NO_LIMIT_MS = 2**31 - 1
+
+
+@pytest.fixture(autouse=True)
+def _warnings(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", "streamtap")
+
+
+def test_exporter_names() -> None:
+    assert exporter_names({}, "traces") == ["otlp"]
+    assert exporter_names({"OTEL_TRACES_EXPORTER": ""}, "traces") == ["otlp"]
+    assert exporter_names({"OTEL_TRACES_EXPORTER": " OTLP, console "}, "traces") == ["otlp", "console"]
+    assert exporter_names({"OTEL_METRICS_EXPORTER": "none"}, "metrics") == ["none"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": " GRPC "}, "grpc"),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"},
+            "http/protobuf",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"},
+            "grpc",
+        ),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": " "}, "grpc"),
+    ],
+)
+def test_protocol(environ: dict[str, str], expected: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert protocol(environ, "traces") == expected
+    assert caplog.messages == []
+
+
+def test_an_unknown_protocol_is_warned_of_and_exports_http_protobuf(caplog: pytest.LogCaptureFixture) -> None:
+    assert protocol({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "traces") == "http/protobuf"
+    assert caplog.messages == [
+        "streamtap: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json is not one of http/protobuf, grpc; "
+        "using http/protobuf"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "none"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, "none"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": " GZIP "}, "gzip"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none"}, "none"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": ""}, "gzip"),
+        (
+            {"OTEL_EXPORTER_OTLP_COMPRESSION": "none", "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "gzip"},
+            "none",
+        ),
+    ],
+)
+def test_compression(environ: dict[str, str], expected: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert compression(environ, "traces") == expected
+    assert caplog.messages == []
+
+
+def test_an_unknown_compression_is_warned_of_and_exports_uncompressed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert compression({"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "brotli"}, "metrics") == "none"
+    assert caplog.messages == [
+        "streamtap: OTEL_EXPORTER_OTLP_METRICS_COMPRESSION=brotli is not one of gzip, none; using none"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "seconds"),
+    [
+        ({}, 10.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2.5"}, 2.5),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "30"}, 30.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "0"}, NO_LIMIT_MS / 1000),  # the specification: no limit
+    ],
+)
+def test_otlp_timeout(environ: dict[str, str], seconds: float, caplog: pytest.LogCaptureFixture) -> None:
+    assert otlp_timeout(environ, "traces") == seconds
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_an_otlp_timeout_out_of_range_is_warned_of_and_ignored(
+    value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert otlp_timeout({"OTEL_EXPORTER_OTLP_TIMEOUT": value}, "traces") == 10.0
+    assert caplog.messages == [
+        f"streamtap: OTEL_EXPORTER_OTLP_TIMEOUT={value} is not a number of seconds >= 0; using 10.0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param({}, SpanBatches(2048, 5000, EXPORT_BATCH, 30000), id="unset: streamtap's batch of 64"),
+        pytest.param(
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, SpanBatches(max_export_batch_size=100), id="variable"
+        ),
+        pytest.param(
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "40"}, SpanBatches(40, max_export_batch_size=40), id="within-queue"
+        ),
+        pytest.param(
+            {"OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_BSP_EXPORT_TIMEOUT": "0"},
+            SpanBatches(schedule_delay_millis=250, export_timeout_millis=NO_LIMIT_MS),
+            id="delay-and-no-time-limit",
+        ),
+    ],
+)
+def test_span_batches(
+    environ: dict[str, str], expected: SpanBatches, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert span_batches(environ) == expected
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected", "warning"),
+    [
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "lots"},
+            SpanBatches(),
+            "OTEL_BSP_MAX_QUEUE_SIZE=lots is not an integer >= 1; using 2048",
+        ),
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "0"},
+            SpanBatches(),
+            "OTEL_BSP_MAX_QUEUE_SIZE=0 is not an integer >= 1; using 2048",
+        ),
+        (
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "-5"},
+            SpanBatches(),
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=-5 is not an integer >= 1; using 64",
+        ),
+        (
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "50"},
+            SpanBatches(50, max_export_batch_size=50),
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=100 is not at most the queue's 50; using 50",
+        ),
+        (
+            {"OTEL_BSP_SCHEDULE_DELAY": "-1"},
+            SpanBatches(),
+            "OTEL_BSP_SCHEDULE_DELAY=-1 is not an integer >= 1; using 5000",
+        ),
+        (
+            {"OTEL_BSP_EXPORT_TIMEOUT": "1.5"},
+            SpanBatches(),
+            "OTEL_BSP_EXPORT_TIMEOUT=1.5 is not an integer >= 0; using 30000",
+        ),
+    ],
+)
+def test_span_batch_settings_out_of_range_are_warned_of_and_ignored(
+    environ: dict[str, str], expected: SpanBatches, warning: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert span_batches(environ) == expected
+    assert caplog.messages == [f"streamtap: {warning}"]
+
+
+def test_metric_reading(caplog: pytest.LogCaptureFixture) -> None:
+    assert metric_reading({}) == MetricReading(60000, 30000)
+    environ = {"OTEL_METRIC_EXPORT_INTERVAL": "5000", "OTEL_METRIC_EXPORT_TIMEOUT": "0"}
+    assert metric_reading(environ) == MetricReading(5000, NO_LIMIT_MS)
+    assert caplog.messages == []
+    assert metric_reading({"OTEL_METRIC_EXPORT_INTERVAL": "0"}) == MetricReading()
+    assert caplog.messages == ["streamtap: OTEL_METRIC_EXPORT_INTERVAL=0 is not an integer >= 1; using 60000"]
