@@ -85,7 +85,7 @@ def test_an_unknown_compression_is_warned_of_and_exports_uncompressed(
 ) -> None:
     assert compression({"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "brotli"}, "metrics") == "none"
     assert caplog.messages == [
-        "streamtap: OTEL_EXPORTER_OTLP_METRICS_COMPRESSION=brotli is not one of gzip, none; using none"
+        "streamtap: OTEL_EXPORTER_OTLP_METRICS_COMPRESSION=brotli is not one of none, gzip; using none"
     ]
 
 
