@@ -31,12 +31,17 @@ _FAKE_CLI = (
 # `streamtap proxy` builds OpenTelemetry SDK providers unless OTEL_SDK_DISABLED is true; with
 # exporters "none" every span and OTel metric is recorded, then dropped (nothing on the network).
 # "streamtap-otlp" exports as shipped, over OTLP/HTTP to `start_otlp_sink`'s receiver, its
-# metrics every 10 s rather than 60 so that every round of load holds an export.
+# metrics every 10 s rather than 60 so that every round of load holds an export;
+# "streamtap-otlp-grpc" the same over OTLP/gRPC.
 _STREAMTAP_ENV = {
     "streamtap": {"OTEL_SDK_DISABLED": "true"},
     "streamtap-otel": {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
     "streamtap-otlp": {
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+    },
+    "streamtap-otlp-grpc": {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_METRIC_EXPORT_INTERVAL": "10000",
     },
     "baseline": {"OTEL_SDK_DISABLED": "true"},  # as "streamtap", from --baseline-src
@@ -192,15 +197,15 @@ def start_streamtap(
 
     The "baseline" target imports streamtap from `source` (a `src` directory) instead.
     `prelude` is Python run in the proxy's process before the CLI (proxy_hops.py's hooks).
-    "streamtap-otlp" exports to `otlp`, the endpoint of `start_otlp_sink`.
+    "streamtap-otlp" and "streamtap-otlp-grpc" export to `otlp`, the endpoint of `start_otlp_sink`.
     """
     listen = f"127.0.0.1:{free_port()}"
     log = work / f"{name}.log"
     command = [sys.executable, "-c", prelude + _CLI, "proxy", "--upstream", upstream, "--listen", listen]
     env = {**_STREAMTAP_ENV[name], **gc_probe_env(work)}
-    if name == "streamtap-otlp":
+    if name.startswith("streamtap-otlp"):
         if otlp is None:
-            raise ValueError("the streamtap-otlp target needs the endpoint of an OTLP receiver")
+            raise ValueError(f"the {name} target needs the endpoint of an OTLP receiver")
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     if name == "baseline":
         if not source or not (Path(source) / "streamtap" / "__init__.py").is_file():
@@ -213,12 +218,16 @@ def start_streamtap(
     return process, f"http://{listen}/v1"
 
 
-def start_otlp_sink(cpus: set[int] | None, work: Path) -> tuple[subprocess.Popen[str], str]:
-    """`_otlp_sink.py`, the collector of the "streamtap-otlp" target; its endpoint."""
+def start_otlp_sink(
+    cpus: set[int] | None, work: Path, *, grpc: bool = False
+) -> tuple[subprocess.Popen[str], str]:
+    """`_otlp_sink.py`, the collector of the "streamtap-otlp" target (OTLP/gRPC: of
+    "streamtap-otlp-grpc"); its endpoint."""
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve().parent / "_otlp_sink.py")]
+    command += ["--port", str(port), "--report", str(work / "otlp.json"), *(["--grpc"] if grpc else [])]
     log = work / "otlp.log"
-    process = spawn([*command, "--port", str(port), "--report", str(work / "otlp.json")], cpus, log)
+    process = spawn(command, cpus, log)
     wait_listening(port, process, log)
     return process, f"http://127.0.0.1:{port}"
 

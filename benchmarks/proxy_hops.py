@@ -27,6 +27,7 @@ by `--warmup` plus `--rounds` × `--duration`, plus the streams in flight.
     python benchmarks/proxy_hops.py --streams 20 --markdown
     python benchmarks/proxy_hops.py --relay               # the same through a byte relay
     python benchmarks/proxy_hops.py --otlp                # exporting spans and metrics
+    python benchmarks/proxy_hops.py --otlp grpc           # the same over OTLP/gRPC
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 python benchmarks/proxy_hops.py --otlp   # the SDK's batches
     python benchmarks/proxy_hops.py --models 20 --scrape 5   # 20 models' /metrics, scraped every 5 s
 
@@ -35,8 +36,8 @@ nothing: its added time is what a second process in the path costs here by itsel
 a request passes the rig's points only, so its table has the direct way's rows.
 
 `--otel` records every span and OTel metric and exports nothing; `--otlp` exports them as
-shipped, over OTLP/HTTP to `_otlp_sink.py` (a receiver that keeps nothing, on the rig's CPU),
-its metrics every 10 s. The proxy reads the usual OTEL_* variables, so the SDK's own settings
+shipped, over OTLP/HTTP (`--otlp grpc`: OTLP/gRPC) to `_otlp_sink.py` (a receiver that keeps
+nothing, on the rig's CPU), its metrics every 10 s. The proxy reads the usual OTEL_* variables, so the SDK's own settings
 can be tried the same way. `--models N` has the proxied streams ask for N models, a share
 each, which multiplies the proxy's series; `--scrape S` scrapes its /metrics every S seconds
 from the rig (OpenMetrics and gzip, as Prometheus asks) and reports how long each took.
@@ -202,9 +203,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.relay:
             proxy, proxy_url = procs.start_relay(fake_url, proxy_cpus, work)
         else:
-            name = "streamtap-otlp" if args.otlp else "streamtap-otel" if args.otel else "streamtap"
+            grpc = args.otlp == "grpc"
+            name = (
+                ("streamtap-otlp-grpc" if grpc else "streamtap-otlp")
+                if args.otlp
+                else "streamtap-otel"
+                if args.otel
+                else "streamtap"
+            )
             if args.otlp:
-                sink, endpoint = procs.start_otlp_sink(rig_cpus, work)
+                sink, endpoint = procs.start_otlp_sink(rig_cpus, work, grpc=grpc)
             prelude = _PRELUDE.format(here=str(HERE), out=str(trace))
             proxy, proxy_url = procs.start_streamtap(
                 fake_url, proxy_cpus, work, name, prelude=prelude, otlp=endpoint
@@ -283,7 +291,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     telemetry = (
-        "Prometheus and the OTel SDK, exporting over OTLP/HTTP"
+        f"Prometheus and the OTel SDK, exporting over {'OTLP/gRPC' if s['otlp'] == 'grpc' else 'OTLP/HTTP'}"
         if s["otlp"]
         else "Prometheus and the OTel SDK (no exporter)"
         if s["otel"]
@@ -390,8 +398,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--otlp",
-        action="store_true",
-        help="the proxy with the OTel SDK exporting over OTLP/HTTP to a local receiver, as shipped",
+        nargs="?",
+        const="http/protobuf",
+        choices=("http/protobuf", "grpc"),
+        help="the proxy with the OTel SDK exporting to a local receiver, as shipped, over OTLP/HTTP "
+        "(or the protocol named: http/protobuf, grpc)",
     )
     parser.add_argument(
         "--relay",
@@ -414,7 +425,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
     args = parser.parse_args()
-    if args.relay + args.otel + args.otlp > 1:
+    if args.relay + args.otel + bool(args.otlp) > 1:
         parser.error("--relay, --otel and --otlp each name what runs in the proxy's place: pick one")
     if args.scrape < 0:
         parser.error(f"--scrape must be 0 (none) or seconds between scrapes, got {args.scrape}")

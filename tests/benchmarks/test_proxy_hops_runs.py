@@ -56,9 +56,15 @@ def test_through_a_byte_relay_every_request_is_timed_at_the_rigs_points() -> Non
     assert not any("proxy's own" in line or "CPU time" in line for line in lines)
 
 
-def test_exporting_over_otlp_every_span_reaches_the_sink_in_batches_of_64_at_most() -> None:
-    exporting = _run("--otlp")
-    assert exporting["settings"]["otlp"] is True
+@pytest.mark.parametrize(
+    ("flag", "protocol", "named"),
+    [("--otlp", "http/protobuf", "OTLP/HTTP"), ("--otlp=grpc", "grpc", "OTLP/gRPC")],
+)
+def test_exporting_over_otlp_every_span_reaches_the_sink_in_batches_of_64_at_most(
+    flag: str, protocol: str, named: str
+) -> None:
+    exporting = _run(flag)
+    assert exporting["settings"]["otlp"] == protocol
     assert all(r["proxied"] > 0 and r["direct"] > 0 for r in exporting["rounds"])
     exported = exporting["exported"]
     batches = exported["span_batches"]
@@ -68,7 +74,7 @@ def test_exporting_over_otlp_every_span_reaches_the_sink_in_batches_of_64_at_mos
     assert 0 < max(batches) <= 64
     assert exported["requests"]["/v1/metrics"] >= 1  # the stop flushes the metrics too
     lines = proxy_hops.markdown(exporting).splitlines()
-    assert "the proxy (Prometheus and the OTel SDK, exporting over OTLP/HTTP)" in lines[0]
+    assert f"the proxy (Prometheus and the OTel SDK, exporting over {named})" in lines[0]
     assert lines[-1].startswith(
         f"Exported to the sink, the stop's flush included: {sum(batches):,} spans in "
     )
@@ -164,7 +170,7 @@ def test_the_markdown_has_a_row_per_hop() -> None:
     report = {
         "settings": {
             "streams": 2, "control_streams": 1, "chunks": 3, "gap": 0.01, "ttft": 0.03,
-            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False, "otlp": False,
+            "warmup": 0.5, "duration": 1.0, "ramp": 0.2, "rounds": 2, "otel": False, "otlp": None,
             "relay": False,
         },
         "requests": {"proxied": 5, "direct": 2},
