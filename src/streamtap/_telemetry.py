@@ -94,6 +94,7 @@ def build_tracer_provider(
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
     provider = SdkTracerProvider(resource=_resource(service_name, environ) if resource is None else resource)
+    batches = vars(span_batches(environ))  # read (and warned of) once, whatever the exporters
     for name in exporter_names(environ, "traces"):
         exporter: SpanExporter
         if name == "none":
@@ -114,7 +115,7 @@ def build_tracer_provider(
         else:
             log.warning("streamtap: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
-        provider.add_span_processor(BatchSpanProcessor(exporter, **vars(span_batches(environ))))
+        provider.add_span_processor(BatchSpanProcessor(exporter, **batches))
     return provider
 
 
@@ -134,6 +135,7 @@ def build_meter_provider(
     )
 
     readers: list[MetricReader] = []
+    reading = vars(metric_reading(environ))
     for name in exporter_names(environ, "metrics"):
         exporter: MetricExporter
         if name == "none":
@@ -156,7 +158,7 @@ def build_meter_provider(
         else:
             log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
             continue
-        readers.append(PeriodicExportingMetricReader(exporter, **vars(metric_reading(environ))))
+        readers.append(PeriodicExportingMetricReader(exporter, **reading))
     return SdkMeterProvider(
         metric_readers=readers, resource=_resource(service_name, environ) if resource is None else resource
     )

@@ -255,6 +255,13 @@ def test_values_the_sdk_would_raise_on_are_warned_of_and_ignored(
     assert ours == set(invalid) - {"OTEL_EXPORTER_OTLP_COMPRESSION"} - read_by_the_sdk, caplog.text
 
 
+def test_a_setting_is_warned_of_once_whatever_the_exporters(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", "streamtap")
+    environ = {"OTEL_TRACES_EXPORTER": "console,console", "OTEL_BSP_SCHEDULE_DELAY": "-1"}
+    build_tracer_provider("svc", environ).shutdown()
+    assert caplog.messages == ["streamtap: OTEL_BSP_SCHEDULE_DELAY=-1 is not an integer >= 1; using 5000"]
+
+
 def test_default_recorders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_telemetry, "_defaults", None)
     seen: list[list[int]] = []
