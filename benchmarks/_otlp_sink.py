@@ -14,6 +14,7 @@ import argparse
 import json
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,14 +61,14 @@ def _until_sigterm() -> None:
         pass
 
 
-def serve_grpc(port: int, report: Path) -> None:
+def grpc_server(port: int, on_export: Callable[[str, bytes], None]) -> tuple[Any, int]:
+    """A started OTLP/gRPC server on 127.0.0.1:`port` (0: a free one) that answers every export of
+    traces and metrics at once, after `on_export(path, body)`; the server and its port."""
     import grpc  # type: ignore[import-untyped]
-
-    seen = _Seen()
 
     def handler(path: str) -> Any:
         def export(body: bytes, context: Any) -> bytes:
-            seen.add(path, body)
+            on_export(path, body)
             return b""  # an empty Export*ServiceResponse
 
         return grpc.unary_unary_rpc_method_handler(export)
@@ -79,8 +80,14 @@ def serve_grpc(port: int, report: Path) -> None:
             for path, service in _GRPC_PATHS.items()
         ],
     )
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
+    return server, port
+
+
+def serve_grpc(port: int, report: Path) -> None:
+    seen = _Seen()
+    server, _ = grpc_server(port, seen.add)
     _until_sigterm()
     server.stop(None)
     seen.write(report)

@@ -29,12 +29,11 @@ import platform
 import statistics
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 from _args import at_least_one, counts
 from _contenders import build, consume_sync
+from _otlp_sink import grpc_server
 from _streams import MemoryUpstream
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -43,25 +42,12 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from streamtap import _otlp_spans
 
-_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
 
 @contextlib.contextmanager
 def grpc_receiver() -> Iterator[tuple[str, list[bytes]]]:
-    """An OTLP/gRPC traces receiver on 127.0.0.1; yields its endpoint and the last body it got."""
+    """An OTLP/gRPC receiver on 127.0.0.1; yields its endpoint and the last body it got."""
     last: list[bytes] = [b""]
-
-    def export(body: bytes, context: Any) -> bytes:
-        last[0] = body
-        return b""  # an empty ExportTraceServiceResponse
-
-    service, method = _EXPORT.strip("/").split("/")
-    handler = grpc.method_handlers_generic_handler(
-        service, {method: grpc.unary_unary_rpc_method_handler(export)}
-    )
-    server = grpc.server(ThreadPoolExecutor(max_workers=2), handlers=[handler])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = grpc_server(0, lambda path, body: last.__setitem__(0, body))
     try:
         yield f"127.0.0.1:{port}", last
     finally:
