@@ -203,15 +203,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.relay:
             proxy, proxy_url = procs.start_relay(fake_url, proxy_cpus, work)
         else:
-            grpc = args.otlp == "grpc"
-            name = (
-                ("streamtap-otlp-grpc" if grpc else "streamtap-otlp")
-                if args.otlp
-                else "streamtap-otel"
-                if args.otel
-                else "streamtap"
-            )
+            name = "streamtap-otel" if args.otel else "streamtap"
             if args.otlp:
+                grpc = args.otlp == "grpc"
+                name = "streamtap-otlp-grpc" if grpc else "streamtap-otlp"
                 sink, endpoint = procs.start_otlp_sink(rig_cpus, work, grpc=grpc)
             prelude = _PRELUDE.format(here=str(HERE), out=str(trace))
             proxy, proxy_url = procs.start_streamtap(

@@ -207,7 +207,7 @@ def test_console_exporter_is_honoured() -> None:
     meter_provider.shutdown()
 
 
-def test_the_batch_span_processor_is_given_the_variables_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_batch_span_processor_is_given_the_variables_settings() -> None:
     environ = {
         "OTEL_TRACES_EXPORTER": "console",
         "OTEL_BSP_MAX_QUEUE_SIZE": "40",
