@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._attempt import StreamAttempt
 from ._call_cache import cached_answer, cached_text, keep_answer
-from ._call_finish import answer_texts, call_finished
+from ._call_finish import answer_messages, cacheable, call_finished
 from ._call_recovery import (
     NO_CACHE,
     NO_FALLBACK,
@@ -379,14 +379,17 @@ class Call:
             self._breaker.release()  # allowed but never concluded (cancelled, abandoned)
             self._breaker = None
         engine = self.engine
-        text: str | None = None
-        if outcome == "ok" and self.served_by is None and (engine.output_text or engine.caches):
-            text, kept = answer_texts(
-                self.dialect, self.delivered, body, output_text=engine.output_text, cache=bool(engine.caches)
-            )
+        if outcome == "ok" and self.served_by is None and engine.caches:
+            kept = cacheable(self.dialect, self.delivered, body)
             if kept is not None:
                 keep_answer(engine.caches, self._cache_key(), kept)
-        self.observer.on_event(call_finished(self, outcome, now, text))
+        # Whatever served it and however it ended: what the caller got is what capture records.
+        messages = None
+        if engine.output_messages:
+            messages = answer_messages(
+                self.dialect, self.delivered, body, outcome, stream=self.primary.stream
+            )
+        self.observer.on_event(call_finished(self, outcome, now, messages))
 
     def delivered_text(self) -> str:
         return self.dialect.text(b"".join(self.delivered))

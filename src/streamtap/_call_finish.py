@@ -1,4 +1,4 @@
-"""What a call records when it finishes: its answer's texts and its `CallFinished` event.
+"""What a call records when it finishes: its answer (captured, cached) and its `CallFinished` event.
 
 Built once from the call's state by `Call.finish`, which emits the event and keeps the text the
 caches may have. No I/O.
@@ -6,6 +6,7 @@ caches may have. No I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,35 +18,43 @@ if TYPE_CHECKING:
     from ._call import Call
 
 
-def answer_texts(
+def answer_messages(
     dialect: Dialect,
     delivered: Sequence[bytes],
     body: Mapping[str, Any] | None,
+    outcome: Outcome,
     *,
-    output_text: bool,
-    cache: bool,
-) -> tuple[str | None, str | None]:
-    """The text of an answer the upstream served, and the text to keep in the caches.
-
-    The first is None unless `output_text`, the second unless `cache`; the second is also None
-    when replaying the text would not give the same answer (one cut short (`length`), filtered
-    or with tool calls would be replayed as a complete text answer).
-
-    Args:
-        delivered: the stream's bytes released to the caller, when it had no whole `body`.
-        body: the JSON answer of a non-streaming request, or None.
-    """
-    frames = b"".join(delivered) if body is None else b""
-    text: str | None = None
-    kept: str | None = None
-    if output_text:
-        text = dialect.answer_text(body) if body is not None else dialect.text(frames)
-    if cache:
-        kept = dialect.cacheable_answer(body) if body is not None else dialect.cacheable_text(frames)
-    return text, kept
+    stream: bool,
+) -> list[dict[str, Any]]:
+    """What the caller was given, as the GenAI output messages: the whole JSON answer (`body`,
+    or what `delivered` holds for a caller that did not stream), else the stream's frames
+    released so far. A message the answer leaves unfinished ends with the call's outcome
+    (`error`, `cancelled`, `abandoned`)."""
+    unfinished = "stop" if outcome == "ok" else outcome
+    if body is None and not stream:
+        try:  # a cached answer, served whole
+            body = json.loads(b"".join(delivered)) if delivered else None
+        except ValueError:
+            body = None
+        if not isinstance(body, Mapping):
+            return []
+    if body is not None:
+        return dialect.answer_messages(body, unfinished)
+    return dialect.output_messages(b"".join(delivered), unfinished)
 
 
-def call_finished(call: Call, outcome: Outcome, now: float, output_text: str | None) -> CallFinished:
+def cacheable(dialect: Dialect, delivered: Sequence[bytes], body: Mapping[str, Any] | None) -> str | None:
+    """The text to keep in the answer caches, or None when replaying the text would not give
+    the same answer (one cut short (`length`), filtered or with tool calls would be replayed as
+    a complete text answer)."""
+    if body is not None:
+        return dialect.cacheable_answer(body)
+    return dialect.cacheable_text(b"".join(delivered))
+
+
+def call_finished(
+    call: Call, outcome: Outcome, now: float, output_messages: Sequence[Mapping[str, Any]] | None
+) -> CallFinished:
     """The event that ends `call`, finished with `outcome` at `now` (monotonic)."""
     facts = call.facts
     stream = call.stream
@@ -68,5 +77,5 @@ def call_finished(call: Call, outcome: Outcome, now: float, output_text: str | N
         max_chunk_gap=stream.max_gap if stream is not None and stream.chunks > 1 else None,
         chunks=stream.chunks if stream is not None else 0,
         fallback=call.served_by.kind if call.served_by is not None else None,
-        output_text=output_text,
+        output_messages=output_messages,
     )

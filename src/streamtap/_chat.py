@@ -25,6 +25,7 @@ from ._dialect import (
     text_shape,
     usage_details,
 )
+from ._output_messages import chat_messages, chat_stream_choices
 from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
@@ -135,11 +136,17 @@ class ChatDialect:
         parts: list[str] = []
         for choice in _choices(frames):
             if choice.get("index", 0) != 0:
-                continue  # n > 1: the first choice, as answer_text takes, never interleaved
+                continue  # n > 1: the first choice's, never interleaved
             delta = choice.get("delta")
             if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
                 parts.append(delta["content"])
         return "".join(parts)
+
+    def output_messages(self, frames: bytes, unfinished: str) -> list[dict[str, Any]]:
+        return chat_messages(chat_stream_choices(_choices(frames)), unfinished)
+
+    def answer_messages(self, body: Mapping[str, Any], unfinished: str) -> list[dict[str, Any]]:
+        return chat_messages(body.get("choices"), unfinished)
 
     def cacheable_text(self, frames: bytes) -> str | None:
         parts: list[str] = []
@@ -220,14 +227,6 @@ class ChatDialect:
 
     def from_text(self, text: str, model: str) -> bytes:
         return self.from_json(self.answer_json(text, model), {})
-
-    def answer_text(self, body: Mapping[str, Any]) -> str:
-        for choice in body.get("choices") or ():
-            message = choice.get("message") if isinstance(choice, Mapping) else None
-            content = message.get("content") if isinstance(message, Mapping) else None
-            if isinstance(content, str):
-                return content
-        return ""
 
     def unfinished(self, body: Mapping[str, Any]) -> str | None:
         return None  # a chat completion is answered finished, or not at all

@@ -241,6 +241,13 @@ class Dialect(Protocol):
     def text(self, frames: bytes) -> str:
         """The answer text carried by complete frames: the first choice's, when there are several."""
 
+    def output_messages(self, frames: bytes, unfinished: str) -> list[dict[str, Any]]:
+        """The answer complete frames carry, as the GenAI conventions' output messages; a
+        message they never finish has `unfinished` as its finish reason (`_output_messages`)."""
+
+    def answer_messages(self, body: Mapping[str, Any], unfinished: str) -> list[dict[str, Any]]:
+        """`output_messages` of a non-streaming JSON answer."""
+
     def cacheable_text(self, frames: bytes) -> str | None:
         """The text of a streamed answer, when replaying that text alone (a cached answer) gives
         the same answer: one choice, finished normally (chat `stop`, a `completed` response),
@@ -261,9 +268,6 @@ class Dialect(Protocol):
 
     def body_facts(self, body: Mapping[str, Any], facts: StreamFacts) -> None:
         """Fill facts from a non-streaming JSON answer."""
-
-    def answer_text(self, body: Mapping[str, Any]) -> str:
-        """The text of a non-streaming JSON answer."""
 
     def unfinished(self, body: Mapping[str, Any]) -> str | None:
         """Why a non-streaming JSON answer is no finished answer a stream could end with (a

@@ -111,9 +111,9 @@ class Engine:
                 f"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT), got {capture_content!r}"
             )
         self.capture_content = capture_content
-        # The answer's text is gathered for CallFinished when the engine captures content, or
-        # when a recorder was built to capture it whatever the engine says.
-        self.output_text = capture_content or any(
+        # The answer is gathered for CallFinished when the engine captures content, or when a
+        # recorder was built to capture it whatever the engine says.
+        self.output_messages = capture_content or any(
             getattr(recorder, "capture_content", None) is True for recorder in self.recorder.recorders
         )
         self.verify_events = verify_events

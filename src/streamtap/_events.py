@@ -130,7 +130,9 @@ class CallFinished:
     max_chunk_gap: float | None = None  # the largest gap between content events, seconds
     chunks: int = 0  # content events delivered
     fallback: FallbackKind | None = None  # which fallback served the call, if one did
-    output_text: str | None = None  # only when content capture is on
+    # Only when content capture is on: what the caller was given, as the GenAI conventions'
+    # output messages (`gen_ai.output.messages`), one per chat choice or Responses output item.
+    output_messages: Sequence[Mapping[str, Any]] | None = None
 
 
 CallEvent = (

@@ -1,4 +1,5 @@
-"""Opt-in content capture: request messages and output text in the GenAI semconv JSON shape.
+"""Opt-in content capture: request messages in the GenAI semconv JSON shape (the answer's are
+built by `_output_messages`).
 
 Only used when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true or
 SPAN_ONLY / SPAN_AND_EVENT, or the recorder's flag). Shapes follow gen-ai-input-messages.json / gen-ai-output-messages.json:
@@ -10,11 +11,12 @@ payloads are large and not messages anyone reads in a trace.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
+
+from ._output_messages import tool_call_part
 
 CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
@@ -56,17 +58,8 @@ def _tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
             if isinstance(call, Mapping):
                 function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
                 assert isinstance(function, Mapping)
-                out.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
+                out.append(tool_call_part(call.get("id"), function.get("name"), function.get("arguments")))
     return out
-
-
-def _tool_call(call_id: object, name: object, arguments: object) -> dict[str, Any]:
-    # The conventions want the arguments as the object they encode, not the JSON string the
-    # API carries; a string that is not JSON stays as it is.
-    if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):
-            arguments = json.loads(arguments)
-    return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
 
 
 def _tool_result(call_id: object, response: object) -> dict[str, Any]:
@@ -93,7 +86,7 @@ def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
             messages.append(_tool_result(item.get("call_id"), item.get("output")))
         elif item.get("type") == "function_call":
             # A tool call the model made earlier, replayed as Responses input: the assistant's.
-            call = _tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
+            call = tool_call_part(item.get("call_id"), item.get("name"), item.get("arguments"))
             messages.append({"role": "assistant", "parts": [call]})
         else:
             messages.append({"role": "user", "parts": [{"type": str(item.get("type", "generic"))}]})
@@ -106,17 +99,6 @@ def system_instructions(request: Mapping[str, Any]) -> list[dict[str, Any]] | No
     if isinstance(instructions, str) and instructions:
         return [{"type": "text", "content": instructions}]
     return None
-
-
-def output_messages(text: str, finish_reasons: Sequence[str]) -> list[dict[str, Any]]:
-    """The one assistant message the call delivered."""
-    return [
-        {
-            "role": "assistant",
-            "parts": [{"type": "text", "content": text}],
-            "finish_reason": finish_reasons[0] if finish_reasons else "",
-        }
-    ]
 
 
 def to_json(value: object) -> str:

@@ -258,10 +258,8 @@ class _SpanCall:
             attrs["streamtap.max_chunk_gap"] = event.max_chunk_gap
         if event.chunks:
             attrs["streamtap.chunks"] = event.chunks
-        if self._capture and event.output_text is not None:
-            attrs["gen_ai.output.messages"] = content.to_json(
-                content.output_messages(event.output_text, event.finish_reasons)
-            )
+        if self._capture and event.output_messages:
+            attrs["gen_ai.output.messages"] = content.to_json(event.output_messages)
         span.set_attributes(attrs)
         if failed:
             span.set_attribute("error.type", event.error_type or "_OTHER")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -27,6 +27,7 @@ from ._dialect import (
     text_shape,
     usage_details,
 )
+from ._output_messages import responses_messages, responses_stream_output
 from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
@@ -129,6 +130,12 @@ class ResponsesDialect:
                 parts.append(payload["delta"])
         return "".join(parts)
 
+    def output_messages(self, frames: bytes, unfinished: str) -> list[dict[str, Any]]:
+        return responses_messages(responses_stream_output(_payloads(frames)), unfinished)
+
+    def answer_messages(self, body: Mapping[str, Any], unfinished: str) -> list[dict[str, Any]]:
+        return responses_messages(body, unfinished)
+
     def cacheable_text(self, frames: bytes) -> str | None:
         # The terminal event holds the whole response: its status and every output item.
         for frame in reversed(split_frames(frames)):
@@ -152,7 +159,7 @@ class ResponsesDialect:
         for item in body.get("output") or ():
             if not isinstance(item, Mapping) or item.get("type") not in _REPLAYED_ITEMS:
                 return None  # a tool call (the caller's to run) or a built-in tool's output
-        return self.answer_text(body) or None
+        return _answer_text(body) or None
 
     def body_facts(self, body: Mapping[str, Any], facts: StreamFacts, finish: bool = True) -> None:
         if isinstance(body.get("id"), str):
@@ -194,17 +201,6 @@ class ResponsesDialect:
 
     def from_text(self, text: str, model: str) -> bytes:
         return self.from_json(self.answer_json(text, model), {})
-
-    def answer_text(self, body: Mapping[str, Any]) -> str:
-        parts: list[str] = []
-        for item in body.get("output") or ():
-            if isinstance(item, Mapping) and item.get("type") == "message":
-                parts.extend(
-                    str(part.get("text", ""))
-                    for part in item.get("content") or ()
-                    if isinstance(part, Mapping) and part.get("type") == "output_text"
-                )
-        return "".join(parts)
 
     def unfinished(self, body: Mapping[str, Any]) -> str | None:
         # A response that is still queued or in progress (a background one), or cancelled, has
@@ -285,6 +281,29 @@ class _Events:
             self.add("response.function_call_arguments.delta", **where, delta=arguments)
         self.add("response.function_call_arguments.done", **where, arguments=arguments)
         self.add("response.output_item.done", output_index=index, item=item)
+
+
+def _answer_text(body: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    for item in body.get("output") or ():
+        if isinstance(item, Mapping) and item.get("type") == "message":
+            parts.extend(
+                str(part.get("text", ""))
+                for part in item.get("content") or ()
+                if isinstance(part, Mapping) and part.get("type") == "output_text"
+            )
+    return "".join(parts)
+
+
+def _payloads(frames: bytes) -> Iterator[Mapping[str, Any]]:
+    """The JSON object of every event in complete frames, in order."""
+    for frame in split_frames(frames):
+        try:
+            payload = json.loads(parse_frame(frame).data)
+        except ValueError:
+            continue
+        if isinstance(payload, dict):
+            yield payload
 
 
 def last_sequence_number(delivered: Sequence[bytes]) -> int | None:

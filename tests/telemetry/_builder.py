@@ -125,7 +125,7 @@ class Call:
         chunks: int = 0,
         max_chunk_gap: float | None = None,
         fallback: FallbackKind | None = None,
-        output_text: str | None = None,
+        output_messages: Sequence[Mapping[str, Any]] | None = None,
         service_tier: str | None = None,
     ) -> Call:
         return self.emit(
@@ -144,7 +144,7 @@ class Call:
                 max_chunk_gap=max_chunk_gap,
                 chunks=chunks,
                 fallback=fallback,
-                output_text=output_text,
+                output_messages=output_messages,
                 service_tier=service_tier,
             )
         )

@@ -227,6 +227,7 @@ def test_responses_conversation_is_the_conversation_id(
     assert dict(spans.get_finished_spans()[0].attributes or {})["gen_ai.conversation.id"] == "conv_123"
 
 
+SAID = [{"role": "assistant", "parts": [{"type": "text", "content": "hi there"}], "finish_reason": "stop"}]
 CHAT_REQUEST = {
     "model": "gpt-4o-mini",
     "stream": True,
@@ -239,7 +240,7 @@ def test_content_capture_is_off_by_default(
 ) -> None:
     monkeypatch.delenv(CAPTURE_ENV, raising=False)
     c = Call(Fanout([OtelTraceRecorder(tracer_provider)]), request=CHAT_REQUEST).start()
-    c.finish("ok", output_text="hi there", finish_reasons=["stop"])
+    c.finish("ok", output_messages=SAID, finish_reasons=["stop"])
     attrs = dict(spans.get_finished_spans()[0].attributes or {})
     assert "gen_ai.input.messages" not in attrs
     assert "gen_ai.output.messages" not in attrs
@@ -251,15 +252,13 @@ def test_content_capture_on_by_env(
 ) -> None:
     monkeypatch.setenv(CAPTURE_ENV, "true")
     c = Call(Fanout([OtelTraceRecorder(tracer_provider)]), request=CHAT_REQUEST).start()
-    c.finish("ok", output_text="hi there", finish_reasons=["stop"])
+    c.finish("ok", output_messages=SAID, finish_reasons=["stop"])
     attrs = dict(spans.get_finished_spans()[0].attributes or {})
     assert json.loads(str(attrs["gen_ai.input.messages"])) == [
         {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
         {"role": "user", "parts": [{"type": "text", "content": "hello"}]},
     ]
-    assert json.loads(str(attrs["gen_ai.output.messages"])) == [
-        {"role": "assistant", "parts": [{"type": "text", "content": "hi there"}], "finish_reason": "stop"}
-    ]
+    assert json.loads(str(attrs["gen_ai.output.messages"])) == SAID
 
 
 @pytest.mark.parametrize(
@@ -337,7 +336,7 @@ def test_constructor_flag_beats_env(
     monkeypatch.setenv(CAPTURE_ENV, "true")
     Call(
         Fanout([OtelTraceRecorder(tracer_provider, capture_content=False)]), request=CHAT_REQUEST
-    ).start().finish("ok", output_text="x")
+    ).start().finish("ok", output_messages=SAID)
     assert "gen_ai.input.messages" not in dict(spans.get_finished_spans()[0].attributes or {})
 
 

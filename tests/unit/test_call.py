@@ -310,7 +310,7 @@ def test_two_429s_then_success() -> None:
         max_chunk_gap=pytest.approx(0.1),  # type: ignore[arg-type]
         chunks=2,
         fallback=None,
-        output_text=None,
+        output_messages=None,
     )
 
 
@@ -583,7 +583,7 @@ def test_cache_hit_for_a_non_streaming_caller_is_json() -> None:
     rig.fail_status(call, rig.send(call), 500)
     step = call.next()
     assert isinstance(step, Serve) and step.stream is False
-    assert CHAT.answer_text(json.loads(step.body)) == "cached"
+    assert json.loads(step.body)["choices"][0]["message"]["content"] == "cached"
 
 
 def test_cached_answers_are_kept_per_credential() -> None:
@@ -930,7 +930,12 @@ def test_capture_content_records_the_answer() -> None:
     rig = Rig(capture=True)
     call = rig.start()
     rig.succeed(call, rig.send(call))
-    assert rig.rec.finished()[0].output_text == "Hi there"
+    (said,) = rig.rec.finished()[0].output_messages or ()
+    assert said == {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": "Hi there"}],
+        "finish_reason": "stop",
+    }
 
 
 def test_half_open_probe_success_closes_the_breaker() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from streamtap._call_cache import cached_answer, cached_text, keep_answer
-from streamtap._call_finish import answer_texts
+from streamtap._call_finish import answer_messages, cacheable
 from streamtap._call_recovery import give_up_type, next_fallback, rejoins, resume_after, retry_wait
 from streamtap._chat import CHAT
 from streamtap._errors import failure
@@ -118,8 +118,23 @@ def test_cached_answer_is_what_the_request_asked_for() -> None:
     assert json.loads(whole.body)["choices"][0]["message"]["content"] == "hi"
 
 
-def test_answer_texts_are_computed_only_when_asked() -> None:
+def test_the_answer_is_read_from_the_body_when_there_is_one_else_from_the_frames() -> None:
     delivered = [chunk("Hi"), chunk(" there"), STOP]
-    assert answer_texts(CHAT, delivered, None, output_text=True, cache=True) == ("Hi there", "Hi there")
-    assert answer_texts(CHAT, delivered, None, output_text=False, cache=True) == (None, "Hi there")
-    assert answer_texts(CHAT, delivered, None, output_text=True, cache=False) == ("Hi there", None)
+    said = {"role": "assistant", "parts": [{"type": "text", "content": "Hi there"}], "finish_reason": "stop"}
+    assert answer_messages(CHAT, delivered, None, "ok", stream=True) == [said]
+    assert cacheable(CHAT, delivered, None) == "Hi there"
+    body = {"choices": [{"index": 0, "message": {"content": "Hi there"}, "finish_reason": "stop"}]}
+    assert answer_messages(CHAT, [], body, "ok", stream=False) == [said]
+    served_whole = [json.dumps(body).encode()]  # a cached answer given to a caller that did not stream
+    assert answer_messages(CHAT, served_whole, None, "ok", stream=False) == [said]
+    assert answer_messages(CHAT, [b"not json"], None, "ok", stream=False) == []
+    assert answer_messages(CHAT, [], None, "error", stream=False) == []
+    assert cacheable(CHAT, [], body) == "Hi there"
+
+
+def test_a_message_cut_short_ends_with_the_calls_outcome() -> None:
+    delivered = [chunk("Hi")]
+    for outcome in ("error", "cancelled", "abandoned"):
+        (said,) = answer_messages(CHAT, delivered, None, outcome, stream=True)
+        assert said["finish_reason"] == outcome
+        assert said["parts"] == [{"type": "text", "content": "Hi"}]

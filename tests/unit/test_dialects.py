@@ -338,7 +338,10 @@ def test_chat_text_of_several_choices_is_the_first_ones() -> None:
             {"index": 1, "message": {"content": "Bonjour"}},
         ]
     }
-    assert CHAT.answer_text(body) == "Hello"
+    assert [m["parts"] for m in CHAT.answer_messages(body, "error")] == [
+        [{"type": "text", "content": "Hello"}],
+        [{"type": "text", "content": "Bonjour"}],
+    ]
 
 
 # -- responses classification ---------------------------------------------------------------------
@@ -626,8 +629,9 @@ def test_chat_answer_json_is_a_valid_completion() -> None:
     completion = ChatCompletion.model_validate(body)
     assert completion.choices[0].message.content == TEXT
     assert completion.model == "gpt-x"
-    assert CHAT.answer_text(body) == TEXT
-    assert CHAT.answer_text({"choices": []}) == ""
+    said = [{"role": "assistant", "parts": [{"type": "text", "content": TEXT}], "finish_reason": "stop"}]
+    assert CHAT.answer_messages(body, "error") == said
+    assert CHAT.answer_messages({"choices": []}, "error") == []
 
 
 def test_chat_error_frame_makes_the_sdk_raise() -> None:
@@ -768,8 +772,13 @@ def test_responses_from_json_ends_an_incomplete_answer_as_its_stream_would() -> 
 def test_responses_answer_json_is_a_valid_response() -> None:
     body = RESPONSES.answer_json(TEXT, "gpt-x")
     assert Response.model_validate(body).output_text == TEXT
-    assert RESPONSES.answer_text(body) == TEXT
-    assert RESPONSES.answer_text(RESPONSES_BODY) == "hi"
+    said = [{"role": "assistant", "parts": [{"type": "text", "content": TEXT}], "finish_reason": "stop"}]
+    assert RESPONSES.answer_messages(body, "error") == said
+    assert RESPONSES.answer_messages(RESPONSES_BODY, "error") == [
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "f", "arguments": {"a": 1}}],
+         "finish_reason": "tool_call"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"},
+    ]  # fmt: skip
 
 
 def test_responses_body_facts() -> None:

@@ -1,0 +1,283 @@
+"""What content capture records of the answer, end to end: `gen_ai.output.messages` is what the
+caller was given, whatever the answer held, whoever served it and however the call ended.
+
+Answers the fake upstream does not give (tool calls, a refusal, reasoning) come from a loopback
+server replaying them as OpenAI streams them; the real SDK reads them through either door.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import openai
+import pytest
+
+import streamtap
+from streamtap._proxy_config import ProxyConfig
+from streamtap._proxy_server import ProxyServer
+from streamtap.fake import FakeUpstream
+
+from . import loopback
+from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES
+from .telemetry_support import Telemetry, stream
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    return b"data: " + json.dumps({**chunk, "choices": [choice]}).encode() + b"\n\n"
+
+
+def _call(index: int, args: str, id: str | None = None, name: str | None = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": index, "function": {"arguments": args}}
+    if id is not None:
+        call.update(id=id, type="function")
+        call["function"]["name"] = name
+    return {"tool_calls": [call]}
+
+
+# n=2: the first choice says a little and calls two tools, arguments in pieces; the second refuses.
+CHAT_STREAM = b"".join(
+    [
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk({"role": "assistant", "content": None}, index=1),
+        _chunk({"content": "Checking both."}),
+        _chunk({"refusal": "No."}, index=1),
+        _chunk(_call(0, '{"city"', "call_a", "weather")),
+        _chunk(_call(0, ': "Paris"}')),
+        _chunk(_call(1, '{"tz": "CET"}', "call_b", "time")),
+        _chunk({}, "stop", index=1),
+        _chunk({}, "tool_calls"),
+        b"data: [DONE]\n\n",
+    ]
+)
+CHAT_SAID = [
+    {
+        "role": "assistant",
+        "parts": [
+            {"type": "text", "content": "Checking both."},
+            {"type": "tool_call", "id": "call_a", "name": "weather", "arguments": {"city": "Paris"}},
+            {"type": "tool_call", "id": "call_b", "name": "time", "arguments": {"tz": "CET"}},
+        ],
+        "finish_reason": "tool_call",
+    },
+    {"role": "assistant", "parts": [{"type": "text", "content": "No."}], "finish_reason": "stop"},
+]
+
+
+def _event(kind: str, sequence: int, **fields: Any) -> bytes:
+    data = json.dumps({"type": kind, "sequence_number": sequence, **fields})
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+def _responses_stream() -> bytes:
+    base = {"id": "resp_1", "object": "response", "created_at": 0, "model": "gpt-4o", "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": []}  # fmt: skip
+    reasoning = {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text", "text": "Plan."}]}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": "Looking it up.", "annotations": []}]}  # fmt: skip
+    call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "weather",
+            "arguments": '{"city": "Paris"}', "status": "completed"}  # fmt: skip
+    done = {**base, "status": "completed", "output": [reasoning, message, call],
+            "usage": {"input_tokens": 5, "output_tokens": 9, "total_tokens": 14}}  # fmt: skip
+    return b"".join(
+        [
+            _event("response.created", 0, response={**base, "status": "in_progress", "output": []}),
+            _event("response.output_item.added", 1, output_index=0, item={**reasoning, "summary": []}),
+            _event("response.output_item.done", 2, output_index=0, item=reasoning),
+            _event("response.output_item.added", 3, output_index=1, item={**message, "content": []}),
+            _event(
+                "response.output_text.delta",
+                4,
+                output_index=1,
+                content_index=0,
+                item_id="msg_1",
+                delta="Looking it up.",
+                logprobs=[],
+            ),
+            _event("response.output_item.done", 5, output_index=1, item=message),
+            _event("response.output_item.added", 6, output_index=2, item={**call, "arguments": ""}),
+            _event(
+                "response.function_call_arguments.delta",
+                7,
+                output_index=2,
+                item_id="fc_1",
+                delta='{"city": "Paris"}',
+            ),
+            _event("response.output_item.done", 8, output_index=2, item=call),
+            _event("response.completed", 9, response=done),
+        ]
+    )
+
+
+RESPONSES_SAID = [
+    {"role": "assistant", "parts": [{"type": "reasoning", "content": "Plan."}], "finish_reason": "stop"},
+    {
+        "role": "assistant",
+        "parts": [
+            {"type": "text", "content": "Looking it up."},
+            {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": {"city": "Paris"}},
+        ],
+        "finish_reason": "tool_call",
+    },
+]
+STREAMS = {"chat": (CHAT_STREAM, CHAT_SAID), "responses": (_responses_stream(), RESPONSES_SAID)}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    class Replay(loopback.Handler):
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = STREAMS["responses" if self.path.endswith("/responses") else "chat"][0]
+            assert request["stream"] is True
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with loopback.serve(Replay) as url:
+        yield f"{url}/v1"
+
+
+def _said(telemetry: Telemetry) -> Any:
+    attrs = dict(telemetry.call_span().attributes or {})
+    return json.loads(str(attrs["gen_ai.output.messages"]))
+
+
+async def _read_async(client: openai.AsyncOpenAI, api: str) -> None:
+    async with client:
+        await _create_async(client, api)
+
+
+async def _create_async(client: openai.AsyncOpenAI, api: str) -> None:
+    if api == "chat":
+        async for _ in await client.chat.completions.create(
+            model="gpt-4o", messages=CHAT_MESSAGES, stream=True, n=2
+        ):
+            pass
+    else:
+        async for _ in await client.responses.create(model="gpt-4o", input="weather?", stream=True):
+            pass
+
+
+def _read_sync(client: openai.OpenAI, api: str) -> None:
+    with client:
+        if api == "chat":
+            for _ in client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True, n=2):
+                pass
+        else:
+            for _ in client.responses.create(model="gpt-4o", input="weather?", stream=True):
+                pass
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_every_choice_and_tool_call_is_captured(upstream: str, api: str, mode: str) -> None:
+    telemetry = Telemetry()
+    kwargs: dict[str, Any] = {
+        "policy": TEST_POLICY,
+        "recorders": telemetry.recorders,
+        "capture_content": True,
+    }
+    if mode == "sync":
+        _read_sync(streamtap.instrument(openai.OpenAI(api_key="sk-test", base_url=upstream), **kwargs), api)
+    else:
+        client = streamtap.instrument(openai.AsyncOpenAI(api_key="sk-test", base_url=upstream), **kwargs)
+        anyio.run(_read_async, client, api)
+    telemetry.shutdown()
+    assert _said(telemetry) == STREAMS[api][1]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_the_proxy_captures_them_too(upstream: str, api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CAPTURE_ENV, "true")
+    telemetry = Telemetry()
+    config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
+    with ProxyServer(config, recorders=telemetry.recorders) as proxy:
+        _read_sync(openai.OpenAI(api_key="sk-test", base_url=proxy.base_url), api)
+    telemetry.shutdown()
+    assert _said(telemetry) == STREAMS[api][1]
+
+
+def _text(received: list[str], finish: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "".join(received)}],
+            "finish_reason": finish,
+        }
+    ]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_fallbacks_answer_is_captured(fake: FakeUpstream, mode: str) -> None:
+    fake.clear()
+    fake.enqueue(*["status=503"] * TEST_POLICY.max_attempts, "")
+    telemetry = Telemetry()
+    cls = openai.AsyncOpenAI if mode == "async" else openai.OpenAI
+    client = streamtap.instrument(
+        cls(api_key="sk-test-e2e", base_url=fake.base_url),
+        policy=TEST_POLICY,
+        recorders=telemetry.recorders,
+        fallbacks=[streamtap.Fallback.model("gpt-4o-mini")],
+        capture_content=True,
+    )
+    received, error = stream(client, "chat", mode)
+    telemetry.shutdown()
+    assert error is None
+    assert "".join(received) == fake.expected_text(model="gpt-4o-mini", messages=CHAT_MESSAGES)
+    assert _said(telemetry) == _text(received, "stop")
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_what_a_broken_stream_delivered_is_captured_as_an_error(fake: FakeUpstream, api: str) -> None:
+    fake.clear()
+    fake.enqueue("drop_after=3")
+    telemetry = Telemetry()
+    client = streamtap.instrument(
+        openai.OpenAI(api_key="sk-test-e2e", base_url=fake.base_url),
+        policy=streamtap.Policy(max_attempts=1),
+        recorders=telemetry.recorders,
+        capture_content=True,
+    )
+    received, error = stream(client, api, "sync")
+    telemetry.shutdown()
+    assert isinstance(error, streamtap.StreamInterrupted)
+    assert len(received) == 3
+    assert _said(telemetry) == _text(received, "error")
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["stream", "whole"])
+def test_a_cached_answer_is_captured(fake: FakeUpstream, streamed: bool) -> None:
+    """The cache serves the second call (the upstream down); capture records what it served."""
+    fake.clear()
+    telemetry = Telemetry()
+    client = streamtap.instrument(
+        openai.OpenAI(api_key="sk-test-e2e", base_url=fake.base_url),
+        policy=TEST_POLICY,
+        recorders=telemetry.recorders,
+        fallbacks=[streamtap.Fallback.cached()],
+        capture_content=True,
+    )
+    with client:
+        first, error = stream(client, "chat", "sync")
+        assert error is None
+        fake.enqueue(*["status=503"] * TEST_POLICY.max_attempts)
+        if streamed:
+            second, error = stream(client, "chat", "sync")
+            assert (error, "".join(second)) == (None, "".join(first))
+        else:
+            answer = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)
+            assert answer.choices[0].message.content == "".join(first)
+    telemetry.shutdown()
+    calls = [s for s in telemetry.finished_spans() if s.name == "chat gpt-4o"]
+    assert [dict(s.attributes or {}).get("streamtap.fallback") for s in calls] == [None, "cache"]
+    assert json.loads(str(dict(calls[1].attributes or {})["gen_ai.output.messages"])) == _text(first, "stop")
