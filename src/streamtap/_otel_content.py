@@ -16,10 +16,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ._output_messages import tool_call_part
+from ._output_messages import item_parts, tool_call_part, tool_calls_only
 
 CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
+# Responses input items that answer a tool call the model made.
+_TOOL_OUTPUTS: Final = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output"})
 
 
 # The variable's values that put content on spans, any case: the boolean of the older GenAI
@@ -66,6 +68,16 @@ def _tool_result(call_id: object, response: object) -> dict[str, Any]:
     return {"role": "tool", "parts": [{"type": "tool_call_response", "id": call_id, "response": response}]}
 
 
+def _tool_output(output: object) -> object:
+    """What a Responses tool output item returned: its text as it is, content parts as parts
+    (images and files by their type alone), a computer's screenshot by its type."""
+    if isinstance(output, Mapping):
+        return {"type": output.get("type")}
+    if isinstance(output, Sequence) and not isinstance(output, str):
+        return _parts(output)
+    return output
+
+
 def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The chat history of a chat-completions (`messages`) or responses (`input`) request."""
     raw = request.get("messages", request.get("input"))
@@ -82,12 +94,18 @@ def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
             messages.append(_tool_result(item.get("tool_call_id"), item.get("content")))
         elif isinstance(role, str):
             messages.append({"role": role, "parts": _parts(item.get("content")) + _tool_calls(item)})
-        elif item.get("type") == "function_call_output":
-            messages.append(_tool_result(item.get("call_id"), item.get("output")))
-        elif item.get("type") == "function_call":
-            # A tool call the model made earlier, replayed as Responses input: the assistant's.
-            call = tool_call_part(item.get("call_id"), item.get("name"), item.get("arguments"))
-            messages.append({"role": "assistant", "parts": [call]})
+        elif item.get("type") in _TOOL_OUTPUTS:
+            messages.append(_tool_result(item.get("call_id"), _tool_output(item.get("output"))))
+        elif (parts := item_parts(item)) is not None:
+            # The model's earlier output (reasoning, tool calls), replayed as Responses input:
+            # the assistant's, with parallel tool calls as one turn.
+            turn = {"role": "assistant", "parts": parts}
+            if not parts:
+                continue
+            if messages and tool_calls_only(turn) and tool_calls_only(messages[-1]):
+                messages[-1]["parts"].extend(parts)
+            else:
+                messages.append(turn)
         else:
             messages.append({"role": "user", "parts": [{"type": str(item.get("type", "generic"))}]})
     return messages

@@ -181,54 +181,63 @@ def responses_messages(response: Mapping[str, Any], unfinished: str) -> list[Mes
     messages: list[Message] = []
     output = response.get("output")
     for item in output if isinstance(output, Sequence) else ():
-        if not isinstance(item, Mapping):
-            continue
-        kind = item.get("type")
+        parts = item_parts(item)
+        if not parts:
+            continue  # not the model's output, or a reasoning item with no summary
         status = item.get("status")
-        if kind == "message":
-            parts = [
-                {"type": "text", "content": text}
-                for text in map(_part_text, item.get("content") or ())
-                if text
-            ]
-            messages.append({"role": "assistant", "parts": parts, "finish_reason": finish(status)})
-        elif isinstance(kind, str) and kind in _TOOL_CALL_INPUT:
-            name = "computer" if kind == "computer_call" else item.get("name")
-            part = tool_call_part(
-                item.get("call_id") or item.get("id"), name, item.get(_TOOL_CALL_INPUT[kind])
-            )
+        if item.get("type") in _TOOL_CALL_INPUT:
             done = status in ("completed", "incomplete", None)
             last = messages[-1] if messages else None
             if done and last is not None and _takes_tool_calls(last):
-                last["parts"].append(part)
+                last["parts"].extend(parts)
                 last["finish_reason"] = "tool_call"
-            else:
-                messages.append(
-                    {
-                        "role": "assistant",
-                        "parts": [part],
-                        "finish_reason": "tool_call" if done else unfinished,
-                    }
-                )
-        elif kind == "reasoning":
-            parts = [
-                {"type": "reasoning", "content": block["text"]}
-                for key in ("summary", "content")
-                for block in item.get(key) or ()
-                if isinstance(block, Mapping) and isinstance(block.get("text"), str)
-            ]
-            if parts:
-                messages.append({"role": "assistant", "parts": parts, "finish_reason": finish(status)})
-        elif isinstance(kind, str) and kind in _SERVER_TOOLS:
-            call = {key: value for key, value in item.items() if key not in _NOT_THE_CALL}
-            part = {
-                "type": "server_tool_call",
-                "id": item.get("call_id") or item.get("id"),
-                "name": item.get("name") or _SERVER_TOOLS[kind],
-                "server_tool_call": {"type": _SERVER_TOOLS[kind], **call},
-            }
-            messages.append({"role": "assistant", "parts": [part], "finish_reason": finish(status)})
+                continue
+            messages.append(
+                {"role": "assistant", "parts": parts, "finish_reason": "tool_call" if done else unfinished}
+            )
+        else:
+            messages.append({"role": "assistant", "parts": parts, "finish_reason": finish(status)})
     return messages
+
+
+def item_parts(item: object) -> list[dict[str, Any]] | None:
+    """The parts of one Responses output item (as answered, or replayed as input), or None for
+    an item that is not the model's output."""
+    if not isinstance(item, Mapping):
+        return None
+    kind = item.get("type")
+    if kind == "message":
+        return [
+            {"type": "text", "content": text} for text in map(_part_text, item.get("content") or ()) if text
+        ]
+    if kind == "reasoning":
+        return [
+            {"type": "reasoning", "content": block["text"]}
+            for key in ("summary", "content")
+            for block in item.get(key) or ()
+            if isinstance(block, Mapping) and isinstance(block.get("text"), str)
+        ]
+    if not isinstance(kind, str):
+        return None
+    if kind in _TOOL_CALL_INPUT:
+        name = "computer" if kind == "computer_call" else item.get("name")
+        return [tool_call_part(item.get("call_id") or item.get("id"), name, item.get(_TOOL_CALL_INPUT[kind]))]
+    if kind in _SERVER_TOOLS:
+        call = {key: value for key, value in item.items() if key not in _NOT_THE_CALL}
+        part = {
+            "type": "server_tool_call",
+            "id": item.get("call_id") or item.get("id"),
+            "name": item.get("name") or _SERVER_TOOLS[kind],
+            "server_tool_call": {"type": _SERVER_TOOLS[kind], **call},
+        }
+        return [part]
+    return None
+
+
+def tool_calls_only(message: Message) -> bool:
+    """Whether `message` is an assistant turn of tool calls alone (parallel calls are one turn)."""
+    parts = message["parts"]
+    return message["role"] == "assistant" and bool(parts) and all(p["type"] == "tool_call" for p in parts)
 
 
 def _part_text(part: object) -> str | None:

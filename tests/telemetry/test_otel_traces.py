@@ -330,6 +330,59 @@ def test_responses_function_call_items_are_the_assistants_tool_calls(
     ]
 
 
+def test_an_agent_loops_replayed_output_is_the_assistants(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    """A Responses agent sends back the model's last output (reasoning, parallel tool calls) with
+    the tools' results: the assistant's turn, one for both calls; screenshots by type alone."""
+    screenshot = {"type": "computer_screenshot", "image_url": "data:image/png;base64," + "A" * 1000}
+    request = {
+        "model": "gpt-4.1",
+        "input": [
+            {"role": "user", "content": "weather and time?"},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Two tools."}]},
+            {"type": "reasoning", "id": "rs_2", "summary": []},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "weather",
+                "arguments": '{"city":"Paris"}',
+            },
+            {"type": "custom_tool_call", "call_id": "call_2", "name": "clock", "input": "CET"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "rainy"},
+            {
+                "type": "custom_tool_call_output",
+                "call_id": "call_2",
+                "output": [{"type": "input_text", "text": "9:00"}],
+            },
+            {"type": "computer_call", "call_id": "call_3", "action": {"type": "screenshot"}},
+            {"type": "computer_call_output", "call_id": "call_3", "output": screenshot},
+        ],
+    }
+    Call(
+        Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), api="responses", request=request
+    ).start().finish("ok")
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert json.loads(str(attrs["gen_ai.input.messages"]))[1:] == [
+        {"role": "assistant", "parts": [{"type": "reasoning", "content": "Two tools."}]},
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": {"city": "Paris"}},
+                {"type": "tool_call", "id": "call_2", "name": "clock", "arguments": "CET"},
+            ],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy"}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_2",
+                                    "response": [{"type": "text", "content": "9:00"}]}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_3", "name": "computer",
+                                         "arguments": {"type": "screenshot"}}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_3",
+                                    "response": {"type": "computer_screenshot"}}]},
+    ]  # fmt: skip
+    assert "AAAA" not in str(attrs["gen_ai.input.messages"])
+
+
 def test_constructor_flag_beats_env(
     tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
