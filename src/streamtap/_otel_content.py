@@ -119,6 +119,38 @@ def system_instructions(request: Mapping[str, Any]) -> list[dict[str, Any]] | No
     return None
 
 
+def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The tools a request offers the model (`gen_ai.tool.definitions`), or None when none.
+
+    A function is `{"type": "function", "name", "description", "parameters"}`, from chat's
+    nested `function` or the Responses API's flat shape; a built-in tool (web search, file
+    search, ...) is its type, named by it unless it has a name.
+    """
+    tools = request.get("tools")
+    if not isinstance(tools, Sequence) or isinstance(tools, str):
+        return None
+    definitions: list[dict[str, Any]] = []
+    for tool in tools:
+        if not isinstance(tool, Mapping) or not isinstance(tool.get("type"), str):
+            continue
+        kind = tool["type"]
+        if kind == "function":
+            function = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+            assert isinstance(function, Mapping)
+            definitions.append(
+                {
+                    "type": "function",
+                    "name": function.get("name") if isinstance(function.get("name"), str) else "",
+                    "description": function.get("description"),
+                    "parameters": function.get("parameters"),
+                }
+            )
+        else:
+            name = tool.get("name")
+            definitions.append({"type": kind, "name": name if isinstance(name, str) else kind})
+    return definitions or None
+
+
 def to_json(value: object) -> str:
     """Compact JSON; values that are not JSON become their string form instead of failing."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)

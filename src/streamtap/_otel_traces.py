@@ -96,6 +96,9 @@ class OtelTraceRecorder:
             instructions = content.system_instructions(event.request)
             if instructions is not None:
                 attrs["gen_ai.system_instructions"] = content.to_json(instructions)
+            tools = content.tool_definitions(event.request)
+            if tools is not None:
+                attrs["gen_ai.tool.definitions"] = content.to_json(tools)
         span = self.tracer.start_span(
             call_span_name(event.api, event.model), kind=SpanKind.CLIENT, attributes=attrs
         )

@@ -383,6 +383,34 @@ def test_an_agent_loops_replayed_output_is_the_assistants(
     assert "AAAA" not in str(attrs["gen_ai.input.messages"])
 
 
+@pytest.mark.parametrize("api", ["chat_completions", "responses"])
+def test_the_tools_offered_are_captured(
+    api: str, tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    weather = {"name": "weather", "description": "Weather now", "parameters": {"type": "object"}}
+    function = (
+        {"type": "function", "function": weather}
+        if api == "chat_completions"
+        else {"type": "function", **weather}
+    )
+    request = {"model": "gpt-4.1", "input": "hi", "tools": [function, {"type": "web_search"}]}
+    for capture in (True, False):
+        Call(
+            Fanout([OtelTraceRecorder(tracer_provider, capture_content=capture)]), api=api, request=request
+        ).start().finish("ok")
+    captured, uncaptured = (dict(s.attributes or {}) for s in spans.get_finished_spans())
+    assert json.loads(str(captured["gen_ai.tool.definitions"])) == [
+        {
+            "type": "function",
+            "name": "weather",
+            "description": "Weather now",
+            "parameters": {"type": "object"},
+        },
+        {"type": "web_search", "name": "web_search"},
+    ]
+    assert "gen_ai.tool.definitions" not in uncaptured
+
+
 def test_constructor_flag_beats_env(
     tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
