@@ -14,10 +14,13 @@ from typing import Any
 import anyio
 import openai
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 import streamtap
+from streamtap._chat import CHAT
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
+from streamtap._responses import RESPONSES
 from streamtap.fake import FakeUpstream
 
 from . import loopback
@@ -57,18 +60,6 @@ CHAT_STREAM = b"".join(
         b"data: [DONE]\n\n",
     ]
 )
-CHAT_SAID = [
-    {
-        "role": "assistant",
-        "parts": [
-            {"type": "text", "content": "Checking both."},
-            {"type": "tool_call", "id": "call_a", "name": "weather", "arguments": {"city": "Paris"}},
-            {"type": "tool_call", "id": "call_b", "name": "time", "arguments": {"tz": "CET"}},
-        ],
-        "finish_reason": "tool_call",
-    },
-    {"role": "assistant", "parts": [{"type": "text", "content": "No."}], "finish_reason": "stop"},
-]
 
 
 def _event(kind: str, sequence: int, **fields: Any) -> bytes:
@@ -116,18 +107,12 @@ def _responses_stream() -> bytes:
     )
 
 
-RESPONSES_SAID = [
-    {"role": "assistant", "parts": [{"type": "reasoning", "content": "Plan."}], "finish_reason": "stop"},
-    {
-        "role": "assistant",
-        "parts": [
-            {"type": "text", "content": "Looking it up."},
-            {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": {"city": "Paris"}},
-        ],
-        "finish_reason": "tool_call",
-    },
-]
-STREAMS = {"chat": (CHAT_STREAM, CHAT_SAID), "responses": (_responses_stream(), RESPONSES_SAID)}
+STREAMS = {"chat": CHAT_STREAM, "responses": _responses_stream()}
+# The parts of each message the answers above hold.
+PARTS = {
+    "chat": [["text", "tool_call", "tool_call"], ["text"]],
+    "responses": [["reasoning"], ["text", "tool_call"]],
+}
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +120,7 @@ def upstream() -> Iterator[str]:
     class Replay(loopback.Handler):
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            body = STREAMS["responses" if self.path.endswith("/responses") else "chat"][0]
+            body = STREAMS["responses" if self.path.endswith("/responses") else "chat"]
             assert request["stream"] is True
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -152,30 +137,41 @@ def _said(telemetry: Telemetry) -> Any:
     return json.loads(str(attrs["gen_ai.output.messages"]))
 
 
-async def _read_async(client: openai.AsyncOpenAI, api: str) -> None:
-    async with client:
-        await _create_async(client, api)
-
-
-async def _create_async(client: openai.AsyncOpenAI, api: str) -> None:
+def _assembled(api: str, received: list[Any]) -> list[dict[str, Any]]:
+    """The answer the caller's SDK put together from what it received, as output messages."""
     if api == "chat":
-        async for _ in await client.chat.completions.create(
-            model="gpt-4o", messages=CHAT_MESSAGES, stream=True, n=2
-        ):
-            pass
-    else:
-        async for _ in await client.responses.create(model="gpt-4o", input="weather?", stream=True):
-            pass
+        state = ChatCompletionStreamState()
+        for chunk in received:
+            state.handle_chunk(chunk)
+        return CHAT.answer_messages(state.get_final_completion().model_dump(mode="json"), "error")
+    assert received[-1].type == "response.completed"
+    return RESPONSES.answer_messages(received[-1].response.model_dump(mode="json"), "error")
 
 
-def _read_sync(client: openai.OpenAI, api: str) -> None:
+def _check(telemetry: Telemetry, api: str, received: list[Any]) -> None:
+    said = _said(telemetry)
+    assert said == _assembled(api, received)
+    assert [[part["type"] for part in message["parts"]] for message in said] == PARTS[api]
+
+
+async def _read_async(client: openai.AsyncOpenAI, api: str) -> list[Any]:
+    async with client:
+        if api == "chat":
+            stream = await client.chat.completions.create(
+                model="gpt-4o", messages=CHAT_MESSAGES, stream=True, n=2
+            )
+        else:
+            stream = await client.responses.create(model="gpt-4o", input="weather?", stream=True)
+        return [item async for item in stream]
+
+
+def _read_sync(client: openai.OpenAI, api: str) -> list[Any]:
     with client:
         if api == "chat":
-            for _ in client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True, n=2):
-                pass
-        else:
-            for _ in client.responses.create(model="gpt-4o", input="weather?", stream=True):
-                pass
+            return list(
+                client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True, n=2)
+            )
+        return list(client.responses.create(model="gpt-4o", input="weather?", stream=True))
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -188,12 +184,14 @@ def test_every_choice_and_tool_call_is_captured(upstream: str, api: str, mode: s
         "capture_content": True,
     }
     if mode == "sync":
-        _read_sync(streamtap.instrument(openai.OpenAI(api_key="sk-test", base_url=upstream), **kwargs), api)
+        received = _read_sync(
+            streamtap.instrument(openai.OpenAI(api_key="sk-test", base_url=upstream), **kwargs), api
+        )
     else:
         client = streamtap.instrument(openai.AsyncOpenAI(api_key="sk-test", base_url=upstream), **kwargs)
-        anyio.run(_read_async, client, api)
+        received = anyio.run(_read_async, client, api)
     telemetry.shutdown()
-    assert _said(telemetry) == STREAMS[api][1]
+    _check(telemetry, api, received)
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
@@ -202,9 +200,9 @@ def test_the_proxy_captures_them_too(upstream: str, api: str, monkeypatch: pytes
     telemetry = Telemetry()
     config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
     with ProxyServer(config, recorders=telemetry.recorders) as proxy:
-        _read_sync(openai.OpenAI(api_key="sk-test", base_url=proxy.base_url), api)
+        received = _read_sync(openai.OpenAI(api_key="sk-test", base_url=proxy.base_url), api)
     telemetry.shutdown()
-    assert _said(telemetry) == STREAMS[api][1]
+    _check(telemetry, api, received)
 
 
 def _text(received: list[str], finish: str) -> list[dict[str, Any]]:
