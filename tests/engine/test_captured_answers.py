@@ -279,3 +279,29 @@ def test_a_cached_answer_is_captured(fake: FakeUpstream, streamed: bool) -> None
     calls = [s for s in telemetry.finished_spans() if s.name == "chat gpt-4o"]
     assert [dict(s.attributes or {}).get("streamtap.fallback") for s in calls] == [None, "cache"]
     assert json.loads(str(dict(calls[1].attributes or {})["gen_ai.output.messages"])) == _text(first, "stop")
+
+
+def test_a_stream_left_early_is_captured_as_far_as_it_was_read(fake: FakeUpstream) -> None:
+    fake.clear()
+    telemetry = Telemetry()
+    client = streamtap.instrument(
+        openai.OpenAI(api_key="sk-test-e2e", base_url=fake.base_url),
+        policy=TEST_POLICY,
+        recorders=telemetry.recorders,
+        capture_content=True,
+    )
+    received: list[str] = []
+    with client:
+        stream_ = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+        for chunk in stream_:
+            if chunk.choices and chunk.choices[0].delta.content:
+                received.append(chunk.choices[0].delta.content)
+                if len(received) == 2:
+                    break
+        stream_.close()
+    telemetry.shutdown()
+    assert telemetry.value("streamtap_requests_total", outcome="cancelled") == 1
+    (said,) = _said(telemetry)
+    assert said["finish_reason"] == "cancelled"
+    # What was read, and perhaps what had already arrived with it in the same network read.
+    assert said["parts"][0]["content"].startswith("".join(received))
