@@ -69,8 +69,9 @@ def _tool_result(call_id: object, response: object) -> dict[str, Any]:
 
 
 def _tool_output(output: object) -> object:
-    """What a Responses tool output item returned: its text as it is, content parts as parts
-    (images and files by their type alone), a computer's screenshot by its type."""
+    """What a tool returned (a chat tool message, a Responses tool output item): its text as it
+    is, content parts as parts (images and files by their type alone), a computer's screenshot
+    by its type."""
     if isinstance(output, Mapping):
         return {"type": output.get("type")}
     if isinstance(output, Sequence) and not isinstance(output, str):
@@ -91,7 +92,7 @@ def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         role = item.get("role")
         if role == "tool":
-            messages.append(_tool_result(item.get("tool_call_id"), item.get("content")))
+            messages.append(_tool_result(item.get("tool_call_id"), _tool_output(item.get("content"))))
         elif isinstance(role, str):
             messages.append({"role": role, "parts": _parts(item.get("content")) + _tool_calls(item)})
         elif item.get("type") in _TOOL_OUTPUTS:

@@ -288,6 +288,7 @@ def test_tool_calls_and_results_follow_the_message_schema(
             {"role": "user", "content": "weather?"},
             {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "call_1", "content": "rainy"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "9:00"}]},
         ],
     }
     Call(Fanout([OtelTraceRecorder(tracer_provider, capture_content=True)]), request=request).start().finish(
@@ -303,6 +304,16 @@ def test_tool_calls_and_results_follow_the_message_schema(
             ],
         },
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy"}]},
+        {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": "call_2",
+                    "response": [{"type": "text", "content": "9:00"}],
+                }
+            ],
+        },
     ]
 
 
