@@ -386,9 +386,12 @@ class Call:
         # Whatever served it and however it ended: what the caller got is what capture records.
         messages = None
         if engine.output_messages:
-            messages = answer_messages(
-                self.dialect, self.delivered, body, outcome, stream=self.primary.stream
-            )
+            try:
+                messages = answer_messages(
+                    self.dialect, self.delivered, body, outcome, stream=self.primary.stream
+                )
+            except Exception as error:  # content capture is telemetry: it never fails the call
+                engine.recorder.failed(error)
         self.observer.on_event(call_finished(self, outcome, now, messages))
 
     def delivered_text(self) -> str:

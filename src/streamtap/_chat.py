@@ -19,7 +19,9 @@ from ._dialect import (
     Shape,
     StreamFacts,
     checked,
+    listed,
     load_json,
+    objects,
     read_event,
     serving_facts,
     text_shape,
@@ -116,8 +118,12 @@ class ChatDialect:
             facts.output_tokens = _int(usage.get("completion_tokens"))
             usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
             serving_facts(chunk, facts)
+        choices = chunk.get("choices")
+        if choices and not isinstance(choices, list):  # null, {} or absent: no choices, as ever
+            facts.bad = "an event's choices are not a list"
+            return BAD
         kind = PREAMBLE
-        for choice in chunk.get("choices") or ():
+        for choice in choices or ():
             if not isinstance(choice, Mapping):
                 continue
             reason = choice.get("finish_reason")
@@ -187,7 +193,7 @@ class ChatDialect:
             facts.input_tokens = _int(usage.get("prompt_tokens"))
             facts.output_tokens = _int(usage.get("completion_tokens"))
             usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
-        for choice in body.get("choices") or ():
+        for choice in listed(body.get("choices")):
             if (
                 isinstance(choice, Mapping)
                 and isinstance(choice.get("finish_reason"), str)
@@ -203,7 +209,7 @@ class ChatDialect:
             "model": body.get("model", ""),
         }
         frames: list[bytes] = []
-        for choice in body.get("choices") or ():
+        for choice in listed(body.get("choices")):
             index = choice.get("index", 0)
             message = choice.get("message") or {}
             frames.append(self._chunk(base, index, {"role": message.get("role", "assistant"), "content": ""}))
@@ -229,7 +235,13 @@ class ChatDialect:
         return self.from_json(self.answer_json(text, model), {})
 
     def unfinished(self, body: Mapping[str, Any]) -> str | None:
-        return None  # a chat completion is answered finished, or not at all
+        # A chat completion is answered finished, or not at all; but its parts must be objects.
+        choices = body.get("choices")
+        if not objects(choices, "message") or not all(
+            objects((choice.get("message") or {}).get("tool_calls"), "function") for choice in choices or ()
+        ):
+            return "the answer's choices are not the API's: a list of objects, each message an object"
+        return None
 
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         message = {"role": "assistant", "content": text, "refusal": None}
@@ -263,7 +275,7 @@ def _choices(frames: bytes) -> Iterator[Mapping[str, Any]]:
             continue
         if not isinstance(chunk, dict):
             continue
-        for choice in chunk.get("choices") or ():
+        for choice in listed(chunk.get("choices")):
             if isinstance(choice, Mapping):
                 yield choice
 

@@ -270,8 +270,9 @@ class Dialect(Protocol):
         """Fill facts from a non-streaming JSON answer."""
 
     def unfinished(self, body: Mapping[str, Any]) -> str | None:
-        """Why a non-streaming JSON answer is no finished answer a stream could end with (a
-        response still queued), or None when it is one."""
+        """Why a non-streaming JSON answer is no finished answer a stream could be made of (a
+        response still queued, choices or output items not in the API's shape), or None when
+        it is one."""
 
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         """A non-streaming JSON answer made of `text` (a cached answer)."""
@@ -313,6 +314,23 @@ def read_event(frame: bytes, facts: StreamFacts) -> Event | None:
     except UnicodeDecodeError as error:
         facts.bad = f"an event is not valid UTF-8 ({error})"
         return None
+
+
+def objects(value: object, *fields: str) -> bool:
+    """Whether `value` is absent (null, or empty) or a JSON array of objects whose `fields` are
+    each absent or an object: the shape a synthesized stream walks (`Dialect.from_json`)."""
+    if not value:
+        return True
+    return isinstance(value, list) and all(
+        isinstance(entry, Mapping) and all(isinstance(entry.get(f, {}), Mapping) for f in fields)
+        for entry in value
+    )
+
+
+def listed(value: object) -> list[Any]:
+    """`value` if it is a JSON array, else an empty list: a field an answer should hold as an
+    array (choices, output items, content parts) is read as empty when it holds anything else."""
+    return value if isinstance(value, list) else []
 
 
 def load_json(data: str | bytes, facts: StreamFacts) -> Any:

@@ -95,7 +95,7 @@ def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
             messages.append(_tool_result(item.get("tool_call_id"), _tool_output(item.get("content"))))
         elif isinstance(role, str):
             messages.append({"role": role, "parts": _parts(item.get("content")) + _tool_calls(item)})
-        elif item.get("type") in _TOOL_OUTPUTS:
+        elif str(item.get("type")) in _TOOL_OUTPUTS:
             messages.append(_tool_result(item.get("call_id"), _tool_output(item.get("output"))))
         elif (parts := item_parts(item)) is not None:
             # The model's earlier output (reasoning, tool calls), replayed as Responses input:

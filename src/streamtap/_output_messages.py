@@ -21,6 +21,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from ._dialect import listed
+
 Message = dict[str, Any]
 
 # The conventions' finish reasons for OpenAI's; the others (stop, length, content_filter) match.
@@ -45,8 +47,9 @@ _SERVER_TOOLS: Final = {
 _TERMINAL: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # A message's content parts that are text, by the key holding it.
 _PART_TEXT: Final = {"output_text": "text", "refusal": "refusal"}
-# Fields of a built-in tool's item that are not the call: its ids, and an image's bytes.
-_NOT_THE_CALL: Final = frozenset({"id", "type", "call_id", "name", "status", "result"})
+# Fields of a built-in tool's item that are not the call: its ids, and an image's bytes
+# (`content` and `summary` are what an unfinished item's deltas were folded into.)
+_NOT_THE_CALL: Final = frozenset({"id", "type", "call_id", "name", "status", "result", "content", "summary"})
 
 
 def tool_call_part(call_id: object, name: object, arguments: object) -> dict[str, Any]:
@@ -78,7 +81,7 @@ def chat_messages(choices: object, unfinished: str) -> list[Message]:
             text = _text(message.get(key))
             if text is not None:
                 parts.append({"type": kind, "content": text})
-        for call in message.get("tool_calls") or ():
+        for call in listed(message.get("tool_calls")):
             if isinstance(call, Mapping):
                 function = call.get("function")
                 function = function if isinstance(function, Mapping) else {}
@@ -112,7 +115,7 @@ class _ChoiceFold:
                 text = delta.get(key)
                 if isinstance(text, str):
                     self.texts.setdefault("reasoning_content" if key == "reasoning" else key, []).append(text)
-            for call in delta.get("tool_calls") or ():
+            for call in listed(delta.get("tool_calls")):
                 if isinstance(call, Mapping):
                     index = call.get("index")
                     fold = self.calls.setdefault(index if isinstance(index, int) else 0, ([None, None], []))
@@ -208,13 +211,13 @@ def item_parts(item: object) -> list[dict[str, Any]] | None:
     kind = item.get("type")
     if kind == "message":
         return [
-            {"type": "text", "content": text} for text in map(_part_text, item.get("content") or ()) if text
+            {"type": "text", "content": text} for text in map(_part_text, listed(item.get("content"))) if text
         ]
     if kind == "reasoning":
         return [
             {"type": "reasoning", "content": block["text"]}
             for key in ("summary", "content")
-            for block in item.get(key) or ()
+            for block in listed(item.get(key))
             if isinstance(block, Mapping) and isinstance(block.get("text"), str)
         ]
     if not isinstance(kind, str):
@@ -262,7 +265,7 @@ def responses_stream_output(events: Iterable[Mapping[str, Any]]) -> dict[str, An
     for event in events:
         kind = event.get("type")
         response = event.get("response")
-        if kind in _TERMINAL and isinstance(response, Mapping):
+        if isinstance(kind, str) and kind in _TERMINAL and isinstance(response, Mapping):
             return dict(response)
         index = event.get("output_index")
         if not isinstance(index, int):
@@ -283,16 +286,21 @@ def _fold_delta(item: dict[str, Any], kind: str, delta: str) -> None:
         return  # finished: its done event already holds the whole
     if kind in ("response.output_text.delta", "response.refusal.delta"):
         key = "text" if kind == "response.output_text.delta" else "refusal"
-        part_type = "output_text" if key == "text" else "refusal"
-        parts = item["content"]
-        if not parts or parts[-1].get("type") != part_type:
-            parts.append({"type": part_type, key: ""})
-        parts[-1][key] += delta
+        _append(item, "content", "output_text" if key == "text" else "refusal", key, delta)
     elif kind == "response.reasoning_summary_text.delta":
-        summary = item["summary"]
-        if not summary:
-            summary.append({"type": "summary_text", "text": ""})
-        summary[-1]["text"] += delta
+        _append(item, "summary", "summary_text", "text", delta)
     elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
         key = "arguments" if kind == "response.function_call_arguments.delta" else "input"
         item[key] = str(item.get(key) or "") + delta
+
+
+def _append(item: dict[str, Any], field: str, part_type: str, key: str, delta: str) -> None:
+    """Add `delta` to the last part of `item[field]` if it is a `part_type`, else to a new one."""
+    parts = item.get(field)
+    if not isinstance(parts, list):
+        return  # not an item these deltas belong to
+    last = parts[-1] if parts else None
+    if not isinstance(last, dict) or last.get("type") != part_type:
+        last = {"type": part_type, key: ""}
+        parts.append(last)
+    last[key] = str(last.get(key) or "") + delta

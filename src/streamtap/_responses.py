@@ -21,7 +21,9 @@ from ._dialect import (
     Shape,
     StreamFacts,
     checked,
+    listed,
     load_json,
+    objects,
     read_event,
     serving_facts,
     text_shape,
@@ -156,7 +158,7 @@ class ResponsesDialect:
     def cacheable_answer(self, body: Mapping[str, Any]) -> str | None:
         if body.get("status", "completed") != "completed":
             return None
-        for item in body.get("output") or ():
+        for item in listed(body.get("output")):
             if not isinstance(item, Mapping) or item.get("type") not in _REPLAYED_ITEMS:
                 return None  # a tool call (the caller's to run) or a built-in tool's output
         return _answer_text(body) or None
@@ -184,7 +186,7 @@ class ResponsesDialect:
         started = {**body, "status": "in_progress", "output": [], "usage": None}
         events.add("response.created", response=started)
         events.add("response.in_progress", response=started)
-        for index, item in enumerate(body.get("output") or ()):
+        for index, item in enumerate(listed(body.get("output"))):
             if item.get("type") == "message":
                 events.message(index, item)
             elif item.get("type") == "function_call":
@@ -206,9 +208,14 @@ class ResponsesDialect:
         # A response that is still queued or in progress (a background one), or cancelled, has
         # no terminal event: written as response.completed it would be an empty answer.
         status = body.get("status", "completed")
-        if status in _FINISHED:
-            return None
-        return f"the answer is a response that has not finished (status {status!r})"
+        if not isinstance(status, str) or status not in _FINISHED:
+            return f"the answer is a response that has not finished (status {status!r})"
+        output = body.get("output")
+        if not objects(output) or not all(
+            objects(item.get("content")) for item in output or () if item.get("type") == "message"
+        ):
+            return "the answer's output is not the API's: a list of objects, a message's content too"
+        return None
 
     def answer_json(self, text: str, model: str) -> dict[str, Any]:
         message = {
@@ -256,11 +263,11 @@ class _Events:
             output_index=index,
             item={**item, "content": [], "status": "in_progress"},
         )
-        for part_index, part in enumerate(item.get("content") or ()):
+        for part_index, part in enumerate(listed(item.get("content"))):
             where = {"item_id": item_id, "output_index": index, "content_index": part_index}
             # A text streams as output_text events, a refusal as refusal events (the SDK's
             # stream helper asserts the part an output_text event names is an output_text).
-            key, kind, extra = _PART_EVENTS.get(part.get("type"), (None, "", {}))
+            key, kind, extra = _PART_EVENTS.get(str(part.get("type")), (None, "", {}))
             if key is None:
                 self.add("response.content_part.added", **where, part=part)
             else:
@@ -285,11 +292,11 @@ class _Events:
 
 def _answer_text(body: Mapping[str, Any]) -> str:
     parts: list[str] = []
-    for item in body.get("output") or ():
+    for item in listed(body.get("output")):
         if isinstance(item, Mapping) and item.get("type") == "message":
             parts.extend(
                 str(part.get("text", ""))
-                for part in item.get("content") or ()
+                for part in listed(item.get("content"))
                 if isinstance(part, Mapping) and part.get("type") == "output_text"
             )
     return "".join(parts)

@@ -920,3 +920,34 @@ def test_responses_cacheable_text_and_answer() -> None:
         RESPONSES.cacheable_text(RESPONSES.from_text(TEXT, "gpt-x").split(b"event: response.completed")[0])
         is None
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"choices": 5}, {"choices": [1]}, {"choices": [{"message": "hi"}]},
+     {"choices": [{"message": {"tool_calls": [3]}}]}, {"choices": [{"message": {"tool_calls": [{"function": 1}]}}]}],
+)  # fmt: skip
+def test_a_chat_answer_not_in_the_apis_shape_is_refused(body: dict[str, Any]) -> None:
+    """A non-streaming fallback's answer the engine could not make a stream of: bad_response."""
+    assert (
+        CHAT.unfinished(body)
+        == "the answer's choices are not the API's: a list of objects, each message an object"
+    )
+
+
+@pytest.mark.parametrize(
+    "output", [5, [1], [{"type": "message", "content": "hi"}], [{"type": "message", "content": [2]}]]
+)
+def test_a_response_not_in_the_apis_shape_is_refused(output: object) -> None:
+    body = {**RESPONSES_BODY, "output": output}
+    assert (
+        RESPONSES.unfinished(body)
+        == "the answer's output is not the API's: a list of objects, a message's content too"
+    )
+
+
+@pytest.mark.parametrize("choices", ["true", "5", '{"a": 1}'])
+def test_a_chunk_whose_choices_are_no_list_is_bad(choices: str) -> None:
+    facts = StreamFacts()
+    assert CHAT.inspect(f'data: {{"choices": {choices}}}\n\n'.encode(), facts) == BAD
+    assert facts.bad == "an event's choices are not a list"

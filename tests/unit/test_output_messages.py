@@ -4,6 +4,7 @@ whole JSON answers and streams, finished and cut short."""
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 from openai.lib.streaming.chat import ChatCompletionStreamState
@@ -11,6 +12,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import Response
 
 from streamtap._chat import CHAT
+from streamtap._otel_content import input_messages, system_instructions, tool_definitions
 from streamtap._output_messages import chat_messages, chat_stream_choices, responses_messages
 from streamtap._responses import RESPONSES
 
@@ -290,3 +292,86 @@ def test_a_message_cut_mid_text_keeps_its_text() -> None:
     assert RESPONSES.output_messages(cut, "abandoned") == [
         {"role": "assistant", "parts": [{"type": "text", "content": "Look"}], "finish_reason": "abandoned"}
     ]
+
+
+# -- whatever an upstream sends ---------------------------------------------------------------
+
+ODD = [None, 0, 1, -1, True, "", "x", "tool_calls", [], {}, [1], ["x"], [{}], {"a": 1}, [None], 1.5]
+CHAT_KEYS = ["index", "delta", "message", "finish_reason", "content", "refusal", "reasoning_content",
+             "tool_calls", "function_call", "function", "name", "arguments", "id"]  # fmt: skip
+RESPONSES_KEYS = ["type", "output_index", "item", "delta", "response", "output", "status", "content",
+                  "summary", "text", "refusal", "call_id", "arguments", "input", "incomplete_details"]  # fmt: skip
+RESPONSES_TYPES = ["response.output_item.added", "response.output_item.done", "response.output_text.delta",
+                   "response.refusal.delta", "response.reasoning_summary_text.delta",
+                   "response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
+                   "response.completed", "response.failed", "message", "reasoning", "function_call",
+                   "custom_tool_call", "computer_call", "web_search_call", "output_text", "refusal"]  # fmt: skip
+
+
+def _odd(rng: random.Random, keys: list[str], types: list[str], depth: int = 0) -> Any:
+    """A JSON value made of the keys and type names an answer uses, in shapes it never has."""
+    roll = rng.random()
+    if depth > 3 or roll < 0.35:
+        return rng.choice(ODD + types)
+    if roll < 0.55:
+        return [_odd(rng, keys, types, depth + 1) for _ in range(rng.randrange(3))]
+    value = {key: _odd(rng, keys, types, depth + 1) for key in rng.sample(keys, rng.randrange(1, 5))}
+    if types and rng.random() < 0.5:
+        value["type"] = rng.choice(types)
+    return value
+
+
+def _well_formed(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        assert message["role"] == "assistant"
+        assert isinstance(message["finish_reason"], str)
+        assert all(isinstance(part, dict) and isinstance(part["type"], str) for part in message["parts"])
+    json.dumps(messages, default=str)
+
+
+def test_no_stream_or_answer_makes_them_raise() -> None:
+    """Content capture runs as the call finishes: an upstream's odd JSON must not fail it."""
+    rng = random.Random(20261123)
+    for _ in range(3000):
+        chat = [_odd(rng, CHAT_KEYS, []) for _ in range(rng.randrange(6))]
+        chunks = frames([{"choices": choices} for choices in chat], done=False)
+        _well_formed(CHAT.output_messages(chunks, "error"))
+        _well_formed(CHAT.answer_messages({"choices": chat}, "error"))
+        events = [_odd(rng, RESPONSES_KEYS, RESPONSES_TYPES) for _ in range(rng.randrange(8))]
+        stream = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        _well_formed(RESPONSES.output_messages(stream, "error"))
+        answer = _odd(rng, RESPONSES_KEYS, RESPONSES_TYPES)
+        _well_formed(
+            RESPONSES.answer_messages(answer if isinstance(answer, dict) else {"output": answer}, "error")
+        )
+
+
+def test_no_request_makes_the_input_side_raise() -> None:
+    """The input messages and tools are read as the call span starts: an odd request must not
+    cost the call its span."""
+    rng = random.Random(20261124)
+    keys = ["messages", "input", "role", "content", "tool_calls", "tool_call_id", "function", "name", "arguments",
+            "call_id", "output", "type", "text", "summary", "tools", "parameters", "instructions"]  # fmt: skip
+    types = ["function", "function_call", "function_call_output", "computer_call_output", "reasoning",
+             "custom_tool_call", "input_text", "input_image", "message", "web_search"]  # fmt: skip
+    for _ in range(3000):
+        request = {key: _odd(rng, keys, types) for key in ("messages", "input", "tools", "instructions")}
+        request = {key: value for key, value in request.items() if rng.random() < 0.6}
+        json.dumps(input_messages(request), default=str)
+        json.dumps(tool_definitions(request), default=str)
+        json.dumps(system_instructions(request), default=str)
+
+
+def test_a_whole_answer_is_either_refused_or_made_a_stream() -> None:
+    """A non-streaming fallback's answer, made a stream for a streaming caller: an answer not in
+    the API's shape is refused by `unfinished` (then `bad_response`), never a crash."""
+    rng = random.Random(20261125)
+    for _ in range(3000):
+        for dialect, keys, types in ((CHAT, CHAT_KEYS, []), (RESPONSES, RESPONSES_KEYS, RESPONSES_TYPES)):
+            body = _odd(rng, keys, types)
+            body = body if isinstance(body, dict) else {"choices": body, "output": body}
+            if rng.random() < 0.5:
+                body["status"] = rng.choice(["completed", "incomplete", "failed", "queued", 1])
+            if dialect.unfinished(body) is None:
+                stream = dialect.from_json(body, {})
+                assert stream.endswith(b"\n\n")
