@@ -926,6 +926,24 @@ def test_finish_releases_an_unconcluded_half_open_probe() -> None:
     assert breaker.allow() is True  # the probe slot came back
 
 
+def test_a_capture_that_fails_is_reported_and_the_call_still_finishes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failures: list[BaseException] = []
+    rig = Rig(capture=True)
+    monkeypatch.setattr(rig.rec, "telemetry_failed", failures.append)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("capture broke")
+
+    monkeypatch.setattr("streamtap._call.answer_messages", broken)
+    call = rig.start()
+    rig.succeed(call, rig.send(call))
+    (finished,) = rig.rec.finished()
+    assert (finished.outcome, finished.output_messages) == ("ok", None)
+    assert [str(error) for error in failures] == ["capture broke"]
+
+
 def test_capture_content_records_the_answer() -> None:
     rig = Rig(capture=True)
     call = rig.start()
