@@ -7,6 +7,7 @@ and its responses accumulator), so a caller served by a fallback sees ordinary S
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import httpx2
@@ -951,3 +952,45 @@ def test_a_chunk_whose_choices_are_no_list_is_bad(choices: str) -> None:
     facts = StreamFacts()
     assert CHAT.inspect(f'data: {{"choices": {choices}}}\n\n'.encode(), facts) == BAD
     assert facts.bad == "an event's choices are not a list"
+
+
+# -- whatever an upstream sends ---------------------------------------------------------------
+
+_ODD = [None, 0, 1, -1, True, "", "x", "stop", [], {}, [1], ["x"], [{}], {"a": 1}, [None], 1.5]
+_KEYS = ["id", "model", "choices", "index", "delta", "message", "finish_reason", "content", "usage",
+         "prompt_tokens", "completion_tokens", "prompt_tokens_details", "error", "type", "response",
+         "output", "status", "incomplete_details", "reason", "input_tokens", "output_tokens",
+         "input_tokens_details", "sequence_number", "service_tier", "system_fingerprint", "item"]  # fmt: skip
+_TYPES = ["response.created", "response.output_text.delta", "response.completed", "response.incomplete",
+          "response.failed", "error", "message", "output_text"]  # fmt: skip
+
+
+def _odd(rng: random.Random, depth: int = 0) -> Any:
+    roll = rng.random()
+    if depth > 3 or roll < 0.35:
+        return rng.choice(_ODD + _TYPES)
+    if roll < 0.55:
+        return [_odd(rng, depth + 1) for _ in range(rng.randrange(3))]
+    value = {key: _odd(rng, depth + 1) for key in rng.sample(_KEYS, rng.randrange(1, 6))}
+    if rng.random() < 0.4:
+        value["type"] = rng.choice(_TYPES)
+    return value
+
+
+KINDS = {BAD, COMMENT, CONTENT, ERROR, PREAMBLE, TERMINAL, UNKNOWN}
+
+
+def test_no_event_or_answer_makes_the_classifiers_raise() -> None:
+    """Every frame an upstream sends goes through `glance` or `inspect`, every whole answer
+    through `body_facts`: odd JSON must classify (BAD at worst), never raise to the caller."""
+    rng = random.Random(20261126)
+    for _ in range(4000):
+        payload = _odd(rng)
+        data = json.dumps(payload).encode()
+        for frame in (b"data: " + data + b"\n\n", b"event: x\ndata: " + data + b"\n\n"):
+            for dialect in (CHAT, RESPONSES):
+                assert dialect.inspect(frame, StreamFacts()) in KINDS
+                assert dialect.glance(frame) in KINDS
+        if isinstance(payload, dict):
+            CHAT.body_facts(payload, StreamFacts())
+            RESPONSES.body_facts(payload, StreamFacts())
