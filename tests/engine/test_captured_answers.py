@@ -132,6 +132,13 @@ def upstream() -> Iterator[str]:
         yield f"{url}/v1"
 
 
+def _capturing(telemetry: Telemetry, base_url: str, cls: Any = openai.OpenAI, **kwargs: Any) -> Any:
+    """A client of `cls` instrumented with capture on, recording into `telemetry`."""
+    kwargs.setdefault("policy", TEST_POLICY)
+    client = cls(api_key="sk-test-e2e", base_url=base_url)
+    return streamtap.instrument(client, recorders=telemetry.recorders, capture_content=True, **kwargs)
+
+
 def _said(telemetry: Telemetry) -> Any:
     attrs = dict(telemetry.call_span().attributes or {})
     return json.loads(str(attrs["gen_ai.output.messages"]))
@@ -178,18 +185,10 @@ def _read_sync(client: openai.OpenAI, api: str) -> list[Any]:
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_every_choice_and_tool_call_is_captured(upstream: str, api: str, mode: str) -> None:
     telemetry = Telemetry()
-    kwargs: dict[str, Any] = {
-        "policy": TEST_POLICY,
-        "recorders": telemetry.recorders,
-        "capture_content": True,
-    }
     if mode == "sync":
-        received = _read_sync(
-            streamtap.instrument(openai.OpenAI(api_key="sk-test", base_url=upstream), **kwargs), api
-        )
+        received = _read_sync(_capturing(telemetry, upstream), api)
     else:
-        client = streamtap.instrument(openai.AsyncOpenAI(api_key="sk-test", base_url=upstream), **kwargs)
-        received = anyio.run(_read_async, client, api)
+        received = anyio.run(_read_async, _capturing(telemetry, upstream, openai.AsyncOpenAI), api)
     telemetry.shutdown()
     _check(telemetry, api, received)
 
@@ -221,13 +220,7 @@ def test_a_fallbacks_answer_is_captured(fake: FakeUpstream, mode: str) -> None:
     fake.enqueue(*["status=503"] * TEST_POLICY.max_attempts, "")
     telemetry = Telemetry()
     cls = openai.AsyncOpenAI if mode == "async" else openai.OpenAI
-    client = streamtap.instrument(
-        cls(api_key="sk-test-e2e", base_url=fake.base_url),
-        policy=TEST_POLICY,
-        recorders=telemetry.recorders,
-        fallbacks=[streamtap.Fallback.model("gpt-4o-mini")],
-        capture_content=True,
-    )
+    client = _capturing(telemetry, fake.base_url, cls, fallbacks=[streamtap.Fallback.model("gpt-4o-mini")])
     received, error = stream(client, "chat", mode)
     telemetry.shutdown()
     assert error is None
@@ -240,12 +233,7 @@ def test_what_a_broken_stream_delivered_is_captured_as_an_error(fake: FakeUpstre
     fake.clear()
     fake.enqueue("drop_after=3")
     telemetry = Telemetry()
-    client = streamtap.instrument(
-        openai.OpenAI(api_key="sk-test-e2e", base_url=fake.base_url),
-        policy=streamtap.Policy(max_attempts=1),
-        recorders=telemetry.recorders,
-        capture_content=True,
-    )
+    client = _capturing(telemetry, fake.base_url, policy=streamtap.Policy(max_attempts=1))
     received, error = stream(client, api, "sync")
     telemetry.shutdown()
     assert isinstance(error, streamtap.StreamInterrupted)
@@ -258,13 +246,7 @@ def test_a_cached_answer_is_captured(fake: FakeUpstream, streamed: bool) -> None
     """The cache serves the second call (the upstream down); capture records what it served."""
     fake.clear()
     telemetry = Telemetry()
-    client = streamtap.instrument(
-        openai.OpenAI(api_key="sk-test-e2e", base_url=fake.base_url),
-        policy=TEST_POLICY,
-        recorders=telemetry.recorders,
-        fallbacks=[streamtap.Fallback.cached()],
-        capture_content=True,
-    )
+    client = _capturing(telemetry, fake.base_url, fallbacks=[streamtap.Fallback.cached()])
     with client:
         first, error = stream(client, "chat", "sync")
         assert error is None
@@ -284,12 +266,7 @@ def test_a_cached_answer_is_captured(fake: FakeUpstream, streamed: bool) -> None
 def test_a_stream_left_early_is_captured_as_far_as_it_was_read(fake: FakeUpstream) -> None:
     fake.clear()
     telemetry = Telemetry()
-    client = streamtap.instrument(
-        openai.OpenAI(api_key="sk-test-e2e", base_url=fake.base_url),
-        policy=TEST_POLICY,
-        recorders=telemetry.recorders,
-        capture_content=True,
-    )
+    client = _capturing(telemetry, fake.base_url)
     received: list[str] = []
     with client:
         stream_ = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
