@@ -167,7 +167,7 @@ class ChatDialect:
                 if isinstance(delta.get("content"), str):
                     parts.append(delta["content"])
             if choice.get("finish_reason"):
-                reasons.add(choice["finish_reason"])
+                reasons.add(str(choice["finish_reason"]))
         text = "".join(parts)
         return text if text and reasons == {"stop"} else None
 

@@ -147,7 +147,7 @@ class ResponsesDialect:
                 payload = json.loads(parse_frame(frame).data)
             except ValueError:
                 continue
-            if not isinstance(payload, dict) or payload.get("type") not in _TERMINAL:
+            if not isinstance(payload, dict) or str(payload.get("type")) not in _TERMINAL:
                 continue
             response = payload.get("response")
             if not isinstance(response, Mapping) or self.cacheable_answer(response) is None:
@@ -159,7 +159,7 @@ class ResponsesDialect:
         if body.get("status", "completed") != "completed":
             return None
         for item in listed(body.get("output")):
-            if not isinstance(item, Mapping) or item.get("type") not in _REPLAYED_ITEMS:
+            if not isinstance(item, Mapping) or str(item.get("type")) not in _REPLAYED_ITEMS:
                 return None  # a tool call (the caller's to run) or a built-in tool's output
         return _answer_text(body) or None
 

@@ -337,13 +337,15 @@ def test_no_stream_or_answer_makes_them_raise() -> None:
         chunks = frames([{"choices": choices} for choices in chat], done=False)
         _well_formed(CHAT.output_messages(chunks, "error"))
         _well_formed(CHAT.answer_messages({"choices": chat}, "error"))
+        # What the answer caches keep and a StreamInterrupted carries are read as it finishes too.
+        CHAT.cacheable_text(chunks), CHAT.cacheable_answer({"choices": chat}), CHAT.text(chunks)
         events = [_odd(rng, RESPONSES_KEYS, RESPONSES_TYPES) for _ in range(rng.randrange(8))]
         stream = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
         _well_formed(RESPONSES.output_messages(stream, "error"))
         answer = _odd(rng, RESPONSES_KEYS, RESPONSES_TYPES)
-        _well_formed(
-            RESPONSES.answer_messages(answer if isinstance(answer, dict) else {"output": answer}, "error")
-        )
+        answer = answer if isinstance(answer, dict) else {"output": answer}
+        _well_formed(RESPONSES.answer_messages(answer, "error"))
+        RESPONSES.cacheable_text(stream), RESPONSES.cacheable_answer(answer), RESPONSES.text(stream)
 
 
 def test_no_request_makes_the_input_side_raise() -> None:
