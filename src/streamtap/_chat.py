@@ -213,11 +213,14 @@ class ChatDialect:
             index = choice.get("index", 0)
             message = choice.get("message") or {}
             frames.append(self._chunk(base, index, {"role": message.get("role", "assistant"), "content": ""}))
-            delta: dict[str, Any] = {}
-            if message.get("content"):
-                delta["content"] = message["content"]
-            if message.get("refusal"):
-                delta["refusal"] = message["refusal"]
+            # Everything the message says, as one delta; `reasoning_content` is what
+            # OpenAI-compatible servers (DeepSeek, vLLM, ...) answer reasoning in, and
+            # `function_call` the answer to the deprecated `functions` parameter.
+            delta: dict[str, Any] = {
+                key: message[key]
+                for key in ("reasoning_content", "content", "refusal", "function_call")
+                if message.get(key)
+            }
             if message.get("tool_calls"):
                 delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
             if delta:

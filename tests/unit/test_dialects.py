@@ -994,3 +994,23 @@ def test_no_event_or_answer_makes_the_classifiers_raise() -> None:
         if isinstance(payload, dict):
             CHAT.body_facts(payload, StreamFacts())
             RESPONSES.body_facts(payload, StreamFacts())
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": "hi"},
+        {"role": "assistant", "content": None, "refusal": "no"},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+        {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+        {"role": "assistant", "content": "42", "reasoning_content": "Six times seven."},
+    ],
+    ids=["text", "refusal", "tool_calls", "function_call", "reasoning"],
+)  # fmt: skip
+def test_a_chat_answer_made_a_stream_says_what_the_answer_said(message: dict[str, Any]) -> None:
+    """A non-streaming fallback serving a streaming caller: the stream carries the whole answer."""
+    body = {"id": "c", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"},
+                        {"index": 1, "message": {"role": "assistant", "content": "other"}, "finish_reason": "stop"}]}  # fmt: skip
+    assert CHAT.output_messages(CHAT.from_json(body, {}), "error") == CHAT.answer_messages(body, "error")
