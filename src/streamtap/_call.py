@@ -385,7 +385,7 @@ class Call:
                 keep_answer(engine.caches, self._cache_key(), kept)
         # Whatever served it and however it ended: what the caller got is what capture records.
         messages = None
-        if engine.output_messages:
+        if engine.captures_answers:
             try:
                 messages = answer_messages(
                     self.dialect, self.delivered, body, outcome, stream=self.primary.stream

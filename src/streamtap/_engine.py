@@ -113,7 +113,7 @@ class Engine:
         self.capture_content = capture_content
         # The answer is gathered for CallFinished when the engine captures content, or when a
         # recorder was built to capture it whatever the engine says.
-        self.output_messages = capture_content or any(
+        self.captures_answers = capture_content or any(
             getattr(recorder, "capture_content", None) is True for recorder in self.recorder.recorders
         )
         self.verify_events = verify_events

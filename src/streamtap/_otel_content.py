@@ -100,9 +100,9 @@ def input_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
         elif (parts := item_parts(item)) is not None:
             # The model's earlier output (reasoning, tool calls), replayed as Responses input:
             # the assistant's, with parallel tool calls as one turn.
-            turn = {"role": "assistant", "parts": parts}
             if not parts:
                 continue
+            turn = {"role": "assistant", "parts": parts}
             if messages and tool_calls_only(turn) and tool_calls_only(messages[-1]):
                 messages[-1]["parts"].extend(parts)
             else:

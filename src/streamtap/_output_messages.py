@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ._dialect import listed
@@ -71,7 +71,7 @@ def _text(value: object) -> str | None:
 def chat_messages(choices: object, unfinished: str) -> list[Message]:
     """The output messages of a chat completion's `choices`, in their index order."""
     messages: list[tuple[int, Message]] = []
-    for position, choice in enumerate(choices if isinstance(choices, Sequence) else ()):
+    for position, choice in enumerate(listed(choices)):
         if not isinstance(choice, Mapping):
             continue
         message = choice.get("message")
@@ -182,8 +182,7 @@ def responses_messages(response: Mapping[str, Any], unfinished: str) -> list[Mes
         return "error" if status in ("failed", "cancelled") else unfinished
 
     messages: list[Message] = []
-    output = response.get("output")
-    for item in output if isinstance(output, Sequence) else ():
+    for item in listed(response.get("output")):
         parts = item_parts(item)
         if not parts:
             continue  # not the model's output, or a reasoning item with no summary
@@ -280,27 +279,33 @@ def responses_stream_output(events: Iterable[Mapping[str, Any]]) -> dict[str, An
     return {"output": [item for _, item in sorted(items.items())]}
 
 
+# What a delta event adds to the unfinished item it names: text to the last part of one of its
+# lists (the list, the part's type, its text's key), or to one of its own fields.
+_DELTA_PARTS: Final = {
+    "response.output_text.delta": ("content", "output_text", "text"),
+    "response.refusal.delta": ("content", "refusal", "refusal"),
+    "response.reasoning_summary_text.delta": ("summary", "summary_text", "text"),
+}
+_DELTA_FIELDS: Final = {
+    "response.function_call_arguments.delta": "arguments",
+    "response.custom_tool_call_input.delta": "input",
+}
+
+
 def _fold_delta(item: dict[str, Any], kind: str, delta: str) -> None:
     """Add a delta event's text to the unfinished item it belongs to."""
     if item.get("status") != "in_progress":
         return  # finished: its done event already holds the whole
-    if kind in ("response.output_text.delta", "response.refusal.delta"):
-        key = "text" if kind == "response.output_text.delta" else "refusal"
-        _append(item, "content", "output_text" if key == "text" else "refusal", key, delta)
-    elif kind == "response.reasoning_summary_text.delta":
-        _append(item, "summary", "summary_text", "text", delta)
-    elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
-        key = "arguments" if kind == "response.function_call_arguments.delta" else "input"
-        item[key] = str(item.get(key) or "") + delta
-
-
-def _append(item: dict[str, Any], field: str, part_type: str, key: str, delta: str) -> None:
-    """Add `delta` to the last part of `item[field]` if it is a `part_type`, else to a new one."""
-    parts = item.get(field)
-    if not isinstance(parts, list):
-        return  # not an item these deltas belong to
-    last = parts[-1] if parts else None
-    if not isinstance(last, dict) or last.get("type") != part_type:
-        last = {"type": part_type, key: ""}
-        parts.append(last)
-    last[key] = str(last.get(key) or "") + delta
+    if kind in _DELTA_FIELDS:
+        field = _DELTA_FIELDS[kind]
+        item[field] = str(item.get(field) or "") + delta
+    elif kind in _DELTA_PARTS:
+        field, part_type, key = _DELTA_PARTS[kind]
+        parts = item.get(field)
+        if not isinstance(parts, list):
+            return  # not an item these deltas belong to
+        last = parts[-1] if parts else None
+        if not isinstance(last, dict) or last.get("type") != part_type:
+            last = {"type": part_type, key: ""}
+            parts.append(last)
+        last[key] = str(last.get(key) or "") + delta

@@ -120,17 +120,8 @@ class ResponsesDialect:
         return CONTENT if kind.endswith(".delta") or kind == _PARTIAL_IMAGE else PREAMBLE
 
     def text(self, frames: bytes) -> str:
-        parts: list[str] = []
-        for frame in split_frames(frames):
-            if b"output_text.delta" not in frame:
-                continue
-            try:
-                payload = json.loads(parse_frame(frame).data)
-            except ValueError:
-                continue
-            if isinstance(payload, dict) and isinstance(payload.get("delta"), str):
-                parts.append(payload["delta"])
-        return "".join(parts)
+        deltas = (p.get("delta") for p in _payloads(frames, b"output_text.delta"))
+        return "".join(delta for delta in deltas if isinstance(delta, str))
 
     def output_messages(self, frames: bytes, unfinished: str) -> list[dict[str, Any]]:
         return responses_messages(responses_stream_output(_payloads(frames)), unfinished)
@@ -140,14 +131,8 @@ class ResponsesDialect:
 
     def cacheable_text(self, frames: bytes) -> str | None:
         # The terminal event holds the whole response: its status and every output item.
-        for frame in reversed(split_frames(frames)):
-            if b"response.completed" not in frame and b"response.incomplete" not in frame:
-                continue
-            try:
-                payload = json.loads(parse_frame(frame).data)
-            except ValueError:
-                continue
-            if not isinstance(payload, dict) or str(payload.get("type")) not in _TERMINAL:
+        for payload in reversed(list(_payloads(frames, b"response.completed", b"response.incomplete"))):
+            if str(payload.get("type")) not in _TERMINAL:
                 continue
             response = payload.get("response")
             if not isinstance(response, Mapping) or self.cacheable_answer(response) is None:
@@ -302,9 +287,12 @@ def _answer_text(body: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _payloads(frames: bytes) -> Iterator[Mapping[str, Any]]:
-    """The JSON object of every event in complete frames, in order."""
+def _payloads(frames: bytes, *markers: bytes) -> Iterator[Mapping[str, Any]]:
+    """The JSON object of every event in complete frames, in order; with `markers`, only of the
+    frames that hold one of them (the others are not parsed)."""
     for frame in split_frames(frames):
+        if markers and not any(marker in frame for marker in markers):
+            continue
         try:
             payload = json.loads(parse_frame(frame).data)
         except ValueError:
