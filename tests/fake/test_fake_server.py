@@ -16,7 +16,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import ResponseStreamEvent
 
-from streamtap.fake import FakeConfig, FakeUpstream, Incident
+from streamtap.fake import FakeConfig, FakeUpstream, Incident, expected_text
 from streamtap.fake._records import RequestLog, RequestRecord
 
 from .conftest import API_KEY, CHUNKS
@@ -141,6 +141,34 @@ def test_missing_fields_are_400(fake: FakeUpstream) -> None:
         "missing_required_parameter"
     )
     assert raw(fake, "POST", "/v1/responses", {"model": "m"})[1]["error"]["param"] == "input"
+
+
+@pytest.mark.parametrize(
+    ("stream", "named"),
+    [("true", "a string"), (1, "an integer"), (0.5, "a decimal"), ([True], "an array"), ({}, "an object")],
+)
+def test_a_stream_that_is_not_a_boolean_is_400_as_openai_answers(
+    fake: FakeUpstream, stream: object, named: str
+) -> None:
+    status, body = raw(
+        fake, "POST", "/v1/chat/completions", {"model": MODEL, "messages": MESSAGES, "stream": stream}
+    )
+    assert status == 400
+    assert body["error"] == {
+        "message": f"Invalid type for 'stream': expected a boolean, but got {named} instead.",
+        "type": "invalid_request_error",
+        "param": "stream",
+        "code": "invalid_type",
+    }
+    status, body = raw(fake, "POST", "/v1/responses", {"model": MODEL, "input": "hi", "stream": None})
+    assert (status, body["object"]) == (200, "response")  # null: the default, no stream
+
+
+def test_a_lone_surrogate_in_a_prompt_is_answered(fake: FakeUpstream) -> None:
+    messages = [{"role": "user", "content": "half an emoji: \ud83d"}]
+    status, body = raw(fake, "POST", "/v1/chat/completions", {"model": MODEL, "messages": messages})
+    assert status == 200
+    assert body["choices"][0]["message"]["content"] == expected_text(MODEL, messages, CHUNKS)
 
 
 def test_chunk_override_header(client: openai.OpenAI, fake: FakeUpstream) -> None:

@@ -52,6 +52,17 @@ class _Reject(Exception):
         self.payload = payload
 
 
+def _json_type(value: object) -> str:
+    """How OpenAI names a JSON value's type in its invalid_type errors ("a string")."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _invalid(message: str, param: str | None = None, code: str | None = None) -> _Reject:
     return _Reject(400, error_body(message, "invalid_request_error", code, param))
 
@@ -212,7 +223,14 @@ class App:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _invalid("you must provide a model parameter", param="model")
-        stream = bool(body.get("stream"))
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise _invalid(
+                f"Invalid type for 'stream': expected a boolean, but got {_json_type(stream)} instead.",
+                param="stream",
+                code="invalid_type",
+            )
+        stream = bool(stream)
         if not stream and fault.error_after is not None:
             return json_plan(500, status_body(500, fault.error_code), headers)
         if route == "chat":

@@ -49,7 +49,8 @@ def generate_pieces(model: str, prompt: object, chunks: int) -> list[str]:
         prompt: chat `messages` or responses `input`, as JSON-compatible data.
         chunks: number of content deltas.
     """
-    digest = hashlib.sha256(f"{model}\0{canonical_prompt(prompt)}".encode()).digest()
+    # A JSON body may escape a lone surrogate ("\ud800"): hashed as it is, not refused.
+    digest = hashlib.sha256(f"{model}\0{canonical_prompt(prompt)}".encode("utf-8", "surrogatepass")).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
     words = [rng.choice(_WORDS) for _ in range(chunks)]
     if words:
