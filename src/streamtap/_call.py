@@ -9,7 +9,6 @@ beside it: what follows a failed attempt in `_call_recovery.py`, the answer cach
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from ._fallback import Fallback, Route, cache_key, cache_scope
 from ._responses import retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
+from ._utf8 import json_bytes
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
@@ -156,7 +156,7 @@ class Call:
         self.observer.on_event(started)
         body = route.content
         if body is None:
-            body = json.dumps(route.body, separators=(",", ":"), ensure_ascii=False).encode()
+            body = json_bytes(route.body)
         return Send("POST", route.url, body, route, index, started.carrier)
 
     def attempt_failed(

@@ -25,6 +25,7 @@ from ._dialect import (
     read_event,
     serving_facts,
     text_shape,
+    token_count,
     usage_details,
 )
 from ._output_messages import chat_messages, chat_stream_choices
@@ -114,8 +115,8 @@ class ChatDialect:
             facts.response_model = chunk["model"]
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):
-            facts.input_tokens = _int(usage.get("prompt_tokens"))
-            facts.output_tokens = _int(usage.get("completion_tokens"))
+            facts.input_tokens = token_count(usage.get("prompt_tokens"))
+            facts.output_tokens = token_count(usage.get("completion_tokens"))
             usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
             serving_facts(chunk, facts)
         choices = chunk.get("choices")
@@ -190,8 +191,8 @@ class ChatDialect:
         serving_facts(body, facts)
         usage = body.get("usage")
         if isinstance(usage, Mapping):
-            facts.input_tokens = _int(usage.get("prompt_tokens"))
-            facts.output_tokens = _int(usage.get("completion_tokens"))
+            facts.input_tokens = token_count(usage.get("prompt_tokens"))
+            facts.output_tokens = token_count(usage.get("completion_tokens"))
             usage_details(usage, facts, "prompt_tokens_details", "completion_tokens_details")
         for choice in listed(body.get("choices")):
             if (
@@ -281,10 +282,6 @@ def _choices(frames: bytes) -> Iterator[Mapping[str, Any]]:
         for choice in listed(chunk.get("choices")):
             if isinstance(choice, Mapping):
                 yield choice
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 CHAT = ChatDialect()

@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ._sse import Event, parse_frame
 from ._taxonomy import Api
@@ -287,10 +287,10 @@ def usage_details(usage: Mapping[str, Any], facts: StreamFacts, input_key: str, 
     """
     details = usage.get(input_key)
     if isinstance(details, Mapping):
-        facts.cached_input_tokens = _count(details.get("cached_tokens"))
+        facts.cached_input_tokens = token_count(details.get("cached_tokens"))
     details = usage.get(output_key)
     if isinstance(details, Mapping):
-        facts.reasoning_output_tokens = _count(details.get("reasoning_tokens"))
+        facts.reasoning_output_tokens = token_count(details.get("reasoning_tokens"))
 
 
 def serving_facts(body: Mapping[str, Any], facts: StreamFacts) -> None:
@@ -303,8 +303,15 @@ def serving_facts(body: Mapping[str, Any], facts: StreamFacts) -> None:
         facts.system_fingerprint = fingerprint
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+MAX_COUNT: Final = 2**63 - 1  # OTLP's int64, and beyond any real count
+
+
+def token_count(value: object) -> int | None:
+    """A token count as an answer gives it: a JSON integer from 0 to `MAX_COUNT`, else None.
+
+    Anything else (a negative, a number past int64) is no count: a counter cannot go down, and
+    OTLP cannot carry it."""
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else None
 
 
 def read_event(frame: bytes, facts: StreamFacts) -> Event | None:

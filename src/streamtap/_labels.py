@@ -13,6 +13,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from ._taxonomy import APIS, ERROR_TYPES, PHASES, Api, ErrorType, Phase
+from ._utf8 import valid_text
 
 OTHER: Final = "_other"
 UNKNOWN: Final = "_unknown"
@@ -62,7 +63,7 @@ class ModelLabeler:
         if self._normalise:
             value = normalise_model(raw)
         elif isinstance(raw, str):
-            value = raw.strip()[: MAX_MODEL_LENGTH * 2] or UNKNOWN
+            value = valid_text(raw.strip()[: MAX_MODEL_LENGTH * 2]) or UNKNOWN
         else:
             value = UNKNOWN
         if value in self._admitted:

@@ -7,11 +7,13 @@ and Authorization values must never reach a span.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from ._taxonomy import Api
+from ._utf8 import valid_text
 
 PROVIDER: Final = "openai"
 MAX_MODEL_CHARS: Final = 256
@@ -23,6 +25,10 @@ _OPERATION: Final[dict[str, str]] = {"chat_completions": "chat", "responses": "c
 
 # gen_ai.output.type's well-known values for OpenAI's format types.
 _OUTPUT_TYPES: Final[dict[str, str]] = {"json_object": "json", "json_schema": "json", "text": "text"}
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_FLOAT_INT: Final = 2**1023  # an integer this size still converts to a finite float
 
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | list[bool]
 
@@ -43,7 +49,7 @@ def operation_name(api: Api | str) -> str:
 
 def request_model(model: object) -> str:
     """The requested model as the conventions want it: exact, only stripped and bounded."""
-    return model.strip()[:MAX_MODEL_CHARS] if isinstance(model, str) else ""
+    return valid_text(model.strip()[:MAX_MODEL_CHARS]) if isinstance(model, str) else ""
 
 
 def call_span_name(api: Api | str, model: object) -> str:
@@ -75,13 +81,15 @@ def safe_url(url: str) -> tuple[str, str | None, int | None]:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    """A finite JSON number as a float, else None (an integer past a float's range too)."""
+    if type(value) is int:
+        return float(value) if -_FLOAT_INT <= value <= _FLOAT_INT else None
+    return value if type(value) is float and math.isfinite(value) else None
 
 
 def _integer(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A JSON integer OTLP can carry (int64), else None."""
+    return value if type(value) is int and _INT64_MIN <= value <= _INT64_MAX else None
 
 
 def call_attributes(
@@ -129,20 +137,20 @@ def call_attributes(
         attrs["gen_ai.request.choice.count"] = choices
     stop = request.get("stop")
     if isinstance(stop, str):
-        attrs["gen_ai.request.stop_sequences"] = [stop]
+        attrs["gen_ai.request.stop_sequences"] = [valid_text(stop)]
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        attrs["gen_ai.request.stop_sequences"] = list(stop)
+        attrs["gen_ai.request.stop_sequences"] = [valid_text(s) for s in stop]
     tier = request.get("service_tier")
     if isinstance(tier, str) and tier != "auto":
-        attrs["openai.request.service_tier"] = tier
+        attrs["openai.request.service_tier"] = valid_text(tier)
     output_type = _output_type(request)
     if output_type is not None:
-        attrs["gen_ai.output.type"] = output_type
+        attrs["gen_ai.output.type"] = valid_text(output_type)
     conversation = request.get("conversation")
     if isinstance(conversation, Mapping):
         conversation = conversation.get("id")
     if isinstance(conversation, str) and conversation:
-        attrs["gen_ai.conversation.id"] = conversation
+        attrs["gen_ai.conversation.id"] = valid_text(conversation)
     return attrs
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ._output_messages import item_parts, tool_call_part, tool_calls_only
+from ._utf8 import valid_text
 
 CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
@@ -154,4 +155,4 @@ def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
 
 def to_json(value: object) -> str:
     """Compact JSON; values that are not JSON become their string form instead of failing."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return valid_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))

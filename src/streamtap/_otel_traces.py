@@ -31,6 +31,7 @@ from ._events import (
 )
 from ._labels import upstream_name
 from ._otel_attrs import attempt_attributes, call_attributes, call_span_name, check_provider, request_model
+from ._utf8 import valid_text
 from ._version import __version__
 
 # How many calls in flight keep their trace id for the Prometheus exemplars; beyond that the
@@ -240,9 +241,9 @@ class _SpanCall:
         if event.response_model:
             attrs["gen_ai.response.model"] = request_model(event.response_model)
         if event.response_id:
-            attrs["gen_ai.response.id"] = event.response_id
+            attrs["gen_ai.response.id"] = valid_text(event.response_id)
         if event.finish_reasons:
-            attrs["gen_ai.response.finish_reasons"] = [str(r) for r in event.finish_reasons]
+            attrs["gen_ai.response.finish_reasons"] = [valid_text(str(r)) for r in event.finish_reasons]
         if event.input_tokens is not None:
             attrs["gen_ai.usage.input_tokens"] = event.input_tokens
         if event.output_tokens is not None:
@@ -252,9 +253,9 @@ class _SpanCall:
         if event.reasoning_output_tokens is not None:
             attrs["gen_ai.usage.reasoning.output_tokens"] = event.reasoning_output_tokens
         if event.service_tier is not None:
-            attrs["openai.response.service_tier"] = event.service_tier
+            attrs["openai.response.service_tier"] = valid_text(event.service_tier)
         if event.system_fingerprint is not None:
-            attrs["openai.response.system_fingerprint"] = event.system_fingerprint
+            attrs["openai.response.system_fingerprint"] = valid_text(event.system_fingerprint)
         if event.time_to_first_token is not None:
             attrs["gen_ai.response.time_to_first_chunk"] = event.time_to_first_token
         if event.max_chunk_gap is not None:

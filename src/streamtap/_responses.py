@@ -27,6 +27,7 @@ from ._dialect import (
     read_event,
     serving_facts,
     text_shape,
+    token_count,
     usage_details,
 )
 from ._output_messages import responses_messages, responses_stream_output
@@ -156,8 +157,8 @@ class ResponsesDialect:
         serving_facts(body, facts)  # the last response object (the terminal one) has the final tier
         usage = body.get("usage")
         if isinstance(usage, Mapping):
-            facts.input_tokens = _int(usage.get("input_tokens"))
-            facts.output_tokens = _int(usage.get("output_tokens"))
+            facts.input_tokens = token_count(usage.get("input_tokens"))
+            facts.output_tokens = token_count(usage.get("output_tokens"))
             usage_details(usage, facts, "input_tokens_details", "output_tokens_details")
         # A response still queued or in progress (a background one), failed or cancelled has
         # stopped for no finish reason.
@@ -333,10 +334,6 @@ def retrieve_url(url: str, response_id: str, after: int | None) -> str:
     if after is not None:
         params.append(f"starting_after={after}")
     return f"{path}/{response_id}?{'&'.join(params)}"
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 RESPONSES = ResponsesDialect()

@@ -7,8 +7,9 @@ once, when it is whole.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+from ._utf8 import json_bytes
 
 # A single event larger than this is a bad response, not a reason to buffer without bound. An
 # event can carry a whole answer (responses' `response.completed`, an image generation's
@@ -130,8 +131,9 @@ def parse_frame(frame: bytes) -> Event:
 
 
 def encode_json(payload: object, event: str | None = None) -> bytes:
-    """Encode one SSE event whose data is compact JSON."""
-    return encode_event(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), event)
+    """Encode one SSE event whose data is compact JSON (one line: JSON escapes line breaks)."""
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json_bytes(payload) + b"\n\n"
 
 
 def encode_event(data: str, event: str | None = None) -> bytes:

@@ -199,6 +199,29 @@ def test_values_the_sdk_cannot_encode_are_logged_and_left_out(caplog: pytest.Log
     ]
 
 
+def test_a_lone_surrogate_is_written_as_the_replacement_character_where_the_sdk_fails() -> None:
+    odd = span(
+        "chat m\ud800",
+        attributes={"gen_ai.response.id": "x\udc00", "k\ud83d": ["a", "b\ud800"]},
+        events=[Event("streamtap.\ud800", {"v": "\udfff"}, timestamp=1_700_000_000_500_000_000)],
+        status=Status(StatusCode.ERROR, "cut \ud83d"),
+    )
+    with pytest.raises(UnicodeEncodeError):
+        sdk_bytes([odd])  # the whole batch lost over one span's name
+    (written,) = (
+        ExportTraceServiceRequest.FromString(encode_spans([odd])).resource_spans[0].scope_spans[0].spans
+    )
+    assert written.name == "chat m\ufffd"
+    assert {kv.key: kv.value for kv in written.attributes}["gen_ai.response.id"].string_value == "x\ufffd"
+    assert [v.string_value for v in written.attributes[1].value.array_value.values] == ["a", "b\ufffd"]
+    assert written.attributes[1].key == "k\ufffd"
+    assert (written.events[0].name, written.events[0].attributes[0].value.string_value) == (
+        "streamtap.\ufffd",
+        "\ufffd",
+    )
+    assert written.status.message == "cut \ufffd"
+
+
 def test_equal_values_of_other_types_are_not_confused_by_the_cache() -> None:
     """1, 1.0 and True are equal in Python, and 0.0 and -0.0: their encodings are not."""
     for value in (True, 1, 1.0, 1, True, 0.0, -0.0, 0, False):
