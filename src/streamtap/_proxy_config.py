@@ -211,7 +211,7 @@ def fallback_from_mapping(data: object, index: int) -> Fallback:
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} must be a table with a kind (a [[fallbacks]] entry), got {data!r}")
     kind = data.get("kind")
-    if kind not in _FALLBACK_KEYS:
+    if not isinstance(kind, str) or kind not in _FALLBACK_KEYS:  # a table or array: unhashable
         raise ValueError(f"{where}.kind must be one of {', '.join(_FALLBACK_KEYS)}, got {kind!r}")
     allowed = _FALLBACK_KEYS[kind]
     for key in data:

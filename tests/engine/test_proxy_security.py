@@ -335,6 +335,10 @@ def test_config_file(tmp_path: Any) -> None:
         ValueError, match=r"fallbacks\[0\]\.kind must be one of model, upstream, non_streaming, cache"
     ):
         load_config(str(path))
+    for kind in ('["model"]', "{ name = 'model' }"):  # unhashable values: the same clear error
+        path.write_text(f"[[fallbacks]]\nkind = {kind}\n")
+        with pytest.raises(ValueError, match=r"fallbacks\[0\]\.kind must be one of model, upstream"):
+            load_config(str(path))
     path.write_text('upstreams = "x"\n')
     with pytest.raises(ValueError, match="unknown key 'upstreams'"):
         load_config(str(path))
