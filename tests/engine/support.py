@@ -1,9 +1,11 @@
-"""Test helpers: a recorder that keeps every event, and readers for both APIs and modes."""
+"""Test helpers: a recorder that keeps every event, readers for both APIs and modes, and a
+watch on the logs that would tell of a fault."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +56,29 @@ class Recording:
     def finished(self) -> CallFinished:
         (finished,) = self.of(CallFinished)
         return finished
+
+
+class Problems(logging.Handler):
+    """Every record at WARNING or above from the loggers that would tell of a fault of ours
+    (uvicorn's own logger does not propagate, so it is watched by name); a context manager."""
+
+    LOGGERS = ("streamtap", "opentelemetry", "asyncio", "uvicorn.error")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(f"{record.name}: {record.getMessage()[:300]}")
+
+    def __enter__(self) -> Problems:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
 
 
 def create(client: Any, api: str, **kwargs: Any) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import random
 import threading
 import time
@@ -34,7 +33,7 @@ from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeConfig, FakeUpstream
 
-from .support import Recording
+from .support import Problems, Recording
 from .telemetry_support import Telemetry
 
 FAULTS = ["", "", "", "status=429", "status=500;times=1", "reset", "drop_after=2", "truncate_after=3",
@@ -53,18 +52,6 @@ FALLBACKS = [
     streamtap.Fallback.non_streaming(),
     streamtap.Fallback.cached(),
 ]
-LOGGERS = ("streamtap", "opentelemetry", "asyncio", "uvicorn.error")
-
-
-class _Problems(logging.Handler):
-    """Records at WARNING or above from the loggers that would tell of a fault of ours."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append(f"{record.name}: {record.getMessage()[:300]}")
 
 
 @pytest.fixture
@@ -74,13 +61,10 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
-def books() -> Iterator[tuple[Telemetry, list[Recording], _Problems]]:
-    telemetry, problems = Telemetry(), _Problems()
-    for name in LOGGERS:
-        logging.getLogger(name).addHandler(problems)
-    yield telemetry, [Recording(), Recording()], problems
-    for name in LOGGERS:
-        logging.getLogger(name).removeHandler(problems)
+def books() -> Iterator[tuple[Telemetry, list[Recording], Problems]]:
+    telemetry = Telemetry()
+    with Problems() as problems:
+        yield telemetry, [Recording(), Recording()], problems
     telemetry.shutdown()
 
 
@@ -92,7 +76,7 @@ def _settled(recordings: list[Recording]) -> bool:
     return all(len(r.of(CallStarted)) == len(r.of(CallFinished)) for r in recordings)
 
 
-def _assert_balanced(books: tuple[Telemetry, list[Recording], _Problems], at_least: int) -> None:
+def _assert_balanced(books: tuple[Telemetry, list[Recording], Problems], at_least: int) -> None:
     """`books`' recordings are one per engine: call ids are an engine's own."""
     telemetry, recordings, problems = books
     deadline = time.monotonic() + 15  # the proxy finishes a call after its client has gone
@@ -133,7 +117,7 @@ def _create(client: Any, api: str) -> Callable[..., Any]:
 
 
 def test_door_one_balances_its_books_under_chaos(
-    upstream: FakeUpstream, books: tuple[Telemetry, list[Recording], _Problems]
+    upstream: FakeUpstream, books: tuple[Telemetry, list[Recording], Problems]
 ) -> None:
     telemetry, (sync_recording, async_recording), _ = books
     options = {"policy": POLICY, "fallbacks": FALLBACKS}
@@ -205,7 +189,7 @@ async def _enumerate(stream: Any) -> Any:
 
 
 def test_the_proxy_balances_its_books_under_chaos(
-    upstream: FakeUpstream, books: tuple[Telemetry, list[Recording], _Problems]
+    upstream: FakeUpstream, books: tuple[Telemetry, list[Recording], Problems]
 ) -> None:
     telemetry, (recording, _), _ = books
     config = ProxyConfig(upstream=upstream.base_url, listen="127.0.0.1:0", policy=POLICY, fallbacks=FALLBACKS)

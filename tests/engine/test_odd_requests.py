@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +35,7 @@ from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeUpstream, expected_text
 
 from . import loopback
+from .support import Problems
 from .telemetry_support import Telemetry
 
 ROUNDS = 600
@@ -49,7 +49,6 @@ KEYS = ["model", "messages", "input", "stream", "stream_options", "include_usage
 FAULTS = ["", "", "", "status=429", "status=500", "reset", "drop_after=2", "truncate_after=2", "error_after=1",
           "malformed_after=1", "status=429;model=gpt-4o-mini", "status=500;model=gpt-4o-mini",
           "error_after=1;error_kind=failed", "error_after=1;model=gpt-4o-mini"]  # fmt: skip
-LOGGERS = ("streamtap", "uvicorn.error", "opentelemetry")
 
 
 def _odd(rng: random.Random, depth: int = 0) -> Any:
@@ -77,26 +76,6 @@ def _body(rng: random.Random) -> bytes:
     for key in rng.sample(KEYS, rng.randrange(5)):
         body[key] = _odd(rng)
     return json.dumps(body).encode()  # a lone surrogate is escaped, as any JSON encoder writes it
-
-
-class _Errors(logging.Handler):
-    """Every record at WARNING or above, from the loggers that would tell of a failure."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append(f"{record.name}: {record.getMessage()[:300]}")
-
-    def __enter__(self) -> _Errors:
-        for name in LOGGERS:
-            logging.getLogger(name).addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for name in LOGGERS:
-            logging.getLogger(name).removeHandler(self)
 
 
 @pytest.fixture
@@ -136,7 +115,7 @@ def test_the_proxy_answers_odd_requests_and_records_them_all(
     statuses: dict[int, int] = {}
     with (
         ProxyServer(config, recorders=telemetry.recorders) as proxy,
-        _Errors() as errors,
+        Problems() as problems,
         httpx2.Client(base_url=proxy.base_url, timeout=15) as client,
     ):
         for _ in range(ROUNDS):
@@ -160,7 +139,7 @@ def test_the_proxy_answers_odd_requests_and_records_them_all(
             except ValueError:
                 failures.append(f"{response.status_code} {answer[:200]!r} for {body[:300]!r} ({fault})")
     assert failures == []
-    assert errors.seen == []
+    assert problems.seen == []
     # The draw reaches every kind of answer: served, refused, and failed after the fallbacks.
     assert {200, 400, 429, 500, 502} <= set(statuses)
     _exported_cleanly(telemetry)
