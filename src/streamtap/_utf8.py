@@ -20,7 +20,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def valid_text(text: str) -> str:
     """`text` with each lone surrogate replaced by U+FFFD; `text` itself when it has none."""
-    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+    if text.isascii():
+        return text
+    try:
+        text.encode()  # a fifth of the search's time on a long text that has none
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def json_bytes(value: object) -> bytes:
