@@ -14,6 +14,7 @@ from ._async_body import AsyncBody, bounded, deadline_reads
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
+    answered_whole,
     araw_chunks,
     body_answer,
     body_failure,
@@ -118,7 +119,7 @@ class Live:
         upstream = await self.open(send)
         if upstream is None:
             return None
-        if not send.route.stream:
+        if answered_whole(send, upstream):
             return await self._answer(send, upstream)
         self._begin(send, upstream)
         attempt = self.attempt

@@ -208,6 +208,17 @@ def callers_read_timeout(error: Exception, call: Call, send: Send, request: http
     return all(caller < limit for limit in own if limit is not None)
 
 
+def answered_whole(send: Send, response: httpx2.Response) -> bool:
+    """Whether an attempt's answer is one JSON body: asked for as such, or sent so to a stream's
+    request by an OpenAI-compatible server that ignores `stream`. The plain SDK reads such an
+    answer as an empty stream; it is served as a non-streaming fallback's is. (Not for a resumed
+    stream: its caller has the answer's start already.)"""
+    if not send.route.stream:
+        return True
+    kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return kind == "application/json" and not send.resume
+
+
 def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:
     """A complete non-streaming answer: (what the caller gets, parsed JSON), or why it is bad."""
     try:

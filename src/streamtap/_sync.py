@@ -13,6 +13,7 @@ import httpx2
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
+    answered_whole,
     body_answer,
     body_failure,
     build_request,
@@ -116,7 +117,7 @@ class Live:
         upstream = self.open(send)
         if upstream is None:
             return None
-        if not send.route.stream:
+        if answered_whole(send, upstream):
             return self._answer(send, upstream)
         self._begin(send, upstream)
         attempt = self.attempt

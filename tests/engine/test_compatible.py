@@ -4,7 +4,8 @@ A loopback upstream replays each provider's habits, chosen by the request's `x-c
 SSE comments, usage in every chunk, extra fields, CRLF line ends, a final chunk with both
 finish reason and usage, and no `[DONE]` at all. A complete answer is complete: the caller
 gets what the plain SDK gives, the call is `ok` in one attempt, and the tokens are counted
-once.
+once. A server that ignores `stream` and answers with one JSON body gives the plain SDK an
+empty stream; through streamtap the caller streams the answer.
 """
 
 from __future__ import annotations
@@ -87,6 +88,17 @@ CASES = {
         _chunk({}, "stop", usage=_usage(2)),
     ),
 }
+# A whole answer where a stream was asked for: the plain SDK yields nothing from it.
+WHOLE = json.dumps(
+    {
+        **BASE,
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hi there"}, "finish_reason": "stop"}
+        ],
+        "usage": _usage(2),
+    }
+).encode()
 # Streams cut short, which the plain SDK takes for whole answers.
 TRUNCATED = {
     "empty-finish-reasons-cut": _sse(
@@ -100,9 +112,12 @@ def upstream() -> Iterator[str]:
     class Handler(loopback.Handler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
-            body = {**CASES, **TRUNCATED}[self.headers["x-case"]]
+            case = self.headers["x-case"]
+            body = WHOLE if case == "whole-json" else {**CASES, **TRUNCATED}[case]
             self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
+            self.send_header(
+                "content-type", "application/json" if case == "whole-json" else "text/event-stream"
+            )
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -148,6 +163,48 @@ def test_a_complete_stream_is_complete(upstream: str, case: str, is_async: bool)
     finished = recording.finished
     assert (finished.outcome, finished.error_type, finished.attempts) == ("ok", None, 1)
     assert (finished.input_tokens, finished.output_tokens, finished.finish_reasons) == (5, 2, ("stop",))
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_whole_json_answer_to_a_stream_is_streamed_to_the_caller(upstream: str, is_async: bool) -> None:
+    recording = Recording()
+    plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    with plain:
+        assert list(plain.chat.completions.create(**_request("whole-json"))) == []  # silently empty
+
+    async def main() -> str:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            return _text([c async for c in await routed.chat.completions.create(**_request("whole-json"))])
+
+    if is_async:
+        text = anyio.run(main)
+    else:
+        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            text = _text(list(routed.chat.completions.create(**_request("whole-json"))))
+    assert text == "Hi there"
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type, finished.attempts, finished.fallback) == (
+        "ok",
+        None,
+        1,
+        None,
+    )
+    assert (finished.input_tokens, finished.output_tokens, finished.finish_reasons) == (5, 2, ("stop",))
+    assert finished.time_to_first_token is not None
+
+
+def test_a_whole_json_answer_to_a_stream_is_streamed_through_the_proxy(upstream: str) -> None:
+    recording = Recording()
+    config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
+    with ProxyServer(config, recorders=[recording]) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-test", max_retries=0)
+        with client:
+            raw = client.chat.completions.with_raw_response.create(**_request("whole-json"))
+            assert raw.headers["content-type"].startswith("text/event-stream")
+            assert _text(list(raw.parse())) == "Hi there"
+    assert (recording.finished.outcome, recording.finished.output_tokens) == ("ok", 2)
 
 
 def test_a_stream_without_done_is_complete_through_the_proxy(upstream: str) -> None:
