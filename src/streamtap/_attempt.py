@@ -7,9 +7,10 @@ happen once per network read, never per frame.
 
 from __future__ import annotations
 
+import json
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ._dialect import (
     BAD,
@@ -294,8 +295,9 @@ class StreamAttempt:
         """The upstream body ended cleanly."""
         if self.failure is not None:
             return
-        if self._buffer.pending.strip():
-            self._fail(failure("stream_truncated", self.phase, "the stream ended inside an event"))
+        pending = self._buffer.pending.strip()
+        if pending:
+            self._fail(_unframed(pending, self.phase))
         elif not self.terminal:
             if (
                 self.committed
@@ -343,3 +345,15 @@ def _decoding(glance: Callable[[bytes], int]) -> Callable[[bytes], int]:
         return kind if kind == UNKNOWN or decodes(frame) else UNKNOWN
 
     return look
+
+
+def _unframed(rest: bytes, phase: Phase) -> Failure:
+    """Why a stream that ended with `rest` unframed failed: a server that answers a stream's
+    request with a bare JSON error (no `data:`) gets its own error, not a cut event."""
+    try:
+        payload = json.loads(rest)
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), Mapping):
+        return classify_error_event(payload, phase)
+    return failure("stream_truncated", phase, "the stream ended inside an event")

@@ -5,7 +5,8 @@ SSE comments, usage in every chunk, extra fields, CRLF line ends, a final chunk 
 finish reason and usage, and no `[DONE]` at all. A complete answer is complete: the caller
 gets what the plain SDK gives, the call is `ok` in one attempt, and the tokens are counted
 once. A server that ignores `stream` and answers with one JSON body gives the plain SDK an
-empty stream; through streamtap the caller streams the answer.
+empty stream; through streamtap the caller streams the answer, and a bare JSON error (no
+`data:`) is raised as the upstream's error.
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ WHOLE = json.dumps(
         "usage": _usage(2),
     }
 ).encode()
+# An error as a bare JSON body, no `data:`, under an event stream's content type.
+BARE_ERROR = json.dumps(
+    {
+        "error": {
+            "message": "This model's maximum context length is 8192 tokens",
+            "code": "context_length_exceeded",
+        }
+    }
+).encode()
 # Streams cut short, which the plain SDK takes for whole answers.
 TRUNCATED = {
     "empty-finish-reasons-cut": _sse(
@@ -113,7 +123,7 @@ def upstream() -> Iterator[str]:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             case = self.headers["x-case"]
-            body = WHOLE if case == "whole-json" else {**CASES, **TRUNCATED}[case]
+            body = {"whole-json": WHOLE, "bare-error": BARE_ERROR, **CASES, **TRUNCATED}[case]
             self.send_response(200)
             self.send_header(
                 "content-type", "application/json" if case == "whole-json" else "text/event-stream"
@@ -193,6 +203,33 @@ def test_a_whole_json_answer_to_a_stream_is_streamed_to_the_caller(upstream: str
     )
     assert (finished.input_tokens, finished.output_tokens, finished.finish_reasons) == (5, 2, ("stop",))
     assert finished.time_to_first_token is not None
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_bare_json_error_in_an_event_stream_is_the_upstreams_error(upstream: str, is_async: bool) -> None:
+    recording = Recording()
+    plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    with plain:
+        assert list(plain.chat.completions.create(**_request("bare-error"))) == []  # silently empty
+
+    async def call_async() -> None:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            await routed.chat.completions.create(**_request("bare-error"))
+
+    def call() -> None:
+        if is_async:
+            anyio.run(call_async)
+            return
+        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            routed.chat.completions.create(**_request("bare-error"))
+
+    with pytest.raises(openai.APIError, match="maximum context length is 8192 tokens"):
+        call()
+    finished = recording.finished
+    # The caller's mistake, told as the upstream told it: not retried, not a cut stream.
+    assert (finished.outcome, finished.error_type, finished.attempts) == ("error", "upstream_error_event", 1)
 
 
 def test_a_whole_json_answer_to_a_stream_is_streamed_through_the_proxy(upstream: str) -> None:
