@@ -31,6 +31,7 @@ from ._driver import (
     served,
     status_failure,
     undecodable,
+    web_page,
     whole_response,
 )
 from ._errors import failure
@@ -95,7 +96,14 @@ class Live:
             )
             return None
         if upstream.status_code < 400:
-            return upstream
+            page = web_page(upstream)
+            if page is None:
+                return upstream
+            await upstream.aclose()
+            call.attempt_failed(
+                send, page, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+            )
+            return None
         try:
             raw = await upstream.aread()
         except httpx2.TransportError:

@@ -208,6 +208,25 @@ def callers_read_timeout(error: Exception, call: Call, send: Send, request: http
     return all(caller < limit for limit in own if limit is not None)
 
 
+def web_page(response: httpx2.Response) -> Failure | None:
+    """Why a 2xx answer that is a web page (text/html) is no answer, else None.
+
+    A base URL that reaches a website (a front end's dev server that serves its page on every
+    path), a login page or a captive portal, not an OpenAI-compatible API: the plain SDK reads
+    such a page as an empty stream. Not retried (the same URL gives the same page); a fallback
+    to another upstream may still serve."""
+    kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "text/html":
+        return None
+    return failure(
+        "bad_response",
+        "first_token",
+        "the upstream answered with a web page (text/html), not the API's JSON or event stream: "
+        "is the base URL an OpenAI-compatible API?",
+        retryable=False,
+    )
+
+
 def answered_whole(send: Send, response: httpx2.Response) -> bool:
     """Whether an attempt's answer is one JSON body: asked for as such, or sent so to a stream's
     request by an OpenAI-compatible server that ignores `stream`. The plain SDK reads such an

@@ -30,6 +30,7 @@ from ._driver import (
     served,
     status_failure,
     undecodable,
+    web_page,
     whole_response,
 )
 from ._errors import failure
@@ -93,7 +94,14 @@ class Live:
             )
             return None
         if upstream.status_code < 400:
-            return upstream
+            page = web_page(upstream)
+            if page is None:
+                return upstream
+            upstream.close()
+            call.attempt_failed(
+                send, page, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+            )
+            return None
         try:
             raw = upstream.read()
         except httpx2.TransportError:

@@ -5,8 +5,9 @@ SSE comments, usage in every chunk, extra fields, CRLF line ends, a final chunk 
 finish reason and usage, and no `[DONE]` at all. A complete answer is complete: the caller
 gets what the plain SDK gives, the call is `ok` in one attempt, and the tokens are counted
 once. A server that ignores `stream` and answers with one JSON body gives the plain SDK an
-empty stream; through streamtap the caller streams the answer, and a bare JSON error (no
-`data:`) is raised as the upstream's error.
+empty stream; through streamtap the caller streams the answer, a bare JSON error (no
+`data:`) is raised as the upstream's error, and a web page (a base URL that is no API) is
+raised as what it is.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ BARE_ERROR = json.dumps(
         }
     }
 ).encode()
+# A web page, as a front end's dev server sends on every path: a base URL that is no API.
+PAGE = b"<!doctype html><html><head><title>My app</title></head><body><div id=root></div></body></html>"
 # Streams cut short, which the plain SDK takes for whole answers.
 TRUNCATED = {
     "empty-finish-reasons-cut": _sse(
@@ -123,11 +126,10 @@ def upstream() -> Iterator[str]:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             case = self.headers["x-case"]
-            body = {"whole-json": WHOLE, "bare-error": BARE_ERROR, **CASES, **TRUNCATED}[case]
+            body = {"whole-json": WHOLE, "bare-error": BARE_ERROR, "page": PAGE, **CASES, **TRUNCATED}[case]
+            kind = {"whole-json": "application/json", "page": "text/html; charset=utf-8"}.get(case)
             self.send_response(200)
-            self.send_header(
-                "content-type", "application/json" if case == "whole-json" else "text/event-stream"
-            )
+            self.send_header("content-type", kind or "text/event-stream")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -230,6 +232,34 @@ def test_a_bare_json_error_in_an_event_stream_is_the_upstreams_error(upstream: s
     finished = recording.finished
     # The caller's mistake, told as the upstream told it: not retried, not a cut stream.
     assert (finished.outcome, finished.error_type, finished.attempts) == ("error", "upstream_error_event", 1)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_web_page_is_no_answer_and_says_so(upstream: str, is_async: bool) -> None:
+    recording = Recording()
+    plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    with plain:
+        assert list(plain.chat.completions.create(**_request("page"))) == []  # silently empty
+
+    async def call_async() -> None:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            await routed.chat.completions.create(**_request("page"))
+
+    def call() -> None:
+        if is_async:
+            anyio.run(call_async)
+            return
+        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            routed.chat.completions.create(**_request("page"))
+
+    with pytest.raises(
+        openai.APIError, match=r"a web page \(text/html\).*is the base URL an OpenAI-compatible API"
+    ):
+        call()
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type, finished.attempts) == ("error", "bad_response", 1)
 
 
 def test_a_whole_json_answer_to_a_stream_is_streamed_through_the_proxy(upstream: str) -> None:
