@@ -215,8 +215,7 @@ def web_page(response: httpx2.Response) -> Failure | None:
     path), a login page or a captive portal, not an OpenAI-compatible API: the plain SDK reads
     such a page as an empty stream. Not retried (the same URL gives the same page); a fallback
     to another upstream may still serve."""
-    kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if kind != "text/html":
+    if _media_type(response) != "text/html":
         return None
     return failure(
         "bad_response",
@@ -234,8 +233,12 @@ def answered_whole(send: Send, response: httpx2.Response) -> bool:
     stream: its caller has the answer's start already.)"""
     if not send.route.stream:
         return True
-    kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-    return kind == "application/json" and not send.resume
+    return _media_type(response) == "application/json" and not send.resume
+
+
+def _media_type(response: httpx2.Response) -> str:
+    """The response's content type without its parameters, lowercased ("" when it has none)."""
+    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:
