@@ -152,6 +152,32 @@ def _text(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+def _read(
+    upstream: str,
+    case: str,
+    *,
+    is_async: bool,
+    recording: Recording,
+    received: list[str],
+    policy: streamtap.Policy = TEST_POLICY,
+) -> None:
+    """Read the case's stream through streamtap (a sync or an async client), each chunk's text
+    kept in `received` as it comes: a stream that then raises leaves what it gave."""
+
+    async def read_async() -> None:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+        async with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
+            async for chunk in await routed.chat.completions.create(**_request(case)):
+                received.append(_text([chunk]))  # noqa: PERF401 (kept as they come: the stream may raise)
+
+    if is_async:
+        anyio.run(read_async)
+        return
+    client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+    with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
+        received.extend(_text([chunk]) for chunk in routed.chat.completions.create(**_request(case)))
+
+
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_complete_stream_is_complete(upstream: str, case: str, is_async: bool) -> None:
@@ -159,19 +185,9 @@ def test_a_complete_stream_is_complete(upstream: str, case: str, is_async: bool)
     plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
     with plain:
         assert _text(list(plain.chat.completions.create(**_request(case)))) == "Hi there"
-    if is_async:
-
-        async def main() -> str:
-            client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
-            async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-                return _text([c async for c in await routed.chat.completions.create(**_request(case))])
-
-        text = anyio.run(main)
-    else:
-        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
-        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            text = _text(list(routed.chat.completions.create(**_request(case))))
-    assert text == "Hi there"
+    received: list[str] = []
+    _read(upstream, case, is_async=is_async, recording=recording, received=received)
+    assert "".join(received) == "Hi there"
     finished = recording.finished
     assert (finished.outcome, finished.error_type, finished.attempts) == ("ok", None, 1)
     assert (finished.input_tokens, finished.output_tokens, finished.finish_reasons) == (5, 2, ("stop",))
@@ -183,19 +199,9 @@ def test_a_whole_json_answer_to_a_stream_is_streamed_to_the_caller(upstream: str
     plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
     with plain:
         assert list(plain.chat.completions.create(**_request("whole-json"))) == []  # silently empty
-
-    async def main() -> str:
-        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
-        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            return _text([c async for c in await routed.chat.completions.create(**_request("whole-json"))])
-
-    if is_async:
-        text = anyio.run(main)
-    else:
-        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
-        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            text = _text(list(routed.chat.completions.create(**_request("whole-json"))))
-    assert text == "Hi there"
+    received: list[str] = []
+    _read(upstream, "whole-json", is_async=is_async, recording=recording, received=received)
+    assert "".join(received) == "Hi there"
     finished = recording.finished
     assert (finished.outcome, finished.error_type, finished.attempts, finished.fallback) == (
         "ok",
@@ -207,80 +213,40 @@ def test_a_whole_json_answer_to_a_stream_is_streamed_to_the_caller(upstream: str
     assert finished.time_to_first_token is not None
 
 
-@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_a_bare_json_error_in_an_event_stream_is_the_upstreams_error(upstream: str, is_async: bool) -> None:
-    recording = Recording()
-    plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
-    with plain:
-        assert list(plain.chat.completions.create(**_request("bare-error"))) == []  # silently empty
-
-    async def call_async() -> None:
-        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
-        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            await routed.chat.completions.create(**_request("bare-error"))
-
-    def call() -> None:
-        if is_async:
-            anyio.run(call_async)
-            return
-        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
-        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            routed.chat.completions.create(**_request("bare-error"))
-
-    with pytest.raises(openai.APIError, match="maximum context length is 8192 tokens"):
-        call()
-    finished = recording.finished
-    # The caller's mistake, told as the upstream told it: not retried, not a cut stream.
-    assert (finished.outcome, finished.error_type, finished.attempts) == ("error", "upstream_error_event", 1)
+# Answers that are no stream, and what the caller is told: the upstream's own error (the
+# caller's mistake, not retried, not a cut stream), or what the base URL reached.
+NOT_A_STREAM = {
+    "bare-error": ("maximum context length is 8192 tokens", "upstream_error_event"),
+    "page": (r"a web page \(text/html\).*is the base URL an OpenAI-compatible API", "bad_response"),
+}
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_a_web_page_is_no_answer_and_says_so(upstream: str, is_async: bool) -> None:
+@pytest.mark.parametrize("case", list(NOT_A_STREAM))
+def test_an_answer_that_is_no_stream_is_raised_as_what_it_is(
+    upstream: str, case: str, is_async: bool
+) -> None:
+    message, error_type = NOT_A_STREAM[case]
     recording = Recording()
     plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
     with plain:
-        assert list(plain.chat.completions.create(**_request("page"))) == []  # silently empty
-
-    async def call_async() -> None:
-        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
-        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            await routed.chat.completions.create(**_request("page"))
-
-    def call() -> None:
-        if is_async:
-            anyio.run(call_async)
-            return
-        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
-        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            routed.chat.completions.create(**_request("page"))
-
-    with pytest.raises(
-        openai.APIError, match=r"a web page \(text/html\).*is the base URL an OpenAI-compatible API"
-    ):
-        call()
+        assert list(plain.chat.completions.create(**_request(case))) == []  # silently empty
+    with pytest.raises(openai.APIError, match=message):
+        _read(upstream, case, is_async=is_async, recording=recording, received=[])
     finished = recording.finished
-    assert (finished.outcome, finished.error_type, finished.attempts) == ("error", "bad_response", 1)
+    assert (finished.outcome, finished.error_type, finished.attempts) == ("error", error_type, 1)
 
 
-def test_a_whole_json_answer_to_a_stream_is_streamed_through_the_proxy(upstream: str) -> None:
+@pytest.mark.parametrize("case", ["no-done", "whole-json"])
+def test_a_complete_answer_is_a_complete_stream_through_the_proxy(upstream: str, case: str) -> None:
     recording = Recording()
     config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
     with ProxyServer(config, recorders=[recording]) as proxy:
         client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-test", max_retries=0)
         with client:
-            raw = client.chat.completions.with_raw_response.create(**_request("whole-json"))
+            raw = client.chat.completions.with_raw_response.create(**_request(case))
             assert raw.headers["content-type"].startswith("text/event-stream")
             assert _text(list(raw.parse())) == "Hi there"
-    assert (recording.finished.outcome, recording.finished.output_tokens) == ("ok", 2)
-
-
-def test_a_stream_without_done_is_complete_through_the_proxy(upstream: str) -> None:
-    recording = Recording()
-    config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
-    with ProxyServer(config, recorders=[recording]) as proxy:
-        client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-test", max_retries=0)
-        with client:
-            assert _text(list(client.chat.completions.create(**_request("no-done")))) == "Hi there"
     assert (recording.finished.outcome, recording.finished.output_tokens) == ("ok", 2)
 
 
@@ -289,28 +255,16 @@ def test_empty_finish_reasons_do_not_make_a_cut_stream_whole(upstream: str, is_a
     """A server that writes `"finish_reason": ""` on every chunk and never `[DONE]`: a stream
     cut short has no finished choice, and is `stream_truncated`, not a complete answer."""
     recording = Recording()
-    policy = streamtap.Policy(max_attempts=1)
     received: list[str] = []
-
-    async def main() -> None:
-        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
-        async with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
-            stream = await routed.chat.completions.create(**_request("empty-finish-reasons-cut"))
-            async for chunk in stream:
-                received.append(_text([chunk]))  # noqa: PERF401 (kept as they come: the stream raises)
-
-    def read() -> None:
-        if is_async:
-            anyio.run(main)
-            return
-        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
-        with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
-            received.extend(
-                _text([c]) for c in routed.chat.completions.create(**_request("empty-finish-reasons-cut"))
-            )
-
     with pytest.raises(streamtap.StreamInterrupted) as raised:
-        read()
+        _read(
+            upstream,
+            "empty-finish-reasons-cut",
+            is_async=is_async,
+            recording=recording,
+            received=received,
+            policy=streamtap.Policy(max_attempts=1),
+        )
     assert (raised.value.error_type, raised.value.text) == ("stream_truncated", "Hi the")
     assert "".join(received) == "Hi the"
     finished = recording.finished
