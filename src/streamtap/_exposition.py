@@ -179,7 +179,10 @@ def _exposition(
     """The response headers and body for a scrape, as prometheus_client's own apps write them:
     the format the Accept header asks for (OpenMetrics carries the exemplars), `name[]`
     restricting the metrics, gzip when accepted."""
-    encoder, content_type = choose_encoder(accept)
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):  # its parser raises on a version that is no number ("version=bad")
+        encoder, content_type = choose_encoder("")  # the text format, as for no Accept header
     if (
         isinstance(encoder, functools.partial)
         and encoder.func is openmetrics.generate_latest

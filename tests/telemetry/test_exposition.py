@@ -252,6 +252,20 @@ async def test_asgi_app_negotiates_as_prometheus_clients_apps_do(registry: Colle
     assert families == {"streamtap_retries_total"}
 
 
+@pytest.mark.parametrize("accept", ["application/openmetrics-text; version=bad", "text/plain; version=1.x"])
+@pytest.mark.anyio
+async def test_an_accept_version_that_is_no_number_gets_the_text_format(
+    registry: CollectorRegistry, accept: str
+) -> None:
+    """prometheus_client's own negotiation raises on it (TypeError): a 500 for one odd header."""
+    two_429s_then_success([PrometheusRecorder(registry)])
+    headers, body = await _scrape(metrics_asgi_app(registry), [(b"accept", accept.encode())])
+    assert headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+    assert b"streamtap_retries_total" in body
+    content_type, _ = call_wsgi(metrics_wsgi_app(registry), accept=accept)
+    assert content_type.startswith("text/plain; version=0.0.4")
+
+
 class _OddNames(Collector):
     """Names prometheus_client escapes: a colon in a metric name, a dot in a label name."""
 
