@@ -51,6 +51,8 @@ from ._stream_response import StreamResponse
 from ._taxonomy import Api
 from ._upstream_pool import UpstreamTransport
 
+_OPS_PATHS = ("/metrics", "/healthz", "/readyz")  # answered by the proxy itself, GET and HEAD only
+
 log = logging.getLogger("streamtap.proxy")
 
 
@@ -96,7 +98,10 @@ class Proxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path == "/healthz":
+        if path in _OPS_PATHS and scope["method"] not in ("GET", "HEAD"):
+            message = f"{path} answers GET and HEAD only"
+            await send_error(send, 405, "method_not_allowed", message, extra=[(b"allow", b"GET, HEAD")])
+        elif path == "/healthz":
             await send_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
             ready, detail = await self._readiness()
@@ -112,7 +117,7 @@ class Proxy:
         """The ASGI app of the `ops_listen` listener: /metrics, /healthz and /readyz only."""
         if scope["type"] != "http":
             return
-        if scope["path"] in ("/metrics", "/healthz", "/readyz"):
+        if scope["path"] in _OPS_PATHS:
             await self(scope, receive, send)
         else:
             await send_error(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import httpx2
@@ -259,16 +259,31 @@ async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
         yield content[start : start + PIECE]
 
 
-async def send_json(send: Send, status: int, payload: object, *, close: bool = False) -> None:
+async def send_json(
+    send: Send,
+    status: int,
+    payload: object,
+    *,
+    close: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     if close:  # the rest of the request body is unread: the connection cannot be reused
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    close: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     """An error in the OpenAI API's shape, so the official SDKs raise their usual exceptions."""
     error = {"message": message, "type": "streamtap_error", "param": None, "code": code}
-    await send_json(send, status, {"error": error}, close=close)
+    await send_json(send, status, {"error": error}, close=close, extra=extra)

@@ -235,3 +235,14 @@ def test_health_and_readiness(proxy: ProxyServer) -> None:
     ready = httpx2.get(f"{base}/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_the_proxys_own_paths_answer_get_and_head_only(proxy: ProxyServer, path: str) -> None:
+    base = f"http://127.0.0.1:{proxy.port}"
+    assert httpx2.head(f"{base}{path}").status_code == 200
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        refused = httpx2.request(method, f"{base}{path}", content=b"{}")
+        assert refused.status_code == 405, method
+        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.json()["error"]["code"] == "method_not_allowed"
