@@ -14,7 +14,7 @@ import pytest
 
 import streamtap
 from streamtap import CallFinished
-from streamtap.fake import FakeUpstream
+from streamtap.fake import FakeUpstream, expected_text
 
 from .conftest import TEST_POLICY
 from .support import CHAT_MESSAGES, Recording
@@ -31,10 +31,11 @@ POLICY = streamtap.Policy(
 
 
 def _run(fake: FakeUpstream, fault: str, **options: Any) -> tuple[str, BaseException | None, CallFinished]:
-    """One streamed chat call under trio with the fake's `fault`: the text read, the error."""
+    """One streamed chat call under trio with the fake's `fault`: the text read, the error
+    raised (None when none was), and the call's CallFinished."""
     recording = Recording()
     received: list[str] = []
-    raised: list[BaseException] = []
+    raised: list[BaseException | None] = [None]
 
     async def main() -> None:
         options.setdefault("policy", POLICY)
@@ -52,15 +53,15 @@ def _run(fake: FakeUpstream, fault: str, **options: Any) -> tuple[str, BaseExcep
                 async for chunk in stream:
                     received.extend(c.delta.content or "" for c in chunk.choices)
             except openai.APIError as error:
-                raised.append(error)
+                raised[0] = error
 
     trio.run(main)
-    return "".join(received), (raised or [None])[0], recording.finished
+    return "".join(received), raised[0], recording.finished
 
 
 @pytest.fixture
 def expected(fake: FakeUpstream) -> str:
-    return streamtap.fake.expected_text("gpt-4o-mini", CHAT_MESSAGES, 6)
+    return expected_text("gpt-4o-mini", CHAT_MESSAGES, 6)
 
 
 def test_a_retry_before_the_first_token_is_invisible(fake: FakeUpstream, expected: str) -> None:
@@ -89,7 +90,7 @@ def test_a_fallback_serves_when_the_primary_fails(fake: FakeUpstream) -> None:
         policy=TEST_POLICY,
         fallbacks=[streamtap.Fallback.model("gpt-4o")],
     )
-    assert (text, error) == (streamtap.fake.expected_text("gpt-4o", CHAT_MESSAGES, 6), None)
+    assert (text, error) == (expected_text("gpt-4o", CHAT_MESSAGES, 6), None)
     assert (finished.outcome, finished.fallback) == ("ok", "model")
 
 
