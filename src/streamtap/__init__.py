@@ -32,6 +32,7 @@ from ._version import __version__
 # Telemetry is imported on first use, so `import streamtap` does not load prometheus_client
 # or the OpenTelemetry SDK for an app that brings its own recorders.
 _LAZY = {
+    "OtelEventRecorder": "._otel_events",
     "OtelMetricsRecorder": "._otel_metrics",
     "OtelTraceRecorder": "._otel_traces",
     "PrometheusRecorder": "._prometheus",
@@ -47,6 +48,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ._exposition import mark_process_dead, metrics_asgi_app, metrics_wsgi_app, serve_metrics
     from ._instrumentor import StreamtapInstrumentor
+    from ._otel_events import OtelEventRecorder
     from ._otel_metrics import OtelMetricsRecorder
     from ._otel_traces import OtelTraceRecorder
     from ._prometheus import PrometheusRecorder
@@ -88,6 +90,7 @@ __all__ = [
     "FallbackUsed",
     "FirstToken",
     "MemoryCache",
+    "OtelEventRecorder",
     "OtelMetricsRecorder",
     "OtelTraceRecorder",
     "Policy",

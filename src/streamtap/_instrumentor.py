@@ -34,6 +34,7 @@ _ACCEPTED = (
     "tracer_provider",
     "meter_provider",
     "prometheus_registry",
+    "logger_provider",
     "capture_content",
 )
 _CLASSES: tuple[type[openai.OpenAI | openai.AsyncOpenAI], ...] = (openai.OpenAI, openai.AsyncOpenAI)
@@ -49,8 +50,10 @@ class StreamtapInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         fallbacks: tried in order when a call fails before its first content.
         recorders: telemetry sinks; default `default_recorders()` (global providers and
             Prometheus REGISTRY), or `setup_telemetry(...)` when any of `tracer_provider`,
-            `meter_provider`, `prometheus_registry` is given.
-        tracer_provider, meter_provider, prometheus_registry: passed to `setup_telemetry`.
+            `meter_provider`, `prometheus_registry`, `logger_provider` is given.
+        tracer_provider, meter_provider, prometheus_registry, logger_provider: passed to
+            `setup_telemetry` (inference events go to the logger provider when the GenAI
+            variables ask for them).
         capture_content: record prompts and answers; None reads
             OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
 
@@ -106,7 +109,7 @@ def _recorders(kwargs: dict[str, Any]) -> Sequence[Recorder]:
     recorders = kwargs.get("recorders")
     if recorders is not None:
         return recorders  # type: ignore[no-any-return]  # the Engine checks it
-    keys = ("tracer_provider", "meter_provider", "prometheus_registry")
+    keys = ("tracer_provider", "meter_provider", "prometheus_registry", "logger_provider")
     if any(kwargs.get(key) is not None for key in keys):
         from ._telemetry import setup_telemetry
 

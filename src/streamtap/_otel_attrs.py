@@ -1,4 +1,5 @@
-"""Pure attribute builders for the OpenTelemetry spans: GenAI and HTTP client conventions.
+"""Pure attribute builders for the OpenTelemetry spans and events: GenAI and HTTP client
+conventions.
 
 Nothing here reads headers, and URLs lose their query string, fragment and user info: API keys
 and Authorization values must never reach a span.
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from ._events import CallFinished
 from ._taxonomy import Api
 from ._utf8 import valid_text
 
@@ -36,7 +38,7 @@ AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] 
 def check_provider(name: str, provider: object, method: str) -> None:
     """A TypeError naming `name` unless `provider` is None or an OpenTelemetry provider."""
     if provider is not None and not callable(getattr(provider, method, None)):
-        kind = "TracerProvider" if method == "get_tracer" else "MeterProvider"
+        kind = {"get_tracer": "TracerProvider", "get_meter": "MeterProvider"}.get(method, "LoggerProvider")
         raise TypeError(
             f"{name} must be an OpenTelemetry {kind} or None (None: the global one), got {provider!r}"
         )
@@ -168,6 +170,43 @@ def _output_type(request: Mapping[str, Any]) -> str | None:
     if not isinstance(kind, str) or not kind:
         return None
     return _OUTPUT_TYPES.get(kind, kind)
+
+
+def finish_attributes(event: CallFinished) -> dict[str, AttributeValue]:
+    """Attributes known when the call ends: the answer's, the outcome's and streamtap's own."""
+    attrs: dict[str, AttributeValue] = {
+        "streamtap.attempts": event.attempts,
+        "streamtap.outcome": event.outcome,
+    }
+    if event.outcome == "error":
+        attrs["error.type"] = event.error_type or "_OTHER"
+    if event.fallback is not None:
+        attrs["streamtap.fallback"] = event.fallback
+    if event.response_model:
+        attrs["gen_ai.response.model"] = request_model(event.response_model)
+    if event.response_id:
+        attrs["gen_ai.response.id"] = valid_text(event.response_id)
+    if event.finish_reasons:
+        attrs["gen_ai.response.finish_reasons"] = [valid_text(str(r)) for r in event.finish_reasons]
+    if event.input_tokens is not None:
+        attrs["gen_ai.usage.input_tokens"] = event.input_tokens
+    if event.output_tokens is not None:
+        attrs["gen_ai.usage.output_tokens"] = event.output_tokens
+    if event.cached_input_tokens is not None:
+        attrs["gen_ai.usage.cache_read.input_tokens"] = event.cached_input_tokens
+    if event.reasoning_output_tokens is not None:
+        attrs["gen_ai.usage.reasoning.output_tokens"] = event.reasoning_output_tokens
+    if event.service_tier is not None:
+        attrs["openai.response.service_tier"] = valid_text(event.service_tier)
+    if event.system_fingerprint is not None:
+        attrs["openai.response.system_fingerprint"] = valid_text(event.system_fingerprint)
+    if event.time_to_first_token is not None:
+        attrs["gen_ai.response.time_to_first_chunk"] = event.time_to_first_token
+    if event.max_chunk_gap is not None:
+        attrs["streamtap.max_chunk_gap"] = event.max_chunk_gap
+    if event.chunks:
+        attrs["streamtap.chunks"] = event.chunks
+    return attrs
 
 
 def attempt_attributes(

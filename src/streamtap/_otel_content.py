@@ -1,19 +1,24 @@
-"""Opt-in content capture: request messages in the GenAI semconv JSON shape (the answer's are
-built by `_output_messages`).
+"""Opt-in content capture: where content goes, and request messages in the GenAI semconv shape
+(the answer's are built by `_output_messages`).
 
-Only used when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true or
-SPAN_ONLY / SPAN_AND_EVENT, or the recorder's flag). Shapes follow gen-ai-input-messages.json / gen-ai-output-messages.json:
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT turns capture on and says where it goes, as
+the official GenAI instrumentations read it (`content_mode`); OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT
+says whether each call's `gen_ai.client.inference.operation.details` event is emitted at all
+(`emits_events`). Shapes follow gen-ai-input-messages.json / gen-ai-output-messages.json:
 `[{"role": ..., "parts": [{"type": "text", "content": ...}, ...]}]`. Span attributes cannot
-hold nested structures in the Python SDK, so they are recorded as JSON strings, as the
-conventions allow. Parts that are not text (images, audio, files) keep only their type: their
-payloads are large and not messages anyone reads in a trace.
+hold nested structures in the Python SDK, so on spans they are JSON strings, as the conventions
+allow (`to_json`); log records can, so events carry the structures (`to_value`). Parts that are
+not text (images, audio, files) keep only their type: their payloads are large and not messages
+anyone reads in a trace.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ._output_messages import item_parts, tool_call_part, tool_calls_only
@@ -25,15 +30,73 @@ _TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
 _TOOL_OUTPUTS: Final = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output"})
 
 
-# The variable's values that put content on spans, any case: the boolean of the older GenAI
-# instrumentations, and the content capturing modes of the current ones that include spans
-# (`EVENT_ONLY` and `NO_CONTENT` do not: streamtap records content on spans only).
-_CAPTURE_ON: Final = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
+EMIT_EVENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT"
+log = logging.getLogger("streamtap")
+
+
+@dataclass(frozen=True)
+class ContentMode:
+    """What OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT asks for.
+
+    on: content is captured unless the code says otherwise (`instrument(capture_content=...)`).
+    spans, events: where captured content goes. Code that turns capture on where the variable
+        names no place gets it on spans, as before events existed.
+    """
+
+    on: bool = False
+    spans: bool = True
+    events: bool = False
+
+
+# The variable's values, any case: the boolean of the older GenAI instrumentations, and the
+# content capturing modes of the current ones (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT).
+_MODES: Final[dict[str, ContentMode]] = {
+    "": ContentMode(),
+    "false": ContentMode(),
+    "0": ContentMode(),
+    "no": ContentMode(),
+    "no_content": ContentMode(),
+    "true": ContentMode(on=True),
+    "1": ContentMode(on=True),
+    "yes": ContentMode(on=True),
+    "span_only": ContentMode(on=True),
+    "event_only": ContentMode(on=True, spans=False, events=True),
+    "span_and_event": ContentMode(on=True, events=True),
+}
+_ACCEPTED_MODES: Final = "true, false, NO_CONTENT, SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT"
+
+
+def content_mode(environ: Mapping[str, str] = os.environ) -> ContentMode:
+    """The capture the standard GenAI variable asks for; anything else is warned of and off."""
+    raw = environ.get(CAPTURE_ENV, "")
+    mode = _MODES.get(raw.strip().lower())
+    if mode is None:
+        log.warning(
+            "streamtap: %s=%s is not one of %s; content is not captured", CAPTURE_ENV, raw, _ACCEPTED_MODES
+        )
+        return ContentMode()
+    return mode
 
 
 def capture_from_env(environ: Mapping[str, str] = os.environ) -> bool:
-    """True when the standard GenAI opt-in variable asks for content on spans."""
-    return environ.get(CAPTURE_ENV, "").strip().lower() in _CAPTURE_ON
+    """True when the standard GenAI opt-in variable turns content capture on."""
+    return content_mode(environ).on
+
+
+def emits_events(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether each call emits a `gen_ai.client.inference.operation.details` event.
+
+    OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT=true or false says so; unset, it is emitted when the
+    capture variable sends content to events (EVENT_ONLY, SPAN_AND_EVENT), as the official
+    GenAI instrumentations decide.
+    """
+    raw = environ.get(EMIT_EVENT_ENV, "")
+    value = raw.strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    if value:
+        log.warning("streamtap: %s=%s is not true or false; deciding by %s", EMIT_EVENT_ENV, raw, CAPTURE_ENV)
+    return content_mode(environ).events
 
 
 def _parts(content: object) -> list[dict[str, Any]]:
@@ -156,3 +219,9 @@ def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
 def to_json(value: object) -> str:
     """Compact JSON; values that are not JSON become their string form instead of failing."""
     return valid_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
+def to_value(value: object) -> Any:
+    """`value` as plain JSON data an OTLP exporter can encode: lists, dicts, strings and numbers,
+    with what `to_json` does to the rest (lone surrogates replaced, other values as strings)."""
+    return json.loads(to_json(value))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 log = logging.getLogger("streamtap")
 
@@ -38,6 +38,19 @@ class SpanBatches:
     schedule_delay_millis: int = 5000
     max_export_batch_size: int = EXPORT_BATCH
     export_timeout_millis: int = 30000
+
+
+@dataclass(frozen=True)
+class LogBatches:
+    """BatchLogRecordProcessor's settings (the specification's defaults)."""
+
+    max_queue_size: int = 2048
+    schedule_delay_millis: int = 1000
+    max_export_batch_size: int = 512
+    export_timeout_millis: int = 30000
+
+
+_Batches = TypeVar("_Batches", SpanBatches, LogBatches)
 
 
 @dataclass(frozen=True)
@@ -122,19 +135,27 @@ def otlp_timeout(environ: Mapping[str, str], signal: str) -> float:
 
 def span_batches(environ: Mapping[str, str]) -> SpanBatches:
     """OTEL_BSP_*; the batch size defaults to `EXPORT_BATCH`, within the queue's size."""
-    default = SpanBatches()
-    queue = _integer(environ, "OTEL_BSP_MAX_QUEUE_SIZE", default.max_queue_size, 1)
-    fitting = min(EXPORT_BATCH, queue)
-    batch = _integer(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", fitting, 1)
+    return _batches(environ, "OTEL_BSP", SpanBatches())
+
+
+def log_batches(environ: Mapping[str, str]) -> LogBatches:
+    """OTEL_BLRP_*; the batch size defaults to 512, within the queue's size."""
+    return _batches(environ, "OTEL_BLRP", LogBatches())
+
+
+def _batches(environ: Mapping[str, str], prefix: str, default: _Batches) -> _Batches:
+    queue = _integer(environ, f"{prefix}_MAX_QUEUE_SIZE", default.max_queue_size, 1)
+    fitting = min(default.max_export_batch_size, queue)
+    batch = _integer(environ, f"{prefix}_MAX_EXPORT_BATCH_SIZE", fitting, 1)
     if batch > queue:  # the SDK refuses a batch larger than its queue
-        _ignored("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", str(batch), f"at most the queue's {queue}", fitting)
+        _ignored(f"{prefix}_MAX_EXPORT_BATCH_SIZE", str(batch), f"at most the queue's {queue}", fitting)
         batch = fitting
-    return SpanBatches(
+    return type(default)(
         max_queue_size=queue,
-        schedule_delay_millis=_integer(environ, "OTEL_BSP_SCHEDULE_DELAY", default.schedule_delay_millis, 1),
+        schedule_delay_millis=_integer(environ, f"{prefix}_SCHEDULE_DELAY", default.schedule_delay_millis, 1),
         max_export_batch_size=batch,
         export_timeout_millis=_timeout_millis(
-            environ, "OTEL_BSP_EXPORT_TIMEOUT", default.export_timeout_millis
+            environ, f"{prefix}_EXPORT_TIMEOUT", default.export_timeout_millis
         ),
     )
 

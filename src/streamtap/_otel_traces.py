@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Final
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import _otel_content as content
@@ -30,12 +30,19 @@ from ._events import (
     RetrySuppressed,
 )
 from ._labels import upstream_name
-from ._otel_attrs import attempt_attributes, call_attributes, call_span_name, check_provider, request_model
-from ._utf8 import valid_text
+from ._otel_attrs import (
+    attempt_attributes,
+    call_attributes,
+    call_span_name,
+    check_provider,
+    finish_attributes,
+    request_model,
+)
 from ._version import __version__
 
-# How many calls in flight keep their trace id for the Prometheus exemplars; beyond that the
-# oldest entry is forgotten (its exemplar is lost, nothing else), so state never grows unbounded.
+# How many calls in flight keep their span's context for the Prometheus exemplars and the
+# inference events; beyond that the oldest entry is forgotten (its exemplar and its event's link to
+# the span are lost, nothing else), so state never grows unbounded.
 MAX_TRACKED_CALLS: Final = 10_000
 _W3C = TraceContextTextMapPropagator()
 # Without a description: the error is `error.type`, and Recording Errors does not recommend
@@ -53,7 +60,8 @@ class OtelTraceRecorder:
         capture_content: record input and output messages. None: as the engine says for each
             call (`instrument(capture_content=...)`, else
             OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off unless "true", "SPAN_ONLY"
-            or "SPAN_AND_EVENT").
+            or "SPAN_AND_EVENT"), and never when that variable sends content to events only
+            (EVENT_ONLY).
     """
 
     def __init__(
@@ -76,8 +84,8 @@ class OtelTraceRecorder:
                 f"(None: as the engine says), got {capture_content!r}"
             )
         self.capture_content = capture_content
-        self._env_capture = content.capture_from_env()
-        self._trace_ids: OrderedDict[int, str] = OrderedDict()
+        self._mode = content.content_mode()
+        self._contexts: OrderedDict[int, SpanContext] = OrderedDict()
         self._lock = threading.Lock()
 
     def start_call(self, event: CallStarted) -> CallObserver:
@@ -91,7 +99,8 @@ class OtelTraceRecorder:
         )
         capture = self.capture_content
         if capture is None:
-            capture = self._env_capture if event.capture_content is None else event.capture_content
+            wanted = self._mode.on if event.capture_content is None else event.capture_content
+            capture = wanted and self._mode.spans
         if capture:
             attrs["gen_ai.input.messages"] = content.to_json(content.input_messages(event.request))
             instructions = content.system_instructions(event.request)
@@ -106,18 +115,23 @@ class OtelTraceRecorder:
         span_context = span.get_span_context()
         if span.is_recording() and span_context.trace_flags.sampled:
             with self._lock:
-                self._trace_ids[event.call_id] = format(span_context.trace_id, "032x")
-                if len(self._trace_ids) > MAX_TRACKED_CALLS:
-                    self._trace_ids.popitem(last=False)
+                self._contexts[event.call_id] = span_context
+                if len(self._contexts) > MAX_TRACKED_CALLS:
+                    self._contexts.popitem(last=False)
         return _SpanCall(self, event.call_id, span, request_model(event.model), capture)
+
+    def span_context(self, call_id: int) -> SpanContext | None:
+        """The span context of a call in flight whose span is sampled, else None."""
+        return self._contexts.get(call_id)
 
     def trace_id(self, call_id: int) -> str | None:
         """The hex trace id of a call in flight whose span is sampled, else None."""
-        return self._trace_ids.get(call_id)
+        span_context = self._contexts.get(call_id)
+        return None if span_context is None else format(span_context.trace_id, "032x")
 
     def forget(self, call_id: int) -> None:
         with self._lock:
-            self._trace_ids.pop(call_id, None)
+            self._contexts.pop(call_id, None)
 
     def breaker_changed(self, event: BreakerTransition) -> None:
         """Process-wide transitions have no span; the call's own event is recorded on its span."""
@@ -232,41 +246,11 @@ class _SpanCall:
                 attempt.set_status(_ERROR)
             attempt.end()
         self._attempts.clear()
-        attrs: dict[str, str | int | float | bool | list[str]] = {
-            "streamtap.attempts": event.attempts,
-            "streamtap.outcome": event.outcome,
-        }
-        if event.fallback is not None:
-            attrs["streamtap.fallback"] = event.fallback
-        if event.response_model:
-            attrs["gen_ai.response.model"] = request_model(event.response_model)
-        if event.response_id:
-            attrs["gen_ai.response.id"] = valid_text(event.response_id)
-        if event.finish_reasons:
-            attrs["gen_ai.response.finish_reasons"] = [valid_text(str(r)) for r in event.finish_reasons]
-        if event.input_tokens is not None:
-            attrs["gen_ai.usage.input_tokens"] = event.input_tokens
-        if event.output_tokens is not None:
-            attrs["gen_ai.usage.output_tokens"] = event.output_tokens
-        if event.cached_input_tokens is not None:
-            attrs["gen_ai.usage.cache_read.input_tokens"] = event.cached_input_tokens
-        if event.reasoning_output_tokens is not None:
-            attrs["gen_ai.usage.reasoning.output_tokens"] = event.reasoning_output_tokens
-        if event.service_tier is not None:
-            attrs["openai.response.service_tier"] = valid_text(event.service_tier)
-        if event.system_fingerprint is not None:
-            attrs["openai.response.system_fingerprint"] = valid_text(event.system_fingerprint)
-        if event.time_to_first_token is not None:
-            attrs["gen_ai.response.time_to_first_chunk"] = event.time_to_first_token
-        if event.max_chunk_gap is not None:
-            attrs["streamtap.max_chunk_gap"] = event.max_chunk_gap
-        if event.chunks:
-            attrs["streamtap.chunks"] = event.chunks
+        attrs = finish_attributes(event)
         if self._capture and event.output_messages:
             attrs["gen_ai.output.messages"] = content.to_json(event.output_messages)
         span.set_attributes(attrs)
         if failed:
-            span.set_attribute("error.type", event.error_type or "_OTHER")
             span.set_status(_ERROR)
         elif event.outcome == "ok":
             # streamtap saw the terminal marker, so OK is a verified result, not a default.

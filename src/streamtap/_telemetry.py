@@ -3,7 +3,9 @@
 setup_telemetry configures OpenTelemetry SDK providers with OTLP exporters only when the
 application has not configured its own (the global providers are still the API's proxies);
 what it builds is driven by the standard OTEL_* variables, as the SDK's own autoconfiguration
-is. default_recorders() is the process-wide list streamtap uses when given none.
+is. A logger provider is built (and the event recorder added) only when the GenAI variables ask
+for inference events. default_recorders() is the process-wide list streamtap uses when given
+none.
 """
 
 from __future__ import annotations
@@ -14,20 +16,32 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
+from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._events import Recorder
 from ._otel_attrs import check_provider
-from ._otel_env import compression, exporter_names, metric_reading, otlp_timeout, protocol, span_batches
+from ._otel_content import emits_events
+from ._otel_env import (
+    compression,
+    exporter_names,
+    log_batches,
+    metric_reading,
+    otlp_timeout,
+    protocol,
+    span_batches,
+)
+from ._otel_events import OtelEventRecorder
 from ._otel_metrics import OtelMetricsRecorder
 from ._otel_traces import OtelTraceRecorder
 from ._prom_metrics import check_registry
 from ._prometheus import PrometheusRecorder
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -51,9 +65,9 @@ def _grpc_options(environ: Mapping[str, str], signal: str) -> dict[str, Any]:
 
 def _is_unconfigured(provider: object) -> bool:
     # The API hands out proxies (or no-ops) until an application sets a real provider.
-    return isinstance(provider, ProxyTracerProvider | NoOpTracerProvider | NoOpMeterProvider) or (
-        type(provider).__name__ == "_ProxyMeterProvider"
-    )
+    return isinstance(
+        provider, ProxyTracerProvider | NoOpTracerProvider | NoOpMeterProvider | NoOpLoggerProvider
+    ) or (type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider"))
 
 
 def _resource(service_name: str, environ: Mapping[str, str]) -> Resource:
@@ -64,17 +78,18 @@ def _resource(service_name: str, environ: Mapping[str, str]) -> Resource:
 
 
 def resource_of(provider: object) -> Resource | None:
-    """The resource of an SDK provider (tracer or meter), None for any other provider.
+    """The resource of an SDK provider (tracer, meter or logger), None for any other provider.
 
     A provider built here for the signal an application left unconfigured takes the resource of
-    the one it did configure, so its traces and metrics name the same service.
+    the one it did configure, so its traces, metrics and events name the same service.
     """
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
     resource: object = None
-    if isinstance(provider, SdkTracerProvider):
+    if isinstance(provider, SdkTracerProvider | SdkLoggerProvider):
         resource = provider.resource
     elif isinstance(provider, SdkMeterProvider):
         # The SDK keeps it in its private config and has no getter: read it defensively.
@@ -164,12 +179,52 @@ def build_meter_provider(
     )
 
 
+def build_logger_provider(
+    service_name: str, environ: Mapping[str, str] = os.environ, resource: Resource | None = None
+) -> SdkLoggerProvider:
+    """An SDK logger provider with the exporters OTEL_LOGS_EXPORTER names (default otlp).
+
+    Its resource is `resource` when given, else `service_name`'s, as for the tracer provider.
+    """
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+    from opentelemetry.sdk._logs.export import (
+        BatchLogRecordProcessor,
+        ConsoleLogRecordExporter,
+        LogRecordExporter,
+    )
+
+    provider = SdkLoggerProvider(resource=_resource(service_name, environ) if resource is None else resource)
+    batches = vars(log_batches(environ))
+    for name in exporter_names(environ, "logs"):
+        exporter: LogRecordExporter
+        if name == "none":
+            continue
+        if name == "console":
+            exporter = ConsoleLogRecordExporter()
+        elif name == "otlp":
+            if protocol(environ, "logs") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+
+                exporter = GrpcLogs(**_grpc_options(environ, "logs"))
+            else:
+                from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+
+                exporter = HttpLogs()
+        else:
+            log.warning("streamtap: OTEL_LOGS_EXPORTER=%s is not supported (otlp, console, none)", name)
+            continue
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter, **batches))
+    return provider
+
+
 def setup_telemetry(
     *,
     service_name: str = "streamtap",
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     prometheus_registry: CollectorRegistry | None = None,
+    logger_provider: LoggerProvider | None = None,
+    events: bool | None = None,
 ) -> list[Recorder]:
     """Configure OpenTelemetry if the application has not, and return the recorders.
 
@@ -182,6 +237,11 @@ def setup_telemetry(
     batch is encoded in the exporter's thread, holding the GIL against the application's.
     Over OTLP/HTTP the SDK's exporter sends them encoded by streamtap: the same bytes for
     under a third of the SDK's CPU.
+    Each call's `gen_ai.client.inference.operation.details` event is emitted when `events` is
+    True or, left None, when the GenAI variables ask for it
+    (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=EVENT_ONLY or SPAN_AND_EVENT, or
+    OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT=true); the global logger provider is then built like
+    the others (OTEL_LOGS_EXPORTER) while it is the API's proxy.
     OTEL_SDK_DISABLED=true leaves the globals alone and, unless a provider is injected,
     returns the Prometheus recorder alone.
 
@@ -190,20 +250,29 @@ def setup_telemetry(
         tracer_provider: use this tracer provider, do not touch the global one.
         meter_provider: use this meter provider, do not touch the global one.
         prometheus_registry: the Prometheus registry (default: the global REGISTRY).
+        logger_provider: where inference events go, when they are emitted; do not touch the
+            global one.
+        events: emit each call's inference event (True, False, or None: as the GenAI variables
+            say).
 
     Returns:
         [OtelTraceRecorder, PrometheusRecorder, OtelMetricsRecorder], in Fanout order (the
-        trace recorder first, so Prometheus exemplars carry its trace ids); [PrometheusRecorder]
-        under OTEL_SDK_DISABLED=true with no provider injected.
+        trace recorder first, so Prometheus exemplars carry its trace ids), then
+        OtelEventRecorder when events are emitted; [PrometheusRecorder] under
+        OTEL_SDK_DISABLED=true with no provider injected.
     """
     # Checked before anything is built or set as global.
     if not isinstance(service_name, str) or not service_name.strip():
         raise ValueError(f"setup_telemetry service_name must be a non-empty string, got {service_name!r}")
     check_provider("setup_telemetry tracer_provider", tracer_provider, "get_tracer")
     check_provider("setup_telemetry meter_provider", meter_provider, "get_meter")
+    check_provider("setup_telemetry logger_provider", logger_provider, "get_logger")
     check_registry("setup_telemetry prometheus_registry", prometheus_registry)
     disabled = _sdk_disabled()
-    injected = tracer_provider is not None or meter_provider is not None
+    if events is not None and not isinstance(events, bool):  # a string such as "false" would be true
+        raise TypeError(f"setup_telemetry events must be True, False or None, got {events!r}")
+    injected = tracer_provider is not None or meter_provider is not None or logger_provider is not None
+    events = emits_events() if events is None else events
     with _lock:
         # Only the global providers are ever replaced, and only while they are the API's proxies.
         build_tracer = build_meter = False
@@ -219,21 +288,48 @@ def setup_telemetry(
         if build_meter:
             meter_provider = build_meter_provider(service_name, resource=resource_of(tracer_provider))
             metrics.set_meter_provider(meter_provider)
+        if events and logger_provider is None and not disabled:
+            logger_provider = _logs.get_logger_provider()
+            if _is_unconfigured(logger_provider):
+                resource = resource_of(tracer_provider) or resource_of(meter_provider)
+                logger_provider = build_logger_provider(service_name, resource=resource)
+                _logs.set_logger_provider(logger_provider)
     registry = REGISTRY if prometheus_registry is None else prometheus_registry
     if disabled and not injected:
         # Every provider hands out no-op tracers and meters under OTEL_SDK_DISABLED (the SDK's
         # own providers too), so the OTel recorders could record nothing: only their per-call
         # work would remain (benchmarks/proxy_path.py, contender `otel-noop`).
         return [PrometheusRecorder(registry)]
+    return _recorders(registry, tracer_provider, meter_provider, logger_provider, events=events)
+
+
+def _recorders(
+    registry: CollectorRegistry,
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
+    logger_provider: LoggerProvider | None,
+    *,
+    events: bool,
+) -> list[Recorder]:
+    """The OTel and Prometheus recorders in Fanout order, and the event recorder when `events`
+    (None providers: the global ones, resolved lazily)."""
     traces = OtelTraceRecorder(tracer_provider)
-    return [traces, PrometheusRecorder(registry, trace_ids=traces), OtelMetricsRecorder(meter_provider)]
+    recorders: list[Recorder] = [
+        traces,
+        PrometheusRecorder(registry, trace_ids=traces),
+        OtelMetricsRecorder(meter_provider),
+    ]
+    if events:
+        recorders.append(OtelEventRecorder(logger_provider, spans=traces))
+    return recorders
 
 
 def default_recorders() -> list[Recorder]:
     """The process-wide default recorders, built once (thread-safe) on the global providers.
 
     They resolve the global OpenTelemetry providers lazily, so an application that configures
-    OpenTelemetry after importing streamtap is still honoured; Prometheus uses REGISTRY. Under
+    OpenTelemetry after importing streamtap is still honoured; Prometheus uses REGISTRY. The
+    event recorder joins them when the GenAI variables ask for inference events. Under
     OTEL_SDK_DISABLED=true, Prometheus alone, as from `setup_telemetry`.
     """
     global _defaults
@@ -242,8 +338,7 @@ def default_recorders() -> list[Recorder]:
             if _sdk_disabled():
                 _defaults = [PrometheusRecorder(REGISTRY)]
             else:
-                traces = OtelTraceRecorder()
-                _defaults = [traces, PrometheusRecorder(REGISTRY, trace_ids=traces), OtelMetricsRecorder()]
+                _defaults = _recorders(REGISTRY, None, None, None, events=emits_events())
         return list(_defaults)
 
 

@@ -1,5 +1,5 @@
 """Tiny OTLP receivers on 127.0.0.1, standing in for a collector in tests: OTLP/HTTP (protobuf)
-and, for traces, OTLP/gRPC."""
+for traces, metrics and logs and, for traces, OTLP/gRPC."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -31,6 +35,8 @@ def value(any_value: AnyValue) -> Any:
     kind = any_value.WhichOneof("value")
     if kind == "array_value":
         return [value(v) for v in any_value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(any_value.kvlist_value.values)
     return None if kind is None else getattr(any_value, kind)
 
 
@@ -57,10 +63,21 @@ class Metric:
     points: list[tuple[dict[str, Any], int, float]]  # (attributes, count, sum) of histograms
 
 
+@dataclass(frozen=True)
+class Log:
+    event_name: str
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+
+
 @dataclass
 class Received:
     spans: list[Span] = field(default_factory=list)
     metrics: list[Metric] = field(default_factory=list)
+    logs: list[Log] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     span_batches: list[int] = field(default_factory=list)  # spans per traces request, in order
     trace_bodies: list[bytes] = field(default_factory=list)  # each traces request, decompressed
@@ -90,6 +107,21 @@ def _metrics(request: ExportMetricsServiceRequest) -> Iterator[Metric]:
             for m in sm.metrics:
                 points = [(attributes(p.attributes), p.count, p.sum) for p in m.histogram.data_points]
                 yield Metric(m.name, resource, sm.scope.name, points)
+
+
+def _logs(request: ExportLogsServiceRequest) -> Iterator[Log]:
+    for rl in request.resource_logs:
+        resource = attributes(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            for r in sl.log_records:
+                yield Log(
+                    r.event_name,
+                    r.trace_id.hex(),
+                    r.span_id.hex(),
+                    attributes(r.attributes),
+                    resource,
+                    sl.scope.name,
+                )
 
 
 def _traces(received: Received, body: bytes) -> bytes:
@@ -124,6 +156,11 @@ def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
                 with received.lock:
                     received.metrics.extend(_metrics(mrequest))
                 reply = ExportMetricsServiceResponse().SerializeToString()
+            elif self.path == "/v1/logs":
+                lrequest = ExportLogsServiceRequest.FromString(body)
+                with received.lock:
+                    received.logs.extend(_logs(lrequest))
+                reply = ExportLogsServiceResponse().SerializeToString()
             else:
                 reply = b""
             with received.lock:

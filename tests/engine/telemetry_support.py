@@ -1,8 +1,9 @@
 """All of streamtap's telemetry wired to in-memory sinks, for end-to-end engine tests.
 
-`Telemetry` holds a private Prometheus registry, an in-memory span exporter and an in-memory
-metric reader, and the recorders `setup_telemetry` builds on them; its readers give exact
-values to assert.
+`Telemetry` holds a private Prometheus registry, an in-memory span exporter, an in-memory
+metric reader and an in-memory log exporter (for the inference events, when the GenAI variables
+ask for them), and the recorders `setup_telemetry` builds on them; its readers give exact values
+to assert.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import anyio
 import openai
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -37,16 +40,25 @@ class Telemetry:
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
         self.registry = CollectorRegistry()
+        self.logs = InMemoryLogRecordExporter()
+        self.logger_provider = LoggerProvider()
+        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
         self.recorders: list[Recorder] = streamtap.setup_telemetry(
             tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider,
             prometheus_registry=self.registry,
+            logger_provider=self.logger_provider,
         )
         self._metrics: MetricsData | None = None
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+        self.logger_provider.shutdown()
+
+    def events(self) -> Sequence[ReadableLogRecord]:
+        """The inference events emitted, one per call when the GenAI variables ask for them."""
+        return self.logs.get_finished_logs()
 
     # -- Prometheus --------------------------------------------------------------------------
 

@@ -95,13 +95,15 @@ def test_new_sync_clients_are_routed_until_uninstrumented(
 
 
 def test_new_async_clients_are_routed_with_the_given_providers(
-    fake: FakeUpstream, instrumentor: StreamtapInstrumentor
+    fake: FakeUpstream, instrumentor: StreamtapInstrumentor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT", "true")
     telemetry = Telemetry()
     instrumentor.instrument(
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
         prometheus_registry=telemetry.registry,
+        logger_provider=telemetry.logger_provider,
         policy=TEST_POLICY,
     )
 
@@ -128,6 +130,8 @@ def test_new_async_clients_are_routed_with_the_given_providers(
     assert telemetry.registry.get_sample_value("streamtap_requests_total", {**labels, "outcome": "ok"}) == 1
     call = telemetry.call_span()
     assert (call.name, call.status.status_code) == ("chat gpt-4o", StatusCode.OK)
+    (event,) = telemetry.events()  # to the logger provider handed over, as the variable asks
+    assert event.log_record.span_id == call.context.span_id
     assert len(telemetry.attempt_spans()) == 2
     telemetry.shutdown()
 

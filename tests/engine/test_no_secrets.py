@@ -3,8 +3,8 @@
 Representative fault-matrix scenarios run with every recorder on, content capture on, an API
 key that is a unique secret and every logger at DEBUG; then everything exported is scanned:
 span names, attributes, events, links, status and resource; every metric data point and
-exemplar; the Prometheus and OpenMetrics expositions; every log record; and the header values
-the fake stored. The secret must appear nowhere, and no span attribute may carry a URL query.
+exemplar; the Prometheus and OpenMetrics expositions; every inference event (content goes to
+spans and events alike); every log record; and the header values the fake stored. The secret must appear nowhere, and no span attribute may carry a URL query.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_no_secret_anywhere(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
     fake.clear()
@@ -169,6 +169,7 @@ def test_no_secret_anywhere(
         outcome.append(f"{type(error).__name__}: {error}")
 
     spans = _span_texts(telemetry)
+    events = [record.to_json() for record in telemetry.events()]
     metrics = telemetry.metrics_data().to_json()
     prometheus = telemetry.prometheus_text()
     openmetrics = telemetry.openmetrics_text()
@@ -180,6 +181,8 @@ def test_no_secret_anywhere(
     assert fake.requests
     assert spans
     assert '"gen_ai.input.messages"' in spans[-1]  # content capture is on
+    assert len(events) == 1
+    assert '"gen_ai.input.messages"' in events[0]
     assert 'streamtap_requests_total{api="' in prometheus
     assert any(r.name.startswith("openai") and r.levelno == logging.DEBUG for r in caplog.records)
     assert all(r.header("authorization") == "[redacted]" for r in fake.requests)
@@ -187,13 +190,14 @@ def test_no_secret_anywhere(
     assert _leaks([f"Bearer {SECRET}"]) == [f"Bearer {SECRET}"]  # the scanner finds it where it is
 
     assert _leaks(spans) == []
+    assert _leaks(events) == []
     assert _leaks([metrics]) == []
     assert _leaks([prometheus, openmetrics]) == []
     assert _leaks(logs) == []
     assert _leaks(stored) == []
     assert _leaks(outcome) == []
     # URLs in spans never carry their query string (it may hold credentials, as here).
-    assert _leaks(spans, QUERY_SECRET) == []
+    assert _leaks(spans + events, QUERY_SECRET) == []
     assert _leaks([metrics, prometheus, openmetrics], QUERY_SECRET) == []
     urls = _span_urls(telemetry)
     assert urls

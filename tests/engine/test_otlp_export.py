@@ -119,6 +119,37 @@ def test_a_batch_job_exports_at_exit_with_the_resource_the_variables_give(
         assert {s.scope for s in received.spans} == {"streamtap"}
 
 
+def test_inference_events_carry_the_content_to_the_logs_endpoint_and_not_to_spans(
+    fake: FakeUpstream, receiver: tuple[str, Received], tmp_path: Path
+) -> None:
+    # EVENT_ONLY: prompts and answers leave through the logs pipeline alone, each event in its
+    # call span's context, so a backend still finds the trace from the log and back.
+    endpoint, received = receiver
+    env = _env(
+        endpoint,
+        OTEL_SERVICE_NAME="nightly-summaries",
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="EVENT_ONLY",
+    )
+    _run_script(tmp_path, env, _BATCH, fake.base_url)
+    (event,) = received.logs
+    (call_span,) = [s for s in received.spans if s.name == "chat gpt-4o"]
+    assert event.event_name == "gen_ai.client.inference.operation.details"
+    assert (event.trace_id, event.span_id) == (call_span.trace_id, call_span.span_id)
+    assert event.resource["service.name"] == "nightly-summaries"
+    assert event.scope == "streamtap"
+    assert event.attributes["gen_ai.input.messages"] == [
+        {"role": "user", "parts": [{"type": "text", "content": "hi"}]}
+    ]
+    (said,) = event.attributes["gen_ai.output.messages"]
+    assert said["role"] == "assistant" and said["finish_reason"] == "stop"
+    assert said["parts"][0]["content"]
+    assert (
+        event.attributes["gen_ai.usage.output_tokens"] == call_span.attributes["gen_ai.usage.output_tokens"]
+    )
+    for span in received.spans:
+        assert not {"gen_ai.input.messages", "gen_ai.output.messages"} & set(span.attributes)
+
+
 # Many calls, then the same exit: no export is timed (the delay is an hour), so the batches are
 # the size trigger's and the exit flush's.
 _CALLS = textwrap.dedent(
@@ -273,8 +304,10 @@ def test_the_proxy_continues_the_clients_trace_and_flushes_on_sigterm(
     fake: FakeUpstream, receiver: tuple[str, Received]
 ) -> None:
     endpoint, received = receiver
-    # The default intervals (5 s spans, 60 s metrics) are far off: only the stop can export.
-    process, base_url = _proxy(fake.base_url, _env(endpoint))
+    # The default intervals (5 s spans, 60 s metrics) are far off: only the stop can export
+    # them. The inference event comes without content, as OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT
+    # alone asks.
+    process, base_url = _proxy(fake.base_url, _env(endpoint, OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT="true"))
     try:
         assert _call_through(base_url)
     finally:
@@ -287,6 +320,14 @@ def test_the_proxy_continues_the_clients_trace_and_flushes_on_sigterm(
     assert call[0].resource["service.name"] == "streamtap-proxy"
     assert [s.parent_span_id for s in received.spans if s.name == "POST"] == [call[0].span_id]
     assert {"gen_ai.client.operation.duration"} <= {m.name for m in received.metrics}
+    (event,) = received.logs
+    assert (event.event_name, event.trace_id, event.span_id) == (
+        "gen_ai.client.inference.operation.details",
+        TRACE_ID,
+        call[0].span_id,
+    )
+    assert event.resource["service.name"] == "streamtap-proxy"
+    assert "gen_ai.input.messages" not in event.attributes
 
 
 def test_the_proxy_stops_within_the_export_timeout_when_no_collector_listens(fake: FakeUpstream) -> None:

@@ -41,6 +41,7 @@ class Call:
     attempts: int = 0
     carriers: list[dict[str, str]] = field(default_factory=list)
     observer: CallObserver | None = None
+    capture_content: bool | None = None  # the engine's word on capture (None: the recorders')
 
     def start(self) -> Call:
         self.observer = self.fanout.start_call(
@@ -52,6 +53,7 @@ class Call:
                 server_address="api.openai.com",
                 server_port=443,
                 request=self.request,
+                capture_content=self.capture_content,
             )
         )
         return self

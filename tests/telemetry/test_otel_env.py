@@ -7,10 +7,12 @@ import pytest
 
 from streamtap._otel_env import (
     EXPORT_BATCH,
+    LogBatches,
     MetricReading,
     SpanBatches,
     compression,
     exporter_names,
+    log_batches,
     metric_reading,
     otlp_timeout,
     protocol,
@@ -135,6 +137,37 @@ def test_span_batches(
 ) -> None:
     assert span_batches(environ) == expected
     assert caplog.messages == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param({}, LogBatches(2048, 1000, 512, 30000), id="unset: the specification's"),
+        pytest.param(
+            {"OTEL_BLRP_MAX_QUEUE_SIZE": "100"}, LogBatches(100, max_export_batch_size=100), id="within"
+        ),
+        pytest.param(
+            {
+                "OTEL_BLRP_SCHEDULE_DELAY": "250",
+                "OTEL_BLRP_EXPORT_TIMEOUT": "0",
+                "OTEL_BSP_SCHEDULE_DELAY": "9",
+            },
+            LogBatches(schedule_delay_millis=250, export_timeout_millis=NO_LIMIT_MS),
+            id="own-variables",
+        ),
+    ],
+)
+def test_log_batches(environ: dict[str, str], expected: LogBatches, caplog: pytest.LogCaptureFixture) -> None:
+    assert log_batches(environ) == expected
+    assert caplog.messages == []
+
+
+def test_a_log_batch_over_its_queue_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"OTEL_BLRP_MAX_QUEUE_SIZE": "50", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "100"}
+    assert log_batches(environ) == LogBatches(50, max_export_batch_size=50)
+    assert caplog.messages == [
+        "streamtap: OTEL_BLRP_MAX_EXPORT_BATCH_SIZE=100 is not at most the queue's 50; using 50"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from streamtap._events import Fanout
-from streamtap._otel_content import CAPTURE_ENV, capture_from_env
+from streamtap._otel_content import CAPTURE_ENV, ContentMode, capture_from_env, content_mode
 from streamtap._otel_traces import OtelTraceRecorder
 
 from ._builder import Call, two_429s_then_success
@@ -262,14 +262,47 @@ def test_content_capture_on_by_env(
 
 
 @pytest.mark.parametrize(
-    ("value", "on"),
-    [("true", True), ("SPAN_ONLY", True), ("span_and_event", True), ("EVENT_ONLY", False),
-     ("NO_CONTENT", False), ("false", False)],
-)  # fmt: skip
-def test_capture_env_takes_the_genai_content_modes(value: str, on: bool) -> None:
+    ("value", "mode"),
+    [
+        ("", ContentMode()),
+        ("true", ContentMode(on=True)),
+        (" Yes ", ContentMode(on=True)),
+        ("SPAN_ONLY", ContentMode(on=True)),
+        ("span_and_event", ContentMode(on=True, events=True)),
+        ("EVENT_ONLY", ContentMode(on=True, spans=False, events=True)),
+        ("NO_CONTENT", ContentMode()),
+        ("false", ContentMode()),
+    ],
+)
+def test_capture_env_takes_the_genai_content_modes(
+    value: str, mode: ContentMode, caplog: pytest.LogCaptureFixture
+) -> None:
     # The official GenAI instrumentations read the same variable as a content capturing mode
     # (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT): one setting must mean the same to both.
-    assert capture_from_env({CAPTURE_ENV: value}) is on
+    caplog.set_level("WARNING", "streamtap")
+    assert content_mode({CAPTURE_ENV: value}) == mode
+    assert capture_from_env({CAPTURE_ENV: value}) is mode.on
+    assert caplog.messages == []
+
+
+def test_an_unknown_capture_mode_is_warned_of_and_captures_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", "streamtap")
+    assert content_mode({CAPTURE_ENV: "EVENTS"}) == ContentMode()
+    assert caplog.messages == [
+        f"streamtap: {CAPTURE_ENV}=EVENTS is not one of true, false, NO_CONTENT, SPAN_ONLY, EVENT_ONLY "
+        "or SPAN_AND_EVENT; content is not captured"
+    ]
+
+
+def test_event_only_keeps_content_off_spans_whatever_the_engine_says(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAPTURE_ENV, "EVENT_ONLY")
+    c = Call(Fanout([OtelTraceRecorder(tracer_provider)]), request=CHAT_REQUEST, capture_content=True).start()
+    c.finish("ok", output_messages=SAID, finish_reasons=["stop"])
+    attrs = dict(spans.get_finished_spans()[0].attributes or {})
+    assert "hello" not in json.dumps(attrs, default=str)
+    assert "hi there" not in json.dumps(attrs, default=str)
 
 
 def test_tool_calls_and_results_follow_the_message_schema(

@@ -7,7 +7,9 @@ import threading
 from typing import Any
 
 import pytest
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -18,10 +20,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from streamtap import _telemetry
+from streamtap._otel_content import CAPTURE_ENV, EMIT_EVENT_ENV
+from streamtap._otel_events import EVENT_NAME, OtelEventRecorder
 from streamtap._otel_metrics import OtelMetricsRecorder
 from streamtap._otel_traces import OtelTraceRecorder
 from streamtap._prometheus import PrometheusRecorder
 from streamtap._telemetry import (
+    build_logger_provider,
     build_meter_provider,
     build_tracer_provider,
     default_recorders,
@@ -35,13 +40,22 @@ from ._builder import two_429s_then_success
 @pytest.fixture
 def globals_(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Stand-ins for the global providers: unconfigured proxies, and a record of what is set."""
-    state: dict[str, Any] = {"tracer": ProxyTracerProvider(), "meter": metrics.NoOpMeterProvider()}
+    state: dict[str, Any] = {
+        "tracer": ProxyTracerProvider(),
+        "meter": metrics.NoOpMeterProvider(),
+        "logger": _logs.NoOpLoggerProvider(),
+    }
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: state["tracer"])
     monkeypatch.setattr(trace, "set_tracer_provider", lambda p: state.__setitem__("set_tracer", p))
     monkeypatch.setattr(metrics, "get_meter_provider", lambda: state["meter"])
     monkeypatch.setattr(metrics, "set_meter_provider", lambda p: state.__setitem__("set_meter", p))
+    monkeypatch.setattr(_logs, "get_logger_provider", lambda: state["logger"])
+    monkeypatch.setattr(_logs, "set_logger_provider", lambda p: state.__setitem__("set_logger", p))
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
+    monkeypatch.delenv(CAPTURE_ENV, raising=False)
+    monkeypatch.delenv(EMIT_EVENT_ENV, raising=False)
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     return state
@@ -69,6 +83,18 @@ def globals_(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             id="meter-provider",
         ),
         pytest.param(
+            {"logger_provider": "console"},
+            TypeError,
+            r"setup_telemetry logger_provider must be an OpenTelemetry LoggerProvider or None .*got 'console'",
+            id="logger-provider",
+        ),
+        pytest.param(
+            {"events": "false"},
+            TypeError,
+            r"setup_telemetry events must be True, False or None, got 'false'",
+            id="events",
+        ),
+        pytest.param(
             {"service_name": ""},
             ValueError,
             r"setup_telemetry service_name must be a non-empty string, got ''",
@@ -82,7 +108,7 @@ def test_bad_arguments_are_named_before_anything_is_set(
     """Before: a weakref TypeError, an AttributeError on get_tracer, or a provider built and set anyway."""
     with pytest.raises(error, match=message):
         setup_telemetry(**kwargs)
-    assert "set_tracer" not in globals_ and "set_meter" not in globals_
+    assert "set_tracer" not in globals_ and "set_meter" not in globals_ and "set_logger" not in globals_
 
 
 def test_injected_providers_win(
@@ -106,6 +132,108 @@ def test_injected_providers_win(
     assert data is not None
     names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert "gen_ai.client.operation.duration" in names
+
+
+def test_events_go_to_an_injected_logger_provider_when_asked_for(
+    globals_: dict[str, Any], registry: CollectorRegistry, tracer_provider: TracerProvider
+) -> None:
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    recorders = setup_telemetry(
+        tracer_provider=tracer_provider, prometheus_registry=registry, logger_provider=logger_provider
+    )
+    assert OtelEventRecorder not in [type(r) for r in recorders]  # the variables ask for none
+    recorders = setup_telemetry(
+        tracer_provider=tracer_provider,
+        prometheus_registry=registry,
+        logger_provider=logger_provider,
+        events=True,
+    )
+    assert [type(r) for r in recorders] == [
+        OtelTraceRecorder,
+        PrometheusRecorder,
+        OtelMetricsRecorder,
+        OtelEventRecorder,
+    ]
+    two_429s_then_success(recorders)
+    (record,) = logs.get_finished_logs()
+    assert record.log_record.event_name == EVENT_NAME
+    assert record.log_record.trace_id != 0  # linked to the trace recorder's call span
+    assert "set_logger" not in globals_
+    logger_provider.shutdown()
+
+
+@pytest.mark.parametrize(("variable", "value"), [(CAPTURE_ENV, "EVENT_ONLY"), (EMIT_EVENT_ENV, "true")])
+def test_an_unconfigured_global_logger_provider_is_built_when_the_variables_ask_for_events(
+    globals_: dict[str, Any],
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    recorders = setup_telemetry(service_name="checkout", prometheus_registry=registry)
+    assert isinstance(recorders[-1], OtelEventRecorder)
+    logger_provider = globals_["set_logger"]
+    assert isinstance(logger_provider, LoggerProvider)
+    assert logger_provider.resource.attributes["service.name"] == "checkout"
+    for name in ("set_tracer", "set_meter", "set_logger"):
+        globals_[name].shutdown()
+
+
+def test_no_logger_provider_is_built_unless_events_are_asked_for(
+    globals_: dict[str, Any], registry: CollectorRegistry
+) -> None:
+    recorders = setup_telemetry(prometheus_registry=registry)
+    assert [type(r) for r in recorders] == [OtelTraceRecorder, PrometheusRecorder, OtelMetricsRecorder]
+    assert "set_logger" not in globals_
+    globals_["set_tracer"].shutdown()
+    globals_["set_meter"].shutdown()
+
+
+def test_a_configured_global_logger_provider_is_kept(
+    globals_: dict[str, Any], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EMIT_EVENT_ENV, "true")
+    globals_["tracer"] = TracerProvider(resource=Resource.create({"service.name": "app"}))
+    globals_["meter"] = MeterProvider()
+    globals_["logger"] = mine = LoggerProvider()
+    assert isinstance(setup_telemetry(prometheus_registry=registry)[-1], OtelEventRecorder)
+    assert "set_logger" not in globals_
+    mine.shutdown()
+
+
+def test_a_logger_provider_built_beside_the_apps_tracer_provider_names_the_apps_service(
+    globals_: dict[str, Any], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EMIT_EVENT_ENV, "true")
+    globals_["tracer"] = TracerProvider(resource=Resource.create({"service.name": "app"}))
+    setup_telemetry(prometheus_registry=registry)
+    assert globals_["set_logger"].resource.attributes["service.name"] == "app"
+    globals_["set_logger"].shutdown()
+    globals_["set_meter"].shutdown()
+
+
+def test_the_logs_exporters_and_batches_follow_the_variables(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", "streamtap")
+    environ = {
+        "OTEL_LOGS_EXPORTER": "console,zipkin",
+        "OTEL_BLRP_MAX_QUEUE_SIZE": "40",
+        "OTEL_BLRP_SCHEDULE_DELAY": "0",
+    }
+    provider = build_logger_provider("svc", environ)
+    try:
+        (processor,) = provider._multi_log_record_processor._log_record_processors  # type: ignore[attr-defined]
+        batches = processor._batch_processor
+        assert (batches._max_queue_size, batches._max_export_batch_size) == (40, 40)
+        assert batches._schedule_delay_millis == 1000
+    finally:
+        provider.shutdown()
+    assert caplog.messages == [
+        "streamtap: OTEL_BLRP_SCHEDULE_DELAY=0 is not an integer >= 1; using 1000",
+        "streamtap: OTEL_LOGS_EXPORTER=zipkin is not supported (otlp, console, none)",
+    ]
 
 
 def test_unconfigured_globals_get_sdk_providers(
@@ -293,8 +421,19 @@ def test_default_recorders_are_prometheus_alone_when_the_sdk_is_disabled(
     assert [type(r) for r in default_recorders()] == [PrometheusRecorder]
     monkeypatch.setattr(_telemetry, "_defaults", None)
     monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.delenv(EMIT_EVENT_ENV, raising=False)
+    monkeypatch.delenv(CAPTURE_ENV, raising=False)
     assert [type(r) for r in default_recorders()] == [
         OtelTraceRecorder,
         PrometheusRecorder,
         OtelMetricsRecorder,
     ]
+
+
+def test_default_recorders_emit_events_when_the_variables_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_telemetry, "_defaults", None)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    monkeypatch.setenv(CAPTURE_ENV, "span_and_event")
+    traces, _, _, events = default_recorders()
+    assert isinstance(events, OtelEventRecorder)
+    assert events.spans is traces
