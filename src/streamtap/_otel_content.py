@@ -64,16 +64,21 @@ _MODES: Final[dict[str, ContentMode]] = {
     "span_and_event": ContentMode(on=True, events=True),
 }
 _ACCEPTED_MODES: Final = "true, false, NO_CONTENT, SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT"
+_warned: set[tuple[str, str]] = set()  # (variable, value) already warned of: once a process
+
+
+def _warn_once(variable: str, raw: str, message: str) -> None:
+    if (variable, raw) not in _warned:
+        _warned.add((variable, raw))
+        log.warning("streamtap: %s=%s %s", variable, raw, message)
 
 
 def content_mode(environ: Mapping[str, str] = os.environ) -> ContentMode:
-    """The capture the standard GenAI variable asks for; anything else is warned of and off."""
+    """The capture the standard GenAI variable asks for; anything else is warned of (once) and off."""
     raw = environ.get(CAPTURE_ENV, "")
     mode = _MODES.get(raw.strip().lower())
     if mode is None:
-        log.warning(
-            "streamtap: %s=%s is not one of %s; content is not captured", CAPTURE_ENV, raw, _ACCEPTED_MODES
-        )
+        _warn_once(CAPTURE_ENV, raw, f"is not one of {_ACCEPTED_MODES}; content is not captured")
         return ContentMode()
     return mode
 
@@ -95,7 +100,7 @@ def emits_events(environ: Mapping[str, str] = os.environ) -> bool:
     if value in ("true", "false"):
         return value == "true"
     if value:
-        log.warning("streamtap: %s=%s is not true or false; deciding by %s", EMIT_EVENT_ENV, raw, CAPTURE_ENV)
+        _warn_once(EMIT_EVENT_ENV, raw, f"is not true or false; deciding by {CAPTURE_ENV}")
     return content_mode(environ).events
 
 

@@ -14,6 +14,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from streamtap import _otel_content
 from streamtap._events import Fanout
 from streamtap._otel_content import CAPTURE_ENV, EMIT_EVENT_ENV, emits_events
 from streamtap._otel_events import EVENT_NAME, OtelEventRecorder
@@ -222,7 +223,10 @@ def test_whether_events_are_emitted(
     assert caplog.messages == []
 
 
-def test_an_emit_event_value_that_is_no_boolean_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_emit_event_value_that_is_no_boolean_is_warned_of(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_otel_content, "_warned", set())
     caplog.set_level("WARNING", "streamtap")
     assert emits_events({EMIT_EVENT_ENV: "yes", CAPTURE_ENV: "EVENT_ONLY"}) is True
     assert caplog.messages == [

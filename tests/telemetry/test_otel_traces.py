@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from streamtap import _otel_content
 from streamtap._events import Fanout
 from streamtap._otel_content import CAPTURE_ENV, ContentMode, capture_from_env, content_mode
 from streamtap._otel_traces import OtelTraceRecorder
@@ -285,9 +286,13 @@ def test_capture_env_takes_the_genai_content_modes(
     assert caplog.messages == []
 
 
-def test_an_unknown_capture_mode_is_warned_of_and_captures_nothing(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unknown_capture_mode_is_warned_of_once_and_captures_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_otel_content, "_warned", set())
     caplog.set_level("WARNING", "streamtap")
     assert content_mode({CAPTURE_ENV: "EVENTS"}) == ContentMode()
+    assert capture_from_env({CAPTURE_ENV: "EVENTS"}) is False  # the engine, a recorder: no new word
     assert caplog.messages == [
         f"streamtap: {CAPTURE_ENV}=EVENTS is not one of true, false, NO_CONTENT, SPAN_ONLY, EVENT_ONLY "
         "or SPAN_AND_EVENT; content is not captured"
