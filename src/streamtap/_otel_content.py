@@ -226,7 +226,20 @@ def to_json(value: object) -> str:
     return valid_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
 
 
+_INT64: Final = range(-(2**63), 2**63)
+
+
+def _int64_or_digits(digits: str) -> int | str:
+    number = int(digits)
+    return number if number in _INT64 else digits
+
+
 def to_value(value: object) -> Any:
     """`value` as plain JSON data an OTLP exporter can encode: lists, dicts, strings and numbers,
-    with what `to_json` does to the rest (lone surrogates replaced, other values as strings)."""
-    return json.loads(to_json(value))
+    with what `to_json` does to the rest (lone surrogates replaced, other values as strings).
+
+    An integer past int64 (a tool's JSON schema bound, an id in a tool call's arguments) keeps
+    its digits as a string: OTLP carries no larger integer, and its exporter would drop the
+    whole attribute, every message with it.
+    """
+    return json.loads(to_json(value), parse_int=_int64_or_digits)

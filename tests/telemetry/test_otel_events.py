@@ -178,6 +178,27 @@ def test_an_event_with_a_lone_surrogate_still_encodes_as_otlp(
     assert encode_logs([record]).SerializeToString()
 
 
+def test_an_integer_past_int64_in_content_keeps_its_digits_and_every_message(
+    logger_provider: LoggerProvider, logs: InMemoryLogRecordExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A JSON schema bound such as uint64's largest: OTLP's integers are int64, and the SDK's
+    # encoder logs and drops an attribute holding a larger one, with every message in it.
+    schema = {"type": "integer", "maximum": 2**64 - 1, "minimum": -(2**63)}
+    request = {**REQUEST, "tools": [{"type": "function", "function": {"name": "pick", "parameters": schema}}]}
+    recorder = OtelEventRecorder(logger_provider, capture_content=True)
+    Call(Fanout([recorder]), request=request).start().finish("ok", output_messages=SAID)
+    record = only_event(logs)
+    (tool,) = attributes(record)["gen_ai.tool.definitions"]
+    assert tool["parameters"] == {"type": "integer", "maximum": str(2**64 - 1), "minimum": -(2**63)}
+    encoded = encode_logs([record])
+    keys = [
+        kv.key for rl in encoded.resource_logs for sl in rl.scope_logs for kv in sl.log_records[0].attributes
+    ]
+    assert "gen_ai.tool.definitions" in keys
+    assert "gen_ai.input.messages" in keys
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
 def test_one_event_per_call_whatever_follows(
     logger_provider: LoggerProvider, logs: InMemoryLogRecordExporter
 ) -> None:
