@@ -25,6 +25,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
@@ -80,18 +81,28 @@ def _body(rng: random.Random) -> bytes:
 
 @pytest.fixture
 def telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    # Content on spans (JSON strings) and on inference events (structures) alike.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
     telemetry = Telemetry()
     yield telemetry
     telemetry.shutdown()
 
 
 def _exported_cleanly(telemetry: Telemetry) -> None:
-    """Everything recorded encodes: OTLP spans (both encoders), OTLP metrics, Prometheus."""
+    """Everything recorded encodes: OTLP spans (both encoders), OTLP logs (every attribute of
+    every inference event, none dropped by the encoder), OTLP metrics, Prometheus."""
     spans = telemetry.finished_spans()
     assert spans
     assert encode_spans(spans).SerializeToString()
     assert streamtap_encode_spans(spans)
+    events = telemetry.events()
+    assert len(events) == len([s for s in spans if s.parent is None])  # one per call
+    encoded = encode_logs(events)
+    records = [r for rl in encoded.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert sorted(len(r.attributes) for r in records) == sorted(
+        len(e.log_record.attributes or {}) for e in events
+    )
+    assert encoded.SerializeToString()
     assert encode_metrics(telemetry.metrics_data()).SerializeToString()
     assert telemetry.prometheus_text() and telemetry.openmetrics_text()
     assert telemetry.registry.get_sample_value("streamtap_telemetry_errors_total") == 0
