@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,6 +46,10 @@ class ContentMode:
     on: bool = False
     spans: bool = True
     events: bool = False
+
+    def wanted(self, engine_says: bool | None) -> bool:
+        """Whether a call captures content: the engine's word for it, else the variable's."""
+        return self.on if engine_says is None else engine_says
 
 
 # The variable's values, any case: the boolean of the older GenAI instrumentations, and the
@@ -219,6 +223,19 @@ def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             name = tool.get("name")
             definitions.append({"type": kind, "name": name if isinstance(name, str) else kind})
     return definitions or None
+
+
+def request_content(request: Mapping[str, Any], encode: Callable[[object], Any]) -> dict[str, Any]:
+    """The request's content attributes, each value through `encode` (`to_json` for a span,
+    `to_value` for an event): its messages, and its instructions and tools when it has them."""
+    attrs = {"gen_ai.input.messages": encode(input_messages(request))}
+    instructions = system_instructions(request)
+    if instructions is not None:
+        attrs["gen_ai.system_instructions"] = encode(instructions)
+    tools = tool_definitions(request)
+    if tools is not None:
+        attrs["gen_ai.tool.definitions"] = encode(tools)
+    return attrs
 
 
 def to_json(value: object) -> str:

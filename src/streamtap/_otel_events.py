@@ -78,16 +78,9 @@ class OtelEventRecorder:
         )
         capture = self.capture_content
         if capture is None:
-            wanted = self._mode.on if event.capture_content is None else event.capture_content
-            capture = wanted and self._mode.events
+            capture = self._mode.events and self._mode.wanted(event.capture_content)
         if capture:
-            attrs["gen_ai.input.messages"] = content.to_value(content.input_messages(event.request))
-            instructions = content.system_instructions(event.request)
-            if instructions is not None:
-                attrs["gen_ai.system_instructions"] = content.to_value(instructions)
-            tools = content.tool_definitions(event.request)
-            if tools is not None:
-                attrs["gen_ai.tool.definitions"] = content.to_value(tools)
+            attrs.update(content.request_content(event.request, content.to_value))
         span_context = None if self.spans is None else self.spans.span_context(event.call_id)
         context = None if span_context is None else trace.set_span_in_context(NonRecordingSpan(span_context))
         return _EventCall(self, attrs, context, capture)

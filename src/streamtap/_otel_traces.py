@@ -99,16 +99,9 @@ class OtelTraceRecorder:
         )
         capture = self.capture_content
         if capture is None:
-            wanted = self._mode.on if event.capture_content is None else event.capture_content
-            capture = wanted and self._mode.spans
+            capture = self._mode.spans and self._mode.wanted(event.capture_content)
         if capture:
-            attrs["gen_ai.input.messages"] = content.to_json(content.input_messages(event.request))
-            instructions = content.system_instructions(event.request)
-            if instructions is not None:
-                attrs["gen_ai.system_instructions"] = content.to_json(instructions)
-            tools = content.tool_definitions(event.request)
-            if tools is not None:
-                attrs["gen_ai.tool.definitions"] = content.to_json(tools)
+            attrs.update(content.request_content(event.request, content.to_json))
         span = self.tracer.start_span(
             call_span_name(event.api, event.model), kind=SpanKind.CLIENT, attributes=attrs
         )
