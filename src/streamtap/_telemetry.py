@@ -97,6 +97,22 @@ def resource_of(provider: object) -> Resource | None:
     return resource if isinstance(resource, Resource) else None
 
 
+def _exporter_kinds(environ: Mapping[str, str], signal: str) -> list[str]:
+    """The exporters OTEL_{SIGNAL}_EXPORTER asks for: "console", or OTLP as "http" or "grpc" by
+    its protocol. `none` adds none; any other name is warned of and left out."""
+    kinds: list[str] = []
+    for name in exporter_names(environ, signal):
+        if name == "console":
+            kinds.append("console")
+        elif name == "otlp":
+            kinds.append("grpc" if protocol(environ, signal) == "grpc" else "http")
+        elif name != "none":
+            log.warning(
+                "streamtap: OTEL_%s_EXPORTER=%s is not supported (otlp, console, none)", signal.upper(), name
+            )
+    return kinds
+
+
 def build_tracer_provider(
     service_name: str, environ: Mapping[str, str] = os.environ, resource: Resource | None = None
 ) -> SdkTracerProvider:
@@ -110,16 +126,14 @@ def build_tracer_provider(
 
     provider = SdkTracerProvider(resource=_resource(service_name, environ) if resource is None else resource)
     batches = vars(span_batches(environ))  # read (and warned of) once, whatever the exporters
-    for name in exporter_names(environ, "traces"):
+    for kind in _exporter_kinds(environ, "traces"):
         exporter: SpanExporter
-        if name == "none":
-            continue
-        if name == "console":
+        if kind == "console":
             exporter = ConsoleSpanExporter()
-        elif name == "otlp":
+        else:
             from ._otlp_spans import with_this_encoding
 
-            if protocol(environ, "traces") == "grpc":
+            if kind == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
                 exporter = with_this_encoding(Grpc)(**_grpc_options(environ, "traces"))
@@ -127,9 +141,6 @@ def build_tracer_provider(
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
                 exporter = with_this_encoding(Http)()
-        else:
-            log.warning("streamtap: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
-            continue
         provider.add_span_processor(BatchSpanProcessor(exporter, **batches))
     return provider
 
@@ -151,28 +162,22 @@ def build_meter_provider(
 
     readers: list[MetricReader] = []
     reading = vars(metric_reading(environ))
-    for name in exporter_names(environ, "metrics"):
+    for kind in _exporter_kinds(environ, "metrics"):
         exporter: MetricExporter
-        if name == "none":
-            continue
-        if name == "console":
+        if kind == "console":
             exporter = ConsoleMetricExporter()
-        elif name == "otlp":
-            if protocol(environ, "metrics") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                    OTLPMetricExporter as GrpcMetrics,
-                )
+        elif kind == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter as GrpcMetrics,
+            )
 
-                exporter = GrpcMetrics(**_grpc_options(environ, "metrics"))
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                    OTLPMetricExporter as HttpMetrics,
-                )
-
-                exporter = HttpMetrics()
+            exporter = GrpcMetrics(**_grpc_options(environ, "metrics"))
         else:
-            log.warning("streamtap: OTEL_METRICS_EXPORTER=%s is not supported (otlp, console, none)", name)
-            continue
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HttpMetrics,
+            )
+
+            exporter = HttpMetrics()
         readers.append(PeriodicExportingMetricReader(exporter, **reading))
     return SdkMeterProvider(
         metric_readers=readers, resource=_resource(service_name, environ) if resource is None else resource
@@ -195,24 +200,18 @@ def build_logger_provider(
 
     provider = SdkLoggerProvider(resource=_resource(service_name, environ) if resource is None else resource)
     batches = vars(log_batches(environ))
-    for name in exporter_names(environ, "logs"):
+    for kind in _exporter_kinds(environ, "logs"):
         exporter: LogRecordExporter
-        if name == "none":
-            continue
-        if name == "console":
+        if kind == "console":
             exporter = ConsoleLogRecordExporter()
-        elif name == "otlp":
-            if protocol(environ, "logs") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        elif kind == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
 
-                exporter = GrpcLogs(**_grpc_options(environ, "logs"))
-            else:
-                from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
-
-                exporter = HttpLogs()
+            exporter = GrpcLogs(**_grpc_options(environ, "logs"))
         else:
-            log.warning("streamtap: OTEL_LOGS_EXPORTER=%s is not supported (otlp, console, none)", name)
-            continue
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+
+            exporter = HttpLogs()
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter, **batches))
     return provider
 
