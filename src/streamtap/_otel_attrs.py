@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from ._events import CallFinished
+from ._events import CallFinished, CallStarted
 from ._taxonomy import Api
 from ._utf8 import valid_text
 
@@ -94,29 +94,22 @@ def _integer(value: object) -> int | None:
     return value if type(value) is int and _INT64_MIN <= value <= _INT64_MAX else None
 
 
-def call_attributes(
-    *,
-    api: str,
-    model: object,
-    stream: bool,
-    server_address: str,
-    server_port: int | None,
-    request: Mapping[str, Any],
-) -> dict[str, AttributeValue]:
+def call_attributes(event: CallStarted) -> dict[str, AttributeValue]:
     """Attributes known when the call starts (sampling decisions may use them)."""
+    api, request = event.api, event.request
     attrs: dict[str, AttributeValue] = {
         "gen_ai.operation.name": operation_name(api),
         "gen_ai.provider.name": PROVIDER,
-        "gen_ai.request.model": request_model(model),
+        "gen_ai.request.model": request_model(event.model),
     }
     if api in ("chat_completions", "responses"):
         attrs["openai.api.type"] = api
-    if stream:
+    if event.stream:
         attrs["gen_ai.request.stream"] = True  # the conventions: set if and only if streaming
-    if server_address:
-        attrs["server.address"] = server_address
-    if server_port is not None:
-        attrs["server.port"] = server_port
+    if event.server_address:
+        attrs["server.address"] = event.server_address
+    if event.server_port is not None:
+        attrs["server.port"] = event.server_port
     for key, name in (
         ("temperature", "gen_ai.request.temperature"),
         ("top_p", "gen_ai.request.top_p"),

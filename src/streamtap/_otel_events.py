@@ -68,14 +68,7 @@ class OtelEventRecorder:
         self._mode = content.content_mode()
 
     def start_call(self, event: CallStarted) -> CallObserver:
-        attrs: dict[str, Any] = call_attributes(
-            api=event.api,
-            model=event.model,
-            stream=event.stream,
-            server_address=event.server_address,
-            server_port=event.server_port,
-            request=event.request,
-        )
+        attrs: dict[str, Any] = call_attributes(event)
         capture = self.capture_content
         if capture is None:
             capture = self._mode.events and self._mode.wanted(event.capture_content)

@@ -89,14 +89,7 @@ class OtelTraceRecorder:
         self._lock = threading.Lock()
 
     def start_call(self, event: CallStarted) -> CallObserver:
-        attrs = call_attributes(
-            api=event.api,
-            model=event.model,
-            stream=event.stream,
-            server_address=event.server_address,
-            server_port=event.server_port,
-            request=event.request,
-        )
+        attrs = call_attributes(event)
         capture = self.capture_content
         if capture is None:
             capture = self._mode.spans and self._mode.wanted(event.capture_content)

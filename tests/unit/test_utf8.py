@@ -8,6 +8,7 @@ import math
 import pytest
 
 from streamtap._dialect import MAX_COUNT, token_count
+from streamtap._events import CallStarted
 from streamtap._otel_attrs import call_attributes
 from streamtap._utf8 import json_bytes, valid_text
 
@@ -51,24 +52,27 @@ def test_a_token_count_is_a_json_integer_an_int64_can_hold(value: object, count:
 
 def test_request_numbers_past_what_otlp_carries_are_left_out() -> None:
     attributes = call_attributes(
-        api="chat_completions",
-        model="gpt-4o\ud800",
-        stream=True,
-        server_address="api.openai.com",
-        server_port=443,
-        request={
-            "temperature": 10**400,  # an integer no float holds: float() would raise
-            "top_p": math.nan,
-            "frequency_penalty": math.inf,
-            "presence_penalty": 2**1000,
-            "max_tokens": 2**63,
-            "max_completion_tokens": -(2**63),
-            "seed": -(2**63) - 1,
-            "n": 2**64,
-            "stop": ["\udc00"],
-            "service_tier": "flex\ud800",
-            "conversation": {"id": "conv_\ud800"},
-        },
+        CallStarted(
+            call_id=1,
+            api="chat_completions",
+            model="gpt-4o\ud800",
+            stream=True,
+            server_address="api.openai.com",
+            server_port=443,
+            request={
+                "temperature": 10**400,  # an integer no float holds: float() would raise
+                "top_p": math.nan,
+                "frequency_penalty": math.inf,
+                "presence_penalty": 2**1000,
+                "max_tokens": 2**63,
+                "max_completion_tokens": -(2**63),
+                "seed": -(2**63) - 1,
+                "n": 2**64,
+                "stop": ["\udc00"],
+                "service_tier": "flex\ud800",
+                "conversation": {"id": "conv_\ud800"},
+            },
+        )
     )
     assert attributes["gen_ai.request.model"] == "gpt-4o\ufffd"
     assert attributes["gen_ai.request.presence_penalty"] == float(2**1000)
