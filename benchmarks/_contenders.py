@@ -38,6 +38,10 @@ prometheus    the engine with the Prometheus recorder alone, on a fresh Collecto
 otel-traces   the engine with the OTel trace recorder alone (the same in-memory tracer provider)
 otel-metrics  the engine with the OTel metrics recorder alone (the same in-memory meter provider)
 
+And one more, run only when named: `events`, all telemetry plus each call's opt-in inference event
+(`setup_telemetry(events=True)`, an SDK LoggerProvider with a SimpleLogRecordProcessor into an
+InMemoryLogRecordExporter, no content captured): against `telemetry`, what the event costs.
+
 The official instrumentation patches the SDK's classes for the whole process, so it is turned
 on right before each of its own repetitions and off right after, outside the timed region.
 """
@@ -53,6 +57,8 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 import openai
 from _streams import MemoryUpstream
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -85,9 +91,10 @@ NAMES = (
     "prometheus",
     "otel-traces",
     "otel-metrics",
+    "events",
 )
 # Run only when named: the default runs (the verdict's) keep the contenders they always had.
-BY_NAME_ONLY = ("prometheus", "otel-traces", "otel-metrics")
+BY_NAME_ONLY = ("prometheus", "otel-traces", "otel-metrics", "events")
 DEFAULT_NAMES = tuple(name for name in NAMES if name not in BY_NAME_ONLY)
 OFFICIAL_PACKAGE = "opentelemetry-instrumentation-genai-openai"
 _OFFICIAL_MODULE = "opentelemetry.instrumentation.genai.openai"
@@ -117,7 +124,9 @@ class Contender:
     spans: InMemorySpanExporter | None = None
     registry: CollectorRegistry | None = None
     metrics: InMemoryMetricReader | None = None
+    logs: InMemoryLogRecordExporter | None = None
     span_counts: list[int] = field(default_factory=list)
+    event_counts: list[int] = field(default_factory=list)
 
     @property
     def patches_process(self) -> bool:
@@ -133,6 +142,9 @@ class Contender:
         if self.spans is not None:
             self.span_counts.append(len(self.spans.get_finished_spans()))
             self.spans.clear()
+        if self.logs is not None:
+            self.event_counts.append(len(self.logs.get_finished_logs()))
+            self.logs.clear()
 
 
 def in_memory_otel() -> tuple[InMemorySpanExporter, TracerProvider, MeterProvider]:
@@ -251,14 +263,23 @@ def build(name: str, upstream: MemoryUpstream, mode: str) -> Contender:
         return Contender(
             name, raw.copy(http_client=streamtap_http_client(raw._client, engine), max_retries=0)
         )
-    if name == "telemetry":
+    if name in ("telemetry", "events"):
         spans, tracer_provider, meter_provider = in_memory_otel()
         registry = CollectorRegistry()
+        logs: InMemoryLogRecordExporter | None = None
+        logger_provider: LoggerProvider | None = None
+        if name == "events":
+            logs, logger_provider = InMemoryLogRecordExporter(), LoggerProvider()  # type: ignore[no-untyped-call]
+            logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
         recorders = streamtap.setup_telemetry(
-            tracer_provider=tracer_provider, meter_provider=meter_provider, prometheus_registry=registry
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            prometheus_registry=registry,
+            logger_provider=logger_provider,
+            events=logs is not None,
         )
         client = streamtap.instrument(_raw(upstream, mode), recorders=recorders)
-        return Contender(name, client, spans=spans, registry=registry)
+        return Contender(name, client, spans=spans, registry=registry, logs=logs)
     if name in BY_NAME_ONLY:
         return _one_recorder(name, upstream, mode)
     if name == "official":

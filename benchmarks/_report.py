@@ -21,6 +21,7 @@ _LABELS = {
     "prometheus": "engine + Prometheus recorder alone (prometheus)",
     "otel-traces": "engine + OTel trace recorder alone (otel-traces)",
     "otel-metrics": "engine + OTel metrics recorder alone (otel-metrics)",
+    "events": "all telemetry + inference events (events)",
 }
 
 _VERDICTS = {

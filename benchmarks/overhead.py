@@ -187,6 +187,7 @@ def run_scenario(
             "requests": upstreams[contender.name].requests,
             "expected_requests": rounds + warmup,
             "spans_per_call": sorted(set(contender.span_counts)) or None,
+            "events_per_call": sorted(set(contender.event_counts)) or None,
             "ok_calls": _ok_calls(contender),
             "otel_calls": _otel_calls(contender),
             "times_us": [round(t, 1) for t in times],

@@ -462,7 +462,7 @@ def test_one_recorder_contenders_run_only_when_named_and_record_what_they_name()
         f"--rounds={ROUNDS}",
         f"--warmup={WARMUP}",
         f"--chunks={CHUNKS}",
-        "--contenders=prometheus,otel-traces,otel-metrics",
+        "--contenders=prometheus,otel-traces,otel-metrics,events",
         "--json",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
@@ -470,16 +470,17 @@ def test_one_recorder_contenders_run_only_when_named_and_record_what_they_name()
     calls = ROUNDS + WARMUP
     for scenario in json.loads(done.stdout)["scenarios"]:
         contenders = scenario["contenders"]
-        assert list(contenders) == ["raw", "prometheus", "otel-traces", "otel-metrics"]
+        assert list(contenders) == ["raw", "prometheus", "otel-traces", "otel-metrics", "events"]
         recorded = {
-            name: (entry["ok_calls"], entry["spans_per_call"], entry["otel_calls"])
+            name: (entry["ok_calls"], entry["spans_per_call"], entry["otel_calls"], entry["events_per_call"])
             for name, entry in contenders.items()
         }
         assert recorded == {
-            "raw": (None, None, None),
-            "prometheus": (calls, None, None),
-            "otel-traces": (None, [2], None),
-            "otel-metrics": (None, None, calls),
+            "raw": (None, None, None, None),
+            "prometheus": (calls, None, None, None),
+            "otel-traces": (None, [2], None, None),
+            "otel-metrics": (None, None, calls, None),
+            "events": (calls, [2], None, [1]),  # all telemetry (no reader kept), one event a call
         }
     # Progress on stderr: a line as each of the two scenarios starts and one as it ends.
     progress = done.stderr.splitlines()
