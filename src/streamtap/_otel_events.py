@@ -5,8 +5,9 @@ attributes as its span has them and, when content capture sends content to event
 (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=EVENT_ONLY or SPAN_AND_EVENT), the messages
 as structured values, where a span holds them as JSON strings. It lets an application keep
 prompts and answers in its log pipeline, apart from its traces. Emitted once, at CallFinished,
-in the context of the call's span when that span is sampled (a `spans` recorder given), so a
-backend links the event to its trace.
+in the context of the call's span (a `spans` recorder given), so a backend links the event to
+its trace; when that span is not sampled the event still carries its trace id, with the
+unsampled flag, as a log bridge does.
 """
 
 from __future__ import annotations

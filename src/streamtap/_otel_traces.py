@@ -99,7 +99,7 @@ class OtelTraceRecorder:
             call_span_name(event.api, event.model), kind=SpanKind.CLIENT, attributes=attrs
         )
         span_context = span.get_span_context()
-        if span.is_recording() and span_context.trace_flags.sampled:
+        if span_context.is_valid:  # kept sampled or not: an unsampled call's event keeps its trace id
             with self._lock:
                 self._contexts[event.call_id] = span_context
                 if len(self._contexts) > MAX_TRACKED_CALLS:
@@ -107,13 +107,17 @@ class OtelTraceRecorder:
         return _SpanCall(self, event.call_id, span, request_model(event.model), capture)
 
     def span_context(self, call_id: int) -> SpanContext | None:
-        """The span context of a call in flight whose span is sampled, else None."""
+        """The span context of a call in flight, sampled or not; None without a valid one (a
+        no-op tracer provider)."""
         return self._contexts.get(call_id)
 
     def trace_id(self, call_id: int) -> str | None:
-        """The hex trace id of a call in flight whose span is sampled, else None."""
+        """The hex trace id of a call in flight whose span is sampled, else None: an exemplar
+        must point at a trace that is exported."""
         span_context = self._contexts.get(call_id)
-        return None if span_context is None else format(span_context.trace_id, "032x")
+        if span_context is None or not span_context.trace_flags.sampled:
+            return None
+        return format(span_context.trace_id, "032x")
 
     def forget(self, call_id: int) -> None:
         with self._lock:

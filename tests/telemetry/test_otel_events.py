@@ -13,6 +13,7 @@ from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from streamtap import _otel_content
 from streamtap._events import Fanout
@@ -91,6 +92,24 @@ def test_without_a_trace_recorder_the_event_takes_the_context_current_when_the_c
     with tracer_provider.get_tracer("app").start_as_current_span("request") as app_span:
         c.attempt_ok().finish("ok")
     assert only_event(logs).log_record.span_id == app_span.get_span_context().span_id
+
+
+def test_the_event_of_an_unsampled_call_keeps_its_trace_id_unsampled(
+    logger_provider: LoggerProvider, logs: InMemoryLogRecordExporter
+) -> None:
+    """Under a parent-based sampler and an unsampled request, nothing is exported as a span, yet
+    a log pipeline can still group the call's event with the request's other records."""
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    traces = OtelTraceRecorder(provider)
+    with provider.get_tracer("app").start_as_current_span("request") as app_span:
+        c = Call(Fanout([traces, OtelEventRecorder(logger_provider, spans=traces)])).start()
+    assert traces.span_context(c.call_id) is not None
+    assert traces.trace_id(c.call_id) is None  # no exemplar may point at a trace never exported
+    c.attempt_ok().finish("ok")  # the request's context has ended: the call's own is used
+    record = only_event(logs).log_record
+    assert record.trace_id == app_span.get_span_context().trace_id != 0
+    assert record.span_id not in (0, app_span.get_span_context().span_id)
+    assert not record.trace_flags.sampled
 
 
 def test_an_error_is_named_on_the_event(
