@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 
 import httpx2
 
@@ -332,6 +333,23 @@ def _parsed(url: str) -> httpx2.URL:
     return httpx2.URL(url)
 
 
+# The OpenTelemetry propagator logs a warning for each trace header it refuses (a traceparent
+# over 512 characters, a tracestate member out of format), quoting the client's value: any
+# client could add a line to the proxy's log with every request. A header the propagator
+# refuses is ignored, as a malformed one always was, and silently.
+_EXTRACTING: ContextVar[bool] = ContextVar("streamtap_extracting_trace_context", default=False)
+_PROPAGATION_LOGGERS = ("opentelemetry.trace.propagation.tracecontext", "opentelemetry.trace.span")
+
+
+class _QuietWhileExtracting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _EXTRACTING.get()
+
+
+for _name in _PROPAGATION_LOGGERS:  # the filter drops nothing outside the proxy's own extraction
+    logging.getLogger(_name).addFilter(_QuietWhileExtracting())
+
+
 class _trace_context:
     """Continue the client's W3C trace context while the call's span starts."""
 
@@ -349,7 +367,12 @@ class _trace_context:
         state = header(self._headers, b"tracestate")
         if state is not None:
             carrier["tracestate"] = state.decode("latin-1")
-        self._token = context.attach(propagate.extract(carrier))
+        quiet = _EXTRACTING.set(True)
+        try:
+            extracted = propagate.extract(carrier)
+        finally:
+            _EXTRACTING.reset(quiet)
+        self._token = context.attach(extracted)
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:

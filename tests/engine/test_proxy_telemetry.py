@@ -1,13 +1,16 @@
-"""Telemetry through the proxy when a fallback serves the call: the client's trace goes on,
-and the answering upstream's headers reach the client as the SDK exposes them."""
+"""Telemetry through the proxy: when a fallback serves the call the client's trace goes on, and
+the answering upstream's headers reach the client as the SDK exposes them; trace headers the
+propagator refuses are ignored without a line in the proxy's log."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 
 import openai
 import pytest
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import streamtap
 from streamtap._proxy_config import ProxyConfig
@@ -67,3 +70,46 @@ def test_an_upstream_fallback_continues_the_clients_trace_and_returns_its_header
         assert sent == [f"00-{TRACE_ID}-{a.context.span_id:016x}-01" for a in attempts]
     finally:
         telemetry.shutdown()
+
+
+TRACEPARENT = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
+
+
+@pytest.mark.parametrize(
+    ("headers", "continued"),
+    [
+        ({"traceparent": TRACEPARENT + "-" + "0" * 600}, False),  # over 512 characters: ignored
+        ({"traceparent": TRACEPARENT, "tracestate": "vendor=ok,not a member!"}, True),  # tracestate dropped
+    ],
+    ids=["long-traceparent", "bad-tracestate"],
+)
+def test_trace_headers_the_propagator_refuses_leave_no_line_in_the_proxys_log(
+    fake: FakeUpstream, caplog: pytest.LogCaptureFixture, headers: dict[str, str], continued: bool
+) -> None:
+    """The propagator would log a warning quoting each such header: one line per request that
+    any client could send."""
+    caplog.set_level(logging.DEBUG)
+    telemetry = Telemetry()
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0")
+    try:
+        with (
+            ProxyServer(config, recorders=telemetry.recorders) as proxy,
+            openai.OpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0) as client,
+        ):
+            for _ in range(3):
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=CHAT_MESSAGES, extra_headers=headers
+                )
+        calls = [s for s in telemetry.finished_spans() if s.name == "chat gpt-4o-mini"]
+        assert len(calls) == 3
+        for call in calls:
+            if continued:
+                assert call.parent is not None and f"{call.parent.span_id:016x}" == CLIENT_SPAN
+                assert not call.parent.trace_state  # refused whole, as the propagator does
+            else:
+                assert call.parent is None
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
+    finally:
+        telemetry.shutdown()
+    TraceContextTextMapPropagator().extract(headers)  # outside the proxy's extraction: as before
+    assert [r.name for r in caplog.records if r.name.startswith("opentelemetry")]
