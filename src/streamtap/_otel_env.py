@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 log = logging.getLogger("streamtap")
 
@@ -31,26 +31,18 @@ _NO_LIMIT_MS: Final = 2**31 - 1  # what a timeout of 0 stands for: the specifica
 
 
 @dataclass(frozen=True)
-class SpanBatches:
-    """BatchSpanProcessor's settings (the specification's defaults but the batch size)."""
+class Batches:
+    """A batch processor's settings (BatchSpanProcessor's, BatchLogRecordProcessor's)."""
 
-    max_queue_size: int = 2048
-    schedule_delay_millis: int = 5000
-    max_export_batch_size: int = EXPORT_BATCH
-    export_timeout_millis: int = 30000
-
-
-@dataclass(frozen=True)
-class LogBatches:
-    """BatchLogRecordProcessor's settings (the specification's defaults)."""
-
-    max_queue_size: int = 2048
-    schedule_delay_millis: int = 1000
-    max_export_batch_size: int = 512
-    export_timeout_millis: int = 30000
+    max_queue_size: int
+    schedule_delay_millis: int
+    max_export_batch_size: int
+    export_timeout_millis: int
 
 
-_Batches = TypeVar("_Batches", SpanBatches, LogBatches)
+# The specification's defaults, but the spans' batch size.
+SPAN_BATCHES: Final = Batches(2048, 5000, EXPORT_BATCH, 30000)
+LOG_BATCHES: Final = Batches(2048, 1000, 512, 30000)
 
 
 @dataclass(frozen=True)
@@ -133,24 +125,24 @@ def otlp_timeout(environ: Mapping[str, str], signal: str) -> float:
     return value or _NO_LIMIT_MS / 1000
 
 
-def span_batches(environ: Mapping[str, str]) -> SpanBatches:
+def span_batches(environ: Mapping[str, str]) -> Batches:
     """OTEL_BSP_*; the batch size defaults to `EXPORT_BATCH`, within the queue's size."""
-    return _batches(environ, "OTEL_BSP", SpanBatches())
+    return _batches(environ, "OTEL_BSP", SPAN_BATCHES)
 
 
-def log_batches(environ: Mapping[str, str]) -> LogBatches:
+def log_batches(environ: Mapping[str, str]) -> Batches:
     """OTEL_BLRP_*; the batch size defaults to 512, within the queue's size."""
-    return _batches(environ, "OTEL_BLRP", LogBatches())
+    return _batches(environ, "OTEL_BLRP", LOG_BATCHES)
 
 
-def _batches(environ: Mapping[str, str], prefix: str, default: _Batches) -> _Batches:
+def _batches(environ: Mapping[str, str], prefix: str, default: Batches) -> Batches:
     queue = _integer(environ, f"{prefix}_MAX_QUEUE_SIZE", default.max_queue_size, 1)
     fitting = min(default.max_export_batch_size, queue)
     batch = _integer(environ, f"{prefix}_MAX_EXPORT_BATCH_SIZE", fitting, 1)
     if batch > queue:  # the SDK refuses a batch larger than its queue
         _ignored(f"{prefix}_MAX_EXPORT_BATCH_SIZE", str(batch), f"at most the queue's {queue}", fitting)
         batch = fitting
-    return type(default)(
+    return Batches(
         max_queue_size=queue,
         schedule_delay_millis=_integer(environ, f"{prefix}_SCHEDULE_DELAY", default.schedule_delay_millis, 1),
         max_export_batch_size=batch,

@@ -3,13 +3,16 @@ rules for empty, unparsable, out-of-range and unknown values, each warned of by 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from streamtap._otel_env import (
     EXPORT_BATCH,
-    LogBatches,
+    LOG_BATCHES,
+    SPAN_BATCHES,
+    Batches,
     MetricReading,
-    SpanBatches,
     compression,
     exporter_names,
     log_batches,
@@ -118,23 +121,25 @@ def test_an_otlp_timeout_out_of_range_is_warned_of_and_ignored(
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        pytest.param({}, SpanBatches(2048, 5000, EXPORT_BATCH, 30000), id="unset: streamtap's batch of 64"),
+        pytest.param({}, Batches(2048, 5000, EXPORT_BATCH, 30000), id="unset: streamtap's batch of 64"),
         pytest.param(
-            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, SpanBatches(max_export_batch_size=100), id="variable"
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"},
+            replace(SPAN_BATCHES, max_export_batch_size=100),
+            id="variable",
         ),
         pytest.param(
-            {"OTEL_BSP_MAX_QUEUE_SIZE": "40"}, SpanBatches(40, max_export_batch_size=40), id="within-queue"
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "40"},
+            replace(SPAN_BATCHES, max_queue_size=40, max_export_batch_size=40),
+            id="within-queue",
         ),
         pytest.param(
             {"OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_BSP_EXPORT_TIMEOUT": "0"},
-            SpanBatches(schedule_delay_millis=250, export_timeout_millis=NO_LIMIT_MS),
+            replace(SPAN_BATCHES, schedule_delay_millis=250, export_timeout_millis=NO_LIMIT_MS),
             id="delay-and-no-time-limit",
         ),
     ],
 )
-def test_span_batches(
-    environ: dict[str, str], expected: SpanBatches, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_span_batches(environ: dict[str, str], expected: Batches, caplog: pytest.LogCaptureFixture) -> None:
     assert span_batches(environ) == expected
     assert caplog.messages == []
 
@@ -142,9 +147,11 @@ def test_span_batches(
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        pytest.param({}, LogBatches(2048, 1000, 512, 30000), id="unset: the specification's"),
+        pytest.param({}, Batches(2048, 1000, 512, 30000), id="unset: the specification's"),
         pytest.param(
-            {"OTEL_BLRP_MAX_QUEUE_SIZE": "100"}, LogBatches(100, max_export_batch_size=100), id="within"
+            {"OTEL_BLRP_MAX_QUEUE_SIZE": "100"},
+            replace(LOG_BATCHES, max_queue_size=100, max_export_batch_size=100),
+            id="within",
         ),
         pytest.param(
             {
@@ -152,19 +159,19 @@ def test_span_batches(
                 "OTEL_BLRP_EXPORT_TIMEOUT": "0",
                 "OTEL_BSP_SCHEDULE_DELAY": "9",
             },
-            LogBatches(schedule_delay_millis=250, export_timeout_millis=NO_LIMIT_MS),
+            replace(LOG_BATCHES, schedule_delay_millis=250, export_timeout_millis=NO_LIMIT_MS),
             id="own-variables",
         ),
     ],
 )
-def test_log_batches(environ: dict[str, str], expected: LogBatches, caplog: pytest.LogCaptureFixture) -> None:
+def test_log_batches(environ: dict[str, str], expected: Batches, caplog: pytest.LogCaptureFixture) -> None:
     assert log_batches(environ) == expected
     assert caplog.messages == []
 
 
 def test_a_log_batch_over_its_queue_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
     environ = {"OTEL_BLRP_MAX_QUEUE_SIZE": "50", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "100"}
-    assert log_batches(environ) == LogBatches(50, max_export_batch_size=50)
+    assert log_batches(environ) == replace(LOG_BATCHES, max_queue_size=50, max_export_batch_size=50)
     assert caplog.messages == [
         "streamtap: OTEL_BLRP_MAX_EXPORT_BATCH_SIZE=100 is not at most the queue's 50; using 50"
     ]
@@ -175,38 +182,38 @@ def test_a_log_batch_over_its_queue_is_warned_of(caplog: pytest.LogCaptureFixtur
     [
         (
             {"OTEL_BSP_MAX_QUEUE_SIZE": "lots"},
-            SpanBatches(),
+            SPAN_BATCHES,
             "OTEL_BSP_MAX_QUEUE_SIZE=lots is not an integer >= 1; using 2048",
         ),
         (
             {"OTEL_BSP_MAX_QUEUE_SIZE": "0"},
-            SpanBatches(),
+            SPAN_BATCHES,
             "OTEL_BSP_MAX_QUEUE_SIZE=0 is not an integer >= 1; using 2048",
         ),
         (
             {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "-5"},
-            SpanBatches(),
+            SPAN_BATCHES,
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=-5 is not an integer >= 1; using 64",
         ),
         (
             {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "50"},
-            SpanBatches(50, max_export_batch_size=50),
+            replace(SPAN_BATCHES, max_queue_size=50, max_export_batch_size=50),
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=100 is not at most the queue's 50; using 50",
         ),
         (
             {"OTEL_BSP_SCHEDULE_DELAY": "-1"},
-            SpanBatches(),
+            SPAN_BATCHES,
             "OTEL_BSP_SCHEDULE_DELAY=-1 is not an integer >= 1; using 5000",
         ),
         (
             {"OTEL_BSP_EXPORT_TIMEOUT": "1.5"},
-            SpanBatches(),
+            SPAN_BATCHES,
             "OTEL_BSP_EXPORT_TIMEOUT=1.5 is not an integer >= 0; using 30000",
         ),
     ],
 )
 def test_span_batch_settings_out_of_range_are_warned_of_and_ignored(
-    environ: dict[str, str], expected: SpanBatches, warning: str, caplog: pytest.LogCaptureFixture
+    environ: dict[str, str], expected: Batches, warning: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert span_batches(environ) == expected
     assert caplog.messages == [f"streamtap: {warning}"]
