@@ -34,7 +34,7 @@ from ._driver import (
     web_page,
     whole_response,
 )
-from ._errors import failure
+from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
 
@@ -86,7 +86,7 @@ class Live:
         call.sending(send, clock())
         try:
             upstream = await self.transport.handle_async_request(upstream_request)
-        except httpx2.TransportError as error:
+        except CONNECTION_ERRORS as error:
             call.attempt_failed(
                 send,
                 connect_failure(error, callers_read_timeout(error, call, send, self.request)),
@@ -106,7 +106,7 @@ class Live:
             return None
         try:
             raw = await upstream.aread()
-        except httpx2.TransportError:
+        except CONNECTION_ERRORS:
             raw = b""
         finally:
             await upstream.aclose()
@@ -166,7 +166,7 @@ class Live:
         clock = call.engine.clock
         try:
             raw = b"".join([chunk async for chunk in bounded(upstream.aiter_bytes())])
-        except (httpx2.TransportError, ValueError) as error:
+        except (*CONNECTION_ERRORS, ValueError) as error:
             self.upstream = upstream
             await self.close_upstream()
             call.attempt_failed(
@@ -217,7 +217,7 @@ class Live:
             return await self.chunks.__anext__()
         except StopAsyncIteration:
             attempt.end()
-        except httpx2.TransportError as error:
+        except CONNECTION_ERRORS as error:
             attempt.broke(read_failure(attempt, error, self.call.engine.clock()))
         return None
 

@@ -14,6 +14,7 @@ import httpx2
 
 from ._attempt import StreamAttempt
 from ._driver import MAX_BODY, dropped_outcome, interrupted, read_failure, ttft
+from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectAsyncBody
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class AsyncBody(DirectAsyncBody):
                             break
                     else:
                         attempt.end()
-                except httpx2.TransportError as error:
+                except CONNECTION_ERRORS as error:
                     attempt.broke(read_failure(attempt, error, clock()))
                 await live.close_upstream()
                 if attempt.failure is None:

@@ -19,6 +19,7 @@ from ._attempt import StreamAttempt
 from ._backoff import should_retry_override
 from ._call import Call
 from ._errors import (
+    CONNECTION_ERRORS,
     CircuitOpenError,
     Failure,
     StreamInterrupted,
@@ -184,7 +185,7 @@ def body_failure(error: Exception, blame_caller: bool = False) -> Failure:
             f"the answer's body timed out ({type(error).__name__})",
             counts_for_breaker=not blame_caller,
         )
-    if isinstance(error, httpx2.TransportError):
+    if isinstance(error, CONNECTION_ERRORS):
         return classify_exception(error, phase="first_token")
     return failure("bad_response", "first_token", str(error))
 

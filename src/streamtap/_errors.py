@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import anyio
 import httpx2
 import openai
 
@@ -107,6 +109,14 @@ def api_error_code(body: bytes) -> str | None:
         return None
     code = error.get("code") or error.get("type")
     return code if isinstance(code, str) and code else None
+
+
+# What sending an attempt or reading its body raises when the connection or its bytes fail:
+# httpx2's transport errors, a body whose content-encoding breaks (DecodingError), and the TLS
+# failures httpcore's anyio backend lets through unmapped (a bad record mid-stream: the SDK
+# catches the same two, pending httpx2#854). Each is the attempt's failure, never the caller's
+# exception as it came: after the first token it is a StreamInterrupted, counted as an error.
+CONNECTION_ERRORS: Final = (httpx2.TransportError, httpx2.DecodingError, ssl.SSLError, anyio.EndOfStream)
 
 
 def classify_exception(error: BaseException, *, phase: Phase) -> Failure:

@@ -33,7 +33,7 @@ from ._driver import (
     web_page,
     whole_response,
 )
-from ._errors import failure
+from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
 from ._sync_body import SyncBody, bounded, deadline_reads
@@ -84,7 +84,7 @@ class Live:
         call.sending(send, clock())
         try:
             upstream = self.transport.handle_request(upstream_request)
-        except httpx2.TransportError as error:
+        except CONNECTION_ERRORS as error:
             call.attempt_failed(
                 send,
                 connect_failure(error, callers_read_timeout(error, call, send, self.request)),
@@ -104,7 +104,7 @@ class Live:
             return None
         try:
             raw = upstream.read()
-        except httpx2.TransportError:
+        except CONNECTION_ERRORS:
             raw = b""
         finally:
             upstream.close()
@@ -164,7 +164,7 @@ class Live:
         clock = call.engine.clock
         try:
             raw = b"".join(bounded(upstream.iter_bytes()))
-        except (httpx2.TransportError, ValueError) as error:
+        except (*CONNECTION_ERRORS, ValueError) as error:
             self.upstream = upstream
             self.close_upstream()
             call.attempt_failed(
@@ -215,7 +215,7 @@ class Live:
             return next(self.chunks)
         except StopIteration:
             attempt.end()
-        except httpx2.TransportError as error:
+        except CONNECTION_ERRORS as error:
             attempt.broke(read_failure(attempt, error, self.call.engine.clock()))
         return None
 

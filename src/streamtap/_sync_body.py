@@ -15,6 +15,7 @@ import httpx2
 
 from ._attempt import StreamAttempt
 from ._driver import MAX_BODY, dropped_outcome, interrupted, read_failure, ttft
+from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectSyncBody
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class SyncBody(DirectSyncBody):
                             break
                     else:
                         attempt.end()
-                except httpx2.TransportError as error:
+                except CONNECTION_ERRORS as error:
                     attempt.broke(read_failure(attempt, error, clock()))
                 live.close_upstream()
                 if attempt.failure is None:

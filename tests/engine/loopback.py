@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,13 +27,17 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve `handler` from a thread on a free port; yields `http://127.0.0.1:PORT`."""
+def serve(handler: type[BaseHTTPRequestHandler], ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve `handler` from a thread on a free port; yields `http://127.0.0.1:PORT` (`https://`
+    with an `ssl_context`)."""
     server = _Server(("127.0.0.1", 0), handler)
+    if ssl_context is not None:
+        server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        scheme = "http" if ssl_context is None else "https"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
