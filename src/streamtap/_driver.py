@@ -24,6 +24,7 @@ from ._errors import (
     Failure,
     StreamInterrupted,
     api_error_code,
+    classify_error_event,
     classify_exception,
     classify_status,
     failure,
@@ -251,11 +252,22 @@ def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -
     if not isinstance(body, dict):
         return failure("bad_response", "first_token", "the answer is not a JSON object")
     stream = call.primary.stream  # a non-streaming fallback serves a streaming caller
+    if stream and _reports_error(body):
+        # A stream asked for, an error answered whole: the upstream's error, as the same in an
+        # event would be, never a stream with nothing in it. A caller that asked for no stream
+        # gets the body as it came, as from the SDK (a failed response is an answer to read).
+        return classify_error_event(body, "first_token")
     unfinished = call.dialect.unfinished(body) if stream else None
     if unfinished is not None:
         return failure("bad_response", "first_token", unfinished)
     call.dialect.body_facts(body, call.facts)
     return (call.dialect.from_json(body, call.primary.body) if stream else raw), body
+
+
+def _reports_error(body: Mapping[str, Any]) -> bool:
+    """A bare `{"error": {...}}`, or a response whose status is failed."""
+    error = body.get("error")
+    return (isinstance(error, Mapping) and bool(error)) or body.get("status") == "failed"
 
 
 def whole_response(

@@ -6,7 +6,7 @@ finish reason and usage, and no `[DONE]` at all. A complete answer is complete: 
 gets what the plain SDK gives, the call is `ok` in one attempt, and the tokens are counted
 once. A server that ignores `stream` and answers with one JSON body gives the plain SDK an
 empty stream; through streamtap the caller streams the answer, a bare JSON error (no
-`data:`) is raised as the upstream's error, and a web page (a base URL that is no API) is
+`data:`, as an event stream or as JSON) is raised as the upstream's error, and a web page (a base URL that is no API) is
 raised as what it is.
 """
 
@@ -101,7 +101,8 @@ WHOLE = json.dumps(
         "usage": _usage(2),
     }
 ).encode()
-# An error as a bare JSON body, no `data:`, under an event stream's content type.
+# An error as a bare JSON body, no `data:`, under an event stream's content type, and as JSON.
+ERRORS = ("bare-error", "bare-error-json")
 BARE_ERROR = json.dumps(
     {
         "error": {
@@ -126,8 +127,18 @@ def upstream() -> Iterator[str]:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             case = self.headers["x-case"]
-            body = {"whole-json": WHOLE, "bare-error": BARE_ERROR, "page": PAGE, **CASES, **TRUNCATED}[case]
-            kind = {"whole-json": "application/json", "page": "text/html; charset=utf-8"}.get(case)
+            body = {
+                "whole-json": WHOLE,
+                "page": PAGE,
+                **dict.fromkeys(ERRORS, BARE_ERROR),
+                **CASES,
+                **TRUNCATED,
+            }[case]
+            kind = {
+                "whole-json": "application/json",
+                "bare-error-json": "application/json",
+                "page": "text/html; charset=utf-8",
+            }.get(case)
             self.send_response(200)
             self.send_header("content-type", kind or "text/event-stream")
             self.send_header("content-length", str(len(body)))
@@ -217,6 +228,7 @@ def test_a_whole_json_answer_to_a_stream_is_streamed_to_the_caller(upstream: str
 # caller's mistake, not retried, not a cut stream), or what the base URL reached.
 NOT_A_STREAM = {
     "bare-error": ("maximum context length is 8192 tokens", "upstream_error_event"),
+    "bare-error-json": ("maximum context length is 8192 tokens", "upstream_error_event"),
     "page": (r"a web page \(text/html\).*is the base URL an OpenAI-compatible API", "bad_response"),
 }
 
@@ -273,3 +285,47 @@ def test_empty_finish_reasons_do_not_make_a_cut_stream_whole(upstream: str, is_a
         "stream_truncated",
         (),
     )
+
+
+# A whole response whose status is failed, where a stream was asked for and where none was.
+FAILED_RESPONSE = json.dumps(
+    {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": "llama-3.1-8b",
+        "status": "failed",
+        "error": {"code": "server_error", "message": "The model failed to generate a response."},
+        "output": [],
+    }
+).encode()
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_a_failed_response_answered_whole_is_an_error_only_to_a_stream(stream: bool) -> None:
+    """To a stream, as a `response.failed` event would be (retried, as its code is transient);
+    to a caller who asked for no stream, the response as it came, which the SDK gives too."""
+
+    class Handler(loopback.Handler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(FAILED_RESPONSE)))
+            self.end_headers()
+            self.wfile.write(FAILED_RESPONSE)
+
+    recording = Recording()
+    with loopback.serve(Handler) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
+        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            if not stream:
+                assert routed.responses.create(model="llama-3.1-8b", input="hi").status == "failed"
+                assert (recording.finished.outcome, recording.finished.attempts) == ("ok", 1)
+                return
+            with pytest.raises(streamtap.StreamInterrupted, match="failed to generate") as raised:
+                list(routed.responses.create(model="llama-3.1-8b", input="hi", stream=True))
+    assert raised.value.error_type == "upstream_error_event"
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type) == ("error", "upstream_error_event")
+    assert finished.attempts == TEST_POLICY.max_attempts > 1
