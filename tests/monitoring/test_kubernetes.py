@@ -5,6 +5,7 @@ alerts/ in a PrometheusRule that promtool accepts."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,9 +103,18 @@ def test_metrics_port_probes_and_podmonitor_agree() -> None:
     assert monitor["kind"] == "PodMonitor"
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
-    # Each app its own `job` (the rules and dashboards are per job), from a label its pods carry.
-    assert monitor["spec"]["jobLabel"] in pod["metadata"]["labels"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    # Each app in each namespace its own `job` (the rules and dashboards are per job), from a
+    # label its pods carry.
+    (relabel,) = endpoint["relabelings"]
+    meta = {"__meta_kubernetes_namespace": "prod"} | {
+        "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k): v
+        for k, v in pod["metadata"]["labels"].items()
+    }
+    assert relabel["targetLabel"] == "job"
+    assert relabel["sourceLabels"][0] == "__meta_kubernetes_namespace"
+    job = relabel["separator"].join(meta[label] for label in relabel["sourceLabels"])
+    assert job == f"prod/{pod['metadata']['labels']['app.kubernetes.io/name']}"
     assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
     grace = int(next(a for a in sidecar["args"] if a.startswith("--shutdown-grace=")).split("=")[1])
     assert pod["spec"]["terminationGracePeriodSeconds"] > grace

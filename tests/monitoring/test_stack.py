@@ -14,6 +14,7 @@ import yaml
 from _repo import ROOT
 
 from conftest import require_binary
+from streamtap.monitoring.rules import render
 
 
 def _compose() -> dict[str, Any]:
@@ -181,7 +182,8 @@ def test_prometheus_config_with_its_mounted_rules(tmp_path: Path) -> None:
     result = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
-    assert "SUCCESS: 48 rules found" in result.stdout
+    rules = sum(len(group["rules"]) for group in render()["groups"])
+    assert f"SUCCESS: {rules} rules found" in result.stdout
 
 
 def test_streamtap_commands_are_lists_the_real_cli_parses() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _durations
 from ._params import PAGE_BURN_WINDOWS, TICKET_BURN_WINDOWS, Params
 from ._recording import num, quantile_name
 
@@ -29,16 +30,19 @@ def _guard(p: Params, window: str) -> str:
     return f"and on (job) streamtap:requests:rate{window} >= {num(p.min_request_rate)}"
 
 
-def _baseline_ratio(p: Params, errors: str, total: str) -> str:
-    """The ratio over the baseline window, shifted back so the current incident is not part of it.
+def baseline(p: Params, series: str) -> str:
+    """The lowest value of a recorded `series` (a ratio or a quantile over `baseline_window`)
+    among the windows that ended between `baseline_offset` and `baseline_offset +
+    baseline_lookback` ago.
 
-    No traffic or no errors back then gives 0, so a fresh deployment is judged by the floor alone.
+    The offset keeps a new incident out of its own baseline; the lookback keeps it out for that
+    long, where one window shifted back by an hour would be the incident itself once the incident
+    has lasted a little over an hour (the alert would resolve while callers still fail). An hour
+    with no calls (NaN) is skipped; with no value at all (a new job, rules just deployed) the
+    baseline is absent.
     """
-    w, off = p.d(p.baseline_window), p.d(p.baseline_offset)
-    return (
-        f"sum by (job) (rate({errors}[{w}] offset {off}))\n"
-        f"    / (sum by (job) (rate({total}[{w}] offset {off})) > 0)"
-    )
+    lookback, off = p.d(p.baseline_lookback), p.d(p.baseline_offset)
+    return f"(min_over_time({series}[{lookback}] offset {off}) >= 0)"
 
 
 def _streamtap_jobs(p: Params) -> str:
@@ -53,13 +57,16 @@ def _streamtap_jobs(p: Params) -> str:
     )
 
 
-def _spike(p: Params, current: str, errors: str, total: str, factor: float, floor: float) -> str:
+def _spike(p: Params, ratio: str, factor: float, floor: float) -> str:
+    """`ratio` (a recorded series name without its window) now, against its baseline; with no
+    baseline the floor alone judges (a fresh deployment)."""
     w = p.spike_window
+    current = f"{ratio}:rate{w}"
     return (
         f"{current}\n"
         f"> on (job)\n"
         f"(\n"
-        f"  {num(factor)} * (\n    {_baseline_ratio(p, errors, total)}\n  )\n"
+        f"  {num(factor)} * {baseline(p, f'{ratio}:rate{p.baseline_window}')}\n"
         f"  or on (job) 0 * streamtap:requests:rate{w}\n"
         f")\n"
         f"and on (job) {current} > {num(floor)}\n"
@@ -87,24 +94,22 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
     """Every streamtap alert, each with severity, summary, description and runbook_url."""
     w = p.spike_window
     rw, bw, bo = p.d(w), p.d(p.baseline_window), p.d(p.baseline_offset)
+    back = _durations.fmt(
+        (_durations.parse(p.baseline_offset) + _durations.parse(p.baseline_lookback)) / p.time_scale
+    )
     pct = "{{ $value | humanizePercentage }}"
     job = "{{ $labels.job }}"
     budget = f"{num(p.error_budget * 100)}%"
     q = quantile_name(p.ttft_quantile)
     ttft = f"streamtap:time_to_first_token_seconds:{q}_rate{w}"
-    ttft_baseline = (
-        f"histogram_quantile({num(p.ttft_quantile)}, sum by (job, le) "
-        f"(rate(streamtap_time_to_first_token_seconds_bucket[{bw}] offset {bo})))"
-    )
+    ttft_baseline = baseline(p, f"streamtap:time_to_first_token_seconds:{q}_rate{p.baseline_window}")
     return [
         _alert(
             p,
             "StreamtapErrorRateSpike",
             _spike(
                 p,
-                f"streamtap:request_error_ratio:rate{w}",
-                "streamtap_request_errors_total",
-                "streamtap_requests_total",
+                "streamtap:request_error_ratio",
                 p.error_spike_factor,
                 p.error_spike_floor,
             ),
@@ -112,7 +117,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             "critical",
             f"{job}: user-visible error rate spiked to {pct}",
             f"{pct} of streamtap calls in {job} failed over the last {rw}: more than "
-            f"{num(p.error_spike_factor)}× the ratio of the {bw} before the last {bo} and above "
+            f"{num(p.error_spike_factor)}× the lowest {bw} ratio of those that ended {bo} to {back} ago, and above "
             f"{num(p.error_spike_floor * 100)}%. Callers are receiving errors now.",
         ),
         _alert(
@@ -142,9 +147,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             "StreamtapUpstreamErrorRateSpike",
             _spike(
                 p,
-                f"streamtap:attempt_error_ratio:rate{w}",
-                "streamtap_attempt_errors_total",
-                "streamtap_attempts_total",
+                "streamtap:attempt_error_ratio",
                 p.attempt_spike_factor,
                 p.attempt_spike_floor,
             ),
@@ -152,7 +155,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             "warning",
             f"{job}: upstream attempt error rate spiked to {pct}",
             f"{pct} of upstream attempts in {job} failed over the last {rw}: more than "
-            f"{num(p.attempt_spike_factor)}× the ratio of the {bw} before the last {bo} and above "
+            f"{num(p.attempt_spike_factor)}× the lowest {bw} ratio of those that ended {bo} to {back} ago, and above "
             f"{num(p.attempt_spike_floor * 100)}%. Retries and fallbacks may still hide it from callers.",
         ),
         _alert(
@@ -194,7 +197,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             "warning",
             f"{job}: {q} time to first token degraded to {{{{ $value | humanizeDuration }}}}",
             f"The {q} time to first token of {job} is {{{{ $value | humanizeDuration }}}} over the last "
-            f"{rw}: more than {num(p.ttft_factor)}× its value in the {bw} before the last {bo} and above "
+            f"{rw}: more than {num(p.ttft_factor)}× its lowest {bw} value of those that ended {bo} to {back} ago, and above "
             f"{num(p.ttft_floor_seconds)}s.",
         ),
         _alert(

@@ -37,8 +37,13 @@ class Params:
         runbook_base: URL (or repo-relative path) of docs/runbooks.md; alert anchors are appended.
         min_request_rate: requests/s over the short window below which ratio alerts stay silent.
         spike_window: window of the current ratios (spikes, rate limiting, retries, fallbacks, TTFT).
-        baseline_window: window of the baseline a spike is compared with.
-        baseline_offset: how far back the baseline is shifted, so an incident cannot raise it.
+        baseline_window: window of the ratios (and TTFT quantiles) a spike is compared with.
+        baseline_offset: how long ago the newest such window ended, so a new incident is not
+            part of its own baseline.
+        baseline_lookback: how far before that the baseline reaches: the baseline is the lowest
+            window-long ratio among those that ended between `baseline_offset` and
+            `baseline_offset + baseline_lookback` ago, so an incident is compared with the time
+            before it for that long, not with its own first hour.
         error_spike_factor: the user-visible error ratio must exceed this multiple of its baseline...
         error_spike_floor: ...and this absolute ratio.
         error_spike_for: how long the spike must last before it pages.
@@ -77,6 +82,7 @@ class Params:
     spike_window: str = "5m"
     baseline_window: str = "1h"
     baseline_offset: str = "1h"
+    baseline_lookback: str = "6h"
     error_spike_factor: float = 3.0
     error_spike_floor: float = 0.05
     error_spike_for: str = "2m"

@@ -20,7 +20,7 @@ def quantile_name(q: float) -> str:
 
 def windows(p: Params) -> list[str]:
     """Every nominal window a request-ratio series is recorded for, shortest first."""
-    names = {p.spike_window}
+    names = {p.spike_window, p.baseline_window}
     for long, short, _ in PAGE_BURN_WINDOWS + TICKET_BURN_WINDOWS:
         names.update((long, short))
     return sorted(names, key=_durations.parse)
@@ -58,12 +58,19 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                 "expr": f"streamtap:request_error_ratio:rate{w} / {num(p.error_budget)}",
             },
         ]
-    w, rw = p.spike_window, p.d(p.spike_window)
+    for w in sorted({p.spike_window, p.baseline_window}, key=_durations.parse):
+        rules += _attempt_rules(p, w)
+    rules += _per_call_rules(p)
+    return rules
+
+
+def _attempt_rules(p: Params, w: str) -> list[dict[str, Any]]:
+    """Attempt error ratios and the TTFT quantile over `w`: the spike alerts' current window
+    and their baseline's."""
+    rw = p.d(w)
     attempts = f"streamtap:attempts:rate{w}"
-    requests = f"streamtap:requests:rate{w}"
-    stream_types = "|".join(STREAM_FAILURE_TYPES)
     q = p.ttft_quantile
-    rules += [
+    return [
         {"record": attempts, "expr": _rate("streamtap_attempts_total", rw)},
         {
             "record": f"streamtap:attempt_errors:rate{w}",
@@ -73,6 +80,21 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
             "record": f"streamtap:attempt_error_ratio:rate{w}",
             "expr": f"streamtap:attempt_errors:rate{w} / {attempts}",
         },
+        {
+            "record": f"streamtap:time_to_first_token_seconds:{quantile_name(q)}_rate{w}",
+            "expr": f"histogram_quantile({num(q)}, "
+            f"sum by (job, le) (rate(streamtap_time_to_first_token_seconds_bucket[{rw}])))",
+        },
+    ]
+
+
+def _per_call_rules(p: Params) -> list[dict[str, Any]]:
+    """The other ratios, over the current (spike) window only."""
+    w, rw = p.spike_window, p.d(p.spike_window)
+    attempts = f"streamtap:attempts:rate{w}"
+    requests = f"streamtap:requests:rate{w}"
+    stream_types = "|".join(STREAM_FAILURE_TYPES)
+    return [
         *_ratio_rules(
             f"streamtap:rate_limited_ratio:rate{w}",
             _rate("streamtap_attempt_errors_total", rw, '{error_type="rate_limited"}'),
@@ -93,10 +115,4 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
             _rate("streamtap_fallbacks_total", rw, '{result="ok"}'),
             requests,
         ),
-        {
-            "record": f"streamtap:time_to_first_token_seconds:{quantile_name(q)}_rate{w}",
-            "expr": f"histogram_quantile({num(q)}, "
-            f"sum by (job, le) (rate(streamtap_time_to_first_token_seconds_bucket[{rw}])))",
-        },
     ]
-    return rules

@@ -82,6 +82,25 @@ def _error_spike(b: _Builder) -> dict[str, Any]:
     }
 
 
+def _long_error_spike(b: _Builder) -> dict[str, Any]:
+    """0.5% for 2h, then 10% for 4h, then 0.5% again: paged throughout, resolved after."""
+    err = "streamtap_request_errors_total"
+    s = [
+        *_traffic("long", 420, 60),
+        _c(err, "long", counter((120, 0.3), (240, 6), (60, 0.3)), error_type="server_error"),
+    ]
+    paged = [("critical", {"job": "long"}, "10%")]
+    return {
+        "interval": "1m",
+        "input_series": s,
+        "alert_rule_test": b.case(
+            "StreamtapErrorRateSpike",
+            # By 200m a baseline of one hour shifted back by one was the incident itself.
+            [(119, []), (130, paged), (200, paged), (300, paged), (359, paged), (370, [])],
+        ),
+    }
+
+
 def _burn(b: _Builder) -> dict[str, Any]:
     err = "streamtap_request_errors_total"
     s: list[dict[str, Any]] = []
@@ -352,6 +371,7 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
     ae = "streamtap_attempt_errors_total"
     tests = [
         _error_spike(b),
+        _long_error_spike(b),
         _burn(b),
         _attempt_spike(b),
         _ratio_alert(
