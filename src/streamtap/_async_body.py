@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from ._attempt import StreamAttempt
-from ._driver import MAX_BODY, dropped_outcome, interrupted, read_failure, ttft
+from ._driver import MAX_BODY, dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectAsyncBody
 
@@ -160,7 +160,7 @@ def deadline_reads(
 
     See `_sync_body.deadline_reads` for why; here `read` is a coroutine function.
     """
-    stream: Any = upstream.extensions.get("network_stream")
+    stream: Any = own_network_stream(upstream)
     read = getattr(type(stream), "read", None)
     if stream is None or read is None or not hasattr(stream, "__dict__"):
         return None

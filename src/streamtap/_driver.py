@@ -7,6 +7,7 @@ Nothing here blocks; `_sync.py` and `_async.py` (with their bodies, `_sync_body.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
@@ -36,6 +37,32 @@ MAX_BODY = 64 * 1024 * 1024  # a non-streaming answer larger than this is a bad 
 # Headers that describe the upstream's encoding of the body, not the body the caller gets.
 _BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
+
+
+log = logging.getLogger("streamtap")
+_http2_warned: list[bool] = []
+
+
+def own_network_stream(upstream: httpx2.Response) -> Any:
+    """The connection's network stream when this response has it to itself (HTTP/1.1), for the
+    attempt's read deadlines (`deadline_reads`); None over HTTP/2, whose streams share it.
+
+    There an override would hold every stream of the connection to this attempt's deadlines, so
+    each stream's reads keep the bound its request was sent with (the shortest of the caller's
+    read timeout, first_token_timeout and idle_timeout). httpcore fails every stream of an
+    HTTP/2 connection when one read times out, which streamtap's short deadlines make likely:
+    warned of once a process.
+    """
+    if upstream.extensions.get("http_version") == b"HTTP/2":
+        if not _http2_warned:
+            _http2_warned.append(True)
+            log.warning(
+                "streamtap: a streamed call went over HTTP/2: first_token_timeout and idle_timeout "
+                "then bound each read, and when one read times out httpcore fails every stream of "
+                "that connection; for streamed calls use HTTP/1.1, the SDK's default (http2=False)"
+            )
+        return None
+    return upstream.extensions.get("network_stream")
 
 
 def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Request:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from ._attempt import StreamAttempt
-from ._driver import MAX_BODY, dropped_outcome, interrupted, read_failure, ttft
+from ._driver import MAX_BODY, dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectSyncBody
 
@@ -165,7 +165,7 @@ def deadline_reads(
     connection's network stream gets a per-instance `read` for the life of this body. `cap`
     is the caller's own read timeout, which bounds every read as it would without streamtap.
     """
-    stream: Any = upstream.extensions.get("network_stream")
+    stream: Any = own_network_stream(upstream)
     read = getattr(type(stream), "read", None)
     if stream is None or read is None or not hasattr(stream, "__dict__"):
         return None
