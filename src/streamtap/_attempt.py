@@ -7,7 +7,6 @@ happen once per network read, never per frame.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from ._dialect import (
     decodes,
 )
 from ._errors import Failure, classify_error_event, failure
+from ._json import parse_json
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
 
@@ -351,7 +351,7 @@ def _unframed(rest: bytes, phase: Phase) -> Failure:
     """Why a stream that ended with `rest` unframed failed: a server that answers a stream's
     request with a bare JSON error (no `data:`) gets its own error, not a cut event."""
     try:
-        payload = json.loads(rest)
+        payload = parse_json(rest)
     except (ValueError, UnicodeDecodeError):
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), Mapping):

@@ -6,12 +6,12 @@ caches may have. No I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._dialect import Dialect
 from ._events import CallFinished
+from ._json import parse_json
 from ._taxonomy import Outcome
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def answer_messages(
     unfinished = "stop" if outcome == "ok" else outcome
     if body is None and not stream:
         try:  # a cached answer, served whole
-            body = json.loads(b"".join(delivered)) if delivered else None
+            body = parse_json(b"".join(delivered)) if delivered else None
         except ValueError:
             body = None
         if not isinstance(body, Mapping):

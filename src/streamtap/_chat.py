@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from ._dialect import (
     token_count,
     usage_details,
 )
+from ._json import parse_json
 from ._output_messages import chat_messages, chat_stream_choices
 from ._sse import encode_event, encode_json, parse_frame, split_frames
 from ._taxonomy import Api
@@ -274,7 +274,7 @@ def _choices(frames: bytes) -> Iterator[Mapping[str, Any]]:
     for frame in split_frames(frames):
         try:
             event = parse_frame(frame)
-            chunk = json.loads(event.data) if event.data and event.data[0] == "{" else None
+            chunk = parse_json(event.data) if event.data and event.data[0] == "{" else None
         except ValueError:
             continue
         if not isinstance(chunk, dict):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final, Protocol
 
+from ._json import parse_json
 from ._sse import Event, parse_frame
 from ._taxonomy import Api
 
@@ -213,7 +214,7 @@ def decodes(frame: bytes) -> bool:
     """
     try:
         text = frame.decode()
-        json.loads(text[text.find("data: ") + 6 : -2])
+        parse_json(text[text.find("data: ") + 6 : -2])
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
         return False
     return True
@@ -342,7 +343,7 @@ def listed(value: object) -> list[Any]:
 
 def load_json(data: str | bytes, facts: StreamFacts) -> Any:
     try:
-        return json.loads(data)
+        return parse_json(data)
     except (ValueError, UnicodeDecodeError) as error:
         facts.bad = f"an event is not valid JSON ({error})"
         return None

@@ -30,6 +30,7 @@ from ._errors import (
     classify_status,
     failure,
 )
+from ._json import parse_json
 from ._steps import ErrorResponse, Send, Serve
 from ._taxonomy import Outcome
 
@@ -273,7 +274,7 @@ def _media_type(response: httpx2.Response) -> str:
 def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:
     """A complete non-streaming answer: (what the caller gets, parsed JSON), or why it is bad."""
     try:
-        body = json.loads(raw)
+        body = parse_json(raw)
     except (ValueError, UnicodeDecodeError) as error:
         return failure("bad_response", "first_token", f"the answer is not valid JSON ({error})")
     if not isinstance(body, dict):

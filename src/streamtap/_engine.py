@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import random
 import threading
 import time
@@ -17,6 +16,7 @@ from ._call import Call
 from ._dialect import dialect_for
 from ._events import BreakerTransition, CallStarted, Fanout, Recorder
 from ._fallback import AnswerCache, Fallback, Route, upstream_of
+from ._json import parse_json
 from ._policy import Policy
 from ._taxonomy import Api, BreakerState
 
@@ -206,7 +206,7 @@ def _is_recorder(value: object) -> bool:
 def parse_body(content: bytes) -> dict[str, Any] | None:
     """The JSON object of a request body, or None when it is not one (passed through)."""
     try:
-        body = json.loads(content)
+        body = parse_json(content)
     except (ValueError, UnicodeDecodeError):
         return None
     return body if isinstance(body, dict) else None

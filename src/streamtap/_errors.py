@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import anyio
 import httpx2
 import openai
 
+from ._json import parse_json
 from ._taxonomy import ErrorType, Phase
 
 # Client errors that no retry fixes; everything else that is an error status may be transient.
@@ -102,7 +102,7 @@ def classify_status(
 def api_error_code(body: bytes) -> str | None:
     """The `error.code` (else `error.type`) of an OpenAI error body, or None when it has none."""
     try:
-        error = json.loads(body).get("error")
+        error = parse_json(body).get("error")
     except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
         return None
     if not isinstance(error, Mapping):

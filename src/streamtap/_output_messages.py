@@ -17,11 +17,11 @@ finished gets `unfinished` as its finish reason: the call's outcome (`error`, `c
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ._dialect import listed
+from ._json import parse_json
 
 Message = dict[str, Any]
 
@@ -57,7 +57,7 @@ def tool_call_part(call_id: object, name: object, arguments: object) -> dict[str
     the JSON string the API carries; a string that is not JSON stays as it is."""
     if isinstance(arguments, str):
         with contextlib.suppress(ValueError):
-            arguments = json.loads(arguments)
+            arguments = parse_json(arguments)
     return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -30,6 +29,7 @@ from ._dialect import (
     token_count,
     usage_details,
 )
+from ._json import parse_json
 from ._output_messages import responses_messages, responses_stream_output
 from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
@@ -295,7 +295,7 @@ def _payloads(frames: bytes, *markers: bytes) -> Iterator[Mapping[str, Any]]:
         if markers and not any(marker in frame for marker in markers):
             continue
         try:
-            payload = json.loads(parse_frame(frame).data)
+            payload = parse_json(parse_frame(frame).data)
         except ValueError:
             continue
         if isinstance(payload, dict):
@@ -311,7 +311,7 @@ def last_sequence_number(delivered: Sequence[bytes]) -> int | None:
     for chunk in reversed(delivered):
         for frame in reversed(split_frames(chunk)):
             try:
-                payload = json.loads(parse_frame(frame).data)
+                payload = parse_json(parse_frame(frame).data)
             except ValueError:
                 continue
             number = payload.get("sequence_number") if isinstance(payload, dict) else None

@@ -7,7 +7,6 @@ request → plan mapping is testable without a server.
 from __future__ import annotations
 
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .._json import parse_json
 from . import _content, _responses
 from ._config import FakeConfig, Overrides, parse_overrides
 from ._errors import error_body, status_body, status_headers, stream_error_message
@@ -142,7 +142,7 @@ class App:
         if not request.body.strip():
             return {}
         try:
-            parsed = json.loads(request.body)
+            parsed = parse_json(request.body)
         except ValueError:
             raise _invalid("We could not parse the JSON body of your request.") from None
         if not isinstance(parsed, dict):
