@@ -101,11 +101,16 @@ def forward_request_headers(headers: Headers, *, upstream_key: str | None, decod
 
 
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """The upstream's response headers as sent to the client: hop-by-hop stripped, and Date,
-    which the server writes on every response (a second one would make the value a list)."""
+    """The upstream's response headers as sent to the client: hop-by-hop stripped, Date, which
+    the server writes on every response (a second one would make the value a list), and a
+    Content-Length that a Transfer-Encoding overrides."""
     pairs = list(headers)
-    named = _connection_tokens(pairs)
-    return [(k.lower(), v) for k, v in pairs if k.lower() not in _RESPONSE_DROPPED and k.lower() not in named]
+    dropped = _RESPONSE_DROPPED | _connection_tokens(pairs)
+    if any(k.lower() == b"transfer-encoding" for k, _ in pairs):
+        # RFC 9112 §6.3: Transfer-Encoding overrides a Content-Length beside it, which a proxy
+        # must remove; the body relayed is the chunks' content, whatever length was also claimed.
+        dropped |= {b"content-length"}
+    return [(k.lower(), v) for k, v in pairs if k.lower() not in dropped]
 
 
 def identity_body(headers: Headers, body: bytes, limit: int) -> tuple[Headers, bytes] | None:

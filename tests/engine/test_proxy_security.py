@@ -21,6 +21,7 @@ from streamtap._proxy_http import authorized, upstream_url
 from streamtap._proxy_server import ProxyServer, uvicorn_config
 from streamtap.fake import FakeConfig, FakeUpstream
 
+from . import loopback
 from .conftest import TEST_POLICY
 from .support import CHAT_MESSAGES, Recording, until
 
@@ -114,6 +115,28 @@ def test_hop_by_hop_headers_are_stripped(proxied: tuple[ProxyServer, Recording],
     for name in ("x-private", "keep-alive", "proxy-authorization", "te", "upgrade"):
         assert name not in sent
     assert sent["x-kept"] == "yes"
+
+
+def test_a_content_length_beside_chunked_is_not_passed_on() -> None:
+    """RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which a proxy must remove; the
+    upstream's would claim 10 bytes of a longer body, and the client would get headers only."""
+    body = b'{"object": "list", "data": []}'
+
+    class Both(loopback.Handler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "10")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+
+    with loopback.serve(Both) as url:
+        config = ProxyConfig(upstream=f"{url}/v1", listen="127.0.0.1:0", policy=TEST_POLICY)
+        with ProxyServer(config) as proxy:
+            answer = httpx2.get(f"{proxy.base_url}/models")
+    assert (answer.status_code, answer.content) == (200, body)
+    assert answer.headers.get("content-length") in (None, str(len(body)))
 
 
 def test_client_key_is_forwarded_but_never_logged_or_recorded(
