@@ -101,7 +101,7 @@ class Proxy:
         path: str = scope["path"]
         if path in _OPS_PATHS and scope["method"] not in ("GET", "HEAD"):
             message = f"{path} answers GET and HEAD only"
-            await send_error(send, 405, "method_not_allowed", message, extra=[(b"allow", b"GET, HEAD")])
+            await _refuse(scope, send, 405, "method_not_allowed", message, extra=[(b"allow", b"GET, HEAD")])
         elif path == "/healthz":
             await send_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
@@ -121,21 +121,25 @@ class Proxy:
         if scope["path"] in _OPS_PATHS:
             await self(scope, receive, send)
         else:
-            await send_error(
-                send, 404, "not_found", "this listener serves /metrics, /healthz and /readyz only"
+            await _refuse(
+                scope, send, 404, "not_found", "this listener serves /metrics, /healthz and /readyz only"
             )
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         config = self.config
         headers: Headers = list(scope["headers"])
         if not authorized(headers, config.client_token):
-            await send_error(send, 401, "invalid_api_key", "missing or wrong proxy token in Authorization")
+            await _refuse(
+                scope, send, 401, "invalid_api_key", "missing or wrong proxy token in Authorization"
+            )
             return
         url = upstream_url(
             config.upstream, scope.get("raw_path") or scope["path"].encode(), scope["query_string"]
         )
         if url is None:
-            await send_error(send, 404, "not_found", "the proxy forwards only /v1/... paths to its upstream")
+            await _refuse(
+                scope, send, 404, "not_found", "the proxy forwards only /v1/... paths to its upstream"
+            )
             return
         routed = engine_api(scope["method"], scope["path"])
         if routed is None and has_body(headers):
@@ -325,6 +329,21 @@ class Proxy:
                 await self.transport.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """A refusal before the request's body is read: the connection closes when there is one, so
+    its bytes (sent now, or after an `Expect: 100-continue` the refusal never granted) are not
+    read as the next request."""
+    await send_error(send, status, code, message, close=has_body(scope["headers"]), extra=extra)
 
 
 @functools.lru_cache(maxsize=256)

@@ -177,6 +177,33 @@ def test_token_mode_injects_the_upstream_key_and_requires_the_proxy_token() -> N
         ProxyConfig(upstream_api_key="sk-x")
 
 
+@pytest.mark.parametrize(
+    ("path", "token", "status"),
+    [
+        ("/v1/chat/completions", "wrong", b"401"),
+        ("/v2/chat/completions", "t", b"404"),
+        ("/metrics", "t", b"405"),
+    ],
+)
+def test_a_refusal_before_the_body_closes_the_connection(path: str, token: str, status: bytes) -> None:
+    """Refused before its body was read (a wrong token, a path it does not forward, a method
+    /metrics does not answer), under `Expect: 100-continue` the client may send its body after
+    all: on the same connection those bytes would be read as the next request's."""
+    config = ProxyConfig(
+        upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", upstream_api_key="sk-u", client_token="t"
+    )
+    body = b'{"model": "gpt-4o"}'
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\nexpect: 100-continue\r\n\r\n"
+    ).encode()
+    with ProxyServer(config, recorders=[]) as proxy:
+        answer = _raw(proxy.port, head + body + b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 " + status)
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+    assert answer.count(b"HTTP/1.1 ") == 1  # closed: neither the body nor what follows was served
+
+
 def test_secrets_lose_the_line_break_a_file_gave_them() -> None:
     """A Kubernetes secret made from a file often ends in a newline: it made every request 502
     (the key) or 401 (the token)."""
