@@ -89,7 +89,7 @@ class Live:
         except CONNECTION_ERRORS as error:
             call.attempt_failed(
                 send,
-                connect_failure(error, callers_read_timeout(error, call, send, self.request)),
+                connect_failure(error, call, send, self.request),
                 now=clock(),
                 wall=call.engine.wall(),
                 exception=error,

@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -196,11 +195,33 @@ def read_failure(attempt: StreamAttempt, error: Exception, now: float) -> Failur
     return classify_exception(error, phase=attempt.phase)
 
 
-def connect_failure(error: Exception, blame_caller: bool = False) -> Failure:
-    """Why an attempt got no response headers; `blame_caller` (`callers_read_timeout`) makes
-    it breaker-neutral."""
-    failed = classify_exception(error, phase="connect")
-    return replace(failed, counts_for_breaker=False) if blame_caller else failed
+def connect_failure(error: Exception, call: Call, send: Send, request: httpx2.Request) -> Failure:
+    """Why an attempt got no response headers.
+
+    A read timeout there is the request sent and no answer in time: the bound `build_request`
+    set ran out, and it is named as the same bound is once the headers are in. Of the caller's
+    read timeout (its impatience: breaker-neutral), the policy's first_token_timeout and
+    idle_timeout (a stream's) and what was left of the call's total_timeout, the shortest ran
+    out; at a tie, streamtap's own.
+    """
+    if isinstance(error, httpx2.ReadTimeout):
+        policy = call.engine.policy
+        stream = send.route.stream
+        bounds: list[tuple[float | None, Failure]] = [
+            (policy.first_token_timeout if stream else None,
+             failure("first_token_timeout", "connect", "no response headers within first_token_timeout")),
+            (policy.idle_timeout if stream else None,
+             failure("stall", "connect", "no response headers within idle_timeout")),
+            (None if call.deadline is None else call.deadline - call.sent_at(send, call.deadline),
+             failure("timeout", "connect", "the call's total_timeout ran out")),
+            (caller_read_timeout(request),
+             failure("timeout", "connect", "no response headers within the caller's read timeout",
+                     counts_for_breaker=False)),
+        ]  # fmt: skip
+        set_bounds = [(limit, failed) for limit, failed in bounds if limit is not None]
+        if set_bounds:
+            return min(set_bounds, key=lambda bound: bound[0])[1]  # the first of equals: own
+    return classify_exception(error, phase="connect")
 
 
 def body_failure(error: Exception, blame_caller: bool = False) -> Failure:

@@ -150,15 +150,16 @@ def test_leaving_early_closes_the_response_and_the_upstream() -> None:
     assert _outcomes(finished) == ["cancelled"]
 
 
-def test_an_httpx2_error_while_reading_names_the_callers_request_and_closes() -> None:
+def test_a_body_that_stops_decoding_names_the_callers_request_and_closes() -> None:
     # A gzip body whose first frames decode and whose next read does not: httpx2's decoder
-    # raises DecodingError, which is no transport failure the engine could retry.
+    # raises DecodingError, the connection's bytes failing like a broken connection's.
     packer = zlib.compressobj(wbits=31)
     good = packer.compress(b"".join(FRAMES[:3])) + packer.flush(zlib.Z_SYNC_FLUSH)
     upstream = Upstream([good, b"\x00not gzip at all"], headers={"content-encoding": "gzip"})
     response = _sent(upstream)
-    with pytest.raises(httpx2.DecodingError) as raised:
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
         list(response.iter_bytes())
+    assert raised.value.error_type == "stream_interrupted"
     assert raised.value.request.url == "http://upstream.test/v1/chat/completions"
     assert response.is_closed and upstream.closed == 1
 
@@ -211,8 +212,9 @@ async def test_async_leaving_early_chunk_sizes_and_errors() -> None:
     good = packer.compress(b"".join(FRAMES[:3])) + packer.flush(zlib.Z_SYNC_FLUSH)
     failing = Upstream([good, b"\x00not gzip at all"], headers={"content-encoding": "gzip"})
     response = await _asent(failing)
-    with pytest.raises(httpx2.DecodingError) as raised:
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
         [read async for read in response.aiter_bytes()]
+    assert raised.value.error_type == "stream_interrupted"
     assert raised.value.request.url == "http://upstream.test/v1/chat/completions"
     assert response.is_closed and failing.closed == 1
 
