@@ -158,6 +158,8 @@ def test_bad_durations_are_named(bad: str) -> None:
 def test_bad_params_are_named() -> None:
     with pytest.raises(ValueError, match="slo_target must be between 0 and 1"):
         Params(slo_target=99)
+    with pytest.raises(ValueError, match="min_burn_errors must be an integer >= 1, got 0"):
+        Params(min_burn_errors=0)
     with pytest.raises(ValueError, match="time_scale must be positive"):
         Params(time_scale=0)
     with pytest.raises(ValueError, match="bad unit in duration '5 minutes'"):

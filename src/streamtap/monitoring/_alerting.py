@@ -75,12 +75,15 @@ def _spike(p: Params, ratio: str, factor: float, floor: float) -> str:
 
 
 def _burn(p: Params, pairs: tuple[tuple[str, str, float], ...]) -> str:
-    # The traffic guard uses the current (spike) window for every pair: "is there enough traffic
-    # now to judge", and a rate over a long window underestimates a job younger than the window.
+    # No traffic guard: a job of a few calls a minute that fails burns its budget as surely as a
+    # busy one, and a guard on the call rate silenced it (and restarted every `for:` at each
+    # quiet spell). What keeps one failure among a few calls from paging is a count of failures
+    # in the long window.
     clauses = [
         f"(\n  streamtap:error_budget_burn_rate:rate{long} > {num(factor)}\n"
         f"  and on (job) streamtap:error_budget_burn_rate:rate{short} > {num(factor)}\n"
-        f"  {_guard(p, p.spike_window)}\n)"
+        f"  and on (job) streamtap:request_errors:rate{long} * {num(_durations.parse(p.d(long)))}"
+        f" >= {p.min_burn_errors}\n)"
         for long, short, factor in pairs
     ]
     return "\nor\n".join(clauses)

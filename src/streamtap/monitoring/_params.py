@@ -35,7 +35,11 @@ class Params:
         evaluation_interval: rule group evaluation interval.
         time_scale: divisor applied to every duration (1 = production).
         runbook_base: URL (or repo-relative path) of docs/runbooks.md; alert anchors are appended.
-        min_request_rate: requests/s over the short window below which ratio alerts stay silent.
+        min_request_rate: requests/s over the short window below which the ratio alerts other
+            than the error budget's stay silent.
+        min_burn_errors: failed calls the error budget alerts need in their long window, whatever
+            the traffic: a low-traffic job that fails is paged (its burn is what it is), one
+            failure among a few calls is not.
         spike_window: window of the current ratios (spikes, rate limiting, retries, fallbacks, TTFT).
         baseline_window: window of the ratios (and TTFT quantiles) a spike is compared with.
         baseline_offset: how long ago the newest such window ended, so a new incident is not
@@ -79,6 +83,7 @@ class Params:
     time_scale: float = 1.0
     runbook_base: str = "docs/runbooks.md"
     min_request_rate: float = 0.1
+    min_burn_errors: int = 5
     spike_window: str = "5m"
     baseline_window: str = "1h"
     baseline_offset: str = "1h"
@@ -112,6 +117,12 @@ class Params:
     def __post_init__(self) -> None:
         if not 0 < self.slo_target < 1:
             raise ValueError(f"slo_target must be between 0 and 1 exclusive, got {self.slo_target!r}")
+        if (
+            isinstance(self.min_burn_errors, bool)
+            or not isinstance(self.min_burn_errors, int)
+            or self.min_burn_errors < 1
+        ):
+            raise ValueError(f"min_burn_errors must be an integer >= 1, got {self.min_burn_errors!r}")
         if self.time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {self.time_scale!r}")
         if not self.runbook_base.strip():  # every alert's link would be only its #anchor

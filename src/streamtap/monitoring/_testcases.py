@@ -109,8 +109,13 @@ def _burn(b: _Builder) -> dict[str, Any]:
     s += [
         *_traffic("recovered", 65, 60),  # 20% for 30m, then healthy: the short windows reset the page
         _c(err, "recovered", counter((30, 12), (35, 0)), error_type="timeout"),
-        *_traffic("low", 65, 0.4),
-        _c(err, "low", counter((65, 0.2)), error_type="timeout"),
+        # A few calls a minute, half of them failing: paged once 5 have failed in the hour.
+        *_traffic("quiet", 65, 0.4),
+        _c(err, "quiet", counter((65, 0.2)), error_type="timeout"),
+        # One failure among a few calls (at minute 30): a burn of 100x over 5m, but one failure.
+        *_traffic("one_failure", 65, 0.2),
+        _c(err, "one_failure", counter((30, 0), (35, 0)), error_type="timeout"),
+        _c(err, "one_failure", "0x29 1x35", error_type="auth"),
         _c("streamtap_requests_total", "zero", counter((65, 0), start=50), outcome="ok"),
         *_traffic("clean", 65, 60),  # no error series at all: the ratio is 0, not absent
     ]
@@ -142,12 +147,21 @@ def _burn(b: _Builder) -> dict[str, Any]:
             ("recovered", "9.2"),
         )
     ]
+    quiet = [page("quiet", "50.0"), ticket("quiet", "50.0")]
     return {
         "interval": "1m",
         "input_series": s,
         "alert_rule_test": b.case(
             "StreamtapErrorBudgetBurn",
-            [(2, []), (3, pages), (15, pages), (16, pages + tickets), (65, pages[:2] + later)],
+            [
+                (2, []),
+                (3, pages),
+                (15, pages),
+                # 15m after each job's fifth failure: the slower ones got there minutes later.
+                (16, pages + [t for t in tickets if t[1]["job"] not in ("slow4", "slow2")]),
+                (21, pages + tickets),
+                (65, [*pages[:2], *later, *quiet]),
+            ],
         ),
         # A job that never failed has no error series; its ratio must be 0, not absent.
         "promql_expr_test": [
