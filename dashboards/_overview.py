@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from grafana_foundation_sdk.builders.dashboard import (
-    ConstantVariable,
     Dashboard,
     DashboardLink,
     DatasourceVariable,
     QueryVariable,
     Row,
+    TextBoxVariable,
     TimePicker,
 )
 from grafana_foundation_sdk.models.dashboard import (
@@ -75,10 +75,13 @@ def _variables(slo: float) -> list[Any]:
         .include_all(True)
         .all_value(".*")
         .current(every),
-        ConstantVariable("slo")
+        # Editable: a team whose rules say `streamtap rules --slo 0.995` sets the same here (or
+        # generates the dashboard with `--slo`), or the budget panel reads another budget.
+        TextBoxVariable("slo")
         .label("SLO target")
-        .description("From streamtap.monitoring.rules Params.slo_target.")
-        .value(f"{slo:g}"),
+        .description("The SLO the alert rules were made with (streamtap rules --slo); set yours.")
+        .default_value(f"{slo:g}")
+        .current(VariableOption(selected=True, text=f"{slo:g}", value=f"{slo:g}")),
     ]
 
 
@@ -181,7 +184,7 @@ def overview(p: Params | None = None) -> Dashboard:
         .with_panel(
             stat_panel(
                 "Error budget remaining",
-                f"Share of the {budget:.2%} error budget (SLO $slo) left over the dashboard's time range.",
+                "Share of the error budget (1 − the SLO target, $slo) left over the dashboard's time range.",
                 f"1 - (sum(increase({err}{{{SEL}}}[$__range])) / sum(increase({req}{{{SEL}}}[$__range])))"
                 f" / (1 - $slo)",
                 "percentunit",

@@ -1,7 +1,8 @@
 """Generate streamtap's Grafana dashboards with grafana-foundation-sdk.
 
-    python -m dashboards.generate           # write dashboards/*.json
-    python -m dashboards.generate --check   # exit 1 if the committed JSON is stale
+    python -m dashboards.generate             # write dashboards/*.json
+    python -m dashboards.generate --check     # exit 1 if the committed JSON is stale
+    python -m dashboards.generate --slo 0.995 # for rules made with `streamtap rules --slo 0.995`
 
 Thresholds (SLO target, burn factors, alert floors) come from streamtap.monitoring.rules, so a panel's
 threshold line is exactly where its alert fires.
@@ -63,9 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         default=Params().runbook_base,
         help="URL of docs/runbooks.md; an http(s) URL adds a Runbooks link to the dashboard",
     )
+    parser.add_argument(
+        "--slo",
+        type=float,
+        default=Params().slo_target,
+        help="SLO target the thresholds and the SLO variable start from, as given to `streamtap rules --slo`",
+    )
     args = parser.parse_args(argv)
+    try:
+        params = Params(runbook_base=args.runbook_base, slo_target=args.slo)
+    except ValueError as error:
+        parser.error(str(error))
     stale = []
-    for name, text in render(Params(runbook_base=args.runbook_base)).items():
+    for name, text in render(params).items():
         path = HERE / name
         if args.check:
             if not path.exists() or path.read_text() != text:

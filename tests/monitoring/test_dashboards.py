@@ -64,7 +64,16 @@ def test_uid_title_and_variables() -> None:
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["job"]["query"] == "label_values(streamtap_requests_total, job)"
     assert variables["model"]["query"] == 'label_values(streamtap_requests_total{job=~"$job"}, model)'
-    assert variables["slo"]["query"] == "0.99"
+    assert (variables["slo"]["type"], variables["slo"]["query"]) == ("textbox", "0.99")
+    assert "hide" not in variables["slo"]  # a team with another SLO sets its own
+
+
+def test_the_slo_comes_from_the_rules_slo() -> None:
+    """Generated for rules made with `streamtap rules --slo 0.995`, the budget panel reads a 0.5%
+    budget, as the alerts do."""
+    (text,) = render(Params(slo_target=0.995)).values()
+    variables = {v["name"]: v for v in json.loads(text)["templating"]["list"]}
+    assert variables["slo"]["query"] == variables["slo"]["current"]["value"] == "0.995"
 
 
 def test_panels() -> None:
