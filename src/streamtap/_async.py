@@ -30,6 +30,7 @@ from ._driver import (
     read_failure,
     served,
     status_failure,
+    stopped_under,
     undecodable,
     web_page,
     whole_response,
@@ -258,7 +259,11 @@ class Live:
                 elif error is None or isinstance(
                     error, (KeyboardInterrupt, GeneratorExit, anyio.get_cancelled_exc_class())
                 ):
-                    call.finish("cancelled", call.engine.clock())
+                    if call.caller is not None and not call.caller.left:
+                        call.last_failure = stopped_under(call)
+                        call.finish("error", call.engine.clock())
+                    else:
+                        call.finish("cancelled", call.engine.clock())
                 else:
                     call.last_failure = failure(
                         "other", "streaming" if call.committed else "first_token", repr(error)

@@ -10,7 +10,7 @@ beside it: what follows a failed attempt in `_call_recovery.py`, the answer cach
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._attempt import StreamAttempt
 from ._call_cache import cached_answer, cached_text, keep_answer
@@ -45,6 +45,13 @@ from ._utf8 import json_bytes
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
     from ._engine import Engine
+
+
+class Caller(Protocol):
+    """Who a call serves, when a door can tell whether they left (the proxy's client watch)."""
+
+    @property
+    def left(self) -> bool: ...
 
 
 class Call:
@@ -98,6 +105,9 @@ class Call:
         # names the request's credential (`scope_cache`), those of its URL with no credential.
         self._cache_headers: Mapping[str, str] = {}
         self._cache_allowed = True  # False once the primary route failed in a way in NO_CACHE
+        # Set by a door that knows whether its caller left: then a call stopped while the caller
+        # is still there (the proxy's shutdown grace ran out) failed it, and is no cancellation.
+        self.caller: Caller | None = None
 
     def scope_cache(self, headers: Mapping[str, str]) -> None:
         """Share cached answers only with calls to the same URL with the same credential, the

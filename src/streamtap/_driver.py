@@ -417,6 +417,19 @@ def _raised_in_sdk(traceback: TracebackType | None) -> bool:
     return False
 
 
+def stopped_under(call: Call) -> Failure:
+    """Why a call the server stopped while its caller was still there failed: the caller got
+    an error (a stream's error event, else a 503), not an answer, and no upstream is to blame."""
+    if call.committed:
+        return failure(
+            "stream_interrupted", "streaming", "the proxy shut down before the stream ended",
+            counts_for_breaker=False,
+        )  # fmt: skip
+    return failure(
+        "other", "first_token", "the proxy shut down before the upstream answered", counts_for_breaker=False
+    )
+
+
 def dropped_outcome(call: Call) -> Outcome:
     """The outcome of a committed stream garbage-collected before it finished: `abandoned` when
     the caller never read it, else `cancelled` (it stopped early, as by a loop's `break`)."""

@@ -189,6 +189,7 @@ class Proxy:
         api, suffix = routed
         with _trace_context(headers):
             call = self.engine.start_call(api, suffix, url, payload, body)
+        call.caller = watch  # stopped while the client is still there, the call failed it
         try:
             response = await send_async(call, self.transport, request)
         except StreamInterrupted as error:

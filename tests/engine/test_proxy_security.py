@@ -629,7 +629,9 @@ def test_a_stream_past_the_grace_is_cut_and_its_call_ends(fake: FakeUpstream) ->
     assert "the proxy shut down before the stream ended" in str(errors[0])
     finished = recording.of(CallFinished)
     assert len(finished) == 1
-    assert finished[0].outcome == "cancelled"
+    # The client was still there: its call failed, as the error event says, and is no
+    # cancellation (which is a client that left).
+    assert (finished[0].outcome, finished[0].error_type) == ("error", "stream_interrupted")
 
 
 def test_a_call_still_waiting_at_the_end_of_the_grace_gets_503(fake: FakeUpstream) -> None:
@@ -658,7 +660,9 @@ def test_a_call_still_waiting_at_the_end_of_the_grace_gets_503(fake: FakeUpstrea
     (answer,) = answers
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "shutting_down"
-    assert recording.finished.outcome == "cancelled"
+    # The client is still there and got an error: the call failed it (no upstream to blame).
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type) == ("error", "other")
 
 
 def test_ops_listener_serves_only_metrics_and_probes(fake: FakeUpstream) -> None:
