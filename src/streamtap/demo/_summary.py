@@ -95,7 +95,7 @@ def summary(totals: Totals, events: Sequence[AlertEvent], info: RunInfo) -> str:
         "  - docs/metrics.md (every metric) and docs/runbooks.md (what to do when an alert fires)",
         "  - `docker compose up`: Grafana http://localhost:3000 (the streamtap overview), "
         "Prometheus http://localhost:9090, Alertmanager http://localhost:9093",
-        "  - `streamtap rules --slo 0.995` prints the alert rules for your own SLO",
+        "  - `streamtap rules --slo 0.995` prints the alert rules for your own SLO (set the dashboard's SLO target to match)",
         f"  - this run's metrics were served on {info.metrics_url}",
     ]
     return "\n".join(lines)
