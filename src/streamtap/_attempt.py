@@ -155,7 +155,10 @@ class StreamAttempt:
         return (self.stamps[-1] if self.stamps else self._last_event_at) + self._idle
 
     def read_timeout(self, now: float) -> float | None:
-        """Seconds the next read may block before the attempt has failed."""
+        """Seconds the next read may block before the attempt has failed; None once the terminal
+        event is in (nothing more is due: what a server sends or keeps open after it is its own)."""
+        if self.terminal:
+            return None
         limit = min(self.deadline, self._idle_deadline())
         if not self.committed:
             limit = min(limit, self._ftt_deadline)
@@ -311,8 +314,9 @@ class StreamAttempt:
             self._fail(failure("stream_truncated", self.phase, f"the stream ended {what}"))
 
     def broke(self, failure_: Failure) -> None:
-        """Reading failed (connection error or timeout)."""
-        if self.failure is None:
+        """Reading failed (connection error or timeout); after the terminal event the answer is
+        whole, and the stream ends there."""
+        if self.failure is None and not self.terminal:
             self._fail(failure_)
 
     def _commit(self, now: float, released: list[bytes]) -> None:
@@ -324,7 +328,10 @@ class StreamAttempt:
         self._held.clear()
 
     def _check_time(self, now: float) -> bytes:
-        # Keep-alive comments keep reads returning; they are not progress.
+        # Keep-alive comments keep reads returning; they are not progress. After the terminal
+        # event no deadline applies.
+        if self.terminal:
+            return b""
         if not self.committed and now >= self._ftt_deadline:
             self._fail(failure("first_token_timeout", "first_token", "no content within first_token_timeout"))
         elif self._idle is not None and now - self._last_event_at > self._idle:

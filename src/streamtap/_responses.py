@@ -101,7 +101,9 @@ class ResponsesDialect:
         event = read_event(frame, facts)
         if event is None:
             return BAD
-        if event.comment:
+        if event.comment or event.data == "[DONE]":
+            # `[DONE]` is chat's end, which some servers send after every stream; the SDK stops
+            # at it, so it is no bad event. The end is still the terminal event's to say.
             return COMMENT
         payload = load_json(event.data, facts)
         if payload is None:
@@ -110,12 +112,12 @@ class ResponsesDialect:
             facts.bad = "an event is not a JSON object"
             return BAD
         kind = str(payload.get("type") or event.event or "")
+        response = payload.get("response")
+        if isinstance(response, Mapping):  # a failed response's usage was billed too
+            self.body_facts(response, facts, finish=kind in _TERMINAL)
         if kind in _ERRORS:
             facts.error = payload
             return ERROR
-        response = payload.get("response")
-        if isinstance(response, Mapping):
-            self.body_facts(response, facts, finish=kind in _TERMINAL)
         if kind in _TERMINAL:
             return TERMINAL
         return CONTENT if kind.endswith(".delta") or kind == _PARTIAL_IMAGE else PREAMBLE
