@@ -14,9 +14,9 @@ Python SDK reads them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 log = logging.getLogger("streamtap")
 
@@ -26,6 +26,7 @@ log = logging.getLogger("streamtap")
 # +20.3 ms with them, +6.2 to +6.4 with 64, +2.5 exporting nothing. OTLP spans are now encoded by
 # _otlp_spans in 3.2-3.7x less CPU (docs/benchmarks.md, "Spans encoded by streamtap").
 EXPORT_BATCH: Final = 64
+T = TypeVar("T")
 _OTLP_TIMEOUT_S: Final = 10.0  # the Python SDK's default, in seconds
 _NO_LIMIT_MS: Final = 2**31 - 1  # what a timeout of 0 stands for: the specification's example
 
@@ -76,12 +77,25 @@ def _timeout_millis(environ: Mapping[str, str], name: str, default: int) -> int:
     return _integer(environ, name, default, 0) or _NO_LIMIT_MS
 
 
-def _per_signal(environ: Mapping[str, str], setting: str, signal: str) -> tuple[str, str]:
-    """(name, value) of OTEL_EXPORTER_OTLP_{SIGNAL}_{SETTING}, else of OTEL_EXPORTER_OTLP_{SETTING}."""
-    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_{setting}"
-    if not environ.get(name, "").strip():
-        name = f"OTEL_EXPORTER_OTLP_{setting}"
-    return name, environ.get(name, "").strip()
+def _per_signal(
+    environ: Mapping[str, str],
+    setting: str,
+    signal: str,
+    parse: Callable[[str], T | None],
+    accepted: str,
+    default: T,
+) -> T:
+    """OTEL_EXPORTER_OTLP_{SIGNAL}_{SETTING}, else OTEL_EXPORTER_OTLP_{SETTING}, else `default`:
+    the first that is set and valid (`parse` gives None for an invalid value). One that is not
+    valid is treated as unset, as the specification says, and warned of, naming what is used."""
+    names = (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{setting}", f"OTEL_EXPORTER_OTLP_{setting}")
+    tried = [(name, raw, parse(raw)) for name in names if (raw := environ.get(name, "").strip())]
+    use = next((value for _, _, value in tried if value is not None), default)
+    for name, raw, value in tried:
+        if value is not None:
+            break
+        _ignored(name, raw, accepted, use)
+    return use
 
 
 def exporter_names(environ: Mapping[str, str], signal: str) -> list[str]:
@@ -92,12 +106,11 @@ def exporter_names(environ: Mapping[str, str], signal: str) -> list[str]:
 
 def _choice(environ: Mapping[str, str], setting: str, signal: str, accepted: tuple[str, ...]) -> str:
     """One of `accepted`, case-insensitive; the first is the default."""
-    name, raw = _per_signal(environ, setting, signal)
-    value = raw.lower() or accepted[0]
-    if value not in accepted:
-        _ignored(name, raw, f"one of {', '.join(accepted)}", accepted[0])
-        return accepted[0]
-    return value
+
+    def parse(raw: str) -> str | None:
+        return raw.lower() if raw.lower() in accepted else None
+
+    return _per_signal(environ, setting, signal, parse, f"one of {', '.join(accepted)}", accepted[0])
 
 
 def protocol(environ: Mapping[str, str], signal: str) -> str:
@@ -112,17 +125,15 @@ def compression(environ: Mapping[str, str], signal: str) -> str:
 
 def otlp_timeout(environ: Mapping[str, str], signal: str) -> float:
     """The OTLP export timeout of `signal` in seconds (default 10; 0: no limit)."""
-    name, raw = _per_signal(environ, "TIMEOUT", signal)
-    if not raw:
-        return _OTLP_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        _ignored(name, raw, "a number of seconds >= 0", _OTLP_TIMEOUT_S)
-        return _OTLP_TIMEOUT_S
-    return value or _NO_LIMIT_MS / 1000
+
+    def parse(raw: str) -> float | None:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        return (value or _NO_LIMIT_MS / 1000) if 0 <= value < float("inf") else None
+
+    return _per_signal(environ, "TIMEOUT", signal, parse, "a number of seconds >= 0", _OTLP_TIMEOUT_S)
 
 
 def span_batches(environ: Mapping[str, str]) -> Batches:

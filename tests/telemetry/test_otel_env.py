@@ -66,6 +66,22 @@ def test_an_unknown_protocol_is_warned_of_and_exports_http_protobuf(caplog: pyte
     ]
 
 
+def test_a_bad_per_signal_value_is_unset_so_the_general_one_applies(caplog: pytest.LogCaptureFixture) -> None:
+    """Treated as unset, as the specification says: a typo in the traces' variable must not send
+    them over another protocol, to a port the collector does not listen on."""
+    environ = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "bogus",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "soon",
+    }
+    assert (protocol(environ, "traces"), otlp_timeout(environ, "traces")) == ("grpc", 3.0)
+    assert caplog.messages == [
+        "streamtap: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=bogus is not one of http/protobuf, grpc; using grpc",
+        "streamtap: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=soon is not a number of seconds >= 0; using 3.0",
+    ]
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
