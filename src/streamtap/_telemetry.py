@@ -73,8 +73,18 @@ def _is_unconfigured(provider: object) -> bool:
 def _resource(service_name: str, environ: Mapping[str, str]) -> Resource:
     from opentelemetry.sdk.resources import Resource
 
-    # Resource.create lets passed attributes beat OTEL_SERVICE_NAME; the variable must win.
-    return Resource.create({} if environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name})
+    # Resource.create lets passed attributes beat the environment's; `service_name` is a default,
+    # so OTEL_SERVICE_NAME, and a service.name in OTEL_RESOURCE_ATTRIBUTES, must win.
+    named = environ.get("OTEL_SERVICE_NAME", "").strip() or _names_service(
+        environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    )
+    return Resource.create({} if named else {"service.name": service_name})
+
+
+def _names_service(attributes: str) -> bool:
+    """Whether OTEL_RESOURCE_ATTRIBUTES (`key=value` pairs, comma-separated) names the service."""
+    pairs = (item.partition("=") for item in attributes.split(","))
+    return any(key.strip() == "service.name" and value.strip() for key, _, value in pairs)
 
 
 def resource_of(provider: object) -> Resource | None:

@@ -437,3 +437,32 @@ def test_default_recorders_emit_events_when_the_variables_ask(monkeypatch: pytes
     traces, _, _, events = default_recorders()
     assert isinstance(events, OtelEventRecorder)
     assert events.spans is traces
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"OTEL_SERVICE_NAME": "billing"}, "billing"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod, service.name=billing"}, "billing"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,service.name="}, "checkout"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod"}, "checkout"),
+    ],
+)
+def test_the_environments_service_name_wins_over_the_default(
+    globals_: dict[str, Any],
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    expected: str,
+) -> None:
+    """`service_name` is streamtap's default (the proxy's "streamtap-proxy"): an operator names the
+    service with either variable, as for any SDK-configured process."""
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    setup_telemetry(service_name="checkout", prometheus_registry=registry)
+    tracer_provider, meter_provider = globals_["set_tracer"], globals_["set_meter"]
+    assert resource_of(tracer_provider).attributes["service.name"] == expected
+    assert resource_of(meter_provider).attributes["service.name"] == expected
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
