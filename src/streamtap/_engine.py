@@ -45,6 +45,11 @@ def _breaker_moved(recorder: Fanout, upstream: str, model: str, old: BreakerStat
     recorder.breaker_changed(BreakerTransition(upstream, model, old, new))
 
 
+# Process-wide, not per engine: recorders shared by several clients (`default_recorders`, one
+# `setup_telemetry()` list) key what they keep of a call in flight by its id, so two clients'
+# calls must never share one (an exemplar or an event would take the other call's trace id).
+_CALL_IDS = itertools.count(1)
+
 class Engine:
     """Policy, fallbacks, retry budget, circuit breakers and recorders shared by calls.
 
@@ -130,7 +135,6 @@ class Engine:
             # A timer counts real seconds: an injected clock's breakers move at their next call.
             schedule=start_timer if clock is time.monotonic else None,
         )
-        self._ids = itertools.count(1)
 
     def start_call(
         self, api: Api, suffix: str, url: str, body: dict[str, Any], content: bytes | None = None
@@ -153,7 +157,7 @@ class Engine:
             port = port[1:]
         else:
             host, _, port = authority.partition(":")
-        call_id = next(self._ids)
+        call_id = next(_CALL_IDS)
         started = CallStarted(
             call_id,
             api,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ import openai
 import pytest
 
 import streamtap
+from streamtap import _engine
 from streamtap._attempt import StreamAttempt
 from streamtap._call import Call
 from streamtap._chat import CHAT
@@ -37,6 +39,12 @@ RESPONSES_URL = "http://up:8080/v1/responses"
 BODY: dict[str, Any] = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 WALL = 1_700_000_000.0
 NO_BREAKER = BreakerSettings(enabled=False)
+
+
+@pytest.fixture(autouse=True)
+def _call_ids_from_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Call ids are process-wide: each test here counts its calls from 1 again."""
+    monkeypatch.setattr(_engine, "_CALL_IDS", itertools.count(1))
 
 
 class Clock:
@@ -973,3 +981,12 @@ def test_half_open_probe_success_closes_the_breaker() -> None:
         BreakerTransition("http://up:8080", "gpt-x", "open", "half_open"),
         BreakerTransition("http://up:8080", "gpt-x", "half_open", "closed"),
     ]
+
+
+def test_call_ids_are_unique_across_engines() -> None:
+    """Recorders shared by several clients key a call in flight by its id: two clients' calls in
+    flight at once must not share one, or an exemplar or event takes the other's trace id."""
+    engines = [Engine(Policy(), (), recorders=[]) for _ in range(3)]
+    body = {"model": "m", "stream": True, "messages": []}
+    ids = [e.start_call("chat_completions", "/chat/completions", URL, body).call_id for e in engines * 2]
+    assert len(set(ids)) == len(ids)
