@@ -140,7 +140,7 @@ class Live:
                 break
             first = attempt.feed(chunk, clock())
         if attempt.committed:
-            call.committed_at(send, attempt, attempt.first_content_at or clock())
+            call.committed_at(send, attempt, attempt.first_content_at or clock(), upstream.status_code)
             body = AsyncBody(self, first)
             headers = caller_headers(upstream.headers, call, sse=True)
             return StreamResponse(

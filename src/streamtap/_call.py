@@ -328,13 +328,14 @@ class Call:
         """The driver is about to send `send`."""
         self._sent[send.attempt] = now
 
-    def committed_at(self, send: Send, attempt: StreamAttempt, now: float) -> None:
-        """The attempt's first content is being released to the caller."""
+    def committed_at(self, send: Send, attempt: StreamAttempt, now: float, status_code: int) -> None:
+        """The attempt's first content (of an answer with `status_code`) is being released to
+        the caller."""
         self.committed = True
         self.stream = attempt
         self.facts = attempt.facts
         self.time_to_first_token = now - self.started_at
-        self.observer.on_event(FirstToken(self.call_id, self.time_to_first_token, send.attempt))
+        self.observer.on_event(FirstToken(self.call_id, self.time_to_first_token, send.attempt, status_code))
         if self._current_fallback is not None:
             self.served_by = self._current_fallback
             self.observer.on_event(

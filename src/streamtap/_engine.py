@@ -50,6 +50,7 @@ def _breaker_moved(recorder: Fanout, upstream: str, model: str, old: BreakerStat
 # calls must never share one (an exemplar or an event would take the other call's trace id).
 _CALL_IDS = itertools.count(1)
 
+
 class Engine:
     """Policy, fallbacks, retry budget, circuit breakers and recorders shared by calls.
 

@@ -69,6 +69,7 @@ class FirstToken:
     call_id: int
     time_to_first_token: float  # seconds since the call started, retries included
     attempt: int
+    status_code: int | None = None  # the committing attempt's answer; None for a whole answer served
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from ._events import (
     CallObserver,
     CallStarted,
     FallbackUsed,
+    FirstToken,
     RetryScheduled,
     RetrySuppressed,
 )
@@ -152,6 +153,11 @@ class _SpanCall:
             self._start_attempt(event)
         elif isinstance(event, AttemptFinished):
             self._finish_attempt(event)
+        elif isinstance(event, FirstToken):
+            committing = self._attempts.get(event.attempt)
+            if committing is not None and event.status_code is not None:
+                # Known from here on: a call cancelled in its stream still says what it received.
+                committing.set_attribute("http.response.status_code", event.status_code)
         elif isinstance(event, RetryScheduled):
             span.add_event(
                 "streamtap.retry",

@@ -310,6 +310,7 @@ def test_breaking_out_early_is_cancelled(fake: FakeUpstream, telemetry: Telemetr
     (attempt,) = t.attempt_spans()  # still open when the caller stopped: ended with the call
     assert attempt.attributes is not None
     assert attempt.attributes["streamtap.outcome"] == "cancelled"
+    assert attempt.attributes["http.response.status_code"] == 200  # its answer's, received
 
 
 def test_async_cancel_returns_active_streams_to_zero(

@@ -100,8 +100,8 @@ class Call:
         self.carriers.append(carrier)
         return self.emit(AttemptStarted(self.call_id, n, "POST", url, self.model, None, carrier))
 
-    def first_token(self, ttft: float) -> Call:
-        return self.emit(FirstToken(self.call_id, ttft, max(self.attempts - 1, 0)))
+    def first_token(self, ttft: float, status: int | None = 200) -> Call:
+        return self.emit(FirstToken(self.call_id, ttft, max(self.attempts - 1, 0), status))
 
     def suppressed(self, reason: ErrorType, cause: SuppressCause) -> Call:
         return self.emit(RetrySuppressed(self.call_id, max(self.attempts - 1, 0), reason, cause))

@@ -117,6 +117,9 @@ def test_cancelled_and_abandoned_end_every_span(
     assert "error.type" not in dict(span.attributes or {})
     assert len(attempts) == 1
     assert dict(attempts[0].attributes or {})["streamtap.outcome"] == outcome
+    # The answer's headers were received before the call was left: the HTTP conventions want
+    # the status code whenever one was.
+    assert dict(attempts[0].attributes or {})["http.response.status_code"] == 200
     assert attempts[0].end_time is not None
 
 

@@ -133,7 +133,7 @@ class Rig:
             was = attempt.committed
             out = attempt.feed(frame, self.clock.now)
             if attempt.committed and not was and not send.resume:
-                call.committed_at(send, attempt, attempt.first_content_at or self.clock.now)
+                call.committed_at(send, attempt, attempt.first_content_at or self.clock.now, 200)
             if out:
                 call.delivered.append(out)
         if end:
