@@ -367,7 +367,8 @@ def check_models(
         text = redact(str(err), key)
         hint = _cert_hint(text) if "CERTIFICATE_VERIFY_FAILED" in text else NETWORK_HINT
         return Check("models", False, f"GET {target.models_url} failed: {text}", hint)
-    status = f"{response.status_code} {response.reason_phrase}".strip()
+    # The reason phrase is the server's text, as free as a body: a server may echo the key in it.
+    status = redact(f"{response.status_code} {response.reason_phrase}".strip(), key)
     body = _json(response)
     if response.status_code == 200:
         data = body.get("data") if isinstance(body, dict) else None

@@ -20,6 +20,7 @@ from streamtap._preflight import apreflight, check_tls, preflight
 from streamtap._preflight_report import Check, PreflightReport, skipped
 from streamtap.fake import FakeConfig, FakeUpstream
 
+from . import loopback
 from .support import write_self_signed
 
 KEY = "sk-test-streamtap-preflight-0123456789abcdefQ7z9"
@@ -328,3 +329,23 @@ def test_behind_a_proxy_the_network_steps_check_the_proxy() -> None:
         skipped("models", "needs tcp"),
     )
     assert "pw" not in str(report)
+
+
+def test_a_key_the_server_echoes_in_its_reason_phrase_is_never_shown() -> None:
+    """The reason phrase is the server's own text, as free as a body: some echo what they got."""
+
+    class Echo(loopback.Handler):
+        def do_GET(self) -> None:
+            body = b'{"error": {"message": "no", "code": "invalid_api_key"}}'
+            self.send_response(401, f"Bad {self.headers['authorization'].removeprefix('Bearer ')}")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with loopback.serve(Echo) as url:
+        report = preflight(api_key=KEY, base_url=f"{url}/v1", timeout=2)
+    assert not report.ok
+    assert "401 Bad sk-...Q7z9" in str(report)
+    assert KEY not in str(report)
+    assert KEY not in report.to_json()
