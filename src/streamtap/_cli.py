@@ -204,6 +204,13 @@ def rules(slo: float, compress: float, runbook_base: str) -> None:
     ) as error:  # an empty runbook base, or a compression so large that a window drops below 1ms
         hint = "--runbook-base" if "runbook_base" in str(error) else "--compress"
         raise click.BadParameter(str(error), param_hint=hint) from None
+    for long, short, factor, severity in Params(slo_target=slo).unreachable_burn_pairs():
+        click.echo(
+            f"streamtap rules: with --slo {slo:g} the error budget is {1 - slo:.4g}, so a burn rate is at most "
+            f"{1 / (1 - slo):.3g}x (every call failing): StreamtapErrorBudgetBurn's {factor:g}x pair over {long} "
+            f"and {short} ({severity}) can never fire; a lower SLO needs its own burn factors",
+            err=True,
+        )
     if not runbook_base.startswith(("https://", "http://")):
         # Pages land in a pager, a chat or Grafana, where a path has nothing to resolve against.
         click.echo(

@@ -49,3 +49,16 @@ def test_a_relative_runbook_base_is_warned_about_and_a_url_is_not() -> None:
     assert absolute.exit_code == 0
     assert absolute.stderr == ""
     assert f"runbook_url: {base}#streamtaperrorratespike" in absolute.stdout
+
+
+def test_an_slo_that_no_burn_can_reach_is_warned_about() -> None:
+    """A burn rate is at most 1 / budget: with --slo 0.9 (10%) no 14.4x burn can ever page."""
+    low = CliRunner().invoke(main, ["rules", "--slo", "0.9", "--runbook-base", "https://x.example/r.md"])
+    assert low.exit_code == 0
+    assert low.stderr.count("can never fire") == 1
+    assert "the error budget is 0.1, so a burn rate is at most 10x" in low.stderr
+    assert "14.4x pair over 1h and 5m (critical) can never fire" in low.stderr
+    lower = CliRunner().invoke(main, ["rules", "--slo", "0.8", "--runbook-base", "https://x.example/r.md"])
+    assert lower.stderr.count("can never fire") == 2  # 14.4x and 6x: no page at all
+    usual = CliRunner().invoke(main, ["rules", "--slo", "0.995", "--runbook-base", "https://x.example/r.md"])
+    assert "can never fire" not in usual.stderr

@@ -149,6 +149,18 @@ class Params:
         """The allowed error ratio, 1 - slo_target."""
         return round(1 - self.slo_target, 10)
 
+    def unreachable_burn_pairs(self) -> list[tuple[str, str, float, str]]:
+        """The burn pairs (long window, short window, factor, severity) that can never fire: a burn
+        rate is at most 1 / error budget (every call failing), so with an SLO of 0.9 a 14.4x pair
+        never pages."""
+        most = 1 / self.error_budget
+        return [
+            (long, short, factor, severity)
+            for pairs, severity in ((PAGE_BURN_WINDOWS, "critical"), (TICKET_BURN_WINDOWS, "ticket"))
+            for long, short, factor in pairs
+            if factor >= most
+        ]
+
     def runbook_url(self, alert: str) -> str:
         """The runbook section of `alert`; the anchor is the lower-cased alert name."""
         return f"{self.runbook_base}#{alert.lower()}"
