@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 log = logging.getLogger("streamtap")
+T = TypeVar("T")
 
 # Spans per OTLP export when OTEL_BSP_MAX_EXPORT_BATCH_SIZE does not say (the SDK's is 512). A
 # batch is encoded in the exporter's thread, which shares the GIL with the one serving calls:
@@ -26,7 +27,6 @@ log = logging.getLogger("streamtap")
 # +20.3 ms with them, +6.2 to +6.4 with 64, +2.5 exporting nothing. OTLP spans are now encoded by
 # _otlp_spans in 3.2-3.7x less CPU (docs/benchmarks.md, "Spans encoded by streamtap").
 EXPORT_BATCH: Final = 64
-T = TypeVar("T")
 _OTLP_TIMEOUT_S: Final = 10.0  # the Python SDK's default, in seconds
 _NO_LIMIT_MS: Final = 2**31 - 1  # what a timeout of 0 stands for: the specification's example
 

@@ -30,7 +30,7 @@ def _guard(p: Params, window: str) -> str:
     return f"and on (job) streamtap:requests:rate{window} >= {num(p.min_request_rate)}"
 
 
-def baseline(p: Params, series: str) -> str:
+def _baseline(p: Params, series: str) -> str:
     """The lowest value of a recorded `series` (a ratio or a quantile over `baseline_window`)
     among the windows that ended between `baseline_offset` and `baseline_offset +
     baseline_lookback` ago.
@@ -66,7 +66,7 @@ def _spike(p: Params, ratio: str, factor: float, floor: float) -> str:
         f"{current}\n"
         f"> on (job)\n"
         f"(\n"
-        f"  {num(factor)} * {baseline(p, f'{ratio}:rate{p.baseline_window}')}\n"
+        f"  {num(factor)} * {_baseline(p, f'{ratio}:rate{p.baseline_window}')}\n"
         f"  or on (job) 0 * streamtap:requests:rate{w}\n"
         f")\n"
         f"and on (job) {current} > {num(floor)}\n"
@@ -105,7 +105,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
     budget = f"{num(p.error_budget * 100)}%"
     q = quantile_name(p.ttft_quantile)
     ttft = f"streamtap:time_to_first_token_seconds:{q}_rate{w}"
-    ttft_baseline = baseline(p, f"streamtap:time_to_first_token_seconds:{q}_rate{p.baseline_window}")
+    ttft_baseline = _baseline(p, f"streamtap:time_to_first_token_seconds:{q}_rate{p.baseline_window}")
     return [
         _alert(
             p,
