@@ -33,6 +33,7 @@ from ._driver import (
     stopped_under,
     undecodable,
     web_page,
+    whole_error,
     whole_response,
 )
 from ._errors import CONNECTION_ERRORS, failure
@@ -183,7 +184,12 @@ class Live:
         answer = body_answer(call, send, upstream, raw)
         if not isinstance(answer, tuple):
             call.attempt_failed(
-                send, answer, now=clock(), wall=call.engine.wall(), status_code=upstream.status_code
+                send,
+                answer,
+                now=clock(),
+                wall=call.engine.wall(),
+                status_code=upstream.status_code,
+                error_response=whole_error(call, upstream, raw, answer),
             )
             return None
         content, body = answer

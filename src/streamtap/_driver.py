@@ -301,16 +301,27 @@ def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -
     if not isinstance(body, dict):
         return failure("bad_response", "first_token", "the answer is not a JSON object")
     stream = call.primary.stream  # a non-streaming fallback serves a streaming caller
-    if stream and _reports_error(body):
-        # A stream asked for, an error answered whole: the upstream's error, as the same in an
-        # event would be, never a stream with nothing in it. A caller that asked for no stream
-        # gets the body as it came, as from the SDK (a failed response is an answer to read).
+    if _reports_error(body):
+        # An error answered whole is the upstream's error, as the same in an event would be:
+        # retried if its code is transient, counted as an error, never a stream with nothing
+        # in it. A caller that asked for no stream gets the last such body as it came
+        # (`whole_error`), as from the SDK.
         return classify_error_event(body, "first_token")
     unfinished = call.dialect.unfinished(body) if stream else None
     if unfinished is not None:
         return failure("bad_response", "first_token", unfinished)
     call.dialect.body_facts(body, call.facts)
     return (call.dialect.from_json(body, call.primary.body) if stream else raw), body
+
+
+def whole_error(call: Call, response: httpx2.Response, raw: bytes, failed: Failure) -> ErrorResponse | None:
+    """What a caller that asked for no stream gets if `failed`, an error the upstream answered
+    whole (`body_answer`), ends the call: the body as it came, which the SDK reads as an
+    answer (a failed response, a completion with no choices). A stream's caller gets the typed
+    error, as does any caller whose answer does not parse."""
+    if call.primary.stream or failed.error_type != "upstream_error_event":
+        return None
+    return error_response(response, raw)
 
 
 def _reports_error(body: Mapping[str, Any]) -> bool:

@@ -302,9 +302,10 @@ FAILED_RESPONSE = json.dumps(
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
-def test_a_failed_response_answered_whole_is_an_error_only_to_a_stream(stream: bool) -> None:
-    """To a stream, as a `response.failed` event would be (retried, as its code is transient);
-    to a caller who asked for no stream, the response as it came, which the SDK gives too."""
+def test_a_failed_response_answered_whole_is_an_error(stream: bool) -> None:
+    """As a `response.failed` event is: retried, as its code is transient, and counted as an
+    error. A stream's caller gets the typed error; a caller who asked for no stream gets the
+    response as it came, which the SDK gives too."""
 
     class Handler(loopback.Handler):
         def do_POST(self) -> None:
@@ -319,13 +320,44 @@ def test_a_failed_response_answered_whole_is_an_error_only_to_a_stream(stream: b
     with loopback.serve(Handler) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
         with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
-            if not stream:
-                assert routed.responses.create(model="llama-3.1-8b", input="hi").status == "failed"
-                assert (recording.finished.outcome, recording.finished.attempts) == ("ok", 1)
-                return
-            with pytest.raises(streamtap.StreamInterrupted, match="failed to generate") as raised:
-                list(routed.responses.create(model="llama-3.1-8b", input="hi", stream=True))
-    assert raised.value.error_type == "upstream_error_event"
+            if stream:
+                with pytest.raises(streamtap.StreamInterrupted, match="failed to generate") as raised:
+                    list(routed.responses.create(model="llama-3.1-8b", input="hi", stream=True))
+                assert raised.value.error_type == "upstream_error_event"
+            else:
+                response = routed.responses.with_raw_response.create(model="llama-3.1-8b", input="hi")
+                assert response.parse().status == "failed"
+                assert response.headers["x-streamtap-attempts"] == str(TEST_POLICY.max_attempts)
     finished = recording.finished
     assert (finished.outcome, finished.error_type) == ("error", "upstream_error_event")
     assert finished.attempts == TEST_POLICY.max_attempts > 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_bare_error_answered_to_no_stream_is_an_error_given_as_it_came(
+    upstream: str, is_async: bool
+) -> None:
+    """A caller who asked for no stream gets the body as the SDK would (a completion with no
+    choices), and the call is the upstream's error, not `ok`: not retried, as its code is the
+    caller's (context_length_exceeded)."""
+    recording = Recording()
+    request: dict[str, Any] = {
+        "model": "llama-3.1-8b",
+        "messages": CHAT_MESSAGES,
+        "extra_headers": {"x-case": "bare-error-json"},
+    }
+
+    async def create_async() -> Any:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
+        async with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            return await routed.chat.completions.create(**request)
+
+    if is_async:
+        completion = anyio.run(create_async)
+    else:
+        client = openai.OpenAI(base_url=upstream, api_key="sk-test")
+        with streamtap.instrument(client, policy=TEST_POLICY, recorders=[recording]) as routed:
+            completion = routed.chat.completions.create(**request)
+    assert completion.error == json.loads(BARE_ERROR)["error"]  # the body as it came
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type, finished.attempts) == ("error", "upstream_error_event", 1)
