@@ -179,6 +179,8 @@ class ResponsesDialect:
                 events.message(index, item)
             elif item.get("type") == "function_call":
                 events.function_call(index, item)
+            elif item.get("type") == "reasoning":
+                events.reasoning(index, item)
             else:
                 events.add("response.output_item.added", output_index=index, item=item)
                 events.add("response.output_item.done", output_index=index, item=item)
@@ -275,6 +277,31 @@ class _Events:
         if arguments:
             self.add("response.function_call_arguments.delta", **where, delta=arguments)
         self.add("response.function_call_arguments.done", **where, arguments=arguments)
+        self.add("response.output_item.done", output_index=index, item=item)
+
+    def reasoning(self, index: int, item: Mapping[str, Any]) -> None:
+        """A reasoning item as it streams: its summary's parts, then its reasoning text."""
+        item_id = item.get("id", f"rs_{index}")
+        started = {**item, "summary": []}
+        if "content" in item:
+            started["content"] = []
+        self.add("response.output_item.added", output_index=index, item=started)
+        for summary_index, part in enumerate(listed(item.get("summary"))):
+            where = {"item_id": item_id, "output_index": index, "summary_index": summary_index}
+            text = str(part.get("text") or "")
+            self.add("response.reasoning_summary_part.added", **where, part={**part, "text": ""})
+            if text:
+                self.add("response.reasoning_summary_text.delta", **where, delta=text)
+            self.add("response.reasoning_summary_text.done", **where, text=text)
+            self.add("response.reasoning_summary_part.done", **where, part=part)
+        for content_index, part in enumerate(listed(item.get("content"))):
+            if part.get("type") != "reasoning_text":
+                continue
+            where = {"item_id": item_id, "output_index": index, "content_index": content_index}
+            text = str(part.get("text") or "")
+            if text:
+                self.add("response.reasoning_text.delta", **where, delta=text)
+            self.add("response.reasoning_text.done", **where, text=text)
         self.add("response.output_item.done", output_index=index, item=item)
 
 

@@ -741,6 +741,50 @@ def test_responses_from_json_function_call_reasoning_and_usage() -> None:
     assert facts.finish_reasons == ["stop"]
 
 
+def test_responses_from_json_streams_a_reasoning_summary_and_text_as_their_events() -> None:
+    """A reasoning item's summary and reasoning text stream as the API's events, each one
+    valid, so a caller reading reasoning deltas gets them from a non-streaming fallback too."""
+    reasoning = {
+        "id": "rs_1",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "Weighing"}, {"type": "summary_text", "text": "Done"}],
+        "content": [{"type": "reasoning_text", "text": "step one"}],
+    }
+    body = {**RESPONSES_BODY, "output": [reasoning, RESPONSES_BODY["output"][2]]}
+    content = RESPONSES.from_json(body, {})
+    frames = split_frames(content)
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
+    reasoning_events = [
+        adapter.validate_json(parse_frame(frame).data) for frame in frames if b'"response.reasoning' in frame
+    ]
+    assert [(e.type, getattr(e, "summary_index", None)) for e in reasoning_events] == [
+        ("response.reasoning_summary_part.added", 0),
+        ("response.reasoning_summary_text.delta", 0),
+        ("response.reasoning_summary_text.done", 0),
+        ("response.reasoning_summary_part.done", 0),
+        ("response.reasoning_summary_part.added", 1),
+        ("response.reasoning_summary_text.delta", 1),
+        ("response.reasoning_summary_text.done", 1),
+        ("response.reasoning_summary_part.done", 1),
+        ("response.reasoning_text.delta", None),
+        ("response.reasoning_text.done", None),
+    ]
+    deltas = [e.delta for e in reasoning_events if e.type.endswith(".delta")]
+    assert deltas == ["Weighing", "Done", "step one"]
+    events = response_events(content, strict=False)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[2].item.summary == []  # added empty, as the API streams it
+    facts = StreamFacts()
+    kinds = [RESPONSES.inspect(frame, facts) for frame in frames]
+    assert kinds[kinds.index(CONTENT) - 1] == PREAMBLE  # the first summary delta commits
+    raw = sdk_stream(content, ResponseStreamEvent, "/responses")
+    final = ResponseStream(
+        raw_stream=raw, text_format=openai.omit, input_tools=openai.omit, starting_after=None
+    ).get_final_response()
+    assert [s.text for s in final.output[0].summary] == ["Weighing", "Done"]  # type: ignore[union-attr]
+    assert final.output_text == "hi"
+
+
 def test_responses_from_json_streams_a_refusal_as_refusal_events() -> None:
     refusal = {"type": "refusal", "refusal": "I can't help with that."}
     message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed"}
