@@ -6,19 +6,23 @@ States and moves (`BreakerSettings` supplies the numbers):
   buckets (an outcome counts until 0.9–1.0 × window after it happened). After each counted
   outcome, if the window holds >= `min_requests` outcomes and failures/outcomes >=
   `failure_ratio`, the breaker opens.
-* open: calls are refused until `open_for` seconds have passed; the first `allow()` after
+* open: calls are refused until `open_for` seconds have passed; the first `admit()` after
   that moves to half_open, or `expire()` does, whichever comes first. (`state` does not move by
   itself: the registry calls `expire()` from a timer when it has one, so an idle breaker's
   state, and the gauge fed by its transitions, does not read open forever.)
 * half_open: up to `half_open_probes` calls are admitted concurrently. A success closes the
-  breaker with an empty window; a failure opens it again and restarts the timer; `release()`
-  gives a probe slot back without counting anything.
+  breaker with an empty window, as does a call's first content (`answering`: the upstream is
+  serving again, which a long answer would otherwise tell only when it ends); a failure opens
+  it again and restarts the timer; `release(probe)` gives a probe's slot back without counting
+  anything.
 
-Every allowed call must end with exactly one of `record_success()`, `record_failure()` or
-`release()` (for outcomes that say nothing about the upstream's health, e.g. a 400 or the
-caller cancelling). Outcomes are not tied to the call that was admitted: a late result of a
-call admitted while closed also decides a half-open breaker, which errs on the side of
-believing the newest evidence.
+Every admitted call must end with exactly one of `record_success()`, `record_failure()` or
+`release(probe)` (for outcomes that say nothing about the upstream's health, e.g. a 400 or the
+caller cancelling). Only a probe of the current half-open period holds a slot to give back:
+`admit()` numbers each period's probes, so a call admitted while closed, or in an earlier
+period, frees no slot another probe holds. Outcomes are not tied to the call that was
+admitted: a late result of a call admitted while closed also decides a half-open breaker,
+which errs on the side of believing the newest evidence.
 
 `on_transition(old, new)` is called outside the lock, in the order the transitions happened,
 even when several threads move the breaker at once; an exception it raises is logged at debug
@@ -70,6 +74,7 @@ class CircuitBreaker:
         self._state: BreakerState = "closed"
         self._opened_at = 0.0
         self._probes = 0  # half-open calls admitted and not yet finished
+        self._period = 0  # which half-open period this is (or was last): its probes' number
         # [bucket index, successes, failures], oldest first; at most _BUCKETS entries.
         self._buckets: deque[list[int]] = deque()
         # Transitions waiting to be reported, and who is reporting them (see _notify).
@@ -82,31 +87,34 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state; open stays open until an `allow()` after `open_for`."""
+        """The current state; open stays open until an `admit()` after `open_for`."""
         with self._lock:
             return self._state
 
     # -- decisions -------------------------------------------------------------------------
 
-    def allow(self) -> bool:
-        """May a call go to this upstream now? True always when closed or disabled."""
+    def admit(self) -> int | None:
+        """May a call go to this upstream now? None when it may not; else the probe it holds,
+        to give back with `release`: 0 (none) when the breaker is closed or disabled, the
+        half-open period's number when the call is one of its probes."""
         if not self._settings.enabled:
-            return True
+            return 0
         with self._lock:
             if self._state == "closed":
-                return True
+                return 0
             if self._state == "open":
                 if self._clock() - self._opened_at < self._settings.open_for:
-                    return False
+                    return None
                 self._move("half_open")
-            allowed = self._probes < self._settings.half_open_probes
-            if allowed:
+            probe: int | None = None
+            if self._probes < self._settings.half_open_probes:
                 self._probes += 1
+                probe = self._period
         self._notify()
-        return allowed
+        return probe
 
     def refuses_at(self, when: float) -> bool:
-        """Whether the breaker is open and still will be at monotonic time `when`: an `allow()`
+        """Whether the breaker is open and still will be at monotonic time `when`: an `admit()`
         then would be refused (so a retry due then need not wait to learn it)."""
         if not self._settings.enabled:
             return False
@@ -122,7 +130,7 @@ class CircuitBreaker:
         self._record(failure=True)
 
     def expire(self) -> None:
-        """Move an open breaker whose `open_for` has passed to half_open, as the next `allow()`
+        """Move an open breaker whose `open_for` has passed to half_open, as the next `admit()`
         would; anything else is left as it is."""
         if not self._settings.enabled:
             return
@@ -131,12 +139,24 @@ class CircuitBreaker:
                 self._move("half_open")
         self._notify()
 
-    def release(self) -> None:
-        """An allowed call ended without a verdict on the upstream: frees a half-open probe slot."""
+    def answering(self) -> None:
+        """An admitted call's answer has begun (its first content reached the caller): the
+        upstream serves again, so a half-open breaker closes now, not when that answer ends.
+        The call's own outcome is still recorded when it ends."""
         if not self._settings.enabled:
             return
         with self._lock:
-            if self._state == "half_open" and self._probes > 0:
+            if self._state == "half_open":
+                self._move("closed")
+        self._notify()
+
+    def release(self, probe: int) -> None:
+        """An admitted call ended without a verdict on the upstream: gives back its probe's
+        slot, if `probe` (what `admit` returned) is one of the current half-open period's."""
+        if not self._settings.enabled or not probe:
+            return
+        with self._lock:
+            if self._state == "half_open" and probe == self._period and self._probes > 0:
                 self._probes -= 1
 
     # -- internals (called with self._lock held unless said otherwise) -----------------------
@@ -173,6 +193,8 @@ class CircuitBreaker:
         old = self._state
         self._state = new
         self._probes = 0
+        if new == "half_open":
+            self._period += 1
         if new == "open":
             self._opened_at = self._clock()
         self._buckets.clear()  # a breaker that opens or closes starts from a fresh window
@@ -222,7 +244,7 @@ class Breakers:
         schedule: `schedule(delay, action)` runs `action` once, `delay` seconds of `clock` from
             now. Given, each breaker that opens is expired (`CircuitBreaker.expire`) when its
             `open_for` has passed, so a breaker no call reaches any more reports half_open
-            instead of open for ever; None leaves the move to the next `allow()`.
+            instead of open for ever; None leaves the move to the next `admit()`.
     """
 
     def __init__(

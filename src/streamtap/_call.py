@@ -17,7 +17,7 @@ from ._call_cache import cached_answer, cached_text, keep_answer
 from ._call_finish import answer_messages, cacheable, call_finished
 from ._call_recovery import (
     NO_CACHE,
-    NO_FALLBACK,
+    falls_back,
     give_up_type,
     next_fallback,
     rejoins,
@@ -39,7 +39,7 @@ from ._events import (
 from ._fallback import Fallback, Route, cache_key, cache_scope
 from ._responses import retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
-from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
+from ._taxonomy import Api, BreakerState, ErrorType, Outcome, SuppressCause
 from ._utf8 import json_bytes
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Call:
         self._fallbacks: list[Fallback] = list(engine.fallbacks)
         self._pending: Step | None = None
         self._breaker: CircuitBreaker | None = None
+        self._probe = 0  # the breaker's half-open probe the current attempt holds (0: none)
         self.last_failure: Failure | None = None
         self.error_response: ErrorResponse | None = None
         self.exception: BaseException | None = None
@@ -137,12 +138,17 @@ class Call:
         engine = self.engine
         if engine.policy.breaker.enabled and not self.committed:
             breaker = engine.breakers.get(route.upstream, route.model)
-            if not breaker.allow():
-                if self.attempts and route.fallback is None:  # fallbacks are never retries
-                    self._suppress("breaker", self.last_failure)
-                self._give_up_type = "circuit_open"
+            probe = breaker.admit()
+            if probe is None:
+                # A retry the breaker refuses when it falls due was counted when scheduled (it
+                # opened during the wait): the call gives up as circuit_open, counted once. A
+                # fallback it refuses failed; the call's error stays its last failure's.
+                if route.fallback is None:
+                    self._give_up_type = "circuit_open"
+                else:
+                    self.observer.on_event(FallbackUsed(self.call_id, route.fallback, route.model, False))
                 return self._fall_back() or GiveUp()
-            self._breaker = breaker
+            self._breaker, self._probe = breaker, probe
         return self._send(route)
 
     def _get(self, route: Route, response_id: str, after: int | None) -> Send:
@@ -223,7 +229,7 @@ class Call:
             self.observer.on_event(
                 FallbackUsed(self.call_id, self.route.fallback or "model", self.route.model, False)
             )
-        if failure.error_type in NO_FALLBACK:
+        if not falls_back(failure):
             self._pending = GiveUp()
             return
         self._pending = self._fall_back() or GiveUp()
@@ -297,9 +303,10 @@ class Call:
         self._give_up_type = None
         return cached_answer(self.dialect, self.primary, text)
 
-    def _suppress(self, cause: SuppressCause, failure: Failure | None) -> None:
-        reason: ErrorType = failure.error_type if failure is not None else "circuit_open"
-        self.observer.on_event(RetrySuppressed(self.call_id, max(self.attempts - 1, 0), reason, cause))
+    def _suppress(self, cause: SuppressCause, failure: Failure) -> None:
+        self.observer.on_event(
+            RetrySuppressed(self.call_id, max(self.attempts - 1, 0), failure.error_type, cause)
+        )
 
     def _record_breaker(self, failure: Failure | None) -> None:
         breaker, self._breaker = self._breaker, None
@@ -311,11 +318,17 @@ class Call:
         elif failure.counts_for_breaker:
             breaker.record_failure()
         else:
-            breaker.release()
+            breaker.release(self._probe)
+        self._breaker_moved(breaker, before)
+
+    def _breaker_moved(self, breaker: CircuitBreaker, before: BreakerState) -> None:
+        """A span event on the call that moved `breaker` from `before`, if it did."""
         after = breaker.state
-        if after != before:  # a span event on the call that moved it
+        if after != before:
             self.observer.on_event(
-                BreakerTransition(self.route.upstream, self.route.model, before, after, self.call_id)
+                BreakerTransition(
+                    self.route.upstream, self.route.model, before, after, self.call_id, self.engine.id
+                )
             )
 
     # -- progress --------------------------------------------------------------------------
@@ -336,6 +349,11 @@ class Call:
         self.facts = attempt.facts
         self.time_to_first_token = now - self.started_at
         self.observer.on_event(FirstToken(self.call_id, self.time_to_first_token, send.attempt, status_code))
+        breaker = self._breaker
+        if breaker is not None:  # the upstream serves again: a half-open breaker closes now
+            before = breaker.state
+            breaker.answering()
+            self._breaker_moved(breaker, before)
         if self._current_fallback is not None:
             self.served_by = self._current_fallback
             self.observer.on_event(
@@ -387,7 +405,7 @@ class Call:
         # collector, whose pauses under load stop every stream at once.
         self.exception = None
         if self._breaker is not None:
-            self._breaker.release()  # allowed but never concluded (cancelled, abandoned)
+            self._breaker.release(self._probe)  # admitted but never concluded (cancelled, abandoned)
             self._breaker = None
         engine = self.engine
         if outcome == "ok" and self.served_by is None and engine.caches:

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from ._backoff import exceeds_max_retry_after, retry_delay
-from ._errors import Failure
+from ._errors import Failure, blames_request
 from ._fallback import Fallback, Route, fallback_route
 from ._policy import Policy
 from ._responses import last_sequence_number
 from ._taxonomy import ErrorType, SuppressCause
 
-# Failures that no other model or upstream fixes.
-NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
+# Failures that no other model or upstream fixes (`falls_back`).
+_NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
 # Failures of the primary route that its last good answer must not hide: a model this key
 # cannot reach (gone, renamed, never granted) is for the caller to learn, not an outage.
 NO_CACHE: frozenset[ErrorType] = frozenset({"not_found"})
@@ -69,6 +69,14 @@ def retry_wait(
     if deadline is not None and now + delay >= deadline:
         return "deadline"
     return delay
+
+
+def falls_back(failure: Failure) -> bool:
+    """Whether another route may serve after `failure`: not after what no other model or
+    upstream fixes (_NO_FALLBACK), nor after an error event that blames the request as a 400
+    would (`blames_request`: the prompt is too long, or refused), which a fallback would meet
+    again or a cached answer would hide."""
+    return failure.error_type not in _NO_FALLBACK and not blames_request(failure)
 
 
 def give_up_type(cause: SuppressCause) -> ErrorType | None:

@@ -29,6 +29,7 @@ from ._errors import (
     classify_status,
     failure,
 )
+from ._fallback import IDENTITY_HEADERS
 from ._json import parse_json
 from ._steps import ErrorResponse, Send, Serve
 from ._taxonomy import Outcome
@@ -75,9 +76,11 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
         for name in ("content-length", "transfer-encoding", "host"):
             headers.pop(name, None)
     if send.route.api_key is not None:
-        # The route's own key replaces the caller's, in either header: Azure's clients send theirs
-        # as `api-key`, which must not reach another upstream.
-        headers.pop("api-key", None)
+        # The route's own key replaces the caller's identity whole: its credential in either
+        # header (Azure's clients send theirs as `api-key`) and the organization and project it
+        # bills, which another account's key is refused with and another upstream must not see.
+        for name in IDENTITY_HEADERS:
+            headers.pop(name, None)
         headers["authorization"] = f"Bearer {send.route.api_key}"
     if send.method == "GET":
         headers.pop("content-type", None)

@@ -7,6 +7,7 @@ import itertools
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -41,14 +42,27 @@ def start_timer(delay: float, action: Callable[[], None]) -> None:
     timer.start()
 
 
-def _breaker_moved(recorder: Fanout, upstream: str, model: str, old: BreakerState, new: BreakerState) -> None:
-    recorder.breaker_changed(BreakerTransition(upstream, model, old, new))
+def _breaker_moved(
+    recorder: Fanout, engine_id: int, upstream: str, model: str, old: BreakerState, new: BreakerState
+) -> None:
+    recorder.breaker_changed(BreakerTransition(upstream, model, old, new, engine_id=engine_id))
+
+
+def _breakers_gone(recorder: Fanout, engine_id: int, breakers: Breakers) -> None:
+    """An engine is gone: its breakers that are not closed are reported closed, as no call can
+    meet them any more (a gauge that keeps the worst state of several engines' breakers would
+    otherwise read a dead client's open breaker for ever)."""
+    for (upstream, model), state in breakers.states().items():
+        if state != "closed":
+            _breaker_moved(recorder, engine_id, upstream, model, state, "closed")
 
 
 # Process-wide, not per engine: recorders shared by several clients (`default_recorders`, one
 # `setup_telemetry()` list) key what they keep of a call in flight by its id, so two clients'
 # calls must never share one (an exemplar or an event would take the other call's trace id).
 _CALL_IDS = itertools.count(1)
+# Which engine a breaker is of, for recorders shared by several (`BreakerTransition.engine_id`).
+_ENGINE_IDS = itertools.count(1)
 
 
 class Engine:
@@ -127,15 +141,17 @@ class Engine:
         self.wall = wall
         self.rng = rng
         self.budget = RetryBudget(self.policy.budget, clock=clock)
+        self.id = next(_ENGINE_IDS)
         self.breakers = Breakers(
             self.policy.breaker,
             clock=clock,
             # The recorder's, not a method of the engine's: the breakers would then hold the
             # engine that holds them, a reference cycle per instrumented client.
-            on_transition=functools.partial(_breaker_moved, self.recorder),
+            on_transition=functools.partial(_breaker_moved, self.recorder, self.id),
             # A timer counts real seconds: an injected clock's breakers move at their next call.
             schedule=start_timer if clock is time.monotonic else None,
         )
+        weakref.finalize(self, _breakers_gone, self.recorder, self.id, self.breakers).atexit = False
 
     def start_call(
         self, api: Api, suffix: str, url: str, body: dict[str, Any], content: bytes | None = None

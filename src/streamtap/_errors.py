@@ -146,7 +146,7 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
         )
     if not isinstance(error, Mapping):
         error = payload
-    code = str(error.get("code") or error.get("type") or "")
+    code = _event_code(error)
     message = str(error.get("message") or "the upstream sent an error event")
     return Failure(
         error_type="upstream_error_event",
@@ -155,6 +155,21 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
         message=f"upstream error event {code or '(no code)'}: {message}",
         counts_for_breaker=code.lower() not in _CALLER_EVENT_CODES,
         body=error,
+    )
+
+
+def _event_code(error: Mapping[str, Any]) -> str:
+    return str(error.get("code") or error.get("type") or "")
+
+
+def blames_request(failure: Failure) -> bool:
+    """Whether `failure` is an upstream error event whose code blames the request, as a 400's
+    would (context_length_exceeded, invalid_prompt, content_filter, ...)."""
+    body = failure.body
+    return (
+        failure.error_type == "upstream_error_event"
+        and body is not None
+        and _event_code(body).lower() in _CALLER_EVENT_CODES
     )
 
 

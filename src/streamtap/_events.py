@@ -107,6 +107,9 @@ class BreakerTransition:
     old: BreakerState
     new: BreakerState
     call_id: int | None = None  # the call whose attempt moved it, if any
+    # Whose breaker moved: each engine (each instrumented client, the proxy) has its own
+    # breakers, so two clients' breakers of one (upstream, model) are two breakers.
+    engine_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,9 @@ _NOT_IN_KEY = frozenset(
 _NOT_IN_NON_STREAMING = frozenset({"stream", "stream_options", "background"})
 # Request headers that say whose an answer is: the credential (OpenAI's bearer token, Azure's
 # `api-key`) and the organization and project it bills.
-_IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
+# Who a request is from: its credential (`Authorization`, Azure's `api-key`) and the account it
+# bills (OpenAI's organization and project headers).
+IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
 
 
 class AnswerCache(Protocol):
@@ -296,7 +298,7 @@ def cache_scope(url: str, headers: Mapping[str, str]) -> str:
         url: the request's URL (its upstream, path and query).
         headers: the request's headers, looked up without regard to case (`httpx2.Headers`).
     """
-    identity = [url, *(headers.get(name) or "" for name in _IDENTITY_HEADERS)]
+    identity = [url, *(headers.get(name) or "" for name in IDENTITY_HEADERS)]
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 

@@ -99,8 +99,8 @@ class PrometheusRecorder:
         self._upstreams = ModelLabeler(MAX_UPSTREAMS, normalise=False)
         self._series: dict[tuple[str, str], Series] = {}
         self._series_lock = threading.Lock()
-        # Per gauge labels, the state of each exact (upstream, model) breaker not closed.
-        self._breakers: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        # Per gauge labels, the state of each engine's exact (upstream, model) breaker not closed.
+        self._breakers: dict[tuple[str, str], dict[tuple[int, str, str], int]] = {}
         self._breakers_lock = threading.Lock()
         # A zero, not an absent series, per api; an unknown api is labelled `other`.
         self._active = {api: self.metrics.active_streams.labels(api) for api in APIS}
@@ -128,9 +128,10 @@ class PrometheusRecorder:
     def set_circuit_state(self, event: BreakerTransition) -> None:
         """The gauge of the breaker's labels: the worst state of the breakers that share them.
 
-        Breakers are per exact (upstream, model); labels are normalised and capped, so several
-        can share one gauge (`GPT-4o` and `gpt-4o`, or everything past the cap as `_other`), and
-        the last one to move must not hide another that is still open.
+        Breakers are per engine (each instrumented client, the proxy) and exact (upstream,
+        model); labels are normalised and capped, so several can share one gauge (two clients
+        of one model, `GPT-4o` and `gpt-4o`, everything past the cap as `_other`), and the last
+        one to move must not hide another that is still open.
         """
         value = BREAKER_STATE_VALUE.get(event.new)
         if value is None:
@@ -139,9 +140,9 @@ class PrometheusRecorder:
         with self._breakers_lock:
             states = self._breakers.setdefault(labels, {})
             if value:
-                states[(event.upstream, event.model)] = value
+                states[(event.engine_id, event.upstream, event.model)] = value
             else:  # only breakers that are not closed are kept
-                states.pop((event.upstream, event.model), None)
+                states.pop((event.engine_id, event.upstream, event.model), None)
             self.metrics.circuit_state.labels(*labels).set(max(states.values(), default=0))
 
     def _new_series(self, api: str, model: str) -> Series:

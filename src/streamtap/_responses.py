@@ -287,6 +287,8 @@ class _Events:
             started["content"] = []
         self.add("response.output_item.added", output_index=index, item=started)
         for summary_index, part in enumerate(listed(item.get("summary"))):
+            if not isinstance(part, Mapping):
+                continue
             where = {"item_id": item_id, "output_index": index, "summary_index": summary_index}
             text = str(part.get("text") or "")
             self.add("response.reasoning_summary_part.added", **where, part={**part, "text": ""})
@@ -295,7 +297,7 @@ class _Events:
             self.add("response.reasoning_summary_text.done", **where, text=text)
             self.add("response.reasoning_summary_part.done", **where, part=part)
         for content_index, part in enumerate(listed(item.get("content"))):
-            if part.get("type") != "reasoning_text":
+            if not isinstance(part, Mapping) or part.get("type") != "reasoning_text":
                 continue
             where = {"item_id": item_id, "output_index": index, "content_index": content_index}
             text = str(part.get("text") or "")

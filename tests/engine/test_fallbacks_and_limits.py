@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -489,3 +490,179 @@ def test_input_is_validated_with_clear_errors() -> None:
         streamtap.instrument(openai.OpenAI(api_key="sk-x"), fallbacks=["gpt-4o-mini"], recorders=[])  # type: ignore[list-item]
     assert "sk-secret" not in repr(streamtap.Fallback.upstream("https://x", api_key="sk-secret"))
     assert RESPONSES_INPUT
+
+
+def test_a_probes_first_content_closes_the_circuit_for_the_calls_beside_it(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """A half-open breaker closes when its probe's answer begins, not when that answer ends:
+    a call beside a long probe is served, not refused as circuit_open."""
+    policy = streamtap.Policy(
+        max_attempts=1,
+        breaker=streamtap.BreakerSettings(
+            min_requests=2, failure_ratio=0.5, open_for=0.2, half_open_probes=1
+        ),
+    )
+    client = make_client(False, policy=policy)
+    fake.enqueue("status=502", "status=502")
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            _chat_text(client)
+    anyio.run(anyio.sleep, 0.25)
+    fake.enqueue("stall_after=1;stall=1.0")  # the probe: its first content, then a long pause
+    probe = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    with probe:
+        next(iter(probe))  # the probe committed and is still streaming
+        text, _ = _chat_text(client)  # beside it: served, not circuit_open
+        assert text == "".join(expected(fake, "chat"))
+        list(probe)
+    moves = [(e.old, e.new) for e in recording.of(streamtap.BreakerTransition) if e.call_id]
+    assert moves[-1] == ("half_open", "closed")
+    assert [e.error_type for e in recording.of(CallFinished)][2:] == [None, None]
+
+
+def test_a_fallback_the_breaker_refuses_leaves_the_calls_own_error(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """The caller gets the primary route's error, so that is the call's error type, and the
+    fallback that could not be tried failed: circuit_open says no request was sent."""
+    policy = streamtap.Policy(
+        max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=2, failure_ratio=1.0, open_for=60)
+    )
+    client = make_client(False, policy=policy, fallbacks=[streamtap.Fallback.model("gpt-4o-mini")])
+    fake.enqueue("status=500;model=gpt-4o-mini", "status=500;model=gpt-4o-mini")
+    with pytest.raises(openai.InternalServerError):  # gpt-4o-mini fails twice: its breaker opens
+        client.chat.completions.create(model="gpt-4o-mini", messages=CHAT_MESSAGES, stream=True)
+    fake.clear()
+    fake.enqueue("status=503")
+    with pytest.raises(openai.InternalServerError):
+        _chat_text(client)
+    assert [r.model for r in fake.requests] == ["gpt-4o"]
+    finished = recording.of(CallFinished)[-1]
+    assert (finished.error_type, finished.fallback) == ("server_error", None)
+    assert recording.of(FallbackUsed)[-1] == FallbackUsed(finished.call_id, "model", "gpt-4o-mini", False)
+
+
+def test_a_retry_the_breaker_refuses_when_due_is_counted_once(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """The breaker opened while the retry waited: it was counted as scheduled, so it is not
+    counted as suppressed too. The caller gets the last error; the call gives up as
+    circuit_open, as one whose retry the open breaker suppressed at once does."""
+    policy = streamtap.Policy(
+        max_attempts=2, breaker=streamtap.BreakerSettings(min_requests=2, failure_ratio=1.0, open_for=60)
+    )
+    client = make_client(False, policy=policy)
+    fake.enqueue("status=503;retry_after=0.5")
+
+    def opener() -> None:  # while the retry waits, one more failure opens the breaker
+        time.sleep(0.1)
+        fake.enqueue("status=500;should_retry=false")
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+
+    thread = threading.Thread(target=opener)
+    thread.start()
+    with pytest.raises(openai.InternalServerError):
+        _chat_text(client)
+    thread.join()
+    assert len(fake.requests) == 2  # the retry never went
+    call_id = next(e.call_id for e in recording.of(CallFinished) if e.error_type == "circuit_open")
+    assert [e for e in recording.of(RetrySuppressed) if e.call_id == call_id] == []
+    assert len([e for e in recording.of(streamtap.RetryScheduled) if e.call_id == call_id]) == 1
+
+
+def test_an_upstream_fallback_with_its_own_key_sends_none_of_the_callers_identity(
+    recording: Recording,
+) -> None:
+    """Another account's key goes without the caller's organization and project, which that
+    account is refused with (401 mismatched_organization) and another upstream must not see."""
+    from streamtap.fake import FakeConfig
+
+    with (
+        FakeUpstream(FakeConfig(chunks=3, api_key="sk-second")) as second,
+        FakeUpstream(FakeConfig(chunks=3)) as first,
+    ):
+        first.enqueue("status=503;should_retry=false")
+        raw = openai.OpenAI(
+            base_url=first.base_url, api_key="sk-first", organization="org-first", project="proj_first"
+        )
+        client = streamtap.instrument(
+            raw,
+            policy=TEST_POLICY,
+            recorders=[recording],
+            fallbacks=[streamtap.Fallback.upstream(second.base_url, api_key="sk-second")],
+        )
+        _chat_text(client)
+        client.close()
+    assert first.requests[0].header("openai-organization") == "org-first"
+    sent = second.requests[0]
+    assert (sent.header("openai-organization"), sent.header("openai-project")) == (None, None)
+    assert sent.header("authorization") is not None  # the fake answered: its own key came
+
+
+@pytest.mark.parametrize("code", ["context_length_exceeded", "content_filter"])
+def test_an_error_event_that_blames_the_request_is_not_fallen_back_from(
+    code: str, fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """As its twin, a 400, is not: another model or a non-streaming call meets the same prompt,
+    and a cached answer would hide that the prompt was refused."""
+    cache = streamtap.MemoryCache()
+    fallbacks = [
+        streamtap.Fallback.model("gpt-4o-mini"),
+        streamtap.Fallback.non_streaming(),
+        streamtap.Fallback.cached(cache),
+    ]
+    client = make_client(False, fallbacks=fallbacks)
+    _chat_text(client)  # an answer in the cache
+    fake.clear()
+    fake.enqueue(f"error_after=0;error_code={code}")
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        _chat_text(client)
+    assert raised.value.error_type == "upstream_error_event"
+    assert len(fake.requests) == 1
+    assert recording.of(FallbackUsed) == []
+
+
+def test_two_clients_breakers_share_one_gauge_and_a_gone_clients_leaves_it(fake: FakeUpstream) -> None:
+    """Each instrumented client has its own breakers; one recorder (as `default_recorders()`
+    gives every client) shows the worst of them, so one client's breaker closing does not hide
+    the other's that is open, and a client that is gone no longer holds the gauge up."""
+    import gc
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    recorder = streamtap.PrometheusRecorder(registry)
+    policy = streamtap.Policy(
+        max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=2, failure_ratio=1.0, open_for=1.0)
+    )
+
+    def client() -> Any:
+        return streamtap.instrument(
+            openai.OpenAI(base_url=fake.base_url, api_key="sk-test"), policy=policy, recorders=[recorder]
+        )
+
+    def open_breaker(routed: Any) -> None:
+        fake.enqueue("status=500", "status=500")
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError):
+                _chat_text(routed)
+
+    def state() -> float | None:
+        labels = {"upstream": f"127.0.0.1:{fake.port}", "model": "gpt-4o"}
+        return registry.get_sample_value("streamtap_circuit_state", labels)
+
+    first, second = client(), client()
+    open_breaker(second)
+    time.sleep(1.05)  # the second's breaker is half-open now
+    open_breaker(first)  # and the first's opens, for a second
+    _chat_text(second)  # the second's probe closes its breaker
+    assert state() == 2  # the first's is open still
+    with pytest.raises(streamtap.CircuitOpenError):
+        _chat_text(first)
+    first.close()
+    del first
+    gc.collect()
+    assert state() == 0
+    second.close()

@@ -43,14 +43,14 @@ def make(
 
 def trip(breaker: CircuitBreaker, failures: int = 4) -> None:
     for _ in range(failures):
-        assert breaker.allow() is True
+        assert breaker.admit() is not None
         breaker.record_failure()
 
 
 def test_starts_closed_and_allows() -> None:
     breaker, seen, _ = make()
     assert breaker.state == "closed"
-    assert all(breaker.allow() for _ in range(100))
+    assert all(breaker.admit() == 0 for _ in range(100))  # closed: no probe held
     assert seen == []
 
 
@@ -61,7 +61,7 @@ def test_opens_only_at_min_requests() -> None:
     breaker.record_failure()
     assert breaker.state == "open"
     assert seen == [("closed", "open")]
-    assert breaker.allow() is False
+    assert breaker.admit() is None
 
 
 def test_opens_at_exact_failure_ratio() -> None:
@@ -125,11 +125,11 @@ def test_open_refuses_until_open_for_then_half_open() -> None:
     breaker, seen, clock = make(open_for=5.0)
     trip(breaker)
     clock.now += 4.999
-    assert breaker.allow() is False
+    assert breaker.admit() is None
     assert breaker.state == "open"
     clock.now += 0.001
     assert breaker.state == "open"  # state does not move by itself
-    assert breaker.allow() is True
+    assert breaker.admit() is not None
     assert breaker.state == "half_open"
     assert seen == [("closed", "open"), ("open", "half_open")]
 
@@ -138,14 +138,14 @@ def test_half_open_admits_exactly_the_probe_count() -> None:
     breaker, _, clock = make(half_open_probes=3)
     trip(breaker)
     clock.now += 5.0
-    assert [breaker.allow() for _ in range(5)] == [True, True, True, False, False]
+    assert [breaker.admit() is not None for _ in range(5)] == [True, True, True, False, False]
 
 
 def test_probe_success_closes_with_fresh_window() -> None:
     breaker, seen, clock = make()
     trip(breaker)
     clock.now += 5.0
-    assert breaker.allow() is True
+    assert breaker.admit() is not None
     breaker.record_success()
     assert breaker.state == "closed"
     trip(breaker, 3)  # would open if the old failures still counted
@@ -157,14 +157,14 @@ def test_probe_failure_reopens_and_restarts_timer() -> None:
     breaker, seen, clock = make(open_for=5.0)
     trip(breaker)
     clock.now += 5.0
-    assert breaker.allow() is True
+    assert breaker.admit() is not None
     clock.now += 2.0
     breaker.record_failure()
     assert breaker.state == "open"
     clock.now += 4.999
-    assert breaker.allow() is False
+    assert breaker.admit() is None
     clock.now += 0.001
-    assert breaker.allow() is True
+    assert breaker.admit() is not None
     assert seen == [
         ("closed", "open"),
         ("open", "half_open"),
@@ -177,13 +177,50 @@ def test_release_frees_a_probe_without_counting() -> None:
     breaker, seen, clock = make(half_open_probes=1)
     trip(breaker)
     clock.now += 5.0
-    assert breaker.allow() is True
-    assert breaker.allow() is False
-    breaker.release()
+    probe = breaker.admit()
+    assert probe
+    assert breaker.admit() is None
+    breaker.release(probe)
     assert breaker.state == "half_open"
-    assert breaker.allow() is True
-    assert breaker.allow() is False
+    assert breaker.admit() is not None
+    assert breaker.admit() is None
     assert seen[-1] == ("open", "half_open")
+
+
+def test_only_a_probe_frees_a_probe_slot() -> None:
+    """Calls admitted while closed, or as probes of an earlier half-open period, end without a
+    verdict (cancelled, a 400) while a probe is in flight: the slot stays taken, so no second
+    call reaches the upstream that is being tried."""
+    breaker, _, clock = make(half_open_probes=1)
+    before_outage = [breaker.admit() for _ in range(3)]
+    assert before_outage == [0, 0, 0]
+    trip(breaker)
+    clock.now += 5.0
+    earlier = breaker.admit()
+    assert earlier
+    breaker.record_failure()  # the probe failed: open again, then half-open again
+    clock.now += 5.0
+    probe = breaker.admit()
+    assert probe and probe != earlier
+    for held in [*before_outage, earlier]:
+        breaker.release(held)  # type: ignore[arg-type]
+    assert breaker.admit() is None  # the probe is still in flight
+    breaker.release(probe)
+    assert breaker.admit() is not None
+
+
+def test_a_first_content_closes_a_half_open_breaker() -> None:
+    """The probe's answer has begun: callers need not fail fast until a long answer ends."""
+    breaker, seen, clock = make(half_open_probes=1)
+    trip(breaker)
+    clock.now += 5.0
+    assert breaker.admit()
+    breaker.answering()
+    assert breaker.state == "closed"
+    assert breaker.admit() == 0
+    breaker.answering()  # closed: nothing moves
+    breaker.record_success()  # the probe's own outcome, counted in the fresh window
+    assert seen[-2:] == [("open", "half_open"), ("half_open", "closed")]
 
 
 def test_a_finalizer_may_release_the_breaker_inside_its_own_critical_section() -> None:
@@ -203,7 +240,7 @@ def test_a_finalizer_may_release_the_breaker_inside_its_own_critical_section() -
         def __init__(self) -> None:
             self.cycle = self
 
-    weakref.finalize(Abandoned(), breaker.release)
+    weakref.finalize(Abandoned(), breaker.release, 1)
     done = threading.Event()
 
     def record() -> None:
@@ -217,13 +254,14 @@ def test_a_finalizer_may_release_the_breaker_inside_its_own_critical_section() -
 
 def test_release_is_harmless_when_closed_or_unbalanced() -> None:
     breaker, seen, clock = make(half_open_probes=1)
-    breaker.release()
+    breaker.release(0)
     trip(breaker)
     clock.now += 5.0
-    breaker.allow()
-    breaker.release()
-    breaker.release()  # one more than admitted: must not create a second slot
-    assert [breaker.allow(), breaker.allow()] == [True, False]
+    probe = breaker.admit()
+    assert probe
+    breaker.release(probe)
+    breaker.release(probe)  # one more than admitted: must not create a second slot
+    assert [breaker.admit() is not None, breaker.admit() is not None] == [True, False]
     assert len(seen) == 2
 
 
@@ -234,16 +272,16 @@ def test_straggler_outcomes_while_open_change_nothing() -> None:
     breaker.record_failure()
     assert breaker.state == "open"
     clock.now += 5.0
-    assert breaker.allow() is True
+    assert breaker.admit() is not None
     assert seen == [("closed", "open"), ("open", "half_open")]
 
 
 def test_disabled_breaker_allows_everything() -> None:
     breaker, seen, _ = make(enabled=False)
     trip(breaker, 100)
-    breaker.release()
+    breaker.release(0)
     assert breaker.state == "closed"
-    assert breaker.allow() is True
+    assert breaker.admit() is not None
     assert seen == []
 
 
@@ -273,7 +311,7 @@ def test_reentrant_callback_keeps_order() -> None:
         seen.append((old, new))
         if new == "open" and len(seen) == 1:
             clock.now += 100.0
-            assert breaker.allow() is True  # moves to half_open from inside the callback
+            assert breaker.admit() is not None  # moves to half_open from inside the callback
 
     breaker = CircuitBreaker(BreakerSettings(min_requests=1), clock=clock, on_transition=on_transition)
     breaker.record_failure()
@@ -302,9 +340,10 @@ def test_concurrent_probes_and_transitions() -> None:
         nonlocal active, peak, admitted
         start.wait(timeout=5)
         for i in range(300):
-            if not breaker.allow():
+            probe = breaker.admit()
+            if probe is None:
                 continue
-            # `active` lags allow() and leads the outcome, so it never exceeds the true number
+            # `active` lags admit() and leads the outcome, so it never exceeds the true number
             # of outstanding probes: more than 2 can only mean the breaker over-admitted.
             with guard:
                 active += 1
@@ -317,7 +356,7 @@ def test_concurrent_probes_and_transitions() -> None:
                 breaker.record_failure()  # reopens; move the fake clock past open_for
                 clock.now += 1.0
             else:
-                breaker.release()
+                breaker.release(probe)
 
     pool = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for t in pool:
@@ -355,7 +394,7 @@ def test_registry_reports_key_with_transitions() -> None:
     )
     breakers.get("up", "m1").record_failure()
     clock.now += 1.0
-    assert breakers.get("up", "m1").allow() is True
+    assert breakers.get("up", "m1").admit() is not None
     breakers.get("up", "m1").record_success()
     assert seen == [
         ("up", "m1", "closed", "open"),
@@ -442,8 +481,8 @@ def test_expire_moves_open_to_half_open_only_once_open_for_has_passed() -> None:
     assert breaker.state == "half_open"
     assert seen == [("closed", "open"), ("open", "half_open")]
     breaker.expire()  # half_open: nothing to do
-    assert breaker.allow() is True  # the probe slot is there, as after allow()'s own move
-    assert breaker.allow() is False
+    assert breaker.admit() is not None  # the probe slot is there, as after admit()'s own move
+    assert breaker.admit() is None
 
 
 def test_expire_does_nothing_when_disabled() -> None:
@@ -472,7 +511,7 @@ def test_registry_schedules_the_expiry_of_each_opening() -> None:
     timers[0][1]()
     assert breakers.states() == {("up", "m"): "half_open"}
     assert seen[-1] == ("up", "m", "open", "half_open")
-    breakers.get("up", "m").allow()
+    breakers.get("up", "m").admit()
     breakers.get("up", "m").record_failure()  # the probe fails: open again, a new timer
     assert [delay for delay, _ in timers] == [7.0, 7.0]
 

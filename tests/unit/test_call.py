@@ -440,9 +440,10 @@ def test_breaker_opens_and_then_fails_fast_without_send() -> None:
     rig = Rig(Policy(max_attempts=1, breaker=TRIPPY))
     call = rig.start()
     rig.fail_status(call, rig.send(call), 500)
-    transition = BreakerTransition("http://up:8080", "gpt-x", "closed", "open")
+    engine_id = rig.engine.id
+    transition = BreakerTransition("http://up:8080", "gpt-x", "closed", "open", engine_id=engine_id)
     assert rig.rec.breakers == [transition]
-    assert BreakerTransition("http://up:8080", "gpt-x", "closed", "open", 1) in rig.rec.events
+    assert BreakerTransition("http://up:8080", "gpt-x", "closed", "open", 1, engine_id) in rig.rec.events
     assert call.next() == GiveUp()
     call.finish("error", rig.clock.now)
 
@@ -477,22 +478,23 @@ def test_a_retry_the_open_breaker_would_refuse_is_not_waited_for() -> None:
     assert call.error_type == "circuit_open"
 
 
-def test_breaker_opened_during_the_wait_suppresses_the_retry() -> None:
+def test_a_retry_the_breaker_opened_on_during_its_wait_gives_up_counted_once() -> None:
     rig = Rig(Policy(breaker=BreakerSettings(window=10.0, min_requests=2, failure_ratio=0.5, open_for=30.0)))
     call = rig.start()
     rig.fail_status(call, rig.send(call), 500)  # one outcome: the breaker stays closed
     assert call.next() == Wait(0.25)
+    assert of_type(rig.rec.events, RetryScheduled) == [RetryScheduled(1, 0, "server_error", 0.25)]
     other = rig.start()
     rig.fail_status(other, rig.send(other), 500)  # another call's failure opens it during the wait
     assert call.next() == GiveUp()
-    suppressed = of_type(rig.rec.events, RetrySuppressed)
-    assert RetrySuppressed(1, 0, "server_error", "breaker") in suppressed
+    # Counted once, as scheduled: not as suppressed too (the other call's retry was suppressed).
+    assert 1 not in [e.call_id for e in of_type(rig.rec.events, RetrySuppressed)]
     assert call.error_type == "circuit_open"
 
 
 def test_breaker_open_falls_back_to_another_model() -> None:
     rig = Rig(Policy(max_attempts=1, breaker=TRIPPY), fallbacks=(Fallback.model("gpt-y"),))
-    rig.engine.breakers.get("http://up:8080", "gpt-x").allow()
+    rig.engine.breakers.get("http://up:8080", "gpt-x").admit()
     rig.engine.breakers.get("http://up:8080", "gpt-x").record_failure()
     call = rig.start()
     send = rig.send(call)
@@ -507,13 +509,14 @@ def test_breaker_open_falls_back_to_another_model() -> None:
 
 def test_fallback_route_with_open_breaker_is_not_a_suppressed_retry() -> None:
     rig = Rig(Policy(breaker=TRIPPY), fallbacks=(Fallback.model("gpt-y"),))
-    rig.engine.breakers.get("http://up:8080", "gpt-y").allow()
+    rig.engine.breakers.get("http://up:8080", "gpt-y").admit()
     rig.engine.breakers.get("http://up:8080", "gpt-y").record_failure()
     call = rig.start()
     rig.fail_status(call, rig.send(call), 404)  # not retryable: straight to the fallback
     assert call.next() == GiveUp()
     assert of_type(rig.rec.events, RetrySuppressed) == []
-    assert call.error_type == "circuit_open"
+    assert FallbackUsed(1, "model", "gpt-y", False) in rig.rec.events  # refused: it failed
+    assert call.error_type == "not_found"  # what the caller gets; circuit_open sent nothing
 
 
 # -- fallbacks -------------------------------------------------------------------------------------
@@ -696,7 +699,7 @@ def test_open_breaker_served_from_cache_without_send() -> None:
     rig = Rig(Policy(breaker=TRIPPY), fallbacks=(Fallback.cached(cache),))
     ok = rig.start()
     rig.succeed(ok, rig.send(ok))
-    rig.engine.breakers.get("http://up:8080", "gpt-x").allow()
+    rig.engine.breakers.get("http://up:8080", "gpt-x").admit()
     rig.engine.breakers.get("http://up:8080", "gpt-x").record_failure()
     call = rig.start()
     step = call.next()
@@ -924,14 +927,14 @@ def test_finish_releases_an_unconcluded_half_open_probe() -> None:
     settings = BreakerSettings(window=10.0, min_requests=1, failure_ratio=0.5, open_for=1.0)
     rig = Rig(Policy(breaker=settings))
     breaker = rig.engine.breakers.get("http://up:8080", "gpt-x")
-    breaker.allow()
+    breaker.admit()
     breaker.record_failure()
     rig.clock.now += 2.0
     call = rig.start()
     rig.send(call)  # the single half-open probe
     assert breaker.state == "half_open"
     call.finish("cancelled", rig.clock.now)
-    assert breaker.allow() is True  # the probe slot came back
+    assert breaker.admit() is not None  # the probe slot came back
 
 
 def test_a_capture_that_fails_is_reported_and_the_call_still_finishes(
@@ -968,18 +971,17 @@ def test_half_open_probe_success_closes_the_breaker() -> None:
     settings = BreakerSettings(window=10.0, min_requests=1, failure_ratio=0.5, open_for=1.0)
     rig = Rig(Policy(breaker=settings))
     breaker = rig.engine.breakers.get("http://up:8080", "gpt-x")
-    breaker.allow()
+    breaker.admit()
     breaker.record_failure()
     rig.clock.now += 2.0
     call = rig.start()
     rig.succeed(call, rig.send(call))
     assert of_type(rig.rec.events, BreakerTransition) == [
-        BreakerTransition("http://up:8080", "gpt-x", "half_open", "closed", 1)
+        BreakerTransition("http://up:8080", "gpt-x", "half_open", "closed", 1, rig.engine.id)
     ]
     assert rig.rec.breakers == [
-        BreakerTransition("http://up:8080", "gpt-x", "closed", "open"),
-        BreakerTransition("http://up:8080", "gpt-x", "open", "half_open"),
-        BreakerTransition("http://up:8080", "gpt-x", "half_open", "closed"),
+        BreakerTransition("http://up:8080", "gpt-x", old, new, engine_id=rig.engine.id)
+        for old, new in [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
     ]
 
 
