@@ -146,6 +146,10 @@ class Metrics:
         self.retries_suppressed = c(made, "streamtap_retries_suppressed_total")
         self.fallbacks = c(made, "streamtap_fallbacks_total")
         self.circuit_state = g(made, "streamtap_circuit_state")
+        # Per gauge labels, the state of each engine's exact (upstream, model) breaker that is
+        # not closed: here, not in a recorder, as every recorder on this registry sets the gauge.
+        self.circuit_states: dict[tuple[str, str], dict[tuple[int, str, str], int]] = {}
+        self.circuit_lock = threading.Lock()
         self.ttft = h(made, "streamtap_time_to_first_token_seconds")
         self.attempt_ttft = h(made, "streamtap_attempt_time_to_first_token_seconds")
         self.duration = h(made, "streamtap_request_duration_seconds")

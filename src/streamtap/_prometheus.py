@@ -99,9 +99,6 @@ class PrometheusRecorder:
         self._upstreams = ModelLabeler(MAX_UPSTREAMS, normalise=False)
         self._series: dict[tuple[str, str], Series] = {}
         self._series_lock = threading.Lock()
-        # Per gauge labels, the state of each engine's exact (upstream, model) breaker not closed.
-        self._breakers: dict[tuple[str, str], dict[tuple[int, str, str], int]] = {}
-        self._breakers_lock = threading.Lock()
         # A zero, not an absent series, per api; an unknown api is labelled `other`.
         self._active = {api: self.metrics.active_streams.labels(api) for api in APIS}
 
@@ -137,13 +134,14 @@ class PrometheusRecorder:
         if value is None:
             return
         labels = (self._upstreams(upstream_name(event.upstream)), self._upstream_models(event.model))
-        with self._breakers_lock:
-            states = self._breakers.setdefault(labels, {})
+        metrics = self.metrics
+        with metrics.circuit_lock:  # shared by every recorder of the registry, as the gauge is
+            states = metrics.circuit_states.setdefault(labels, {})
             if value:
                 states[(event.engine_id, event.upstream, event.model)] = value
             else:  # only breakers that are not closed are kept
                 states.pop((event.engine_id, event.upstream, event.model), None)
-            self.metrics.circuit_state.labels(*labels).set(max(states.values(), default=0))
+            metrics.circuit_state.labels(*labels).set(max(states.values(), default=0))
 
     def _new_series(self, api: str, model: str) -> Series:
         """The Series of a pair seen for the first time, with its common series created as zeros."""

@@ -162,6 +162,21 @@ def test_breakers_sharing_a_gauge_show_the_worst_state(registry: CollectorRegist
     assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 0
 
 
+def test_recorders_sharing_a_registry_share_the_breakers_behind_its_gauge(
+    registry: CollectorRegistry,
+) -> None:
+    """Two recorders on one registry (`setup_telemetry()` beside `default_recorders()`) set one
+    gauge: the second's closed breaker must not hide the first's open one."""
+    first, second = PrometheusRecorder(registry), PrometheusRecorder(registry)
+    first.breaker_changed(BreakerTransition("primary", "gpt-4o", "closed", "open", engine_id=1))
+    second.breaker_changed(BreakerTransition("primary", "gpt-4o", "closed", "open", engine_id=2))
+    second.breaker_changed(BreakerTransition("primary", "gpt-4o", "open", "half_open", engine_id=2))
+    second.breaker_changed(BreakerTransition("primary", "gpt-4o", "half_open", "closed", engine_id=2))
+    assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 2
+    first.breaker_changed(BreakerTransition("primary", "gpt-4o", "open", "half_open", engine_id=1))
+    assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 1
+
+
 class Exploding:
     def start_call(self, event: CallStarted) -> CallObserver:
         return self
