@@ -56,9 +56,42 @@ def exposition_registry(
         return registry
     if multiprocess_enabled():
         view = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(view)  # type: ignore[no-untyped-call]
+        _LiveWorkersCollector(view)  # type: ignore[no-untyped-call]
         return view
     return REGISTRY
+
+
+class _LiveWorkersCollector(_multiprocess.MultiProcessCollector):
+    """The workers' files, after forgetting the live gauges of workers that are gone.
+
+    A process manager with a child-exit hook calls `mark_process_dead` (gunicorn's
+    `child_exit`); one without (uvicorn restarting a worker that crashed or was killed) never
+    does, and the dead worker's open streams and open breaker would be counted for ever.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        forget_dead_workers(self._path)
+        return super().collect()  # type: ignore[no-untyped-call,no-any-return]
+
+
+_LIVE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
+def forget_dead_workers(path: str) -> None:
+    """`mark_process_dead` for every worker whose live-gauge files are in `path` and whose
+    process is gone (a process another user owns is alive)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return  # the collector reports a missing directory itself
+    pids = {int(match[1]) for match in map(_LIVE_FILE.fullmatch, names) if match}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        except OSError:
+            pass  # alive (PermissionError: another user's), or not ours to judge
 
 
 def serve_metrics(
@@ -192,7 +225,7 @@ def _exposition(
             _openmetrics_underscores, version=encoder.keywords.get("version", "1.0.0")
         )
     names = parse_qs(query).get("name[]")
-    body = encoder(registry.restricted_registry(names) if names else registry)
+    body = encoder(_restricted(registry, names) if names else registry)
     headers = [(b"content-type", content_type.encode())]
     if gzip_accepted(accept_encoding):
         body = gzip.compress(body, compresslevel=GZIP_LEVEL)
@@ -211,6 +244,21 @@ class _Collected:
 
     def collect(self) -> list[Metric]:
         return self.metrics
+
+
+def _restricted(registry: CollectorRegistry, names: list[str]) -> CollectorRegistry:
+    """The samples of `registry` named in `names` (`name[]`), as prometheus_client's
+    `restricted_registry` keeps them. Filtered after collecting, not by the collectors' names:
+    a multi-process view's collector has none to give (`describe`), so that would keep nothing."""
+    wanted = set(names)
+    kept: list[Metric] = []
+    for metric in registry.collect():
+        samples = [sample for sample in metric.samples if sample.name in wanted]
+        if samples:
+            restricted = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            restricted.samples = samples
+            kept.append(restricted)
+    return _Collected(kept)  # type: ignore[return-value]  # an encoder only calls collect()
 
 
 def _openmetrics_underscores(registry: CollectorRegistry, version: str) -> bytes:

@@ -1,6 +1,8 @@
-"""Runs in a spawned worker process: records a known sequence of calls, then exits."""
+"""Runs in a spawned worker process: records a known sequence of calls, then stays until told."""
 
 from __future__ import annotations
+
+from multiprocessing.synchronize import Event
 
 from prometheus_client import CollectorRegistry
 
@@ -10,11 +12,9 @@ from streamtap._prometheus import PrometheusRecorder
 from ._builder import Call, two_429s_then_success
 
 
-def record(calls: int, open_streams: int, breaker: str) -> int:
+def record(calls: int, open_streams: int, breaker: str, ready: Event, leave: Event) -> None:
     """`calls` x the two-429s scenario, `open_streams` streams left in progress, one breaker
-    transition to `breaker`; returns this worker's pid."""
-    import os
-
+    transition to `breaker`; then `ready` is set, and the worker lives until `leave` is."""
     recorder = PrometheusRecorder(CollectorRegistry())
     for _ in range(calls):
         two_429s_then_success([recorder])
@@ -24,4 +24,5 @@ def record(calls: int, open_streams: int, breaker: str) -> int:
     from streamtap._events import BreakerTransition
 
     recorder.breaker_changed(BreakerTransition("primary", "gpt-4o-mini", "closed", breaker))  # type: ignore[arg-type]
-    return os.getpid()
+    ready.set()
+    leave.wait(120)

@@ -361,32 +361,54 @@ def test_multiprocess_totals_with_real_worker_processes(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     spawn = multiprocessing.get_context("spawn")
     plans = [(1, 1, "open"), (2, 1, "half_open"), (3, 2, "closed")]
-    workers = [spawn.Process(target=_mp_worker.record, args=plan) for plan in plans]
+    ready = [spawn.Event() for _ in plans]
+    leave = [spawn.Event() for _ in plans]
+    workers = [
+        spawn.Process(target=_mp_worker.record, args=(*plan, up, go))
+        for plan, up, go in zip(plans, ready, leave, strict=True)
+    ]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    try:
+        for up in ready:
+            assert up.wait(60), "a worker did not record in time"
+        view = exposition_registry()
+        assert view.get_sample_value("streamtap_requests_total", {**CHAT, "outcome": "ok"}) == 6
+        assert view.get_sample_value("streamtap_retries_total", {**CHAT, "reason": "rate_limited"}) == 12
+        assert view.get_sample_value("streamtap_attempts_total", {**CHAT, "result": "error"}) == 12
+        assert view.get_sample_value("streamtap_time_to_first_token_seconds_count", CHAT) == 6
+        assert view.get_sample_value("streamtap_tokens_total", {**CHAT, "type": "input"}) == 72
+        # livesum: the streams still open in every worker
+        assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 4
+        # livemax: the worst breaker state any worker reports
+        circuit = {"upstream": "primary", "model": "gpt-4o-mini"}
+        assert view.get_sample_value("streamtap_circuit_state", circuit) == 2
 
-    view = exposition_registry()
-    assert view.get_sample_value("streamtap_requests_total", {**CHAT, "outcome": "ok"}) == 6
-    assert view.get_sample_value("streamtap_retries_total", {**CHAT, "reason": "rate_limited"}) == 12
-    assert view.get_sample_value("streamtap_attempts_total", {**CHAT, "result": "error"}) == 12
-    assert view.get_sample_value("streamtap_time_to_first_token_seconds_count", CHAT) == 6
-    assert view.get_sample_value("streamtap_tokens_total", {**CHAT, "type": "input"}) == 72
-    # livesum: the streams still open in every worker
-    assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 4
-    # livemax: the worst breaker state any worker reports
-    circuit = {"upstream": "primary", "model": "gpt-4o-mini"}
-    assert view.get_sample_value("streamtap_circuit_state", circuit) == 2
+        # The worker with the open breaker and one open stream exits, and no process manager
+        # says so (uvicorn restarting a killed worker has no child-exit hook): the view itself
+        # forgets its live gauges, and keeps its counts.
+        leave[0].set()
+        workers[0].join(timeout=60)
+        assert workers[0].exitcode == 0
+        assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 3
+        assert view.get_sample_value("streamtap_circuit_state", circuit) == 1
+        assert view.get_sample_value("streamtap_requests_total", {**CHAT, "outcome": "ok"}) == 6
 
-    pid = workers[0].pid
-    assert pid is not None
-    mark_process_dead(pid)  # the worker with the open breaker and one open stream is gone
-    view = exposition_registry()
-    assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 3
-    assert view.get_sample_value("streamtap_circuit_state", circuit) == 1
-    assert view.get_sample_value("streamtap_requests_total", {**CHAT, "outcome": "ok"}) == 6  # counters stay
+        pid = workers[1].pid
+        assert pid is not None
+        mark_process_dead(pid)  # as gunicorn's child_exit hook says a worker is gone
+        assert view.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 2
+        assert view.get_sample_value("streamtap_circuit_state", circuit) == 0
+    finally:
+        for go in leave:
+            go.set()
+        for worker in workers:
+            worker.join(timeout=60)
 
     _content_type, body = call_wsgi(metrics_wsgi_app())
     assert b'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 6.0' in body
+    # name[] keeps the samples named, from the workers' files too (a multi-process view's
+    # collector names none up front, so prometheus_client's own restriction keeps nothing)
+    _headers, only = scrape_wsgi(metrics_wsgi_app(), {"QUERY_STRING": "name[]=streamtap_requests_total"})
+    assert b'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 6.0' in only
+    assert b"streamtap_retries_total" not in only
