@@ -62,7 +62,7 @@ def instrument(
     copied = cast(
         ClientT, client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
     )
-    _install_in_copies(copied, engine)
+    install(copied, engine)
     return copied
 
 
@@ -104,11 +104,13 @@ def warn_if_instrumented_twice() -> None:
 
 
 def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
-    """Route `client`'s HTTP through `engine`, in place, with the SDK's retries off.
+    """Route `client`'s HTTP through `engine`, in place, with the SDK's retries off, and so
+    every copy it makes (`_install_in_copies`).
 
     A client already routed through streamtap (e.g. made by `copy()` or `with_options()` of
-    an instrumented client, which pass its HTTP client on) keeps its route. Used by the
-    OpenTelemetry instrumentor for every new client, and by `instrument()` for copies.
+    an instrumented client, which pass its HTTP client on) keeps its route. Used by
+    `instrument()` and by the OpenTelemetry instrumentor for every new client: its copies stay
+    installed after `uninstrument()` puts the SDK's constructor back.
     """
     http = client._client
     if not isinstance(getattr(http, "_transport", None), StreamtapTransport | AsyncStreamtapTransport):
@@ -116,6 +118,7 @@ def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
         # it (the SDK's wrapper closes its pools when collected).
         client._client = streamtap_http_client(http, engine)
     client.max_retries = 0
+    _install_in_copies(client, engine)
 
 
 def _install_in_copies(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
@@ -135,7 +138,6 @@ def _installing(make_copy: Callable[..., Any], engine: Engine) -> Callable[..., 
     def copy(*args: Any, **kwargs: Any) -> Any:
         copied = make_copy(*args, **kwargs)
         install(copied, engine)
-        _install_in_copies(copied, engine)
         return copied
 
     return copy

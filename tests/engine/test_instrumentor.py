@@ -85,6 +85,11 @@ def test_new_sync_clients_are_routed_until_uninstrumented(
 
     instrumentor.uninstrument()
     assert openai.OpenAI.__init__ is plain_init
+    # A client made while instrumented stays routed, and so do its copies: a copy that turned
+    # the SDK's retries back on would retry beneath streamtap's.
+    later = client.with_options(max_retries=2).copy(max_retries=3)
+    assert isinstance(_transport(later), streamtap.StreamtapTransport)
+    assert later.max_retries == 0
     plain = openai.OpenAI(base_url=fake.base_url, api_key="sk-test")
     assert plain.max_retries == 2
     assert not isinstance(_transport(plain), streamtap.StreamtapTransport)
