@@ -46,8 +46,10 @@ _CONTENT_KEYS = (
 )
 
 # What an answer carries that a cached replay (its text alone) would lose: tool and function
-# calls, audio, a refusal.
-_NOT_REPLAYED = ("tool_calls", "function_call", "audio", "refusal")
+# calls, audio, a refusal, citations (annotations); and its logprobs, which are beside them.
+_NOT_REPLAYED = ("tool_calls", "function_call", "audio", "refusal", "annotations")
+# What a whole answer's message says that a stream says in its delta (`from_json`).
+_DELTA_KEYS = ("reasoning_content", "content", "refusal", "function_call", "audio", "annotations")
 
 
 class ChatDialect:
@@ -159,8 +161,8 @@ class ChatDialect:
         parts: list[str] = []
         reasons: set[object] = set()
         for choice in _choices(frames):
-            if choice.get("index", 0) != 0:
-                return None  # n > 1: a replay has one choice
+            if choice.get("index", 0) != 0 or choice.get("logprobs"):
+                return None  # n > 1: a replay has one choice, and no logprobs
             delta = choice.get("delta")
             if isinstance(delta, Mapping):
                 if any(delta.get(key) for key in _NOT_REPLAYED):
@@ -178,7 +180,11 @@ class ChatDialect:
             return None
         choice = choices[0]
         message = choice.get("message")
-        if choice.get("finish_reason") != "stop" or not isinstance(message, Mapping):
+        if (
+            choice.get("finish_reason") != "stop"
+            or not isinstance(message, Mapping)
+            or choice.get("logprobs")
+        ):
             return None
         if any(message.get(key) for key in _NOT_REPLAYED):
             return None
@@ -209,23 +215,24 @@ class ChatDialect:
             "created": body.get("created", int(time.time())),
             "model": body.get("model", ""),
         }
+        for key in ("service_tier", "system_fingerprint"):  # every chunk carries them, as streamed
+            if body.get(key):
+                base[key] = body[key]
         frames: list[bytes] = []
         for choice in listed(body.get("choices")):
             index = choice.get("index", 0)
             message = choice.get("message") or {}
             frames.append(self._chunk(base, index, {"role": message.get("role", "assistant"), "content": ""}))
-            # Everything the message says, as one delta; `reasoning_content` is what
-            # OpenAI-compatible servers (DeepSeek, vLLM, ...) answer reasoning in, and
-            # `function_call` the answer to the deprecated `functions` parameter.
-            delta: dict[str, Any] = {
-                key: message[key]
-                for key in ("reasoning_content", "content", "refusal", "function_call")
-                if message.get(key)
-            }
+            # Everything the message says, as one delta with the choice's logprobs;
+            # `reasoning_content` is what OpenAI-compatible servers (DeepSeek, vLLM, ...) answer
+            # reasoning in, `function_call` the answer to the deprecated `functions` parameter,
+            # `audio` an audio answer's (its transcript, data and id), `annotations` its
+            # citations.
+            delta: dict[str, Any] = {key: message[key] for key in _DELTA_KEYS if message.get(key)}
             if message.get("tool_calls"):
                 delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
             if delta:
-                frames.append(self._chunk(base, index, delta))
+                frames.append(self._chunk(base, index, delta, logprobs=choice.get("logprobs")))
             frames.append(self._chunk(base, index, {}, choice.get("finish_reason") or "stop"))
         # A non-streaming answer always has usage; a stream carries it (in a last chunk with no
         # choices, which `chunk.choices[0]` fails on) only when the request asked for it.
@@ -263,9 +270,13 @@ class ChatDialect:
 
     @staticmethod
     def _chunk(
-        base: Mapping[str, Any], index: int, delta: Mapping[str, Any], finish: str | None = None
+        base: Mapping[str, Any],
+        index: int,
+        delta: Mapping[str, Any],
+        finish: str | None = None,
+        logprobs: Any = None,
     ) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return encode_json({**base, "choices": [choice]})
 
 

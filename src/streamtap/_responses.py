@@ -258,6 +258,8 @@ class _Events:
             # A text streams as output_text events, a refusal as refusal events (the SDK's
             # stream helper asserts the part an output_text event names is an output_text).
             key, kind, extra = _PART_EVENTS.get(str(part.get("type")), (None, "", {}))
+            if "logprobs" in extra and isinstance(part.get("logprobs"), list):
+                extra = {**extra, "logprobs": part["logprobs"]}  # the text's, as streamed with it
             if key is None:
                 self.add("response.content_part.added", **where, part=part)
             else:

@@ -613,6 +613,76 @@ def test_chat_from_json_carries_usage_only_when_asked(options: dict[str, Any] | 
     assert (facts.input_tokens, facts.output_tokens) == (7, 3)
 
 
+_LOGPROBS = {
+    "content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}],
+    "refusal": None,
+}
+_CITED = {
+    "id": "chatcmpl-cited",
+    "object": "chat.completion",
+    "created": 5,
+    "model": "gpt-4o-search",
+    "service_tier": "default",
+    "system_fingerprint": "fp_1",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Hi",
+                "refusal": None,
+                "annotations": [
+                    {
+                        "type": "url_citation",
+                        "url_citation": {
+                            "url": "https://a.example",
+                            "title": "A",
+                            "start_index": 0,
+                            "end_index": 2,
+                        },
+                    }
+                ],
+            },
+            "logprobs": _LOGPROBS,
+            "finish_reason": "stop",
+        }
+    ],
+}
+
+
+def test_chat_from_json_keeps_logprobs_citations_audio_and_the_serving_facts() -> None:
+    """What the answer says beside its text reaches a streaming caller as a stream says it."""
+    chunks = chat_chunks(CHAT.from_json(_CITED, {}))
+    assert {(c.service_tier, c.system_fingerprint) for c in chunks} == {("default", "fp_1")}
+    state = ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(chunk)
+    choice = state.get_final_completion().choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert [t.token for t in choice.logprobs.content] == ["Hi"]
+    assert choice.message.annotations is not None
+    assert choice.message.annotations[0].url_citation.url == "https://a.example"
+    audio = {"id": "audio_1", "data": "UklGRg==", "expires_at": 9, "transcript": "Hello"}
+    spoken = {**_CITED, "choices": [{"index": 0, "message": {"role": "assistant", "audio": audio}}]}
+    (said,) = [
+        c.choices[0].delta.audio for c in chat_chunks(CHAT.from_json(spoken, {})) if c.choices[0].delta.audio
+    ]
+    assert (said.transcript, said.data, said.id) == ("Hello", "UklGRg==", "audio_1")
+
+
+def test_chat_answers_a_text_replay_would_change_are_not_cached() -> None:
+    """Logprobs and citations are lost in a replay of the text: such answers are not kept."""
+    assert CHAT.cacheable_answer(_CITED) is None
+    assert CHAT.cacheable_text(CHAT.from_json(_CITED, {})) is None
+    choice = {**_CITED["choices"][0], "message": {"role": "assistant", "content": "Hi"}}
+    with_logprobs = {**_CITED, "choices": [choice]}
+    assert CHAT.cacheable_answer(with_logprobs) is None
+    assert CHAT.cacheable_text(CHAT.from_json(with_logprobs, {})) is None
+    plain = {**_CITED, "choices": [{**choice, "logprobs": None}]}
+    assert CHAT.cacheable_answer(plain) == "Hi"
+    assert CHAT.cacheable_text(CHAT.from_json(plain, {})) == "Hi"
+
+
 def test_chat_from_json_refusal() -> None:
     body = {
         "id": "c",
@@ -783,6 +853,16 @@ def test_responses_from_json_streams_a_reasoning_summary_and_text_as_their_event
     ).get_final_response()
     assert [s.text for s in final.output[0].summary] == ["Weighing", "Done"]  # type: ignore[union-attr]
     assert final.output_text == "hi"
+
+
+def test_responses_from_json_streams_a_texts_logprobs_with_it() -> None:
+    logprobs = [{"token": "hi", "logprob": -0.2, "bytes": [104, 105], "top_logprobs": []}]
+    message = RESPONSES_BODY["output"][2]
+    part = {**message["content"][0], "logprobs": logprobs}
+    body = {**RESPONSES_BODY, "output": [{**message, "content": [part]}]}
+    events = response_events(RESPONSES.from_json(body, {}), strict=False)
+    texts = [e for e in events if e.type in ("response.output_text.delta", "response.output_text.done")]
+    assert [[t.token for t in e.logprobs] for e in texts] == [["hi"], ["hi"]]
 
 
 def test_responses_from_json_streams_a_refusal_as_refusal_events() -> None:
