@@ -57,6 +57,12 @@ def _streamtap_jobs(p: Params) -> str:
     )
 
 
+def _targets_down(p: Params) -> str:
+    """The scrape targets of streamtap jobs that are down now: StreamtapScrapeTargetDown's
+    condition, before its `for:`."""
+    return f'up{{job=~"{p.scrape_job_regex}"}} == 0\nand on (job) {_streamtap_jobs(p)}'
+
+
 def _spike(p: Params, ratio: str, factor: float, floor: float) -> str:
     """`ratio` (a recorded series name without its window) now, against its baseline; with no
     baseline the floor alone judges (a fresh deployment)."""
@@ -87,6 +93,11 @@ def _burn(p: Params, pairs: tuple[tuple[str, str, float], ...]) -> str:
         for long, short, factor in pairs
     ]
     return "\nor\n".join(clauses)
+
+
+def _indent(text: str, spaces: int) -> str:
+    """`text` with its lines after the first indented by `spaces`, to nest it in an expression."""
+    return text.replace("\n", "\n" + " " * spaces)
 
 
 def _pairs_text(p: Params, pairs: tuple[tuple[str, str, float], ...]) -> str:
@@ -237,19 +248,25 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"(\n  {_streamtap_jobs(p)}\n"
             f'  unless on (job) group by (job) ({{__name__=~"streamtap_.+"}})\n'
             f"  and on (job) max by (job) (up) == 1\n)\n"
-            f'or absent({{__name__=~"streamtap_.+"}})',
+            # Not while a streamtap job's target is down: a failed scrape marks its series stale,
+            # so when every streamtap target is down there is no streamtap series at all, and this
+            # branch (which has no job, so no inhibit rule can match it to the job) would blame
+            # the install for what StreamtapScrapeTargetDown already says.
+            f'or (\n  absent({{__name__=~"streamtap_.+"}})\n'
+            f"  unless on () (\n    {_indent(_targets_down(p), 4)}\n  )\n)",
             p.absent_for,
             "warning",
             "streamtap metrics are missing{{ with $labels.job }} from {{ . }}{{ end }}",
             "No streamtap_* series{{ with $labels.job }} from job {{ . }}, which exported them "
-            f"within the last {p.d(p.job_lookback)} and is still scraped{{{{ else }}}} in this Prometheus at all"
+            f"within the last {p.d(p.job_lookback)} and is still scraped{{{{ else }}}} in this Prometheus at all, "
+            f"while no target of a job that exported them within the last {p.d(p.job_lookback)} is down"
             "{{ end }}: streamtap is not installed, not registered with the scraped registry, or its "
             "recorder was removed. Every other streamtap alert is blind meanwhile.",
         ),
         _alert(
             p,
             "StreamtapScrapeTargetDown",
-            f'up{{job=~"{p.scrape_job_regex}"}} == 0\nand on (job) {_streamtap_jobs(p)}',
+            _targets_down(p),
             p.scrape_down_for,
             "warning",
             f"{job}: scrape target {{{{ $labels.instance }}}} is down",

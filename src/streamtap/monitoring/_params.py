@@ -74,7 +74,8 @@ class Params:
             keep firing this long after a job went silent or down.
         absent_for: `for:` of the instrumentation absent alert.
         scrape_job_regex: of the streamtap jobs, those whose `up == 0` pages as
-            StreamtapScrapeTargetDown.
+            StreamtapScrapeTargetDown (and meanwhile keeps StreamtapInstrumentationAbsent's
+            job-less "no streamtap series at all" silent).
         scrape_down_for: `for:` of the scrape target down alert.
     """
 

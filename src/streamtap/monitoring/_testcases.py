@@ -347,6 +347,34 @@ def _absent(b: _Builder) -> list[dict[str, Any]]:
     ]
 
 
+def _all_down(b: _Builder) -> dict[str, Any]:
+    """Every streamtap target goes down at 10m: each failed scrape marks its series stale, so no
+    streamtap series is left, which is StreamtapScrapeTargetDown's to say, not a missing install."""
+    req = "streamtap_requests_total"
+    s = [
+        _c(req, "api", counter((10, 60)) + " stale", instance="a:9464", outcome="ok"),
+        _c(req, "api", counter((10, 60)) + " stale", instance="b:9464", outcome="ok"),
+        _up("api", gauge((10, 1), (60, 0)), "a:9464"),
+        _up("api", gauge((10, 1), (60, 0)), "b:9464"),
+        _c(req, "proxy", counter((10, 60)) + " stale", outcome="ok"),
+        _up("proxy", gauge((10, 1), (60, 0))),
+        _up("prometheus", gauge((70, 1)), "localhost:9090"),  # not streamtap's: up, and no say
+    ]
+    down = [
+        ("warning", {"job": job, "instance": instance}, "0")
+        for job, instance in (("api", "a:9464"), ("api", "b:9464"), ("proxy", "proxy:9464"))
+    ]
+    return {
+        "interval": "1m",
+        "input_series": s,
+        "alert_rule_test": [
+            *b.case("StreamtapScrapeTargetDown", [(11, []), (12, down), (69, down)]),
+            # absent() has held since 10m; its `for:` would have run out at 20m.
+            *b.case("StreamtapInstrumentationAbsent", [(25, []), (69, [])]),
+        ],
+    }
+
+
 def _scrape(b: _Builder) -> dict[str, Any]:
     s = [
         _c("streamtap_requests_total", "api", counter((10, 60)), instance="c:9464", outcome="ok"),
@@ -434,5 +462,6 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
         ),
         *_absent(b),
         _scrape(b),
+        _all_down(b),
     ]
     return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": tests}
