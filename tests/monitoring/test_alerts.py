@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import _repo  # noqa: F401
@@ -14,6 +17,7 @@ from alerts.generate import outputs
 
 from conftest import require_binary
 from streamtap.monitoring import _durations
+from streamtap.monitoring._servers import ALERTMANAGER_NAMES, WebhookReceiver, run_alertmanager
 from streamtap.monitoring.rules import Params, alert_names, dump, recording_names, render
 
 ALERTS = [
@@ -237,10 +241,100 @@ def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> No
     assert result.stdout.strip() == receiver
 
 
-def test_critical_inhibits_warning_and_ticket_of_same_alert_and_job() -> None:
-    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
-    assert config["inhibit_rules"][0] == {
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    """Whether Alertmanager `matchers` of the forms name="v" and name=~"a|b" match `labels`."""
+    for matcher in matchers:
+        found = re.fullmatch(r'(\w+)(=~|=)"(.*)"', matcher)
+        assert found, f"matcher form not handled here: {matcher}"
+        name, op, value = found.groups()
+        text = labels.get(name, "")
+        if (op == "=" and text != value) or (op == "=~" and not re.fullmatch(value, text)):
+            return False
+    return True
+
+
+def _inhibit_rules() -> list[dict[str, list[str]]]:
+    rules: list[dict[str, list[str]]] = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())[
+        "inhibit_rules"
+    ]
+    return rules
+
+
+def test_critical_inhibits_the_ticket_of_the_same_alert_and_job() -> None:
+    assert _inhibit_rules()[0] == {
         "source_matchers": ['severity="critical"'],
-        "target_matchers": ['severity=~"warning|ticket"'],
+        "target_matchers": ['severity="ticket"'],
         "equal": ["alertname", "job"],
     }
+
+
+def test_every_inhibit_rule_can_inhibit_every_alert_its_target_matchers_name() -> None:
+    """No dead matcher: every value a target matcher names (each alternative of a regex) is that of
+    an alert the rules make which a source alert of the same rule can inhibit, the labels in
+    `equal` that the rules set being the same in both (`job` is only known at run time)."""
+    alerts = [{"alertname": str(r["alert"]), **r["labels"]} for r in _alert_rules()]  # type: ignore[dict-item]
+    for rule in _inhibit_rules():
+        inhibited = [
+            target
+            for target in alerts
+            if _matches(rule["target_matchers"], target)
+            and any(
+                source is not target
+                and _matches(rule["source_matchers"], source)
+                and all(source.get(label) == target.get(label) for label in rule["equal"] if label != "job")
+                for source in alerts
+            )
+        ]
+        assert inhibited, rule
+        for matcher in rule["target_matchers"]:
+            name, _, value = re.fullmatch(r'(\w+)(=~|=)"(.*)"', matcher).groups()  # type: ignore[union-attr]
+            assert set(value.split("|")) == {target[name] for target in inhibited}, (rule, matcher)
+
+
+@pytest.mark.integration
+def test_a_real_alertmanager_inhibits_what_the_config_says(tmp_path: Path) -> None:
+    """alerts/alertmanager.yml in a loopback Alertmanager: alerts are posted, their states read."""
+    binary = require_binary(*ALERTMANAGER_NAMES)
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    posted = [
+        ("StreamtapErrorBudgetBurn", "critical", "a"),
+        ("StreamtapErrorBudgetBurn", "ticket", "a"),
+        ("StreamtapErrorBudgetBurn", "ticket", "b"),
+        ("StreamtapErrorRateSpike", "critical", "a"),
+        ("StreamtapUpstreamErrorRateSpike", "warning", "a"),
+        ("StreamtapScrapeTargetDown", "warning", "c"),
+        ("StreamtapInstrumentationAbsent", "warning", "c"),
+        ("StreamtapInstrumentationAbsent", "warning", "d"),
+    ]
+    expected = dict.fromkeys(posted, "active") | {
+        ("StreamtapErrorBudgetBurn", "ticket", "a"): "suppressed",  # the page says it
+        ("StreamtapInstrumentationAbsent", "warning", "c"): "suppressed",  # no scrape, no metrics
+    }
+    with WebhookReceiver() as hook:
+        for receiver in config["receivers"]:
+            for webhook in receiver.get("webhook_configs", []):
+                webhook["url"] = hook.url  # nothing leaves the machine
+        with run_alertmanager(tmp_path / "am", hook.url, binary=binary, config=config) as alertmanager:
+            body = [
+                {"labels": {"alertname": name, "severity": severity, "job": job}}
+                for name, severity, job in posted
+            ]
+            request = urllib.request.Request(
+                f"{alertmanager.url}/api/v2/alerts",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
+            states: dict[tuple[str, str, str], str] = {}
+            deadline = time.monotonic() + 10
+            while states != expected and time.monotonic() < deadline:
+                time.sleep(0.2)  # the inhibitor learns of new source alerts asynchronously
+                with urllib.request.urlopen(f"{alertmanager.url}/api/v2/alerts", timeout=5) as response:
+                    states = {
+                        (a["labels"]["alertname"], a["labels"]["severity"], a["labels"]["job"]): a["status"][
+                            "state"
+                        ]
+                        for a in json.loads(response.read())
+                    }
+            assert states == expected

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -288,7 +288,12 @@ def alertmanager_config(webhook_url: str, *, group_wait: str = "1s") -> dict[str
 
 @contextlib.contextmanager
 def run_alertmanager(
-    workdir: Path, webhook_url: str, *, group_wait: str = "1s", binary: str | None = None
+    workdir: Path,
+    webhook_url: str,
+    *,
+    group_wait: str = "1s",
+    binary: str | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Iterator[Server]:
     """Start Alertmanager (clustering off) routing everything to `webhook_url`; stop it on exit.
 
@@ -297,15 +302,19 @@ def run_alertmanager(
         webhook_url: the receiver URL, e.g. `WebhookReceiver.url`.
         group_wait: how long a new alert group waits before it is sent.
         binary: the alertmanager executable; default: found on PATH.
+        config: the whole configuration to run instead of one routing everything to
+            `webhook_url` (e.g. alerts/alertmanager.yml with its receivers pointed at a
+            `WebhookReceiver`, to test its routes and inhibit rules).
     """
     executable = _binary(binary, ALERTMANAGER_NAMES)
     workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "alertmanager.yml"
-    config.write_text(yaml.safe_dump(alertmanager_config(webhook_url, group_wait=group_wait)))
+    path = workdir / "alertmanager.yml"
+    chosen = alertmanager_config(webhook_url, group_wait=group_wait) if config is None else dict(config)
+    path.write_text(yaml.safe_dump(chosen))
     address = f"127.0.0.1:{free_port()}"
     argv = [
         executable,
-        f"--config.file={config}",
+        f"--config.file={path}",
         f"--storage.path={workdir / 'data'}",
         f"--web.listen-address={address}",
         "--cluster.listen-address=",  # no gossip port: one instance, loopback only
