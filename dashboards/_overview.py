@@ -354,8 +354,17 @@ def overview(p: Params | None = None) -> Dashboard:
         .with_panel(
             state_panel(
                 "Circuit breaker state",
-                "Per upstream and model: closed, half-open or open.",
-                'max by (upstream, model) (streamtap_circuit_state{job=~"$job", model=~"$model"})',
+                "Per upstream and model: closed, half-open or open; each point shows the worst state "
+                "its interval saw, so a breaker open between two points shows open.",
+                # The worst state over each step, not the state at its instant: a breaker that
+                # cycles open and half-open every 15 s is mostly half-open or closed at the
+                # instants a wide step samples. $__rate_interval, not $__interval: it is at least
+                # a scrape interval more than the step, so each point's range holds a sample
+                # even when the step is no longer than the scrape interval ([$__interval] can
+                # then hold none, and the timeline has holes). The price: a state may linger a
+                # scrape interval after it ended (up to four at the finest zoom), erring towards
+                # showing a breaker open.
+                f"max by (upstream, model) (max_over_time(streamtap_circuit_state{{{SEL}}}[{RATE}]))",
                 "{{upstream}} {{model}}",
             )
         )

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import _repo  # noqa: F401
 import pytest
 from _repo import ROOT
 from dashboards.generate import render
-from dashboards.queries import panel_queries, substitute
+from dashboards.queries import DEFAULTS, panel_queries, substitute
 
-from streamtap.monitoring.rules import Params, recording_names
+from conftest import require_binary
+from streamtap.monitoring._series import series
+from streamtap.monitoring.rules import Params, dump, recording_names
 
 OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
 
@@ -167,3 +171,52 @@ def test_substitute() -> None:
     )
     with pytest.raises(KeyError, match=r"dashboard variable \$nope has no value"):
         substitute("$nope")
+
+
+def _expr(title: str) -> str:
+    (target,) = next(p for p in _model()["panels"] if p["title"] == title)["targets"]
+    expr: str = target["expr"]
+    return expr
+
+
+def test_breaker_panel_shows_the_worst_state_of_each_step() -> None:
+    assert _expr("Circuit breaker state") == (
+        "max by (upstream, model) "
+        '(max_over_time(streamtap_circuit_state{job=~"$job", model=~"$model"}[$__rate_interval]))'
+    )
+
+
+def _promtool(
+    tmp_path: Path, interval: str, inputs: list[dict[str, Any]], checks: list[dict[str, Any]]
+) -> None:
+    """Run `checks` (promql_expr_test entries) under promtool against `inputs` sampled every `interval`."""
+    promtool = require_binary("promtool")
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": interval,
+        "tests": [{"interval": interval, "input_series": inputs, "promql_expr_test": checks}],
+    }
+    (tmp_path / "panels_test.yml").write_text(dump(tests))
+    result = subprocess.run(
+        [promtool, "test", "rules", "panels_test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _concrete(title: str, **values: str) -> str:
+    return substitute(_expr(title), {**DEFAULTS, **values})
+
+
+@pytest.mark.integration
+def test_breaker_panel_reads_open_at_any_instant_of_a_cycling_breaker(tmp_path: Path) -> None:
+    """Open 30 s, half-open 45 s, over and over (15 s samples): at a 1m step the panel reads open
+    even at the instants the breaker is half-open."""
+    labels = {"job": "a", "instance": "a:9464", "upstream": "api.openai.com", "model": "gpt-4o"}
+    expr = _concrete("Circuit breaker state", __rate_interval="1m")
+    opened = [{"labels": '{model="gpt-4o", upstream="api.openai.com"}', "value": 2}]
+    _promtool(
+        tmp_path,
+        "15s",
+        [series("streamtap_circuit_state", labels, " ".join(["2 2 1 1 1"] * 8))],
+        [{"expr": expr, "eval_time": t, "exp_samples": opened} for t in ("2m", "3m15s", "4m45s")],
+    )
