@@ -194,8 +194,12 @@ def overview(p: Params | None = None) -> Dashboard:
         .with_panel(
             alerts_table(
                 "Firing alerts",
-                "streamtap alerts firing now (the ALERTS series of this Prometheus).",
-                'sum by (alertname, severity, job) (ALERTS{alertname=~"Streamtap.*", alertstate="firing"})',
+                "streamtap alerts firing now for the selected jobs, and those of no job (no streamtap "
+                "series at all), from the ALERTS series of this Prometheus.",
+                # `|` also matches an empty job: StreamtapInstrumentationAbsent's "no streamtap
+                # series at all" has none, and belongs to every selection.
+                'sum by (alertname, severity, job) (ALERTS{alertname=~"Streamtap.*", alertstate="firing", '
+                'job=~"$job|"})',
             )
         )
     )

@@ -15,7 +15,7 @@ from dashboards.generate import render
 from dashboards.queries import DEFAULTS, panel_queries, substitute
 
 from conftest import require_binary
-from streamtap.monitoring._series import series
+from streamtap.monitoring._series import gauge, series
 from streamtap.monitoring.rules import Params, dump, recording_names
 
 OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
@@ -186,6 +186,10 @@ def test_breaker_panel_shows_the_worst_state_of_each_step() -> None:
     )
 
 
+def test_firing_alerts_follow_the_job_variable_and_keep_job_less_alerts() -> None:
+    assert 'job=~"$job|"' in _expr("Firing alerts")
+
+
 def _promtool(
     tmp_path: Path, interval: str, inputs: list[dict[str, Any]], checks: list[dict[str, Any]]
 ) -> None:
@@ -219,4 +223,33 @@ def test_breaker_panel_reads_open_at_any_instant_of_a_cycling_breaker(tmp_path: 
         "15s",
         [series("streamtap_circuit_state", labels, " ".join(["2 2 1 1 1"] * 8))],
         [{"expr": expr, "eval_time": t, "exp_samples": opened} for t in ("2m", "3m15s", "4m45s")],
+    )
+
+
+@pytest.mark.integration
+def test_alerts_table_lists_the_selected_jobs_and_the_job_less(tmp_path: Path) -> None:
+    firing = {"alertstate": "firing", "severity": "warning"}
+    a, b = ({"alertname": "StreamtapCircuitOpen", "job": job} for job in ("a", "b"))
+    none = {"alertname": "StreamtapInstrumentationAbsent"}
+
+    def rows(*alerts: dict[str, str]) -> list[dict[str, Any]]:
+        labels = ({**alert, "severity": "warning"} for alert in alerts)
+        return [
+            {"labels": "{" + ", ".join(f'{k}="{v}"' for k, v in x.items()) + "}", "value": 1} for x in labels
+        ]
+
+    _promtool(
+        tmp_path,
+        "1m",
+        [series("ALERTS", {**alert, **firing}, gauge((10, 1))) for alert in (a, b, none)],
+        [
+            {"expr": _concrete("Firing alerts", job="a"), "eval_time": "5m", "exp_samples": rows(a, none)},
+            # All, and several jobs, as Grafana writes them into a regex.
+            {"expr": _concrete("Firing alerts"), "eval_time": "5m", "exp_samples": rows(a, b, none)},
+            {
+                "expr": _concrete("Firing alerts", job="(a|c)"),
+                "eval_time": "5m",
+                "exp_samples": rows(a, none),
+            },
+        ],
     )
