@@ -1,6 +1,7 @@
-"""The Kubernetes example keeps its promises: a loopback-only sidecar whose flags the real CLI
-accepts, metrics and probes on a named port the PodMonitor scrapes, and the same rules as
-alerts/ in a PrometheusRule that promtool accepts."""
+"""The Kubernetes example keeps its promises: a loopback-only native sidecar whose flags the real
+CLI accepts, that stops after the app within the pod's grace, a pod that passes the "restricted"
+Pod Security Standard, metrics and probes on a named port the PodMonitor scrapes, and the same
+rules as alerts/ in a PrometheusRule that promtool accepts."""
 
 from __future__ import annotations
 
@@ -30,10 +31,16 @@ def _load(name: str) -> dict[str, Any]:
 
 
 def _sidecar() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The pod template, the app container and the streamtap (init) container."""
     deployment = _load("sidecar.yaml")
     pod = deployment["spec"]["template"]
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
-    return pod, containers["app"], containers["streamtap"]
+    init = {c["name"]: c for c in pod["spec"].get("initContainers", [])}
+    return pod, containers["app"], init["streamtap"]
+
+
+def _shutdown_grace(sidecar: dict[str, Any]) -> int:
+    return int(next(a for a in sidecar["args"] if a.startswith("--shutdown-grace=")).split("=")[1])
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +123,72 @@ def test_metrics_port_probes_and_podmonitor_agree() -> None:
     job = relabel["separator"].join(meta[label] for label in relabel["sourceLabels"])
     assert job == f"prod/{pod['metadata']['labels']['app.kubernetes.io/name']}"
     assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
-    grace = int(next(a for a in sidecar["args"] if a.startswith("--shutdown-grace=")).split("=")[1])
-    assert pod["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+def test_streamtap_is_a_native_sidecar_that_stops_after_the_app() -> None:
+    """An init container with restartPolicy Always starts before the app and gets its SIGTERM only
+    once the app has exited: as an ordinary container it stopped accepting while the app, told to
+    stop at the same moment, still called it."""
+    pod, app, sidecar = _sidecar()
+    spec = pod["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["app"]
+    assert [c["name"] for c in spec["initContainers"]] == ["streamtap"]
+    assert sidecar["restartPolicy"] == "Always"
+    assert "restartPolicy" not in app
+    # The app starts once the proxy serves.
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # One grace for the whole stop, in order: the app's calls (given the time the proxy gives its
+    # streams), then the proxy's own grace and its last spans (the OTLP exporter's 10 s timeout).
+    grace = _shutdown_grace(sidecar)
+    assert spec["terminationGracePeriodSeconds"] >= grace + grace + 10
+
+
+def _restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """What the Pod Security Standard "restricted" (and "baseline", which it includes) forbids in a
+    pod spec, but for AppArmor, SELinux, procMount, sysctls and Windows host processes.
+
+    Each container's effective settings are its own securityContext over the pod's.
+    """
+    out = []
+    pod_context = spec.get("securityContext", {})
+    out += [f"pod: {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim"}
+    allowed_volumes |= {"projected", "secret"}
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        out += [f"volume {volume['name']}: {kind}" for kind in sorted(kinds - allowed_volumes)]
+    if pod_context.get("runAsUser") == 0:
+        out.append("pod: runAsUser 0")
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        name, own = container["name"], container.get("securityContext", {})
+        context = {**pod_context, **own}
+        if context.get("runAsNonRoot") is not True:
+            out.append(f"{name}: runAsNonRoot is not true")
+        if context.get("runAsUser") == 0:
+            out.append(f"{name}: runAsUser 0")
+        if context.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile is not RuntimeDefault or Localhost")
+        if own.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation is not false")
+        if own.get("privileged"):
+            out.append(f"{name}: privileged")
+        capabilities = own.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            out.append(f"{name}: capabilities do not drop ALL")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities add more than NET_BIND_SERVICE")
+        if any("hostPort" in port for port in container.get("ports", [])):
+            out.append(f"{name}: hostPort")
+    return out
+
+
+def test_the_pod_passes_the_restricted_pod_security_standard() -> None:
+    pod, _, _ = _sidecar()
+    assert _restricted_violations(pod["spec"]) == []
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The checker sees what it must: a bare pod fails on every count, for every container.
+    bare = {"containers": [{"name": "app"}], "initContainers": [{"name": "streamtap"}]}
+    assert len(_restricted_violations(bare)) == 2 * 4
 
 
 def test_prometheus_rule_is_fresh_and_valid(tmp_path: Path) -> None:
