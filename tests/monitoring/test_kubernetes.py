@@ -1,7 +1,7 @@
 """The Kubernetes example keeps its promises: a loopback-only native sidecar whose flags the real
 CLI accepts, that stops after the app within the pod's grace, a pod that passes the "restricted"
-Pod Security Standard, metrics and probes on a named port the PodMonitor scrapes, and the same
-rules as alerts/ in a PrometheusRule that promtool accepts."""
+Pod Security Standard, metrics and probes on a named port the PodMonitor scrapes in every
+namespace, and the same rules as alerts/ in a PrometheusRule that promtool accepts."""
 
 from __future__ import annotations
 
@@ -189,6 +189,13 @@ def test_the_pod_passes_the_restricted_pod_security_standard() -> None:
     # The checker sees what it must: a bare pod fails on every count, for every container.
     bare = {"containers": [{"name": "app"}], "initContainers": [{"name": "streamtap"}]}
     assert len(_restricted_violations(bare)) == 2 * 4
+
+
+def test_the_podmonitor_finds_pods_in_every_namespace() -> None:
+    """The relabelling names each job <namespace>/<app>; without a namespaceSelector the operator
+    looks only in the PodMonitor's own namespace."""
+    monitor = _load("podmonitor.yaml")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
 
 
 def test_prometheus_rule_is_fresh_and_valid(tmp_path: Path) -> None:
