@@ -3,6 +3,7 @@ rules, Alertmanager config, every mounted file present, images pinned, Grafana w
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,6 +89,45 @@ def test_the_proxy_is_given_its_shutdown_grace_and_a_flush_before_it_is_killed()
     grace = float(flags[0]) if flags else ProxyConfig(upstream="http://x/v1").shutdown_grace
     stop = proxy.get("stop_grace_period", "10s")  # compose's default
     assert stop.endswith("s") and float(stop[:-1]) >= grace + 10  # + the OTLP exporter's timeout
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host address, host port) of each port a service publishes, short or long syntax; an
+    address left out is every interface ("0.0.0.0")."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((str(port.get("host_ip", "0.0.0.0")), int(port["published"])))
+            continue
+        parts = str(port).split("/")[0].rsplit(":", 2)
+        if len(parts) == 1:  # a container port alone: a random host port, on every interface
+            out.append(("0.0.0.0", 0))
+        else:
+            out.append((parts[0] if len(parts) == 3 else "0.0.0.0", int(parts[-2])))
+    return out
+
+
+def test_only_what_users_open_is_published_and_on_loopback_only() -> None:
+    """Prometheus runs with --web.enable-lifecycle (an unauthenticated /-/quit) and Grafana admits
+    anonymous viewers: nothing is published beyond this machine, and nothing nobody opens."""
+    published = {name: _published(s) for name, s in _compose()["services"].items() if s.get("ports")}
+    assert {name: [address for address, _ in ports] for name, ports in published.items()} == {
+        name: ["127.0.0.1"] for name in ("prometheus", "alertmanager", "grafana")
+    }
+    # What the compose header and the README's section on the stack tell users to open, and
+    # nothing else.
+    header = (ROOT / "docker-compose.yml").read_text().split("\nservices:")[0]
+    readme = (
+        (ROOT / "README.md").read_text().split("## Dashboards and alerts on a laptop")[1].split("\n## ")[0]
+    )
+    opened = {int(port) for text in (header, readme) for port in re.findall(r"http://localhost:(\d+)", text)}
+    assert {port for ports in published.values() for _, port in ports} == opened == {3000, 9090, 9093}
+    assert _published({"ports": ["9090:9090", "127.0.0.1:1:2/udp", "80", {"published": 5, "target": 5}]}) == [
+        ("0.0.0.0", 9090),
+        ("127.0.0.1", 1),
+        ("0.0.0.0", 0),
+        ("0.0.0.0", 5),
+    ]
 
 
 def test_images_are_pinned() -> None:
