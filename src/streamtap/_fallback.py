@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+from ._secrets import clean_secret
 from ._taxonomy import FALLBACK_KINDS, FallbackKind
 
 # Request fields that do not change the answer: a cached answer is keyed without them.
@@ -138,12 +139,15 @@ class Fallback:
                 raise ValueError(
                     f"Fallback.upstream model must be a non-empty model name or None, got {self.to_model!r}"
                 )
-            if self.api_key is not None and not _is_name(self.api_key):
-                # The key itself is never echoed, only its type.
-                raise ValueError(
-                    "Fallback.upstream api_key must be a non-empty string or None (None: the caller's "
-                    f"key), got {type(self.api_key).__name__}"
-                )
+            if self.api_key is not None:
+                if not isinstance(self.api_key, str):  # the key itself is never echoed, only its type
+                    raise ValueError(
+                        "Fallback.upstream api_key must be a non-empty string or None (None: the "
+                        f"caller's key), got {type(self.api_key).__name__}"
+                    )
+                # A key read from a file ends in its newline: sent so, every attempt of the
+                # fallback would fail in the HTTP library, with the key in its error.
+                object.__setattr__(self, "api_key", clean_secret(self.api_key, "Fallback.upstream api_key"))
         if kind == "cache" and not (
             callable(getattr(self.cache, "get", None)) and callable(getattr(self.cache, "set", None))
         ):

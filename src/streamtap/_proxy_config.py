@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem
 from ._policy import Policy
+from ._secrets import clean_secret
 
 _FALLBACK_TEXT = ("model", "base_url", "api_key")
 # The keys each kind of [[fallbacks]] entry takes: any other is refused, not silently dropped.
@@ -165,16 +166,10 @@ def _secret(name: str, value: str | None) -> str | None:
     ends in its newline, which no header may carry. Errors never show the value."""
     if value is None:
         return None
-    value = value.strip()
-    where = f"{name} ({_SECRET_FLAGS[name]})"
-    if not value:
-        raise SettingError(name, f"{where} must be a non-empty string, got only whitespace")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise SettingError(
-            name,
-            f"{where} must be a string without control characters, got one with a line break, tab or other inside",
-        )
-    return value
+    try:
+        return clean_secret(value, f"{name} ({_SECRET_FLAGS[name]})")
+    except ValueError as error:
+        raise SettingError(name, str(error)) from None
 
 
 def _check_seconds(name: str, value: object, *, positive: bool = False, finite: bool = False) -> None:
@@ -222,13 +217,13 @@ def fallback_from_mapping(data: object, index: int) -> Fallback:
     for key in _FALLBACK_TEXT:
         if key in data and not isinstance(data[key], str):
             raise ValueError(f"{where}.{key} must be a string, got {type(data[key]).__name__}")
+    # Named as the file names it, before Fallback names it as Python does.
+    api_key = clean_secret(data["api_key"], f"{where}.api_key") if "api_key" in data else None
     try:
         if kind == "model":
             return Fallback.model(data.get("model", ""))
         if kind == "upstream":
-            return Fallback.upstream(
-                data.get("base_url", ""), api_key=data.get("api_key"), model=data.get("model")
-            )
+            return Fallback.upstream(data.get("base_url", ""), api_key=api_key, model=data.get("model"))
         if kind == "non_streaming":
             return Fallback.non_streaming()
         return Fallback.cached()

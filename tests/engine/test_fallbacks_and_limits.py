@@ -572,6 +572,32 @@ def test_a_retry_the_breaker_refuses_when_due_is_counted_once(
     assert len([e for e in recording.of(streamtap.RetryScheduled) if e.call_id == call_id]) == 1
 
 
+@pytest.mark.parametrize("key", ["sk-second\n", " sk-second \r\n"], ids=["newline", "spaces"])
+def test_an_upstream_fallback_key_from_a_file_loses_the_whitespace_around_it(
+    recording: Recording, key: str
+) -> None:
+    """A key read from a secret file ends in its newline: it was sent as is, and every attempt
+    of the fallback failed in h11 ("Illegal header value"), counted as a connection error."""
+    from streamtap.fake import FakeConfig
+
+    with (
+        FakeUpstream(FakeConfig(chunks=3, api_key="sk-second")) as second,
+        FakeUpstream(FakeConfig(chunks=3)) as first,
+    ):
+        first.enqueue("status=503;should_retry=false")
+        client = streamtap.instrument(
+            openai.OpenAI(base_url=first.base_url, api_key="sk-first"),
+            policy=TEST_POLICY,
+            recorders=[recording],
+            fallbacks=[streamtap.Fallback.upstream(second.base_url, api_key=key)],
+        )
+        text, headers = _chat_text(client)
+        client.close()
+    assert text == second.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert headers["x-streamtap-fallback"] == "upstream"
+    assert [r.status for r in second.requests] == [200]  # the fake required, and got, its key
+
+
 def test_an_upstream_fallback_with_its_own_key_sends_none_of_the_callers_identity(
     recording: Recording,
 ) -> None:

@@ -234,6 +234,24 @@ def test_a_secret_with_control_characters_is_refused_unseen(name: str, flag: str
     assert "0042" not in str(refused.value)  # the value is never echoed
 
 
+def test_a_fallback_key_in_the_file_is_checked_as_the_proxys_own(tmp_path: Any) -> None:
+    """It kept the newline of a multi-line TOML string, and every fallback attempt failed."""
+    path = tmp_path / "proxy.toml"
+    entry = '[[fallbacks]]\nkind = "upstream"\nbase_url = "http://127.0.0.1:9/v1"\napi_key = '
+    path.write_text(entry + '"""  sk-backup-0042\n"""\n')
+    assert load_config(str(path)).fallbacks[0].api_key == "sk-backup-0042"
+    for value, why in (
+        ('"sk-in\\nside-0042"', "a string without control characters"),
+        ('" "', "a non-empty string, got only whitespace"),
+    ):
+        path.write_text('[[fallbacks]]\nkind = "non_streaming"\n' + entry + value + "\n")
+        with pytest.raises(
+            ValueError, match=rf"^{re.escape(str(path))}: fallbacks\[1\]\.api_key must be {why}"
+        ) as refused:
+            load_config(str(path))
+        assert "0042" not in str(refused.value)
+
+
 def test_a_client_token_without_an_upstream_key_is_refused(tmp_path: Any) -> None:
     # Clients would send `Bearer <token>`, forwarded upstream unchanged: the token would leak.
     refused = r"client_token \(--client-token-env\) needs upstream_api_key \(--upstream-api-key-env\)"

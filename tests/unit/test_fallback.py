@@ -104,6 +104,28 @@ def test_a_fallback_that_cannot_be_routed_is_refused_when_built(make: Any, messa
         make()
 
 
+def test_an_upstream_key_loses_the_whitespace_around_it() -> None:
+    assert Fallback.upstream("https://other/v1", api_key=" sk-2\n").api_key == "sk-2"
+    assert Fallback.upstream("https://other/v1", api_key="sk-2\r\n") == Fallback.upstream(
+        "https://other/v1", api_key="sk-2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        (" \n ", "a non-empty string, got only whitespace"),
+        ("sk-in\nside-0042", "a string without control characters"),
+        ("sk-\x00-0042", "a string without control characters"),
+        ("sk-tab\t-0042", "a string without control characters"),
+    ],
+)
+def test_an_upstream_key_no_header_can_carry_is_refused_unseen(key: str, why: str) -> None:
+    with pytest.raises(ValueError, match=rf"^Fallback\.upstream api_key must be {why}") as refused:
+        Fallback.upstream("https://other/v1", api_key=key)
+    assert "0042" not in str(refused.value)
+
+
 def test_repr_never_shows_the_key() -> None:
     fallback = Fallback.upstream("https://other/v1", api_key="sk-secret")
     assert repr(fallback) == "Fallback.upstream('https://other/v1')"
