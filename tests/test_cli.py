@@ -203,6 +203,7 @@ def test_fake_upstream_on_a_taken_port_fails_in_one_line() -> None:
     [
         ("ftp://x/v1", "its scheme is not http or https"),
         ("http://127.0.0.1:99999/v1", "Port out of range 0-65535"),
+        ("http://user:hunter2pw@127.0.0.1:99999/v1", "got 'http://127.0.0.1:99999/v1': Port out of range"),
     ],
 )
 def test_demo_urls_must_be_base_urls(url: str, reason: str) -> None:
@@ -212,6 +213,7 @@ def test_demo_urls_must_be_base_urls(url: str, reason: str) -> None:
         expected = f"Invalid value for '{flag}': must be an http:// or https:// base URL with a host"
         assert expected in result.output
         assert reason in result.output
+        assert "hunter2pw" not in result.output  # a refused URL is shown without its password
 
 
 def test_rules_refuse_an_empty_runbook_base() -> None:

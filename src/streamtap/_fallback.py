@@ -122,19 +122,7 @@ class Fallback:
         if kind == "model" and not _is_name(self.to_model):
             raise ValueError(f"Fallback.model needs a non-empty model name, got {self.to_model!r}")
         if kind == "upstream":
-            if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
-                raise ValueError(
-                    f"Fallback.upstream base_url must start with http:// or https://, got {self.base_url!r}"
-                )
-            if "?" in self.base_url or "#" in self.base_url:  # the API path is appended to it
-                raise ValueError(
-                    f"Fallback.upstream base_url must not carry a query or fragment, got {self.base_url!r}"
-                )
-            problem = base_url_problem(self.base_url)
-            if problem is not None:
-                raise ValueError(
-                    f"Fallback.upstream base_url must be {BASE_URL_ACCEPTED}, got {self.base_url!r}: {problem}"
-                )
+            _check_upstream_url(self.base_url)
             if self.to_model is not None and not _is_name(self.to_model):
                 raise ValueError(
                     f"Fallback.upstream model must be a non-empty model name or None, got {self.to_model!r}"
@@ -190,6 +178,27 @@ def _is_name(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def _check_upstream_url(url: object) -> None:
+    """Refuse a base URL an upstream fallback could not send every request to; the URL is
+    shown without its user:password, which the error must not spread."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        shown = without_userinfo(url) if isinstance(url, str) else url
+        raise ValueError(f"Fallback.upstream base_url must start with http:// or https://, got {shown!r}")
+    shown = without_userinfo(url)
+    if shown != url:
+        # httpx2 would send them as Basic auth, but the caller's Authorization (or the
+        # fallback's key) replaces that header: they would be silently ignored.
+        raise ValueError(
+            f"Fallback.upstream base_url must not carry credentials (user:password@), got {shown!r}: "
+            "pass the key as api_key="
+        )
+    if "?" in url or "#" in url:  # the API path is appended to it
+        raise ValueError(f"Fallback.upstream base_url must not carry a query or fragment, got {shown!r}")
+    problem = base_url_problem(url)
+    if problem is not None:
+        raise ValueError(f"Fallback.upstream base_url must be {BASE_URL_ACCEPTED}, got {shown!r}: {problem}")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """Where one attempt goes and what it asks for."""
@@ -216,7 +225,7 @@ def base_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:  # a port that is no number in 0..65535, a broken [IPv6] host
-        return str(error)
+        return parse_failure(url, error)
     if parts.scheme not in ("http", "https"):
         return "its scheme is not http or https"
     if not parts.hostname:
@@ -224,6 +233,31 @@ def base_url_problem(url: str) -> str | None:
     if port == 0:
         return "its port is 0"
     return None
+
+
+def without_userinfo(url: str) -> str:
+    """`url` as it may be shown: without the user:password@ of its authority (which ends at the
+    first /, ? or #, as every parser reads it), even when the URL does not parse."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # no scheme: the authority comes first
+        scheme, rest = "", url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    if "@" not in rest[:end]:
+        return url
+    return f"{scheme}{sep}{rest[:end].rpartition('@')[2]}{rest[end:]}"
+
+
+def parse_failure(url: str, error: ValueError) -> str:
+    """Why `url` does not parse (`error`, from `urlsplit`), in words that never quote its
+    user:password, as the parser's own may (it quotes a broken [IPv6] host from the @ on)."""
+    shown = without_userinfo(url)
+    if shown == url:
+        return str(error)
+    try:
+        _ = urlsplit(shown).port
+    except ValueError as own:
+        return str(own)
+    return "its user:password does not parse"
 
 
 def upstream_of(url: str) -> str:

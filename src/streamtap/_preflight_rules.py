@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ._fallback import parse_failure, without_userinfo
 from ._preflight_report import Check
 
 OPENAI_HOST = "api.openai.com"
@@ -126,27 +127,32 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
     if not url.strip():
         hint = f"{source} is set but empty: unset it to use {DEFAULT_BASE_URL} or set your server's URL"
         return Check(name, False, f"the base URL from {source} is empty", hint), None
+    # A refused URL is shown, and rewritten in hints, without its user:password.
+    shown = without_userinfo(url.strip())
     if url.strip() != url or any(c.isspace() for c in url):
-        return Check(
-            name, False, f"{url.strip()!r} has whitespace", f"remove the whitespace from {source}"
-        ), None
+        return Check(name, False, f"{shown!r} has whitespace", f"remove the whitespace from {source}"), None
     if "://" not in url:
-        return Check(name, False, f"{url!r} has no scheme", f"write it as https://{url} in {source}"), None
+        return Check(
+            name, False, f"{shown!r} has no scheme", f"write it as https://{shown} in {source}"
+        ), None
     try:
         parts = urlsplit(url)
     except ValueError as error:  # e.g. an unclosed IPv6 bracket
         return Check(
-            name, False, f"{url!r} is not a valid URL ({error})", f"write it like {DEFAULT_BASE_URL}"
+            name,
+            False,
+            f"{shown!r} is not a valid URL ({parse_failure(url, error)})",
+            f"write it like {DEFAULT_BASE_URL}",
         ), None
     if parts.scheme not in ("http", "https"):
         hint = f"the scheme must be http or https, e.g. {DEFAULT_BASE_URL}"
-        return Check(name, False, f"{url!r} has scheme {parts.scheme!r}", hint), None
+        return Check(name, False, f"{shown!r} has scheme {parts.scheme!r}", hint), None
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return Check(name, False, f"{url!r} has an invalid port", "the port must be a number 1-65535"), None
+        return Check(name, False, f"{shown!r} has an invalid port", "the port must be a number 1-65535"), None
     if not parts.hostname:
-        return Check(name, False, f"{url!r} has no host", f"write it like {DEFAULT_BASE_URL}"), None
+        return Check(name, False, f"{shown!r} has no host", f"write it like {DEFAULT_BASE_URL}"), None
     netloc = parts.netloc.rpartition("@")[2]
     shown = f"{parts.scheme}://{netloc}{parts.path}"
     # The default URL is fixed by setting OPENAI_BASE_URL.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem
+from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem, without_userinfo
 from ._policy import Policy
 from ._secrets import clean_secret
 
@@ -154,7 +154,8 @@ def _base_url(value: str) -> str:
     """The upstream, checked as every request will parse it; without a trailing slash."""
     problem = base_url_problem(value)
     if problem is not None:
-        raise SettingError("upstream", f"upstream must be {BASE_URL_ACCEPTED}, got {value!r}: {problem}")
+        shown = without_userinfo(value)  # the password is not spread by the error
+        raise SettingError("upstream", f"upstream must be {BASE_URL_ACCEPTED}, got {shown!r}: {problem}")
     parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise SettingError("upstream", "upstream must not carry a query, fragment or credentials")
@@ -217,13 +218,19 @@ def fallback_from_mapping(data: object, index: int) -> Fallback:
     for key in _FALLBACK_TEXT:
         if key in data and not isinstance(data[key], str):
             raise ValueError(f"{where}.{key} must be a string, got {type(data[key]).__name__}")
-    # Named as the file names it, before Fallback names it as Python does.
+    # Named as the file names them, before Fallback names them as Python does.
     api_key = clean_secret(data["api_key"], f"{where}.api_key") if "api_key" in data else None
+    base_url = data.get("base_url", "")
+    if without_userinfo(base_url) != base_url:
+        raise ValueError(
+            f"{where}.base_url must not carry credentials (user:password@), got "
+            f"{without_userinfo(base_url)!r}: put the key in the entry's api_key"
+        )
     try:
         if kind == "model":
             return Fallback.model(data.get("model", ""))
         if kind == "upstream":
-            return Fallback.upstream(data.get("base_url", ""), api_key=api_key, model=data.get("model"))
+            return Fallback.upstream(base_url, api_key=api_key, model=data.get("model"))
         if kind == "non_streaming":
             return Fallback.non_streaming()
         return Fallback.cached()

@@ -252,6 +252,21 @@ def test_a_fallback_key_in_the_file_is_checked_as_the_proxys_own(tmp_path: Any) 
         assert "0042" not in str(refused.value)
 
 
+def test_urls_with_credentials_are_refused_without_them(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match=r"got 'http://127\.0\.0\.1:99999/v1': Port out of range") as refused:
+        ProxyConfig(upstream="http://user:hunter2pw@127.0.0.1:99999/v1")
+    assert "hunter2pw" not in str(refused.value)
+    path = tmp_path / "proxy.toml"
+    path.write_text('[[fallbacks]]\nkind = "upstream"\nbase_url = "https://user:hunter2pw@backup/v1"\n')
+    with pytest.raises(
+        ValueError,
+        match=r"proxy\.toml: fallbacks\[0\]\.base_url must not carry credentials \(user:password@\), "
+        r"got 'https://backup/v1': put the key in the entry's api_key$",
+    ) as refused:
+        load_config(str(path))
+    assert "hunter2pw" not in str(refused.value)
+
+
 def test_a_client_token_without_an_upstream_key_is_refused(tmp_path: Any) -> None:
     # Clients would send `Bearer <token>`, forwarded upstream unchanged: the token would leak.
     refused = r"client_token \(--client-token-env\) needs upstream_api_key \(--upstream-api-key-env\)"

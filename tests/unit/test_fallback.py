@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx2
@@ -15,6 +16,7 @@ from streamtap._fallback import (
     cache_scope,
     fallback_route,
     upstream_of,
+    without_userinfo,
 )
 
 URL = "http://up:8080/v1/chat/completions"
@@ -124,6 +126,39 @@ def test_an_upstream_key_no_header_can_carry_is_refused_unseen(key: str, why: st
     with pytest.raises(ValueError, match=rf"^Fallback\.upstream api_key must be {why}") as refused:
         Fallback.upstream("https://other/v1", api_key=key)
     assert "0042" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        (
+            "https://user:hunter2pw@backup.example.com/v1",
+            "must not carry credentials (user:password@), got "
+            "'https://backup.example.com/v1': pass the key as api_key=",
+        ),
+        ("https://:hunter2pw@backup.example.com/v1", "must not carry credentials"),
+        ("https://hunter2pw@backup.example.com/v1", "must not carry credentials"),
+        (
+            "ftp://user:hunter2pw@backup.example.com/v1",
+            "must start with http:// or https://, got 'ftp://backup.example.com/v1'",
+        ),
+        ("https://user:hunter2pw@backup.example.com:99999/v1", "must not carry credentials"),
+    ],
+)
+def test_an_upstream_url_with_credentials_is_refused_unseen(url: str, refused: str) -> None:
+    """They were accepted, then silently ignored (the caller's Authorization went instead), and
+    repr() showed them."""
+    with pytest.raises(ValueError, match=rf"^Fallback\.upstream base_url {re.escape(refused)}") as raised:
+        Fallback.upstream(url)
+    assert "hunter2pw" not in str(raised.value)
+
+
+def test_without_userinfo_reads_the_authority_as_parsers_do() -> None:
+    assert without_userinfo("https://u:p@host:8443/v1?x=@y#@z") == "https://host:8443/v1?x=@y#@z"
+    assert without_userinfo("u:p@host/v1") == "host/v1"
+    assert without_userinfo("https://host/v1/@scope") == "https://host/v1/@scope"
+    assert without_userinfo("https://a@b@host") == "https://host"
+    assert without_userinfo("not a url") == "not a url"
 
 
 def test_repr_never_shows_the_key() -> None:

@@ -214,6 +214,59 @@ def test_parse_base_url_failures(url: str, detail: str, hint: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "detail", "hint"),
+    [
+        pytest.param(
+            "ftp://user:hunter2pw@api.example.com/v1",
+            "'ftp://api.example.com/v1' has scheme 'ftp'",
+            "the scheme must be http or https, e.g. https://api.openai.com/v1",
+            id="scheme",
+        ),
+        pytest.param(
+            "user:hunter2pw@api.example.com/v1",
+            "'api.example.com/v1' has no scheme",
+            "write it as https://api.example.com/v1 in OPENAI_BASE_URL",
+            id="no-scheme",
+        ),
+        pytest.param(
+            "http://user:hunter2pw@api.example.com:99999/v1",
+            "'http://api.example.com:99999/v1' has an invalid port",
+            "the port must be a number 1-65535",
+            id="port",
+        ),
+        pytest.param(
+            "http://user:hunter2pw@api.example.com/v1 ",
+            "'http://api.example.com/v1' has whitespace",
+            "remove the whitespace from OPENAI_BASE_URL",
+            id="whitespace",
+        ),
+        pytest.param(
+            "http://user:hunter2pw@/v1",
+            "'http:///v1' has no host",
+            "write it like https://api.openai.com/v1",
+            id="no-host",
+        ),
+        pytest.param(
+            # The parser's own reason quotes the authority from the bracket on.
+            "http://user:hunter2[pw@[zz]/v1",
+            "'http://[zz]/v1' is not a valid URL ('zz' does not appear to be an IPv4 or IPv6 address)",
+            "write it like https://api.openai.com/v1",
+            id="broken-host",
+        ),
+        pytest.param(
+            "http://user:hunter2[pw@api.example.com/v1",
+            "'http://api.example.com/v1' is not a valid URL (its user:password does not parse)",
+            "write it like https://api.openai.com/v1",
+            id="broken-user-info",
+        ),
+    ],
+)
+def test_a_refused_base_url_is_shown_without_its_credentials(url: str, detail: str, hint: str) -> None:
+    """Every failure printed the URL whole, password included, and a hint rewrote it so."""
+    assert parse_base_url(url, source="OPENAI_BASE_URL") == (Check("base_url", False, detail, hint), None)
+
+
+@pytest.mark.parametrize(
     ("url", "target", "hint"),
     [
         pytest.param(

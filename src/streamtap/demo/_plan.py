@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from .. import BreakerSettings, Fallback, Policy
-from .._fallback import BASE_URL_ACCEPTED, base_url_problem
+from .._fallback import BASE_URL_ACCEPTED, base_url_problem, without_userinfo
 from ._story import DEFAULT_DURATION, FALLBACK_MODEL, PRIMARY_MODEL, check_duration
 from ._traffic import FAKE_WORKLOADS, REAL_WORKLOADS, Workload
 
@@ -149,6 +149,8 @@ def _check_url(name: str, url: str | None) -> None:
     """Refuse, naming the flag or variable, a URL no request can be sent to (a port out of
     range, a broken [IPv6] host): else the in-process proxy's config raises it as a traceback,
     or every call of the run fails."""
-    problem = None if url is None else base_url_problem(url)
+    if url is None:
+        return
+    problem = base_url_problem(url)
     if problem is not None:
-        raise DemoError(f"{name} must be {BASE_URL_ACCEPTED}, got {url!r}: {problem}")
+        raise DemoError(f"{name} must be {BASE_URL_ACCEPTED}, got {without_userinfo(url)!r}: {problem}")
