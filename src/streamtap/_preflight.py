@@ -97,7 +97,8 @@ def preflight(
             add(skipped(name, "needs base_url"))
         add(skipped("models", "needs api_key, base_url" if not key_check.ok else "needs base_url"))
         return PreflightReport.from_checks(checks)
-    proxy = proxy_for(target, env)
+    # One decision for every step, httpx2's: the SDK's requests go the way the checks do.
+    proxy = proxy_for(target, environ)
     network = proxy_target(proxy) if proxy else target
     via = f"proxy {network.host}:{network.port}: " if proxy and network else ""
     sock: socket.socket | None = None
@@ -139,7 +140,7 @@ def preflight(
             _timed(
                 clock,
                 lambda: (
-                    check_models(target, key, headers, timeout, environ=environ, key_source=key_source),
+                    check_models(target, key, headers, timeout, proxy=proxy, key_source=key_source),
                     None,
                 ),
             )[0]
@@ -336,7 +337,7 @@ def check_models(
     timeout: float,
     *,
     transport: httpx2.BaseTransport | None = None,
-    environ: Mapping[str, str] | None = None,
+    proxy: str | None = None,
     key_source: str = "OPENAI_API_KEY",
 ) -> Check:
     """Step 6: an authenticated ``GET {base_url}/models`` answers 200 with a model list.
@@ -346,13 +347,15 @@ def check_models(
         key: the API key, sent as ``Authorization: Bearer``; never part of the result.
         headers: extra request headers (user agent, organization, project).
         timeout: seconds for the whole request.
-        transport: an httpx2 transport (tests); default the environment's (proxies included).
-        environ: the environment whose proxy variables apply, as the earlier steps read them
-            (`proxy_for`); None lets httpx2 read os.environ, as the SDK's own client does.
+        transport: an httpx2 transport (tests); default one through `proxy`.
+        proxy: the proxy to send the request through (`proxy_for`, as the earlier steps took
+            it), None for none.
         key_source: where the key came from, named in the hint when it is rejected.
     """
-    if transport is None and environ is not None:
-        transport = httpx2.HTTPTransport(proxy=proxy_for(target, environ))
+    if transport is None:
+        # Not the client's own reading of the environment: the steps before went one way,
+        # this request must not go another.
+        transport = httpx2.HTTPTransport(proxy=proxy)
     request_headers = {**headers, "authorization": f"Bearer {key}"}
     try:
         with httpx2.Client(timeout=timeout, transport=transport, follow_redirects=False) as http:

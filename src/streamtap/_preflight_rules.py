@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx2
+from httpx2._utils import URLPattern, get_environment_proxies
 
 from ._fallback import parse_failure, without_userinfo
 from ._preflight_report import Check
@@ -169,24 +173,57 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
     return Check(name, True, f"{shown} (from {source})", warning), target
 
 
-def proxy_for(target: Target, environ: Mapping[str, str]) -> str | None:
-    """The proxy URL the HTTP client takes from the environment for `target`, or None.
+def proxy_for(target: Target, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy URL the SDK's HTTP client (httpx2) sends `target`'s requests through, or None.
 
-    Reads ``{scheme}_proxy`` then ``all_proxy`` (lower case first, like urllib) and honours
-    ``no_proxy`` entries that are ``*``, the host, or a parent domain of it.
+    httpx2's own decision, not a copy of it: the mounts `httpx2.Client` builds from the proxy
+    variables (`http_proxy`, `https_proxy`, `all_proxy`, lower case first, and `no_proxy`
+    entries that are `*`, hosts, domains, IP addresses, CIDR networks or `host:port`), the most
+    specific that matches the request's URL winning.
+
+    Args:
+        target: the parsed base URL.
+        environ: the environment to read; None reads the process's, as httpx2 does (through
+            `urllib.request.getproxies`, system proxy settings included).
     """
+    url = httpx2.URL(target.models_url)
+    mounts = sorted(
+        ((URLPattern(key), proxy) for key, proxy in _environment_proxies(environ).items()),
+        key=lambda mount: mount[0],  # as httpx2.Client sorts its mounts: most specific first
+    )
+    return next((proxy for pattern, proxy in mounts if pattern.matches(url)), None)
 
-    def env(name: str) -> str:
-        return environ.get(name.lower()) or environ.get(name.upper()) or ""
 
-    proxy = env(f"{target.scheme}_proxy") or env("all_proxy")
-    if not proxy:
-        return None
-    for entry in (e.strip().lower().lstrip(".") for e in env("no_proxy").split(",")):
-        host = target.host.lower()
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
-            return None
-    return proxy if "://" in proxy else f"http://{proxy}"
+def _environment_proxies(environ: Mapping[str, str] | None) -> dict[str, str | None]:
+    """httpx2's mounts (URL pattern -> proxy URL, None: direct) from the proxy variables."""
+    if environ is None:
+        return get_environment_proxies()
+    found = _proxy_variables(environ)
+    # httpx2's function reads the variables through urllib's `getproxies`, from os.environ
+    # only: it runs here as it is, with `getproxies` answering from `environ`.
+    from_environ = types.FunctionType(
+        get_environment_proxies.__code__, {**get_environment_proxies.__globals__, "getproxies": lambda: found}
+    )
+    mounts: dict[str, str | None] = from_environ()
+    return mounts
+
+
+def _proxy_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """`urllib.request.getproxies_environment()` of `environ`: scheme -> value of `{scheme}_proxy`,
+    a lower-case name winning (an empty one unsets), `HTTP_PROXY` ignored under CGI."""
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if value and name.lower().endswith("_proxy"):
+            found[name.lower()[:-6]] = value
+    if "REQUEST_METHOD" in environ:  # CVE-2016-1000110: a client's Proxy: header, under CGI
+        found.pop("http", None)
+    for name, value in environ.items():
+        if name.endswith("_proxy"):
+            if value:
+                found[name[:-6].lower()] = value
+            else:
+                found.pop(name[:-6].lower(), None)
+    return found
 
 
 def proxy_target(proxy: str) -> Target | None:

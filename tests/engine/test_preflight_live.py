@@ -331,6 +331,37 @@ def test_behind_a_proxy_the_network_steps_check_the_proxy() -> None:
     assert "pw" not in str(report)
 
 
+@pytest.mark.parametrize("no_proxy", ["127.0.0.1:{port}", "127.0.0.0/8", "localhost,127.0.0.1"])
+def test_check_goes_the_way_the_sdk_goes_past_a_proxy(
+    keyed: FakeUpstream, monkeypatch: pytest.MonkeyPatch, no_proxy: str
+) -> None:
+    """A NO_PROXY entry with a port or a CIDR network sends the SDK straight to the upstream;
+    check took the (dead) proxy instead, failed, and hinted at the proxy."""
+    port = int(keyed.base_url.rsplit(":", 1)[1].split("/")[0])
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("NO_PROXY", no_proxy.format(port=port))
+    with openai.OpenAI(base_url=keyed.base_url, api_key=KEY, max_retries=0) as sdk:
+        assert sdk.models.list().data  # the SDK, read from the same environment, goes direct
+    report = preflight(api_key=KEY, base_url=keyed.base_url, timeout=2)
+    assert report.ok, str(report)
+    assert report.check("tcp").detail == f"connected to 127.0.0.1:{port}"  # not "proxy ...: "
+    # The same environment given as a mapping decides the same.
+    environ = {"HTTP_PROXY": f"http://127.0.0.1:{_closed_port()}", "NO_PROXY": no_proxy.format(port=port)}
+    assert preflight(api_key=KEY, base_url=keyed.base_url, timeout=2, environ=environ).ok
+
+
+def test_a_no_proxy_port_that_is_not_the_upstreams_leaves_the_proxy_in_every_step(
+    keyed: FakeUpstream,
+) -> None:
+    proxy_port, port = _closed_port(), int(keyed.base_url.rsplit(":", 1)[1].split("/")[0])
+    environ = {"HTTP_PROXY": f"http://127.0.0.1:{proxy_port}", "NO_PROXY": f"127.0.0.1:{port + 1}"}
+    report = preflight(api_key=KEY, base_url=keyed.base_url, timeout=2, environ=environ)
+    assert report.check("tcp").detail == (
+        f"proxy 127.0.0.1:{proxy_port}: connection to 127.0.0.1:{proxy_port} refused"
+    )
+    assert report.check("models") == skipped("models", "needs tcp")
+
+
 def test_a_key_the_server_echoes_in_its_reason_phrase_is_never_shown() -> None:
     """The reason phrase is the server's own text, as free as a body: some echo what they got."""
 

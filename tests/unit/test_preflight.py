@@ -357,6 +357,60 @@ def test_proxy_for(environ: dict[str, str], expected: str | None) -> None:
     assert proxy_for(HTTPS, environ) == expected
 
 
+LOCAL_8600 = Target("http://127.0.0.1:8600/v1", "http", "127.0.0.1", 8600, "http://127.0.0.1:8600/v1/models")
+IPV6 = Target("http://[::1]:8600/v1", "http", "::1", 8600, "http://[::1]:8600/v1/models")
+GATEWAY = Target(
+    "https://gw.corp.example/v1", "https", "gw.corp.example", 443, "https://gw.corp.example/v1/models"
+)
+# NO_PROXY entries as curl and httpx2 read them; each case is checked against httpx2 itself.
+NO_PROXY_CASES = [
+    pytest.param(LOCAL_8600, "127.0.0.1:8600", id="host-and-port"),
+    pytest.param(LOCAL_8600, "127.0.0.1:8601", id="host-and-other-port"),
+    pytest.param(LOCAL_8600, "127.0.0.0/8", id="cidr"),
+    pytest.param(LOCAL_8600, "10.0.0.0/8", id="other-cidr"),
+    pytest.param(LOCAL_8600, "127.0.0.1", id="ip"),
+    pytest.param(LOCAL_8600, "localhost", id="localhost-is-not-127.0.0.1"),
+    pytest.param(IPV6, "::1", id="ipv6"),
+    pytest.param(IPV6, "::/0", id="ipv6-cidr"),
+    pytest.param(GATEWAY, "corp.example", id="parent-domain"),
+    pytest.param(GATEWAY, "*.corp.example", id="wildcard-domain"),
+    pytest.param(GATEWAY, ".gw.corp.example", id="dot-is-subdomains-only"),
+    pytest.param(GATEWAY, "gw.corp.example:443", id="default-port-written"),
+    pytest.param(GATEWAY, "http://gw.corp.example", id="other-scheme"),
+    pytest.param(GATEWAY, "  x.org , gw.corp.example ", id="list-with-spaces"),
+]
+
+
+@pytest.mark.parametrize(("target", "no_proxy"), NO_PROXY_CASES)
+def test_proxy_for_decides_as_httpx2_does(
+    target: Target, no_proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's HTTP client is the judge: check must go where the SDK's requests go."""
+    environ = {
+        "HTTP_PROXY": "http://proxy.corp:3128",
+        "HTTPS_PROXY": "http://proxy.corp:3128",
+        "NO_PROXY": no_proxy,
+    }
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with httpx2.Client() as sdk_like:  # as the SDK makes its client: proxies from the environment
+        direct = sdk_like._transport_for_url(httpx2.URL(target.models_url)) is sdk_like._transport
+    expected = None if direct else "http://proxy.corp:3128"
+    assert proxy_for(target, environ) == expected
+    assert proxy_for(target) == expected  # read from the process's environment, by httpx2 itself
+
+
+def test_proxy_for_decides_by_port_and_network() -> None:
+    through = {"HTTP_PROXY": "http://p:1"}
+    assert proxy_for(LOCAL_8600, {**through, "NO_PROXY": "127.0.0.1:8600"}) is None
+    assert proxy_for(LOCAL_8600, {**through, "NO_PROXY": "127.0.0.1:8601"}) == "http://p:1"
+    assert proxy_for(LOCAL_8600, {**through, "NO_PROXY": "127.0.0.0/8"}) is None
+    assert proxy_for(LOCAL_8600, {**through, "no_proxy": "", "NO_PROXY": "127.0.0.1"}) == "http://p:1"
+
+
 def test_proxy_target_hides_credentials() -> None:
     assert proxy_target("http://me:pw@proxy.corp:3128") == Target(
         "http://proxy.corp:3128",
