@@ -111,6 +111,35 @@ def test_proxy_names_the_setting_whose_port_is_taken(flag: str) -> None:
     assert "streamtap proxy on" not in result.stderr  # never announced: it never listened
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("ops_host", ["127.0.0.1", "localhost"])
+def test_proxy_names_both_settings_when_ops_listen_is_listen(
+    monkeypatch: pytest.MonkeyPatch, ops_host: str
+) -> None:
+    """Each address was checked alone and passed; uvicorn then failed the second listener
+    ("address already in use", naming neither setting) and the proxy exited 3."""
+    served: list[object] = []
+    monkeypatch.setattr(streamtap._proxy_server, "serve", lambda *a, **k: served.append(a))
+    port = _free_port()
+    argv = ["proxy", "--listen", f"127.0.0.1:{port}", "--ops-listen", f"{ops_host}:{port}"]
+    result = CliRunner().invoke(main, argv, env={"OTEL_SDK_DISABLED": "true"})
+    assert result.exit_code == 2, result.output
+    assert (
+        f"Error: ops_listen {ops_host}:{port} and listen 127.0.0.1:{port} would listen on the same "
+        f"address and port: pass ops_listen a port other than {port}"
+    ) in " ".join(result.output.split())
+    assert served == []
+    other = ["proxy", "--listen", f"127.0.0.1:{port}", "--ops-listen", f"{ops_host}:{_free_port()}"]
+    assert CliRunner().invoke(main, other, env={"OTEL_SDK_DISABLED": "true"}).exit_code == 0
+    assert len(served) == 1
+
+
 def test_proxy_reports_a_port_taken_after_its_check_in_one_line() -> None:
     # A port taken between the check and uvicorn's bind: uvicorn's one line and status 3, not
     # a traceback of the other listener's task group.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import click
@@ -146,30 +147,67 @@ def _check_listeners(config: ProxyConfig) -> None:
 
     uvicorn would log only `[Errno -2] Name or service not known` for a host that does not
     resolve, and an address without the setting for a taken port, then exit 3. Each address
-    is bound here the way uvicorn will bind it (every address the host resolves to, with
-    SO_REUSEADDR) and let go; a port taken in the moment between is still uvicorn's line.
+    is bound here the way uvicorn will bind it (every address the host resolves to, as asyncio's
+    `create_server` binds them) and let go; a port taken in the moment between is still
+    uvicorn's line. Then both listeners are bound at once: `ops_listen` on an address `listen`
+    takes (the same host:port, or localhost and 127.0.0.1 of one port) is named with both.
     """
-    import socket
+    import errno
 
     from ._bind_errors import bind_failure
 
-    for name, host_port in (("listen", config.host_port), ("ops_listen", config.ops_host_port)):
+    listeners = [("listen", config.host_port), ("ops_listen", config.ops_host_port)]
+    for name, host_port in listeners:
         if host_port is None:
             continue
         host, port = host_port
         try:
-            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            if port:  # port 0: the kernel picks a free one
-                for family, kind, proto, _, address in addresses:
-                    with socket.socket(family, kind, proto) as probe:
-                        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        probe.bind(address)
+            with contextlib.ExitStack() as held:
+                _bind(host, port, held)
         except OSError as error:
             raise click.UsageError(
                 bind_failure(
                     error, host_flag=name, host=host, port_flag=name, port=port, free_port=f"{name} {host}:0"
                 )
             ) from None
+    ops = config.ops_host_port
+    if ops is None or not ops[1] or not config.host_port[1]:  # port 0: the kernel picks a free one
+        return
+    with contextlib.ExitStack() as held:
+        try:
+            _bind(*config.host_port, held)  # bound alone a moment ago
+        except OSError:
+            return  # taken in the moment since: uvicorn's line says so
+        try:
+            _bind(*ops, held)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise click.UsageError(
+                    bind_failure(
+                        error, host_flag="ops_listen", host=ops[0], port_flag="ops_listen", port=ops[1]
+                    )
+                ) from None
+            raise click.UsageError(
+                f"ops_listen {config.ops_listen} and listen {config.listen} would listen on the same "
+                f"address and port: pass ops_listen a port other than {config.host_port[1]}"
+            ) from None
+
+
+def _bind(host: str, port: int, held: contextlib.ExitStack) -> None:
+    """Bind and listen on every address `host` resolves to, as asyncio's `create_server` does
+    (SO_REUSEADDR, IPv6 sockets IPv6-only); the sockets stay open until `held` closes."""
+    import socket
+
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in dict.fromkeys(found):  # asyncio binds each once
+        if not port:  # port 0: the kernel picks a free one; resolving was the check
+            continue
+        probe = held.enter_context(socket.socket(family, kind, proto))
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(address)
+        probe.listen()  # a listening socket, as uvicorn's will be: a second bind to it fails
 
 
 def _exit_on_sigterm() -> None:
