@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,9 +27,36 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class _Refused(ValueError):
+    """A field's value is refused, in Python's words (`Policy.first_token_timeout ... or None`);
+    `from_mapping` words it again for the file or environment the value came from."""
+
+    def __init__(
+        self,
+        owner: str,
+        name: str,
+        accepted: str,
+        value: object,
+        *,
+        optional: bool = False,
+        in_file: str | None = None,
+    ):
+        self.name, self.value, self.optional = name, value, optional
+        self.in_file = accepted if in_file is None else in_file  # what a file writes differs
+        off = ", or None for off" if optional else ""
+        super().__init__(f"{owner}.{name} must be {accepted}{off}, got {value!r}")
+
+    def in_mapping(self, path: str, given: Mapping[Any, object]) -> str:
+        """The message for a mapping at `path` (``policy.breaker``) that holds `given`: the
+        value as the mapping gave it, or, when it gave none, the default's, said to be one."""
+        off = ', or "none" for off' if self.optional else ""
+        shown = repr(given[self.name]) if self.name in given else f"{self.value!r} (the default)"
+        return f"{path}.{self.name} must be {self.in_file}{off}, got {shown}"
+
+
 def _check_int(owner: str, name: str, value: object, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+        raise _Refused(owner, name, f"an integer >= {minimum}", value)
 
 
 def _check_number(
@@ -58,16 +85,14 @@ def _check_number(
         bound = f"{'>=' if low_inclusive else '>'} {low:g}{extra}"
         rng = f"a number {bound} and <= {high:g}" if high is not None else f"a number {bound}"
         rng += " (inf allowed)" if allow_inf else (" and finite" if high is None else "")
-        if optional:
-            rng += ", or None for off"
-        raise ValueError(f"{owner}.{name} must be {rng}, got {value!r}")
+        raise _Refused(owner, name, rng, value, optional=optional)
     # Frozen: normalise `8` to `8.0` so readers always get a float.
     object.__setattr__(obj, name, float(value))
 
 
 def _check_bool(owner: str, name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{owner}.{name} must be True or False, got {value!r}")
+        raise _Refused(owner, name, "True or False", value, in_file="true or false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +201,10 @@ class Policy:
         and `breaker` are nested mappings (or already-built settings). Missing keys keep their
         defaults.
 
+        Errors name a value by its key's path, as the proxy's TOML file writes it
+        (`policy.breaker.failure_ratio`), in the file's words (`true`, `"none"`), and say when
+        the value at fault is a default the mapping did not set.
+
         Args:
             data: field name to value.
 
@@ -183,17 +212,26 @@ class Policy:
             ValueError: an unknown key (naming it and the accepted keys) or an invalid value.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"Policy must be a mapping, got {data!r}")
-        values = _coerce_fields(cls, "Policy", data, nested={"budget", "breaker"})
+            raise ValueError(f"policy must be a mapping, got {data!r}")
+        values = _coerce_fields(cls, "policy", data, nested={"budget", "breaker"})
         for name, settings_cls in (("budget", BudgetSettings), ("breaker", BreakerSettings)):
             if name not in values:
                 continue
             nested = values[name]
             if isinstance(nested, Mapping):
-                values[name] = settings_cls(**_coerce_fields(settings_cls, f"Policy.{name}", nested))
+                path = f"policy.{name}"
+                values[name] = _build(settings_cls, path, nested, _coerce_fields(settings_cls, path, nested))
             elif not isinstance(nested, settings_cls):
-                raise ValueError(f"Policy.{name} must be a mapping, got {nested!r}")
+                raise ValueError(f"policy.{name} must be a mapping, got {nested!r}")
+        return _build(cls, "policy", data, values)
+
+
+def _build(cls: Callable[..., _T], path: str, given: Mapping[Any, object], values: dict[str, Any]) -> _T:
+    """`cls(**values)`, whose errors name the field by its path in the mapping `given`."""
+    try:
         return cls(**values)
+    except _Refused as refused:
+        raise ValueError(refused.in_mapping(path, given)) from None
 
 
 def _coerce_fields(
@@ -214,7 +252,8 @@ def _coerce(owner: str, name: str, kind: str, value: object) -> object:
     if not isinstance(value, str):
         return value
     text = value.strip()
-    if kind.endswith("| None") and text.lower() in _NONE:
+    optional = kind.endswith("| None")
+    if optional and text.lower() in _NONE:
         return None
     if kind == "bool":
         if text.lower() in _TRUE:
@@ -226,4 +265,5 @@ def _coerce(owner: str, name: str, kind: str, value: object) -> object:
         return int(text) if kind == "int" else float(text)
     except ValueError:
         what = "an integer" if kind == "int" else "a number"
-        raise ValueError(f"{owner}.{name} must be {what}, got {value!r}") from None
+        off = ', or "none" for off' if optional else ""
+        raise ValueError(f"{owner}.{name} must be {what}{off}, got {value!r}") from None

@@ -468,8 +468,24 @@ def test_config_file(tmp_path: Any) -> None:
         ),
         pytest.param(
             "[policy]\nmax_atempts = 3\n",
-            r"proxy\.toml: Policy: unknown key 'max_atempts'; accepted keys: ",
+            r"proxy\.toml: policy: unknown key 'max_atempts'; accepted keys: ",
             id="policy-typo-names-the-file",
+        ),
+        pytest.param(
+            "[policy.breaker]\nfailure_ratio = 2\n",
+            r"proxy\.toml: policy\.breaker\.failure_ratio must be a number > 0 and <= 1, got 2$",
+            id="nested-policy-value-names-its-key",
+        ),
+        pytest.param(
+            "[policy]\nfirst_token_timeout = 0\n",
+            r'proxy\.toml: policy\.first_token_timeout must be a number > 0 and finite, or "none" for off, got 0$',
+            id="optional-timeout-offers-what-toml-can-write",
+        ),
+        pytest.param(
+            "[policy]\nbackoff_base = 10\n",
+            r"proxy\.toml: policy\.backoff_cap must be a number >= 10 \(backoff_base\) and finite, "
+            r"got 8\.0 \(the default\)$",
+            id="a-default-at-fault-says-so",
         ),
         pytest.param(
             'upstream = "http://x/v1\n',

@@ -199,51 +199,82 @@ def test_from_mapping_accepts_built_settings() -> None:
     [
         pytest.param(
             {"max_attempt": 3},
-            "Policy: unknown key 'max_attempt'; accepted keys: backoff_base, backoff_cap, breaker, "
+            "policy: unknown key 'max_attempt'; accepted keys: backoff_base, backoff_cap, breaker, "
             "budget, connect_timeout, first_token_timeout, idle_timeout, max_attempts, "
             "max_retry_after, max_retry_wait, total_timeout",
             id="unknown-top",
         ),
         pytest.param(
             {"budget": {"percent": 20}},
-            "Policy.budget: unknown key 'percent'; accepted keys: enabled, min_per_second, ratio, ttl",
+            "policy.budget: unknown key 'percent'; accepted keys: enabled, min_per_second, ratio, ttl",
             id="unknown-budget",
         ),
         pytest.param(
             {"breaker": {"windows": 1}},
-            "Policy.breaker: unknown key 'windows'; accepted keys: enabled, failure_ratio, "
+            "policy.breaker: unknown key 'windows'; accepted keys: enabled, failure_ratio, "
             "half_open_probes, min_requests, open_for, window",
             id="unknown-breaker",
         ),
         pytest.param(
-            {"max_attempts": "three"}, "Policy.max_attempts must be an integer, got 'three'", id="int"
+            {"max_attempts": "three"}, "policy.max_attempts must be an integer, got 'three'", id="int"
         ),
         pytest.param(
-            {"max_attempts": "2.5"}, "Policy.max_attempts must be an integer, got '2.5'", id="int-frac"
+            {"max_attempts": "2.5"}, "policy.max_attempts must be an integer, got '2.5'", id="int-frac"
         ),
         pytest.param(
-            {"backoff_base": "fast"}, "Policy.backoff_base must be a number, got 'fast'", id="float"
+            {"backoff_base": "fast"}, "policy.backoff_base must be a number, got 'fast'", id="float"
         ),
         pytest.param(
             {"connect_timeout": "none"},
-            "Policy.connect_timeout must be a number, got 'none'",
+            "policy.connect_timeout must be a number, got 'none'",
             id="not-optional",
         ),
         pytest.param(
             {"budget": {"enabled": "maybe"}},
-            "Policy.budget.enabled must be true or false, got 'maybe'",
+            "policy.budget.enabled must be true or false, got 'maybe'",
             id="bool",
         ),
-        pytest.param({"budget": 5}, "Policy.budget must be a mapping, got 5", id="nested-type"),
+        pytest.param({"budget": 5}, "policy.budget must be a mapping, got 5", id="nested-type"),
         pytest.param(
             {"max_attempts": "0"},
-            "Policy.max_attempts must be an integer >= 1, got 0",
+            "policy.max_attempts must be an integer >= 1, got '0'",
             id="range-after-coerce",
         ),
         pytest.param(
             {"breaker": {"failure_ratio": "2"}},
-            "BreakerSettings.failure_ratio must be a number > 0 and <= 1, got 2.0",
+            "policy.breaker.failure_ratio must be a number > 0 and <= 1, got '2'",
             id="nested-range",
+        ),
+        # As a config file writes them: its key's path, "none" and true, not Python's names.
+        pytest.param(
+            {"breaker": {"failure_ratio": 2}},
+            "policy.breaker.failure_ratio must be a number > 0 and <= 1, got 2",
+            id="nested-range-typed",
+        ),
+        pytest.param(
+            {"budget": {"enabled": 1}},
+            "policy.budget.enabled must be true or false, got 1",
+            id="nested-bool-typed",
+        ),
+        pytest.param(
+            {"first_token_timeout": 0},
+            'policy.first_token_timeout must be a number > 0 and finite, or "none" for off, got 0',
+            id="optional-says-none",
+        ),
+        pytest.param(
+            {"idle_timeout": "never"},
+            "policy.idle_timeout must be a number, or \"none\" for off, got 'never'",
+            id="optional-text-says-none",
+        ),
+        pytest.param(
+            {"backoff_base": 10},
+            "policy.backoff_cap must be a number >= 10 (backoff_base) and finite, got 8.0 (the default)",
+            id="a-default-at-fault-says-so",
+        ),
+        pytest.param(
+            {"backoff_base": 10, "backoff_cap": "5"},
+            "policy.backoff_cap must be a number >= 10 (backoff_base) and finite, got '5'",
+            id="a-value-given-at-fault",
         ),
     ],
 )
@@ -253,5 +284,5 @@ def test_from_mapping_rejects(data: dict[str, object], message: str) -> None:
 
 
 def test_from_mapping_rejects_non_mapping() -> None:
-    with pytest.raises(ValueError, match=r"^Policy must be a mapping, got \[1\]$"):
+    with pytest.raises(ValueError, match=r"^policy must be a mapping, got \[1\]$"):
         Policy.from_mapping([1])  # type: ignore[arg-type]
