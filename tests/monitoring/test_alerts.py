@@ -113,6 +113,21 @@ def test_runbook_base_is_configurable() -> None:
     assert f"{base}#streamtaperrorratespike" in urls
 
 
+@pytest.mark.parametrize(
+    ("base", "refused"),
+    [
+        ("https://wiki.example.com/streamtap#runbooks", "must not carry a #fragment"),
+        (
+            "https://wiki.example.com/runbooks.md\n- injected: true",
+            "must be a URL or path without control characters",
+        ),
+    ],
+)
+def test_a_runbook_base_that_would_break_its_links_or_the_file_is_refused(base: str, refused: str) -> None:
+    with pytest.raises(ValueError, match=f"^runbook_base {refused}"):
+        Params(runbook_base=base)
+
+
 def test_compressed_render_divides_every_duration_and_keeps_names() -> None:
     fast = Params().compressed(60)
     assert recording_names(fast) == recording_names()

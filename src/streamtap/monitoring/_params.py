@@ -34,7 +34,8 @@ class Params:
         slo_target: fraction of calls that must succeed, e.g. 0.99; the error budget is 1 - slo_target.
         evaluation_interval: rule group evaluation interval.
         time_scale: divisor applied to every duration (1 = production).
-        runbook_base: URL (or repo-relative path) of docs/runbooks.md; alert anchors are appended.
+        runbook_base: URL (or repo-relative path) of docs/runbooks.md, without a #fragment;
+            alert anchors are appended.
         min_request_rate: requests/s over the short window below which the ratio alerts other
             than the error budget's stay silent.
         min_burn_errors: failed calls the error budget alerts need in their long window, whatever
@@ -128,6 +129,15 @@ class Params:
             raise ValueError(f"time_scale must be positive, got {self.time_scale!r}")
         if not self.runbook_base.strip():  # every alert's link would be only its #anchor
             raise ValueError("runbook_base must be the runbooks' URL or path, got an empty string")
+        if "#" in self.runbook_base:  # a link with two fragments leads to neither
+            raise ValueError(
+                "runbook_base must not carry a #fragment: each alert's #anchor is appended to it, "
+                f"got {self.runbook_base!r}"
+            )
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.runbook_base):
+            raise ValueError(
+                f"runbook_base must be a URL or path without control characters, got {self.runbook_base!r}"
+            )
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name.endswith(("_for", "_window", "_offset", "_interval", "_lookback")):
