@@ -54,6 +54,8 @@ def preflight(
     api_key_env: str = "OPENAI_API_KEY",
     environ: Mapping[str, str] | None = None,
     clock: Clock = time.perf_counter,
+    key_source: str | None = None,
+    url_source: str | None = None,
 ) -> PreflightReport:
     """Check the key, the base URL, DNS, TCP, TLS and an authenticated ``GET /models``.
 
@@ -70,6 +72,8 @@ def preflight(
         api_key_env: the environment variable holding the key when no client or api_key is given.
         environ: the environment to read (default `os.environ`).
         clock: a monotonic clock in seconds, for the timings.
+        key_source, url_source: how the details and hints name where the key and the base URL
+            came from (e.g. ``upstream``), when not where they were read.
 
     Returns:
         A `PreflightReport` with one `Check` per step; ``report.ok`` when all passed.
@@ -77,7 +81,9 @@ def preflight(
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
     env = os.environ if environ is None else environ
-    key, key_source, url, url_source, headers = _inputs(client, api_key, base_url, api_key_env, env)
+    key, read_key_from, url, read_url_from, headers = _inputs(client, api_key, base_url, api_key_env, env)
+    key_source = key_source or read_key_from
+    url_source = url_source or read_url_from
     checks: list[Check] = []
 
     def add(check: Check) -> Check:
@@ -156,6 +162,8 @@ async def apreflight(
     timeout: float = 5.0,
     api_key_env: str = "OPENAI_API_KEY",
     environ: Mapping[str, str] | None = None,
+    key_source: str | None = None,
+    url_source: str | None = None,
 ) -> PreflightReport:
     """`preflight` in a worker thread, for async code (asyncio or trio); same arguments.
 
@@ -171,6 +179,8 @@ async def apreflight(
         timeout=timeout,
         api_key_env=api_key_env,
         environ=environ,
+        key_source=key_source,
+        url_source=url_source,
     )
     return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
 

@@ -118,3 +118,14 @@ class PreflightReport:
             names = ", ".join(check.name for check in failed) or "skipped checks"
             lines.append(f"preflight FAILED: {names}")
         return "\n".join(lines)
+
+
+def readiness(report: PreflightReport, needed: tuple[str, ...]) -> tuple[bool, str]:
+    """Whether the `needed` checks of `report` passed, and a one-line detail: what passed, or
+    each failure with the fix hint `streamtap check` prints under it."""
+    failed = [check for check in report.checks if check.name in needed and not check.ok]
+    if not failed:
+        return True, ""
+    return False, "; ".join(
+        f"{check.name}: {check.detail}" + (f" (hint: {check.hint})" if check.hint else "") for check in failed
+    )

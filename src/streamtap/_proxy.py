@@ -286,29 +286,27 @@ class Proxy:
 
     async def _check_readiness(self) -> tuple[bool, str]:
         from ._preflight import apreflight
+        from ._preflight_report import readiness
 
         try:
             key = self.config.upstream_api_key
             # An empty environment: the calls go straight to the upstream (no HTTP(S)_PROXY) and
             # send no OPENAI_ORG_ID / OPENAI_PROJECT_ID header, so the check must not either.
             report = await apreflight(
-                api_key=key or "", base_url=self.config.upstream, timeout=5.0, environ={}
+                api_key=key or "",
+                base_url=self.config.upstream,
+                timeout=5.0,
+                environ={},
+                key_source="upstream_api_key",
+                url_source="upstream",
             )
         finally:
             self._checking = None
         # Without a key of its own the proxy can only prove the upstream is reachable.
-        needed = (
-            ("base_url", "dns", "tcp", "tls", "api_key", "models")
-            if key
-            else ("base_url", "dns", "tcp", "tls")
-        )
-        failed = [c for c in report.checks if c.name in needed and not c.ok]
-        ready = not failed
-        detail = (
-            "upstream reachable" + (" and key accepted" if key else "")
-            if ready
-            else "; ".join(f"{c.name}: {c.detail}" for c in failed)
-        )
+        needed = ("base_url", "dns", "tcp", "tls") + (("api_key", "models") if key else ())
+        ready, detail = readiness(report, needed)
+        if ready:
+            detail = "upstream reachable" + (" and key accepted" if key else "")
         self._ready = (time.monotonic(), ready, detail)
         return ready, detail
 

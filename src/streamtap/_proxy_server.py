@@ -8,6 +8,7 @@ no Rust toolchain; httptools and uvloop are used when installed, see `_proxy_pro
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -19,9 +20,12 @@ import uvicorn
 
 from ._events import Recorder
 from ._heap import settle_for_serving
+from ._preflight_rules import parse_base_url
 from ._proxy import Proxy
 from ._proxy_config import ProxyConfig
 from ._proxy_protocol import LimitedHttpToolsProtocol, has_uvloop
+
+log = logging.getLogger("streamtap.proxy")
 
 
 def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvicorn.Config:
@@ -46,6 +50,11 @@ def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvico
 
 
 def _servers(config: ProxyConfig, recorders: Sequence[Recorder] | None) -> tuple[Proxy, list[uvicorn.Server]]:
+    # An upstream that parses but is likely wrong (an endpoint, OpenAI's without /v1) is said
+    # at start, as `streamtap check` says it: else only the calls failing on it would tell.
+    warning = parse_base_url(config.upstream, source="upstream")[0].hint
+    if warning:
+        log.warning("upstream %s: %s", config.upstream, warning)
     app = Proxy(config, recorders=recorders)
     servers = [uvicorn.Server(uvicorn_config(app, config))]
     if config.ops_listen is not None:

@@ -18,15 +18,17 @@ from streamtap._proxy_config import ProxyConfig
 class SlowPreflight:
     """A pre-flight check that takes `seconds` and counts how often it ran."""
 
-    def __init__(self, seconds: float, ok: bool = True) -> None:
+    def __init__(self, seconds: float, ok: bool = True, hint: str | None = None) -> None:
         self.seconds = seconds
         self.ok = ok
+        self.hint = hint
         self.runs = 0
 
     async def __call__(self, **_kwargs: Any) -> PreflightReport:
         self.runs += 1
         await asyncio.sleep(self.seconds)
-        return PreflightReport.from_checks([Check("tcp", self.ok, "connected" if self.ok else "refused")])
+        detail = "connected" if self.ok else "refused"
+        return PreflightReport.from_checks([Check("tcp", self.ok, detail, self.hint)])
 
 
 async def _probe(proxy: Proxy) -> tuple[int, dict[str, Any]]:
@@ -111,3 +113,48 @@ def test_readiness_ignores_http_proxy_as_the_calls_do(monkeypatch: pytest.Monkey
         proxy = Proxy(config, recorders=[])
         answer = asyncio.run(_probe(proxy))
     assert answer == (200, {"status": "ready", "detail": "upstream reachable and key accepted"})
+
+
+def test_a_failure_comes_with_the_hint_check_gives_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = SlowPreflight(0, ok=False, hint="is the server running?")
+    proxy = _proxy(monkeypatch, check, ready_cache=0)
+    assert asyncio.run(_probe(proxy)) == (
+        503,
+        {"status": "not ready", "detail": "tcp: refused (hint: is the server running?)"},
+    )
+
+
+def test_an_upstream_without_v1_is_not_ready_with_the_hint_that_says_so() -> None:
+    """/readyz said only "models: GET /models: 404 Not Found"; `streamtap check` on the same
+    URL says what to fix, and now so does /readyz, naming the setting."""
+    from streamtap.fake import FakeConfig, FakeUpstream
+
+    key = "sk-test-readiness-0123456789"
+    with FakeUpstream(FakeConfig(api_key=key)) as fake:
+        config = ProxyConfig(
+            upstream=fake.base_url.removesuffix("/v1"),
+            upstream_api_key=key,
+            client_token="token",
+            ready_cache=0,
+        )
+        status, answer = asyncio.run(_probe(Proxy(config, recorders=[])))
+    assert (status, answer["status"]) == (503, "not ready")
+    assert answer["detail"].startswith("models: GET /models: 404")
+    assert answer["detail"].endswith(
+        "(hint: the server has no /models here: the base URL likely lacks /v1 or has a typo (upstream))"
+    )
+
+
+def test_an_upstream_likely_wrong_is_warned_of_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    from streamtap._proxy_server import ProxyServer
+
+    ProxyServer(ProxyConfig(upstream="https://api.openai.com/v1/chat/completions"), recorders=[])
+    ProxyServer(ProxyConfig(upstream="http://127.0.0.1:9/v1"), recorders=[])
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "streamtap.proxy",
+            "WARNING",
+            "upstream https://api.openai.com/v1/chat/completions: the base URL is the API root "
+            "(like https://api.openai.com/v1), not an endpoint: remove /chat/completions",
+        )
+    ]
