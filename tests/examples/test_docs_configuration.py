@@ -78,6 +78,12 @@ def test_every_field_is_documented_with_its_default(heading: str, cls: type) -> 
         assert cells[1] == shown(field_default(field)), f"{cls.__name__}.{field.name}"
 
 
+def test_every_engine_parameter_has_a_row() -> None:
+    text = section("`Engine`")
+    for name in inspect.signature(streamtap.Engine).parameters:
+        row(text, f"`{name}`")
+
+
 def signature(function: Callable[..., Any]) -> str:
     """`name(a, *, b=None, c="text")` as the doc writes it."""
     parts: list[str] = []
@@ -87,6 +93,10 @@ def signature(function: Callable[..., Any]) -> str:
         default = parameter.default
         if default is inspect.Parameter.empty:
             parts.append(parameter.name)
+        elif callable(default):  # `time.monotonic`, not its repr (`<built-in function ...>`)
+            owner = getattr(default, "__self__", None)  # random.random is a method of random's Random
+            module = getattr(default, "__module__", None) or type(owner).__module__
+            parts.append(f"{parameter.name}={module}.{default.__name__}")
         else:
             parts.append(
                 f"{parameter.name}={json.dumps(default) if isinstance(default, str) else repr(default)}"
@@ -98,6 +108,7 @@ def signature(function: Callable[..., Any]) -> str:
     "function",
     [
         streamtap.instrument,
+        streamtap.Engine,
         streamtap.StreamtapTransport,
         streamtap.setup_telemetry,
         streamtap.serve_metrics,
