@@ -357,7 +357,10 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
     call.finish("error", call.engine.clock())
     if call.error_response is not None:
         err = call.error_response
-        headers = [*err.headers, ("x-streamtap-attempts", str(call.attempts))]
+        headers = [(k, v) for k, v in err.headers if k.lower() != "x-should-retry"]
+        # The engine has retried as far as its policy lets it: a client behind the proxy (its
+        # SDK's own retries on) must not start over, each round another set of attempts.
+        headers += [("x-should-retry", "false"), ("x-streamtap-attempts", str(call.attempts))]
         return whole_response(err.status_code, headers, err.body, request)
     if exception is not None:
         try:

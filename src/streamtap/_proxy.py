@@ -23,12 +23,14 @@ from ._engine import Engine, engine_api, parse_body
 from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import Recorder
 from ._proxy_client import (
+    NO_RETRY,
     BodyTooLarge,
     ClientLeft,
     ClientWatch,
     Receive,
     Scope,
     Send,
+    gave_up,
     has_body,
     read_body,
     refuse_body,
@@ -192,17 +194,8 @@ class Proxy:
         call.caller = watch  # stopped while the client is still there, the call failed it
         try:
             response = await send_async(call, self.transport, request)
-        except StreamInterrupted as error:
-            await send_error(send, 502, error.error_type, str(error))
-            return
-        except CircuitOpenError as error:
-            await send_error(send, 503, "circuit_open", str(error))
-            return
-        except httpx2.TimeoutException as error:
-            await send_error(send, 504, "timeout", f"upstream timed out ({type(error).__name__})")
-            return
-        except httpx2.TransportError as error:
-            await send_error(send, 502, "connection", f"upstream unreachable ({type(error).__name__})")
+        except (StreamInterrupted, CircuitOpenError, httpx2.TransportError) as error:
+            await send_error(send, *gave_up(error), extra=NO_RETRY)
             return
         except asyncio.CancelledError:
             if watch.left:

@@ -7,11 +7,11 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 
-from ._errors import StreamInterrupted
+from ._errors import CircuitOpenError, StreamInterrupted
 from ._proxy_http import Headers, declared_length, header, response_headers
 from ._stream_response import StreamResponse
 
@@ -273,6 +273,22 @@ async def send_json(
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# On an answer the engine gave after the attempts its policy allows: a client's SDK (its own
+# retries on) must not start over, each of its rounds another set of the engine's attempts.
+NO_RETRY: Final = ((b"x-should-retry", b"false"),)
+
+
+def gave_up(error: StreamInterrupted | CircuitOpenError | httpx2.TransportError) -> tuple[int, str, str]:
+    """The status, code and message of the error a client gets when the engine raised `error`."""
+    if isinstance(error, StreamInterrupted):
+        return 502, error.error_type, str(error)
+    if isinstance(error, CircuitOpenError):
+        return 503, "circuit_open", str(error)
+    if isinstance(error, httpx2.TimeoutException):
+        return 504, "timeout", f"upstream timed out ({type(error).__name__})"
+    return 502, "connection", f"upstream unreachable ({type(error).__name__})"
 
 
 async def send_error(

@@ -246,3 +246,23 @@ def test_the_proxys_own_paths_answer_get_and_head_only(proxy: ProxyServer, path:
         assert refused.status_code == 405, method
         assert refused.headers["allow"] == "GET, HEAD"
         assert refused.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["status=503", "error_after=0;error_code=server_error", "reset"],
+    ids=["error-status", "error-event", "reset"],
+)
+def test_a_client_with_its_own_retries_does_not_retry_what_the_engine_gave_up_on(
+    fault: str, fake: FakeUpstream, proxy: ProxyServer, seen: Recording
+) -> None:
+    """An SDK with its default retries behind the proxy: the engine's give-up says not to
+    retry (`x-should-retry: false`), or each of the SDK's rounds would be another full set of
+    the engine's attempts, billed and uncounted by the retry budget."""
+    fake.enqueue(*[fault] * (TEST_POLICY.max_attempts * 3))
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-client-key-1234", max_retries=2)
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    client.close()
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == TEST_POLICY.max_attempts
