@@ -36,7 +36,7 @@ from ._events import (
     RetryScheduled,
     RetrySuppressed,
 )
-from ._fallback import Fallback, Route, cache_key, cache_scope
+from ._fallback import Fallback, Route, cache_key, cache_scope, cacheable_request
 from ._responses import retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
 from ._taxonomy import Api, BreakerState, ErrorType, Outcome, SuppressCause
@@ -105,7 +105,9 @@ class Call:
         # Whose cached answers this call may read and write (`_cache_key`): until the driver
         # names the request's credential (`scope_cache`), those of its URL with no credential.
         self._cache_headers: Mapping[str, str] = {}
-        self._cache_allowed = True  # False once the primary route failed in a way in NO_CACHE
+        # False for a request the cache may not answer (`cacheable_request`), or once the
+        # primary route failed in a way in NO_CACHE.
+        self._cache_allowed = cacheable_request(self.primary.body)
         # Set by a door that knows whether its caller left: then a call stopped while the caller
         # is still there (the proxy's shutdown grace ran out) failed it, and is no cancellation.
         self.caller: Caller | None = None
@@ -408,7 +410,7 @@ class Call:
             self._breaker.release(self._probe)  # admitted but never concluded (cancelled, abandoned)
             self._breaker = None
         engine = self.engine
-        if outcome == "ok" and self.served_by is None and engine.caches:
+        if outcome == "ok" and self.served_by is None and engine.caches and self._cache_allowed:
             kept = cacheable(self.dialect, self.delivered, body)
             if kept is not None:
                 keep_answer(engine.caches, self._cache_key(), kept)

@@ -340,6 +340,17 @@ def cache_scope(url: str, headers: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
+# Request fields that make an answer one turn of a conversation the upstream keeps: a cached
+# answer to another turn would be wrong for this one, and its made-up id is no turn the
+# upstream knows (a next turn's previous_response_id would fail).
+_STATEFUL = ("conversation", "previous_response_id")
+
+
+def cacheable_request(body: Mapping[str, Any]) -> bool:
+    """Whether a request's answer may be kept in, and served from, the answer cache."""
+    return not any(body.get(field) for field in _STATEFUL)
+
+
 def cache_key(api: str, body: Mapping[str, Any], scope: str) -> str:
     """The key of a request's answer: the request without fields that do not change it, and
     whose it is (`cache_scope`)."""

@@ -692,3 +692,22 @@ def test_two_clients_breakers_share_one_gauge_and_a_gone_clients_leaves_it(fake:
     gc.collect()
     assert state() == 0
     second.close()
+
+
+@pytest.mark.parametrize("turn", [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"}])
+def test_a_turn_of_a_conversation_the_upstream_keeps_is_not_cached(
+    turn: dict[str, str], fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """Another turn's answer would be wrong for this one, and its made-up id is no turn the
+    upstream knows: such answers are neither kept nor served."""
+    cache = streamtap.MemoryCache()
+    client = make_client(False, fallbacks=[streamtap.Fallback.cached(cache)])
+    request = {"model": "gpt-4o", "input": RESPONSES_INPUT, "stream": True, **turn}
+    with client.responses.create(**request) as stream:
+        list(stream)
+    assert len(cache) == 0
+    fake.enqueue("status=503;should_retry=false")
+    with pytest.raises(openai.InternalServerError):
+        with client.responses.create(**request) as stream:
+            list(stream)
+    assert recording.of(FallbackUsed) == []
