@@ -71,7 +71,9 @@ class ResponsesDialect:
             return UNKNOWN
         name = frame[7:newline]
         if name.endswith(b".delta"):
-            return CONTENT
+            # An empty delta says nothing yet: the parse tells it from text (as chat's glance
+            # leaves an empty content to the parse), so it never commits the call.
+            return UNKNOWN if b'"delta":""' in frame else CONTENT
         # Errors, the terminal events and usage need a parse; the other events tell nothing.
         if name in _PARSE:
             return UNKNOWN
@@ -120,7 +122,11 @@ class ResponsesDialect:
             return ERROR
         if kind in _TERMINAL:
             return TERMINAL
-        return CONTENT if kind.endswith(".delta") or kind == _PARTIAL_IMAGE else PREAMBLE
+        if kind.endswith(".delta"):
+            # An empty delta (some servers open a text with one) is no content yet: committing
+            # on it would stop the retries before the caller has seen a character.
+            return PREAMBLE if payload.get("delta") == "" else CONTENT
+        return CONTENT if kind == _PARTIAL_IMAGE else PREAMBLE
 
     def text(self, frames: bytes) -> str:
         deltas = (p.get("delta") for p in _payloads(frames, b"output_text.delta"))

@@ -707,7 +707,6 @@ def test_a_turn_of_a_conversation_the_upstream_keeps_is_not_cached(
         list(stream)
     assert len(cache) == 0
     fake.enqueue("status=503;should_retry=false")
-    with pytest.raises(openai.InternalServerError):
-        with client.responses.create(**request) as stream:
-            list(stream)
+    with pytest.raises(openai.InternalServerError), client.responses.create(**request) as stream:
+        list(stream)
     assert recording.of(FallbackUsed) == []

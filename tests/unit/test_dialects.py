@@ -121,6 +121,16 @@ R_DELTA = resp(
 R_ARGS_DELTA = resp(
     "response.function_call_arguments.delta", seq=3, item_id="fc_1", output_index=0, delta='{"a'
 )
+# Some servers open a text with an empty delta: no content yet, so no commit on it.
+R_EMPTY_DELTA = resp(
+    "response.output_text.delta",
+    seq=3,
+    item_id="msg_1",
+    output_index=0,
+    content_index=0,
+    delta="",
+    logprobs=[],
+)
 R_REASONING_DELTA = resp(
     "response.reasoning_summary_text.delta",
     seq=3,
@@ -353,6 +363,7 @@ RESPONSES_KINDS = [
     pytest.param(R_ITEM_ADDED, PREAMBLE, id="item_added"),
     pytest.param(R_DELTA, CONTENT, id="text_delta"),
     pytest.param(R_ARGS_DELTA, CONTENT, id="arguments_delta"),
+    pytest.param(R_EMPTY_DELTA, PREAMBLE, id="empty_delta"),
     pytest.param(R_REASONING_DELTA, CONTENT, id="reasoning_delta"),
     pytest.param(R_PARTIAL_IMAGE, CONTENT, id="partial_image"),
     pytest.param(R_TEXT_DONE, PREAMBLE, id="text_done"),
