@@ -132,21 +132,11 @@ class StreamAttempt:
         self._count_stamps()
         return self._chunks
 
-    @chunks.setter
-    def chunks(self, value: int) -> None:
-        self._count_stamps()
-        self._chunks = value
-
     @property
     def max_gap(self) -> float:
         """The largest gap between two content chunks so far, in seconds."""
         self._count_stamps()
         return self._max_gap
-
-    @max_gap.setter
-    def max_gap(self, value: float) -> None:
-        self._count_stamps()
-        self._max_gap = value
 
     def _idle_deadline(self) -> float:
         """When idle_timeout runs out (inf when off): after the last event, lane reads included."""
@@ -177,6 +167,16 @@ class StreamAttempt:
         return failure(
             "timeout", self.phase, "no bytes within the caller's read timeout", counts_for_breaker=False
         )
+
+    def continues(self, previous: StreamAttempt) -> None:
+        """This attempt resumes `previous`'s committed stream: the same facts and counters, and
+        its first content's gap runs from `previous`'s last content, so the stall that the
+        resume repaired counts toward `max_gap` as the caller felt it."""
+        previous._count_stamps()
+        self.facts = previous.facts
+        self._chunks = previous._chunks
+        self._max_gap = previous._max_gap
+        self._last_content_at = previous._last_content_at
 
     def _count_stamps(self) -> None:
         """Count the reads the driver passed on the lane (`stamps`): what `feed` would have.

@@ -156,11 +156,7 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         choices=_choices(send.route.body) if call.api == "chat_completions" else None,
     )
     if send.resume and call.stream is not None:
-        # A resumed stream continues the committed one: same facts, same counters.
-        previous = call.stream
-        attempt.facts = call.facts
-        attempt.chunks = previous.chunks
-        attempt.max_gap = previous.max_gap
+        attempt.continues(call.stream)  # a resumed stream continues the committed one
         call.stream = attempt  # CallFinished reads the counters of the attempt that went on
     return attempt
 

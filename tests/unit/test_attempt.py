@@ -418,9 +418,14 @@ def test_the_idle_deadline_runs_from_the_last_stamp() -> None:
     assert attempt.failure == Failure("stall", "streaming", False, "no event within idle_timeout")
 
 
-def test_counters_set_on_a_resumed_attempt_keep_its_stamps_apart() -> None:
-    attempt = _streaming()
-    attempt.stamps.append(2.0)
-    attempt.chunks = 10  # a resumed attempt takes the counters of the one it continues
-    attempt.max_gap = 0.25
-    assert (attempt.chunks, attempt.max_gap, attempt.stamps) == (10, 0.25, [])
+def test_a_resumed_attempt_continues_the_counters_and_the_gap_of_the_one_it_resumes() -> None:
+    """The stall a resume repaired is a gap the caller felt: from the last content before it
+    to the first after it, across the two attempts."""
+    broken = _streaming()
+    broken.stamps.append(2.0)  # its last content, on the lane, not yet counted
+    resumed = make(idle_timeout=None, committed=True)  # committed, as a resume is
+    resumed.continues(broken)
+    assert (resumed.chunks, resumed.max_gap) == (3, pytest.approx(0.5))
+    assert resumed.facts is broken.facts
+    resumed.feed(content("c"), 5.2)
+    assert (resumed.chunks, resumed.max_gap) == (4, pytest.approx(3.2))  # 2.0 -> 5.2
