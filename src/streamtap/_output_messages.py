@@ -27,9 +27,9 @@ Message = dict[str, Any]
 
 # The conventions' finish reasons for OpenAI's; the others (stop, length, content_filter) match.
 _CHAT_FINISH: Final = {"tool_calls": "tool_call", "function_call": "tool_call"}
-_INCOMPLETE_FINISH: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
+INCOMPLETE_FINISH: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
 # Responses output items that are calls of the caller's own tools, by the field holding their input.
-_TOOL_CALL_INPUT: Final = {
+TOOL_CALL_INPUT: Final = {
     "function_call": "arguments",
     "custom_tool_call": "input",
     "computer_call": "action",
@@ -170,9 +170,7 @@ def responses_messages(response: Mapping[str, Any], unfinished: str) -> list[Mes
     reason = details.get("reason") if isinstance(details, Mapping) else None
     # An incomplete item's reason is the response's, else the status itself (as OpenTelemetry's
     # OpenAI instrumentation reports it).
-    incomplete = (
-        _INCOMPLETE_FINISH.get(reason, reason) if isinstance(reason, str) and reason else "incomplete"
-    )
+    incomplete = INCOMPLETE_FINISH.get(reason, reason) if isinstance(reason, str) and reason else "incomplete"
 
     def finish(status: object) -> str:
         if status == "completed" or status is None:
@@ -187,7 +185,7 @@ def responses_messages(response: Mapping[str, Any], unfinished: str) -> list[Mes
         if not parts:
             continue  # not the model's output, or a reasoning item with no summary
         status = item.get("status")
-        if item.get("type") in _TOOL_CALL_INPUT:
+        if item.get("type") in TOOL_CALL_INPUT:
             done = status in ("completed", "incomplete", None)
             last = messages[-1] if messages else None
             if done and last is not None and _takes_tool_calls(last):
@@ -221,9 +219,9 @@ def item_parts(item: object) -> list[dict[str, Any]] | None:
         ]
     if not isinstance(kind, str):
         return None
-    if kind in _TOOL_CALL_INPUT:
+    if kind in TOOL_CALL_INPUT:
         name = "computer" if kind == "computer_call" else item.get("name")
-        return [tool_call_part(item.get("call_id") or item.get("id"), name, item.get(_TOOL_CALL_INPUT[kind]))]
+        return [tool_call_part(item.get("call_id") or item.get("id"), name, item.get(TOOL_CALL_INPUT[kind]))]
     if kind in _SERVER_TOOLS:
         call = {key: value for key, value in item.items() if key not in _NOT_THE_CALL}
         part = {

@@ -30,7 +30,7 @@ from ._dialect import (
     usage_details,
 )
 from ._json import parse_json
-from ._output_messages import responses_messages, responses_stream_output
+from ._output_messages import INCOMPLETE_FINISH, TOOL_CALL_INPUT, responses_messages, responses_stream_output
 from ._sse import encode_json, parse_frame, split_frames
 from ._taxonomy import Api
 
@@ -171,9 +171,7 @@ class ResponsesDialect:
         # A response still queued or in progress (a background one), failed or cancelled has
         # stopped for no finish reason.
         if finish and body.get("status", "completed") in ("completed", "incomplete"):
-            details = body.get("incomplete_details")
-            reason = details.get("reason") if isinstance(details, Mapping) else None
-            facts.finish_reasons.append(str(reason) if reason else "stop")
+            facts.finish_reasons.append(_finish_reason(body))
 
     def from_json(self, body: Mapping[str, Any], request: Mapping[str, Any]) -> bytes:
         events = _Events()
@@ -313,6 +311,19 @@ class _Events:
                 self.add("response.reasoning_text.delta", **where, delta=text)
             self.add("response.reasoning_text.done", **where, text=text)
         self.add("response.output_item.done", output_index=index, item=item)
+
+
+def _finish_reason(response: Mapping[str, Any]) -> str:
+    """Why a finished response stopped, in chat's words as the official instrumentation reports
+    it: `length` or `content_filter` for one cut short, `tool_calls` for one that ends calling
+    the caller's tools, else `stop`."""
+    details = response.get("incomplete_details")
+    reason = details.get("reason") if isinstance(details, Mapping) else None
+    if reason:
+        return INCOMPLETE_FINISH.get(str(reason), str(reason))
+    items = listed(response.get("output"))
+    calls = any(isinstance(item, Mapping) and str(item.get("type")) in TOOL_CALL_INPUT for item in items)
+    return "tool_calls" if calls else "stop"
 
 
 def _answer_text(body: Mapping[str, Any]) -> str:

@@ -432,7 +432,7 @@ def test_responses_service_tier_and_usage_details_come_from_the_terminal_respons
 def test_responses_incomplete_reason() -> None:
     kind, facts = fresh(RESPONSES, "inspect", R_INCOMPLETE)
     assert kind == TERMINAL
-    assert facts.finish_reasons == ["max_output_tokens"]
+    assert facts.finish_reasons == ["length"]  # in chat's words, as the official instrumentation
 
 
 @pytest.mark.parametrize("frame", [R_FAILED, R_ERROR], ids=["failed", "error"])
@@ -819,7 +819,7 @@ def test_responses_from_json_function_call_reasoning_and_usage() -> None:
     for frame in split_frames(content):
         RESPONSES.inspect(frame, facts)
     assert (facts.response_id, facts.input_tokens, facts.output_tokens) == ("resp_9", 9, 2)
-    assert facts.finish_reasons == ["stop"]
+    assert facts.finish_reasons == ["tool_calls"]  # it calls the caller's function, as chat says
 
 
 def test_responses_from_json_streams_a_reasoning_summary_and_text_as_their_events() -> None:
