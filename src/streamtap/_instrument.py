@@ -34,10 +34,12 @@ def instrument(
 ) -> ClientT:
     """Return a copy of `client` whose chat completions and responses calls go through streamtap.
 
-    The SDK's own retries stay off, in the copy and in every copy made of it with `copy()` or
-    `with_options()` (a `max_retries` given there is ignored, and a new `http_client` given
-    there is routed through streamtap too): streamtap's `Policy` alone decides retries, so
-    every attempt is seen and retries never stack. Like the SDK's own `client.copy()`, the
+    streamtap's `Policy` alone decides the retries of those calls: the SDK never retries what
+    the engine answers or raises, so every attempt is seen and retries never stack. The SDK's
+    own retries (`max_retries`) still apply to every other request (models, files, embeddings,
+    retrieving a response, ...), which passes through. So does every copy made with `copy()`
+    or `with_options()`: a new `http_client` given there is routed through streamtap too.
+    Like the SDK's own `client.copy()`, the
     copy shares the original's connection pool: closing either closes the pool. The
     original's behaviour is left untouched. Everything the SDK offers keeps working: the
     returned streams are ordinary `openai.Stream` objects.
@@ -59,9 +61,7 @@ def instrument(
     engine = Engine(policy, fallbacks, recorders, capture_content=capture_content)
     warn_if_instrumented_twice()
     # `copy()` returns Self, but mypy widens a union-bound type variable's Self to the union.
-    copied = cast(
-        ClientT, client.copy(http_client=streamtap_http_client(client._client, engine), max_retries=0)
-    )
+    copied = cast(ClientT, client.copy(http_client=streamtap_http_client(client._client, engine)))
     install(copied, engine)
     return copied
 
@@ -104,8 +104,8 @@ def warn_if_instrumented_twice() -> None:
 
 
 def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
-    """Route `client`'s HTTP through `engine`, in place, with the SDK's retries off, and so
-    every copy it makes (`_install_in_copies`).
+    """Route `client`'s HTTP through `engine`, in place, and so every copy it makes
+    (`_install_in_copies`).
 
     A client already routed through streamtap (e.g. made by `copy()` or `with_options()` of
     an instrumented client, which pass its HTTP client on) keeps its route. Used by
@@ -117,17 +117,16 @@ def install(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
         # The SDK's own HTTP client stays alive as long as the routed one, which sends through
         # it (the SDK's wrapper closes its pools when collected).
         client._client = streamtap_http_client(http, engine)
-    client.max_retries = 0
     _install_in_copies(client, engine)
 
 
 def _install_in_copies(client: openai.OpenAI | openai.AsyncOpenAI, engine: Engine) -> None:
     """Make `client.copy()` and `client.with_options()` return clients `install`ed on `engine`.
 
-    The SDK's copies are new instances of the same class that take `max_retries` from the
-    caller (or the original), so `with_options(max_retries=2)` would turn the SDK's retries
-    back on beneath streamtap's. The class is left alone (`type(copy) is openai.OpenAI` stays
-    true); these two bound methods of the instance are replaced, and so on down the copies.
+    The SDK's copies pass the original's HTTP client on, routed already, unless given one of
+    their own (`with_options(http_client=...)`), whose calls would bypass streamtap. The class
+    is left alone (`type(copy) is openai.OpenAI` stays true); these two bound methods of the
+    instance are replaced, and so on down the copies.
     """
     for name in ("copy", "with_options"):
         setattr(client, name, _installing(getattr(client, name), engine))

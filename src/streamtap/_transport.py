@@ -1,6 +1,10 @@
 """Door 1: httpx2 transports that run chat completions and responses calls through the engine.
 
-Every other request passes through to the wrapped transport untouched.
+Every other request passes through to the wrapped transport untouched, and the SDK retries it
+by its own rules. The engine's calls it never retries: an error status the engine gives up
+with says `x-should-retry: false`, and a transport error it gives up with is raised as the
+SDK's own `APIConnectionError` or `APITimeoutError` (`sdk_final`), which the SDK raises as they
+come. So every attempt of a call is the engine's, and retries never stack.
 """
 
 from __future__ import annotations
@@ -8,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import httpx2
+import openai
 
 from ._async import send_async
 from ._engine import Engine, engine_api, parse_body
+from ._errors import CONNECTION_ERRORS
 from ._events import Recorder
 from ._fallback import Fallback
 from ._policy import Policy
@@ -45,6 +51,14 @@ def _inner(owner: str, transport: object, method: str, example: str) -> None:
             f"{owner} transport must be an httpx2 transport with {method}() (e.g. {example}) or None, "
             f"got {transport!r}"
         )
+
+
+def sdk_final(error: BaseException, request: httpx2.Request) -> openai.APIConnectionError:
+    """The error the SDK raises, as it comes, for the transport error `error` a call gave up
+    with: what the SDK makes of one it will not retry, so it does not retry this one either."""
+    if isinstance(error, httpx2.TimeoutException):
+        return openai.APITimeoutError(request=request)
+    return openai.APIConnectionError(request=request)
 
 
 def _route(engine: Engine, request: httpx2.Request, content: bytes):  # type: ignore[no-untyped-def]
@@ -87,7 +101,10 @@ class StreamtapTransport(httpx2.BaseTransport):
         call = _route(self.engine, request, request.read())
         if call is None:
             return self._transport.handle_request(request)
-        return send_sync(call, self._transport, request)
+        try:
+            return send_sync(call, self._transport, request)
+        except CONNECTION_ERRORS as error:
+            raise sdk_final(error, request) from error
 
     def close(self) -> None:
         self._transport.close()
@@ -116,7 +133,10 @@ class AsyncStreamtapTransport(httpx2.AsyncBaseTransport):
         call = _route(self.engine, request, await request.aread())
         if call is None:
             return await self._transport.handle_async_request(request)
-        return await send_async(call, self._transport, request)
+        try:
+            return await send_async(call, self._transport, request)
+        except CONNECTION_ERRORS as error:
+            raise sdk_final(error, request) from error
 
     async def aclose(self) -> None:
         await self._transport.aclose()

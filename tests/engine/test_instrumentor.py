@@ -60,7 +60,7 @@ def test_new_sync_clients_are_routed_until_uninstrumented(
     instrumentor.instrument(recorders=[recording], policy=TEST_POLICY)
 
     client = openai.OpenAI(base_url=fake.base_url, api_key="sk-test", timeout=7.0)
-    assert client.max_retries == 0
+    assert client.max_retries == 2  # the SDK's, for what passes through; never for the engine's calls
     assert isinstance(_transport(client), streamtap.StreamtapTransport)
     assert client._client.timeout.read == 7.0
     stream = client.chat.completions.create(
@@ -77,7 +77,6 @@ def test_new_sync_clients_are_routed_until_uninstrumented(
     copied = client.with_options(timeout=3.0)
     assert isinstance(_transport(copied), streamtap.StreamtapTransport)
     assert not isinstance(_transport(copied)._transport, streamtap.StreamtapTransport)
-    assert copied.max_retries == 0
     # streamtap.instrument() on a routed client replaces the engine instead of stacking one.
     explicit = streamtap.instrument(client, recorders=[])
     assert not isinstance(_transport(explicit)._transport, streamtap.StreamtapTransport)
@@ -85,11 +84,11 @@ def test_new_sync_clients_are_routed_until_uninstrumented(
 
     instrumentor.uninstrument()
     assert openai.OpenAI.__init__ is plain_init
-    # A client made while instrumented stays routed, and so do its copies: a copy that turned
-    # the SDK's retries back on would retry beneath streamtap's.
-    later = client.with_options(max_retries=2).copy(max_retries=3)
+    # A client made while instrumented stays routed, and so do its copies, one given an HTTP
+    # client of its own too.
+    later = client.with_options(max_retries=2).copy(http_client=openai.DefaultHttpxClient())
     assert isinstance(_transport(later), streamtap.StreamtapTransport)
-    assert later.max_retries == 0
+    later.close()
     plain = openai.OpenAI(base_url=fake.base_url, api_key="sk-test")
     assert plain.max_retries == 2
     assert not isinstance(_transport(plain), streamtap.StreamtapTransport)
@@ -114,7 +113,6 @@ def test_new_async_clients_are_routed_with_the_given_providers(
 
     async def main() -> list[str]:
         client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="sk-test")
-        assert client.max_retries == 0
         assert isinstance(_transport(client), streamtap.AsyncStreamtapTransport)
         try:
             stream = await client.responses.create(
@@ -228,7 +226,7 @@ def test_opentelemetry_instrument_finds_the_entry_point(fake: FakeUpstream, tmp_
     assert result == {
         "text": fake.expected_text(model="gpt-4o", messages=CHAT_MESSAGES),
         "attempts": "2",
-        "max_retries": 0,
+        "max_retries": 2,  # the SDK's own, which never retries the engine's calls
         "routed": True,
     }
     assert [(r.status, r.retry_count) for r in fake.requests] == [(503, "0"), (200, "1")]

@@ -22,8 +22,7 @@ def test_instrument_returns_a_copy_of_the_same_class(fake: FakeUpstream) -> None
     client = streamtap.instrument(original, recorders=[])
     assert type(client) is openai.OpenAI
     assert client is not original
-    assert client.max_retries == 0
-    assert original.max_retries == 5
+    assert client.max_retries == original.max_retries == 5  # for what passes through (see below)
     assert original._client is not client._client
     client.close()
 
@@ -204,27 +203,56 @@ def test_sdk_retries_are_off_and_streamtap_counts_attempts(
     assert recording.finished.error_type == "server_error"
 
 
-def test_copies_keep_the_sdk_retries_off(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
+def test_the_sdk_never_retries_what_the_engine_gave_up_on(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """Its own retries on, in copies too, the SDK starts no call over: an error status the
+    engine gave up with says x-should-retry: false, a transport error is the SDK's own
+    APIConnectionError, which it raises as it comes."""
     client = make_client(False)
     copied = client.with_options(max_retries=2).copy(max_retries=5, timeout=30.0)
-    assert type(copied) is openai.OpenAI
-    assert copied.max_retries == 0
-    fake.enqueue(*["status=429;retry_after=0"] * 3, "")
-    with pytest.raises(openai.RateLimitError):
+    assert (type(copied), copied.max_retries) == (openai.OpenAI, 5)
+    fake.enqueue(*["status=429;retry_after=0"] * 9)
+    with pytest.raises(openai.RateLimitError) as limited:
         copied.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    assert limited.value.response.headers["x-should-retry"] == "false"
     # streamtap's three attempts, and no SDK retry of the call that gave up.
     assert [r.retry_count for r in fake.requests] == ["0", "1", "2"]
     assert (recording.finished.attempts, recording.finished.error_type) == (3, "rate_limited")
-    # A copy given its own HTTP client is routed through the same engine, retries off too.
+    fake.clear()
+    fake.enqueue(*["reset"] * 9)
+    with pytest.raises(openai.APIConnectionError) as reset:
+        copied.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    assert type(reset.value) is openai.APIConnectionError  # as the SDK raises it itself
+    assert len(fake.requests) == 3
+    # A copy given its own HTTP client is routed through the same engine.
     own = copied.copy(http_client=openai.DefaultHttpxClient(), max_retries=2)
-    assert (own.max_retries, own._client._transport.engine) == (0, client._client._transport.engine)
+    assert own._client._transport.engine is client._client._transport.engine
     own.close()
 
-    async def main() -> None:
-        async with make_client(True) as aclient:
-            assert aclient.with_options(max_retries=2).with_options(timeout=3.0).max_retries == 0
 
-    anyio.run(main)
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_what_passes_through_keeps_the_sdks_own_retries(
+    is_async: bool, fake: FakeUpstream, make_client: Any
+) -> None:
+    """Models, files, embeddings, a response retrieved: the SDK retries them by its own rules,
+    as it would without streamtap; they are not the engine's calls."""
+    once = {"x-fake-fault": "status=503;retry_after=0;times=1"}
+    if is_async:
+
+        async def main() -> list[str]:
+            async with make_client(True) as aclient:
+                return [
+                    m.id async for m in aclient.with_options(max_retries=1).models.list(extra_headers=once)
+                ]
+
+        models = anyio.run(main)
+    else:
+        models = [
+            m.id for m in make_client(False).with_options(max_retries=1).models.list(extra_headers=once)
+        ]
+    assert models
+    assert [r.status for r in fake.requests] == [503, 200]
 
 
 def test_async_cancellation_is_recorded(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:
