@@ -9,13 +9,16 @@ stream, and streamtap never does per-chunk telemetry work.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from typing import Final
 
 from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
 
 from ._events import BreakerTransition, CallEvent, CallFinished, CallObserver, CallStarted
-from ._labels import ModelLabeler
+from ._labels import OTHER, ModelLabeler
 from ._otel_attrs import PROVIDER, check_provider, operation_name
 from ._version import __version__
 
@@ -29,6 +32,9 @@ TOKEN_BOUNDARIES: Final = (
 # The exact model name is an attribute here (the conventions want it exact), still capped:
 # an unbounded attribute would hit the SDK's cardinality limit and fold everything together.
 MAX_MODELS: Final = 200
+# Distinct `server.address` values (an upstream per host, a fallback's own among them) before
+# `_OTHER`, which then carries no `server.port`.
+MAX_SERVERS: Final = 50
 # OpenAI's service tiers. Any other value an upstream sends is `_OTHER` on the metrics (the span
 # keeps it as sent): a metric attribute takes no unbounded value from the wire.
 SERVICE_TIERS: Final = frozenset({"auto", "default", "flex", "scale", "priority"})
@@ -70,10 +76,8 @@ class OtelMetricsRecorder:
             description="Mean time per output chunk after the first, recorded once per streaming call.",
             explicit_bucket_boundaries_advisory=DURATION_BOUNDARIES,
         )
-        self._models = ModelLabeler(MAX_MODELS, normalise=False)
-        # The upstream names a model per requested one (a dated snapshot, the fine-tune id):
-        # as many values, so the same cap, or the request model's cap would bound nothing.
-        self._response_models = ModelLabeler(MAX_MODELS, normalise=False)
+        caps = _caps_for(meter_provider if meter_provider is not None else metrics.get_meter_provider())
+        self._models, self._response_models, self._servers = caps
 
     def start_call(self, event: CallStarted) -> CallObserver:
         attrs: Attributes = {
@@ -81,9 +85,10 @@ class OtelMetricsRecorder:
             "gen_ai.provider.name": PROVIDER,
             "gen_ai.request.model": self._models(event.model),
         }
-        if event.server_address:
-            attrs["server.address"] = event.server_address
-        if event.server_port is not None:
+        server = self._servers(event.server_address) if event.server_address else None
+        if server:
+            attrs["server.address"] = server
+        if event.server_port is not None and server != OTHER:  # a port of any server says little
             attrs["server.port"] = event.server_port
         return _MetricsCall(self, attrs, event.stream)
 
@@ -92,6 +97,32 @@ class OtelMetricsRecorder:
 
     def telemetry_failed(self, error: BaseException) -> None:
         """Counted by the Prometheus recorder."""
+
+
+# The attribute caps of a meter provider's streams: the request model, the response model (the
+# upstream names one per requested one: a dated snapshot, the fine-tune id, so as many values),
+# and the server. Shared by every recorder on the provider, as the streams are: a recorder per
+# client must not add its own 200 models.
+_Caps = tuple[ModelLabeler, ModelLabeler, ModelLabeler]
+_CAPS: weakref.WeakKeyDictionary[object, _Caps] = weakref.WeakKeyDictionary()
+_CAPS_LOCK = threading.Lock()
+
+
+def _caps_for(provider: object) -> _Caps:
+    with _CAPS_LOCK:
+        try:
+            found = _CAPS.get(provider)
+        except TypeError:  # a provider that takes no weak reference keeps a recorder's own caps
+            found = None
+        if found is None:
+            found = (
+                ModelLabeler(MAX_MODELS, normalise=False),
+                ModelLabeler(MAX_MODELS, normalise=False),
+                ModelLabeler(MAX_SERVERS, normalise=False),
+            )
+            with contextlib.suppress(TypeError):
+                _CAPS[provider] = found
+        return found
 
 
 def time_per_output_chunk(duration: float, ttft: float | None, chunks: int) -> float | None:

@@ -13,6 +13,8 @@ from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ._labels import ModelLabeler
+
 Kind = Literal["counter", "gauge", "histogram"]
 
 # Time to first token: from a fast cached answer to the minute a reasoning model may think.
@@ -115,6 +117,19 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
 _GAUGE_MODES: Final = {"streamtap_active_streams": "livesum", "streamtap_circuit_state": "livemax"}
 
 
+# Distinct `upstream` label values before `_other`.
+MAX_UPSTREAMS: Final = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Labelers:
+    """The label caps of a registry's series."""
+
+    models: ModelLabeler
+    upstream_models: ModelLabeler
+    upstreams: ModelLabeler
+
+
 class Metrics:
     """The metric objects of one registry, by exposed name."""
 
@@ -146,10 +161,6 @@ class Metrics:
         self.retries_suppressed = c(made, "streamtap_retries_suppressed_total")
         self.fallbacks = c(made, "streamtap_fallbacks_total")
         self.circuit_state = g(made, "streamtap_circuit_state")
-        # Per gauge labels, the state of each engine's exact (upstream, model) breaker that is
-        # not closed: here, not in a recorder, as every recorder on this registry sets the gauge.
-        self.circuit_states: dict[tuple[str, str], dict[tuple[int, str, str], int]] = {}
-        self.circuit_lock = threading.Lock()
         self.ttft = h(made, "streamtap_time_to_first_token_seconds")
         self.attempt_ttft = h(made, "streamtap_attempt_time_to_first_token_seconds")
         self.duration = h(made, "streamtap_request_duration_seconds")
@@ -158,6 +169,26 @@ class Metrics:
         self.usage_missing = c(made, "streamtap_usage_missing_total")
         self.active_streams = g(made, "streamtap_active_streams")
         self.telemetry_errors = c(made, "streamtap_telemetry_errors_total")
+        # Per gauge labels, the state of each engine's exact (upstream, model) breaker that is
+        # not closed: here, not in a recorder, as every recorder on this registry sets the gauge.
+        self.circuit_states: dict[tuple[str, str], dict[tuple[int, str, str], int]] = {}
+        self.circuit_lock = threading.Lock()
+        # The label caps, per cap asked for: the registry's series are what they bound, so every
+        # recorder on it shares them (a recorder per client must not add its own 50 models).
+        self._labelers: dict[int, Labelers] = {}
+        self._labelers_lock = threading.Lock()
+
+    def labelers(self, max_models: int) -> Labelers:
+        """The `model`, breaker `model` and `upstream` labellers of recorders capped at `max_models`."""
+        with self._labelers_lock:
+            found = self._labelers.get(max_models)
+            if found is None:
+                found = self._labelers[max_models] = Labelers(
+                    ModelLabeler(max_models),
+                    ModelLabeler(max_models),
+                    ModelLabeler(MAX_UPSTREAMS, normalise=False),
+                )
+            return found
 
     @staticmethod
     def _counter(made: dict[str, Counter | Gauge | Histogram], name: str) -> Counter:

@@ -29,7 +29,6 @@ from ._events import (
 )
 from ._labels import (
     DEFAULT_MODEL_CAP,
-    ModelLabeler,
     api_label,
     error_type_label,
     phase_label,
@@ -56,7 +55,6 @@ PRECREATED_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
     "stream_interrupted",
     "stream_truncated",
 )
-MAX_UPSTREAMS: Final = 50
 
 
 class TraceIdLookup(Protocol):
@@ -71,7 +69,8 @@ class PrometheusRecorder:
     Args:
         registry: where the metrics live (default: prometheus_client's global REGISTRY). Two
             recorders on one registry share its metrics.
-        max_models: distinct `model` label values this recorder admits before `_other`.
+        max_models: distinct `model` label values admitted before `_other`; the cap is the
+            registry's, shared by its recorders with the same cap (a recorder per client adds none).
         trace_ids: where to find a call's trace id for exemplars; place that recorder (an
             OtelTraceRecorder) before this one in the Fanout.
     """
@@ -94,9 +93,10 @@ class PrometheusRecorder:
             )
         self.metrics: Metrics = metrics_for(registry)
         self.trace_ids = trace_ids
-        self._models = ModelLabeler(max_models)
-        self._upstream_models = ModelLabeler(max_models)
-        self._upstreams = ModelLabeler(MAX_UPSTREAMS, normalise=False)
+        labelers = self.metrics.labelers(max_models)  # the registry's caps, not this recorder's
+        self._models = labelers.models
+        self._upstream_models = labelers.upstream_models
+        self._upstreams = labelers.upstreams
         self._series: dict[tuple[str, str], Series] = {}
         self._series_lock = threading.Lock()
         # A zero, not an absent series, per api; an unknown api is labelled `other`.

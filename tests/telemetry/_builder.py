@@ -42,6 +42,7 @@ class Call:
     carriers: list[dict[str, str]] = field(default_factory=list)
     observer: CallObserver | None = None
     capture_content: bool | None = None  # the engine's word on capture (None: the recorders')
+    server_address: str = "api.openai.com"
 
     def start(self) -> Call:
         self.observer = self.fanout.start_call(
@@ -50,7 +51,7 @@ class Call:
                 api=self.api,
                 model=self.model,
                 stream=self.stream,
-                server_address="api.openai.com",
+                server_address=self.server_address,
                 server_port=443,
                 request=self.request,
                 capture_content=self.capture_content,

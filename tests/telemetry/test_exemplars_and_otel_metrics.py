@@ -18,6 +18,7 @@ from streamtap._events import Fanout
 from streamtap._otel_metrics import (
     DURATION_BOUNDARIES,
     MAX_MODELS,
+    MAX_SERVERS,
     TOKEN_BOUNDARIES,
     OtelMetricsRecorder,
     time_per_output_chunk,
@@ -133,6 +134,33 @@ def test_response_model_is_capped_as_the_request_model_is(
     (other,) = [p for p in durations if p.attributes["gen_ai.request.model"] == "_other"]
     assert other.attributes["gen_ai.response.model"] == "_other"
     assert other.count == 5
+
+
+def test_the_caps_are_the_meter_providers_shared_by_its_recorders(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """A recorder per client (setup_telemetry() per client) on one provider: the streams are the
+    provider's, so are their caps, or each recorder would add its own MAX_MODELS."""
+    recorders = [Fanout([OtelMetricsRecorder(meter_provider)]) for _ in range(3)]
+    for n in range(MAX_MODELS + 30):
+        Call(recorders[n % 3], model=f"ft:gpt-4o:org::{n}").start().finish("ok")
+    durations = points(metric_reader)["gen_ai.client.operation.duration"]
+    assert len(durations) == MAX_MODELS + 1
+
+
+def test_the_server_address_is_capped_and_its_overflow_has_no_port(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """An upstream per host (a fallback's, a per-tenant base URL): each would be streams of its
+    own, up to the SDK's cardinality limit, where every series folds into the overflow."""
+    fanout = Fanout([OtelMetricsRecorder(meter_provider)])
+    for n in range(MAX_SERVERS + 3):
+        Call(fanout, server_address=f"tenant-{n}.example.com").start().finish("ok")
+    durations = points(metric_reader)["gen_ai.client.operation.duration"]
+    assert len({p.attributes["server.address"] for p in durations}) == MAX_SERVERS + 1
+    (other,) = [p for p in durations if p.attributes["server.address"] == "_other"]
+    assert "server.port" not in other.attributes
+    assert other.count == 3
 
 
 def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(

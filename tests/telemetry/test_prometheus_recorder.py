@@ -242,6 +242,22 @@ def test_upstream_name_drops_credentials_path_and_query() -> None:
     assert upstream_name("primary") == "primary"
 
 
+def test_recorders_on_one_registry_share_its_model_cap(registry: CollectorRegistry) -> None:
+    """A recorder per client (setup_telemetry() per client) on one registry: each added its own
+    max_models, so the registry's series grew with the clients."""
+    fanouts = [Fanout([PrometheusRecorder(registry, max_models=2)]) for _ in range(3)]
+    for n, fanout in enumerate(fanouts):
+        Call(fanout, model=f"model-{n}", stream=False).start().finish("ok")
+    models = {
+        sample.labels["model"]
+        for metric in registry.collect()
+        if metric.name == "streamtap_requests"
+        for sample in metric.samples
+        if sample.value
+    }
+    assert models == {"model-0", "model-1", "_other"}
+
+
 def test_model_cap_is_thread_safe() -> None:
     labeler = ModelLabeler(50)
     results: list[str] = []
