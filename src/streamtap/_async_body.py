@@ -6,6 +6,9 @@ global here, as it was in `_async.py`. The attempt loop that makes this body is 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,8 +31,8 @@ class AsyncBody(DirectAsyncBody):
         self._live = live
         self._first = first
         # Garbage-collected unfinished: the call is abandoned (never read) or cancelled (left in
-        # a loop's `break`), the connection released.
-        self._finalizer = weakref.finalize(self, _abandon, live)
+        # a loop's `break`), the connection released on this event loop.
+        self._finalizer = weakref.finalize(self, _abandon, live, _on_this_loop())
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.areads(None)
@@ -134,14 +137,60 @@ async def _no_reads() -> AsyncIterator[bytes]:
     yield  # an async generator
 
 
-def _abandon(live: Live) -> None:
-    # A finalizer cannot await: the call is finalised here, exactly once, and the upstream
-    # left to whoever can close it. A stream left in a loop's `break` is collected while the
-    # SDK's generator still holds it, and that generator's aclose (run by the event loop)
-    # then closes the response: through `live`, which must still hold the upstream, or the
-    # connection's pool slot is never given back.
+Later = Callable[[Callable[[], Awaitable[None]]], None]
+_closing: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+
+
+def _abandon(live: Live, later: Later | None) -> None:
+    # A finalizer cannot await: the call is finalised here, exactly once, and the upstream's
+    # close is handed to the event loop the stream was read on (`later`). A stream never read
+    # has no one else to close it, and its connection's pool slot would never be given back.
+    # One left in a loop's `break` is collected while the SDK's generator still holds it, and
+    # that generator's aclose closes it too, through `live`: whichever comes first does it.
     if not live.call.finished:
         live.call.finish(dropped_outcome(live.call), live.call.engine.clock())
+    if later is not None and live.upstream is not None:
+        later(live.close_upstream)
+
+
+def _on_this_loop() -> Later | None:
+    """How a finalizer, which may run on any thread, gets a coroutine function run on the
+    event loop running now (asyncio or trio); None when it cannot."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+
+        def on_asyncio(close: Callable[[], Awaitable[None]]) -> None:
+            def start() -> None:
+                task = loop.create_task(_quietly(close))
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
+
+            with contextlib.suppress(RuntimeError):  # the loop is closed, and its connections
+                loop.call_soon_threadsafe(start)
+
+        return on_asyncio
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        token = trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+
+    def on_trio(close: Callable[[], Awaitable[None]]) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(lambda: trio.lowlevel.spawn_system_task(_quietly, close))
+
+    return on_trio
+
+
+async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
+    """`close()`, whose failure no one is left to hear (a trio system task's would end the run)."""
+    with contextlib.suppress(Exception):
+        await close()
 
 
 async def bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -160,6 +160,47 @@ def test_a_stream_never_consumed_is_abandoned(
     assert len(recording.of(AttemptFinished)) == 0
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "asyncio",
+        # trio warns of every async generator collected unfinished (httpx2's body iterators of an
+        # unread stream), as it does under the plain SDK: not what this test is about.
+        pytest.param(
+            "trio", marks=pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+        ),
+    ],
+)
+def test_async_streams_never_read_give_their_connections_back(
+    backend: str, fake: FakeUpstream, recording: Recording
+) -> None:
+    """A finalizer cannot await: the connection's close is handed to the stream's event loop.
+    Without it each abandoned stream kept an entry in the client's pool for good."""
+
+    async def main() -> int:
+        async with streamtap.instrument(
+            openai.AsyncOpenAI(base_url=fake.base_url, api_key="sk-test"), recorders=[recording]
+        ) as client:
+            for _ in range(20):
+                stream = await client.chat.completions.create(
+                    model="gpt-4o", messages=CHAT_MESSAGES, stream=True
+                )
+                del stream
+                gc.collect()
+            for _ in range(10):
+                await anyio.sleep(0.01)  # the closes run on the loop
+            transport = client._client._transport._transport
+            while not hasattr(transport, "_pool"):  # the router, the SDK's client, its transport
+                transport = getattr(transport, "_transport", None) or transport.client._transport
+            pending = len(transport._pool._requests)
+            # The pool is usable: a next call gets a connection.
+            assert (await client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)).choices
+            return pending
+
+    assert anyio.run(main, backend=backend) == 0
+    assert [f.outcome for f in recording.of(CallFinished)][:20] == ["abandoned"] * 20
+
+
 def test_a_stream_left_in_a_break_is_cancelled(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
@@ -191,7 +232,7 @@ def test_an_async_stream_left_in_a_break_is_cancelled(
     assert (recording.finished.outcome, recording.finished.error_type) == ("cancelled", None)
 
 
-def test_sdk_retries_are_off_and_streamtap_counts_attempts(
+def test_streamtap_counts_the_attempts_and_the_sdk_retries_none(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
     client = make_client(False)
