@@ -50,6 +50,7 @@ from ._proxy_http import (
     identity_body,
     upstream_url,
 )
+from ._proxy_protocol import ABORT
 from ._stream_response import StreamResponse
 from ._taxonomy import Api
 from ._upstream_pool import UpstreamTransport
@@ -168,6 +169,7 @@ class Proxy:
             receive,
             lambda watch: self._answer(scope, routed, headers, body, url, send, watch),
             config.body_timeout,
+            abort=scope.get(ABORT),
         )
 
     async def _answer(
@@ -218,6 +220,7 @@ class Proxy:
             lambda watch: self._send_upload(scope, headers, url, receive, send, watch),
             self.config.body_timeout,
             started=False,  # the body is read from the client first: `streamed_body` starts it
+            abort=scope.get(ABORT),
         )
 
     async def _send_upload(

@@ -98,7 +98,14 @@ class ClientWatch:
     the relay's own work on the way to the first content.
     """
 
-    def __init__(self, receive: Receive, send_timeout: float, *, started: bool = True) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send_timeout: float,
+        *,
+        started: bool = True,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None, "a request is served in a task"
         self._task = task
@@ -113,6 +120,7 @@ class ClientWatch:
         self.sends = 0
         self._send_timeout = send_timeout
         self._send_timer: asyncio.TimerHandle | None = None
+        self._abort = abort
 
     def time_sends(self) -> None:
         """From now on, drop a client whose send stays under way for `send_timeout` seconds (up
@@ -126,6 +134,10 @@ class ClientWatch:
         if self.sends % 2 and self.sends == self._seen:  # the same send as at the last look
             log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
             self._left = True
+            if self._abort is not None:
+                # At once and unflushed: a close would wait for the client to read what it will
+                # never read, holding the socket and its buffers for as long as it stays.
+                self._abort()
             self._task.cancel()
             return
         self._seen = self.sends
@@ -176,11 +188,12 @@ async def watching(
     send_timeout: float,
     *,
     started: bool = True,
+    abort: Callable[[], None] | None = None,
 ) -> None:
     """Run `serve` while a `ClientWatch` ends it if the client leaves (or stops reading for
-    `send_timeout`); only that end is quiet. Not `started`, the watch waits for `serve` to
-    start it (see `ClientWatch.start`)."""
-    watch = ClientWatch(receive, send_timeout, started=started)
+    `send_timeout`, then `abort` ends the connection); only that end is quiet. Not `started`,
+    the watch waits for `serve` to start it (see `ClientWatch.start`)."""
+    watch = ClientWatch(receive, send_timeout, started=started, abort=abort)
     try:
         await serve(watch)
     except asyncio.CancelledError:

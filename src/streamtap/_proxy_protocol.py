@@ -25,7 +25,10 @@ reset, and a client still sending its head could lose the 408 or 431 before it r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import socket
+import struct
 from typing import cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 LINGER = 2.0  # seconds a refused connection's late bytes are read and dropped before it closes
 _END = b"\r\n\r\n"
+ABORT = "streamtap.abort"  # the scope key of the connection's abort, for the app
 
 
 def has_uvloop() -> bool:
@@ -100,10 +104,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head, self._head_seen, self._tail = False, 0, b""
         self._stop_head_timer()
         super().on_headers_complete()
+        # What the app may do that ASGI has no word for: end the connection at once (`reset`).
+        self.scope[ABORT] = self.reset  # type: ignore[literal-required]
         if not self.url.startswith(b"/") and "raw_path" in self.scope:
             # An absolute-form target: httptools reports only its path; h11 reports it whole,
             # and the proxy refuses it (it never forwards to a host a client names).
             self.scope["raw_path"] = self.url
+
+    def reset(self) -> None:
+        """End the connection at once, with a reset: for a client that stopped reading
+        (`ClientWatch`), whose connection a close would hold, its socket and buffers (megabytes
+        in the kernel alone), until it read what it never will."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # no lingering: the unsent bytes are dropped
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
