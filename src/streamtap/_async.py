@@ -14,10 +14,7 @@ from ._async_body import AsyncBody, bounded, deadline_reads
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
-    answered_whole,
     araw_chunks,
-    body_answer,
-    body_failure,
     build_request,
     caller_failure,
     caller_headers,
@@ -32,13 +29,12 @@ from ._driver import (
     status_failure,
     stopped_under,
     undecodable,
-    web_page,
-    whole_error,
     whole_response,
 )
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
+from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
 
 
 async def send_async(

@@ -19,22 +19,18 @@ from ._attempt import StreamAttempt
 from ._backoff import should_retry_override
 from ._call import Call
 from ._errors import (
-    CONNECTION_ERRORS,
     CircuitOpenError,
     Failure,
     StreamInterrupted,
     api_error_code,
-    classify_error_event,
     classify_exception,
     classify_status,
     failure,
 )
 from ._fallback import IDENTITY_HEADERS
-from ._json import parse_json
 from ._steps import ErrorResponse, Send, Serve
 from ._taxonomy import Outcome
 
-MAX_BODY = 64 * 1024 * 1024  # a non-streaming answer larger than this is a bad response
 # Headers that describe the upstream's encoding of the body, not the body the caller gets.
 _BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
@@ -223,22 +219,6 @@ def connect_failure(error: Exception, call: Call, send: Send, request: httpx2.Re
     return classify_exception(error, phase="connect")
 
 
-def body_failure(error: Exception, blame_caller: bool = False) -> Failure:
-    """Why a non-streaming answer failed after its headers: its body broke, timed out, or was
-    too large (`phase` first_token: no answer yet, and the headers did arrive). `blame_caller`
-    (`callers_read_timeout`) makes it breaker-neutral."""
-    if isinstance(error, httpx2.TimeoutException):
-        return failure(
-            "timeout",
-            "first_token",
-            f"the answer's body timed out ({type(error).__name__})",
-            counts_for_breaker=not blame_caller,
-        )
-    if isinstance(error, CONNECTION_ERRORS):
-        return classify_exception(error, phase="first_token")
-    return failure("bad_response", "first_token", str(error))
-
-
 def callers_read_timeout(error: Exception, call: Call, send: Send, request: httpx2.Request) -> bool:
     """Whether `error` is the caller's own read timeout (the SDK's `timeout=`) running out.
 
@@ -256,77 +236,6 @@ def callers_read_timeout(error: Exception, call: Call, send: Send, request: http
     if call.deadline is not None:
         own.append(call.deadline - call.sent_at(send, call.deadline))
     return all(caller < limit for limit in own if limit is not None)
-
-
-def web_page(response: httpx2.Response) -> Failure | None:
-    """Why a 2xx answer that is a web page (text/html) is no answer, else None.
-
-    A base URL that reaches a website (a front end's dev server that serves its page on every
-    path), a login page or a captive portal, not an OpenAI-compatible API: the plain SDK reads
-    such a page as an empty stream. Not retried (the same URL gives the same page); a fallback
-    to another upstream may still serve."""
-    if _media_type(response) != "text/html":
-        return None
-    return failure(
-        "bad_response",
-        "first_token",
-        "the upstream answered with a web page (text/html), not the API's JSON or event stream: "
-        "is the base URL an OpenAI-compatible API?",
-        retryable=False,
-    )
-
-
-def answered_whole(send: Send, response: httpx2.Response) -> bool:
-    """Whether an attempt's answer is one JSON body: asked for as such, or sent so to a stream's
-    request by an OpenAI-compatible server that ignores `stream`. The plain SDK reads such an
-    answer as an empty stream; it is served as a non-streaming fallback's is. (Not for a resumed
-    stream: its caller has the answer's start already.)"""
-    if not send.route.stream:
-        return True
-    return _media_type(response) == "application/json" and not send.resume
-
-
-def _media_type(response: httpx2.Response) -> str:
-    """The response's content type without its parameters, lowercased ("" when it has none)."""
-    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def body_answer(call: Call, send: Send, response: httpx2.Response, raw: bytes) -> tuple[bytes, Any] | Failure:
-    """A complete non-streaming answer: (what the caller gets, parsed JSON), or why it is bad."""
-    try:
-        body = parse_json(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        return failure("bad_response", "first_token", f"the answer is not valid JSON ({error})")
-    if not isinstance(body, dict):
-        return failure("bad_response", "first_token", "the answer is not a JSON object")
-    stream = call.primary.stream  # a non-streaming fallback serves a streaming caller
-    if _reports_error(body):
-        # An error answered whole is the upstream's error, as the same in an event would be:
-        # retried if its code is transient, counted as an error, never a stream with nothing
-        # in it. A caller that asked for no stream gets the last such body as it came
-        # (`whole_error`), as from the SDK.
-        return classify_error_event(body, "first_token")
-    unfinished = call.dialect.unfinished(body) if stream else None
-    if unfinished is not None:
-        return failure("bad_response", "first_token", unfinished)
-    call.dialect.body_facts(body, call.facts)
-    return (call.dialect.from_json(body, call.primary.body) if stream else raw), body
-
-
-def whole_error(call: Call, response: httpx2.Response, raw: bytes, failed: Failure) -> ErrorResponse | None:
-    """What a caller that asked for no stream gets if `failed`, an error the upstream answered
-    whole (`body_answer`), ends the call: the body as it came, which the SDK reads as an
-    answer (a failed response, a completion with no choices). A stream's caller gets the typed
-    error, as does any caller whose answer does not parse."""
-    if call.primary.stream or failed.error_type != "upstream_error_event":
-        return None
-    return error_response(response, raw)
-
-
-def _reports_error(body: Mapping[str, Any]) -> bool:
-    """A bare `{"error": {...}}`, or a response whose status is failed."""
-    error = body.get("error")
-    return (isinstance(error, Mapping) and bool(error)) or body.get("status") == "failed"
 
 
 def whole_response(

@@ -13,9 +13,6 @@ import httpx2
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
-    answered_whole,
-    body_answer,
-    body_failure,
     build_request,
     caller_failure,
     caller_headers,
@@ -30,14 +27,13 @@ from ._driver import (
     served,
     status_failure,
     undecodable,
-    web_page,
-    whole_error,
     whole_response,
 )
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
 from ._sync_body import SyncBody, bounded, deadline_reads
+from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
 
 
 def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:

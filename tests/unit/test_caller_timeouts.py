@@ -9,10 +9,11 @@ from typing import Any
 import httpx2
 import pytest
 
-from streamtap._driver import body_failure, callers_read_timeout, connect_failure
+from streamtap._driver import callers_read_timeout, connect_failure
 from streamtap._engine import Engine
 from streamtap._policy import Policy
 from streamtap._steps import Send
+from streamtap._whole import body_failure
 
 URL = "http://up:8080/v1/chat/completions"
 
