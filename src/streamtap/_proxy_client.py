@@ -87,6 +87,10 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
+# The connection's reset, weakly (`_proxy_protocol.ABORT`): called, the method or None.
+Reset = Callable[[], Callable[[], None] | None]
+
+
 class ClientWatch:
     """Cancels the task serving a request when its client disconnects.
 
@@ -104,7 +108,7 @@ class ClientWatch:
         send_timeout: float,
         *,
         started: bool = True,
-        abort: Callable[[], None] | None = None,
+        abort: Reset | None = None,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None, "a request is served in a task"
@@ -134,10 +138,11 @@ class ClientWatch:
         if self.sends % 2 and self.sends == self._seen:  # the same send as at the last look
             log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
             self._left = True
-            if self._abort is not None:
+            reset = self._abort() if self._abort is not None else None
+            if reset is not None:
                 # At once and unflushed: a close would wait for the client to read what it will
                 # never read, holding the socket and its buffers for as long as it stays.
-                self._abort()
+                reset()
             self._task.cancel()
             return
         self._seen = self.sends
@@ -188,7 +193,7 @@ async def watching(
     send_timeout: float,
     *,
     started: bool = True,
-    abort: Callable[[], None] | None = None,
+    abort: Reset | None = None,
 ) -> None:
     """Run `serve` while a `ClientWatch` ends it if the client leaves (or stops reading for
     `send_timeout`, then `abort` ends the connection); only that end is quiet. Not `started`,

@@ -29,6 +29,7 @@ import contextlib
 import importlib.util
 import socket
 import struct
+import weakref
 from typing import cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -105,7 +106,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().on_headers_complete()
         # What the app may do that ASGI has no word for: end the connection at once (`reset`).
-        self.scope[ABORT] = self.reset  # type: ignore[literal-required]
+        # Weakly: the scope is this protocol's, and a bound method in it would make a reference
+        # cycle per request, left to the collector, whose pauses stop every stream at once.
+        self.scope[ABORT] = weakref.WeakMethod(self.reset)  # type: ignore[literal-required]
         if not self.url.startswith(b"/") and "raw_path" in self.scope:
             # An absolute-form target: httptools reports only its path; h11 reports it whole,
             # and the proxy refuses it (it never forwards to a host a client names).
