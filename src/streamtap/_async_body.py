@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from ._attempt import StreamAttempt
-from ._driver import (
-    dropped_outcome,
-    interrupted,
-    own_network_stream,
-    read_failure,
-    ttft,
-)
+from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectAsyncBody
 from ._whole import MAX_BODY
