@@ -4,7 +4,8 @@ Drivers ask `next()` what to do (Send, Wait, Serve or GiveUp), do it, and report
 (`attempt_failed`, `committed`, `attempt_ok`, `finish`); like tenacity's `iter()`, one machine
 serves the sync and async drivers of both doors. The rules it decides by are pure functions
 beside it: what follows a failed attempt in `_call_recovery.py`, the answer caches in
-`_call_cache.py`, what a finished call records in `_call_finish.py`.
+`_call_cache.py`, what a finished call records in `_call_finish.py`; its dealings with the
+circuit breakers are `_call_breaker.py`'s.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._attempt import StreamAttempt
+from ._call_breaker import CallBreaker
 from ._call_cache import cached_answer, cached_text, keep_answer
 from ._call_finish import answer_messages, cacheable, call_finished
 from ._call_recovery import (
@@ -29,7 +31,6 @@ from ._errors import Failure
 from ._events import (
     AttemptFinished,
     AttemptStarted,
-    BreakerTransition,
     CallObserver,
     FallbackUsed,
     FirstToken,
@@ -39,11 +40,10 @@ from ._events import (
 from ._fallback import Fallback, Route, cache_key, cache_scope, cacheable_request
 from ._responses import retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
-from ._taxonomy import Api, BreakerState, ErrorType, Outcome, SuppressCause
+from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
 from ._utf8 import json_bytes
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker
     from ._engine import Engine
 
 
@@ -85,8 +85,7 @@ class Call:
         self._total_wait = 0.0
         self._fallbacks: list[Fallback] = list(engine.fallbacks)
         self._pending: Step | None = None
-        self._breaker: CircuitBreaker | None = None
-        self._probe = 0  # the breaker's half-open probe the current attempt holds (0: none)
+        self._breaker = CallBreaker(engine, call_id, observer)
         self.last_failure: Failure | None = None
         self.error_response: ErrorResponse | None = None
         self.exception: BaseException | None = None
@@ -138,19 +137,15 @@ class Call:
         if route.fallback == "cache":
             return self._serve_cache()
         engine = self.engine
-        if engine.policy.breaker.enabled and not self.committed:
-            breaker = engine.breakers.get(route.upstream, route.model)
-            probe = breaker.admit()
-            if probe is None:
-                # A retry the breaker refuses when it falls due was counted when scheduled (it
-                # opened during the wait): the call gives up as circuit_open, counted once. A
-                # fallback it refuses failed; the call's error stays its last failure's.
-                if route.fallback is None:
-                    self._give_up_type = "circuit_open"
-                else:
-                    self.observer.on_event(FallbackUsed(self.call_id, route.fallback, route.model, False))
-                return self._fall_back() or GiveUp()
-            self._breaker, self._probe = breaker, probe
+        if engine.policy.breaker.enabled and not self.committed and not self._breaker.admit(route):
+            # A retry the breaker refuses when it falls due was counted when scheduled (it
+            # opened during the wait): the call gives up as circuit_open, counted once. A
+            # fallback it refuses failed; the call's error stays its last failure's.
+            if route.fallback is None:
+                self._give_up_type = "circuit_open"
+            else:
+                self.observer.on_event(FallbackUsed(self.call_id, route.fallback, route.model, False))
+            return self._fall_back() or GiveUp()
         return self._send(route)
 
     def _get(self, route: Route, response_id: str, after: int | None) -> Send:
@@ -209,7 +204,7 @@ class Call:
                 failure.retryable,
             )
         )
-        self._record_breaker(failure)
+        self._breaker.concluded(self.route, failure)
         self.last_failure = failure
         self.error_response = error_response
         self.exception = exception
@@ -246,7 +241,11 @@ class Call:
             return delay
         # Open until after the wait: no retry to wait for. (A resume after commit is the one way
         # to save the answer the caller is reading, and goes whatever the breaker says.)
-        if engine.policy.breaker.enabled and not self.committed and self._breaker_refuses_at(now + delay):
+        if (
+            engine.policy.breaker.enabled
+            and not self.committed
+            and self._breaker.refuses_at(self.route, now + delay)
+        ):
             return "breaker"
         if not engine.budget.try_withdraw():
             return "budget"
@@ -258,9 +257,6 @@ class Call:
         self._total_wait += delay
         self._pending = Wait(delay)
         return None
-
-    def _breaker_refuses_at(self, when: float) -> bool:
-        return self.engine.breakers.get(self.route.upstream, self.route.model).refuses_at(when)
 
     def _after_commit_failure(
         self, failure: Failure, headers: Mapping[str, str], now: float, wall: float
@@ -310,29 +306,6 @@ class Call:
             RetrySuppressed(self.call_id, max(self.attempts - 1, 0), failure.error_type, cause)
         )
 
-    def _record_breaker(self, failure: Failure | None) -> None:
-        breaker, self._breaker = self._breaker, None
-        if breaker is None:
-            return
-        before = breaker.state
-        if failure is None:
-            breaker.record_success()
-        elif failure.counts_for_breaker:
-            breaker.record_failure()
-        else:
-            breaker.release(self._probe)
-        self._breaker_moved(breaker, before)
-
-    def _breaker_moved(self, breaker: CircuitBreaker, before: BreakerState) -> None:
-        """A span event on the call that moved `breaker` from `before`, if it did."""
-        after = breaker.state
-        if after != before:
-            self.observer.on_event(
-                BreakerTransition(
-                    self.route.upstream, self.route.model, before, after, self.call_id, self.engine.id
-                )
-            )
-
     # -- progress --------------------------------------------------------------------------
 
     def sent_at(self, send: Send, default: float) -> float:
@@ -351,11 +324,7 @@ class Call:
         self.facts = attempt.facts
         self.time_to_first_token = now - self.started_at
         self.observer.on_event(FirstToken(self.call_id, self.time_to_first_token, send.attempt, status_code))
-        breaker = self._breaker
-        if breaker is not None:  # the upstream serves again: a half-open breaker closes now
-            before = breaker.state
-            breaker.answering()
-            self._breaker_moved(breaker, before)
+        self._breaker.answering(self.route)
         if self._current_fallback is not None:
             self.served_by = self._current_fallback
             self.observer.on_event(
@@ -384,7 +353,7 @@ class Call:
                 time_to_first_token,
             )
         )
-        self._record_breaker(None)
+        self._breaker.concluded(self.route, None)
         if not self.committed and self._current_fallback is not None:
             self.served_by = self._current_fallback
             self.observer.on_event(
@@ -406,9 +375,7 @@ class Call:
         # let go of it (`give_up` took it first), so the call is freed without the cyclic
         # collector, whose pauses under load stop every stream at once.
         self.exception = None
-        if self._breaker is not None:
-            self._breaker.release(self._probe)  # admitted but never concluded (cancelled, abandoned)
-            self._breaker = None
+        self._breaker.release()
         engine = self.engine
         if outcome == "ok" and self.served_by is None and engine.caches and self._cache_allowed:
             kept = cacheable(self.dialect, self.delivered, body)
