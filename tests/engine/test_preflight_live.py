@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from streamtap._cli import main
-from streamtap._preflight import apreflight, check_tls, preflight
+from streamtap._preflight import apreflight, preflight
+from streamtap._preflight_net import check_tls
 from streamtap._preflight_report import Check, PreflightReport, skipped
 from streamtap.fake import FakeConfig, FakeUpstream
 
