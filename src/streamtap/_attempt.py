@@ -26,6 +26,7 @@ from ._dialect import (
 )
 from ._errors import Failure, classify_error_event, failure
 from ._json import parse_json
+from ._responses import sequence_number
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
 
@@ -41,6 +42,8 @@ class StreamAttempt:
         idle_timeout: the largest gap between events after the headers, or None.
         deadline: the call's absolute deadline (monotonic), or None.
         committed: True for a resumed stream, whose content the caller already awaits.
+        replayed_through: for a resumed stream, the sequence number of the last event the
+            caller has; events up to it that the upstream sends again are dropped.
         verify: pass on no event unparsed that does not decode (`decodes`), for a caller
             that relays events to a client rather than parsing them (the proxy).
         choices: for chat, how many choices the request asked for (`n`): a committed stream
@@ -62,6 +65,7 @@ class StreamAttempt:
         "_learn",
         "_look",
         "_max_gap",
+        "_seen_through",
         "_shape",
         "_verify",
         "committed",
@@ -85,6 +89,7 @@ class StreamAttempt:
         idle_timeout: float | None,
         deadline: float | None,
         committed: bool = False,
+        replayed_through: int | None = None,
         verify: bool = False,
         choices: int | None = None,
     ) -> None:
@@ -96,8 +101,13 @@ class StreamAttempt:
         # relaying caller (verify) also needs to decode.
         self._verify = verify
         self._look: Callable[[bytes], int] = _decoding(dialect.glance) if verify else dialect.glance
-        # `_look` while the hot path is open: committed, nothing held back.
-        self._glance: Callable[[bytes], int] | None = self._look if committed else None
+        # A resumed stream's events up to this number reached the caller before: a server
+        # that replays them (ignoring `starting_after`) has them dropped, until one is newer.
+        self._seen_through = replayed_through
+        # `_look` while the hot path is open: committed, nothing held back, nothing replayed.
+        self._glance: Callable[[bytes], int] | None = (
+            self._look if committed and replayed_through is None else None
+        )
         # The shape of this stream's content frames, learnt from the first one glance knew;
         # `lane` is that shape while the hot path is open, for the drivers (see `stamps`).
         self._shape: Shape | None = None
@@ -221,7 +231,9 @@ class StreamAttempt:
             self._fail(failure("bad_response", self.phase, str(error)))
             return b""
         out = self._frames(frames, now) if frames else self._check_time(now)
-        self._glance = self._look if self.committed and self._buffer.idle else None
+        self._glance = (
+            self._look if self.committed and self._buffer.idle and self._seen_through is None else None
+        )
         self.lane = self._shape if self._glance is not None else None
         return out
 
@@ -252,6 +264,11 @@ class StreamAttempt:
                 continue
             start = stop + 2
             frame = frames[begin:start]
+            if self._seen_through is not None and self._replayed(frame):
+                if verbatim:
+                    verbatim = False
+                    released.append(frames[:begin])
+                continue
             kind = look(frame) if self.committed else UNKNOWN
             if kind == UNKNOWN:
                 kind = dialect.inspect(frame, facts)
@@ -293,6 +310,18 @@ class StreamAttempt:
         if self.failure is None and (not progress or not self.committed or now >= self.deadline):
             self._check_time(now)
         return frames if verbatim else b"".join(released)
+
+    def _replayed(self, frame: bytes) -> bool:
+        """Whether `frame` is an event the caller got before this resume; the first newer one
+        ends the check."""
+        number = sequence_number(frame)
+        if number is None:
+            return False
+        assert self._seen_through is not None
+        if number <= self._seen_through:
+            return True
+        self._seen_through = None
+        return False
 
     def end(self) -> None:
         """The upstream body ended cleanly."""

@@ -158,7 +158,7 @@ class Call:
             self.call_id, index, "GET", url.split("?", 1)[0], route.model, route.fallback
         )
         self.observer.on_event(started)
-        return Send("GET", url, None, route, index, started.carrier, resume=after is not None)
+        return Send("GET", url, None, route, index, started.carrier, after=after)
 
     def _send(self, route: Route) -> Send:
         index = self.attempts

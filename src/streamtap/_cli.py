@@ -79,6 +79,12 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     show_envvar=True,
     help="WINDOW:PROBABILITY:SPEC, e.g. '120-240:0.4:status=503' or '*:2%:reset' (repeatable).",
 )
+@click.option(
+    "--replay-on-resume",
+    is_flag=True,
+    show_envvar=True,
+    help="Stream a retrieved response from its start whatever starting_after says.",
+)
 def fake_upstream(
     host: str,
     port: int,
@@ -88,6 +94,7 @@ def fake_upstream(
     api_key: str | None,
     seed: int,
     incident: tuple[Incident, ...],
+    replay_on_resume: bool,
 ) -> None:
     """Serve a fake OpenAI upstream with fault injection until Ctrl-C.
 
@@ -107,6 +114,7 @@ def fake_upstream(
             incidents=incident,
             host=host,
             port=port,
+            replay_on_resume=replay_on_resume,
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from None

@@ -148,6 +148,7 @@ def new_stream_attempt(call: Call, send: Send, sent_at: float, headers_at: float
         idle_timeout=policy.idle_timeout,
         deadline=call.deadline,
         committed=send.resume,
+        replayed_through=send.after,
         verify=call.engine.verify_events,
         choices=_choices(send.route.body) if call.api == "chat_completions" else None,
     )

@@ -360,14 +360,20 @@ def last_sequence_number(delivered: Sequence[bytes]) -> int | None:
     """
     for chunk in reversed(delivered):
         for frame in reversed(split_frames(chunk)):
-            try:
-                payload = parse_json(parse_frame(frame).data)
-            except ValueError:
-                continue
-            number = payload.get("sequence_number") if isinstance(payload, dict) else None
-            if isinstance(number, int) and not isinstance(number, bool):
+            number = sequence_number(frame)
+            if number is not None:
                 return number
     return None
+
+
+def sequence_number(frame: bytes) -> int | None:
+    """The `sequence_number` of one whole SSE frame's event, or None (a comment, no number)."""
+    try:
+        payload = parse_json(parse_frame(frame).data)
+    except ValueError:
+        return None
+    number = payload.get("sequence_number") if isinstance(payload, dict) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def retrieve_url(url: str, response_id: str, after: int | None) -> str:

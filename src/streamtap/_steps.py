@@ -18,7 +18,13 @@ class Send:
     route: Route
     attempt: int
     carrier: Mapping[str, str]
-    resume: bool = False
+    # A resume of a committed background response: the sequence number of the last event the
+    # caller has, which the upstream is asked to start after.
+    after: int | None = None
+
+    @property
+    def resume(self) -> bool:
+        return self.after is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,6 +223,33 @@ def test_background_response_resumes_after_commit(
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_resume_that_the_server_replays_from_the_start_gives_each_event_once(mode: str) -> None:
+    # Some OpenAI-compatible servers ignore starting_after and stream the response again from
+    # its first event: those the caller has are dropped, so no text comes twice.
+    from streamtap.fake import FakeConfig
+
+    recording = Recording()
+    with FakeUpstream(FakeConfig(chunks=6, replay_on_resume=True)) as fake:
+        client = streamtap.instrument(
+            (openai.AsyncOpenAI if mode == "async" else openai.OpenAI)(
+                base_url=fake.base_url, api_key="sk-test-secret-key-0000"
+            ),
+            policy=TEST_POLICY,
+            recorders=[recording],
+        )
+        fake.enqueue("drop_after=3")
+        received: list[str] = []
+        if mode == "sync":
+            read_sync(client, "responses", received, background=True)
+            client.close()
+        else:
+            anyio.run(lambda: read_async(client, "responses", received, background=True))
+        assert [r.method for r in fake.requests] == ["POST", "GET"]
+        assert received == expected(fake, "responses")
+    assert (recording.finished.outcome, recording.finished.attempts) == ("ok", 2)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("fault", ["drop_after=0", "truncate_after=0"])
 def test_background_response_is_rejoined_before_commit(
     mode: str, fault: str, fake: FakeUpstream, recording: Recording, make_client: Any

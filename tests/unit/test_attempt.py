@@ -429,3 +429,56 @@ def test_a_resumed_attempt_continues_the_counters_and_the_gap_of_the_one_it_resu
     assert resumed.facts is broken.facts
     resumed.feed(content("c"), 5.2)
     assert (resumed.chunks, resumed.max_gap) == (4, pytest.approx(3.2))  # 2.0 -> 5.2
+
+
+def _responses_event(kind: str, number: int, extra: str = "") -> bytes:
+    return f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":{number}{extra}}}\n\n'.encode()
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_resume_drops_the_events_a_replaying_server_sends_again(verify: bool) -> None:
+    """A resume after event 2 from a server that ignores starting_after: events 0..2 are the
+    caller's already; the first newer one ends the check and the lane opens again."""
+    created = _responses_event("response.created", 0, ',"response":{"id":"resp_1","model":"m"}')
+    deltas = [
+        _responses_event(
+            "response.output_text.delta",
+            n,
+            f',"item_id":"i","output_index":0,"content_index":0,"delta":"t{n}"',
+        )
+        for n in range(1, 6)
+    ]
+    resumed = StreamAttempt(
+        RESPONSES,
+        sent_at=0.0,
+        headers_at=0.1,
+        first_token_timeout=None,
+        idle_timeout=None,
+        deadline=None,
+        committed=True,
+        replayed_through=2,
+        verify=verify,
+    )
+    assert resumed.feed(created + deltas[0], 0.2) == b""  # one read, both seen before
+    assert resumed.feed(deltas[1] + deltas[2] + deltas[3], 0.3) == deltas[2] + deltas[3]
+    assert resumed.feed(deltas[4], 0.4) == deltas[4]
+    assert resumed.lane is not None  # the check is over: reads are passed on the lane again
+    assert resumed.chunks == 3
+
+
+def test_a_resume_that_the_server_honours_passes_every_event() -> None:
+    first = _responses_event(
+        "response.output_text.delta", 3, ',"item_id":"i","output_index":0,"content_index":0,"delta":"x"'
+    )
+    resumed = StreamAttempt(
+        RESPONSES,
+        sent_at=0.0,
+        headers_at=0.1,
+        first_token_timeout=None,
+        idle_timeout=None,
+        deadline=None,
+        committed=True,
+        replayed_through=2,
+    )
+    assert resumed.feed(first, 0.2) == first
+    assert resumed.chunks == 1

@@ -819,7 +819,7 @@ def test_background_response_resumes_after_commit() -> None:
         call.route,
         1,
         {},
-        resume=True,
+        after=2,
     )
     call.sending(resume, rig.clock.now)
     rig.succeed(call, resume, [delta(3, "c"), completed(4)])

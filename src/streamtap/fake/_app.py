@@ -333,6 +333,8 @@ class App:
             starting_after = None if text is None else int(text)
         except ValueError:
             raise _invalid(f"starting_after={text!r}; accepted: an integer", "starting_after") from None
+        if self.config.replay_on_resume:
+            starting_after = None
         return self._response_stream(stored.seed, stored.frames_after(starting_after), fault, timing, h)
 
     @staticmethod

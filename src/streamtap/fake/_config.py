@@ -25,6 +25,8 @@ class FakeConfig:
         incidents: run-level fault windows, relative to server start.
         host: interface to bind; loopback by default.
         port: TCP port; 0 picks a free one.
+        replay_on_resume: a retrieved response stream starts from its first event whatever
+            ``starting_after`` says, as a server that cannot resume does.
     """
 
     chunks: int = 20
@@ -35,6 +37,7 @@ class FakeConfig:
     incidents: tuple[Incident, ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
+    replay_on_resume: bool = False
 
     def __post_init__(self) -> None:
         check_chunks("chunks", self.chunks)
