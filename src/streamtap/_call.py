@@ -1,7 +1,7 @@
 """The per-call state machine: attempt, retry, fall back or give up. No I/O.
 
 Drivers ask `next()` what to do (Send, Wait, Serve or GiveUp), do it, and report back
-(`attempt_failed`, `committed`, `attempt_ok`, `finish`); like tenacity's `iter()`, one machine
+(`sending`, `attempt_failed`, `committed_at`, `attempt_ok`, `finish`); like tenacity's `iter()`, one machine
 serves the sync and async drivers of both doors. The rules it decides by are pure functions
 beside it: what follows a failed attempt in `_call_recovery.py`, the answer caches in
 `_call_cache.py`, what a finished call records in `_call_finish.py`; its dealings with the

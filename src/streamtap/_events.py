@@ -74,6 +74,8 @@ class FirstToken:
 
 @dataclass(frozen=True, slots=True)
 class RetryScheduled:
+    """A failed attempt will be retried after `delay` seconds (the budget is spent on it)."""
+
     call_id: int
     attempt: int  # the attempt that failed
     reason: ErrorType
@@ -102,6 +104,9 @@ class FallbackUsed:
 
 @dataclass(frozen=True, slots=True)
 class BreakerTransition:
+    """A circuit breaker of (`upstream`, `model`) moved from `old` to `new` (closed, open,
+    half_open); emitted on the call that moved it, and process-wide to each recorder."""
+
     upstream: str
     model: str
     old: BreakerState

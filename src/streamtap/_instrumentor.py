@@ -4,8 +4,9 @@ Registered as the `streamtap` entry point of the `opentelemetry_instrumentor` gr
 `opentelemetry-instrument python app.py` routes every OpenAI client the app creates through
 streamtap without a code change. Clients are changed in place right after the SDK's own
 `__init__`: their HTTP client becomes one whose transport is streamtap's, wrapping the
-client's own transport (so its pool, proxies and TLS settings stay), and the SDK's retries are
-turned off so that streamtap sees every attempt.
+client's own transport (so its pool, proxies and TLS settings stay). The SDK keeps its own
+retries for the endpoints streamtap does not serve; a call streamtap served never comes back
+to them (see `instrument`).
 """
 
 from __future__ import annotations

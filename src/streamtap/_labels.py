@@ -1,8 +1,9 @@
 """Bounded metric labels: the model label is normalised and capped, `api` is a closed set.
 
 A label value that grows without bound (every fine-tune id, a typo per request) makes a
-Prometheus series per value and eventually an outage of its own, so each recorder admits at
-most `cap` distinct model values and reports the rest as `_other`.
+Prometheus series per value and eventually an outage of its own, so a labeller admits at most
+`cap` distinct model values and reports the rest as `_other`. Recorders share labellers: the
+Prometheus ones of a registry (per `max_models`), the OTel ones of a meter provider.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Prometheus metric set: names, types, labels and buckets of DESIGN.md's table.
+"""The Prometheus metric set: names, types, labels and buckets of docs/metrics.md's table.
 
 One set per CollectorRegistry: a second recorder on the same registry reuses it instead of
 failing with "Duplicated timeseries".

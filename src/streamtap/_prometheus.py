@@ -1,4 +1,4 @@
-"""PrometheusRecorder: turns the engine's events into the metrics of DESIGN.md's table.
+"""PrometheusRecorder: turns the engine's events into the metrics of docs/metrics.md's table.
 
 A handful of records per call, never per chunk, into label children looked up in
 prometheus-client once per (api, model) and label set (`Series`), not on every record.

@@ -1,7 +1,8 @@
 """Running the proxy: uvicorn in the foreground (the CLI) or in a thread (tests, demo, benchmarks).
 
-uvicorn is the ASGI server: the most widely deployed one, pure-Python to install (no compiler,
-no Rust toolchain; httptools and uvloop are used when installed, see `_proxy_protocol`), with the controls a sidecar needs: graceful shutdown with a deadline
+uvicorn is the ASGI server: the most widely deployed one, with httptools (a dependency, wheels
+for the common platforms) parsing HTTP/1.1 and uvloop as the event loop where it installs (see
+`_proxy_protocol`), and the controls a sidecar needs: graceful shutdown with a deadline
 (`timeout_graceful_shutdown`), keep-alive and incomplete-request limits, no server header.
 """
 

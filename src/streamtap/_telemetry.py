@@ -244,8 +244,8 @@ def setup_telemetry(
     takes that provider's resource, so both name the application's service. Its spans are
     exported 64 at a time, not the SDK's 512, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says: a
     batch is encoded in the exporter's thread, holding the GIL against the application's.
-    Over OTLP/HTTP the SDK's exporter sends them encoded by streamtap: the same bytes for
-    under a third of the SDK's CPU.
+    Over OTLP/HTTP and OTLP/gRPC alike the SDK's exporter sends them encoded by streamtap: the
+    same bytes for under a third of the SDK's CPU.
     Each call's `gen_ai.client.inference.operation.details` event is emitted when `events` is
     True or, left None, when the GenAI variables ask for it
     (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=EVENT_ONLY or SPAN_AND_EVENT, or
