@@ -202,6 +202,7 @@ class Call:
                 now - self.sent_at(send, now),
                 time_to_first_token,
                 failure.retryable,
+                failure.code,
             )
         )
         self._breaker.concluded(self.route, failure)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ _CALLER_EVENT_CODES = frozenset(
 # Error codes of an error status that no wait fixes: a 429 `insufficient_quota` is an account
 # out of credit, not a rate (OpenAI sends it as both the error's code and its type).
 _NO_RETRY_CODES = frozenset({"insufficient_quota"})
+# An error code that telemetry may carry: an identifier, never free text.
+_ERROR_CODE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,9 @@ class Failure:
     # An upstream error event's error object (its code, message, type, param): the `body` the
     # SDK would have given the caller's APIError.
     body: Mapping[str, Any] | None = field(default=None, compare=False)
+    # The upstream's error code (`insufficient_quota`, `rate_limit_exceeded`, ...), when it gave
+    # one that is a plain identifier (`error_code`); for telemetry, not for decisions.
+    code: str | None = field(default=None, compare=False)
 
 
 def status_error_type(status: int) -> ErrorType:
@@ -96,6 +102,7 @@ def classify_status(
         message=f"upstream answered HTTP {status}" + (f" ({code})" if code else ""),
         status_code=status,
         counts_for_breaker=status not in _BREAKER_NEUTRAL_4XX,
+        code=error_code(code),
     )
 
 
@@ -155,7 +162,14 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
         message=f"upstream error event {code or '(no code)'}: {message}",
         counts_for_breaker=code.lower() not in _CALLER_EVENT_CODES,
         body=error,
+        code=error_code(code),
     )
+
+
+def error_code(code: str | None) -> str | None:
+    """`code` when it is a plain identifier of at most 64 characters, else None: what an
+    upstream says reaches telemetry only in a shape that cannot carry a message or a secret."""
+    return code if code is not None and _ERROR_CODE.fullmatch(code) else None
 
 
 def _event_code(error: Mapping[str, Any]) -> str:

@@ -60,6 +60,7 @@ class AttemptFinished:
     duration: float  # seconds, request sent to attempt end
     time_to_first_token: float | None  # seconds, request sent to its first content event
     retryable: bool = False
+    error_code: str | None = None  # the upstream's error code (`Failure.code`), if it gave one
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,6 +225,8 @@ class _SpanCall:
             attempt.set_attribute("error.type", event.error_type)
             if event.phase is not None:
                 attempt.set_attribute("streamtap.error.phase", event.phase)
+            if event.error_code is not None:
+                attempt.set_attribute("streamtap.error.code", event.error_code)
             attempt.set_status(_ERROR)
         attempt.end()
 

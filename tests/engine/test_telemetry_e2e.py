@@ -240,6 +240,26 @@ def test_bad_request_is_not_retried(
     assert duration.attributes["error.type"] == "bad_request"
 
 
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ("status=429;error_code=insufficient_quota", "insufficient_quota"),  # out of credit, not a rate
+        ("error_after=0;error_code=context_length_exceeded", "context_length_exceeded"),  # an event's
+        ("error_after=0;error_code=no such code, said freely", None),  # free text never reaches a span
+    ],
+)
+def test_an_attempt_span_carries_the_upstreams_error_code(
+    fault: str, code: str | None, fake: FakeUpstream, telemetry: Telemetry, instrument: Any
+) -> None:
+    fake.enqueue(fault)
+    _, error = stream(instrument("sync"), "chat", "sync")
+
+    assert error is not None
+    (attempt, *_) = telemetry.attempt_spans()
+    assert attempt.attributes is not None
+    assert attempt.attributes.get("streamtap.error.code") == code
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_model_fallback_is_counted_and_traced(
     mode: str, fake: FakeUpstream, telemetry: Telemetry, instrument: Any
