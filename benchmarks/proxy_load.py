@@ -42,10 +42,8 @@ import asyncio
 import gc
 import json
 import os
-import platform
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -57,7 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _load_procs as procs
 from _load_client import LoadResult, run_load
+from _load_host import environment, pinning
 from _load_report import markdown
+from _load_summary import gc_report, summarise
 from _stats import quantile
 
 _SETTINGS = ("streams", "chunks", "gap", "ttft", "duration", "ramp", "rounds", "warmup", "control_streams")
@@ -168,121 +168,14 @@ def _measure(
     }
 
 
-def _gc_report(work: Path, pids: dict[str, int], rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """GC pauses of the fake upstream (over every window) and of each proxy (over its own)."""
-    report: dict[str, Any] = {}
-    for name, pid in pids.items():
-        pauses = procs.gc_pauses(work, pid)
-        if not pauses:
-            continue  # not a Python process, or it did not exit cleanly
-        windows = [(r[n]["window"][0], r[n]["window"][1]) for r in rounds for n in r if name in ("fake", n)]
-        report[name] = procs.gc_summary(pauses, windows)
-    return report
-
-
-def _summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict[str, Any]:
-    def med(values: list[float | None]) -> float | None:
-        kept = [v for v in values if v is not None]
-        return statistics.median(kept) if kept else None
-
-    summary: dict[str, Any] = {}
-    for name in names:
-        runs = [r[name] for r in rounds]
-        added = {
-            q: med(
-                [
-                    r[name][f"ttft_{q}_ms"] - r["direct"][f"ttft_{q}_ms"]
-                    if r[name][f"ttft_{q}_ms"] is not None and r["direct"][f"ttft_{q}_ms"] is not None
-                    else None
-                    for r in rounds
-                ]
-            )
-            for q in ("p50", "p99")
-        }
-        concurrent = {
-            q: med(
-                [
-                    r[f"ttft_{q}_ms"] - r[f"control_{q}_ms"]
-                    if r[f"ttft_{q}_ms"] is not None and r[f"control_{q}_ms"] is not None
-                    else None
-                    for r in runs
-                ]
-            )
-            for q in ("p50", "p99")
-        }
-        summary[name] = {
-            "ttft_p50_ms": med([r["ttft_p50_ms"] for r in runs]),
-            "ttft_p99_ms": med([r["ttft_p99_ms"] for r in runs]),
-            "added_p50_ms": added["p50"],
-            "added_p99_ms": added["p99"],
-            "concurrent_added_p50_ms": concurrent["p50"],
-            "concurrent_added_p99_ms": concurrent["p99"],
-            "control_bad_streams": sum(r["control_bad_streams"] for r in runs),
-            "events_per_s": med([r["events_per_s"] for r in runs]),
-            "target_cpu_us_per_event": med([r["target_cpu_us_per_event"] for r in runs]),
-            "fake_cpu_us_per_event": med([r["fake_cpu_us_per_event"] for r in runs]),
-            "client_cpu_us_per_event": med([r["client_cpu_us_per_event"] for r in runs]),
-            "streams": sum(r["streams"] for r in runs),
-            "bad_streams": sum(r["bad_streams"] for r in runs),
-            "first_error": next((r["first_error"] for r in runs if r["first_error"]), None),
-        }
-    return summary
-
-
-def _environment(litellm: str | None) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
-    packages = {
-        n: ver(n)
-        for n in (
-            "streamtap",
-            "uvicorn",
-            "h11",
-            "httptools",
-            "uvloop",
-            "httpx2",
-            "prometheus-client",
-            "opentelemetry-sdk",
-        )
-    }
-    if litellm:
-        packages["litellm"] = procs.litellm_version(litellm)
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "packages": packages,
-        "loadavg_before": os.getloadavg()[0],  # other work on the machine competes for the same cores
-    }
-
-
-def _pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if args.no_pin or len(cpus) < 2:
-        return {"fake": None, "client": None, "target": None}
-    # The proxy under test gets a core of its own; the fake upstream and the load generator share the rest.
-    return {"fake": set(cpus[:-1]), "client": set(cpus[:-1]), "target": {cpus[-1]}}
-
-
 def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
     optional = {"litellm": args.litellm, "baseline": args.baseline_src}
     names = [n for n in args.targets.split(",") if optional.get(n, True)]
-    pins = _pinning(args)
+    pins = pinning(args)
     report: dict[str, Any] = {
         "settings": {k: getattr(args, k) for k in _SETTINGS},
         "pinning": {k: sorted(v) if v else "any" for k, v in pins.items()},
-        "environment": _environment(args.litellm),
+        "environment": environment(args.litellm),
         "targets": names,
         "errors": {},
     }
@@ -323,14 +216,14 @@ def main_orchestrator(args: argparse.Namespace) -> dict[str, Any]:
                 )
             report["rounds"] = rounds
             report["targets"] = names
-            report["summary"] = _summarise(rounds, names)
+            report["summary"] = summarise(rounds, names)
             report["environment"]["loadavg_after"] = os.getloadavg()[0]
         finally:
             for process in reversed(running):
                 procs.stop(process)
         if "rounds" in report:  # each process wrote its GC pauses as it exited
             pids = {"fake": fake.pid} | {n: t["process"].pid for n, t in targets.items() if t["process"]}
-            report["gc"] = _gc_report(work, pids, report["rounds"])
+            report["gc"] = gc_report(work, pids, report["rounds"])
     return report
 
 

@@ -17,7 +17,7 @@ from _bench import run_json
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import proxy_hops  # noqa: E402
+from _hops_report import DIRECT, INTO_PROXY, PROXIED, PROXY_CPU, markdown  # noqa: E402
 
 
 def _run(*extra: str) -> dict[str, Any]:
@@ -47,11 +47,11 @@ def test_through_a_byte_relay_every_request_is_timed_at_the_rigs_points() -> Non
     relayed = _run("--relay")
     assert relayed["settings"]["relay"] is True
     assert all(r["proxied"] > 0 and r["direct"] > 0 for r in relayed["rounds"])
-    names = [name for name, _, _ in proxy_hops.DIRECT]
+    names = [name for name, _, _ in DIRECT]
     assert list(relayed["proxied"]) == names
     assert relayed["proxied"]["fake: time to first token"]["p50"] >= 30.0
     assert relayed["proxy_own"] == {}
-    lines = proxy_hops.markdown(relayed).splitlines()
+    lines = markdown(relayed).splitlines()
     assert lines[0].startswith("4 streams through a byte relay (no HTTP) and 2 straight to the fake")
     assert not any("proxy's own" in line or "CPU time" in line for line in lines)
 
@@ -73,7 +73,7 @@ def test_exporting_over_otlp_every_span_reaches_the_sink_in_batches_of_64_at_mos
     assert sum(batches) % 2 == 0
     assert 0 < max(batches) <= 64
     assert exported["requests"]["/v1/metrics"] >= 1  # the stop flushes the metrics too
-    lines = proxy_hops.markdown(exporting).splitlines()
+    lines = markdown(exporting).splitlines()
     assert f"the proxy (Prometheus and the OTel SDK, exporting over {named})" in lines[0]
     assert lines[-1].startswith(
         f"Exported to the sink, the stop's flush included: {sum(batches):,} spans in "
@@ -87,7 +87,7 @@ def test_a_scraped_proxy_serving_several_models() -> None:
     scrapes = scraped["scrapes_ms"]
     assert scrapes["count"] >= 5  # about 4.5 s of load
     assert 0 < scrapes["p50"] <= scrapes["max"]
-    lines = proxy_hops.markdown(scraped).splitlines()
+    lines = markdown(scraped).splitlines()
     assert "the proxied streams ask for 3 models; the proxy's /metrics scraped every 0.4 s." in lines[0]
     assert lines[-1].startswith(f"Scrapes of /metrics: {scrapes['count']}, each answered whole in ")
 
@@ -126,7 +126,7 @@ def test_both_ways_were_sampled_in_every_round(report: dict[str, Any]) -> None:
 
 
 def test_every_hop_is_timed_and_none_runs_backwards(report: dict[str, Any]) -> None:
-    for way, spans in (("proxied", proxy_hops.PROXIED), ("direct", proxy_hops.DIRECT)):
+    for way, spans in (("proxied", PROXIED), ("direct", DIRECT)):
         assert list(report[way]) == [name for name, _, _ in spans]
         for name, row in report[way].items():
             assert set(row) == {"p50", "p90", "p99"}, (way, name)
@@ -143,7 +143,7 @@ def test_the_fake_waits_its_time_to_first_token_either_way(report: dict[str, Any
 
 
 def test_the_hop_into_the_proxy_is_split_in_order(report: dict[str, Any]) -> None:
-    assert list(report["into_proxy"]) == [name for name, _, _ in proxy_hops.INTO_PROXY]
+    assert list(report["into_proxy"]) == [name for name, _, _ in INTO_PROXY]
     for name, row in report["into_proxy"].items():
         assert 0 <= row["p50"] <= row["p90"] <= row["p99"], (name, row)
     # Each part of a request's hop is at most its whole hop, so at every quantile too.
@@ -157,9 +157,9 @@ def test_the_proxys_steps_take_no_more_cpu_time_than_wall_time(report: dict[str,
     # One thread: a step's CPU time can be as long as its wall time, never longer; but at each
     # point the CPU clock is read just after the wall clock, so the step's CPU time runs a
     # clock read longer at its end (a failed run here was over by more than 1 µs): 10 µs.
-    assert list(report["proxy_cpu"]) == [name for name, _, _ in proxy_hops.PROXY_CPU]
+    assert list(report["proxy_cpu"]) == [name for name, _, _ in PROXY_CPU]
     walls = ("proxy: request to upstream write", "proxy: first content to relayed")
-    for (name, _, _), wall in zip(proxy_hops.PROXY_CPU, walls, strict=True):
+    for (name, _, _), wall in zip(PROXY_CPU, walls, strict=True):
         cpu = report["proxy_cpu"][name]
         for q in ("p50", "p90", "p99"):
             assert 0 < cpu[q] <= report["proxied"][wall][q] + 0.01, (name, q, cpu)
@@ -179,11 +179,11 @@ def test_the_markdown_has_a_row_per_hop() -> None:
             {"proxied": 2, "direct": 1, "added_p50_ms": 0.5, "added_p99_ms": -1.0},
         ],
         "added": {"p50": 1.0, "p99": 1.5},
-        "proxied": {name: row for name, _, _ in proxy_hops.PROXIED},
-        "direct": {name: row for name, _, _ in proxy_hops.DIRECT},
+        "proxied": {name: row for name, _, _ in PROXIED},
+        "direct": {name: row for name, _, _ in DIRECT},
         "proxy_own": row,
-        "into_proxy": {name: row for name, _, _ in proxy_hops.INTO_PROXY},
-        "proxy_cpu": {name: row for name, _, _ in proxy_hops.PROXY_CPU},
+        "into_proxy": {name: row for name, _, _ in INTO_PROXY},
+        "proxy_cpu": {name: row for name, _, _ in PROXY_CPU},
         "proxy_gc": {
             "generations": {
                 "0": {"count": 3, "longest_ms": 2.5}, "1": {"count": 1, "longest_ms": 24.0},
@@ -192,7 +192,7 @@ def test_the_markdown_has_a_row_per_hop() -> None:
             "ms_per_s": 1.25,
         },
     }  # fmt: skip
-    lines = proxy_hops.markdown(report).splitlines()
+    lines = markdown(report).splitlines()
     assert "0.5 s of warm-up, then 2 rounds of 1 s, the first 0.2 s of each left out" in lines[0]
     assert (
         "Added time to first token (proxied minus direct, the same moment), ms: "
