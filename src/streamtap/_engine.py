@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ._background import WORKER
 from ._breaker import Breakers
 from ._budget import RetryBudget
 from ._call import Call
@@ -35,11 +35,9 @@ def engine_api(method: str, path: str) -> tuple[Api, str] | None:
 
 
 def start_timer(delay: float, action: Callable[[], None]) -> None:
-    """Run `action` once on a daemon thread `delay` seconds from now (and a hair later: a
-    timed wait may wake a little early, and the breaker's own clock decides)."""
-    timer = threading.Timer(delay + 0.01, action)
-    timer.daemon = True
-    timer.start()
+    """Run `action` once on the background thread `delay` seconds from now (and a hair later:
+    a timed wait may wake a little early, and the breaker's own clock decides)."""
+    WORKER.later(delay + 0.01, action)
 
 
 def _breaker_moved(
@@ -152,6 +150,8 @@ class Engine:
             schedule=start_timer if clock is time.monotonic else None,
         )
         weakref.finalize(self, _breakers_gone, self.recorder, self.id, self.breakers).atexit = False
+        # Now, never from a finalizer: the recording that finalizers hand over is done there.
+        WORKER.start()
 
     def start_call(
         self, api: Api, suffix: str, url: str, body: dict[str, Any], content: bytes | None = None

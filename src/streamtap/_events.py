@@ -8,11 +8,13 @@ and never reaches the caller.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._background import COLLECTING, WORKER
 from ._taxonomy import Api, BreakerState, ErrorType, FallbackKind, Outcome, Phase, SuppressCause
 
 log = logging.getLogger("streamtap")
@@ -174,13 +176,23 @@ class Recorder(Protocol):
 
 
 class _GuardedCall:
-    __slots__ = ("_fanout", "_observers")
+    __slots__ = ("_deferred", "_fanout", "_observers")
 
     def __init__(self, fanout: Fanout, observers: list[CallObserver]) -> None:
         self._fanout = fanout
         self._observers = observers
+        self._deferred = False
 
     def on_event(self, event: CallEvent) -> None:
+        # Raised while the collector runs (an abandoned stream's finalizer), its recording
+        # goes to the background thread, and so does the rest of the call's, in order.
+        if COLLECTING.now or self._deferred:
+            self._deferred = True
+            WORKER.soon(functools.partial(self._deliver, event))
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: CallEvent) -> None:
         for observer in self._observers:
             try:
                 observer.on_event(event)
@@ -210,6 +222,12 @@ class Fanout:
         return _GuardedCall(self, observers)
 
     def breaker_changed(self, event: BreakerTransition) -> None:
+        if COLLECTING.now:  # a dropped engine's finalizer: see `_background`
+            WORKER.soon(functools.partial(self._breaker_changed, event))
+        else:
+            self._breaker_changed(event)
+
+    def _breaker_changed(self, event: BreakerTransition) -> None:
         for recorder in self.recorders:
             try:
                 recorder.breaker_changed(event)

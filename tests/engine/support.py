@@ -4,6 +4,7 @@ watch on the logs that would tell of a fault."""
 from __future__ import annotations
 
 import datetime
+import gc
 import ipaddress
 import logging
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from streamtap import CallFinished, CallStarted
+from streamtap._background import WORKER
 from streamtap._events import AttemptFinished, BreakerTransition, CallEvent
 
 CHAT_MESSAGES = [{"role": "user", "content": "hello"}]
@@ -168,3 +170,10 @@ def until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def collect() -> None:
+    """Run the collector, then wait for the recording its finalizers handed to streamtap's
+    background thread (they never record where the collector runs)."""
+    gc.collect()
+    assert WORKER.settle(), "streamtap's background thread did not settle in 5 s"

@@ -15,7 +15,7 @@ from streamtap import CallFinished, FallbackUsed, RetrySuppressed
 from streamtap.fake import FakeUpstream
 
 from .conftest import TEST_POLICY
-from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, expected, read_async, read_sync
+from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, collect, expected, read_async, read_sync
 
 
 def _chat_text(client: Any, **kwargs: Any) -> tuple[str, Any]:
@@ -681,7 +681,6 @@ def test_two_clients_breakers_share_one_gauge_and_a_gone_clients_leaves_it(fake:
     """Each instrumented client has its own breakers; one recorder (as `default_recorders()`
     gives every client) shows the worst of them, so one client's breaker closing does not hide
     the other's that is open, and a client that is gone no longer holds the gauge up."""
-    import gc
 
     from prometheus_client import CollectorRegistry
 
@@ -716,7 +715,7 @@ def test_two_clients_breakers_share_one_gauge_and_a_gone_clients_leaves_it(fake:
         _chat_text(first)
     first.close()
     del first
-    gc.collect()
+    collect()
     assert state() == 0
     second.close()
 

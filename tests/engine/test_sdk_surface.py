@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import anyio
@@ -14,7 +13,7 @@ import streamtap
 from streamtap import AttemptFinished, CallFinished, CallStarted
 from streamtap.fake import FakeUpstream
 
-from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, expected
+from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, collect, expected
 
 
 def test_instrument_returns_a_copy_of_the_same_class(fake: FakeUpstream) -> None:
@@ -155,7 +154,7 @@ def test_a_stream_never_consumed_is_abandoned(
     client = make_client(False)
     stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
     del stream
-    gc.collect()
+    collect()
     assert recording.finished.outcome == "abandoned"
     assert len(recording.of(AttemptFinished)) == 0
 
@@ -186,7 +185,7 @@ def test_async_streams_never_read_give_their_connections_back(
                     model="gpt-4o", messages=CHAT_MESSAGES, stream=True
                 )
                 del stream
-                gc.collect()
+                collect()
             for _ in range(10):
                 await anyio.sleep(0.01)  # the closes run on the loop
             transport = client._client._transport._transport
@@ -210,7 +209,7 @@ def test_a_stream_left_in_a_break_is_cancelled(
     for _chunk in stream:
         break
     del stream, _chunk
-    gc.collect()
+    collect()
     assert (recording.finished.outcome, recording.finished.error_type) == ("cancelled", None)
 
 
@@ -224,11 +223,11 @@ def test_an_async_stream_left_in_a_break_is_cancelled(
         async for _chunk in stream:
             break
         del stream, _chunk
-        gc.collect()
+        collect()
         await anyio.sleep(0)  # the event loop closes the SDK's generator
 
     anyio.run(main)
-    gc.collect()
+    collect()
     assert (recording.finished.outcome, recording.finished.error_type) == ("cancelled", None)
 
 

@@ -8,7 +8,6 @@ and the W3C `traceparent` that reached the upstream.
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from streamtap._events import CallEvent, CallStarted
 from streamtap.fake import FakeUpstream
 
 from .conftest import TEST_POLICY
-from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, expected
+from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, collect, expected
 from .telemetry_support import Telemetry, stream
 
 MODES = ["sync", "async"]
@@ -376,7 +375,7 @@ def test_a_stream_never_read_is_abandoned(
                 t.registry.get_sample_value("streamtap_active_streams", {"api": "chat_completions"})
             )
             del stream_
-            gc.collect()
+            collect()
         finally:
             await client.close()
 
@@ -384,7 +383,7 @@ def test_a_stream_never_read_is_abandoned(
         stream_ = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
         active.append(t.registry.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}))
         del stream_
-        gc.collect()
+        collect()
     else:
         anyio.run(main)
 

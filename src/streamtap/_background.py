@@ -1,0 +1,121 @@
+"""streamtap's one background thread: work due later, and work that must not run where it arose.
+
+The garbage collector runs finalizers (a dropped engine's, an abandoned stream's, a generator's
+`finally`) in whichever thread allocated, inside whatever lock that thread holds at the time:
+prometheus_client's, the OTel SDK's, streamtap's own. Telemetry reached from there can wait for
+itself for ever. So while a collection is under way (`collecting`, told by `gc.callbacks`), the
+recorders' work is handed to this thread (`soon`: a `SimpleQueue.put`, which is reentrant) and
+done here, in the order it was handed over. The circuit breakers' open periods end here too
+(`later`): one thread for all of them, not a timer thread each.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("streamtap")
+
+Action = Callable[[], Any]
+_NOW = -1.0  # the due time of work handed over by `soon`: before any other
+
+
+class _Collecting:
+    """Whether the garbage collector is collecting (in any thread)."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = False
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        self.now = phase == "start"
+
+
+COLLECTING = _Collecting()
+gc.callbacks.append(COLLECTING)
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[float, Action]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        # Work not yet due, by due time (monotonic); the worker thread alone touches it.
+        self._due: list[tuple[float, int, Action]] = []
+        self._order = itertools.count()
+
+    def start(self) -> None:
+        """Start the thread if it is not running (never from a finalizer: see `soon`)."""
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="streamtap-background", daemon=True)
+                    thread.start()
+                    self._thread = thread
+
+    def soon(self, action: Action) -> None:
+        """Do `action` on the thread as soon as it can. Safe in a finalizer: it only queues."""
+        self._queue.put((_NOW, action))
+
+    def later(self, delay: float, action: Action) -> None:
+        """Do `action` on the thread `delay` seconds from now."""
+        self.start()
+        self._queue.put((time.monotonic() + delay, action))
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the work handed over so far is done (not work due later); False if it
+        took over `timeout` seconds or the thread is not running."""
+        if self._thread is None:
+            return False
+        done = threading.Event()
+        self.soon(done.set)
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        due = self._due
+        get = self._queue.get
+        while True:
+            wait = max(0.0, due[0][0] - time.monotonic()) if due else None
+            try:
+                when, action = get(timeout=wait)
+            except queue.Empty:
+                pass
+            else:
+                if when == _NOW:
+                    _do(action)
+                else:
+                    heapq.heappush(due, (when, next(self._order), action))
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _do(heapq.heappop(due)[2])
+
+    def _after_fork_in_child(self) -> None:
+        # The thread did not come along; the work due later did (it is in `_due`). A new queue
+        # and lock, as the parent's may have been held by a thread that is gone.
+        running = self._thread is not None
+        self._queue = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._thread = None
+        if running:
+            self.start()
+
+
+def _do(action: Action) -> None:
+    try:
+        action()
+    except Exception:
+        log.debug("streamtap background work failed", exc_info=True)
+
+
+WORKER = _Worker()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=WORKER._after_fork_in_child)

@@ -1,0 +1,78 @@
+"""streamtap's background thread: work handed over in order, work due later on time, and a
+thread again in a forked child."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+import pytest
+
+from streamtap._background import COLLECTING, WORKER
+
+
+def test_work_handed_over_is_done_in_order() -> None:
+    WORKER.start()
+    done: list[int] = []
+    for n in range(50):
+        WORKER.soon(lambda n=n: done.append(n))
+    assert WORKER.settle()
+    assert done == list(range(50))
+
+
+def test_work_due_later_is_done_when_due_and_not_before() -> None:
+    ran = threading.Event()
+    asked = time.monotonic()
+    ran_at: list[float] = []
+    WORKER.later(0.2, lambda: (ran_at.append(time.monotonic()), ran.set()))
+    WORKER.later(30, ran.clear)  # far off: it holds nothing up
+    assert WORKER.settle()
+    assert not ran.is_set()
+    assert ran.wait(5)
+    assert ran_at[0] - asked >= 0.2
+
+
+def test_a_failing_action_leaves_the_thread_working() -> None:
+    WORKER.soon(lambda: 1 / 0)
+    assert WORKER.settle()
+
+
+def test_the_collector_is_told_apart() -> None:
+    seen: list[bool] = []
+
+    class Finalized:
+        def __del__(self) -> None:
+            seen.append(COLLECTING.now)
+
+    a, b = Finalized(), Finalized()
+    a.other, b.other = b, a  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+    del a, b
+    gc.collect()
+    assert seen == [True, True]
+    assert not COLLECTING.now
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+def test_a_forked_child_has_the_thread_and_the_work_due_later() -> None:
+    WORKER.start()
+    read, write = os.pipe()
+    WORKER.later(0.3, lambda: None)  # due after the fork: the child keeps it
+    pid = os.fork()
+    if pid == 0:  # the child: report whether handed-over and due work both run, then leave
+        try:
+            ok = threading.Event()
+            WORKER.soon(ok.set)
+            due = threading.Event()
+            WORKER.later(0.1, due.set)
+            os.write(write, b"1" if ok.wait(5) and due.wait(5) else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
