@@ -217,6 +217,12 @@ def connect_failure(error: Exception, call: Call, send: Send, request: httpx2.Re
         set_bounds = [(limit, failed) for limit, failed in bounds if limit is not None]
         if set_bounds:
             return min(set_bounds, key=lambda bound: bound[0])[1]  # the first of equals: own
+    if isinstance(error, httpx2.PoolTimeout):
+        # The client's own pool had no connection free in its pool timeout: nothing was sent,
+        # and the upstream is not to blame. A retry may find one (as the SDK's would).
+        return failure(
+            "timeout", "connect", "no free connection in the client's pool", counts_for_breaker=False
+        )
     return classify_exception(error, phase="connect")
 
 

@@ -488,6 +488,32 @@ def test_a_callers_own_short_read_timeout_does_not_open_the_circuit(
     assert recording.of(streamtap.BreakerTransition) == []
 
 
+def test_a_full_connection_pool_of_the_callers_own_does_not_open_the_circuit(
+    fake: FakeUpstream, recording: Recording
+) -> None:
+    """Callers that wait in vain for a connection of their client's own pool (its limits, its
+    pool timeout) sent nothing: the healthy upstream is not to blame."""
+    import httpx2
+
+    policy = streamtap.Policy(
+        max_attempts=2,
+        backoff_base=0.01,
+        breaker=streamtap.BreakerSettings(min_requests=1, failure_ratio=0.5),
+    )
+    http = openai.DefaultHttpxClient(
+        limits=httpx2.Limits(max_connections=1), timeout=httpx2.Timeout(30.0, pool=0.1)
+    )
+    raw = openai.OpenAI(base_url=fake.base_url, api_key="sk-test-secret-key-0000", http_client=http)
+    with streamtap.instrument(raw, policy=policy, recorders=[recording]) as client:
+        held = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+        with pytest.raises(openai.APITimeoutError):  # the one connection is the held stream's
+            client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+        held.close()
+        assert _chat_text(client)[0] == fake.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
+    assert [e.error_type for e in recording.of(CallFinished)] == ["timeout", None, None]
+    assert recording.of(streamtap.BreakerTransition) == []
+
+
 def test_error_events_that_blame_the_request_do_not_open_the_circuit(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
