@@ -80,6 +80,7 @@ class CircuitBreaker:
         # Transitions waiting to be reported, and who is reporting them (see _notify).
         self._pending: deque[tuple[BreakerState, BreakerState]] = deque()
         self._notifying = threading.Lock()
+        self._retired = False
 
     @property
     def settings(self) -> BreakerSettings:
@@ -90,6 +91,19 @@ class CircuitBreaker:
         """The current state; open stays open until an `admit()` after `open_for`."""
         with self._lock:
             return self._state
+
+    @property
+    def retired(self) -> bool:
+        """Whether its registry let it go (`Breakers` evicted it): its moves are no one's news."""
+        return self._retired
+
+    def retire(self) -> None:
+        """Report no more transitions: a call still holding the breaker may move it, but the
+        registry's new breaker of its key is the one that counts (and that the gauge shows)."""
+        with self._lock:
+            self._retired = True
+            self._on_transition = None
+            self._pending.clear()
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -299,8 +313,9 @@ class Breakers:
             if breaker.state == "closed":
                 victim = key
                 break
-        state = self._breakers.pop(victim).state
-        return victim, state
+        breaker = self._breakers.pop(victim)
+        breaker.retire()
+        return victim, breaker.state
 
     def _callback(self, key: tuple[str, str]) -> Callable[[BreakerState, BreakerState], None] | None:
         outer, schedule = self._on_transition, self._schedule

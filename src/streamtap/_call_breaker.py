@@ -77,7 +77,7 @@ class CallBreaker:
 
     def _moved(self, route: Route, breaker: CircuitBreaker, before: BreakerState) -> None:
         after = breaker.state
-        if after != before:
+        if after != before and not breaker.retired:
             self._observer.on_event(
                 BreakerTransition(route.upstream, route.model, before, after, self._call_id, self._engine.id)
             )

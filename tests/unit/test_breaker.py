@@ -431,6 +431,26 @@ def test_registry_evicts_lru_open_when_none_closed_and_reports_it() -> None:
     assert seen == [("u", "a", "open", "closed")]
 
 
+def test_an_evicted_breaker_that_a_call_still_holds_reports_nothing_more() -> None:
+    """A call admitted by a's breaker is in flight when a is evicted; its failure then opens
+    that breaker, which no registry holds: reported, the gauge would read a open for ever
+    beside the new closed breaker that serves a's calls."""
+    seen: list[tuple[str, str, BreakerState, BreakerState]] = []
+    breakers = Breakers(
+        BreakerSettings(min_requests=1),
+        clock=FakeClock(),
+        max_keys=1,
+        on_transition=lambda up, model, old, new: seen.append((up, model, old, new)),
+    )
+    held = breakers.get("u", "a")
+    breakers.get("u", "b")  # evicts a, closed
+    assert held.retired
+    held.record_failure()
+    assert held.state == "open"
+    assert seen == []
+    assert breakers.get("u", "a").state == "closed"
+
+
 def test_registry_memory_is_capped() -> None:
     breakers = Breakers(BreakerSettings(), clock=FakeClock(), max_keys=50)
     for n in range(500):
