@@ -35,6 +35,7 @@ from ._otel_env import (
     span_batches,
 )
 from ._otel_events import OtelEventRecorder
+from ._otel_exit import flush_at_exit
 from ._otel_metrics import OtelMetricsRecorder
 from ._otel_traces import OtelTraceRecorder
 from ._prom_metrics import check_registry
@@ -134,7 +135,9 @@ def build_tracer_provider(
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    provider = SdkTracerProvider(resource=_resource(service_name, environ) if resource is None else resource)
+    provider = SdkTracerProvider(
+        resource=_resource(service_name, environ) if resource is None else resource, shutdown_on_exit=False
+    )
     batches = vars(span_batches(environ))  # read (and warned of) once, whatever the exporters
     for kind in _exporter_kinds(environ, "traces"):
         exporter: SpanExporter
@@ -150,7 +153,7 @@ def build_tracer_provider(
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-                exporter = with_this_encoding(Http)()
+                exporter = with_this_encoding(Http)(timeout=otlp_timeout(environ, "traces"))
         provider.add_span_processor(BatchSpanProcessor(exporter, **batches))
     return provider
 
@@ -187,10 +190,12 @@ def build_meter_provider(
                 OTLPMetricExporter as HttpMetrics,
             )
 
-            exporter = HttpMetrics()
+            exporter = HttpMetrics(timeout=otlp_timeout(environ, "metrics"))
         readers.append(PeriodicExportingMetricReader(exporter, **reading))
     return SdkMeterProvider(
-        metric_readers=readers, resource=_resource(service_name, environ) if resource is None else resource
+        metric_readers=readers,
+        resource=_resource(service_name, environ) if resource is None else resource,
+        shutdown_on_exit=False,
     )
 
 
@@ -208,7 +213,9 @@ def build_logger_provider(
         LogRecordExporter,
     )
 
-    provider = SdkLoggerProvider(resource=_resource(service_name, environ) if resource is None else resource)
+    provider = SdkLoggerProvider(
+        resource=_resource(service_name, environ) if resource is None else resource, shutdown_on_exit=False
+    )
     batches = vars(log_batches(environ))
     for kind in _exporter_kinds(environ, "logs"):
         exporter: LogRecordExporter
@@ -221,7 +228,7 @@ def build_logger_provider(
         else:
             from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
 
-            exporter = HttpLogs()
+            exporter = HttpLogs(timeout=otlp_timeout(environ, "logs"))
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter, **batches))
     return provider
 
@@ -294,15 +301,18 @@ def setup_telemetry(
         if build_tracer:
             tracer_provider = build_tracer_provider(service_name, resource=resource_of(meter_provider))
             trace.set_tracer_provider(tracer_provider)
+            flush_at_exit(tracer_provider)
         if build_meter:
             meter_provider = build_meter_provider(service_name, resource=resource_of(tracer_provider))
             metrics.set_meter_provider(meter_provider)
+            flush_at_exit(meter_provider)
         if events and logger_provider is None and not disabled:
             logger_provider = _logs.get_logger_provider()
             if _is_unconfigured(logger_provider):
                 resource = resource_of(tracer_provider) or resource_of(meter_provider)
                 logger_provider = build_logger_provider(service_name, resource=resource)
                 _logs.set_logger_provider(logger_provider)
+                flush_at_exit(logger_provider)
     registry = REGISTRY if prometheus_registry is None else prometheus_registry
     if disabled and not injected:
         # Every provider hands out no-op tracers and meters under OTEL_SDK_DISABLED (the SDK's

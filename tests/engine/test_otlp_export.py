@@ -119,6 +119,18 @@ def test_a_batch_job_exports_at_exit_with_the_resource_the_variables_give(
         assert {s.scope for s in received.spans} == {"streamtap"}
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1"])
+def test_a_timeout_of_0_is_no_limit_over_http_as_over_grpc(
+    fake: FakeUpstream, receiver: tuple[str, Received], tmp_path: Path, timeout: str
+) -> None:
+    # The SDK's OTLP/HTTP exporters took 0 (the specification's "no limit") and a negative
+    # value literally: every export failed at once, and nothing said so but a log line a batch.
+    endpoint, received = receiver
+    _run_script(tmp_path, _env(endpoint, OTEL_EXPORTER_OTLP_TIMEOUT=timeout), _BATCH, fake.base_url)
+    assert sorted(s.name for s in received.spans) == ["POST", "chat gpt-4o"]
+    assert {m.name for m in received.metrics} == GENAI_METRICS
+
+
 def test_inference_events_carry_the_content_to_the_logs_endpoint_and_not_to_spans(
     fake: FakeUpstream, receiver: tuple[str, Received], tmp_path: Path
 ) -> None:
@@ -341,3 +353,24 @@ def test_the_proxy_stops_within_the_export_timeout_when_no_collector_listens(fak
         code, took, err = _stop(process)
     assert code == 128 + signal.SIGTERM, err
     assert took < 10, err  # the exporters give up after their 1 s timeout; generous for CI
+
+
+def test_the_proxy_stops_within_the_export_timeout_when_the_collector_hangs(fake: FakeUpstream) -> None:
+    """A collector that takes connections and never answers, and a backlog of spans, metrics
+    and events: the exit flushes them all at once, within one export timeout, rather than batch
+    after batch and provider after provider (8 s here before; a minute at the default 10 s)."""
+    with socket.socket() as hanging:
+        hanging.bind(("127.0.0.1", 0))
+        hanging.listen(256)  # the kernel takes the connections; no one ever reads them
+        endpoint = f"http://127.0.0.1:{hanging.getsockname()[1]}"
+        env = _env(endpoint, OTEL_EXPORTER_OTLP_TIMEOUT="2", OTEL_INSTRUMENTATION_GENAI_EMIT_EVENT="true")
+        process, base_url = _proxy(fake.base_url, env)
+        try:
+            for _ in range(300):  # 600 spans: 10 batches of 64
+                assert _call_through(base_url)
+        finally:
+            code, took, err = _stop(process)
+    assert code == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert took < 5, err  # one 2 s wait for all three providers (before: one after another)
+    assert "telemetry not exported within 2 s at exit was dropped" in err

@@ -1,0 +1,74 @@
+"""At exit, the OpenTelemetry providers streamtap built flush what they hold: all at once, within
+one deadline.
+
+Left to the SDK, each provider's exit handler runs after the other's (events, metrics, spans),
+each bounded only by the SDK's own 30 s, and the span provider exports its whole queue a batch
+at a time, each batch waiting up to the exporter's timeout: with the collector down or hanging,
+a proxy stopped after 300 calls took about a minute to exit. Here every provider shuts down on
+a thread of its own, and exit waits for them at most the longest OTLP timeout of the three
+signals (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); what is not sent by then is dropped, with
+a warning. A second Ctrl-C or SIGTERM ends the wait at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._otel_env import otlp_timeout
+
+log = logging.getLogger("streamtap")
+
+_lock = threading.Lock()
+_providers: list[Any] = []
+
+
+def flush_at_exit(provider: Any) -> None:
+    """Shut `provider` (built with the SDK's `shutdown_on_exit=False`) down at exit."""
+    with _lock:
+        if not _providers:
+            atexit.register(flush)
+        _providers.append(provider)
+
+
+def flush(environ: Mapping[str, str] = os.environ) -> bool:
+    """Shut down every provider handed to `flush_at_exit`, at once, within the OTLP timeout;
+    False when one was still exporting then (or a signal ended the wait)."""
+    with _lock:
+        providers = list(_providers)
+        _providers.clear()
+    if not providers:
+        return True
+    deadline = max(otlp_timeout(environ, signal) for signal in ("traces", "metrics", "logs"))
+    threads = [
+        threading.Thread(target=_shut_down, args=(provider,), name="streamtap-otel-flush", daemon=True)
+        for provider in providers
+    ]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + deadline
+    try:
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+    except (KeyboardInterrupt, SystemExit):  # asked twice to stop: go now
+        return False
+    if any(thread.is_alive() for thread in threads):
+        log.warning(
+            "streamtap: telemetry not exported within %g s at exit was dropped "
+            "(is the OTLP endpoint reachable? OTEL_EXPORTER_OTLP_TIMEOUT sets the wait)",
+            deadline,
+        )
+        return False
+    return True
+
+
+def _shut_down(provider: Any) -> None:
+    try:
+        provider.shutdown()
+    except Exception:
+        log.debug("streamtap: an OpenTelemetry provider failed to shut down", exc_info=True)
