@@ -3,14 +3,17 @@
 The garbage collector runs finalizers (a dropped engine's, an abandoned stream's, a generator's
 `finally`) in whichever thread allocated, inside whatever lock that thread holds at the time:
 prometheus_client's, the OTel SDK's, streamtap's own. Telemetry reached from there can wait for
-itself for ever. So while a collection is under way (`collecting`, told by `gc.callbacks`), the
-recorders' work is handed to this thread (`soon`: a `SimpleQueue.put`, which is reentrant) and
-done here, in the order it was handed over. The circuit breakers' open periods end here too
+itself for ever. So while a collection is under way in a thread (`COLLECTING`, told by
+`gc.callbacks`), the recorders' work raised in that thread is handed to this one (`soon`: a
+`SimpleQueue.put`, which is reentrant) and done here, in the order it was handed over, before
+any work that falls due. Other threads, which run whenever a finalizer lets go of the GIL,
+record as ever. The circuit breakers' open periods end here too
 (`later`): one thread for all of them, not a timer thread each.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import heapq
 import itertools
@@ -26,18 +29,24 @@ log = logging.getLogger("streamtap")
 
 Action = Callable[[], Any]
 _NOW = -1.0  # the due time of work handed over by `soon`: before any other
+_AT_EXIT = 2.0  # seconds exit waits for the work handed over (its recording) to be done
 
 
 class _Collecting:
-    """Whether the garbage collector is collecting (in any thread)."""
+    """Which thread the garbage collector is collecting in (`thread`, 0: none)."""
 
-    __slots__ = ("now",)
+    __slots__ = ("thread",)
 
     def __init__(self) -> None:
-        self.now = False
+        self.thread = 0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
-        self.now = phase == "start"
+        self.thread = threading.get_ident() if phase == "start" else 0
+
+    def here(self) -> bool:
+        """Whether the collector runs in this thread: this code runs inside a collection."""
+        thread = self.thread
+        return thread != 0 and thread == threading.get_ident()
 
 
 COLLECTING = _Collecting()
@@ -52,6 +61,7 @@ class _Worker:
         # Work not yet due, by due time (monotonic); the worker thread alone touches it.
         self._due: list[tuple[float, int, Action]] = []
         self._order = itertools.count()
+        self._settles_at_exit = False
 
     def start(self) -> None:
         """Start the thread if it is not running (never from a finalizer: see `soon`)."""
@@ -61,6 +71,9 @@ class _Worker:
                     thread = threading.Thread(target=self._run, name="streamtap-background", daemon=True)
                     thread.start()
                     self._thread = thread
+                    if not self._settles_at_exit:  # once: a forked child inherits the handler
+                        self._settles_at_exit = True
+                        atexit.register(self.settle, _AT_EXIT)
 
     def soon(self, action: Action) -> None:
         """Do `action` on the thread as soon as it can. Safe in a finalizer: it only queues."""
@@ -82,18 +95,20 @@ class _Worker:
 
     def _run(self) -> None:
         due = self._due
-        get = self._queue.get
+        queued = self._queue
         while True:
             wait = max(0.0, due[0][0] - time.monotonic()) if due else None
             try:
-                when, action = get(timeout=wait)
+                item = queued.get(timeout=wait)
+                while True:  # everything handed over goes before what falls due meanwhile
+                    when, action = item
+                    if when == _NOW:
+                        _do(action)
+                    else:
+                        heapq.heappush(due, (when, next(self._order), action))
+                    item = queued.get_nowait()
             except queue.Empty:
                 pass
-            else:
-                if when == _NOW:
-                    _do(action)
-                else:
-                    heapq.heappush(due, (when, next(self._order), action))
             now = time.monotonic()
             while due and due[0][0] <= now:
                 _do(heapq.heappop(due)[2])

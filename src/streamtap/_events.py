@@ -186,7 +186,7 @@ class _GuardedCall:
     def on_event(self, event: CallEvent) -> None:
         # Raised while the collector runs (an abandoned stream's finalizer), its recording
         # goes to the background thread, and so does the rest of the call's, in order.
-        if COLLECTING.now or self._deferred:
+        if self._deferred or COLLECTING.here():
             self._deferred = True
             WORKER.soon(functools.partial(self._deliver, event))
         else:
@@ -222,7 +222,7 @@ class Fanout:
         return _GuardedCall(self, observers)
 
     def breaker_changed(self, event: BreakerTransition) -> None:
-        if COLLECTING.now:  # a dropped engine's finalizer: see `_background`
+        if COLLECTING.here():  # a dropped engine's finalizer: see `_background`
             WORKER.soon(functools.partial(self._breaker_changed, event))
         else:
             self._breaker_changed(event)

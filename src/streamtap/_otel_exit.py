@@ -20,12 +20,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ._background import WORKER
 from ._otel_env import otlp_timeout
 
 log = logging.getLogger("streamtap")
 
 _lock = threading.Lock()
 _providers: list[Any] = []
+_SETTLE = 2.0  # seconds
 
 
 def flush_at_exit(provider: Any) -> None:
@@ -44,6 +46,7 @@ def flush(environ: Mapping[str, str] = os.environ) -> bool:
         _providers.clear()
     if not providers:
         return True
+    WORKER.settle(_SETTLE)  # the spans that recording handed to the background thread first
     deadline = max(otlp_timeout(environ, signal) for signal in ("traces", "metrics", "logs"))
     threads = [
         threading.Thread(target=_shut_down, args=(provider,), name="streamtap-otel-flush", daemon=True)

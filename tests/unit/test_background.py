@@ -39,19 +39,41 @@ def test_a_failing_action_leaves_the_thread_working() -> None:
     assert WORKER.settle()
 
 
-def test_the_collector_is_told_apart() -> None:
-    seen: list[bool] = []
+def test_the_collecting_thread_is_told_apart_from_the_others() -> None:
+    """Inside a collection its own thread knows; another thread, run while a finalizer lets go
+    of the GIL, does not: its calls record as ever."""
+    seen: list[tuple[bool, bool]] = []
 
     class Finalized:
         def __del__(self) -> None:
-            seen.append(COLLECTING.now)
+            other: list[bool] = []
+            thread = threading.Thread(target=lambda: other.append(COLLECTING.here()))
+            thread.start()
+            thread.join()
+            seen.append((COLLECTING.here(), other[0]))
 
     a, b = Finalized(), Finalized()
     a.other, b.other = b, a  # type: ignore[attr-defined]  # a cycle: only the collector frees it
     del a, b
     gc.collect()
-    assert seen == [True, True]
-    assert not COLLECTING.now
+    assert seen == [(True, False), (True, False)]
+    assert not COLLECTING.here()
+
+
+def test_work_handed_over_goes_before_work_that_fell_due_meanwhile() -> None:
+    WORKER.start()
+    done: list[str] = []
+    gate = threading.Event()
+    WORKER.soon(lambda: gate.wait(5))  # the thread is busy while the rest is queued
+    WORKER.later(0, lambda: done.append("due"))
+    time.sleep(0.05)
+    WORKER.soon(lambda: done.append("handed over"))
+    gate.set()
+    assert WORKER.settle()
+    deadline = time.monotonic() + 5
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done == ["handed over", "due"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
