@@ -327,9 +327,12 @@ class StreamAttempt:
         """The upstream body ended cleanly."""
         if self.failure is not None:
             return
+        # An event the body ended inside (no blank line after it) is not dispatched, as the SSE
+        # specification and the SDK's decoder say: a `data: [DONE]` cut so is no terminal event.
         pending = self._buffer.pending.strip()
-        if pending:
-            self._fail(_unframed(pending, self.phase))
+        unframed = _unframed(pending, self.phase) if pending else None
+        if unframed is not None and unframed.error_type != "stream_truncated":
+            self._fail(unframed)  # a bare JSON error answered to the stream's request
         elif not self.terminal:
             if (
                 self.committed
@@ -338,6 +341,9 @@ class StreamAttempt:
             ):
                 # Every choice said it finished: the answer is whole, only `[DONE]` is missing.
                 self.terminal = True
+                return
+            if unframed is not None:
+                self._fail(unframed)
                 return
             what = "before its first content" if not self.committed else "without its terminal event"
             self._fail(failure("stream_truncated", self.phase, f"the stream ended {what}"))

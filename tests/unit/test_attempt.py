@@ -179,6 +179,23 @@ def test_eof_without_done_after_every_choice_finished_is_a_whole_answer(
         assert attempt.failure is not None and attempt.failure.error_type == "stream_truncated"
 
 
+@pytest.mark.parametrize("cut", [b"data: [DONE]\n", b"data: [DONE]", b"data: [DONE]\r\n"])
+def test_a_done_the_body_ends_inside_after_every_choice_finished_is_a_whole_answer(cut: bytes) -> None:
+    """`data: [DONE]` without the blank line that dispatches it: the SDK never sees it (nor the
+    specification's decoder), and the finish reasons say the answer is whole."""
+    attempt = make(choices=1)
+    attempt.feed(ROLE + content("a") + FINISH + cut, 0.6)
+    attempt.end()
+    assert (attempt.failure, attempt.terminal) == (None, True)
+
+
+def test_a_done_the_body_ends_inside_before_every_choice_finished_is_truncated() -> None:
+    attempt = make(choices=1)
+    attempt.feed(ROLE + content("a") + b"data: [DONE]\n", 0.6)
+    attempt.end()
+    assert attempt.failure is not None and attempt.failure.message == "the stream ended inside an event"
+
+
 @pytest.mark.parametrize(
     ("before", "phase", "retryable"),
     [(ROLE, "first_token", True), (ROLE + content("a"), "streaming", False)],
