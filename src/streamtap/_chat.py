@@ -18,6 +18,7 @@ from ._dialect import (
     Shape,
     StreamFacts,
     checked,
+    error_object,
     listed,
     load_json,
     objects,
@@ -264,9 +265,8 @@ class ChatDialect:
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
         }
 
-    def error_frame(self, error_type: str, message: str) -> bytes:
-        error = {"message": message, "type": "streamtap_error", "code": error_type}
-        return encode_json({"error": error})
+    def error_frame(self, error_type: str, message: str, upstream: Mapping[str, Any] | None = None) -> bytes:
+        return encode_json({"error": error_object(error_type, message, upstream)})
 
     @staticmethod
     def _chunk(

@@ -264,8 +264,9 @@ class Dialect(Protocol):
     def from_text(self, text: str, model: str) -> bytes:
         """SSE frames of a complete answer made of `text` (a cached answer)."""
 
-    def error_frame(self, error_type: str, message: str) -> bytes:
-        """An SSE error event in this dialect, so a client's SDK raises."""
+    def error_frame(self, error_type: str, message: str, upstream: Mapping[str, Any] | None = None) -> bytes:
+        """An SSE error event in this dialect, so a client's SDK raises: the upstream's own
+        error object when one ended the call (`error_object`), else streamtap's."""
 
     def body_facts(self, body: Mapping[str, Any], facts: StreamFacts) -> None:
         """Fill facts from a non-streaming JSON answer."""
@@ -355,3 +356,12 @@ def dialect_for(api: Api) -> Dialect:
     from ._responses import RESPONSES
 
     return RESPONSES if api == "responses" else CHAT
+
+
+def error_object(error_type: str, message: str, upstream: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The `error` object of an answer streamtap gives up with: the upstream's own (its message,
+    type, param and code, which a client branches on) when an error event of the upstream ended
+    the call, else streamtap's, whose code is the error_type."""
+    if upstream is not None:
+        return {key: upstream.get(key) for key in ("message", "type", "param", "code")}
+    return {"message": message, "type": "streamtap_error", "param": None, "code": error_type}

@@ -197,7 +197,8 @@ class Proxy:
         try:
             response = await send_async(call, self.transport, request)
         except (StreamInterrupted, CircuitOpenError, httpx2.TransportError) as error:
-            await send_error(send, *gave_up(error), extra=NO_RETRY)
+            status, code, message, upstream = gave_up(error)
+            await send_error(send, status, code, message, upstream=upstream, extra=NO_RETRY)
             return
         except asyncio.CancelledError:
             if watch.left:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 import httpx2
 
+from ._dialect import error_object
 from ._errors import CircuitOpenError, StreamInterrupted
 from ._proxy_http import Headers, declared_length, header, response_headers
 from ._stream_response import StreamResponse
@@ -213,7 +214,7 @@ async def relay(
     send: Send,
     watch: ClientWatch,
     *,
-    error_frame: Callable[[str, str], bytes] | None,
+    error_frame: Callable[[str, str, Mapping[str, Any] | None], bytes] | None,
 ) -> None:
     """Send a response to the client as it arrives; `watch` stops it when the client leaves.
 
@@ -223,20 +224,20 @@ async def relay(
     watch.time_sends()
     try:
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        failed: tuple[str, str] | None = None
+        failed: tuple[str, str, Mapping[str, Any] | None] | None = None
         try:
             async for chunk in _chunks(response):
                 watch.sends += 1
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 watch.sends += 1
         except StreamInterrupted as error:
-            failed = (error.error_type, str(error))
+            failed = (error.error_type, str(error), upstream_error(error))
         except asyncio.CancelledError:
             if watch.left or error_frame is None:
                 raise  # the client left: nothing more to send
             # The only other canceller is the server, once, at the end of the shutdown grace,
             # and it awaits nothing after: the answer is ended here, and so is the task.
-            failed = ("stream_interrupted", "the proxy shut down before the stream ended")
+            failed = ("stream_interrupted", "the proxy shut down before the stream ended", None)
         watch.sends += 1  # the end, too, waits for a client's full socket
         if failed is not None and error_frame is not None:
             await send({"type": "http.response.body", "body": error_frame(*failed), "more_body": True})
@@ -298,15 +299,25 @@ async def send_json(
 NO_RETRY: Final = ((b"x-should-retry", b"false"),)
 
 
-def gave_up(error: StreamInterrupted | CircuitOpenError | httpx2.TransportError) -> tuple[int, str, str]:
-    """The status, code and message of the error a client gets when the engine raised `error`."""
+def gave_up(
+    error: StreamInterrupted | CircuitOpenError | httpx2.TransportError,
+) -> tuple[int, str, str, Mapping[str, Any] | None]:
+    """The status, code and message of the error a client gets when the engine raised `error`,
+    and the upstream's own error object when an error event ended the call (its code, type and
+    param are the client's to branch on, as from the upstream itself)."""
     if isinstance(error, StreamInterrupted):
-        return 502, error.error_type, str(error)
+        return 502, error.error_type, str(error), upstream_error(error)
     if isinstance(error, CircuitOpenError):
-        return 503, "circuit_open", str(error)
+        return 503, "circuit_open", str(error), None
     if isinstance(error, httpx2.TimeoutException):
-        return 504, "timeout", f"upstream timed out ({type(error).__name__})"
-    return 502, "connection", f"upstream unreachable ({type(error).__name__})"
+        return 504, "timeout", f"upstream timed out ({type(error).__name__})", None
+    return 502, "connection", f"upstream unreachable ({type(error).__name__})", None
+
+
+def upstream_error(error: StreamInterrupted) -> Mapping[str, Any] | None:
+    """The upstream's error object that ended the call (an error event's), if one did."""
+    body = error.body
+    return body if isinstance(body, Mapping) and body.get("code") is not None else None
 
 
 async def send_error(
@@ -315,9 +326,11 @@ async def send_error(
     code: str,
     message: str,
     *,
+    upstream: Mapping[str, Any] | None = None,
     close: bool = False,
     extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """An error in the OpenAI API's shape, so the official SDKs raise their usual exceptions."""
-    error = {"message": message, "type": "streamtap_error", "param": None, "code": code}
+    """An error in the OpenAI API's shape, so the official SDKs raise their usual exceptions;
+    `upstream`: the upstream's own error object, given instead (`error_object`)."""
+    error = error_object(code, message, upstream)
     await send_json(send, status, {"error": error}, close=close, extra=extra)

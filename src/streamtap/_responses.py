@@ -20,6 +20,7 @@ from ._dialect import (
     Shape,
     StreamFacts,
     checked,
+    error_object,
     listed,
     load_json,
     objects,
@@ -232,12 +233,17 @@ class ResponsesDialect:
         }
         return body
 
-    def error_frame(self, error_type: str, message: str) -> bytes:
+    def error_frame(self, error_type: str, message: str, upstream: Mapping[str, Any] | None = None) -> bytes:
         # The `error` object makes the SDKs raise (they raise on any event whose data has one);
         # `type`, `code` and `message` keep it a valid responses `error` event.
-        error = {"message": message, "type": "streamtap_error", "code": error_type}
-        payload = {"type": "error", "code": error_type, "message": message, "param": None, "error": error}
-        return encode_json(payload, event="error")
+        error = error_object(error_type, message, upstream)
+        payload = {
+            "type": "error",
+            "code": error["code"],
+            "message": error["message"],
+            "param": error["param"],
+        }
+        return encode_json({**payload, "error": error}, event="error")
 
 
 class _Events:

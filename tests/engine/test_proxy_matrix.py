@@ -127,9 +127,19 @@ def test_fault_through_proxy(
     elif case.prefix == 0:  # nothing was sent yet: an error status in the API's shape
         assert isinstance(error, openai.InternalServerError)
         assert error.status_code == 502
-        assert error.code == case.error_type
+        assert error.code == (_upstream_code(case.spec) or case.error_type)
+    elif _upstream_code(case.spec):  # the upstream's error event: its own code, to branch on
+        assert error.code == _upstream_code(case.spec)
     else:  # after commit: the stream ends with an error event of its dialect
         assert case.error_type in str(error)
+
+
+def _upstream_code(spec: str) -> str | None:
+    """The code of the error event the fake ends a stream with for `spec`, if it does."""
+    if "error_after" not in spec:
+        return None
+    fields = dict(item.partition("=")[::2] for item in spec.split(";"))
+    return fields.get("error_code") or "server_error"
 
 
 @pytest.mark.parametrize(

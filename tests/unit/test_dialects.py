@@ -723,9 +723,41 @@ def test_chat_error_frame_makes_the_sdk_raise() -> None:
     with pytest.raises(openai.APIError, match=r"^no event$") as raised:
         seen.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert "".join(seen) == "partial"
-    assert raised.value.body == {"message": "no event", "type": "streamtap_error", "code": "stall"}
+    assert raised.value.body == {
+        "message": "no event",
+        "type": "streamtap_error",
+        "param": None,
+        "code": "stall",
+    }
     assert CHAT.glance(CHAT.error_frame("stall", "x")) == UNKNOWN
     assert fresh(CHAT, "inspect", CHAT.error_frame("stall", "x")[:-2])[0] == ERROR
+
+
+UPSTREAM_ERROR = {
+    "message": "Invalid prompt.",
+    "type": "invalid_request_error",
+    "param": None,
+    "code": "invalid_prompt",
+}
+
+
+@pytest.mark.parametrize("dialect", [CHAT, RESPONSES], ids=["chat", "responses"])
+def test_an_error_frame_carries_the_upstreams_own_error_for_the_client_to_branch_on(dialect: Any) -> None:
+    """The proxy ends a stream that the upstream's error event ended with that event's error:
+    its code, type and param, as the client's SDK would have raised them without the proxy."""
+    cast, path = (
+        (ChatCompletionChunk, "/chat/completions") if dialect is CHAT else (ResponseStreamEvent, "/responses")
+    )
+    upstream = {**UPSTREAM_ERROR, "sequence_number": 7}  # a responses error event's own fields too
+    frame = dialect.error_frame("upstream_error_event", "streamtap: ...", upstream)
+    with pytest.raises(openai.APIError) as raised:
+        list(sdk_stream(frame, cast, path))
+    assert (raised.value.code, raised.value.type, raised.value.message) == (
+        "invalid_prompt",
+        "invalid_request_error",
+        "Invalid prompt.",
+    )
+    assert raised.value.body == UPSTREAM_ERROR
 
 
 RESPONSES_TEXT_EVENTS = [
@@ -954,7 +986,12 @@ def test_responses_error_frame_makes_the_sdk_raise() -> None:
     with pytest.raises(openai.APIError, match=r"^cut$") as raised:
         seen.extend(e.delta for e in stream if e.type == "response.output_text.delta")
     assert "".join(seen) == "partial"
-    assert raised.value.body == {"message": "cut", "type": "streamtap_error", "code": "stream_truncated"}
+    assert raised.value.body == {
+        "message": "cut",
+        "type": "streamtap_error",
+        "param": None,
+        "code": "stream_truncated",
+    }
     frame = RESPONSES.error_frame("stream_truncated", "cut")[:-2]
     kind, facts = fresh(RESPONSES, "inspect", frame)
     assert kind == ERROR
