@@ -30,6 +30,7 @@ class _Upload:
     def __init__(self) -> None:
         self.received = 0
         self.requests: list[str] = []
+        self.framings: list[str] = []  # how each body came: "content-length: N" or "chunked"
 
 
 def _read_chunked(handler: loopback.Handler, got: Callable[[bytes], None]) -> None:
@@ -57,12 +58,14 @@ def upstream() -> Iterator[tuple[str, _Upload]]:
                 upload.received += len(piece)
 
             if "content-length" in self.headers:
+                upload.framings.append(f"content-length: {self.headers['content-length']}")
                 left = int(self.headers["content-length"])
                 while left:
                     piece = self.rfile.read(min(left, 65536))
                     got(piece)
                     left -= len(piece)
             else:
+                upload.framings.append(self.headers.get("transfer-encoding", "none"))
                 _read_chunked(self, got)
             body = json.dumps({"bytes": upload.received, "sha256": digest.hexdigest()}).encode()
             self.send_response(200)
@@ -100,6 +103,8 @@ def test_an_upload_over_max_body_streams_through(proxy: ProxyServer, upstream: t
     assert upload.requests == ["POST /v1/files"]
     assert sent["bytes"] > len(data)  # the multipart envelope around the file
     assert upload.received == sent["bytes"]
+    # Streamed on with the length the SDK declared, not chunked: some servers refuse chunked.
+    assert upload.framings == [f"content-length: {sent['bytes']}"]
 
 
 def test_the_upstream_reads_an_upload_before_it_is_whole(
@@ -119,6 +124,7 @@ def test_the_upstream_reads_an_upload_before_it_is_whole(
         reply = _read_reply(sock)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:60]
     assert json.loads(reply.partition(b"\r\n\r\n")[2])["sha256"] == hashlib.sha256(half * 2).hexdigest()
+    assert upload.framings == ["chunked"]  # of unknown length: chunked on
 
 
 def test_an_upload_over_max_upload_is_refused(proxy: ProxyServer, upstream: tuple[str, _Upload]) -> None:
