@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._engine import Engine
-from ._errors import CircuitOpenError, StreamInterrupted
+from ._errors import CircuitOpenError, StreamInterrupted, StreamTimedOut
 from ._events import (
     AttemptFinished,
     AttemptStarted,
@@ -99,6 +99,7 @@ __all__ = [
     "RetryScheduled",
     "RetrySuppressed",
     "StreamInterrupted",
+    "StreamTimedOut",
     "StreamtapInstrumentor",
     "StreamtapTransport",
     "__version__",

@@ -7,6 +7,7 @@ happen once per network read, never per frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -174,8 +175,11 @@ class StreamAttempt:
             return failure("stall", self.phase, "no event within idle_timeout")
         # The caller's own (SDK `timeout=`) read timeout, shorter than the policy's: one
         # impatient caller must not open the circuit that every caller of the upstream shares.
-        return failure(
-            "timeout", self.phase, "no bytes within the caller's read timeout", counts_for_breaker=False
+        return dataclasses.replace(
+            failure(
+                "timeout", self.phase, "no bytes within the caller's read timeout", counts_for_breaker=False
+            ),
+            callers_timeout=True,
         )
 
     def continues(self, previous: StreamAttempt) -> None:

@@ -22,6 +22,7 @@ from ._errors import (
     CircuitOpenError,
     Failure,
     StreamInterrupted,
+    StreamTimedOut,
     api_error_code,
     classify_exception,
     classify_status,
@@ -285,7 +286,8 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
 
 
 def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> StreamInterrupted:
-    return StreamInterrupted(
+    raised = StreamTimedOut if failure_.callers_timeout else StreamInterrupted
+    return raised(
         request=request,
         error_type=call.error_type,
         phase=failure_.phase,

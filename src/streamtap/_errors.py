@@ -64,6 +64,9 @@ class Failure:
     # An upstream error event's error object (its code, message, type, param): the `body` the
     # SDK would have given the caller's APIError.
     body: Mapping[str, Any] | None = field(default=None, compare=False)
+    # The caller's own read timeout (the SDK's `timeout=`) ran out, shorter than streamtap's:
+    # raised as `StreamTimedOut`, which `except openai.APITimeoutError` catches, as without us.
+    callers_timeout: bool = field(default=False, compare=False)
     # The upstream's error code (`insufficient_quota`, `rate_limit_exceeded`, ...), when it gave
     # one that is a plain identifier (`error_code`); for telemetry, not for decisions.
     code: str | None = field(default=None, compare=False)
@@ -258,6 +261,14 @@ class StreamInterrupted(_PicklableError):
         self.phase: Phase = phase
         self.attempts = attempts
         self.text = text
+
+
+class StreamTimedOut(StreamInterrupted, openai.APITimeoutError):
+    """The caller's own read timeout (the SDK's `timeout=`) ran out while reading a stream.
+
+    A `StreamInterrupted` (error_type "timeout") that `except openai.APITimeoutError` catches as
+    well, as it catches the plain SDK's error for the same timeout.
+    """
 
 
 class CircuitOpenError(_PicklableError):

@@ -488,6 +488,30 @@ def test_a_callers_own_short_read_timeout_does_not_open_the_circuit(
     assert recording.of(streamtap.BreakerTransition) == []
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_callers_own_read_timeout_mid_stream_is_the_sdks_timeout_error(
+    mode: str, fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    """`except openai.APITimeoutError` catches it, as it catches the plain SDK's; it is also a
+    StreamInterrupted, with the text the caller has."""
+    client = make_client(mode == "async").with_options(timeout=0.3)
+    fake.enqueue("stall_after=2;stall=3")
+    received: list[str] = []
+
+    def read() -> None:
+        if mode == "sync":
+            read_sync(client, "chat", received)
+        else:
+            anyio.run(lambda: read_async(client, "chat", received))
+
+    with pytest.raises(openai.APITimeoutError) as raised:
+        read()
+    assert isinstance(raised.value, streamtap.StreamTimedOut)
+    assert (raised.value.error_type, raised.value.text) == ("timeout", "".join(received))
+    assert received == expected(fake, "chat")[:2]
+    assert recording.finished.error_type == "timeout"
+
+
 def test_a_full_connection_pool_of_the_callers_own_does_not_open_the_circuit(
     fake: FakeUpstream, recording: Recording
 ) -> None:
