@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from ._dialect import (
     BAD,
@@ -25,9 +25,8 @@ from ._dialect import (
     StreamFacts,
     decodes,
 )
-from ._errors import Failure, classify_error_event, failure
-from ._json import parse_json
-from ._responses import sequence_number
+from ._errors import Failure, classify_error_event, failure, unframed
+from ._resume import sequence_number
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
 
@@ -269,6 +268,7 @@ class StreamAttempt:
             start = stop + 2
             frame = frames[begin:start]
             if self._seen_through is not None and self._replayed(frame):
+                progress = True  # the upstream is alive: no stall while it replays
                 if verbatim:
                     verbatim = False
                     released.append(frames[:begin])
@@ -334,9 +334,9 @@ class StreamAttempt:
         # An event the body ended inside (no blank line after it) is not dispatched, as the SSE
         # specification and the SDK's decoder say: a `data: [DONE]` cut so is no terminal event.
         pending = self._buffer.pending.strip()
-        unframed = _unframed(pending, self.phase) if pending else None
-        if unframed is not None and unframed.error_type != "stream_truncated":
-            self._fail(unframed)  # a bare JSON error answered to the stream's request
+        cut = unframed(pending, self.phase) if pending else None
+        if cut is not None and cut.error_type != "stream_truncated":
+            self._fail(cut)  # a bare JSON error answered to the stream's request
         elif not self.terminal:
             if (
                 self.committed
@@ -346,8 +346,8 @@ class StreamAttempt:
                 # Every choice said it finished: the answer is whole, only `[DONE]` is missing.
                 self.terminal = True
                 return
-            if unframed is not None:
-                self._fail(unframed)
+            if cut is not None:
+                self._fail(cut)
                 return
             what = "before its first content" if not self.committed else "without its terminal event"
             self._fail(failure("stream_truncated", self.phase, f"the stream ended {what}"))
@@ -391,15 +391,3 @@ def _decoding(glance: Callable[[bytes], int]) -> Callable[[bytes], int]:
         return kind if kind == UNKNOWN or decodes(frame) else UNKNOWN
 
     return look
-
-
-def _unframed(rest: bytes, phase: Phase) -> Failure:
-    """Why a stream that ended with `rest` unframed failed: a server that answers a stream's
-    request with a bare JSON error (no `data:`) gets its own error, not a cut event."""
-    try:
-        payload = parse_json(rest)
-    except (ValueError, UnicodeDecodeError):
-        payload = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), Mapping):
-        return classify_error_event(payload, phase)
-    return failure("stream_truncated", phase, "the stream ended inside an event")

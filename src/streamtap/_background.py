@@ -114,10 +114,16 @@ class _Worker:
                 _do(heapq.heappop(due)[2])
 
     def _after_fork_in_child(self) -> None:
-        # The thread did not come along; the work due later did (it is in `_due`). A new queue
-        # and lock, as the parent's may have been held by a thread that is gone.
+        # The thread did not come along; the work it held did (in `_due`), and so did the work
+        # still queued, moved to a new queue (taking without waiting needs no lock that a thread
+        # now gone may hold). A new start lock, for the same reason.
         running = self._thread is not None
-        self._queue = queue.SimpleQueue()
+        inherited, self._queue = self._queue, queue.SimpleQueue()
+        while True:
+            try:
+                self._queue.put(inherited.get_nowait())
+            except queue.Empty:
+                break
         self._start_lock = threading.Lock()
         self._thread = None
         if running:

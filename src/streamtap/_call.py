@@ -38,7 +38,7 @@ from ._events import (
     RetrySuppressed,
 )
 from ._fallback import Fallback, Route, cache_key, cache_scope, cacheable_request
-from ._responses import retrieve_url
+from ._resume import retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
 from ._utf8 import json_bytes

@@ -15,7 +15,7 @@ from ._backoff import exceeds_max_retry_after, retry_delay
 from ._errors import Failure, blames_request
 from ._fallback import Fallback, Route, fallback_route
 from ._policy import Policy
-from ._responses import last_sequence_number
+from ._resume import last_sequence_number
 from ._taxonomy import ErrorType, SuppressCause
 
 # Failures that no other model or upstream fixes (`falls_back`).

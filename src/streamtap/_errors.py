@@ -67,8 +67,8 @@ class Failure:
     # The caller's own read timeout (the SDK's `timeout=`) ran out, shorter than streamtap's:
     # raised as `StreamTimedOut`, which `except openai.APITimeoutError` catches, as without us.
     callers_timeout: bool = field(default=False, compare=False)
-    # The upstream's error code (`insufficient_quota`, `rate_limit_exceeded`, ...), when it gave
-    # one that is a plain identifier (`error_code`); for telemetry, not for decisions.
+    # The upstream's error code (its `code`, else its `type`: `insufficient_quota`, ...), when it
+    # is a plain identifier (`error_code`); for telemetry, not for decisions.
     code: str | None = field(default=None, compare=False)
 
 
@@ -173,6 +173,18 @@ def error_code(code: str | None) -> str | None:
     """`code` when it is a plain identifier of at most 64 characters, else None: what an
     upstream says reaches telemetry only in a shape that cannot carry a message or a secret."""
     return code if code is not None and _ERROR_CODE.fullmatch(code) else None
+
+
+def unframed(rest: bytes, phase: Phase) -> Failure:
+    """Why a stream that ended with `rest` unframed failed: a server that answers a stream's
+    request with a bare JSON error (no `data:`) gets its own error, not a cut event."""
+    try:
+        payload = parse_json(rest)
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), Mapping):
+        return classify_error_event(payload, phase)
+    return failure("stream_truncated", phase, "the stream ended inside an event")
 
 
 def _event_code(error: Mapping[str, Any]) -> str:

@@ -5,52 +5,50 @@ Left to the SDK, each provider's exit handler runs after the other's (events, me
 each bounded only by the SDK's own 30 s, and the span provider exports its whole queue a batch
 at a time, each batch waiting up to the exporter's timeout: with the collector down or hanging,
 a proxy stopped after 300 calls took about a minute to exit. Here every provider shuts down on
-a thread of its own, and exit waits for them at most the longest OTLP timeout of the three
-signals (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); what is not sent by then is dropped, with
-a warning. A second Ctrl-C or SIGTERM ends the wait at once.
+a thread of its own, and exit waits for them at most the longest of their OTLP timeouts
+(OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); what is not sent by then is dropped, with a
+warning. A second Ctrl-C or SIGTERM ends the wait at once.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from ._background import WORKER
-from ._otel_env import otlp_timeout
 
 log = logging.getLogger("streamtap")
 
 _lock = threading.Lock()
-_providers: list[Any] = []
+_providers: list[tuple[Any, float]] = []  # (provider, its OTLP timeout in seconds)
 _SETTLE = 2.0  # seconds
 
 
-def flush_at_exit(provider: Any) -> None:
-    """Shut `provider` (built with the SDK's `shutdown_on_exit=False`) down at exit."""
+def flush_at_exit(provider: Any, timeout: float) -> None:
+    """Shut `provider` (built with the SDK's `shutdown_on_exit=False`) down at exit, waiting at
+    most `timeout` seconds (its exporters' OTLP timeout, as read when they were built)."""
     with _lock:
         if not _providers:
             atexit.register(flush)
-        _providers.append(provider)
+        _providers.append((provider, timeout))
 
 
-def flush(environ: Mapping[str, str] = os.environ) -> bool:
-    """Shut down every provider handed to `flush_at_exit`, at once, within the OTLP timeout;
-    False when one was still exporting then (or a signal ended the wait)."""
+def flush() -> bool:
+    """Shut down every provider handed to `flush_at_exit`, at once, within the longest of their
+    timeouts; False when one was still exporting then (or a signal ended the wait)."""
     with _lock:
         providers = list(_providers)
         _providers.clear()
     if not providers:
         return True
     WORKER.settle(_SETTLE)  # the spans that recording handed to the background thread first
-    deadline = max(otlp_timeout(environ, signal) for signal in ("traces", "metrics", "logs"))
+    deadline = max(timeout for _, timeout in providers)
     threads = [
         threading.Thread(target=_shut_down, args=(provider,), name="streamtap-otel-flush", daemon=True)
-        for provider in providers
+        for provider, _ in providers
     ]
     for thread in threads:
         thread.start()

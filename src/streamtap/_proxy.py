@@ -48,6 +48,7 @@ from ._proxy_http import (
     forward_request_headers,
     header,
     identity_body,
+    length_header,
     upstream_url,
 )
 from ._proxy_protocol import ABORT
@@ -229,11 +230,7 @@ class Proxy:
     ) -> None:
         config = self.config
         forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
-        length = header(headers, b"content-length")
-        if length is not None and length.strip().isdigit():
-            # Streamed on as it comes, with the length the client declared (the server holds it
-            # to it): an upstream that refuses chunked request bodies takes it as the SDK sent it.
-            forwarded.append((b"content-length", length.strip()))
+        forwarded += length_header(headers)
         try:
             if declared_length(headers) > config.max_upload:
                 raise BodyTooLarge  # before the first receive, as in _forward

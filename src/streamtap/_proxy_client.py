@@ -315,9 +315,12 @@ def gave_up(
 
 
 def upstream_error(error: StreamInterrupted) -> Mapping[str, Any] | None:
-    """The upstream's error object that ended the call (an error event's), if one did."""
+    """The upstream's error object, when its error event is what ended the call (not a retry
+    that the budget or the breaker then refused: that code is streamtap's to say)."""
     body = error.body
-    return body if isinstance(body, Mapping) and body.get("code") is not None else None
+    if error.error_type != "upstream_error_event" or not isinstance(body, Mapping):
+        return None
+    return body if body.get("code") is not None else None
 
 
 async def send_error(

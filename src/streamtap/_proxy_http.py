@@ -149,8 +149,20 @@ def authorized(headers: Headers, token: str | None) -> bool:
 def declared_length(headers: Headers) -> int:
     """The body length the client's Content-Length declares; 0 when it declares none (the
     server has already refused a malformed or conflicting one)."""
+    return _length(headers) or 0
+
+
+def length_header(headers: Headers) -> Headers:
+    """The Content-Length to send with a body streamed on as it comes: the client's, which the
+    server holds it to (none when it declared none: then chunked). An upstream that refuses
+    chunked request bodies takes it as the client sent it."""
+    length = _length(headers)
+    return [] if length is None else [(b"content-length", b"%d" % length)]
+
+
+def _length(headers: Headers) -> int | None:
     value = header(headers, b"content-length")
-    return int(value) if value is not None and value.strip().isdigit() else 0
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def header(headers: Headers, name: bytes) -> bytes | None:

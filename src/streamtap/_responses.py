@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
 
 from ._dialect import (
     BAD,
@@ -49,7 +48,6 @@ _DELTA = b'"delta":"'
 _PARTIAL_IMAGE = "response.image_generation_call.partial_image"
 _PARTIAL_IMAGE_BYTES = _PARTIAL_IMAGE.encode()
 # The query parameters of a retrieval that the engine sets itself.
-_RETRIEVE_PARAMS = frozenset({"stream", "starting_after"})
 # How a message's content part streams: (its text's key, the events' kind, their extra fields).
 _PART_EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "output_text": ("text", "output_text", {"logprobs": []}),
@@ -356,46 +354,6 @@ def _payloads(frames: bytes, *markers: bytes) -> Iterator[Mapping[str, Any]]:
             continue
         if isinstance(payload, dict):
             yield payload
-
-
-def last_sequence_number(delivered: Sequence[bytes]) -> int | None:
-    """The sequence_number of the last event the caller got, for resuming a background response.
-
-    `delivered` holds the bytes released to the caller, always whole frames; the last one that
-    carries a sequence number (a comment carries none) is where a resume starts after.
-    """
-    for chunk in reversed(delivered):
-        for frame in reversed(split_frames(chunk)):
-            number = sequence_number(frame)
-            if number is not None:
-                return number
-    return None
-
-
-def sequence_number(frame: bytes) -> int | None:
-    """The `sequence_number` of one whole SSE frame's event, or None (a comment, no number)."""
-    try:
-        payload = parse_json(parse_frame(frame).data)
-    except ValueError:
-        return None
-    number = payload.get("sequence_number") if isinstance(payload, dict) else None
-    return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-
-def retrieve_url(url: str, response_id: str, after: int | None) -> str:
-    """The URL that streams background response `response_id` again, from its start (`after` is
-    None) or after the event numbered `after`.
-
-    `url` is the URL the response was created at (`.../responses[?query]`). Its query stays: it
-    routes the request (Azure OpenAI refuses one without its `api-version`). A `stream` or
-    `starting_after` in it is replaced, not repeated beside the engine's own.
-    """
-    path, _, query = url.partition("?")
-    params = [p for p in query.split("&") if p and unquote_plus(p.partition("=")[0]) not in _RETRIEVE_PARAMS]
-    params.append("stream=true")
-    if after is not None:
-        params.append(f"starting_after={after}")
-    return f"{path}/{response_id}?{'&'.join(params)}"
 
 
 RESPONSES = ResponsesDialect()

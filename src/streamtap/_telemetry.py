@@ -52,7 +52,7 @@ _lock = threading.Lock()
 _defaults: list[Recorder] | None = None
 
 
-def _grpc_options(environ: Mapping[str, str], signal: str) -> dict[str, Any]:
+def _grpc_options(environ: Mapping[str, str], signal: str, timeout: float) -> dict[str, Any]:
     """The compression and timeout of an SDK gRPC exporter, which raises on values it would
     otherwise read itself (`none` among them: _otel_env.py)."""
     import grpc  # type: ignore[import-untyped]
@@ -60,7 +60,7 @@ def _grpc_options(environ: Mapping[str, str], signal: str) -> dict[str, Any]:
     gzip = compression(environ, signal) == "gzip"
     return {
         "compression": grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
-        "timeout": otlp_timeout(environ, signal),
+        "timeout": timeout,
     }
 
 
@@ -108,6 +108,12 @@ def resource_of(provider: object) -> Resource | None:
     return resource if isinstance(resource, Resource) else None
 
 
+def _timeout(environ: Mapping[str, str], signal: str, kinds: list[str]) -> float:
+    """The OTLP timeout of `signal`'s exporters (read, and warned of, once), and so the longest
+    its provider's exit flush waits (the SDK's 10 s without an OTLP exporter)."""
+    return otlp_timeout(environ, signal) if {"http", "grpc"} & set(kinds) else 10.0
+
+
 def _exporter_kinds(environ: Mapping[str, str], signal: str) -> list[str]:
     """The exporters OTEL_{SIGNAL}_EXPORTER asks for: "console", or OTLP as "http" or "grpc" by
     its protocol. `none` adds none; any other name is warned of and left out."""
@@ -139,7 +145,9 @@ def build_tracer_provider(
         resource=_resource(service_name, environ) if resource is None else resource, shutdown_on_exit=False
     )
     batches = vars(span_batches(environ))  # read (and warned of) once, whatever the exporters
-    for kind in _exporter_kinds(environ, "traces"):
+    kinds = _exporter_kinds(environ, "traces")
+    timeout = _timeout(environ, "traces", kinds)
+    for kind in kinds:
         exporter: SpanExporter
         if kind == "console":
             exporter = ConsoleSpanExporter()
@@ -149,12 +157,13 @@ def build_tracer_provider(
             if kind == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-                exporter = with_this_encoding(Grpc)(**_grpc_options(environ, "traces"))
+                exporter = with_this_encoding(Grpc)(**_grpc_options(environ, "traces", timeout))
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-                exporter = with_this_encoding(Http)(timeout=otlp_timeout(environ, "traces"))
+                exporter = with_this_encoding(Http)(timeout=timeout)
         provider.add_span_processor(BatchSpanProcessor(exporter, **batches))
+    flush_at_exit(provider, timeout)
     return provider
 
 
@@ -175,7 +184,9 @@ def build_meter_provider(
 
     readers: list[MetricReader] = []
     reading = vars(metric_reading(environ))
-    for kind in _exporter_kinds(environ, "metrics"):
+    kinds = _exporter_kinds(environ, "metrics")
+    timeout = _timeout(environ, "metrics", kinds)
+    for kind in kinds:
         exporter: MetricExporter
         if kind == "console":
             exporter = ConsoleMetricExporter()
@@ -184,19 +195,21 @@ def build_meter_provider(
                 OTLPMetricExporter as GrpcMetrics,
             )
 
-            exporter = GrpcMetrics(**_grpc_options(environ, "metrics"))
+            exporter = GrpcMetrics(**_grpc_options(environ, "metrics", timeout))
         else:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter as HttpMetrics,
             )
 
-            exporter = HttpMetrics(timeout=otlp_timeout(environ, "metrics"))
+            exporter = HttpMetrics(timeout=timeout)
         readers.append(PeriodicExportingMetricReader(exporter, **reading))
-    return SdkMeterProvider(
+    provider = SdkMeterProvider(
         metric_readers=readers,
         resource=_resource(service_name, environ) if resource is None else resource,
         shutdown_on_exit=False,
     )
+    flush_at_exit(provider, timeout)
+    return provider
 
 
 def build_logger_provider(
@@ -217,19 +230,22 @@ def build_logger_provider(
         resource=_resource(service_name, environ) if resource is None else resource, shutdown_on_exit=False
     )
     batches = vars(log_batches(environ))
-    for kind in _exporter_kinds(environ, "logs"):
+    kinds = _exporter_kinds(environ, "logs")
+    timeout = _timeout(environ, "logs", kinds)
+    for kind in kinds:
         exporter: LogRecordExporter
         if kind == "console":
             exporter = ConsoleLogRecordExporter()
         elif kind == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
 
-            exporter = GrpcLogs(**_grpc_options(environ, "logs"))
+            exporter = GrpcLogs(**_grpc_options(environ, "logs", timeout))
         else:
             from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
 
-            exporter = HttpLogs(timeout=otlp_timeout(environ, "logs"))
+            exporter = HttpLogs(timeout=timeout)
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter, **batches))
+    flush_at_exit(provider, timeout)
     return provider
 
 
@@ -301,18 +317,15 @@ def setup_telemetry(
         if build_tracer:
             tracer_provider = build_tracer_provider(service_name, resource=resource_of(meter_provider))
             trace.set_tracer_provider(tracer_provider)
-            flush_at_exit(tracer_provider)
         if build_meter:
             meter_provider = build_meter_provider(service_name, resource=resource_of(tracer_provider))
             metrics.set_meter_provider(meter_provider)
-            flush_at_exit(meter_provider)
         if events and logger_provider is None and not disabled:
             logger_provider = _logs.get_logger_provider()
             if _is_unconfigured(logger_provider):
                 resource = resource_of(tracer_provider) or resource_of(meter_provider)
                 logger_provider = build_logger_provider(service_name, resource=resource)
                 _logs.set_logger_provider(logger_provider)
-                flush_at_exit(logger_provider)
     registry = REGISTRY if prometheus_registry is None else prometheus_registry
     if disabled and not injected:
         # Every provider hands out no-op tracers and meters under OTEL_SDK_DISABLED (the SDK's

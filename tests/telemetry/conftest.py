@@ -10,6 +10,19 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from streamtap import _telemetry
+
+
+@pytest.fixture(autouse=True)
+def flushed_at_exit(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, float]]:
+    """The providers streamtap builds here, with their exit flush's timeout: each test shuts
+    its own down, so none is left for the test process's exit."""
+    flushed: list[tuple[object, float]] = []
+    monkeypatch.setattr(
+        _telemetry, "flush_at_exit", lambda provider, timeout: flushed.append((provider, timeout))
+    )
+    return flushed
+
 
 @pytest.fixture
 def registry() -> CollectorRegistry:

@@ -37,8 +37,8 @@ def test_providers_shut_down_side_by_side(registered: list[object]) -> None:
 
     providers = [Meeting(0), Meeting(0), Meeting(0)]
     for provider in providers:
-        _otel_exit.flush_at_exit(provider)
-    assert _otel_exit.flush({"OTEL_EXPORTER_OTLP_TIMEOUT": "10"})
+        _otel_exit.flush_at_exit(provider, 10)
+    assert _otel_exit.flush()
     assert all(p.done.is_set() for p in providers)
     assert registered == []  # flushed once
 
@@ -47,16 +47,16 @@ def test_a_provider_still_exporting_at_the_deadline_is_left_with_a_warning(
     registered: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
     stuck = _Provider(30)
-    _otel_exit.flush_at_exit(stuck)
+    _otel_exit.flush_at_exit(stuck, 0.2)
     started = time.monotonic()
-    assert not _otel_exit.flush({"OTEL_EXPORTER_OTLP_TIMEOUT": "0.2"})
+    assert not _otel_exit.flush()
     assert time.monotonic() - started < 5
     assert "telemetry not exported within 0.2 s at exit was dropped" in caplog.text
 
 
-def test_the_deadline_is_the_longest_signals(registered: list[object]) -> None:
+def test_the_wait_is_the_longest_of_the_providers_timeouts(registered: list[object]) -> None:
     slow = _Provider(0.4)
-    _otel_exit.flush_at_exit(slow)
-    environ = {"OTEL_EXPORTER_OTLP_TIMEOUT": "0.1", "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "5"}
-    assert _otel_exit.flush(environ)
+    _otel_exit.flush_at_exit(slow, 0.1)
+    _otel_exit.flush_at_exit(_Provider(0), 5)
+    assert _otel_exit.flush()
     assert slow.done.is_set()

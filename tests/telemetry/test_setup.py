@@ -51,8 +51,6 @@ def globals_(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(metrics, "set_meter_provider", lambda p: state.__setitem__("set_meter", p))
     monkeypatch.setattr(_logs, "get_logger_provider", lambda: state["logger"])
     monkeypatch.setattr(_logs, "set_logger_provider", lambda p: state.__setitem__("set_logger", p))
-    # Flushed at exit: noted here, shut down by each test.
-    monkeypatch.setattr(_telemetry, "flush_at_exit", lambda p: state.setdefault("flushed", []).append(p))
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
@@ -173,6 +171,7 @@ def test_an_unconfigured_global_logger_provider_is_built_when_the_variables_ask_
     monkeypatch: pytest.MonkeyPatch,
     variable: str,
     value: str,
+    flushed_at_exit: list[tuple[object, float]],
 ) -> None:
     monkeypatch.setenv(variable, value)
     recorders = setup_telemetry(service_name="checkout", prometheus_registry=registry)
@@ -181,7 +180,7 @@ def test_an_unconfigured_global_logger_provider_is_built_when_the_variables_ask_
     assert isinstance(logger_provider, LoggerProvider)
     assert logger_provider.resource.attributes["service.name"] == "checkout"
     built = [globals_[name] for name in ("set_tracer", "set_meter", "set_logger")]
-    assert globals_["flushed"] == built  # each flushed by streamtap at exit
+    assert [p for p, _ in flushed_at_exit] == built  # each flushed by streamtap at exit
     for provider in built:
         provider.shutdown()
 
@@ -469,3 +468,23 @@ def test_the_environments_service_name_wins_over_the_default(
     assert resource_of(meter_provider).attributes["service.name"] == expected
     tracer_provider.shutdown()
     meter_provider.shutdown()
+
+
+def test_an_exit_flush_waits_at_most_the_otlp_timeout_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    flushed_at_exit: list[tuple[object, float]],
+) -> None:
+    """Each provider streamtap builds is flushed at exit for as long as its exporters' OTLP
+    timeout, read (and warned of) once, when they are built."""
+    caplog.set_level("WARNING", "streamtap")
+    environ = {"OTEL_EXPORTER_OTLP_TIMEOUT": "soon", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "3"}
+    tracer_provider = build_tracer_provider("svc", environ)
+    meter_provider = build_meter_provider("svc", environ)
+    console = build_tracer_provider("svc", {"OTEL_TRACES_EXPORTER": "console"})
+    for provider in (tracer_provider, meter_provider, console):
+        provider.shutdown()
+    assert flushed_at_exit == [(tracer_provider, 10.0), (meter_provider, 3.0), (console, 10.0)]
+    assert caplog.messages == [
+        "streamtap: OTEL_EXPORTER_OTLP_TIMEOUT=soon is not a number of seconds >= 0; using 10.0"
+    ]

@@ -499,3 +499,29 @@ def test_a_resume_that_the_server_honours_passes_every_event() -> None:
     )
     assert resumed.feed(first, 0.2) == first
     assert resumed.chunks == 1
+
+
+def test_a_long_replay_is_progress_not_a_stall() -> None:
+    """Events replayed for longer than idle_timeout keep the stream alive: they are dropped,
+    not silence."""
+    replayed = [
+        _responses_event(
+            "response.output_text.delta",
+            n,
+            f',"item_id":"i","output_index":0,"content_index":0,"delta":"t{n}"',
+        )
+        for n in range(1, 30)
+    ]
+    resumed = StreamAttempt(
+        RESPONSES,
+        sent_at=0.0,
+        headers_at=0.0,
+        first_token_timeout=None,
+        idle_timeout=1.0,
+        deadline=None,
+        committed=True,
+        replayed_through=50,
+    )
+    for n, frame in enumerate(replayed):
+        assert resumed.feed(frame, 0.1 + n * 0.4) == b""  # 11.7 s of replay, 0.4 s apart
+    assert resumed.failure is None

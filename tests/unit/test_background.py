@@ -79,19 +79,27 @@ def test_work_handed_over_goes_before_work_that_fell_due_meanwhile() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 @pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
 def test_a_forked_child_has_the_thread_and_the_work_due_later() -> None:
+    """Work due later that the thread held, and work still queued at the fork (the thread busy),
+    both run in the child."""
     WORKER.start()
+    held = threading.Event()
+    queued = threading.Event()
+    WORKER.later(0.2, held.set)
+    assert WORKER.settle()  # the thread holds it now
+    gate = threading.Event()
+    WORKER.soon(lambda: gate.wait(5))  # busy: what follows stays queued across the fork
+    WORKER.later(0.1, queued.set)
     read, write = os.pipe()
-    WORKER.later(0.3, lambda: None)  # due after the fork: the child keeps it
     pid = os.fork()
-    if pid == 0:  # the child: report whether handed-over and due work both run, then leave
+    if pid == 0:  # the child: report whether all of it runs, then leave
         try:
             ok = threading.Event()
             WORKER.soon(ok.set)
-            due = threading.Event()
-            WORKER.later(0.1, due.set)
-            os.write(write, b"1" if ok.wait(5) and due.wait(5) else b"0")
+            done = ok.wait(5) and held.wait(5) and queued.wait(5)
+            os.write(write, b"1" if done else b"0")
         finally:
             os._exit(0)
+    gate.set()
     os.close(write)
     try:
         assert os.read(read, 1) == b"1"

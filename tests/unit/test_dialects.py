@@ -32,7 +32,8 @@ from streamtap._dialect import (
     StreamFacts,
     dialect_for,
 )
-from streamtap._responses import RESPONSES, last_sequence_number, retrieve_url
+from streamtap._responses import RESPONSES
+from streamtap._resume import last_sequence_number, retrieve_url
 from streamtap._sse import encode_event, encode_json, parse_frame, split_frames
 
 # -- real-shaped frames ------------------------------------------------------------------------
