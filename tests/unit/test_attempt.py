@@ -452,76 +452,49 @@ def _responses_event(kind: str, number: int, extra: str = "") -> bytes:
     return f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":{number}{extra}}}\n\n'.encode()
 
 
+def _delta(number: int) -> bytes:
+    item = f',"item_id":"i","output_index":0,"content_index":0,"delta":"t{number}"'
+    return _responses_event("response.output_text.delta", number, item)
+
+
+def _resumed(replayed_through: int, idle_timeout: float | None = None, verify: bool = False) -> StreamAttempt:
+    """A resumed responses stream whose caller has the events up to `replayed_through`."""
+    return StreamAttempt(
+        RESPONSES,
+        sent_at=0.0,
+        headers_at=0.0,
+        first_token_timeout=None,
+        idle_timeout=idle_timeout,
+        deadline=None,
+        committed=True,
+        replayed_through=replayed_through,
+        verify=verify,
+    )
+
+
 @pytest.mark.parametrize("verify", [False, True])
 def test_a_resume_drops_the_events_a_replaying_server_sends_again(verify: bool) -> None:
     """A resume after event 2 from a server that ignores starting_after: events 0..2 are the
     caller's already; the first newer one ends the check and the lane opens again."""
     created = _responses_event("response.created", 0, ',"response":{"id":"resp_1","model":"m"}')
-    deltas = [
-        _responses_event(
-            "response.output_text.delta",
-            n,
-            f',"item_id":"i","output_index":0,"content_index":0,"delta":"t{n}"',
-        )
-        for n in range(1, 6)
-    ]
-    resumed = StreamAttempt(
-        RESPONSES,
-        sent_at=0.0,
-        headers_at=0.1,
-        first_token_timeout=None,
-        idle_timeout=None,
-        deadline=None,
-        committed=True,
-        replayed_through=2,
-        verify=verify,
-    )
-    assert resumed.feed(created + deltas[0], 0.2) == b""  # one read, both seen before
-    assert resumed.feed(deltas[1] + deltas[2] + deltas[3], 0.3) == deltas[2] + deltas[3]
-    assert resumed.feed(deltas[4], 0.4) == deltas[4]
+    resumed = _resumed(2, verify=verify)
+    assert resumed.feed(created + _delta(1), 0.2) == b""  # one read, both seen before
+    assert resumed.feed(_delta(2) + _delta(3) + _delta(4), 0.3) == _delta(3) + _delta(4)
+    assert resumed.feed(_delta(5), 0.4) == _delta(5)
     assert resumed.lane is not None  # the check is over: reads are passed on the lane again
     assert resumed.chunks == 3
 
 
 def test_a_resume_that_the_server_honours_passes_every_event() -> None:
-    first = _responses_event(
-        "response.output_text.delta", 3, ',"item_id":"i","output_index":0,"content_index":0,"delta":"x"'
-    )
-    resumed = StreamAttempt(
-        RESPONSES,
-        sent_at=0.0,
-        headers_at=0.1,
-        first_token_timeout=None,
-        idle_timeout=None,
-        deadline=None,
-        committed=True,
-        replayed_through=2,
-    )
-    assert resumed.feed(first, 0.2) == first
+    resumed = _resumed(2)
+    assert resumed.feed(_delta(3), 0.2) == _delta(3)
     assert resumed.chunks == 1
 
 
 def test_a_long_replay_is_progress_not_a_stall() -> None:
     """Events replayed for longer than idle_timeout keep the stream alive: they are dropped,
     not silence."""
-    replayed = [
-        _responses_event(
-            "response.output_text.delta",
-            n,
-            f',"item_id":"i","output_index":0,"content_index":0,"delta":"t{n}"',
-        )
-        for n in range(1, 30)
-    ]
-    resumed = StreamAttempt(
-        RESPONSES,
-        sent_at=0.0,
-        headers_at=0.0,
-        first_token_timeout=None,
-        idle_timeout=1.0,
-        deadline=None,
-        committed=True,
-        replayed_through=50,
-    )
-    for n, frame in enumerate(replayed):
-        assert resumed.feed(frame, 0.1 + n * 0.4) == b""  # 11.7 s of replay, 0.4 s apart
+    resumed = _resumed(50, idle_timeout=1.0)
+    for n in range(1, 30):
+        assert resumed.feed(_delta(n), 0.1 + n * 0.4) == b""  # 11.6 s of replay, 0.4 s apart
     assert resumed.failure is None
