@@ -7,8 +7,8 @@ itself for ever. So while a collection is under way in a thread (`COLLECTING`, t
 `gc.callbacks`), the recorders' work raised in that thread is handed to this one (`soon`: a
 `SimpleQueue.put`, which is reentrant) and done here, in the order it was handed over, before
 any work that falls due. Other threads, which run whenever a finalizer lets go of the GIL,
-record as ever. The circuit breakers' open periods end here too
-(`later`): one thread for all of them, not a timer thread each.
+record as ever. The circuit breakers' open periods end here too (`later`): one thread for all
+of them, not a timer thread each.
 """
 
 from __future__ import annotations

@@ -44,16 +44,16 @@ def flush() -> bool:
         _providers.clear()
     if not providers:
         return True
-    WORKER.settle(_SETTLE)  # the spans that recording handed to the background thread first
     deadline = max(timeout for _, timeout in providers)
     threads = [
         threading.Thread(target=_shut_down, args=(provider,), name="streamtap-otel-flush", daemon=True)
         for provider, _ in providers
     ]
-    for thread in threads:
-        thread.start()
-    end = time.monotonic() + deadline
     try:
+        WORKER.settle(_SETTLE)  # the spans that recording handed to the background thread first
+        for thread in threads:
+            thread.start()
+        end = time.monotonic() + deadline
         for thread in threads:
             thread.join(max(0.0, end - time.monotonic()))
     except (KeyboardInterrupt, SystemExit):  # asked twice to stop: go now
