@@ -6,6 +6,7 @@ import pytest
 
 from streamtap._attempt import StreamAttempt
 from streamtap._chat import CHAT
+from streamtap._dialect import Dialect
 from streamtap._errors import Failure
 from streamtap._responses import RESPONSES
 from streamtap._sse import DEFAULT_MAX_FRAME
@@ -27,20 +28,25 @@ BAD_REQUEST_ERROR = b'data: {"error":{"message":"too long","type":"invalid_reque
 
 def make(
     *,
+    dialect: Dialect = CHAT,
     first_token_timeout: float | None = 5.0,
     idle_timeout: float | None = 2.0,
     deadline: float | None = None,
     committed: bool = False,
+    replayed_through: int | None = None,
+    verify: bool = False,
     choices: int | None = None,
 ) -> StreamAttempt:
     return StreamAttempt(
-        CHAT,
+        dialect,
         sent_at=0.0,
         headers_at=0.5,
         first_token_timeout=first_token_timeout,
         idle_timeout=idle_timeout,
         deadline=deadline,
         committed=committed,
+        replayed_through=replayed_through,
+        verify=verify,
         choices=choices,
     )
 
@@ -459,13 +465,10 @@ def _delta(number: int) -> bytes:
 
 def _resumed(replayed_through: int, idle_timeout: float | None = None, verify: bool = False) -> StreamAttempt:
     """A resumed responses stream whose caller has the events up to `replayed_through`."""
-    return StreamAttempt(
-        RESPONSES,
-        sent_at=0.0,
-        headers_at=0.0,
+    return make(
+        dialect=RESPONSES,
         first_token_timeout=None,
         idle_timeout=idle_timeout,
-        deadline=None,
         committed=True,
         replayed_through=replayed_through,
         verify=verify,
