@@ -89,6 +89,7 @@ class Call:
         self.last_failure: Failure | None = None
         self.error_response: ErrorResponse | None = None
         self.exception: BaseException | None = None
+        self.request_id: str | None = None  # the current attempt's x-request-id, once answered
         self._give_up_type: ErrorType | None = None
         self.committed = False
         self.time_to_first_token: float | None = None
@@ -316,6 +317,7 @@ class Call:
     def sending(self, send: Send, now: float) -> None:
         """The driver is about to send `send`."""
         self._sent[send.attempt] = now
+        self.request_id = None
 
     def committed_at(self, send: Send, attempt: StreamAttempt, now: float, status_code: int) -> None:
         """The attempt's first content (of an answer with `status_code`) is being released to

@@ -295,6 +295,7 @@ def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> Strea
         text=call.delivered_text() if call.committed else "",
         message=failure_.message,
         body=failure_.body,
+        request_id=call.request_id,
     )
 
 

@@ -253,6 +253,8 @@ class StreamInterrupted(_PicklableError):
         phase: "first_token" (nothing delivered) or "streaming".
         body, code, type, param: the upstream's error object when an error event ended the
             stream, as the SDK's own `APIError` carries them; else None.
+        request_id: the last attempt's `x-request-id` (what OpenAI's support asks for), as the
+            SDK's `APIStatusError` carries it; None when that attempt got no response.
     """
 
     def __init__(
@@ -265,6 +267,7 @@ class StreamInterrupted(_PicklableError):
         text: str,
         message: str,
         body: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> None:
         # APIError's own constructor (APIConnectionError's has no body): it reads code, type
         # and param from the body as the SDK does for an error event it raises itself.
@@ -273,6 +276,7 @@ class StreamInterrupted(_PicklableError):
         self.phase: Phase = phase
         self.attempts = attempts
         self.text = text
+        self.request_id = request_id
 
 
 class StreamTimedOut(StreamInterrupted, openai.APITimeoutError):

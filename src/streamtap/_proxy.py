@@ -23,7 +23,6 @@ from ._engine import Engine, engine_api, parse_body
 from ._errors import CircuitOpenError, StreamInterrupted
 from ._events import Recorder
 from ._proxy_client import (
-    NO_RETRY,
     BodyTooLarge,
     ClientLeft,
     ClientWatch,
@@ -31,6 +30,7 @@ from ._proxy_client import (
     Scope,
     Send,
     gave_up,
+    gave_up_headers,
     has_body,
     read_body,
     refuse_body,
@@ -199,7 +199,7 @@ class Proxy:
             response = await send_async(call, self.transport, request)
         except (StreamInterrupted, CircuitOpenError, httpx2.TransportError) as error:
             status, code, message, upstream = gave_up(error)
-            await send_error(send, status, code, message, upstream=upstream, extra=NO_RETRY)
+            await send_error(send, status, code, message, upstream=upstream, extra=gave_up_headers(error))
             return
         except asyncio.CancelledError:
             if watch.left:

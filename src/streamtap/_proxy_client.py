@@ -314,6 +314,19 @@ def gave_up(
     return 502, "connection", f"upstream unreachable ({type(error).__name__})", None
 
 
+def gave_up_headers(
+    error: StreamInterrupted | CircuitOpenError | httpx2.TransportError,
+) -> list[tuple[bytes, bytes]]:
+    """Headers of that error's answer: no retry (NO_RETRY), and for a call whose attempts were
+    answered, how many there were and the last one's `x-request-id`, as on any other answer."""
+    headers = list(NO_RETRY)
+    if isinstance(error, StreamInterrupted):
+        headers.append((b"x-streamtap-attempts", str(error.attempts).encode()))
+        if error.request_id:
+            headers.append((b"x-request-id", error.request_id.encode("latin-1", "replace")))
+    return headers
+
+
 def upstream_error(error: StreamInterrupted) -> Mapping[str, Any] | None:
     """The upstream's error object, when its error event is what ended the call (not a retry
     that the budget or the breaker then refused: that code is streamtap's to say)."""

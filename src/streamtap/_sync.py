@@ -90,6 +90,7 @@ class Live:
                 exception=error,
             )
             return None
+        call.request_id = upstream.headers.get("x-request-id")
         if upstream.status_code < 400:
             page = web_page(upstream)
             if page is None:

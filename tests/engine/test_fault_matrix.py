@@ -72,6 +72,7 @@ def test_fault(
         assert error.error_type == case.error_type
         assert error.attempts == case.attempts
         assert error.text == "".join(pieces[: case.prefix])
+        assert error.request_id == fake.requests[-1].request_id  # the last attempt's, for support
         if case.error_type == "upstream_error_event":  # the error object, as the SDK's APIError has it
             assert isinstance(error.body, dict) and error.code == error.body["code"] is not None
             assert error.code in str(error)

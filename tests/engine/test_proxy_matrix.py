@@ -258,6 +258,22 @@ def test_the_proxys_own_paths_answer_get_and_head_only(proxy: ProxyServer, path:
         assert refused.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_the_502_for_streams_that_all_broke_names_the_attempts_and_the_last_request_id(
+    fake: FakeUpstream, proxy: ProxyServer
+) -> None:
+    """As the give-up on an error status does (`x-streamtap-attempts`, the upstream's headers):
+    the request id is what the upstream's support asks for, and the SDK reads it from there."""
+    fake.enqueue(*["error_after=0;error_code=server_error"] * TEST_POLICY.max_attempts)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-client-key-1234", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    client.close()
+    assert raised.value.status_code == 502
+    assert raised.value.code == "server_error"
+    assert raised.value.response.headers["x-streamtap-attempts"] == str(TEST_POLICY.max_attempts)
+    assert raised.value.request_id == fake.requests[-1].request_id is not None
+
+
 @pytest.mark.parametrize(
     "fault",
     ["status=503", "error_after=0;error_code=server_error", "reset"],

@@ -133,6 +133,7 @@ class App:
                 status=first.status if isinstance(first, Head) else 0,
                 headers=redact_headers(request.headers, [self.config.api_key or ""]),
                 at_s=self._clock() - self._start,
+                request_id=dict(first.headers).get("x-request-id") if isinstance(first, Head) else None,
             )
         )
         return plan

@@ -33,6 +33,7 @@ class RequestRecord:
         status: the HTTP status sent (0 when the connection was reset before headers).
         headers: (name, value) pairs, lower-case names; credential values are `[redacted]`.
         at_s: seconds since the server started.
+        request_id: the `x-request-id` sent with the answer (None when it had no headers).
     """
 
     method: str
@@ -47,6 +48,7 @@ class RequestRecord:
     status: int
     headers: tuple[tuple[str, str], ...]
     at_s: float
+    request_id: str | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
