@@ -16,6 +16,11 @@ sends its head a byte at a time (slowloris), was held for ever. Here a head must
 within the keep-alive timeout (15 s) of the connection opening or of its own first byte; a
 partial one then gets 408, and either way the connection is closed.
 
+An HTTP/1.0 client knows no chunked coding, and RFC 9112 (section 6.1) forbids sending it one;
+uvicorn's httptools protocol chunks every body without a Content-Length whatever the request's
+version. Here such a body is sent as it is and ends with the connection (HTTP/1.0 connections
+are closed after each answer anyway), as h11 does.
+
 A refused connection closes lingering, as nginx's `lingering_close` does: the answer goes, then
 a FIN, and whatever the client still sends is read and dropped for up to `LINGER` seconds or
 until it closes too. Closed at once, the socket would answer the client's next bytes with a
@@ -30,9 +35,9 @@ import importlib.util
 import socket
 import struct
 import weakref
-from typing import cast
+from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 LINGER = 2.0  # seconds a refused connection's late bytes are read and dropped before it closes
@@ -109,6 +114,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Weakly: the scope is this protocol's, and a bound method in it would make a reference
         # cycle per request, left to the collector, whose pauses stop every stream at once.
         self.scope[ABORT] = weakref.WeakMethod(self.reset)  # type: ignore[literal-required]
+        if self.scope["http_version"] == "1.0" and self.cycle is not None and self.cycle.scope is self.scope:
+            _close_delimited(self.cycle)
         if not self.url.startswith(b"/") and "raw_path" in self.scope:
             # An absolute-form target: httptools reports only its path; h11 reports it whole,
             # and the proxy refuses it (it never forwards to a host a client names).
@@ -143,3 +150,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = True
         self.transport.write_eof()
         self.loop.call_later(LINGER, self.transport.close)
+
+
+def _close_delimited(cycle: RequestResponseCycle) -> None:
+    """Have `cycle` (of an HTTP/1.0 request, which uvicorn never keeps alive) send a body that has
+    no Content-Length unchunked, to the connection's close."""
+    send = cycle.send
+    unframed = False
+
+    async def close_delimited(message: Any) -> None:
+        nonlocal unframed
+        kind = message["type"]
+        if kind == "http.response.start":
+            unframed = not any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))
+            if unframed:
+                cycle.chunked_encoding = False  # decided: uvicorn adds no transfer-encoding
+        elif kind == "http.response.body" and unframed:
+            # uvicorn counts a body against its Content-Length; this one's is what it sends.
+            cycle.expected_content_length = len(message.get("body", b""))
+        await send(message)
+
+    cycle.send = close_delimited  # type: ignore[method-assign]

@@ -3,6 +3,7 @@ refusal) and bounds the time a request head may take."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_protocol import LINGER, MAX_HEAD
 from streamtap._proxy_server import ProxyServer
+from streamtap.fake import FakeUpstream
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +141,29 @@ def test_a_head_sent_in_time_after_a_keep_alive_is_served(impatient: ProxyServer
             sock.sendall(request[10:])
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
             time.sleep(0.15)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_an_http_1_0_client_gets_its_answer_unchunked(fake: FakeUpstream, stream: bool) -> None:
+    # RFC 9112 section 6.1: no Transfer-Encoding to an HTTP/1.0 request. Such a client reads a
+    # body without Content-Length to the connection's close; chunk sizes would be in its text.
+    config = ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", shutdown_grace=1)
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\nauthorization: Bearer sk-test\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    with ProxyServer(config, recorders=[]) as server:
+        reply = _exchange(server.port, request)
+    head, _, content = reply.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines[0].startswith(b"http/1.1 200"), head
+    assert not any(line.startswith(b"transfer-encoding") for line in lines), head
+    assert b"connection: close" in lines
+    if stream:
+        assert content.startswith(b"data: {") and content.endswith(b"data: [DONE]\n\n"), content[-200:]
+        events = [e for e in content.split(b"\n\n") if e]
+        assert all(e.startswith(b"data: ") for e in events)  # no chunk sizes between them
+    else:
+        assert f"content-length: {len(content)}".encode() in lines
+        assert json.loads(content)["object"] == "chat.completion"
