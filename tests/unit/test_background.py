@@ -86,8 +86,9 @@ def test_a_forked_child_has_the_thread_and_the_work_due_later() -> None:
     queued = threading.Event()
     WORKER.later(0.2, held.set)
     assert WORKER.settle()  # the thread holds it now
-    gate = threading.Event()
-    WORKER.soon(lambda: gate.wait(5))  # busy: what follows stays queued across the fork
+    gate, busy = threading.Event(), threading.Event()
+    WORKER.soon(lambda: (busy.set(), gate.wait(5)))  # busy: what follows stays queued across the fork
+    assert busy.wait(5)  # taken, not queued: a child would wait on its own copy of the gate
     WORKER.later(0.1, queued.set)
     read, write = os.pipe()
     pid = os.fork()
