@@ -143,7 +143,7 @@ class CallFinished:
     chunks: int = 0  # content events delivered
     fallback: FallbackKind | None = None  # which fallback served the call, if one did
     # Only when content capture is on: what the caller was given, as the GenAI conventions'
-    # output messages (`gen_ai.output.messages`), one per chat choice or Responses output item.
+    # output messages (`gen_ai.output.messages`), one per chat choice, one for a response.
     output_messages: Sequence[Mapping[str, Any]] | None = None
 
 

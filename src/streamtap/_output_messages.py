@@ -2,8 +2,8 @@
 
 Pure: JSON in, the conventions' `gen_ai.output.messages` shape out
 (`[{"role": "assistant", "parts": [...], "finish_reason": ...}]`). One message per chat choice
-(`n` > 1 gives several); per Responses output item, with a tool call joining the message before
-it as OpenTelemetry's own OpenAI instrumentation records it. Parts: `text` (text and refusals),
+(`n` > 1 gives several); one for a response, whose output items are one generation (the
+conventions: "one choice cannot be split across multiple messages"). Parts: `text` (text and refusals),
 `reasoning`, `tool_call` (arguments decoded from their JSON string) and `server_tool_call` (the
 Responses API's built-in tools; an image generation's image is not recorded, as images in
 requests keep only their type).
@@ -165,39 +165,31 @@ def chat_stream_choices(chunk_choices: Iterable[Mapping[str, Any]]) -> list[dict
 
 
 def responses_messages(response: Mapping[str, Any], unfinished: str) -> list[Message]:
-    """The output messages of a response object's `output` items."""
-    details = response.get("incomplete_details")
-    reason = details.get("reason") if isinstance(details, Mapping) else None
-    # An incomplete item's reason is the response's, else the status itself (as OpenTelemetry's
-    # OpenAI instrumentation reports it).
-    incomplete = INCOMPLETE_FINISH.get(reason, reason) if isinstance(reason, str) and reason else "incomplete"
+    """The output message of a response object: its `output` items' parts in order, in one
+    assistant message (a response is one generation); none when no item is the model's output."""
+    parts = [part for item in listed(response.get("output")) for part in item_parts(item) or ()]
+    if not parts:
+        return []
+    return [
+        {"role": "assistant", "parts": parts, "finish_reason": _response_finish(response, parts, unfinished)}
+    ]
 
-    def finish(status: object) -> str:
-        if status == "completed" or status is None:
-            return "stop"
-        if status == "incomplete":
-            return incomplete
-        return "error" if status in ("failed", "cancelled") else unfinished
 
-    messages: list[Message] = []
-    for item in listed(response.get("output")):
-        parts = item_parts(item)
-        if not parts:
-            continue  # not the model's output, or a reasoning item with no summary
-        status = item.get("status")
-        if item.get("type") in TOOL_CALL_INPUT:
-            done = status in ("completed", "incomplete", None)
-            last = messages[-1] if messages else None
-            if done and last is not None and _takes_tool_calls(last):
-                last["parts"].extend(parts)
-                last["finish_reason"] = "tool_call"
-                continue
-            messages.append(
-                {"role": "assistant", "parts": parts, "finish_reason": "tool_call" if done else unfinished}
-            )
-        else:
-            messages.append({"role": "assistant", "parts": parts, "finish_reason": finish(status)})
-    return messages
+def _response_finish(response: Mapping[str, Any], parts: list[dict[str, Any]], unfinished: str) -> str:
+    """Why a response stopped, in the conventions' words; `unfinished` (the call's outcome, or
+    `stop` for a call that succeeded) for one that never said it finished."""
+    status = response.get("status")
+    if status == "incomplete":
+        # The response's reason, else the status itself (as OpenTelemetry's OpenAI
+        # instrumentation reports it).
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        return INCOMPLETE_FINISH.get(reason, reason) if isinstance(reason, str) and reason else "incomplete"
+    if status in ("failed", "cancelled"):
+        return "error"
+    if status == "completed" or (status is None and unfinished == "stop"):
+        return "tool_call" if any(part["type"] == "tool_call" for part in parts) else "stop"
+    return unfinished
 
 
 def item_parts(item: object) -> list[dict[str, Any]] | None:
@@ -246,13 +238,6 @@ def _part_text(part: object) -> str | None:
         return None
     text = part.get(_PART_TEXT.get(str(part.get("type")), ""))
     return text if isinstance(text, str) else None
-
-
-def _takes_tool_calls(message: Message) -> bool:
-    """Whether a tool call from the same turn joins `message`: a finished text or tool-call turn."""
-    return message["finish_reason"] in ("stop", "tool_call") and all(
-        part["type"] in ("text", "tool_call") for part in message["parts"]
-    )
 
 
 def responses_stream_output(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

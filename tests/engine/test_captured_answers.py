@@ -111,7 +111,7 @@ STREAMS = {"chat": CHAT_STREAM, "responses": _responses_stream()}
 # The parts of each message the answers above hold.
 PARTS = {
     "chat": [["text", "tool_call", "tool_call"], ["text"]],
-    "responses": [["reasoning"], ["text", "tool_call"]],
+    "responses": [["reasoning", "text", "tool_call"]],  # a response is one generation: one message
 }
 
 

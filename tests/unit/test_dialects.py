@@ -943,10 +943,10 @@ def test_responses_answer_json_is_a_valid_response() -> None:
     assert Response.model_validate(body).output_text == TEXT
     said = [{"role": "assistant", "parts": [{"type": "text", "content": TEXT}], "finish_reason": "stop"}]
     assert RESPONSES.answer_messages(body, "error") == said
-    assert RESPONSES.answer_messages(RESPONSES_BODY, "error") == [
-        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "f", "arguments": {"a": 1}}],
+    assert RESPONSES.answer_messages(RESPONSES_BODY, "error") == [  # one generation, one message
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "f", "arguments": {"a": 1}},
+                                        {"type": "text", "content": "hi"}],
          "finish_reason": "tool_call"},
-        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"},
     ]  # fmt: skip
 
 

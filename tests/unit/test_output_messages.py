@@ -204,10 +204,10 @@ def response(*output: dict[str, Any], status: str = "completed", **extra: Any) -
 
 
 RESPONSES_SAID = [
-    {"role": "assistant", "parts": [{"type": "reasoning", "content": "Plan."}], "finish_reason": "stop"},
     {
         "role": "assistant",
         "parts": [
+            {"type": "reasoning", "content": "Plan."},
             {"type": "text", "content": "Looking it up."},
             {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": {"city": "Paris"}},
         ],
@@ -216,10 +216,12 @@ RESPONSES_SAID = [
 ]
 
 
-def test_a_response_gives_its_items_with_a_tool_call_joining_the_message_before_it() -> None:
+def test_a_response_is_one_message_of_its_items_in_order() -> None:
+    # One generation, one message: "one choice cannot be split across multiple messages".
     body = response(REASONING, MESSAGE, CALL)
     Response.model_validate(body)  # the SDK's own shape
     assert RESPONSES.answer_messages(body, "error") == RESPONSES_SAID
+    assert [m["finish_reason"] for m in responses_messages(response(REASONING, MESSAGE), "error")] == ["stop"]
 
 
 def test_a_built_in_tool_is_a_server_tool_call_without_its_image() -> None:
@@ -277,10 +279,11 @@ def test_a_responses_stream_gives_its_terminal_response() -> None:
 
 def test_a_responses_stream_cut_short_gives_its_items_as_far_as_they_came() -> None:
     assert RESPONSES.output_messages(streamed(finished=False), "error") == [
-        RESPONSES_SAID[0],
-        {"role": "assistant", "parts": [{"type": "text", "content": "Looking it up."}], "finish_reason": "stop"},
-        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "weather",
-                                         "arguments": '{"city": '}], "finish_reason": "error"},
+        {"role": "assistant", "parts": [
+            {"type": "reasoning", "content": "Plan."},
+            {"type": "text", "content": "Looking it up."},
+            {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": '{"city": '},
+        ], "finish_reason": "error"},
     ]  # fmt: skip
 
 
