@@ -159,6 +159,41 @@ def test_spike_expression() -> None:
     )
 
 
+GUARDED = {
+    "StreamtapErrorRateSpike",
+    "StreamtapUpstreamErrorRateSpike",
+    "StreamtapRateLimited",
+    "StreamtapRetryStorm",
+    "StreamtapStreamFailureSurge",
+    "StreamtapTimeToFirstTokenDegraded",
+    "StreamtapFallbackSurge",
+}
+
+
+@pytest.mark.parametrize(("params", "held"), [(Params(), "15m"), (Params().compressed(60), "15s")])
+def test_the_alerts_on_guarded_ratios_keep_firing_through_a_lapse(params: Params, held: str) -> None:
+    """Exactly the alerts whose condition lapses when the spike window holds too few calls (the
+    `min_request_rate` guard) keep firing through it; the budget burn, the breaker and the
+    telemetry alerts do not: their conditions end when what they watch ends."""
+    rules = _alert_rules(params)
+    guard = f"streamtap:requests:rate5m >= {params.min_request_rate:g}"
+    assert {str(r["alert"]) for r in rules if guard in str(r["expr"])} == GUARDED
+    assert {str(r["alert"]): r.get("keep_firing_for") for r in rules} == {
+        str(r["alert"]): held if r["alert"] in GUARDED else None for r in rules
+    }
+    # Rendered after `for:`, as Prometheus documents the fields.
+    spike = next(r for r in rules if r["alert"] == "StreamtapErrorRateSpike")
+    assert list(spike)[:4] == ["alert", "expr", "for", "keep_firing_for"]
+
+
+def test_keep_firing_for_zero_leaves_the_field_out() -> None:
+    """For a Prometheus older than 2.42, which rejects the field."""
+    assert all("keep_firing_for" not in r for r in _alert_rules(Params(keep_firing_for="0s")))
+    assert {r.get("keep_firing_for") for r in _alert_rules(Params(keep_firing_for="10m"))} == {"10m", None}
+    with pytest.raises(ValueError, match="bad unit in duration '15'"):
+        Params(keep_firing_for="15")
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(300, "5m"), (4320, "1h12m"), (259200, "3d"), (0.5, "500ms"), (5, "5s"), (86400 / 60, "24m")],
