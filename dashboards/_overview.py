@@ -176,13 +176,19 @@ def overview(p: Params | None = None) -> Dashboard:
         .with_panel(
             series_panel(
                 "Stalls, truncations, interruptions",
-                "Attempts ending in stall, stream_truncated, stream_interrupted or first_token_timeout / attempts.",
+                "Attempts ending in stall, stream_truncated, stream_interrupted or first_token_timeout / "
+                "attempts, by type; and each job's total of the four over 5m, the ratio "
+                "StreamtapStreamFailureSurge compares with the dashed line (it fires on the sum: "
+                "three types under the line each can add up above it).",
                 [
                     (
                         f"{rate(att_err, 'error_type', f', error_type=~{chr(34)}{stream_types}{chr(34)}')}\n"
                         f"/ scalar({rate(att)})",
                         "{{error_type}}",
-                    )
+                    ),
+                    # The recorded series the alert reads, not a sum of the lines above: those
+                    # are over every selected job and the dashboard's rate interval.
+                    (f'streamtap:stream_failure_ratio:rate{p.spike_window}{{job=~"$job"}}', "{{job}} total"),
                 ],
                 "percentunit",
                 steps=thresholds((None, "green"), (p.stream_failure_ratio, "red")),

@@ -25,6 +25,9 @@ def test_the_rules_fit_a_forty_second_story() -> None:
         r["alert"]: r for g in render(Params().compressed(60))["groups"] for r in g["rules"] if "alert" in r
     }
     assert rules["StreamtapErrorRateSpike"]["for"] == "2s"
+    # Held 15 s after its condition last held: a 40 s story ends before it resolves (the default
+    # four-minute one resolves it about 20 s after its spike).
+    assert rules["StreamtapErrorRateSpike"]["keep_firing_for"] == "15s"
     assert "streamtap:request_error_ratio:rate5m > 0.05" in rules["StreamtapErrorRateSpike"]["expr"]
 
 

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import _repo  # noqa: F401
 import pytest
@@ -17,7 +18,7 @@ from alerts.generate import outputs
 
 from conftest import require_binary
 from streamtap.monitoring import _durations
-from streamtap.monitoring._servers import ALERTMANAGER_NAMES, WebhookReceiver, run_alertmanager
+from streamtap.monitoring._servers import ALERTMANAGER_NAMES, Server, WebhookReceiver, run_alertmanager
 from streamtap.monitoring.rules import Params, alert_names, dump, recording_names, render
 
 ALERTS = [
@@ -157,6 +158,41 @@ def test_spike_expression() -> None:
         "and on (job) streamtap:request_error_ratio:rate5m > 0.05\n"
         "and on (job) streamtap:requests:rate5m >= 0.1"
     )
+
+
+GUARDED = {
+    "StreamtapErrorRateSpike",
+    "StreamtapUpstreamErrorRateSpike",
+    "StreamtapRateLimited",
+    "StreamtapRetryStorm",
+    "StreamtapStreamFailureSurge",
+    "StreamtapTimeToFirstTokenDegraded",
+    "StreamtapFallbackSurge",
+}
+
+
+@pytest.mark.parametrize(("params", "held"), [(Params(), "15m"), (Params().compressed(60), "15s")])
+def test_the_alerts_on_guarded_ratios_keep_firing_through_a_lapse(params: Params, held: str) -> None:
+    """Exactly the alerts whose condition lapses when the spike window holds too few calls (the
+    `min_request_rate` guard) keep firing through it; the budget burn, the breaker and the
+    telemetry alerts do not: their conditions end when what they watch ends."""
+    rules = _alert_rules(params)
+    guard = f"streamtap:requests:rate5m >= {params.min_request_rate:g}"
+    assert {str(r["alert"]) for r in rules if guard in str(r["expr"])} == GUARDED
+    assert {str(r["alert"]): r.get("keep_firing_for") for r in rules} == {
+        str(r["alert"]): held if r["alert"] in GUARDED else None for r in rules
+    }
+    # Rendered after `for:`, as Prometheus documents the fields.
+    spike = next(r for r in rules if r["alert"] == "StreamtapErrorRateSpike")
+    assert list(spike)[:4] == ["alert", "expr", "for", "keep_firing_for"]
+
+
+def test_keep_firing_for_zero_leaves_the_field_out() -> None:
+    """For a Prometheus older than 2.42, which rejects the field."""
+    assert all("keep_firing_for" not in r for r in _alert_rules(Params(keep_firing_for="0s")))
+    assert {r.get("keep_firing_for") for r in _alert_rules(Params(keep_firing_for="10m"))} == {"10m", None}
+    with pytest.raises(ValueError, match="bad unit in duration '15'"):
+        Params(keep_firing_for="15")
 
 
 @pytest.mark.parametrize(
@@ -306,11 +342,76 @@ def test_every_inhibit_rule_can_inhibit_every_alert_its_target_matchers_name() -
             assert set(value.split("|")) == {target[name] for target in inhibited}, (rule, matcher)
 
 
+def test_pages_are_grouped_by_job_and_the_rest_by_alert_and_job() -> None:
+    route = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())["route"]
+    assert route["group_by"] == ["alertname", "job"]
+    by_receiver = {r["receiver"]: r.get("group_by", route["group_by"]) for r in route["routes"]}
+    assert by_receiver == {"page": ["job"], "ticket": ["alertname", "job"], "notify": ["alertname", "job"]}
+
+
+def _config_to(hook: WebhookReceiver, **waits: str) -> dict[str, Any]:
+    """alerts/alertmanager.yml with every receiver posting to `hook`, and `waits` (e.g.
+    group_wait) set on every route, so a test need not wait the real 10 s to 5 min."""
+    config: dict[str, Any] = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            webhook["url"] = hook.url  # nothing leaves the machine
+    for route in [config["route"], *config["route"]["routes"]]:
+        route.update(waits)
+    return config
+
+
+def _post(alertmanager: Server, alerts: list[tuple[str, str, str]]) -> None:
+    body = [
+        {"labels": {"alertname": name, "severity": severity, "job": job}} for name, severity, job in alerts
+    ]
+    request = urllib.request.Request(
+        f"{alertmanager.url}/api/v2/alerts",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+@pytest.mark.integration
+def test_a_real_alertmanager_sends_one_page_per_job(tmp_path: Path) -> None:
+    """The error-rate spike and the fast budget burn of one incident are one page, listing both;
+    another job's spike is a page of its own, and warnings stay one notification each."""
+    binary = require_binary(*ALERTMANAGER_NAMES)
+    posted = [
+        ("StreamtapErrorRateSpike", "critical", "a"),
+        ("StreamtapErrorBudgetBurn", "critical", "a"),
+        ("StreamtapErrorRateSpike", "critical", "b"),
+        ("StreamtapUpstreamErrorRateSpike", "warning", "a"),
+        ("StreamtapRetryStorm", "warning", "a"),
+    ]
+    with WebhookReceiver() as hook:
+        config = _config_to(hook, group_wait="1s")
+        with run_alertmanager(tmp_path / "am", hook.url, binary=binary, config=config) as alertmanager:
+            _post(alertmanager, posted)
+            hook.wait_for(lambda alerts: len(alerts) == len(posted), timeout=15)
+            time.sleep(2)  # more than group_wait again: nothing else is coming
+            sent = sorted(
+                (
+                    n["receiver"],
+                    ",".join(f"{k}={v}" for k, v in sorted(n["groupLabels"].items())),
+                    sorted(a["labels"]["alertname"] for a in n["alerts"]),
+                )
+                for n in hook.notifications
+            )
+    assert sent == [
+        ("notify", "alertname=StreamtapRetryStorm,job=a", ["StreamtapRetryStorm"]),
+        ("notify", "alertname=StreamtapUpstreamErrorRateSpike,job=a", ["StreamtapUpstreamErrorRateSpike"]),
+        ("page", "job=a", ["StreamtapErrorBudgetBurn", "StreamtapErrorRateSpike"]),
+        ("page", "job=b", ["StreamtapErrorRateSpike"]),
+    ]
+
+
 @pytest.mark.integration
 def test_a_real_alertmanager_inhibits_what_the_config_says(tmp_path: Path) -> None:
     """alerts/alertmanager.yml in a loopback Alertmanager: alerts are posted, their states read."""
     binary = require_binary(*ALERTMANAGER_NAMES)
-    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
     posted = [
         ("StreamtapErrorBudgetBurn", "critical", "a"),
         ("StreamtapErrorBudgetBurn", "ticket", "a"),
@@ -326,21 +427,9 @@ def test_a_real_alertmanager_inhibits_what_the_config_says(tmp_path: Path) -> No
         ("StreamtapInstrumentationAbsent", "warning", "c"): "suppressed",  # no scrape, no metrics
     }
     with WebhookReceiver() as hook:
-        for receiver in config["receivers"]:
-            for webhook in receiver.get("webhook_configs", []):
-                webhook["url"] = hook.url  # nothing leaves the machine
+        config = _config_to(hook)
         with run_alertmanager(tmp_path / "am", hook.url, binary=binary, config=config) as alertmanager:
-            body = [
-                {"labels": {"alertname": name, "severity": severity, "job": job}}
-                for name, severity, job in posted
-            ]
-            request = urllib.request.Request(
-                f"{alertmanager.url}/api/v2/alerts",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                assert response.status == 200
+            _post(alertmanager, posted)
             states: dict[tuple[str, str, str], str] = {}
             deadline = time.monotonic() + 10
             while states != expected and time.monotonic() < deadline:

@@ -15,8 +15,9 @@ from dashboards.generate import render
 from dashboards.queries import DEFAULTS, panel_queries, substitute
 
 from conftest import require_binary
-from streamtap.monitoring._series import gauge, series
-from streamtap.monitoring.rules import Params, dump, recording_names
+from streamtap.monitoring._series import counter, gauge, series
+from streamtap.monitoring.rules import STREAM_FAILURE_TYPES, Params, dump, recording_names
+from streamtap.monitoring.rules import render as render_rules
 
 OVERVIEW = ROOT / "dashboards" / "streamtap-overview.json"
 
@@ -147,7 +148,7 @@ def test_queries_use_only_contract_metrics_and_recorded_series() -> None:
 
 def test_panel_queries_substitutes_every_variable() -> None:
     queries = panel_queries(OVERVIEW)
-    assert len(queries) == 37
+    assert len(queries) == 38
     assert all("$" not in expr for _, expr in queries)
     assert queries[0] == (
         "Requests/s",
@@ -191,12 +192,20 @@ def test_firing_alerts_follow_the_job_variable_and_keep_job_less_alerts() -> Non
 
 
 def _promtool(
-    tmp_path: Path, interval: str, inputs: list[dict[str, Any]], checks: list[dict[str, Any]]
+    tmp_path: Path,
+    interval: str,
+    inputs: list[dict[str, Any]],
+    checks: list[dict[str, Any]],
+    *,
+    rules: bool = False,
 ) -> None:
-    """Run `checks` (promql_expr_test entries) under promtool against `inputs` sampled every `interval`."""
+    """Run `checks` (promql_expr_test entries) under promtool against `inputs` sampled every
+    `interval`; with `rules`, streamtap's rules evaluate too (their recorded series, ALERTS)."""
     promtool = require_binary("promtool")
+    if rules:
+        (tmp_path / "streamtap.rules.yml").write_text(dump(render_rules()))
     tests = {
-        "rule_files": [],
+        "rule_files": ["streamtap.rules.yml"] if rules else [],
         "evaluation_interval": interval,
         "tests": [{"interval": interval, "input_series": inputs, "promql_expr_test": checks}],
     }
@@ -209,6 +218,87 @@ def _promtool(
 
 def _concrete(title: str, **values: str) -> str:
     return substitute(_expr(title), {**DEFAULTS, **values})
+
+
+def _targets(title: str, **values: str) -> list[str]:
+    panel = next(p for p in _model()["panels"] if p["title"] == title)
+    return [substitute(t["expr"], {**DEFAULTS, **values}) for t in panel["targets"]]
+
+
+def test_stream_failure_panel_draws_the_ratio_its_alert_fires_on() -> None:
+    panel = next(p for p in _model()["panels"] if p["title"] == "Stalls, truncations, interruptions")
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, Params().stream_failure_ratio]
+    assert [(t["expr"], t["legendFormat"]) for t in panel["targets"]][1] == (
+        'streamtap:stream_failure_ratio:rate5m{job=~"$job"}',
+        "{{job}} total",
+    )
+
+
+@pytest.mark.integration
+def test_stream_failures_under_the_line_each_are_over_it_in_total(tmp_path: Path) -> None:
+    """1%, 0.7% and 0.6% of attempts stall, are truncated, are interrupted: each type's line is
+    under the 2% threshold, StreamtapStreamFailureSurge fires on their 2.3%, and the panel's
+    total line shows it over the threshold (and a quiet job's under it)."""
+    labels = {"api": "chat_completions", "model": "gpt-4o"}
+    inputs = []
+    for job, share in (("api", 1.0), ("quiet", 0.1)):
+        inputs += [
+            series("streamtap_requests_total", {"job": job, **labels, "outcome": "ok"}, counter((40, 600))),
+            series("streamtap_attempts_total", {"job": job, **labels, "result": "ok"}, counter((40, 600))),
+        ]
+        inputs += [
+            series(
+                "streamtap_attempt_errors_total",
+                {"job": job, **labels, "error_type": error_type, "phase": "streaming"},
+                counter((40, per_minute * share)),
+            )
+            for error_type, per_minute in (
+                ("stall", 6),
+                ("stream_truncated", 4.2),
+                ("stream_interrupted", 3.6),
+            )
+        ]
+    assert {"stall", "stream_truncated", "stream_interrupted"} <= set(STREAM_FAILURE_TYPES)
+    by_type, total = _targets("Stalls, truncations, interruptions")
+    threshold = Params().stream_failure_ratio
+    at = "20m"
+    _promtool(
+        tmp_path,
+        "1m",
+        inputs,
+        [
+            {"expr": f"count(({by_type}) >= {threshold})", "eval_time": at, "exp_samples": []},
+            {
+                "expr": f"round(({total}) * 10000)",  # in basis points
+                "eval_time": at,
+                "exp_samples": [
+                    {"labels": '{job="api"}', "value": 230},
+                    {"labels": '{job="quiet"}', "value": 23},
+                ],
+            },
+            {
+                "expr": f"({total}) > bool {threshold}",
+                "eval_time": at,
+                "exp_samples": [
+                    {"labels": '{job="api"}', "value": 1},
+                    {"labels": '{job="quiet"}', "value": 0},
+                ],
+            },
+            {
+                "expr": 'ALERTS{alertname="StreamtapStreamFailureSurge", alertstate="firing"}',
+                "eval_time": at,
+                "exp_samples": [
+                    {
+                        "labels": 'ALERTS{alertname="StreamtapStreamFailureSurge", alertstate="firing", '
+                        'job="api", severity="warning"}',
+                        "value": 1,
+                    }
+                ],
+            },
+        ],
+        rules=True,
+    )
 
 
 @pytest.mark.integration

@@ -64,7 +64,14 @@ _CHAPTERS: tuple[tuple[str, str, str, float, float, tuple[tuple[float, str], ...
         0.4,
         ((0.6, "status=503"),),
     ),
-    ("calm_1", "Calm again", "the error ratio falls back; alerts resolve", 0.4, 0.45, ()),
+    (
+        "calm_1",
+        "Calm again",
+        "the error ratio falls back; the spike alerts keep firing a while (keep_firing_for), then resolve",
+        0.4,
+        0.45,
+        (),
+    ),
     (
         "rate_limit_storm",
         "Rate-limit storm: 40% of requests get 429 with retry-after",

@@ -10,12 +10,24 @@ from ._recording import num, quantile_name
 
 
 def _alert(
-    p: Params, name: str, expr: str, for_: str, severity: str, summary: str, description: str
+    p: Params,
+    name: str,
+    expr: str,
+    for_: str,
+    severity: str,
+    summary: str,
+    description: str,
+    *,
+    keep_firing: bool = False,
 ) -> dict[str, Any]:
+    """One alerting rule; `keep_firing`: it reads the guarded `spike_window` ratios, so it keeps
+    firing for `keep_firing_for` through a lapse of its condition (see `_guard`)."""
+    held = {"keep_firing_for": p.d(p.keep_firing_for)} if keep_firing and _held(p) else {}
     return {
         "alert": name,
         "expr": expr,
         "for": p.d(for_),
+        **held,
         "labels": {"severity": severity},
         "annotations": {
             "summary": summary,
@@ -25,8 +37,16 @@ def _alert(
     }
 
 
+def _held(p: Params) -> bool:
+    return _durations.parse(p.keep_firing_for) > 0
+
+
 def _guard(p: Params, window: str) -> str:
     # Ratios over a handful of calls are noise (1 failure in 2 calls is 50%); zero calls are NaN.
+    # So an alert with this guard loses its condition whenever the window holds too few calls,
+    # the errors going on or not: between the bursts of a job that calls in bursts, or at each
+    # quiet spell of a job near the guard. Each such alert keeps firing for `keep_firing_for`,
+    # or every lapse resolved it and the next burst paged anew.
     return f"and on (job) streamtap:requests:rate{window} >= {num(p.min_request_rate)}"
 
 
@@ -133,6 +153,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"{pct} of streamtap calls in {job} failed over the last {rw}: more than "
             f"{num(p.error_spike_factor)}× the lowest {bw} ratio of those that ended {bo} to {back} ago, and above "
             f"{num(p.error_spike_floor * 100)}%. Callers are receiving errors now.",
+            keep_firing=True,
         ),
         _alert(
             p,
@@ -171,6 +192,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"{pct} of upstream attempts in {job} failed over the last {rw}: more than "
             f"{num(p.attempt_spike_factor)}× the lowest {bw} ratio of those that ended {bo} to {back} ago, and above "
             f"{num(p.attempt_spike_floor * 100)}%. Retries and fallbacks may still hide it from callers.",
+            keep_firing=True,
         ),
         _alert(
             p,
@@ -181,6 +203,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"{job}: upstream is rate limiting {pct} of attempts",
             f"{pct} of upstream attempts in {job} were answered 429 (rate_limited) over the last {rw}, "
             f"above {num(p.rate_limited_ratio * 100)}% for {p.d(p.rate_limited_for)}.",
+            keep_firing=True,
         ),
         _alert(
             p,
@@ -191,6 +214,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f'{job}: {{{{ printf "%.2f" $value }}}} retries per call',
             f'{job} made {{{{ printf "%.2f" $value }}}} retries per call over the last {rw} '
             f"(threshold {num(p.retries_per_request)}): the upstream receives several times the call rate.",
+            keep_firing=True,
         ),
         _alert(
             p,
@@ -201,6 +225,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"{job}: {pct} of attempts stalled, were truncated or interrupted",
             f"{pct} of upstream attempts in {job} ended in stall, stream_truncated, stream_interrupted "
             f"or first_token_timeout over the last {rw} (threshold {num(p.stream_failure_ratio * 100)}%).",
+            keep_firing=True,
         ),
         _alert(
             p,
@@ -213,6 +238,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"The {q} time to first token of {job} is {{{{ $value | humanizeDuration }}}} over the last "
             f"{rw}: more than {num(p.ttft_factor)}× its lowest {bw} value of those that ended {bo} to {back} ago, and above "
             f"{num(p.ttft_floor_seconds)}s.",
+            keep_firing=True,
         ),
         _alert(
             p,
@@ -241,6 +267,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
             f"{job}: {pct} of calls used a fallback",
             f"{job} served {pct} of calls via a fallback (other model, other upstream, non-streaming or "
             f"cache) over the last {rw} (threshold {num(p.fallback_ratio * 100)}%).",
+            keep_firing=True,
         ),
         _alert(
             p,

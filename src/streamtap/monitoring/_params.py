@@ -42,6 +42,14 @@ class Params:
             the traffic: a low-traffic job that fails is paged (its burn is what it is), one
             failure among a few calls is not.
         spike_window: window of the current ratios (spikes, rate limiting, retries, fallbacks, TTFT).
+        keep_firing_for: how long the alerts on those current ratios (every alert with the
+            `min_request_rate` guard: the two spikes, rate limiting, retry storm, stream failures,
+            TTFT, fallbacks) keep firing once their condition stops holding. Their condition
+            lapses whenever `spike_window` holds too few calls (a job that calls in bursts,
+            between them; a job near `min_request_rate`), not only when the errors stop, and
+            without it each lapse resolved the alert and the next burst paged again. A lapse
+            shorter than this keeps the alert firing; after the errors stop for good it resolves
+            this much later. "0s" leaves the field out (Prometheus before 2.42 rejects it).
         baseline_window: window of the ratios (and TTFT quantiles) a spike is compared with.
         baseline_offset: how long ago the newest such window ended, so a new incident is not
             part of its own baseline.
@@ -87,6 +95,7 @@ class Params:
     min_request_rate: float = 0.1
     min_burn_errors: int = 5
     spike_window: str = "5m"
+    keep_firing_for: str = "15m"
     baseline_window: str = "1h"
     baseline_offset: str = "1h"
     baseline_lookback: str = "6h"

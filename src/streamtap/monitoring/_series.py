@@ -14,6 +14,10 @@ def _n(value: float) -> str:
 def counter(*segments: tuple[int, float], start: float = 0.0) -> str:
     """A counter that grows by `per_minute` for `minutes`, segment after segment.
 
+    promtool adds up `per_minute` in floating point, so a flat segment after a fractional rate
+    (1.8 a minute) can start a hair below where that one ended: a counter reset to `rate()`. Keep
+    the rates before a flat segment whole.
+
     Args:
         segments: (minutes, per_minute) pairs; the first sample (t=0) is `start`.
         start: the counter's first value.

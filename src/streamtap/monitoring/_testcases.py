@@ -19,7 +19,7 @@ from typing import Any
 from . import _durations
 from ._params import Params
 from ._series import counter, series
-from ._testcases_errors import attempt_spike, burn, error_spike, long_error_spike
+from ._testcases_errors import attempt_spike, burn, bursty_error_spike, error_spike, long_error_spike
 from ._testcases_targets import absent, all_down, scrape
 from ._testkit import Builder, of_job, traffic
 
@@ -27,28 +27,60 @@ Rows = list[tuple[dict[str, str], float]]  # (labels, per minute)
 
 
 def _ratio_alert(
-    b: Builder, name: str, metric: str, fire: Rows, noise: Rows, for_minutes: int, value: str
+    b: Builder,
+    name: str,
+    metric: str,
+    fire: Rows,
+    noise: Rows,
+    for_minutes: int,
+    value: str,
+    keep_minutes: int,
+    severity: str = "warning",
 ) -> dict[str, Any]:
-    """A ratio over 60 calls (and attempts) a minute, steady from t=0: true from 1m, firing at 1m + for.
+    """A ratio over 60 calls (and attempts) a minute: true from 1m, firing at 1m + for.
 
-    Beside the job that fires: `noise` below the threshold, a job with 0.4 calls a minute whose
-    ratio is far above it (too few calls to judge), and a job with no calls at all.
+    The job that fires then makes no call for 10 minutes (the guard fails: no ratio is judged
+    over no calls), calls again with the same ratio for 10 minutes, and stops for good: it keeps
+    firing through the pause and resolves `keep_minutes` after its last call left the window.
+    Beside it: `noise` below the threshold, a job with 0.4 calls a minute whose ratio is far
+    above it (too few calls to judge), and a job with no calls at all.
     """
-    minutes = for_minutes + 20
+    first = for_minutes + 5  # fired 4 minutes ago
+    second = first + 20  # after the pause, 10 minutes of calls again
+    minutes = second + keep_minutes + 10
+    req = "streamtap_requests_total"
     s: list[dict[str, Any]] = []
-    for job, rows in (("fire", fire), ("noise", noise)):
-        s += traffic(job, minutes, 60, attempts=True)
-        s += [of_job(metric, job, counter((minutes, per_minute)), **labels) for labels, per_minute in rows]
+
+    def calls(per_minute: float) -> str:
+        return counter((first, per_minute), (10, 0), (10, per_minute), (minutes - second, 0))
+
+    s += [of_job(req, "fire", calls(60), outcome="ok")]
+    s += [of_job("streamtap_attempts_total", "fire", calls(60), result="ok")]
+    s += [of_job(metric, "fire", calls(per_minute), **labels) for labels, per_minute in fire]
+    s += traffic("noise", minutes, 60, attempts=True)
+    s += [of_job(metric, "noise", counter((minutes, per_minute)), **labels) for labels, per_minute in noise]
     s += traffic("low", minutes, 0.4, attempts=True)
     s.append(of_job(metric, "low", counter((minutes, 2)), **fire[0][0]))
-    s.append(of_job("streamtap_requests_total", "zero", counter((minutes, 0), start=9), outcome="ok"))
+    s.append(of_job(req, "zero", counter((minutes, 0), start=9), outcome="ok"))
     s.append(of_job("streamtap_attempts_total", "zero", counter((minutes, 0), start=9), result="ok"))
     s.append(of_job(metric, "zero", counter((minutes, 0), start=3), **fire[0][0]))
-    fired = ("warning", {"job": "fire"}, value)
+    fired = [(severity, {"job": "fire"}, value)]
+    # The last calls (those up to `first`, then `second`) leave the window 4 minutes later where
+    # range selectors are left-open (Prometheus 3), 5 where they are closed (Prometheus 2): the
+    # condition ends then, and the alert resolves `keep_minutes` after that.
     return {
         "interval": "1m",
         "input_series": s,
-        "alert_rule_test": b.case(name, [(for_minutes, []), (for_minutes + 1, [fired]), (minutes, [fired])]),
+        "alert_rule_test": b.case(
+            name,
+            [
+                (for_minutes, []),
+                (for_minutes + 1, fired),
+                (first + 9, fired),  # no call for 5 minutes: held by keep_firing_for
+                (second + 3 + keep_minutes, fired),
+                (second + 5 + keep_minutes, []),
+            ],
+        ),
     }
 
 
@@ -74,7 +106,7 @@ def _rate_limited_burst(b: Builder, for_minutes: int) -> dict[str, Any]:
     }
 
 
-def _ttft(b: Builder) -> dict[str, Any]:
+def _ttft(b: Builder, keep: int) -> dict[str, Any]:
     les = ("0.25", "0.5", "1", "2", "5", "+Inf")
 
     def hist(job: str, rows: list[tuple[int, str]], per_minute: float) -> list[dict[str, Any]]:
@@ -101,7 +133,10 @@ def _ttft(b: Builder) -> dict[str, Any]:
         "interval": "1m",
         "input_series": s,
         "alert_rule_test": b.case(
-            "StreamtapTimeToFirstTokenDegraded", [(120, []), (130, []), (131, [fired]), (170, [fired])]
+            "StreamtapTimeToFirstTokenDegraded",
+            # The samples end at 180m: no quantile from 184m or 185m (Prometheus 3 or 2), held
+            # by keep_firing_for `keep` minutes from then.
+            [(120, []), (130, []), (131, [fired]), (170, [fired]), (183 + keep, [fired]), (185 + keep, [])],
         ),
     }
 
@@ -148,11 +183,35 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
         raise ValueError(f"promtool tests are written for time_scale 1, got {p.time_scale!r}")
     b = Builder(rules)
     ae = "streamtap_attempt_errors_total"
+    keep = _minutes(p.keep_firing_for)
     tests = [
         error_spike(b),
-        long_error_spike(b),
+        long_error_spike(b, keep),
+        bursty_error_spike(b, keep),
+        # The spikes' jobs here are younger than an hour: no baseline, the floor alone judges.
+        _ratio_alert(
+            b,
+            "StreamtapErrorRateSpike",
+            "streamtap_request_errors_total",
+            [(_err("server_error"), 12)],
+            [(_err("server_error"), 1.8)],
+            _minutes(p.error_spike_for),
+            "20%",
+            keep,
+            "critical",
+        ),
         burn(b),
         attempt_spike(b),
+        _ratio_alert(
+            b,
+            "StreamtapUpstreamErrorRateSpike",
+            ae,
+            [(_err("connection", "connect"), 12)],
+            [(_err("connection", "connect"), 3)],
+            _minutes(p.attempt_spike_for),
+            "20%",
+            keep,
+        ),
         _ratio_alert(
             b,
             "StreamtapRateLimited",
@@ -161,6 +220,7 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
             [(_err("rate_limited"), 1.8), (_err("server_error"), 30)],
             _minutes(p.rate_limited_for),
             "10%",
+            keep,
         ),
         _rate_limited_burst(b, _minutes(p.rate_limited_for)),
         _ratio_alert(
@@ -171,21 +231,23 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
             [({"reason": "timeout"}, 12)],
             _minutes(p.retry_storm_for),
             "1.50",
+            keep,
         ),
         _ratio_alert(
             b,
             "StreamtapStreamFailureSurge",
             ae,
             [
-                (_err("stall", "streaming"), 1.8),
-                (_err("stream_truncated", "streaming"), 1.2),
+                (_err("stall", "streaming"), 2),
+                (_err("stream_truncated", "streaming"), 1),
                 (_err("server_error"), 12),
             ],
             [(_err("first_token_timeout", "first_token"), 0.6), (_err("rate_limited"), 30)],
             _minutes(p.stream_failure_for),
             "5%",
+            keep,
         ),
-        _ttft(b),
+        _ttft(b, keep),
         _breaker(b),
         _ratio_alert(
             b,
@@ -196,6 +258,7 @@ def render_tests(p: Params, rules: dict[str, Any], rule_file: str) -> dict[str, 
             [({"kind": "model", "result": "ok"}, 3), ({"kind": "cache", "result": "error"}, 120)],
             _minutes(p.fallback_for),
             "20%",
+            keep,
         ),
         *absent(b),
         scrape(b),

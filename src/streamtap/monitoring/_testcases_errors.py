@@ -33,8 +33,9 @@ def error_spike(b: Builder) -> dict[str, Any]:
     }
 
 
-def long_error_spike(b: Builder) -> dict[str, Any]:
-    """0.5% for 2h, then 10% for 4h, then 0.5% again: paged throughout, resolved after."""
+def long_error_spike(b: Builder, keep: int) -> dict[str, Any]:
+    """0.5% for 2h, then 10% for 4h, then 0.5% again: paged throughout, resolved `keep` minutes
+    (keep_firing_for) after the ratio fell back (by 364m, as the 5m window slides off the 10%)."""
     err = "streamtap_request_errors_total"
     s = [
         *traffic("long", 420, 60),
@@ -47,7 +48,51 @@ def long_error_spike(b: Builder) -> dict[str, Any]:
         "alert_rule_test": b.case(
             "StreamtapErrorRateSpike",
             # By 200m a baseline of one hour shifted back by one was the incident itself.
-            [(119, []), (130, paged), (200, paged), (300, paged), (359, paged), (370, [])],
+            # Held by keep_firing_for meanwhile, at the value of its last true evaluation, which
+            # depends on how a range selector's edges count (Prometheus 2 or 3): not checked.
+            [(119, []), (130, paged), (200, paged), (300, paged), (359, paged), (365 + keep, [])],
+        ),
+    }
+
+
+def _bursts(per_burst: list[float]) -> str:
+    """A counter that grows by each of `per_burst` at minutes 10, 20, 30, ... and stays flat between."""
+    segments: list[tuple[int, float]] = [(9, 0)]
+    for amount in per_burst:
+        segments += [(1, amount), (9, 0)]
+    return counter(*segments)
+
+
+def bursty_error_spike(b: Builder, keep: int) -> dict[str, Any]:
+    """A batch job: 60 calls every 10 minutes, 12 of them failing in the bursts of 120m to 160m.
+
+    Between two bursts the 5m window holds no call (the guard fails, the ratio is 0/0) for 5
+    minutes: the alert used to resolve 5 minutes after each burst and page again 2 minutes into
+    the next. It pages once and holds; after the last failing burst (160m) leaves the window
+    (164m or 165m) it resolves `keep` minutes later, though clean bursts go on.
+    """
+    bursts = 20  # at 10m, 20m, ..., 200m
+    failed = [12.0 if 120 <= 10 * (n + 1) <= 160 else 0.0 for n in range(bursts)]
+    s = [
+        of_job("streamtap_requests_total", "batch", _bursts([60.0] * bursts), outcome="ok"),
+        of_job("streamtap_request_errors_total", "batch", _bursts(failed), error_type="server_error"),
+    ]
+    paged = [("critical", {"job": "batch"}, "20%")]
+    return {
+        "interval": "1m",
+        "input_series": s,
+        "alert_rule_test": b.case(
+            "StreamtapErrorRateSpike",
+            [
+                (121, []),
+                (122, paged),
+                (126, paged),  # no call in the window since 125m (Prometheus 2), 124m (3)
+                (136, paged),
+                (158, paged),
+                (163 + keep, paged),
+                (165 + keep, []),
+                (200, []),  # the clean bursts fire nothing
+            ],
         ),
     }
 
