@@ -29,12 +29,12 @@ from ._errors import (
     failure,
 )
 from ._fallback import IDENTITY_HEADERS
-from ._steps import ErrorResponse, Send, Serve
+from ._steps import ErrorResponse, RawHeaders, Send, Serve
 from ._taxonomy import Outcome
 
 # Headers that describe the upstream's encoding of the body, not the body the caller gets.
-_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
+_BODY_HEADERS = frozenset({b"content-length", b"content-encoding", b"transfer-encoding"})
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"})
 
 
 log = logging.getLogger("streamtap")
@@ -112,18 +112,20 @@ def caller_read_timeout(request: httpx2.Request) -> float | None:
     return float(read) if isinstance(read, int | float) else None
 
 
-def caller_headers(upstream: httpx2.Headers | None, call: Call, *, sse: bool) -> list[tuple[str, str]]:
-    """Headers of the response the caller gets: the upstream's, re-described, plus streamtap's."""
+def caller_headers(upstream: httpx2.Headers | None, call: Call, *, sse: bool) -> RawHeaders:
+    """Headers of the response the caller gets: the upstream's, re-described, plus streamtap's.
+    As bytes, as they came: a value that is not ASCII is the upstream's to send (the SDK takes
+    it), and would not encode again from the text httpx2 decoded it to."""
     items = [
         (k, v)
-        for k, v in (upstream.multi_items() if upstream is not None else ())
+        for k, v in (upstream.raw if upstream is not None else ())
         if k.lower() not in _BODY_HEADERS and k.lower() not in _HOP_BY_HOP
     ]
     if upstream is None or "content-type" not in upstream:
-        items.append(("content-type", "text/event-stream; charset=utf-8" if sse else "application/json"))
-    items.append(("x-streamtap-attempts", str(call.attempts)))
+        items.append((b"content-type", b"text/event-stream; charset=utf-8" if sse else b"application/json"))
+    items.append((b"x-streamtap-attempts", str(call.attempts).encode()))
     if call.served_by is not None:
-        items.append(("x-streamtap-fallback", call.served_by.kind))
+        items.append((b"x-streamtap-fallback", call.served_by.kind.encode()))
     return items
 
 
@@ -135,7 +137,7 @@ def status_failure(response: httpx2.Response, body: bytes) -> Failure:
 
 
 def error_response(response: httpx2.Response, body: bytes) -> ErrorResponse:
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _BODY_HEADERS]
     return ErrorResponse(response.status_code, headers, body)
 
 
@@ -246,15 +248,13 @@ def callers_read_timeout(error: Exception, call: Call, send: Send, request: http
     return all(caller < limit for limit in own if limit is not None)
 
 
-def whole_response(
-    status: int, headers: list[tuple[str, str]], body: bytes, request: httpx2.Request
-) -> httpx2.Response:
+def whole_response(status: int, headers: RawHeaders, body: bytes, request: httpx2.Request) -> httpx2.Response:
     """A response holding `body` whole, still unread, as a transport's would be.
 
     Built with `content=`, it would be read and closed already, and the client that returns it
     would never close it, so its `.elapsed` (set at close) would raise.
     """
-    headers = [*headers, ("content-length", str(len(body)))]
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(body), request=request)
 
 
@@ -270,10 +270,10 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
     call.finish("error", call.engine.clock())
     if call.error_response is not None:
         err = call.error_response
-        headers = [(k, v) for k, v in err.headers if k.lower() != "x-should-retry"]
+        headers = [(k, v) for k, v in err.headers if k.lower() != b"x-should-retry"]
         # The engine has retried as far as its policy lets it: a client behind the proxy (its
         # SDK's own retries on) must not start over, each round another set of attempts.
-        headers += [("x-should-retry", "false"), ("x-streamtap-attempts", str(call.attempts))]
+        headers += [(b"x-should-retry", b"false"), (b"x-streamtap-attempts", str(call.attempts).encode())]
         return whole_response(err.status_code, headers, err.body, request)
     if exception is not None:
         try:

@@ -8,6 +8,7 @@ climb out of it (dot segments, encoded slashes or backslashes, control character
 from __future__ import annotations
 
 import hmac
+import re
 import zlib
 from collections.abc import Iterable
 from urllib.parse import unquote
@@ -38,6 +39,12 @@ _DECODABLE = b"gzip, deflate"
 _AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib reads a gzip or a zlib (HTTP "deflate") header
 
 Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §5.5: no field value holds a control character but HTAB; a proxy replaces CR, LF and
+# NUL with SP before forwarding (the rest too here: uvicorn refuses to send any of them, and
+# the client would get no answer at all). A name that is not a token is no field.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 
 
 def upstream_url(base: str, raw_path: bytes, query: bytes) -> str | None:
@@ -103,14 +110,19 @@ def forward_request_headers(headers: Headers, *, upstream_key: str | None, decod
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """The upstream's response headers as sent to the client: hop-by-hop stripped, Date, which
     the server writes on every response (a second one would make the value a list), and a
-    Content-Length that a Transfer-Encoding overrides."""
+    Content-Length that a Transfer-Encoding overrides; control characters in a value become
+    spaces, and a field whose name is not a token is dropped."""
     pairs = list(headers)
     dropped = _RESPONSE_DROPPED | _connection_tokens(pairs)
     if any(k.lower() == b"transfer-encoding" for k, _ in pairs):
         # RFC 9112 §6.3: Transfer-Encoding overrides a Content-Length beside it, which a proxy
         # must remove; the body relayed is the chunks' content, whatever length was also claimed.
         dropped |= {b"content-length"}
-    return [(k.lower(), v) for k, v in pairs if k.lower() not in dropped]
+    return [
+        (name, _CONTROL.sub(b" ", v))
+        for k, v in pairs
+        if (name := k.lower()) not in dropped and name and not _NOT_TOKEN.search(name)
+    ]
 
 
 def identity_body(headers: Headers, body: bytes, limit: int) -> tuple[Headers, bytes] | None:

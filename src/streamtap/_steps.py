@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from ._fallback import Route
 
+# Header fields as bytes, as they came on the wire.
+RawHeaders = list[tuple[bytes, bytes]]
+
 
 @dataclass(frozen=True, slots=True)
 class Send:
@@ -50,7 +53,7 @@ class ErrorResponse:
     """The last attempt's error status, returned as is so the SDK raises its own exception."""
 
     status_code: int
-    headers: list[tuple[str, str]]
+    headers: RawHeaders  # as the upstream sent them
     body: bytes
 
 

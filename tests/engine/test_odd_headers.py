@@ -1,0 +1,117 @@
+"""Response headers the upstream may send that are not plain ASCII text: a value in Latin-1 (which
+HTTP allows, as obs-text) and one with control characters (which it does not). The plain SDK
+takes both; so must door 1, and the proxy must still answer its client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+import streamtap
+from streamtap._proxy_config import ProxyConfig
+from streamtap._proxy_server import ProxyServer
+
+from . import loopback
+from .conftest import TEST_POLICY
+from .support import CHAT_MESSAGES
+
+LATIN_1 = "req_caf\xe9"  # sent as the one byte 0xE9
+CONTROL = "a\x7fb\x01c"
+_CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+_SSE = (
+    "".join(
+        f"data: {json.dumps({**_CHUNK, 'choices': [choice]})}\n\n"
+        for choice in (
+            {"index": 0, "delta": {"content": "hi"}, "finish_reason": None},
+            {"index": 0, "delta": {}, "finish_reason": "stop"},
+        )
+    ).encode()
+    + b"data: [DONE]\n\n"
+)
+_ERROR = json.dumps(
+    {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
+).encode()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    class Handler(loopback.Handler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if body["model"] == "broken":
+                self._answer(500, _ERROR, "application/json")
+            else:
+                self._answer(200, _SSE, "text/event-stream")
+
+        def do_GET(self) -> None:
+            self._answer(200, b'{"object": "list", "data": []}', "application/json")
+
+        def _answer(self, status: int, data: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-request-id", LATIN_1)  # written as Latin-1
+            self.send_header("x-odd", CONTROL)
+            self.end_headers()
+            self.wfile.write(data)
+
+    with loopback.serve(Handler) as url:
+        yield f"{url}/v1"
+
+
+def _stream_headers(client: Any, model: str) -> httpx2.Headers:
+    """The headers of a streamed call's answer (its error's, for the broken model), read whole."""
+    if model == "broken":
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.chat.completions.create(model=model, messages=CHAT_MESSAGES, stream=True)
+        return raised.value.response.headers
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=CHAT_MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "hi"
+    return raw.headers
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "broken"], ids=["stream", "error-status"])
+def test_door_1_takes_them_as_the_plain_sdk_does(upstream: str, model: str) -> None:
+    plain = openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0)
+    wrapped = streamtap.instrument(
+        openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0), recorders=[], policy=TEST_POLICY
+    )
+    expected, got = _stream_headers(plain, model), _stream_headers(wrapped, model)
+    plain.close()
+    wrapped.close()
+    assert got["x-request-id"] == expected["x-request-id"] == LATIN_1
+    assert got["x-odd"] == expected["x-odd"] == CONTROL
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: str) -> Iterator[ProxyServer]:
+    with ProxyServer(
+        ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY), recorders=[]
+    ) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "model", "status"),
+    [
+        ("POST", "/chat/completions", "gpt-4o", 200),
+        ("POST", "/chat/completions", "broken", 500),
+        ("GET", "/models", None, 200),
+    ],
+    ids=["stream", "error-status", "pass-through"],
+)
+def test_the_proxy_answers_with_them_its_control_characters_made_spaces(
+    proxy: ProxyServer, method: str, path: str, model: str | None, status: int
+) -> None:
+    body = {"model": model, "messages": CHAT_MESSAGES, "stream": True} if model else None
+    response = httpx2.request(
+        method, f"{proxy.base_url}{path}", json=body, headers={"authorization": "Bearer sk-x"}
+    )
+    assert response.status_code == status
+    assert response.headers["x-request-id"] == LATIN_1
+    assert response.headers["x-odd"] == "a b c"  # RFC 9110 5.5; uvicorn sends no control character
