@@ -14,9 +14,10 @@ from email.utils import parsedate_tz
 
 from ._policy import Policy
 
-# HTTP says delta-seconds is digits only; servers also send fractions, and OpenAI's
-# retry-after-ms is fractional. float() alone would also accept "nan", "inf" and "1_0".
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+# HTTP says delta-seconds is digits only; servers also send fractions (OpenAI's retry-after-ms is
+# fractional) and exponents, which the SDK's float() reads. float() alone would also accept
+# "nan", "inf" and "1_0".
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 # Beyond this many doublings any sane cap is reached; it also keeps 2.0**n finite.
 _MAX_EXPONENT = 1000

@@ -72,6 +72,8 @@ def test_backoff_rejects_bad_rng(value: float) -> None:
         pytest.param({"retry-after": "1.5"}, 1.5, id="fractional"),
         pytest.param({"retry-after": ".25"}, 0.25, id="leading-dot"),
         pytest.param({"retry-after": "0"}, 0.0, id="zero"),
+        pytest.param({"retry-after": "2e0"}, 2.0, id="exponent"),  # as float() and so the SDK read it
+        pytest.param({"retry-after-ms": "1.5E3"}, 1.5, id="ms-exponent"),
         pytest.param({"retry-after": "-3"}, 0.0, id="negative"),
         pytest.param({"Retry-After": "7"}, 7.0, id="mixed-case-name"),
         pytest.param({"RETRY-AFTER": "7"}, 7.0, id="upper-case-name"),
@@ -157,6 +159,8 @@ def test_retry_delay_calls_rng_exactly_once() -> None:
         pytest.param({"retry-after": "60.5"}, True, id="longer"),
         pytest.param({"retry-after-ms": "61000"}, True, id="ms-longer"),
         pytest.param({"retry-after": "9" * 400}, True, id="inf"),
+        pytest.param({"retry-after": "1e5"}, True, id="exponent"),
+        pytest.param({"retry-after-ms": "1e309"}, True, id="ms-exponent-inf"),
         pytest.param({"retry-after": "garbage"}, False, id="garbage"),
     ],
 )
