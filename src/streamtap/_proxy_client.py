@@ -221,9 +221,12 @@ async def relay(
     A call's stream (`error_frame` given) that fails, or that the server's shutdown deadline
     cuts, ends with an error event of its dialect, so the client's SDK raises."""
     headers = response_headers(response.headers.raw)
+    status = response.status_code
+    if not 100 <= status <= 599:  # HTTP's three digits start 1 to 5; uvicorn writes no other
+        status = 502  # what a gateway answers for an answer it cannot pass on (RFC 9110 15.6.3)
     watch.time_sends()
     try:
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         failed: tuple[str, str, Mapping[str, Any] | None] | None = None
         try:
             async for chunk in _chunks(response):

@@ -1,6 +1,6 @@
-"""Response headers the upstream may send that are not plain ASCII text: a value in Latin-1 (which
-HTTP allows, as obs-text) and one with control characters (which it does not). The plain SDK
-takes both; so must door 1, and the proxy must still answer its client."""
+"""Answer heads the upstream may send that are not plain: header values in Latin-1 (which HTTP
+allows, as obs-text) and with control characters (which it does not), and a status past 599.
+The plain SDK takes them all; so must door 1, and the proxy must still answer its client."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ _SSE = (
     ).encode()
     + b"data: [DONE]\n\n"
 )
+STATUSES = {"broken": 500, "weird": 999}  # models answered with an error status
 _ERROR = json.dumps(
     {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
 ).encode()
@@ -43,13 +44,16 @@ def upstream() -> Iterator[str]:
     class Handler(loopback.Handler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            if body["model"] == "broken":
-                self._answer(500, _ERROR, "application/json")
+            if body["model"] in STATUSES:
+                self._answer(STATUSES[body["model"]], _ERROR, "application/json")
             else:
                 self._answer(200, _SSE, "text/event-stream")
 
         def do_GET(self) -> None:
-            self._answer(200, b'{"object": "list", "data": []}', "application/json")
+            if self.path.endswith("/weird"):
+                self._answer(999, _ERROR, "application/json")
+            else:
+                self._answer(200, b'{"object": "list", "data": []}', "application/json")
 
         def _answer(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -66,16 +70,17 @@ def upstream() -> Iterator[str]:
 
 def _stream_headers(client: Any, model: str) -> httpx2.Headers:
     """The headers of a streamed call's answer (its error's, for the broken model), read whole."""
-    if model == "broken":
+    if model in STATUSES:
         with pytest.raises(openai.InternalServerError) as raised:
             client.chat.completions.create(model=model, messages=CHAT_MESSAGES, stream=True)
+        assert raised.value.status_code == STATUSES[model]
         return raised.value.response.headers
     raw = client.chat.completions.with_raw_response.create(model=model, messages=CHAT_MESSAGES, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "hi"
     return raw.headers
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "broken"], ids=["stream", "error-status"])
+@pytest.mark.parametrize("model", ["gpt-4o", "broken", "weird"], ids=["stream", "error-status", "status-999"])
 def test_door_1_takes_them_as_the_plain_sdk_does(upstream: str, model: str) -> None:
     plain = openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0)
     wrapped = streamtap.instrument(
@@ -101,11 +106,13 @@ def proxy(upstream: str) -> Iterator[ProxyServer]:
     [
         ("POST", "/chat/completions", "gpt-4o", 200),
         ("POST", "/chat/completions", "broken", 500),
+        ("POST", "/chat/completions", "weird", 502),  # 999: no status line uvicorn can write
         ("GET", "/models", None, 200),
+        ("GET", "/models/weird", None, 502),
     ],
-    ids=["stream", "error-status", "pass-through"],
+    ids=["stream", "error-status", "status-999", "pass-through", "pass-through-999"],
 )
-def test_the_proxy_answers_with_them_its_control_characters_made_spaces(
+def test_the_proxy_answers_its_client_control_characters_made_spaces_a_status_past_599_a_502(
     proxy: ProxyServer, method: str, path: str, model: str | None, status: int
 ) -> None:
     body = {"model": model, "messages": CHAT_MESSAGES, "stream": True} if model else None
@@ -113,5 +120,7 @@ def test_the_proxy_answers_with_them_its_control_characters_made_spaces(
         method, f"{proxy.base_url}{path}", json=body, headers={"authorization": "Bearer sk-x"}
     )
     assert response.status_code == status
+    if status != 200:
+        assert response.json() == json.loads(_ERROR)  # the upstream's own error object
     assert response.headers["x-request-id"] == LATIN_1
     assert response.headers["x-odd"] == "a b c"  # RFC 9110 5.5; uvicorn sends no control character
