@@ -61,16 +61,19 @@ class ResponseHead:
             if not colon or not _TOKEN.fullmatch(name):
                 raise httpx2.RemoteProtocolError(f"malformed header line {line[:80]!r}")
             value = value.strip(b" \t")
-            self.headers.append((name, value))
             lower = name.lower()
             if lower == b"content-length":
-                if length is not None and length != value:
+                # RFC 9110 §8.6: one value repeated ("42, 42", as a proxy that combined
+                # duplicate fields sends it) is that value; different values are no length.
+                values = {item.strip(b" \t") for item in value.split(b",")}
+                if len(values) != 1 or (length is not None and length not in values):
                     raise httpx2.RemoteProtocolError("conflicting Content-Length headers")
-                length = value
+                value = length = values.pop()
             elif lower == b"transfer-encoding":
                 coding = value.lower()
             elif lower == b"connection":
                 connection += b"," + value.lower()
+            self.headers.append((name, value))
         tokens = {t.strip() for t in connection.split(b",")}
         # HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 keeps alive unless told to close.
         self.close = b"close" in tokens or (self.minor == 0 and b"keep-alive" not in tokens)

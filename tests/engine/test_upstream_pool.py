@@ -362,10 +362,17 @@ def test_response_head_framing() -> None:
     assert ResponseHead(b"HTTP/1.1 200 OK\r\ncontent-length: 3").body_framing("HEAD") == 0
     until_close = ResponseHead(b"HTTP/1.1 200 OK")
     assert (until_close.framing, until_close.close) == (3, True)
+    # RFC 9110 8.6: a length repeated, in one field or two, is that length (h11 and so the SDK agree).
+    for repeated in (b"content-length: 3, 3", b"content-length: 3\r\ncontent-length: 3,3"):
+        head = ResponseHead(b"HTTP/1.1 200 OK\r\n" + repeated)
+        assert (head.framing, head.length) == (1, 3)
+        assert {v for k, v in head.headers} == {b"3"}  # passed on as the one value
     for bad in (
         b"HTTP/2 200 OK",
         b"HTTP/1.1 200 OK\r\nno colon",
         b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1, ",
     ):
         with pytest.raises(httpx2.RemoteProtocolError):
             ResponseHead(bad)
