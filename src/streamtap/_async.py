@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx2
 
-from ._async_body import AsyncBody, bounded, deadline_reads
+from ._async_body import AsyncBody, bounded, deadline_reads, error_body
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
@@ -104,7 +104,7 @@ class Live:
             )
             return None
         try:
-            raw = await upstream.aread()
+            raw = await error_body(upstream.aiter_bytes())
         except CONNECTION_ERRORS:
             raw = b""
         finally:

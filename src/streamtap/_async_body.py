@@ -19,7 +19,7 @@ from ._attempt import StreamAttempt
 from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectAsyncBody
-from ._whole import MAX_BODY
+from ._whole import MAX_BODY, MAX_ERROR_BODY
 
 if TYPE_CHECKING:
     from ._async import Live
@@ -201,6 +201,16 @@ async def bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if size > MAX_BODY:
             raise ValueError(f"the answer exceeds {MAX_BODY} bytes")
         yield chunk
+
+
+async def error_body(chunks: AsyncIterator[bytes]) -> bytes:
+    """An error status's body, as far as `MAX_ERROR_BODY` (the rest is not read)."""
+    kept = b""
+    async for chunk in chunks:
+        kept += chunk
+        if len(kept) >= MAX_ERROR_BODY:
+            break
+    return kept[:MAX_ERROR_BODY]
 
 
 def deadline_reads(

@@ -32,7 +32,7 @@ from ._driver import (
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
-from ._sync_body import SyncBody, bounded, deadline_reads
+from ._sync_body import SyncBody, bounded, deadline_reads, error_body
 from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
 
 
@@ -101,7 +101,7 @@ class Live:
             )
             return None
         try:
-            raw = upstream.read()
+            raw = error_body(upstream.iter_bytes())
         except CONNECTION_ERRORS:
             raw = b""
         finally:

@@ -17,7 +17,7 @@ from ._attempt import StreamAttempt
 from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectSyncBody
-from ._whole import MAX_BODY
+from ._whole import MAX_BODY, MAX_ERROR_BODY
 
 if TYPE_CHECKING:
     from ._sync import Live
@@ -148,6 +148,16 @@ def bounded(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if size > MAX_BODY:
             raise ValueError(f"the answer exceeds {MAX_BODY} bytes")
         yield chunk
+
+
+def error_body(chunks: Iterator[bytes]) -> bytes:
+    """An error status's body, as far as `MAX_ERROR_BODY` (the rest is not read)."""
+    kept = b""
+    for chunk in chunks:
+        kept += chunk
+        if len(kept) >= MAX_ERROR_BODY:
+            break
+    return kept[:MAX_ERROR_BODY]
 
 
 # The shortest time a socket read is given. A deadline already passed leaves 0, and a socket

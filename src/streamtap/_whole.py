@@ -19,6 +19,10 @@ from ._json import parse_json
 from ._steps import ErrorResponse, Send
 
 MAX_BODY = 64 * 1024 * 1024  # a non-streaming answer larger than this is a bad response
+# What is kept of an error status's body: an error object is a few hundred bytes, and one that
+# decompresses a thousandfold (or a gateway's page) must not fill the caller's memory, or a
+# proxy's shared by every call.
+MAX_ERROR_BODY = 1024 * 1024
 
 
 def body_failure(error: Exception, blame_caller: bool = False) -> Failure:

@@ -1,9 +1,11 @@
-"""Answer heads the upstream may send that are not plain: header values in Latin-1 (which HTTP
-allows, as obs-text) and with control characters (which it does not), and a status past 599.
-The plain SDK takes them all; so must door 1, and the proxy must still answer its client."""
+"""Answers the upstream may send that are not plain: header values in Latin-1 (which HTTP allows,
+as obs-text) and with control characters (which it does not), a status past 599, and an error
+body that decompresses a thousandfold. The plain SDK takes them all; so must door 1, and the
+proxy must still answer its client, within bounds."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 import streamtap
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
+from streamtap._whole import MAX_ERROR_BODY
 
 from . import loopback
 from .conftest import TEST_POLICY
@@ -33,6 +36,7 @@ _SSE = (
     ).encode()
     + b"data: [DONE]\n\n"
 )
+_BOMB = gzip.compress(b"{" + b" " * (8 * 1024 * 1024) + b"}")
 STATUSES = {"broken": 500, "weird": 999}  # models answered with an error status
 _ERROR = json.dumps(
     {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
@@ -44,7 +48,14 @@ def upstream() -> Iterator[str]:
     class Handler(loopback.Handler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            if body["model"] in STATUSES:
+            if body["model"] == "bomb":  # an error body of 8 MiB in 8 KiB of gzip
+                self.send_response(400)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-encoding", "gzip")
+                self.send_header("content-length", str(len(_BOMB)))
+                self.end_headers()
+                self.wfile.write(_BOMB)
+            elif body["model"] in STATUSES:
                 self._answer(STATUSES[body["model"]], _ERROR, "application/json")
             else:
                 self._answer(200, _SSE, "text/event-stream")
@@ -124,3 +135,20 @@ def test_the_proxy_answers_its_client_control_characters_made_spaces_a_status_pa
         assert response.json() == json.loads(_ERROR)  # the upstream's own error object
     assert response.headers["x-request-id"] == LATIN_1
     assert response.headers["x-odd"] == "a b c"  # RFC 9110 5.5; uvicorn sends no control character
+
+
+def test_an_error_body_is_kept_to_its_first_mib(upstream: str, proxy: ProxyServer) -> None:
+    # Decompressed whole, every such answer held 8 MiB (a GiB for a real bomb), in a proxy
+    # shared by every call at once. The SDK raises on the status as before, with the start.
+    wrapped = streamtap.instrument(
+        openai.OpenAI(base_url=upstream, api_key="sk-x"), recorders=[], policy=TEST_POLICY
+    )
+    with pytest.raises(openai.BadRequestError) as raised:
+        wrapped.chat.completions.create(model="bomb", messages=CHAT_MESSAGES, stream=True)
+    wrapped.close()
+    assert len(raised.value.response.content) == MAX_ERROR_BODY
+    body = {"model": "bomb", "messages": CHAT_MESSAGES, "stream": True}
+    proxied = httpx2.post(
+        f"{proxy.base_url}/chat/completions", json=body, headers={"authorization": "Bearer sk-x"}
+    )
+    assert (proxied.status_code, len(proxied.content)) == (400, MAX_ERROR_BODY)
