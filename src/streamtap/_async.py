@@ -94,7 +94,7 @@ class Live:
             )
             return None
         call.request_id = upstream.headers.get("x-request-id")
-        if upstream.status_code < 400:
+        if 200 <= upstream.status_code < 300:  # an answer; any other status goes back as it came
             page = web_page(upstream)
             if page is None:
                 return upstream

@@ -20,8 +20,9 @@ from ._taxonomy import ErrorType, Phase
 
 # Client errors that no retry fixes; everything else that is an error status may be transient.
 _NOT_RETRYABLE = frozenset({400, 401, 403, 404, 422})
-# 4xx other than 408/429 are the caller's fault: they do not count against the breaker.
-_BREAKER_NEUTRAL_4XX = frozenset(range(400, 500)) - {408, 429}
+# 4xx other than 408/429 are the caller's fault, and a redirect (3xx) is where the caller's base
+# URL points: they do not count against the breaker.
+_BREAKER_NEUTRAL = frozenset(range(300, 500)) - {408, 429}
 
 # Upstream error-event codes (chat `error.code`/`error.type`, responses `code`) that a retry may fix.
 _TRANSIENT_EVENT_CODES = frozenset(
@@ -91,7 +92,7 @@ def status_error_type(status: int) -> ErrorType:
 def classify_status(
     status: int, headers: Mapping[str, str], should_retry: bool | None, code: str | None = None
 ) -> Failure:
-    """An error status. `should_retry` is the upstream's x-should-retry override, if any; `code`
+    """A status that is no answer (not 2xx). `should_retry` is the upstream's x-should-retry override, if any; `code`
     is the error body's code (`api_error_code`)."""
     retryable = status in (408, 409, 429) or status >= 500
     if status in _NOT_RETRYABLE or code in _NO_RETRY_CODES:
@@ -104,7 +105,7 @@ def classify_status(
         retryable=retryable,
         message=f"upstream answered HTTP {status}" + (f" ({code})" if code else ""),
         status_code=status,
-        counts_for_breaker=status not in _BREAKER_NEUTRAL_4XX,
+        counts_for_breaker=status not in _BREAKER_NEUTRAL,
         code=error_code(code),
     )
 

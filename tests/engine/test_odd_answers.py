@@ -37,6 +37,7 @@ _SSE = (
     + b"data: [DONE]\n\n"
 )
 _BOMB = gzip.compress(b"{" + b" " * (8 * 1024 * 1024) + b"}")
+seen: list[str] = []  # the paths of the requests the upstream got
 STATUSES = {"broken": 500, "weird": 999}  # models answered with an error status
 _ERROR = json.dumps(
     {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
@@ -48,7 +49,16 @@ def upstream() -> Iterator[str]:
     class Handler(loopback.Handler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            if body["model"] == "bomb":  # an error body of 8 MiB in 8 KiB of gzip
+            seen.append(self.path)
+            if body["model"] == "moved" and "followed" not in self.path:
+                self.send_response(307)  # a redirect that keeps the method and the body
+                self.send_header("location", self.path + "?followed=1")
+                self.send_header("content-length", "0")
+                self.end_headers()
+            elif body["model"] == "not-modified":
+                self.send_response(304)
+                self.end_headers()
+            elif body["model"] == "bomb":  # an error body of 8 MiB in 8 KiB of gzip
                 self.send_response(400)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-encoding", "gzip")
@@ -152,3 +162,21 @@ def test_an_error_body_is_kept_to_its_first_mib(upstream: str, proxy: ProxyServe
         f"{proxy.base_url}/chat/completions", json=body, headers={"authorization": "Bearer sk-x"}
     )
     assert (proxied.status_code, len(proxied.content)) == (400, MAX_ERROR_BODY)
+
+
+@pytest.mark.parametrize("mode", ["plain", "instrumented"])
+def test_a_redirect_goes_back_to_the_client_which_follows_it(upstream: str, mode: str) -> None:
+    # Taken for an empty stream, it was retried (3 attempts) and raised as stream_truncated.
+    client = openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0)
+    if mode == "instrumented":
+        client = streamtap.instrument(client, recorders=[], policy=TEST_POLICY)
+    seen.clear()
+    stream = client.chat.completions.create(model="moved", messages=CHAT_MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "hi"
+    assert seen == ["/v1/chat/completions", "/v1/chat/completions?followed=1"]
+    seen.clear()
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="not-modified", messages=CHAT_MESSAGES, stream=True)
+    assert raised.value.status_code == 304
+    assert seen == ["/v1/chat/completions"]  # not retried
+    client.close()
