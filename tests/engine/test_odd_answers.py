@@ -92,6 +92,16 @@ def upstream() -> Iterator[str]:
         yield f"{url}/v1"
 
 
+def _client(base: str, *, instrumented: bool) -> openai.OpenAI:
+    """The plain SDK on `base`, or it instrumented (its own retries off: the engine's count)."""
+    client = openai.OpenAI(base_url=base, api_key="sk-x", max_retries=0)
+    return streamtap.instrument(client, recorders=[], policy=TEST_POLICY) if instrumented else client
+
+
+def _text(stream: Any) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
 def _stream_headers(client: Any, model: str) -> httpx2.Headers:
     """The headers of a streamed call's answer (its error's, for the broken model), read whole."""
     if model in STATUSES:
@@ -100,16 +110,13 @@ def _stream_headers(client: Any, model: str) -> httpx2.Headers:
         assert raised.value.status_code == STATUSES[model]
         return raised.value.response.headers
     raw = client.chat.completions.with_raw_response.create(model=model, messages=CHAT_MESSAGES, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "hi"
+    assert _text(raw.parse()) == "hi"
     return raw.headers
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "broken", "weird"], ids=["stream", "error-status", "status-999"])
 def test_door_1_takes_them_as_the_plain_sdk_does(upstream: str, model: str) -> None:
-    plain = openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0)
-    wrapped = streamtap.instrument(
-        openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0), recorders=[], policy=TEST_POLICY
-    )
+    plain, wrapped = _client(upstream, instrumented=False), _client(upstream, instrumented=True)
     expected, got = _stream_headers(plain, model), _stream_headers(wrapped, model)
     plain.close()
     wrapped.close()
@@ -170,12 +177,9 @@ def test_an_error_body_is_kept_to_its_first_mib(upstream: str, proxy: ProxyServe
 @pytest.mark.parametrize("mode", ["plain", "instrumented"])
 def test_a_redirect_goes_back_to_the_client_which_follows_it(upstream: str, mode: str) -> None:
     # Taken for an empty stream, it was retried (3 attempts) and raised as stream_truncated.
-    client = openai.OpenAI(base_url=upstream, api_key="sk-x", max_retries=0)
-    if mode == "instrumented":
-        client = streamtap.instrument(client, recorders=[], policy=TEST_POLICY)
+    client = _client(upstream, instrumented=mode == "instrumented")
     seen.clear()
-    stream = client.chat.completions.create(model="moved", messages=CHAT_MESSAGES, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "hi"
+    assert _text(client.chat.completions.create(model="moved", messages=CHAT_MESSAGES, stream=True)) == "hi"
     assert seen == ["/v1/chat/completions", "/v1/chat/completions?followed=1"]
     seen.clear()
     with pytest.raises(openai.APIStatusError) as raised:
@@ -206,11 +210,11 @@ def test_an_event_stream_labelled_json_is_read_as_the_stream_it_is(
 
         assert anyio.run(read) == "hi"
         return
-    client = openai.OpenAI(base_url=base, api_key="sk-x", max_retries=0)
-    if door == "sync":
-        client = streamtap.instrument(client, recorders=[], policy=TEST_POLICY)
+    client = _client(base, instrumented=door == "sync")
     seen.clear()
-    stream = client.chat.completions.create(model="mislabelled", messages=CHAT_MESSAGES, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "hi"
+    assert (
+        _text(client.chat.completions.create(model="mislabelled", messages=CHAT_MESSAGES, stream=True))
+        == "hi"
+    )
     assert len(seen) == 1
     client.close()
