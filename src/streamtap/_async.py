@@ -34,7 +34,7 @@ from ._driver import (
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
-from ._whole import answered_whole, body_answer, body_failure, sent_as_events, web_page, whole_error
+from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
 
 
 async def send_async(
@@ -121,18 +121,14 @@ class Live:
 
     async def try_send(self, send: Send) -> httpx2.Response | None:
         """One attempt before commit: the caller's response once committed, else None."""
+        call = self.call
+        clock = call.engine.clock
         upstream = await self.open(send)
         if upstream is None:
             return None
         if answered_whole(send, upstream):
             return await self._answer(send, upstream)
         self._begin(send, upstream)
-        return await self._stream(send, upstream)
-
-    async def _stream(self, send: Send, upstream: httpx2.Response) -> httpx2.Response | None:
-        """Read a begun attempt's stream to its first content: the caller's response, else None."""
-        call = self.call
-        clock = call.engine.clock
         attempt = self.attempt
         assert attempt is not None
         first = b""
@@ -182,9 +178,6 @@ class Live:
             return None
         finally:
             await upstream.aclose()
-        if send.route.stream and sent_as_events(raw):
-            self._begin(send, upstream, _once(raw))
-            return await self._stream(send, upstream)
         answer = body_answer(call, send, upstream, raw)
         if not isinstance(answer, tuple):
             call.attempt_failed(
@@ -211,16 +204,12 @@ class Live:
         call.finish("ok", clock(), body=body)
         return response
 
-    def _begin(self, send: Send, upstream: httpx2.Response, read: AsyncIterator[bytes] | None = None) -> None:
-        """Start reading an attempt's stream: from its connection, or the body `read` already."""
+    def _begin(self, send: Send, upstream: httpx2.Response) -> None:
         call = self.call
         clock = call.engine.clock
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        if read is not None:
-            self.chunks = read
-            return
         self.chunks = araw_chunks(upstream) or upstream.aiter_bytes()
         self.restore = deadline_reads(upstream, attempt, clock, caller_read_timeout(self.request))
 
@@ -283,7 +272,3 @@ class Live:
                         "other", "streaming" if call.committed else "first_token", repr(error)
                     )
                     call.finish("error", call.engine.clock())
-
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body

@@ -8,7 +8,7 @@ page), and what a caller who asked for no stream gets when such an error ends th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import httpx2
 
@@ -67,16 +67,6 @@ def answered_whole(send: Send, response: httpx2.Response) -> bool:
     if not send.route.stream:
         return True
     return _media_type(response) == "application/json" and not send.resume
-
-
-# How an event stream starts (a field of its first event, or a comment), after a BOM or blank lines.
-_EVENT_START: Final = (b"data:", b"event:", b"id:", b"retry:", b":")
-
-
-def sent_as_events(raw: bytes) -> bool:
-    """Whether a body labelled JSON is an event stream after all (a gateway's wrong label, which
-    the plain SDK never reads: it parses a stream's body as events whatever its type)."""
-    return raw.lstrip(b"\xef\xbb\xbf\r\n").startswith(_EVENT_START)
 
 
 def _media_type(response: httpx2.Response) -> str:
