@@ -13,7 +13,7 @@ import httpx2
 
 from ._dialect import error_object
 from ._errors import CircuitOpenError, StreamInterrupted
-from ._proxy_http import Headers, declared_length, header, response_headers
+from ._proxy_http import Headers, declared_length, field_value, header, response_headers
 from ._stream_response import StreamResponse
 
 log = logging.getLogger("streamtap.proxy")
@@ -326,7 +326,7 @@ def gave_up_headers(
     if isinstance(error, StreamInterrupted):
         headers.append((b"x-streamtap-attempts", str(error.attempts).encode()))
         if error.request_id:
-            headers.append((b"x-request-id", error.request_id.encode("latin-1", "replace")))
+            headers.append((b"x-request-id", field_value(error.request_id.encode())))
     return headers
 
 

@@ -107,6 +107,11 @@ def forward_request_headers(headers: Headers, *, upstream_key: str | None, decod
     return out
 
 
+def field_value(value: bytes) -> bytes:
+    """`value` as a field may hold it: its control characters made spaces (`_CONTROL`)."""
+    return _CONTROL.sub(b" ", value)
+
+
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """The upstream's response headers as sent to the client: hop-by-hop stripped, Date, which
     the server writes on every response (a second one would make the value a list), and a
@@ -119,7 +124,7 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
         # must remove; the body relayed is the chunks' content, whatever length was also claimed.
         dropped |= {b"content-length"}
     return [
-        (name, _CONTROL.sub(b" ", v))
+        (name, field_value(v))
         for k, v in pairs
         if (name := k.lower()) not in dropped and name and not _NOT_TOKEN.search(name)
     ]

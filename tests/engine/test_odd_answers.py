@@ -15,6 +15,7 @@ import openai
 import pytest
 
 import streamtap
+from streamtap._proxy_client import gave_up_headers
 from streamtap._proxy_config import ProxyConfig
 from streamtap._proxy_server import ProxyServer
 from streamtap._whole import MAX_ERROR_BODY
@@ -58,6 +59,8 @@ def upstream() -> Iterator[str]:
             elif body["model"] == "not-modified":
                 self.send_response(304)
                 self.end_headers()
+            elif body["model"] == "cut":  # a stream that ends before its first content, each time
+                self._answer(200, b"", "text/event-stream")
             elif body["model"] == "bomb":  # an error body of 8 MiB in 8 KiB of gzip
                 self.send_response(400)
                 self.send_header("content-type", "application/json")
@@ -184,3 +187,20 @@ def test_a_redirect_goes_back_to_the_client_which_follows_it(upstream: str, mode
     assert raised.value.status_code == 304
     assert seen == ["/v1/chat/completions"]  # not retried
     client.close()
+
+
+def test_the_502_for_streams_that_all_broke_carries_their_request_id_as_a_field_may(
+    proxy: ProxyServer,
+) -> None:
+    body = {"model": "cut", "messages": CHAT_MESSAGES, "stream": True}
+    answer = httpx2.post(
+        f"{proxy.base_url}/chat/completions", json=body, headers={"authorization": "Bearer sk-x"}
+    )
+    assert answer.status_code == 502
+    assert (answer.headers["x-request-id"], answer.headers["x-streamtap-attempts"]) == (LATIN_1, "3")
+    # A control character in it would have made uvicorn refuse the whole answer.
+    error = streamtap.StreamInterrupted(
+        request=httpx2.Request("POST", "http://x"), error_type="stream_truncated", phase="first_token",
+        attempts=1, text="", message="cut", request_id=CONTROL,
+    )  # fmt: skip
+    assert dict(gave_up_headers(error))[b"x-request-id"] == b"a b c"
