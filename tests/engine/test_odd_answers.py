@@ -92,10 +92,13 @@ def upstream() -> Iterator[str]:
         yield f"{url}/v1"
 
 
-def _client(base: str, *, instrumented: bool) -> openai.OpenAI:
-    """The plain SDK on `base`, or it instrumented (its own retries off: the engine's count)."""
+def _client(base: str, *, instrumented: bool, **options: Any) -> openai.OpenAI:
+    """The plain SDK on `base`, or it instrumented with `options` (its own retries off: the
+    engine's count)."""
     client = openai.OpenAI(base_url=base, api_key="sk-x", max_retries=0)
-    return streamtap.instrument(client, recorders=[], policy=TEST_POLICY) if instrumented else client
+    return (
+        streamtap.instrument(client, recorders=[], policy=TEST_POLICY, **options) if instrumented else client
+    )
 
 
 def _text(stream: Any) -> str:
@@ -177,7 +180,9 @@ def test_an_error_body_is_kept_to_its_first_mib(upstream: str, proxy: ProxyServe
 @pytest.mark.parametrize("mode", ["plain", "instrumented"])
 def test_a_redirect_goes_back_to_the_client_which_follows_it(upstream: str, mode: str) -> None:
     # Taken for an empty stream, it was retried (3 attempts) and raised as stream_truncated.
-    client = _client(upstream, instrumented=mode == "instrumented")
+    # Not a failure another route should answer: the caller's client follows it, or raises.
+    fallbacks = [streamtap.Fallback.model("gpt-4o-mini"), streamtap.Fallback.cached()]
+    client = _client(upstream, instrumented=mode == "instrumented", fallbacks=fallbacks)
     seen.clear()
     assert _text(client.chat.completions.create(model="moved", messages=CHAT_MESSAGES, stream=True)) == "hi"
     assert seen == ["/v1/chat/completions", "/v1/chat/completions?followed=1"]
