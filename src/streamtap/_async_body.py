@@ -206,10 +206,15 @@ async def bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 async def error_body(chunks: AsyncIterator[bytes]) -> bytes:
     """An error status's body, as far as `MAX_ERROR_BODY` (the rest is not read)."""
     kept = b""
-    async for chunk in chunks:
-        kept += chunk
-        if len(kept) >= MAX_ERROR_BODY:
-            break
+    try:
+        async for chunk in chunks:
+            kept += chunk
+            if len(kept) >= MAX_ERROR_BODY:
+                break
+    finally:
+        aclose = getattr(chunks, "aclose", None)  # left part read, trio warns of its collection
+        if aclose is not None:
+            await aclose()
     return kept[:MAX_ERROR_BODY]
 
 

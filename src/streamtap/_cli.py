@@ -188,7 +188,7 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     default=1.0,
     show_default=True,
     show_envvar=True,
-    help="Divide every window and `for:` by this (60 turns 1h into 1m), for demos and tests.",
+    help="Divide every window, `for:` and `keep_firing_for:` by this (60 turns 1h into 1m), for demos and tests.",
 )
 @click.option(
     "--runbook-base",

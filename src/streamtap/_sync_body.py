@@ -153,10 +153,15 @@ def bounded(chunks: Iterator[bytes]) -> Iterator[bytes]:
 def error_body(chunks: Iterator[bytes]) -> bytes:
     """An error status's body, as far as `MAX_ERROR_BODY` (the rest is not read)."""
     kept = b""
-    for chunk in chunks:
-        kept += chunk
-        if len(kept) >= MAX_ERROR_BODY:
-            break
+    try:
+        for chunk in chunks:
+            kept += chunk
+            if len(kept) >= MAX_ERROR_BODY:
+                break
+    finally:
+        close = getattr(chunks, "close", None)  # a generator left part read is closed, not collected
+        if close is not None:
+            close()
     return kept[:MAX_ERROR_BODY]
 
 
