@@ -462,3 +462,31 @@ def test_a_secret_variable_is_named_as_the_user_gave_it() -> None:
         "Error: Invalid value for STREAMTAP_PROXY_UPSTREAM_API_KEY_ENV: environment variable "
         "NO_SUCH_VARIABLE_HERE is empty or unset" in result.output
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--metrics-addr", ""], {}, "'--metrics-addr'"),
+        ([], {"STREAMTAP_DEMO_METRICS_ADDR": " "}, "STREAMTAP_DEMO_METRICS_ADDR (--metrics-addr)"),
+        (["--model", ""], {}, "'--model'"),
+    ],
+)
+def test_demo_refuses_an_empty_metrics_addr_or_model(
+    argv: list[str], env: dict[str, str], named: str
+) -> None:
+    """An empty --metrics-addr was a traceback (serve_metrics' ValueError), exit 1; an empty
+    --model was the default model."""
+    result = CliRunner().invoke(main, ["demo", "--no-stack", "--no-ui", *argv], env=env)
+    assert result.exit_code == 2
+    assert f"Error: Invalid value for {named}: must be " in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("flag", ["--upstream-api-key-env", "--client-token-env"])
+def test_proxy_refuses_an_empty_variable_name(flag: str) -> None:
+    result = CliRunner().invoke(main, ["proxy", flag, ""])
+    assert result.exit_code == 2
+    assert (
+        f"Error: Invalid value for '{flag}': must be the name of the variable that holds the" in result.output
+    )

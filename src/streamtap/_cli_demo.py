@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._cli_params import HOST_ACCEPTED, Number, http_url, option
+from ._cli_params import HOST_ACCEPTED, Number, http_url, not_blank, option
 
 
 @click.command("demo")
@@ -50,6 +50,7 @@ from ._cli_params import HOST_ACCEPTED, Number, http_url, option
     default="127.0.0.1",
     show_default=True,
     show_envvar=True,
+    callback=not_blank(HOST_ACCEPTED),
     accepts=HOST_ACCEPTED,
     help="Interface of /metrics.",
 )
@@ -72,6 +73,7 @@ from ._cli_params import HOST_ACCEPTED, Number, http_url, option
     "--model",
     default=None,
     show_envvar=True,
+    callback=not_blank("a model name"),
     accepts="a model name",
     help="Model to request.  [default: gpt-4o; --real: gpt-4o-mini]",
 )

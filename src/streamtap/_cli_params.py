@@ -127,3 +127,15 @@ def http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 
 
 HOST_ACCEPTED = "an address or name of this machine's interface, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (all)"
+
+
+def not_blank(accepted: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A callback refusing an empty (or all-space) value, which an option given as `--flag ""`
+    would otherwise take: a host "" binds every interface, a key "" refuses every request."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter(f"must be {accepted}, got {value!r}")
+        return value
+
+    return check
