@@ -6,9 +6,9 @@ nothing known is logged as a warning and treated as unset. Left to the SDK, seve
 raise instead (OTEL_BSP_MAX_QUEUE_SIZE=0, say, or gRPC with the specification's own
 OTEL_EXPORTER_OTLP_COMPRESSION=none), and a typo would stop the application, or `streamtap
 proxy`, at start. The builders in _telemetry.py hand what these pure functions return to the
-SDK's classes explicitly. The OTLP/HTTP exporters read their timeout and compression themselves,
-as the specification says; the gRPC ones are given theirs. OTLP timeouts are seconds, as the
-Python SDK reads them.
+SDK's classes explicitly. The OTLP/HTTP exporters read their compression themselves, as the
+specification says; the gRPC ones are given theirs (_otel_grpc.py). Every OTLP exporter is given
+its timeout, in seconds, as the Python SDK reads them.
 """
 
 from __future__ import annotations
