@@ -26,11 +26,13 @@ from ._events import Recorder
 from ._otel_attrs import check_provider
 from ._otel_content import emits_events
 from ._otel_env import (
+    check_http_endpoint,
     exporter_names,
     log_batches,
     metric_reading,
     otlp_timeout,
     protocol,
+    sdk_disabled,
     span_batches,
 )
 from ._otel_events import OtelEventRecorder
@@ -111,6 +113,8 @@ def _exporter_kinds(environ: Mapping[str, str], signal: str) -> list[str]:
             kinds.append("console")
         elif name == "otlp":
             kinds.append("grpc" if protocol(environ, signal) == "grpc" else "http")
+            if kinds[-1] == "http":
+                check_http_endpoint(environ, signal)
         elif name != "none":
             log.warning(
                 "streamtap: OTEL_%s_EXPORTER=%s is not supported (otlp, console, none)", signal.upper(), name
@@ -363,4 +367,4 @@ def default_recorders() -> list[Recorder]:
 
 
 def _sdk_disabled() -> bool:
-    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    return sdk_disabled(os.environ)

@@ -20,7 +20,7 @@ from opentelemetry.trace import ProxyTracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from streamtap import _telemetry
+from streamtap import _otel_env, _telemetry
 from streamtap._otel_content import CAPTURE_ENV, EMIT_EVENT_ENV
 from streamtap._otel_events import EVENT_NAME, OtelEventRecorder
 from streamtap._otel_metrics import OtelMetricsRecorder
@@ -413,6 +413,20 @@ def test_a_per_signal_grpc_timeout_that_does_not_parse_is_warned_of_and_not_read
     assert module.environ is os.environ  # as it was
     warned = [f"streamtap: {name}={value} is not a number of seconds >= 0; using 10.0"] if value else []
     assert caplog.messages == warned
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_an_endpoint_without_a_scheme_is_warned_of_over_http_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    """Over gRPC, localhost:4317 is a gRPC target, which the specification allows."""
+    monkeypatch.setattr(_otel_env, "_told", set())
+    caplog.set_level("WARNING", "streamtap")
+    environ = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}
+    build_tracer_provider("svc", environ).shutdown()
+    build_meter_provider("svc", environ).shutdown()
+    warned = [m for m in caplog.messages if "OTEL_EXPORTER_OTLP_ENDPOINT" in m]
+    assert len(warned) == (1 if protocol == "http/protobuf" else 0), warned
 
 
 def test_a_setting_is_warned_of_once_whatever_the_exporters(caplog: pytest.LogCaptureFixture) -> None:
