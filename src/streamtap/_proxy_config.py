@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem, without_userinfo
+from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem, lower_scheme, without_userinfo
 from ._policy import Policy
 from ._secrets import clean_secret
 
@@ -159,7 +159,7 @@ def _base_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise SettingError("upstream", "upstream must not carry a query, fragment or credentials")
-    return value.rstrip("/")
+    return lower_scheme(value.rstrip("/"))
 
 
 def _secret(name: str, value: str | None) -> str | None:
