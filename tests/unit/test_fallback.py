@@ -117,6 +117,7 @@ def test_an_upstream_key_loses_the_whitespace_around_it() -> None:
     ("key", "why"),
     [
         (" \n ", "a non-empty string, got only whitespace"),
+        ("", "a non-empty string, got an empty one"),  # it said "got only whitespace"
         ("sk-in\nside-0042", "a string without control characters"),
         ("sk-\x00-0042", "a string without control characters"),
         ("sk-tab\t-0042", "a string without control characters"),
