@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -489,4 +490,20 @@ def test_proxy_refuses_an_empty_variable_name(flag: str) -> None:
     assert result.exit_code == 2
     assert (
         f"Error: Invalid value for '{flag}': must be the name of the variable that holds the" in result.output
+    )
+
+
+@pytest.mark.parametrize("port", ["²", "١٢", "８７８７"])
+@pytest.mark.parametrize("name", ["listen", "ops_listen"])
+def test_a_port_of_other_digits_is_refused_naming_the_setting(name: str, port: str) -> None:
+    """str.isdigit() takes them and int() did not: "invalid literal for int() with base 10"."""
+    from streamtap._proxy_config import ProxyConfig
+
+    message = f"{name} must be host:port with a port in 0..65535, got '127.0.0.1:{port}'"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ProxyConfig(**{name: f"127.0.0.1:{port}"})
+    result = CliRunner().invoke(main, ["proxy", "--listen", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        f"Error: --listen: listen must be host:port with a port in 0..65535, got '127.0.0.1:{port}'"
     )

@@ -188,7 +188,8 @@ def _check_seconds(name: str, value: object, *, positive: bool = False, finite: 
 
 def _host_port(name: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # isdigit() alone takes "²" and other digits int() refuses.
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise SettingError(name, f"{name} must be host:port with a port in 0..65535, got {value!r}")
     return host.strip("[]"), int(port)
 
