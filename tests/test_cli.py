@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import NoReturn
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +20,7 @@ import streamtap._proxy_config
 import streamtap._proxy_server
 from streamtap import __version__
 from streamtap._cli import main
+from streamtap._cli_params import EnvOption
 from streamtap._proxy_server import listen_url
 
 
@@ -47,10 +50,12 @@ def test_proxy_refuses_an_infinite_shutdown_grace(where: str) -> None:
     """It was accepted, then crashed the proxy at start (OverflowError)."""
     if where == "flag":
         result = CliRunner().invoke(main, ["proxy", "--shutdown-grace", "inf"])
+        named = "Invalid value for '--shutdown-grace':"
     else:
         result = CliRunner().invoke(main, ["proxy"], env={"STREAMTAP_PROXY_SHUTDOWN_GRACE": "inf"})
+        named = "Invalid value for STREAMTAP_PROXY_SHUTDOWN_GRACE (--shutdown-grace):"
     assert result.exit_code == 2
-    assert "'--shutdown-grace'" in result.output
+    assert named in result.output
     assert "'inf' is not a finite number" in result.output
 
 
@@ -338,4 +343,167 @@ def test_demo_reads_every_flag_from_a_streamtap_variable(monkeypatch: pytest.Mon
     ]
     refused = CliRunner().invoke(main, ["demo"], env={"STREAMTAP_DEMO_BASE_URL": "ftp://x/v1"})
     assert refused.exit_code == 2
-    assert "Invalid value for '--base-url'" in refused.output
+    assert "Invalid value for STREAMTAP_DEMO_BASE_URL (--base-url)" in refused.output
+
+
+def _options() -> list[tuple[str, click.Option]]:
+    return [
+        (name, param)
+        for name, command in main.commands.items()
+        for param in command.params
+        if isinstance(param, click.Option) and param.name != "help"
+    ]
+
+
+def _prefix(command: str) -> str:
+    return f"STREAMTAP_{command.upper().replace('-', '_')}"
+
+
+def test_every_option_is_an_env_option() -> None:
+    """The empty-variable check and the errors naming the variable apply to every option."""
+    assert [f"{name} {p.opts[0]}" for name, p in _options() if not isinstance(p, EnvOption)] == []
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [(name, p) for name, p in _options() if isinstance(p, EnvOption) and not p.empty_ok],
+    ids=lambda value: value if isinstance(value, str) else value.opts[0],
+)
+def test_an_empty_variable_is_a_usage_error_naming_it(command: str, option: EnvOption) -> None:
+    """click takes a variable set but empty for unset: STREAMTAP_PROXY_UPSTREAM= forwarded to
+    the default upstream, STREAMTAP_PROXY_CONFIG= skipped the file."""
+    variable = option.envvar_name(click.Context(main.commands[command], auto_envvar_prefix=_prefix(command)))
+    assert variable is not None
+    result = CliRunner().invoke(main, [command], env={variable: ""})
+    assert result.exit_code == 2, result.output
+    error = result.output.splitlines()[-1]
+    assert (
+        error
+        == f"Error: {variable} ({option.opts[0]}) is set but empty; unset it or give it {option.accepted()}"
+    )
+    assert "a value for" not in error  # every option says what it takes
+
+
+def test_an_empty_variable_says_what_the_option_takes() -> None:
+    def error(command: str, variable: str) -> str:
+        result = CliRunner().invoke(main, [command], env={variable: ""})
+        assert result.exit_code == 2
+        return result.output.splitlines()[-1]
+
+    assert error("proxy", "STREAMTAP_PROXY_UPSTREAM") == (
+        "Error: STREAMTAP_PROXY_UPSTREAM (--upstream) is set but empty; unset it or give it an http:// or "
+        "https:// base URL"
+    )
+    assert error("proxy", "STREAMTAP_PROXY_MAX_BODY").endswith("give it an integer >= 1")
+    assert error("check", "STREAMTAP_CHECK_TIMEOUT").endswith("give it a number > 0 and <= 300")
+    assert error("demo", "STREAMTAP_DEMO_UI").endswith(
+        "give it true or false (or 1 or 0, yes or no, on or off)"
+    )
+    assert error("proxy", "STREAMTAP_PROXY_CONFIG").endswith("give it the path of a TOML file")
+
+
+def test_an_empty_incident_variable_means_no_incidents(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamtap.fake._upstream
+
+    configs: list[object] = []
+    monkeypatch.setattr(
+        streamtap.fake._upstream, "run_until_signal", lambda config, _: configs.append(config)
+    )
+    result = CliRunner().invoke(
+        main, ["fake-upstream", "--port", "0"], env={"STREAMTAP_FAKE_UPSTREAM_INCIDENT": ""}
+    )
+    assert result.exit_code == 0, result.output
+    assert [getattr(config, "incidents", None) for config in configs] == [()]
+
+
+def test_a_bad_value_is_named_as_the_user_gave_it(tmp_path: pathlib.Path) -> None:
+    """A variable's value was reported under its flag's name, and an option with an explicit
+    envvar named its variable for a value given as a flag."""
+    result = CliRunner().invoke(main, ["proxy"], env={"STREAMTAP_PROXY_MAX_BODY": "10MiB"})
+    assert result.exit_code == 2
+    assert "Error: Invalid value for STREAMTAP_PROXY_MAX_BODY (--max-body): '10MiB'" in result.output
+    result = CliRunner().invoke(main, ["proxy", "--max-body", "10MiB"])
+    assert "Error: Invalid value for '--max-body': '10MiB'" in result.output
+    missing = str(tmp_path / "missing.toml")
+    result = CliRunner().invoke(main, ["proxy", "--config", missing])
+    assert result.exit_code == 2
+    assert f"Error: Invalid value for '--config': File '{missing}' does not exist." in result.output
+    assert "STREAMTAP_PROXY_CONFIG" not in result.output
+    result = CliRunner().invoke(main, ["proxy"], env={"STREAMTAP_PROXY_CONFIG": missing})
+    assert f"Error: Invalid value for STREAMTAP_PROXY_CONFIG (--config): File '{missing}'" in result.output
+    result = CliRunner().invoke(main, ["check"], env={"STREAMTAP_CHECK_API_KEY_ENV": "A=B"})
+    assert (
+        "Error: Invalid value for STREAMTAP_CHECK_API_KEY_ENV: 'A=B' is not an environment" in result.output
+    )
+    result = CliRunner().invoke(main, ["rules"], env={"STREAMTAP_RULES_RUNBOOK_BASE": " "})
+    assert "Error: Invalid value for STREAMTAP_RULES_RUNBOOK_BASE:" in result.output
+
+
+@pytest.mark.parametrize("where", ["flag", "env", "file"])
+def test_a_refused_setting_names_what_gave_it(where: str, tmp_path: pathlib.Path) -> None:
+    """ProxyConfig's errors come after parsing; they say which flag, variable or file key it was."""
+    config = tmp_path / "proxy.toml"
+    config.write_text('listen = "127.0.0.1:x"\n')
+    argv, env, named = {
+        "flag": (["--listen", "127.0.0.1:x"], {}, "--listen: "),
+        "env": ([], {"STREAMTAP_PROXY_LISTEN": "127.0.0.1:x"}, "STREAMTAP_PROXY_LISTEN: "),
+        "file": (["--config", str(config)], {}, f"{config}: "),
+    }[where]
+    result = CliRunner().invoke(main, ["proxy", *argv], env=env)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1].startswith(f"Error: {named}listen must be host:port")
+
+
+def test_a_secret_variable_is_named_as_the_user_gave_it() -> None:
+    result = CliRunner().invoke(
+        main, ["proxy"], env={"STREAMTAP_PROXY_UPSTREAM_API_KEY_ENV": "NO_SUCH_VARIABLE_HERE"}
+    )
+    assert result.exit_code == 2
+    assert (
+        "Error: Invalid value for STREAMTAP_PROXY_UPSTREAM_API_KEY_ENV: environment variable "
+        "NO_SUCH_VARIABLE_HERE is empty or unset" in result.output
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--metrics-addr", ""], {}, "'--metrics-addr'"),
+        ([], {"STREAMTAP_DEMO_METRICS_ADDR": " "}, "STREAMTAP_DEMO_METRICS_ADDR (--metrics-addr)"),
+        (["--model", ""], {}, "'--model'"),
+    ],
+)
+def test_demo_refuses_an_empty_metrics_addr_or_model(
+    argv: list[str], env: dict[str, str], named: str
+) -> None:
+    """An empty --metrics-addr was a traceback (serve_metrics' ValueError), exit 1; an empty
+    --model was the default model."""
+    result = CliRunner().invoke(main, ["demo", "--no-stack", "--no-ui", *argv], env=env)
+    assert result.exit_code == 2
+    assert f"Error: Invalid value for {named}: must be " in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("flag", ["--upstream-api-key-env", "--client-token-env"])
+def test_proxy_refuses_an_empty_variable_name(flag: str) -> None:
+    result = CliRunner().invoke(main, ["proxy", flag, ""])
+    assert result.exit_code == 2
+    assert (
+        f"Error: Invalid value for '{flag}': must be the name of the variable that holds the" in result.output
+    )
+
+
+@pytest.mark.parametrize("port", ["²", "١٢", "８７８７"])
+@pytest.mark.parametrize("name", ["listen", "ops_listen"])
+def test_a_port_of_other_digits_is_refused_naming_the_setting(name: str, port: str) -> None:
+    """str.isdigit() takes them and int() did not: "invalid literal for int() with base 10"."""
+    from streamtap._proxy_config import ProxyConfig
+
+    message = f"{name} must be host:port with a port in 0..65535, got '127.0.0.1:{port}'"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ProxyConfig(**{name: f"127.0.0.1:{port}"})
+    result = CliRunner().invoke(main, ["proxy", "--listen", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        f"Error: --listen: listen must be host:port with a port in 0..65535, got '127.0.0.1:{port}'"
+    )

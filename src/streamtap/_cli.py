@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ._cli_demo import demo
-from ._cli_params import Number
+from ._cli_params import HOST_ACCEPTED, Number, not_blank, option, origin
 from ._cli_proxy import proxy
 from ._version import __version__
 from .fake._config import MAX_CHUNKS, MAX_SECONDS
@@ -35,8 +35,16 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
 
 
 @click.command("fake-upstream")
-@click.option("--host", default="127.0.0.1", show_default=True, show_envvar=True, help="Interface to bind.")
-@click.option(
+@option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+    callback=not_blank(HOST_ACCEPTED),
+    accepts=HOST_ACCEPTED,
+    help="Interface to bind.",
+)
+@option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8600,
@@ -44,7 +52,7 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     show_envvar=True,
     help="TCP port (0: a free one).",
 )
-@click.option(
+@option(
     "--chunks",
     type=click.IntRange(0, MAX_CHUNKS),
     default=20,
@@ -52,7 +60,7 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     show_envvar=True,
     help="Content chunks per response.",
 )
-@click.option(
+@option(
     "--ttft",
     type=Number(min=0, max=MAX_SECONDS),
     default=0.0,
@@ -60,7 +68,7 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     show_envvar=True,
     help="Seconds to the first token.",
 )
-@click.option(
+@option(
     "--gap",
     type=Number(min=0, max=MAX_SECONDS),
     default=0.0,
@@ -68,18 +76,26 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     show_envvar=True,
     help="Seconds between content chunks.",
 )
-@click.option(
-    "--api-key", default=None, show_envvar=True, help="Require 'Authorization: Bearer KEY' (else 401)."
+@option(
+    "--api-key",
+    default=None,
+    show_envvar=True,
+    callback=not_blank(
+        "the key clients must send (leave --api-key out for none: an empty key refuses them all)"
+    ),
+    accepts="the key clients must send",
+    help="Require 'Authorization: Bearer KEY' (else 401).",
 )
-@click.option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the incident RNG.")
-@click.option(
+@option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the incident RNG.")
+@option(
     "--incident",
     multiple=True,
     callback=_incidents,
     show_envvar=True,
+    empty_ok=True,  # no incidents, as unset
     help="WINDOW:PROBABILITY:SPEC, e.g. '120-240:0.4:status=503' or '*:2%:reset' (repeatable).",
 )
-@click.option(
+@option(
     "--replay-on-resume",
     is_flag=True,
     show_envvar=True,
@@ -123,24 +139,39 @@ def fake_upstream(
     except OSError as error:
         from ._bind_errors import bind_failure
 
+        ctx = click.get_current_context()
+        port_origin = origin(ctx, "port")
+        free_port = f"{port_origin}=0" if port_origin.startswith("STREAMTAP_") else None
         raise click.UsageError(
-            bind_failure(error, host_flag="--host", host=host, port_flag="--port", port=port)
+            bind_failure(
+                error,
+                host_flag=origin(ctx, "host"),
+                host=host,
+                port_flag=port_origin,
+                port=port,
+                free_port=free_port,
+            )
         ) from None
 
 
 @click.command("check")
-@click.option(
-    "--base-url", default=None, show_envvar=True, help="API base URL [default: $OPENAI_BASE_URL or OpenAI's]."
+@option(
+    "--base-url",
+    default=None,
+    show_envvar=True,
+    accepts="an http:// or https:// base URL",
+    help="API base URL [default: $OPENAI_BASE_URL or OpenAI's].",
 )
-@click.option(
+@option(
     "--api-key-env",
     default="OPENAI_API_KEY",
     metavar="NAME",
     show_default=True,
     show_envvar=True,
+    accepts="the name of the variable that holds the key",
     help="Environment variable that holds the API key.",
 )
-@click.option(
+@option(
     "--timeout",
     default=5.0,
     type=Number(min=0, min_open=True, max=300),
@@ -148,7 +179,7 @@ def fake_upstream(
     show_envvar=True,
     help="Seconds allowed to each network step.",
 )
-@click.option(
+@option(
     "--json",
     "as_json",
     is_flag=True,
@@ -165,7 +196,8 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
 
     if not api_key_env or "=" in api_key_env or "\0" in api_key_env:
         raise click.BadParameter(
-            f"{api_key_env!r} is not an environment variable name", param_hint="--api-key-env"
+            f"{api_key_env!r} is not an environment variable name",
+            param_hint=origin(click.get_current_context(), "api_key_env"),
         )
     report = preflight(base_url=base_url, api_key_env=api_key_env, timeout=timeout)
     click.echo(report.to_json() if as_json else str(report))
@@ -174,7 +206,7 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
 
 
 @click.command("rules")
-@click.option(
+@option(
     "--slo",
     type=Number(min=0, max=1, min_open=True, max_open=True),
     default=0.99,
@@ -182,7 +214,7 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     show_envvar=True,
     help="SLO target: the fraction of calls that must succeed.",
 )
-@click.option(
+@option(
     "--compress",
     type=Number(min=0, min_open=True),
     default=1.0,
@@ -190,11 +222,12 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     show_envvar=True,
     help="Divide every window, `for:` and `keep_firing_for:` by this (60 turns 1h into 1m), for demos and tests.",
 )
-@click.option(
+@option(
     "--runbook-base",
     default="docs/runbooks.md",
     show_default=True,
     show_envvar=True,
+    accepts="the URL of the runbooks",
     help="URL of the runbooks; each alert links to its #anchor.",
 )
 def rules(slo: float, compress: float, runbook_base: str) -> None:
@@ -216,8 +249,8 @@ def rules(slo: float, compress: float, runbook_base: str) -> None:
     except ValueError as error:
         # A runbook base empty or with a #fragment, or a compression so large that a window
         # drops below 1ms.
-        hint = "--runbook-base" if "runbook_base" in str(error) else "--compress"
-        raise click.BadParameter(str(error), param_hint=hint) from None
+        hint = "runbook_base" if "runbook_base" in str(error) else "compress"
+        raise click.BadParameter(str(error), param_hint=origin(click.get_current_context(), hint)) from None
     for long, short, factor, severity in Params(slo_target=slo).unreachable_burn_pairs():
         click.echo(
             f"streamtap rules: with --slo {slo:g} the error budget is {1 - slo:.4g}, so a burn rate is at most "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ._cli_params import Number, http_url
+from ._cli_params import HOST_ACCEPTED, Number, http_url, not_blank, option
 
 
 @click.command("demo")
-@click.option(
+@option(
     "--duration",
     type=Number(min=20),
     default=240.0,
@@ -16,37 +16,45 @@ from ._cli_params import Number, http_url
     show_envvar=True,
     help="Seconds the story takes; shorter or longer runs tell the same story at another pace.",
 )
-@click.option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the fault draws.")
-@click.option(
+@option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the fault draws.")
+@option(
     "--ui/--no-ui",
     default=None,
     show_envvar=True,
     help="Live terminal view, or plain log lines.  [default: the view on a terminal, lines otherwise]",
 )
-@click.option(
+@option(
     "--real",
     is_flag=True,
     show_envvar=True,
     help="Call the real API with OPENAI_API_KEY (and OPENAI_BASE_URL) at a low, bounded rate.",
 )
-@click.option(
+@option(
     "--base-url",
     default=None,
     callback=http_url,
     show_envvar=True,
+    accepts="an http:// or https:// base URL",
     help="Send the traffic to this upstream instead of the built-in fake (no injected incidents).",
 )
-@click.option(
+@option(
     "--proxy-url",
     default=None,
     callback=http_url,
     show_envvar=True,
+    accepts="an http:// or https:// base URL",
     help="Send the proxy share of the traffic to this streamtap proxy instead of an in-process one.",
 )
-@click.option(
-    "--metrics-addr", default="127.0.0.1", show_default=True, show_envvar=True, help="Interface of /metrics."
+@option(
+    "--metrics-addr",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+    callback=not_blank(HOST_ACCEPTED),
+    accepts=HOST_ACCEPTED,
+    help="Interface of /metrics.",
 )
-@click.option(
+@option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=9464,
@@ -54,17 +62,19 @@ from ._cli_params import Number, http_url
     show_envvar=True,
     help="Port of /metrics (0: a free one).",
 )
-@click.option(
+@option(
     "--stack/--no-stack",
     default=None,
     show_envvar=True,
     help="Run Prometheus and Alertmanager to show alerts (--stack installs them with apt-get as root).  "
     "[default: when both are on PATH]",
 )
-@click.option(
+@option(
     "--model",
     default=None,
     show_envvar=True,
+    callback=not_blank("a model name"),
+    accepts="a model name",
     help="Model to request.  [default: gpt-4o; --real: gpt-4o-mini]",
 )
 def demo(

@@ -1,11 +1,104 @@
-"""Option types and callbacks that more than one `streamtap` command uses."""
+"""Option types and callbacks that more than one `streamtap` command uses.
+
+Every option of every command is an `EnvOption` (declared with `option`): it also reads its
+STREAMTAP_<COMMAND>_<OPTION> variable, refuses that variable set but empty (click would take it
+for unset, and so silently for the default), and names in its errors what the user set: the
+variable when the value came from it, the flag otherwise.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
+from click.decorators import FC
+
+
+class EnvOption(click.Option):
+    """A click option whose errors name where its value came from, and whose variable, set but
+    empty, is a usage error naming it (unless `empty_ok`: then it is unset, as click has it).
+
+    Args:
+        accepts: what the option takes, for the error about its empty variable (default: said
+            from its type).
+        empty_ok: an empty variable means the default (a list option's empty list, say).
+    """
+
+    def __init__(self, *args: Any, accepts: str | None = None, empty_ok: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepts = accepts
+        self.empty_ok = empty_ok
+
+    def envvar_name(self, ctx: click.Context) -> str | None:
+        """The variable this option reads (its own `envvar`, else the command's prefix's)."""
+        if isinstance(self.envvar, str):
+            return self.envvar
+        if self.allow_from_autoenv and ctx.auto_envvar_prefix is not None and self.name:
+            return f"{ctx.auto_envvar_prefix}_{self.name.upper()}"
+        return None
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        name = self.envvar_name(ctx)
+        value = None if name is None else os.environ.get(name)
+        if value == "" and not self.empty_ok:
+            assert name is not None
+            raise click.UsageError(
+                f"{name} ({self.opts[0]}) is set but empty; unset it or give it {self.accepted()}", ctx
+            )
+        return value or None
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        # click names the flag whatever gave the value, and adds "(env var: ...)" only to
+        # options with an explicit envvar, a flag's value included.
+        if (
+            ctx is not None
+            and self.name
+            and ctx.get_parameter_source(self.name) is ParameterSource.ENVIRONMENT
+        ):
+            return f"{self.envvar_name(ctx)} ({' / '.join(self.opts)})"
+        return click.Parameter.get_error_hint(self, ctx)
+
+    def accepted(self) -> str:
+        """What the option takes, in words."""
+        if self.accepts is not None:
+            return self.accepts
+        kind = self.type
+        if self.is_bool_flag:
+            return "true or false (or 1 or 0, yes or no, on or off)"
+        if isinstance(kind, click.IntRange | click.FloatRange):
+            what = "an integer" if isinstance(kind, click.IntRange) else "a number"
+            bounds = [
+                f"{sign} {bound:g}"
+                for sign, bound in (
+                    (">" if kind.min_open else ">=", kind.min),
+                    ("<" if kind.max_open else "<=", kind.max),
+                )
+                if bound is not None
+            ]
+            return f"{what} {' and '.join(bounds)}".strip()
+        if isinstance(kind, click.types.IntParamType):
+            return "an integer"
+        if isinstance(kind, click.Path):
+            return "the path of a file"
+        return f"a value for {self.opts[0]}"
+
+
+def option(*decls: str, **attrs: Any) -> Callable[[FC], FC]:
+    """`click.option` with `EnvOption`: how every option of streamtap's is declared."""
+    return click.option(*decls, cls=EnvOption, **attrs)
+
+
+def origin(ctx: click.Context, name: str) -> str:
+    """What gave parameter `name` its value, as an error raised after parsing should name it:
+    its variable when it came from there, else its flag."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    if isinstance(param, EnvOption) and ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+        return param.envvar_name(ctx) or param.opts[0]
+    return param.opts[0]
 
 
 class Number(click.FloatRange):
@@ -31,3 +124,18 @@ def http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     if problem is not None:
         raise click.BadParameter(f"must be {BASE_URL_ACCEPTED}, got {without_userinfo(value)!r}: {problem}")
     return value
+
+
+HOST_ACCEPTED = "an address or name of this machine's interface, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (all)"
+
+
+def not_blank(accepted: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A callback refusing an empty (or all-space) value, which an option given as `--flag ""`
+    would otherwise take: a host "" binds every interface, a key "" refuses every request."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter(f"must be {accepted}, got {value!r}")
+        return value
+
+    return check

@@ -6,66 +6,81 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
-from ._cli_params import Number
+from ._cli_params import Number, not_blank, option, origin
 
 if TYPE_CHECKING:
     from ._proxy_config import ProxyConfig
 
+# The parameter that gives each setting of ProxyConfig, where the names differ.
+_SETTING_PARAMS = {"upstream_api_key": "upstream_api_key_env", "client_token": "client_token_env"}
+
 
 @click.command()
-@click.option(
+@option(
     "--upstream",
     default=None,
     show_envvar=True,
+    accepts="an http:// or https:// base URL",
     help="The OpenAI-compatible base URL to forward to.  [default: https://api.openai.com/v1]",
 )
-@click.option(
-    "--listen", default=None, show_envvar=True, help="host:port to listen on.  [default: 127.0.0.1:8787]"
+@option(
+    "--listen",
+    default=None,
+    show_envvar=True,
+    accepts="a host:port",
+    help="host:port to listen on.  [default: 127.0.0.1:8787]",
 )
-@click.option(
+@option(
     "--ops-listen",
     default=None,
     show_envvar=True,
+    accepts="a host:port",
     help="A second host:port serving only /metrics, /healthz and /readyz (e.g. 0.0.0.0:9464 in a pod).",
 )
-@click.option(
+@option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     envvar="STREAMTAP_PROXY_CONFIG",
     show_envvar=True,
+    accepts="the path of a TOML file",
     help="A TOML file with upstream, listen, [policy] and [[fallbacks]].",
 )
-@click.option(
+@option(
     "--upstream-api-key-env",
     default=None,
     show_envvar=True,
+    callback=not_blank("the name of the variable that holds the key"),
+    accepts="the name of the variable that holds the key",
     help="Name of an environment variable holding a key the proxy sends upstream (then clients must "
     "present the token from --client-token-env).",
 )
-@click.option(
+@option(
     "--client-token-env",
     default=None,
     show_envvar=True,
+    callback=not_blank("the name of the variable that holds the token"),
+    accepts="the name of the variable that holds the token",
     help="Name of an environment variable holding the bearer token clients must present.",
 )
-@click.option(
+@option(
     "--max-body",
     type=click.IntRange(min=1),
     default=None,
     show_envvar=True,
     help="Largest request body of a chat completions or responses call, bytes (held whole).  [default: 10 MiB]",
 )
-@click.option(
+@option(
     "--max-upload",
     type=click.IntRange(min=1),
     default=None,
     show_envvar=True,
     help="Largest request body of any other /v1 request, bytes (streamed through).  [default: 512 MiB]",
 )
-@click.option(
+@option(
     "--pass-through-timeout",
     type=Number(min=0, min_open=True),
     default=None,
@@ -73,7 +88,7 @@ if TYPE_CHECKING:
     help="Seconds a request to any other /v1 path waits for the upstream to take its body, to "
     "begin its answer, and for each next piece of it.  [default: 600]",
 )
-@click.option(
+@option(
     "--shutdown-grace",
     type=Number(min=0),
     default=None,
@@ -99,15 +114,19 @@ def proxy(
     """
     import os
 
-    from ._proxy_config import load_config
+    from ._proxy_config import SettingError, load_config
     from ._proxy_server import serve
 
-    def secret(name: str | None, flag: str) -> str | None:
+    ctx = click.get_current_context()
+
+    def secret(name: str | None, param: str) -> str | None:
         if name is None:
             return None
         value = os.environ.get(name)
         if not value:
-            raise click.BadParameter(f"environment variable {name} is empty or unset", param_hint=flag)
+            raise click.BadParameter(
+                f"environment variable {name} is empty or unset", param_hint=origin(ctx, param)
+            )
         return value
 
     try:
@@ -116,13 +135,19 @@ def proxy(
             upstream=upstream,
             listen=listen,
             ops_listen=ops_listen,
-            upstream_api_key=secret(upstream_api_key_env, "--upstream-api-key-env"),
-            client_token=secret(client_token_env, "--client-token-env"),
+            upstream_api_key=secret(upstream_api_key_env, "upstream_api_key_env"),
+            client_token=secret(client_token_env, "client_token_env"),
             max_body=max_body,
             max_upload=max_upload,
             pass_through_timeout=pass_through_timeout,
             shutdown_grace=shutdown_grace,
         )
+    except SettingError as error:
+        # load_config names the file for a setting of the file's; one from a flag or a
+        # variable is named here, as the user wrote it.
+        param = _SETTING_PARAMS.get(error.setting, error.setting)
+        given = ctx.get_parameter_source(param) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        raise click.UsageError(f"{origin(ctx, param)}: {error}" if given else str(error)) from None
     except (ValueError, OSError) as error:
         raise click.UsageError(str(error)) from None
     _check_listeners(config)

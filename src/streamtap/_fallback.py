@@ -123,6 +123,8 @@ class Fallback:
             raise ValueError(f"Fallback.model needs a non-empty model name, got {self.to_model!r}")
         if kind == "upstream":
             _check_upstream_url(self.base_url)
+            assert self.base_url is not None
+            object.__setattr__(self, "base_url", lower_scheme(self.base_url))
             if self.to_model is not None and not _is_name(self.to_model):
                 raise ValueError(
                     f"Fallback.upstream model must be a non-empty model name or None, got {self.to_model!r}"
@@ -152,7 +154,10 @@ class Fallback:
     @classmethod
     def upstream(cls, base_url: str, *, api_key: str | None = None, model: str | None = None) -> Fallback:
         """The same request to another OpenAI-compatible base URL (and optionally key and model)."""
-        url = base_url.rstrip("/") if isinstance(base_url, str) else base_url  # checked in __post_init__
+        # Checked as given ("http://" has no host; stripped, it would be "http:"), then again,
+        # stripped, in __post_init__.
+        _check_upstream_url(base_url)
+        url = base_url.rstrip("/")
         return cls(kind="upstream", base_url=url, api_key=api_key, to_model=model)
 
     @classmethod
@@ -181,7 +186,8 @@ def _is_name(value: object) -> bool:
 def _check_upstream_url(url: object) -> None:
     """Refuse a base URL an upstream fallback could not send every request to; the URL is
     shown without its user:password, which the error must not spread."""
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+    # Schemes are case-insensitive (RFC 3986 3.1), as base_url_problem and httpx2 read them.
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         shown = without_userinfo(url) if isinstance(url, str) else url
         raise ValueError(f"Fallback.upstream base_url must start with http:// or https://, got {shown!r}")
     shown = without_userinfo(url)
@@ -258,6 +264,13 @@ def parse_failure(url: str, error: ValueError) -> str:
     except ValueError as own:
         return str(own)
     return "its user:password does not parse"
+
+
+def lower_scheme(url: str) -> str:
+    """`url` with its scheme in lower case (`HTTP://h` is `http://h`), as breakers and labels
+    name an upstream and as the engine reads its default port."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.lower()}{sep}{rest}" if sep else url
 
 
 def upstream_of(url: str) -> str:

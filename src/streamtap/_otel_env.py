@@ -6,9 +6,9 @@ nothing known is logged as a warning and treated as unset. Left to the SDK, seve
 raise instead (OTEL_BSP_MAX_QUEUE_SIZE=0, say, or gRPC with the specification's own
 OTEL_EXPORTER_OTLP_COMPRESSION=none), and a typo would stop the application, or `streamtap
 proxy`, at start. The builders in _telemetry.py hand what these pure functions return to the
-SDK's classes explicitly. The OTLP/HTTP exporters read their timeout and compression themselves,
-as the specification says; the gRPC ones are given theirs. OTLP timeouts are seconds, as the
-Python SDK reads them.
+SDK's classes explicitly. The OTLP/HTTP exporters read their compression themselves, as the
+specification says; the gRPC ones are given theirs (_otel_grpc.py). Every OTLP exporter is given
+its timeout, in seconds, as the Python SDK reads them.
 """
 
 from __future__ import annotations
@@ -56,6 +56,48 @@ class MetricReading:
 
 def _ignored(name: str, raw: str, accepted: str, using: object) -> None:
     log.warning("streamtap: %s=%s is not %s; using %s", name, raw, accepted, using)
+
+
+_told: set[str] = set()  # the warnings given once per process
+
+
+def _once(message: str) -> None:
+    if message not in _told:
+        _told.add(message)
+        log.warning(message)
+
+
+def sdk_disabled(environ: Mapping[str, str]) -> bool:
+    """OTEL_SDK_DISABLED, a boolean: only `true` (any case) is true. Any other value but empty
+    and `false` is warned of (once), as the specification asks, and taken for false."""
+    raw = environ.get("OTEL_SDK_DISABLED", "").strip()
+    if raw.lower() == "true":
+        return True
+    if raw and raw.lower() != "false":
+        _once(
+            f"streamtap: OTEL_SDK_DISABLED={raw} is not true or false; using false (the SDK is not disabled)"
+        )
+    return False
+
+
+def check_http_endpoint(environ: Mapping[str, str], signal: str) -> None:
+    """Warn (once) when the endpoint an OTLP/HTTP exporter of `signal` will read is no http:// or
+    https:// URL, as the specification requires over HTTP: the exporter takes `localhost:4318`
+    and every export fails in requests ("No connection adapters were found"), naming nothing.
+    Over gRPC such an endpoint is a gRPC target, and valid."""
+    from ._fallback import without_userinfo
+
+    for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        raw = environ.get(name, "")
+        if not raw:  # the exporter reads the next one, as unset
+            continue
+        if not raw.strip().lower().startswith(("http://", "https://")):
+            shown = without_userinfo(raw.strip())
+            _once(
+                f"streamtap: {name}={shown} is not an http:// or https:// URL, as OTLP over http/protobuf "
+                f"needs (e.g. http://{shown}): every export to it will fail"
+            )
+        return
 
 
 def _integer(environ: Mapping[str, str], name: str, default: int, least: int) -> int:

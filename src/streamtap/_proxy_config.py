@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem, without_userinfo
+from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem, lower_scheme, without_userinfo
 from ._policy import Policy
 from ._secrets import clean_secret
 
@@ -159,7 +159,7 @@ def _base_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise SettingError("upstream", "upstream must not carry a query, fragment or credentials")
-    return value.rstrip("/")
+    return lower_scheme(value.rstrip("/"))
 
 
 def _secret(name: str, value: str | None) -> str | None:
@@ -188,7 +188,8 @@ def _check_seconds(name: str, value: object, *, positive: bool = False, finite: 
 
 def _host_port(name: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # isdigit() alone takes "²" and other digits int() refuses.
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise SettingError(name, f"{name} must be host:port with a port in 0..65535, got {value!r}")
     return host.strip("[]"), int(port)
 

@@ -15,6 +15,8 @@ def clean_secret(value: str, where: str) -> str:
         value: the key or token.
         where: the setting, as the error names it (e.g. ``fallbacks[0].api_key``).
     """
+    if not value:
+        raise ValueError(f"{where} must be a non-empty string, got an empty one")
     value = value.strip()
     if not value:
         raise ValueError(f"{where} must be a non-empty string, got only whitespace")

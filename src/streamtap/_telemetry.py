@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
@@ -26,16 +26,18 @@ from ._events import Recorder
 from ._otel_attrs import check_provider
 from ._otel_content import emits_events
 from ._otel_env import (
-    compression,
+    check_http_endpoint,
     exporter_names,
     log_batches,
     metric_reading,
     otlp_timeout,
     protocol,
+    sdk_disabled,
     span_batches,
 )
 from ._otel_events import OtelEventRecorder
 from ._otel_exit import flush_at_exit
+from ._otel_grpc import grpc_exporter
 from ._otel_metrics import OtelMetricsRecorder
 from ._otel_traces import OtelTraceRecorder
 from ._prom_metrics import check_registry
@@ -50,18 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamtap")
 _lock = threading.Lock()
 _defaults: list[Recorder] | None = None
-
-
-def _grpc_options(environ: Mapping[str, str], signal: str, timeout: float) -> dict[str, Any]:
-    """The compression and timeout of an SDK gRPC exporter, which raises on values it would
-    otherwise read itself (`none` among them: _otel_env.py)."""
-    import grpc  # type: ignore[import-untyped]
-
-    gzip = compression(environ, signal) == "gzip"
-    return {
-        "compression": grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
-        "timeout": timeout,
-    }
 
 
 def _is_unconfigured(provider: object) -> bool:
@@ -123,6 +113,8 @@ def _exporter_kinds(environ: Mapping[str, str], signal: str) -> list[str]:
             kinds.append("console")
         elif name == "otlp":
             kinds.append("grpc" if protocol(environ, signal) == "grpc" else "http")
+            if kinds[-1] == "http":
+                check_http_endpoint(environ, signal)
         elif name != "none":
             log.warning(
                 "streamtap: OTEL_%s_EXPORTER=%s is not supported (otlp, console, none)", signal.upper(), name
@@ -157,7 +149,7 @@ def build_tracer_provider(
             if kind == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-                exporter = with_this_encoding(Grpc)(**_grpc_options(environ, "traces", timeout))
+                exporter = grpc_exporter(with_this_encoding(Grpc), environ, "traces", timeout)
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
@@ -195,7 +187,7 @@ def build_meter_provider(
                 OTLPMetricExporter as GrpcMetrics,
             )
 
-            exporter = GrpcMetrics(**_grpc_options(environ, "metrics", timeout))
+            exporter = grpc_exporter(GrpcMetrics, environ, "metrics", timeout)
         else:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter as HttpMetrics,
@@ -239,7 +231,7 @@ def build_logger_provider(
         elif kind == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
 
-            exporter = GrpcLogs(**_grpc_options(environ, "logs", timeout))
+            exporter = grpc_exporter(GrpcLogs, environ, "logs", timeout)
         else:
             from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
 
@@ -375,4 +367,4 @@ def default_recorders() -> list[Recorder]:
 
 
 def _sdk_disabled() -> bool:
-    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    return sdk_disabled(os.environ)

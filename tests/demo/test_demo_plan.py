@@ -51,6 +51,13 @@ def test_real_without_a_key_is_a_clear_error(environ: dict[str, str]) -> None:
         plan(DemoOptions(real=True), environ)
 
 
+@pytest.mark.parametrize("addr", ["", "  "])
+def test_an_empty_metrics_addr_is_a_clear_error(addr: str) -> None:
+    """serve_metrics raised it as a ValueError, which the demo let through as a traceback."""
+    with pytest.raises(DemoError, match=r"^--metrics-addr must be an interface address or name, e\.g\. 127"):
+        plan(DemoOptions(metrics_addr=addr), {})
+
+
 def test_real_uses_the_key_and_base_url_from_the_environment() -> None:
     chosen = plan(
         DemoOptions(real=True), {"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "https://example.test/v1"}

@@ -243,6 +243,7 @@ def test_a_fallback_key_in_the_file_is_checked_as_the_proxys_own(tmp_path: Any) 
     for value, why in (
         ('"sk-in\\nside-0042"', "a string without control characters"),
         ('" "', "a non-empty string, got only whitespace"),
+        ('""', "a non-empty string, got an empty one"),  # it said "got only whitespace"
     ):
         path.write_text('[[fallbacks]]\nkind = "non_streaming"\n' + entry + value + "\n")
         with pytest.raises(

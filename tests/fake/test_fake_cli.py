@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,9 +92,38 @@ def test_sigint_stops_gracefully_in_process() -> None:
         pytest.param(
             [], {"STREAMTAP_FAKE_UPSTREAM_PORT": "70000"}, "70000 is not in the range 0<=x<=65535", id="port"
         ),
+        # It listened on every interface and printed http://:PORT/v1.
+        pytest.param(["--host", ""], {}, "Invalid value for '--host': must be an address or name", id="host"),
+        pytest.param(
+            [],
+            {"STREAMTAP_FAKE_UPSTREAM_HOST": " "},
+            "Invalid value for STREAMTAP_FAKE_UPSTREAM_HOST (--host): must be an address",
+            id="host-env",
+        ),
+        # It answered every request 401.
+        pytest.param(
+            ["--api-key", ""],
+            {},
+            "Invalid value for '--api-key': must be the key clients must send",
+            id="api-key",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_the_reason(args: list[str], env: dict[str, str], message: str) -> None:
     result = CliRunner().invoke(main, ["fake-upstream", *args], env=env)
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"host": ""}, "host=''; accepted: an interface address or name"),
+        ({"host": " "}, "host=' '; accepted: an interface address or name"),
+        ({"api_key": ""}, "api_key=''; accepted: None (no key needed) or a non-empty key"),
+        ({"api_key": "\n"}, "api_key='\\n'; accepted: None (no key needed) or a non-empty key"),
+    ],
+)
+def test_config_refuses_an_empty_host_or_key(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        FakeConfig(**fields)  # type: ignore[arg-type]

@@ -7,18 +7,21 @@ from dataclasses import replace
 
 import pytest
 
+from streamtap import _otel_env
 from streamtap._otel_env import (
     EXPORT_BATCH,
     LOG_BATCHES,
     SPAN_BATCHES,
     Batches,
     MetricReading,
+    check_http_endpoint,
     compression,
     exporter_names,
     log_batches,
     metric_reading,
     otlp_timeout,
     protocol,
+    sdk_disabled,
     span_batches,
 )
 
@@ -242,3 +245,82 @@ def test_metric_reading(caplog: pytest.LogCaptureFixture) -> None:
     assert caplog.messages == []
     assert metric_reading({"OTEL_METRIC_EXPORT_INTERVAL": "0"}) == MetricReading()
     assert caplog.messages == ["streamtap: OTEL_METRIC_EXPORT_INTERVAL=0 is not an integer >= 1; using 60000"]
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The warnings given once per process, from none."""
+    fresh: set[str] = set()
+    monkeypatch.setattr(_otel_env, "_told", fresh)
+    return fresh
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled", "warned"),
+    [
+        ("", False, False),
+        ("false", False, False),
+        (" FALSE ", False, False),
+        ("true", True, False),
+        ("True", True, False),
+        ("1", False, True),  # the specification: only true is true
+        ("maybe", False, True),
+    ],
+)
+def test_sdk_disabled_is_true_alone_and_anything_else_is_warned_of(
+    caplog: pytest.LogCaptureFixture, told: set[str], value: str, disabled: bool, warned: bool
+) -> None:
+    """Values other than true, false and empty were silently not disabled, while the docs
+    promise a warning for a value that does not parse."""
+    for _ in range(2):
+        assert sdk_disabled({"OTEL_SDK_DISABLED": value}) is disabled
+    expected = f"streamtap: OTEL_SDK_DISABLED={value.strip()} is not true or false; using false"
+    assert [m.startswith(expected) for m in caplog.messages] == ([True] if warned else [])
+
+
+@pytest.mark.parametrize(
+    ("environ", "warned"),
+    [
+        ({}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "HTTPS://collector:4318"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT=localhost:4318"),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "collector:4318/v1/traces"},
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector:4318/v1/traces",
+        ),
+        # The exporter reads the signal's own and ignores the other.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces",
+            },
+            None,
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "c:4318"},
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=c:4318",
+        ),
+        # Empty is unset: the exporter reads the next.
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""},
+            "OTEL_EXPORTER_OTLP_ENDPOINT=c:4318",
+        ),
+        # Its user:password is not shown.
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "u:hunter2@c:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT=c:4318"),
+    ],
+)
+def test_an_http_endpoint_without_a_scheme_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture, told: set[str], environ: dict[str, str], warned: str | None
+) -> None:
+    """The OTLP/HTTP exporters took localhost:4318, and every export failed with "No connection
+    adapters were found", naming nothing."""
+    check_http_endpoint(environ, "traces")
+    check_http_endpoint(environ, "traces")
+    if warned is None:
+        assert caplog.messages == []
+    else:
+        (message,) = caplog.messages
+        assert message.startswith(f"streamtap: {warned} is not an http:// or https:// URL, as OTLP over ")
+        assert message.endswith("every export to it will fail")
+        assert "hunter2" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -19,7 +20,7 @@ from opentelemetry.trace import ProxyTracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from streamtap import _telemetry
+from streamtap import _otel_env, _telemetry
 from streamtap._otel_content import CAPTURE_ENV, EMIT_EVENT_ENV
 from streamtap._otel_events import EVENT_NAME, OtelEventRecorder
 from streamtap._otel_metrics import OtelMetricsRecorder
@@ -383,6 +384,49 @@ def test_values_the_sdk_would_raise_on_are_warned_of_and_ignored(
     }
     # `none` is valid.
     assert ours == set(invalid) - {"OTEL_EXPORTER_OTLP_COMPRESSION"}, caplog.text
+
+
+@pytest.mark.parametrize("value", ["abc", ""])
+@pytest.mark.parametrize("signal", ["traces", "metrics", "logs"])
+def test_a_per_signal_grpc_timeout_that_does_not_parse_is_warned_of_and_not_read(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, signal: str, value: str
+) -> None:
+    """The gRPC exporters parse OTEL_EXPORTER_OTLP_{SIGNAL}_TIMEOUT with float() whatever they
+    are given: after the warning saying 10 s would be used, `streamtap proxy` died at start with
+    the exporter's traceback. The exporter now gets 10 s and never reads the value."""
+    caplog.set_level("WARNING", "streamtap")
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"
+    monkeypatch.setenv(name, value)  # where the SDK reads it
+    built: list[Any] = []
+
+    def grpc_exporter(*args: Any) -> Any:
+        built.append(real(*args))
+        return built[-1]
+
+    real = _telemetry.grpc_exporter
+    monkeypatch.setattr(_telemetry, "grpc_exporter", grpc_exporter)
+    environ = {**os.environ, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    build = {"traces": build_tracer_provider, "metrics": build_meter_provider, "logs": build_logger_provider}
+    build[signal]("svc", environ).shutdown()
+    assert [exporter._timeout for exporter in built] == [10.0]
+    module = sys.modules[next(k for k in type(built[0]).__mro__ if "proto.grpc" in k.__module__).__module__]
+    assert module.environ is os.environ  # as it was
+    warned = [f"streamtap: {name}={value} is not a number of seconds >= 0; using 10.0"] if value else []
+    assert caplog.messages == warned
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_an_endpoint_without_a_scheme_is_warned_of_over_http_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    """Over gRPC, localhost:4317 is a gRPC target, which the specification allows."""
+    monkeypatch.setattr(_otel_env, "_told", set())
+    caplog.set_level("WARNING", "streamtap")
+    environ = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}
+    build_tracer_provider("svc", environ).shutdown()
+    build_meter_provider("svc", environ).shutdown()
+    warned = [m for m in caplog.messages if "OTEL_EXPORTER_OTLP_ENDPOINT" in m]
+    assert len(warned) == (1 if protocol == "http/protobuf" else 0), warned
 
 
 def test_a_setting_is_warned_of_once_whatever_the_exporters(caplog: pytest.LogCaptureFixture) -> None:

@@ -117,6 +117,7 @@ def test_an_upstream_key_loses_the_whitespace_around_it() -> None:
     ("key", "why"),
     [
         (" \n ", "a non-empty string, got only whitespace"),
+        ("", "a non-empty string, got an empty one"),  # it said "got only whitespace"
         ("sk-in\nside-0042", "a string without control characters"),
         ("sk-\x00-0042", "a string without control characters"),
         ("sk-tab\t-0042", "a string without control characters"),
@@ -126,6 +127,27 @@ def test_an_upstream_key_no_header_can_carry_is_refused_unseen(key: str, why: st
     with pytest.raises(ValueError, match=rf"^Fallback\.upstream api_key must be {why}") as refused:
         Fallback.upstream("https://other/v1", api_key=key)
     assert "0042" not in str(refused.value)
+
+
+@pytest.mark.parametrize("base_url", ["http://", "https:///", "http:///v1"])
+def test_an_upstream_url_without_a_host_says_so_as_given(base_url: str) -> None:
+    """`http://` was reported as "must start with http:// or https://, got 'http:'": its
+    trailing / was stripped before the check."""
+    message = rf"^Fallback\.upstream base_url must be an http:// or https:// base URL .*, got {re.escape(repr(base_url))}: it has no host$"
+    with pytest.raises(ValueError, match=message):
+        Fallback.upstream(base_url)
+
+
+@pytest.mark.parametrize("base_url", ["HTTP://h/v1", "Https://h/v1/", "hTTp://h:8080/v1"])
+def test_an_upstream_scheme_is_case_insensitive(base_url: str) -> None:
+    """`Fallback.upstream("HTTP://h/v1")` was refused while `proxy --upstream HTTP://h/v1` was
+    accepted (RFC 3986: schemes are case-insensitive); both are taken, in lower case."""
+    from streamtap._proxy_config import ProxyConfig
+
+    scheme, _, rest = base_url.rstrip("/").partition("://")
+    expected = f"{scheme.lower()}://{rest}"
+    assert Fallback.upstream(base_url).base_url == expected
+    assert ProxyConfig(upstream=base_url).upstream == expected
 
 
 @pytest.mark.parametrize(

@@ -215,19 +215,27 @@ def test_from_mapping_accepts_built_settings() -> None:
             "half_open_probes, min_requests, open_for, window",
             id="unknown-breaker",
         ),
+        # A string that is not of the field's type: the accepted range too, as for any bad value.
         pytest.param(
-            {"max_attempts": "three"}, "policy.max_attempts must be an integer, got 'three'", id="int"
+            {"max_attempts": "three"}, "policy.max_attempts must be an integer >= 1, got 'three'", id="int"
         ),
         pytest.param(
-            {"max_attempts": "2.5"}, "policy.max_attempts must be an integer, got '2.5'", id="int-frac"
+            {"max_attempts": "3.0"}, "policy.max_attempts must be an integer >= 1, got '3.0'", id="int-frac"
         ),
         pytest.param(
-            {"backoff_base": "fast"}, "policy.backoff_base must be a number, got 'fast'", id="float"
+            {"backoff_base": "fast"},
+            "policy.backoff_base must be a number > 0 and finite, got 'fast'",
+            id="float",
         ),
         pytest.param(
             {"connect_timeout": "none"},
-            "policy.connect_timeout must be a number, got 'none'",
+            "policy.connect_timeout must be a number > 0 and finite, got 'none'",
             id="not-optional",
+        ),
+        pytest.param(
+            {"breaker": {"half_open_probes": "1.5"}},
+            "policy.breaker.half_open_probes must be an integer >= 1, got '1.5'",
+            id="nested-int",
         ),
         pytest.param(
             {"budget": {"enabled": "maybe"}},
@@ -263,7 +271,7 @@ def test_from_mapping_accepts_built_settings() -> None:
         ),
         pytest.param(
             {"idle_timeout": "never"},
-            "policy.idle_timeout must be a number, or \"none\" for off, got 'never'",
+            "policy.idle_timeout must be a number > 0 and finite, or \"none\" for off, got 'never'",
             id="optional-text-says-none",
         ),
         pytest.param(

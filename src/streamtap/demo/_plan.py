@@ -105,9 +105,15 @@ def plan(options: DemoOptions, environ: Mapping[str, str]) -> Plan:
     """Decide upstream, key, model and traffic profile from the options (pure).
 
     Raises:
-        DemoError: --real without OPENAI_API_KEY.
+        DemoError: --real without OPENAI_API_KEY, an empty --metrics-addr, a bad URL.
     """
     check_duration(options.duration)
+    if not isinstance(options.metrics_addr, str) or not options.metrics_addr.strip():
+        # serve_metrics would raise it as a ValueError, a traceback.
+        raise DemoError(
+            f"--metrics-addr must be an interface address or name, e.g. 127.0.0.1 or 0.0.0.0, "
+            f"got {options.metrics_addr!r}"
+        )
     for flag, url in (("--base-url", options.base_url), ("--proxy-url", options.proxy_url)):
         _check_url(flag, url)
     key = environ.get("OPENAI_API_KEY", "").strip()

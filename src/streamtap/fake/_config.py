@@ -10,6 +10,8 @@ from ._select import Incident
 
 MAX_CHUNKS = 100_000
 MAX_SECONDS = 3600.0
+HOST_ACCEPTED = "an interface address or name, e.g. 127.0.0.1 or 0.0.0.0 (an empty one binds every interface)"
+FAKE_KEY_ACCEPTED = "None (no key needed) or a non-empty key (an empty one refuses every request)"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,12 @@ class FakeConfig:
         check_chunks("chunks", self.chunks)
         check_seconds("ttft", self.ttft)
         check_seconds("gap", self.gap)
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ValueError(f"host={self.host!r}; accepted: {HOST_ACCEPTED}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
+            # An empty or all-space key is no secret to echo; any other value is not shown.
+            shown = repr(self.api_key) if isinstance(self.api_key, str) else type(self.api_key).__name__
+            raise ValueError(f"api_key={shown}; accepted: {FAKE_KEY_ACCEPTED}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port!r}; accepted: 0..65535 (0 picks a free port)")
         object.__setattr__(self, "incidents", tuple(self.incidents))
