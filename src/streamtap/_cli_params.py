@@ -20,7 +20,8 @@ from click.decorators import FC
 
 class EnvOption(click.Option):
     """A click option whose errors name where its value came from, and whose variable, set but
-    empty, is a usage error naming it (unless `empty_ok`: then it is unset, as click has it).
+    empty, is a usage error naming it (unless `empty_ok`, or a flag: then it is unset, as click
+    has it).
 
     Args:
         accepts: what the option takes, for the error about its empty variable (default: said
@@ -31,7 +32,8 @@ class EnvOption(click.Option):
     def __init__(self, *args: Any, accepts: str | None = None, empty_ok: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.accepts = accepts
-        self.empty_ok = empty_ok
+        # A flag's empty variable is how compose and Helm files turn it off: unset, as in click.
+        self.empty_ok = empty_ok or self.is_bool_flag
 
     def envvar_name(self, ctx: click.Context) -> str | None:
         """The variable this option reads (its own `envvar`, else the command's prefix's)."""
@@ -44,7 +46,7 @@ class EnvOption(click.Option):
     def resolve_envvar_value(self, ctx: click.Context) -> str | None:
         name = self.envvar_name(ctx)
         value = None if name is None else os.environ.get(name)
-        if value == "" and not self.empty_ok:
+        if value == "" and not self.empty_ok and not ctx.resilient_parsing:  # not while completing
             assert name is not None
             raise click.UsageError(
                 f"{name} ({self.opts[0]}) is set but empty; unset it or give it {self.accepted()}", ctx
@@ -67,8 +69,6 @@ class EnvOption(click.Option):
         if self.accepts is not None:
             return self.accepts
         kind = self.type
-        if self.is_bool_flag:
-            return "true or false (or 1 or 0, yes or no, on or off)"
         if isinstance(kind, click.IntRange | click.FloatRange):
             what = "an integer" if isinstance(kind, click.IntRange) else "a number"
             bounds = [

@@ -120,8 +120,8 @@ def test_bad_flags_exit_2_with_the_reason(args: list[str], env: dict[str, str], 
     [
         ({"host": ""}, "host=''; accepted: an interface address or name"),
         ({"host": " "}, "host=' '; accepted: an interface address or name"),
-        ({"api_key": ""}, "api_key=''; accepted: None (no key needed) or a non-empty key"),
-        ({"api_key": "\n"}, "api_key='\\n'; accepted: None (no key needed) or a non-empty key"),
+        ({"api_key": ""}, "api_key=''; accepted: None (no key needed) or a key that is not empty"),
+        ({"api_key": "\n"}, "api_key='\\n'; accepted: None (no key needed) or a key that is not empty"),
     ],
 )
 def test_config_refuses_an_empty_host_or_key(fields: dict[str, str], message: str) -> None:

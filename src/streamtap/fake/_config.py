@@ -10,8 +10,10 @@ from ._select import Incident
 
 MAX_CHUNKS = 100_000
 MAX_SECONDS = 3600.0
-HOST_ACCEPTED = "an interface address or name, e.g. 127.0.0.1 or 0.0.0.0 (an empty one binds every interface)"
-FAKE_KEY_ACCEPTED = "None (no key needed) or a non-empty key (an empty one refuses every request)"
+HOST_ACCEPTED = (
+    "an interface address or name, e.g. 127.0.0.1 or 0.0.0.0 (not empty: that binds every interface)"
+)
+FAKE_KEY_ACCEPTED = "None (no key needed) or a key that is not empty (that refuses every request)"
 
 
 @dataclass(frozen=True)
