@@ -73,9 +73,9 @@ def retry_wait(
 
 def falls_back(failure: Failure) -> bool:
     """Whether another route may serve after `failure`: not after a redirect, nor after what
-    no other model or upstream fixes (_NO_FALLBACK), nor after an error event that blames the request as a 400
-    would (`blames_request`: the prompt is too long, or refused), which a fallback would meet
-    again or a cached answer would hide."""
+    no other model or upstream fixes (_NO_FALLBACK), nor after an error event that blames the
+    request as a 400 would (`blames_request`: the prompt is too long, or refused), which a
+    fallback would meet again or a cached answer would hide."""
     if failure.status_code is not None and 300 <= failure.status_code < 400:
         return False  # a redirect goes back to the caller, whose client may follow it
     return failure.error_type not in _NO_FALLBACK and not blames_request(failure)

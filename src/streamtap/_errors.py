@@ -92,8 +92,8 @@ def status_error_type(status: int) -> ErrorType:
 def classify_status(
     status: int, headers: Mapping[str, str], should_retry: bool | None, code: str | None = None
 ) -> Failure:
-    """A status that is no answer (not 2xx). `should_retry` is the upstream's x-should-retry override, if any; `code`
-    is the error body's code (`api_error_code`)."""
+    """A status that is no answer (not 2xx). `should_retry` is the upstream's x-should-retry
+    override, if any; `code` is the error body's code (`api_error_code`)."""
     retryable = status in (408, 409, 429) or status >= 500
     if status in _NOT_RETRYABLE or code in _NO_RETRY_CODES:
         retryable = False
