@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ._cli_demo import demo
-from ._cli_params import HOST_ACCEPTED, Number, not_blank, option, origin
+from ._cli_params import HOST_ACCEPTED, Number, option, origin
 from ._cli_proxy import proxy
 from ._version import __version__
 from .fake._config import MAX_CHUNKS, MAX_SECONDS
@@ -40,8 +40,8 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     default="127.0.0.1",
     show_default=True,
     show_envvar=True,
-    callback=not_blank(HOST_ACCEPTED),
     accepts=HOST_ACCEPTED,
+    nonblank=True,
     help="Interface to bind.",
 )
 @option(
@@ -80,10 +80,8 @@ def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
     "--api-key",
     default=None,
     show_envvar=True,
-    callback=not_blank(
-        "the key clients must send (leave --api-key out for none: an empty key refuses them all)"
-    ),
-    accepts="the key clients must send",
+    accepts="the key clients must send (leave --api-key out for none: an empty key refuses them all)",
+    nonblank=True,
     help="Require 'Authorization: Bearer KEY' (else 401).",
 )
 @option("--seed", default=0, show_default=True, show_envvar=True, help="Seed of the incident RNG.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._cli_params import HOST_ACCEPTED, Number, http_url, not_blank, option
+from ._cli_params import HOST_ACCEPTED, Number, http_url, option
 
 
 @click.command("demo")
@@ -50,8 +50,8 @@ from ._cli_params import HOST_ACCEPTED, Number, http_url, not_blank, option
     default="127.0.0.1",
     show_default=True,
     show_envvar=True,
-    callback=not_blank(HOST_ACCEPTED),
     accepts=HOST_ACCEPTED,
+    nonblank=True,
     help="Interface of /metrics.",
 )
 @option(
@@ -73,8 +73,8 @@ from ._cli_params import HOST_ACCEPTED, Number, http_url, not_blank, option
     "--model",
     default=None,
     show_envvar=True,
-    callback=not_blank("a model name"),
     accepts="a model name",
+    nonblank=True,
     help="Model to request.  [default: gpt-4o; --real: gpt-4o-mini]",
 )
 def demo(

@@ -87,8 +87,11 @@ class EnvOption(click.Option):
         return f"a value for {self.opts[0]}"
 
 
-def option(*decls: str, **attrs: Any) -> Callable[[FC], FC]:
-    """`click.option` with `EnvOption`: how every option of streamtap's is declared."""
+def option(*decls: str, nonblank: bool = False, **attrs: Any) -> Callable[[FC], FC]:
+    """`click.option` with `EnvOption`: how every option of streamtap's is declared.
+    `nonblank`: an empty or all-space value is refused, saying what it `accepts`."""
+    if nonblank:
+        attrs["callback"] = not_blank(attrs["accepts"])
     return click.option(*decls, cls=EnvOption, **attrs)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from ._cli_params import Number, not_blank, option, origin
+from ._cli_params import Number, option, origin
 
 if TYPE_CHECKING:
     from ._proxy_config import ProxyConfig
@@ -53,8 +53,8 @@ _SETTING_PARAMS = {"upstream_api_key": "upstream_api_key_env", "client_token": "
     "--upstream-api-key-env",
     default=None,
     show_envvar=True,
-    callback=not_blank("the name of the variable that holds the key"),
     accepts="the name of the variable that holds the key",
+    nonblank=True,
     help="Name of an environment variable holding a key the proxy sends upstream (then clients must "
     "present the token from --client-token-env).",
 )
@@ -62,8 +62,8 @@ _SETTING_PARAMS = {"upstream_api_key": "upstream_api_key_env", "client_token": "
     "--client-token-env",
     default=None,
     show_envvar=True,
-    callback=not_blank("the name of the variable that holds the token"),
     accepts="the name of the variable that holds the token",
+    nonblank=True,
     help="Name of an environment variable holding the bearer token clients must present.",
 )
 @option(
