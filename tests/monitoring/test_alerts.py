@@ -185,7 +185,7 @@ def test_keep_firing_for_zero_leaves_the_field_out() -> None:
     """For a Prometheus older than 2.42, which rejects the field."""
     assert all("keep_firing_for" not in r for r in _alert_rules(Params(keep_firing_for="0s")))
     assert {r.get("keep_firing_for") for r in _alert_rules(Params(keep_firing_for="10m"))} == {"10m", None}
-    with pytest.raises(ValueError, match="bad unit in duration '15'"):
+    with pytest.raises(ValueError, match=r"^keep_firing_for: bad unit in duration '15'"):
         Params(keep_firing_for="15")
 
 
@@ -211,7 +211,7 @@ def test_bad_params_are_named() -> None:
         Params(min_burn_errors=0)
     with pytest.raises(ValueError, match="time_scale must be positive"):
         Params(time_scale=0)
-    with pytest.raises(ValueError, match="bad unit in duration '5 minutes'"):
+    with pytest.raises(ValueError, match=r"^spike_window: bad unit in duration '5 minutes'"):
         Params(spike_window="5 minutes")
 
 

@@ -90,3 +90,28 @@ def test_the_header_names_the_runbook_base_so_the_command_remakes_the_file() -> 
     assert command[:2] == ["streamtap", "rules"]
     again = CliRunner().invoke(main, command[1:])
     assert again.stdout == first.stdout
+
+
+def test_keep_firing_for_reaches_the_params_and_0s_leaves_the_field_out() -> None:
+    base = ["rules", "--runbook-base", "https://x.example/r.md"]
+    shorter = CliRunner().invoke(main, [*base, "--keep-firing-for", "10m"])
+    assert shorter.exit_code == 0, shorter.output
+    held = Params(runbook_base="https://x.example/r.md", keep_firing_for="10m")
+    assert _body(shorter.stdout) == _body(dump(render(held)))
+    assert shorter.stdout.count("keep_firing_for: 10m") == 7
+    # For Prometheus before 2.42, which refuses the field.
+    older = CliRunner().invoke(main, [*base, "--keep-firing-for", "0s"])
+    assert older.exit_code == 0, older.output
+    assert "keep_firing_for" not in older.stdout
+    command = shlex.split(older.stdout.splitlines()[0].split("`")[1])
+    assert command[-2:] == ["--keep-firing-for", "0s"]
+    assert CliRunner().invoke(main, command[1:]).stdout == older.stdout
+
+
+def test_a_keep_firing_for_that_is_no_duration_names_the_flag() -> None:
+    result = CliRunner().invoke(main, ["rules", "--keep-firing-for", "15 minutes"])
+    assert result.exit_code == 2
+    assert (
+        "Invalid value for --keep-firing-for: keep_firing_for: bad unit in duration '15 minutes'"
+        in result.output
+    )

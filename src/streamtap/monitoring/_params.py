@@ -150,7 +150,10 @@ class Params:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name.endswith(("_for", "_window", "_offset", "_interval", "_lookback")):
-                _durations.parse(value)  # raises naming the bad text
+                try:
+                    _durations.parse(value)
+                except ValueError as error:
+                    raise ValueError(f"{field.name}: {error}") from None
 
     def compressed(self, factor: float) -> Params:
         """Return a copy whose every duration is divided by `factor` (60 turns 1h into 1m).
