@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx2
 
-from ._async_body import AsyncBody, bounded, deadline_reads, error_body
+from ._async_body import AsyncBody, bounded, deadline_reads, error_body, peek, prefixed
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
@@ -126,9 +126,15 @@ class Live:
         upstream = await self.open(send)
         if upstream is None:
             return None
+        chunks = None
         if answered_whole(send, upstream):
-            return await self._answer(send, upstream)
-        self._begin(send, upstream)
+            whole = await self._whole_body(send, upstream)
+            if whole is None:
+                return None
+            chunks, events = whole
+            if not events:
+                return await self._answer(send, upstream, chunks)
+        self._begin(send, upstream, chunks)
         attempt = self.attempt
         assert attempt is not None
         first = b""
@@ -160,21 +166,43 @@ class Live:
         )
         return None
 
-    async def _answer(self, send: Send, upstream: httpx2.Response) -> httpx2.Response | None:
+    async def _whole_body(
+        self, send: Send, upstream: httpx2.Response
+    ) -> tuple[AsyncIterator[bytes], bool] | None:
+        """The body of an answer sent whole, and whether it is an event stream after all: labelled
+        JSON, a stream's request may get one (`reads_as_events`). None when it broke before it
+        could tell (the failure is recorded)."""
+        chunks = upstream.aiter_bytes()
+        if not send.route.stream:
+            return chunks, False
+        try:
+            head, events = await peek(chunks)
+        except CONNECTION_ERRORS as error:
+            await self._body_failed(send, upstream, error)
+            return None
+        return prefixed(head, chunks), events
+
+    async def _body_failed(self, send: Send, upstream: httpx2.Response, error: Exception) -> None:
+        call = self.call
+        self.upstream = upstream
+        await self.close_upstream()
+        call.attempt_failed(
+            send,
+            body_failure(error, callers_read_timeout(error, call, send, self.request)),
+            now=call.engine.clock(),
+            wall=call.engine.wall(),
+            status_code=upstream.status_code,
+        )
+
+    async def _answer(
+        self, send: Send, upstream: httpx2.Response, chunks: AsyncIterator[bytes]
+    ) -> httpx2.Response | None:
         call = self.call
         clock = call.engine.clock
         try:
-            raw = b"".join([chunk async for chunk in bounded(upstream.aiter_bytes())])
+            raw = b"".join([chunk async for chunk in bounded(chunks)])
         except (*CONNECTION_ERRORS, ValueError) as error:
-            self.upstream = upstream
-            await self.close_upstream()
-            call.attempt_failed(
-                send,
-                body_failure(error, callers_read_timeout(error, call, send, self.request)),
-                now=clock(),
-                wall=call.engine.wall(),
-                status_code=upstream.status_code,
-            )
+            await self._body_failed(send, upstream, error)
             return None
         finally:
             await upstream.aclose()
@@ -204,13 +232,15 @@ class Live:
         call.finish("ok", clock(), body=body)
         return response
 
-    def _begin(self, send: Send, upstream: httpx2.Response) -> None:
+    def _begin(
+        self, send: Send, upstream: httpx2.Response, chunks: AsyncIterator[bytes] | None = None
+    ) -> None:
         call = self.call
         clock = call.engine.clock
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        self.chunks = araw_chunks(upstream) or upstream.aiter_bytes()
+        self.chunks = chunks or araw_chunks(upstream) or upstream.aiter_bytes()
         self.restore = deadline_reads(upstream, attempt, clock, caller_read_timeout(self.request))
 
     async def read(self) -> bytes | None:

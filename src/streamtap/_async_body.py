@@ -19,7 +19,7 @@ from ._attempt import StreamAttempt
 from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectAsyncBody
-from ._whole import MAX_BODY, MAX_ERROR_BODY
+from ._whole import MAX_BODY, MAX_ERROR_BODY, reads_as_events
 
 if TYPE_CHECKING:
     from ._async import Live
@@ -192,6 +192,25 @@ async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
     """`close()`, whose failure no one is left to hear (a trio system task's would end the run)."""
     with contextlib.suppress(Exception):
         await close()
+
+
+async def peek(chunks: AsyncIterator[bytes]) -> tuple[bytes, bool]:
+    """The async twin of `_sync_body.peek`."""
+    head = b""
+    async for chunk in chunks:
+        head += chunk
+        events = reads_as_events(head)
+        if events is not None:
+            return head, events
+    return head, bool(reads_as_events(head, whole=True))
+
+
+async def prefixed(head: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`head`, then the rest of `chunks`: a body whose start `peek` read (`itertools.chain`'s
+    async twin)."""
+    yield head
+    async for chunk in chunks:
+        yield chunk
 
 
 async def bounded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

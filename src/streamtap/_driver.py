@@ -115,13 +115,18 @@ def caller_read_timeout(request: httpx2.Request) -> float | None:
 def caller_headers(upstream: httpx2.Headers | None, call: Call, *, sse: bool) -> RawHeaders:
     """Headers of the response the caller gets: the upstream's, re-described, plus streamtap's.
     As bytes, as they came: a value that is not ASCII is the upstream's to send (the SDK takes
-    it), and would not encode again from the text httpx2 decoded it to."""
+    it), and would not encode again from the text httpx2 decoded it to. A stream is labelled
+    one, whatever its upstream said (a gateway may label one `application/json`)."""
+    kind = upstream.get("content-type") if upstream is not None else None
+    relabel = sse and kind is not None and not kind.lower().startswith("text/event-stream")
     items = [
         (k, v)
         for k, v in (upstream.raw if upstream is not None else ())
-        if k.lower() not in _BODY_HEADERS and k.lower() not in _HOP_BY_HOP
+        if k.lower() not in _BODY_HEADERS
+        and k.lower() not in _HOP_BY_HOP
+        and not (relabel and k.lower() == b"content-type")
     ]
-    if upstream is None or "content-type" not in upstream:
+    if kind is None or relabel:
         items.append((b"content-type", b"text/event-stream; charset=utf-8" if sse else b"application/json"))
     items.append((b"x-streamtap-attempts", str(call.attempts).encode()))
     if call.served_by is not None:

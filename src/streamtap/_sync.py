@@ -5,6 +5,7 @@ The attempt loop; the committed stream's body, which the caller reads, is `_sync
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -32,7 +33,7 @@ from ._driver import (
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
-from ._sync_body import SyncBody, bounded, deadline_reads, error_body
+from ._sync_body import SyncBody, bounded, deadline_reads, error_body, peek
 from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
 
 
@@ -123,9 +124,15 @@ class Live:
         upstream = self.open(send)
         if upstream is None:
             return None
+        chunks = None
         if answered_whole(send, upstream):
-            return self._answer(send, upstream)
-        self._begin(send, upstream)
+            whole = self._whole_body(send, upstream)
+            if whole is None:
+                return None
+            chunks, events = whole
+            if not events:
+                return self._answer(send, upstream, chunks)
+        self._begin(send, upstream, chunks)
         attempt = self.attempt
         assert attempt is not None
         first = b""
@@ -157,21 +164,41 @@ class Live:
         )
         return None
 
-    def _answer(self, send: Send, upstream: httpx2.Response) -> httpx2.Response | None:
+    def _whole_body(self, send: Send, upstream: httpx2.Response) -> tuple[Iterator[bytes], bool] | None:
+        """The body of an answer sent whole, and whether it is an event stream after all: labelled
+        JSON, a stream's request may get one (`reads_as_events`). None when it broke before it
+        could tell (the failure is recorded)."""
+        chunks = upstream.iter_bytes()
+        if not send.route.stream:
+            return chunks, False
+        try:
+            head, events = peek(chunks)
+        except CONNECTION_ERRORS as error:
+            self._body_failed(send, upstream, error)
+            return None
+        return itertools.chain((head,), chunks), events
+
+    def _body_failed(self, send: Send, upstream: httpx2.Response, error: Exception) -> None:
+        call = self.call
+        self.upstream = upstream
+        self.close_upstream()
+        call.attempt_failed(
+            send,
+            body_failure(error, callers_read_timeout(error, call, send, self.request)),
+            now=call.engine.clock(),
+            wall=call.engine.wall(),
+            status_code=upstream.status_code,
+        )
+
+    def _answer(
+        self, send: Send, upstream: httpx2.Response, chunks: Iterator[bytes]
+    ) -> httpx2.Response | None:
         call = self.call
         clock = call.engine.clock
         try:
-            raw = b"".join(bounded(upstream.iter_bytes()))
+            raw = b"".join(bounded(chunks))
         except (*CONNECTION_ERRORS, ValueError) as error:
-            self.upstream = upstream
-            self.close_upstream()
-            call.attempt_failed(
-                send,
-                body_failure(error, callers_read_timeout(error, call, send, self.request)),
-                now=clock(),
-                wall=call.engine.wall(),
-                status_code=upstream.status_code,
-            )
+            self._body_failed(send, upstream, error)
             return None
         finally:
             upstream.close()
@@ -201,13 +228,13 @@ class Live:
         call.finish("ok", clock(), body=body)
         return response
 
-    def _begin(self, send: Send, upstream: httpx2.Response) -> None:
+    def _begin(self, send: Send, upstream: httpx2.Response, chunks: Iterator[bytes] | None = None) -> None:
         call = self.call
         clock = call.engine.clock
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        self.chunks = raw_chunks(upstream) or upstream.iter_bytes()
+        self.chunks = chunks or raw_chunks(upstream) or upstream.iter_bytes()
         self.restore = deadline_reads(upstream, attempt, clock, caller_read_timeout(self.request))
 
     def read(self) -> bytes | None:

@@ -17,7 +17,7 @@ from ._attempt import StreamAttempt
 from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectSyncBody
-from ._whole import MAX_BODY, MAX_ERROR_BODY
+from ._whole import MAX_BODY, MAX_ERROR_BODY, reads_as_events
 
 if TYPE_CHECKING:
     from ._sync import Live
@@ -139,6 +139,18 @@ def _abandon(live: Live) -> None:
     if not live.call.finished:
         live.close_upstream()
         live.call.finish(dropped_outcome(live.call), live.call.engine.clock())
+
+
+def peek(chunks: Iterator[bytes]) -> tuple[bytes, bool]:
+    """The first bytes of a body labelled JSON but answered to a stream's request, read until they
+    tell (`reads_as_events`), and whether the body is an event stream."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        events = reads_as_events(head)
+        if events is not None:
+            return head, events
+    return head, bool(reads_as_events(head, whole=True))
 
 
 def bounded(chunks: Iterator[bytes]) -> Iterator[bytes]:

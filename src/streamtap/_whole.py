@@ -63,10 +63,33 @@ def answered_whole(send: Send, response: httpx2.Response) -> bool:
     """Whether an attempt's answer is one JSON body: asked for as such, or sent so to a stream's
     request by an OpenAI-compatible server that ignores `stream`. The plain SDK reads such an
     answer as an empty stream; it is served as a non-streaming fallback's is. (Not for a resumed
-    stream: its caller has the answer's start already.)"""
+    stream: its caller has the answer's start already.) Labelled JSON, a stream's answer is still
+    read as a stream when its first bytes are an event's (`reads_as_events`), as the SDK does."""
     if not send.route.stream:
         return True
     return _media_type(response) == "application/json" and not send.resume
+
+
+# How an event stream's first line can start (a field, or ":" for a comment), and how much of
+# a body's start may be spent telling it from JSON (blank lines before either).
+_EVENT_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
+_MAX_HEAD = 64 * 1024
+
+
+def reads_as_events(head: bytes, *, whole: bool = False) -> bool | None:
+    """Whether a body labelled `application/json`, answered to a stream's request, is in fact an
+    event stream (some gateways label one so; the plain SDK reads it as a stream all the same):
+    True when its first line starts with an event field or a comment, False when it starts as
+    anything else (one JSON answer, or something no stream reads), None while `head`, the
+    body's first bytes, is too short to tell. `whole`: `head` is the whole body."""
+    start = head.lstrip(b"\r\n")  # blank lines; the SDK reads no field after spaces
+    if start.startswith(_EVENT_FIELDS):
+        return True
+    if whole or len(head) > _MAX_HEAD:
+        return False
+    if not start or any(field.startswith(start) for field in _EVENT_FIELDS):
+        return None
+    return False
 
 
 def _media_type(response: httpx2.Response) -> str:

@@ -5,7 +5,8 @@ SSE comments, usage in every chunk, extra fields, CRLF line ends, a final chunk 
 finish reason and usage, and no `[DONE]` at all. A complete answer is complete: the caller
 gets what the plain SDK gives, the call is `ok` in one attempt, and the tokens are counted
 once. A server that ignores `stream` and answers with one JSON body gives the plain SDK an
-empty stream; through streamtap the caller streams the answer, a bare JSON error (no
+empty stream; through streamtap the caller streams the answer; an event stream a gateway
+labels JSON is read as the stream it is, as the SDK reads it; a bare JSON error (no
 `data:`, as an event stream or as JSON) is raised as the upstream's error, and a web page (a base URL that is no API) is
 raised as what it is.
 """
@@ -13,6 +14,7 @@ raised as what it is.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,6 +113,13 @@ BARE_ERROR = json.dumps(
         }
     }
 ).encode()
+# Event streams a gateway labels `application/json`: the plain SDK reads them as streams.
+LABELLED_JSON = {
+    "events-labelled-json": CASES["openrouter-comments"],  # starts with a comment
+    "events-labelled-json-data": CASES["groq-extra-fields"],  # starts with `data:`
+}
+LABELLED_JSON_FAULTS = ("events-labelled-json-cut", "events-labelled-json-stall")
+STALL = 2.0  # seconds the stalling case waits after its first content
 # A web page, as a front end's dev server sends on every path: a base URL that is no API.
 PAGE = b"<!doctype html><html><head><title>My app</title></head><body><div id=root></div></body></html>"
 # Streams cut short, which the plain SDK takes for whole answers.
@@ -128,6 +137,9 @@ def upstream() -> Iterator[str]:
             self.rfile.read(int(self.headers["content-length"]))
             case = self.headers["x-case"]
             body = {
+                **LABELLED_JSON,
+                "events-labelled-json-cut": TRUNCATED["empty-finish-reasons-cut"],
+                "events-labelled-json-stall": CASES["openrouter-comments"],
                 "whole-json": WHOLE,
                 "page": PAGE,
                 **dict.fromkeys(ERRORS, BARE_ERROR),
@@ -135,6 +147,7 @@ def upstream() -> Iterator[str]:
                 **TRUNCATED,
             }[case]
             kind = {
+                **dict.fromkeys([*LABELLED_JSON, *LABELLED_JSON_FAULTS], "application/json"),
                 "whole-json": "application/json",
                 "bare-error-json": "application/json",
                 "page": "text/html; charset=utf-8",
@@ -143,6 +156,12 @@ def upstream() -> Iterator[str]:
             self.send_header("content-type", kind or "text/event-stream")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
+            if case == "events-labelled-json-stall":  # its first events, then a stall
+                cut = body.index(b"data:", body.index(b'"Hi"'))
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                time.sleep(STALL)
+                body = body[cut:]
             self.wfile.write(body)
 
     with loopback.serve(Handler) as url:
@@ -205,6 +224,53 @@ def test_a_complete_stream_is_complete(upstream: str, case: str, is_async: bool)
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("case", list(LABELLED_JSON))
+def test_an_event_stream_labelled_json_is_read_as_a_stream(upstream: str, case: str, is_async: bool) -> None:
+    """As the plain SDK reads it (it reads a stream's answer as events whatever its label); it
+    was taken for a JSON answer that did not parse, and failed as bad_response."""
+    recording = Recording()
+    plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    with plain:
+        assert _text(list(plain.chat.completions.create(**_request(case)))) == "Hi there"
+    received: list[str] = []
+    _read(upstream, case, is_async=is_async, recording=recording, received=received)
+    assert received[0] == ""  # the role chunk first: streamed chunk by chunk, not one answer
+    assert "".join(received) == "Hi there"
+    finished = recording.finished
+    assert (finished.outcome, finished.error_type, finished.attempts) == ("ok", None, 1)
+    assert (finished.input_tokens, finished.output_tokens, finished.finish_reasons) == (5, 2, ("stop",))
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    ("case", "error_type", "text"),
+    [
+        ("events-labelled-json-cut", "stream_truncated", "Hi the"),
+        ("events-labelled-json-stall", "stall", "Hi"),
+    ],
+)
+def test_an_event_stream_labelled_json_has_a_streams_checks(
+    upstream: str, case: str, error_type: str, text: str, is_async: bool
+) -> None:
+    """Read as it comes, not whole: a stream cut short is caught, and a stall after the first
+    content is one within the idle timeout, not a wait for the whole body."""
+    recording = Recording()
+    received: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        _read(
+            upstream,
+            case,
+            is_async=is_async,
+            recording=recording,
+            received=received,
+            policy=streamtap.Policy(max_attempts=1, idle_timeout=0.3),
+        )
+    assert (raised.value.error_type, raised.value.text, "".join(received)) == (error_type, text, text)
+    assert time.monotonic() - started < STALL
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_a_whole_json_answer_to_a_stream_is_streamed_to_the_caller(upstream: str, is_async: bool) -> None:
     recording = Recording()
     plain = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
@@ -249,7 +315,7 @@ def test_an_answer_that_is_no_stream_is_raised_as_what_it_is(
     assert (finished.outcome, finished.error_type, finished.attempts) == ("error", error_type, 1)
 
 
-@pytest.mark.parametrize("case", ["no-done", "whole-json"])
+@pytest.mark.parametrize("case", ["no-done", "whole-json", "events-labelled-json"])
 def test_a_complete_answer_is_a_complete_stream_through_the_proxy(upstream: str, case: str) -> None:
     recording = Recording()
     config = ProxyConfig(upstream=upstream, listen="127.0.0.1:0", policy=TEST_POLICY)
