@@ -22,9 +22,9 @@ from ._call_recovery import (
     falls_back,
     give_up_type,
     next_fallback,
-    rejoins,
     resume_after,
     retry_wait,
+    still_running,
 )
 from ._dialect import Dialect, StreamFacts
 from ._errors import Failure
@@ -90,6 +90,9 @@ class Call:
         self.error_response: ErrorResponse | None = None
         self.exception: BaseException | None = None
         self.request_id: str | None = None  # the current attempt's x-request-id, once answered
+        # The background response this call created, once a stream gave its id, while it may
+        # still run upstream: retries read it again, and no fallback creates another.
+        self.background_id: str | None = None
         self._give_up_type: ErrorType | None = None
         self.committed = False
         self.time_to_first_token: float | None = None
@@ -193,6 +196,8 @@ class Call:
         whose stream broke), for the attempt's telemetry; `response_id` the id its stream gave
         before it broke (a background response's, which a retry rejoins).
         """
+        if self._background and not self.committed:
+            self.background_id = still_running(failure, response_id or self.background_id)
         self.observer.on_event(
             AttemptFinished(
                 self.call_id,
@@ -219,8 +224,7 @@ class Call:
         if failure.retryable and self.route.fallback is None:
             cause = self._retry_blocker(headers or {}, now, wall)
             if cause is None:
-                if rejoins(failure, self._background, response_id):
-                    self._rejoin = response_id  # next() sends it after the pending Wait
+                self._rejoin = self.background_id  # if any, next() sends it after the pending Wait
                 return
             self._suppress(cause, failure)
             self._give_up_type = give_up_type(cause)
@@ -280,6 +284,8 @@ class Call:
         return self.api == "responses" and bool(self.primary.body.get("background"))
 
     def _fall_back(self) -> Step | None:
+        if self.background_id is not None:
+            return None  # another route would create a second response beside the one running
         # Past the total timeout only the cache may serve (see `next_fallback`).
         late = self.deadline is not None and self.engine.clock() >= self.deadline
         chosen = next_fallback(
@@ -325,6 +331,8 @@ class Call:
         self.committed = True
         self.stream = attempt
         self.facts = attempt.facts
+        if self._background:
+            self.background_id = attempt.facts.response_id or self.background_id
         self.time_to_first_token = now - self.started_at
         self.observer.on_event(FirstToken(self.call_id, self.time_to_first_token, send.attempt, status_code))
         self._breaker.answering(self.route)

@@ -69,7 +69,7 @@ def call_finished(
         output_tokens=facts.output_tokens,
         finish_reasons=tuple(facts.finish_reasons),
         response_model=facts.response_model,
-        response_id=facts.response_id,
+        response_id=facts.response_id or call.background_id,
         cached_input_tokens=facts.cached_input_tokens,
         reasoning_output_tokens=facts.reasoning_output_tokens,
         service_tier=facts.service_tier,

@@ -1,7 +1,7 @@
 """How a call recovers from a failed attempt: the pure rules `Call.attempt_failed` decides by.
 
 Before commit a failure is retried after a wait (`retry_wait`), its background response
-rejoined (`rejoins`), or served by the next fallback (`next_fallback`); after commit the one
+rejoined while it runs (`still_running`), or served by the next fallback (`next_fallback`); after commit the one
 repair is resuming a background response (`resume_after`). A call that gives up for a
 suppressed retry reports `give_up_type`. No I/O and no events: the call emits those, spends the
 retry budget and asks the breaker.
@@ -23,11 +23,11 @@ _NO_FALLBACK: frozenset[ErrorType] = frozenset({"auth", "bad_request"})
 # Failures of the primary route that its last good answer must not hide: a model this key
 # cannot reach (gone, renamed, never granted) is for the caller to learn, not an outage.
 NO_CACHE: frozenset[ErrorType] = frozenset({"not_found"})
-# Failures of the way to a background response, not of the response: it goes on upstream, so a
-# retry before commit rejoins it from its start rather than create (and pay for) a second one.
-REJOINABLE: frozenset[ErrorType] = frozenset(
-    {"stream_interrupted", "stream_truncated", "stall", "first_token_timeout", "timeout"}
-)
+# What says a background response is over: it failed (`response.failed`, an error event), or is
+# gone (a 404 to reading it again). Any other failure is of the way to it, not of the response:
+# it goes on upstream, so a retry before commit rejoins it from its start rather than create (and
+# pay for) a second one, and no fallback creates another.
+_ENDED: frozenset[ErrorType] = frozenset({"upstream_error_event", "not_found"})
 # Failures of a committed background response's stream (it broke) that reading it again after
 # the caller's last event repairs.
 _RESUMABLE: frozenset[ErrorType] = frozenset({"stream_interrupted", "stream_truncated", "stall"})
@@ -87,10 +87,10 @@ def give_up_type(cause: SuppressCause) -> ErrorType | None:
     return _GIVE_UP_TYPES.get(cause)
 
 
-def rejoins(failure: Failure, background: bool, response_id: str | None) -> bool:
-    """Whether a retry before commit reads the background response `response_id` again from its
-    start instead of creating another."""
-    return response_id is not None and background and failure.error_type in REJOINABLE
+def still_running(failure: Failure, response_id: str | None) -> str | None:
+    """The background response `response_id` (None: none known yet) if it still runs upstream
+    after `failure` of an attempt before commit, else None."""
+    return None if failure.error_type in _ENDED else response_id
 
 
 def resume_after(

@@ -279,6 +279,8 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
         # The engine has retried as far as its policy lets it: a client behind the proxy (its
         # SDK's own retries on) must not start over, each round another set of attempts.
         headers += [(b"x-should-retry", b"false"), (b"x-streamtap-attempts", str(call.attempts).encode())]
+        if call.background_id is not None:  # it may still run upstream: the caller's to retrieve
+            headers.append((b"x-streamtap-response-id", call.background_id.encode()))
         return whole_response(err.status_code, headers, err.body, request)
     if exception is not None:
         try:
@@ -301,6 +303,7 @@ def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> Strea
         message=failure_.message,
         body=failure_.body,
         request_id=call.request_id,
+        response_id=call.background_id,
     )
 
 

@@ -156,7 +156,11 @@ def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
             payload.get("response", {}).get("error") if isinstance(payload.get("response"), Mapping) else None
         )
     if not isinstance(error, Mapping):
-        error = payload
+        # A responses `error` event carries the error's fields itself; its `type` names the
+        # event, not the error (which an SDK's APIError.type would then read as "error").
+        error = {key: payload.get(key) for key in ("message", "type", "param", "code")}
+        if error["type"] == "error":
+            error["type"] = None
     code = _event_code(error)
     message = str(error.get("message") or "the upstream sent an error event")
     return Failure(
@@ -256,6 +260,8 @@ class StreamInterrupted(_PicklableError):
             stream, as the SDK's own `APIError` carries them; else None.
         request_id: the last attempt's `x-request-id` (what OpenAI's support asks for), as the
             SDK's `APIStatusError` carries it; None when that attempt got no response.
+        response_id: the id of the background response (`background=True`) the call created,
+            which may still run upstream, to retrieve or cancel; else None.
     """
 
     def __init__(
@@ -269,6 +275,7 @@ class StreamInterrupted(_PicklableError):
         message: str,
         body: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        response_id: str | None = None,
     ) -> None:
         # APIError's own constructor (APIConnectionError's has no body): it reads code, type
         # and param from the body as the SDK does for an error event it raises itself.
@@ -278,6 +285,7 @@ class StreamInterrupted(_PicklableError):
         self.attempts = attempts
         self.text = text
         self.request_id = request_id
+        self.response_id = response_id
 
 
 class StreamTimedOut(StreamInterrupted, openai.APITimeoutError):

@@ -321,12 +321,16 @@ def gave_up_headers(
     error: StreamInterrupted | CircuitOpenError | httpx2.TransportError,
 ) -> list[tuple[bytes, bytes]]:
     """Headers of that error's answer: no retry (NO_RETRY), and for a call whose attempts were
-    answered, how many there were and the last one's `x-request-id`, as on any other answer."""
+    answered, how many there were and the last one's `x-request-id`, as on any other answer,
+    and the background response the call created (`x-streamtap-response-id`), which may still
+    run upstream."""
     headers = list(NO_RETRY)
     if isinstance(error, StreamInterrupted):
         headers.append((b"x-streamtap-attempts", str(error.attempts).encode()))
         if error.request_id:
             headers.append((b"x-request-id", field_value(error.request_id.encode())))
+        if error.response_id:
+            headers.append((b"x-streamtap-response-id", field_value(error.response_id.encode())))
     return headers
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from streamtap._call_cache import cached_answer, cached_text, keep_answer
 from streamtap._call_finish import answer_messages, cacheable
-from streamtap._call_recovery import give_up_type, next_fallback, rejoins, resume_after, retry_wait
+from streamtap._call_recovery import give_up_type, next_fallback, resume_after, retry_wait, still_running
 from streamtap._chat import CHAT
 from streamtap._errors import failure
 from streamtap._fallback import Fallback, MemoryCache, Route
@@ -48,10 +48,12 @@ def test_only_the_budget_and_the_breaker_name_a_give_up() -> None:
 
 
 def test_rejoin_and_resume_only_a_background_response_with_an_id() -> None:
-    assert rejoins(BROKE, True, "resp_1")
-    assert not rejoins(BROKE, False, "resp_1")
-    assert not rejoins(BROKE, True, None)
-    assert not rejoins(failure("bad_response", "first_token", "x"), True, "resp_1")
+    assert still_running(BROKE, "resp_1") == "resp_1"
+    assert still_running(failure("server_error", "headers", "x"), "resp_1") == "resp_1"
+    assert still_running(BROKE, None) is None
+    # Its own failure, or gone: a retry or a fallback may create another.
+    assert still_running(failure("upstream_error_event", "first_token", "x"), "resp_1") is None
+    assert still_running(failure("not_found", "headers", "x", retryable=False), "resp_1") is None
     delivered = [b'data: {"type":"response.output_text.delta","sequence_number":7}\n\n']
     broke_after_commit = failure("stream_interrupted", "streaming", "gone")
     assert resume_after(broke_after_commit, True, "resp_1", delivered) == 7

@@ -263,3 +263,11 @@ def test_errors_pickle_with_their_attributes_and_without_the_key(error: openai.A
     assert {k: v for k, v in vars(copied).items() if k != "request"} == kept
     assert (copied.request.method, copied.request.url) == ("POST", error.request.url)
     assert b"sk-SECRET" not in data
+
+
+def test_a_responses_error_events_body_is_the_error_object_without_the_events_type() -> None:
+    # The event's `type` ("error") named no error: an SDK's APIError.type read it as one.
+    event = {"type": "error", "code": "server_error", "message": "boom", "param": None, "sequence_number": 3}
+    failed = classify_error_event(event, "first_token")
+    assert failed.body == {"message": "boom", "type": None, "param": None, "code": "server_error"}
+    assert (failed.code, failed.retryable) == ("server_error", True)
