@@ -180,11 +180,18 @@ def test_proxy_reports_a_port_taken_after_its_check_in_one_line() -> None:
     assert "streamtap proxy on" not in result.stderr  # never announced: it never listened
 
 
+# Runs a command with SIGINT ignored, as a background job of a non-interactive shell starts.
+_SIGINT_IGNORED = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 @contextlib.contextmanager
-def _proxy_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _proxy_process(*, sigint_ignored: bool = False) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`streamtap proxy` on a free loopback port, and the banner it printed once bound."""
+    command = _proxy_cli("--listen", "127.0.0.1:0")
+    if sigint_ignored:
+        command = [sys.executable, "-c", _SIGINT_IGNORED, *command]
     process = subprocess.Popen(
-        _proxy_cli("--listen", "127.0.0.1:0"),
+        command,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OTEL_SDK_DISABLED": "true"},
@@ -207,8 +214,11 @@ def test_proxy_announces_the_address_it_listens_on() -> None:
             assert response.status == 200
 
 
-def test_proxy_stops_on_ctrl_c_with_130_and_no_abort() -> None:
-    with _proxy_process() as (process, banner):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["terminal", "background-job"])
+def test_proxy_stops_on_ctrl_c_with_130_and_no_abort(sigint_ignored: bool) -> None:
+    # A background job of a script starts with SIGINT ignored: it stopped on `kill -INT` and
+    # exited 0, as if it had ended by itself.
+    with _proxy_process(sigint_ignored=sigint_ignored) as (process, banner):
         assert "streamtap proxy on" in banner
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 130

@@ -154,7 +154,7 @@ def proxy(
     from ._telemetry import setup_telemetry
 
     # OTLP export from the standard OTEL_* variables, Prometheus on /metrics.
-    _exit_on_sigterm()
+    _exit_on_signals()
     try:
         serve(
             config,
@@ -235,13 +235,17 @@ def _bind(host: str, port: int, held: contextlib.ExitStack) -> None:
         probe.listen()  # a listening socket, as uvicorn's will be: a second bind to it fails
 
 
-def _exit_on_sigterm() -> None:
+def _exit_on_signals() -> None:
     """SIGTERM ends the process like SIGINT: by an exception, so that atexit handlers run.
 
     uvicorn drains on SIGTERM, then raises the signal again under the handler it found. Left
     at the default, that kills the process at once, and the OpenTelemetry SDK's exit handlers,
     which flush the spans and metrics not exported yet, never run: a sidecar stopped by its
     orchestrator would lose its last batch every time.
+
+    SIGINT ignored when the proxy started (a background job of a non-interactive shell) stops
+    it all the same, since uvicorn handles it while serving; raised again under SIG_IGN, it
+    left the process to exit 0, as if it had ended by itself. It ends with 130 here too.
     """
     import signal
 
@@ -249,3 +253,5 @@ def _exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handle)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
