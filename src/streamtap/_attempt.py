@@ -11,6 +11,7 @@ import dataclasses
 import math
 import operator
 from collections.abc import Callable
+from typing import Final
 
 from ._dialect import (
     BAD,
@@ -29,6 +30,10 @@ from ._errors import Failure, classify_error_event, failure, unframed
 from ._resume import sequence_number
 from ._sse import FrameBuffer, FrameTooLarge
 from ._taxonomy import Phase
+
+# How long after the last read a read must start for the time between to be the caller's (or
+# the event loop's), not this attempt's own work between two reads.
+_AWAY: Final = 0.005
 
 
 class StreamAttempt:
@@ -60,8 +65,10 @@ class StreamAttempt:
         "_glance",
         "_held",
         "_idle",
+        "_idle_from",
         "_last_content_at",
         "_last_event_at",
+        "_last_read_at",
         "_learn",
         "_look",
         "_max_gap",
@@ -114,8 +121,11 @@ class StreamAttempt:
         self._learn = True
         self.lane: Shape | None = None
         self._idle = idle_timeout
+        # Where the idle clock starts again when it ran out while no read waited (`read_timeout`).
+        self._idle_from = -math.inf
         self._ftt_deadline = sent_at + first_token_timeout if first_token_timeout is not None else math.inf
         self._last_event_at = headers_at
+        self._last_read_at = headers_at  # when feed last took bytes (lane reads: `stamps`)
         self._last_content_at = headers_at
         self.sent_at = sent_at
         self.deadline = deadline if deadline is not None else math.inf
@@ -152,14 +162,30 @@ class StreamAttempt:
         """When idle_timeout runs out (inf when off): after the last event, lane reads included."""
         if self._idle is None:
             return math.inf
-        return (self.stamps[-1] if self.stamps else self._last_event_at) + self._idle
+        last = self.stamps[-1] if self.stamps else self._last_event_at
+        if last < self._idle_from:
+            last = self._idle_from
+        return last + self._idle
 
     def read_timeout(self, now: float) -> float | None:
         """Seconds the next read may block before the attempt has failed; None once the terminal
         event is in (nothing more is due: what a server sends or keeps open after it is its own)."""
         if self.terminal:
             return None
-        limit = min(self.deadline, self._idle_deadline())
+        idle = self._idle_deadline()
+        if idle <= now and self._idle is not None:
+            last_read = self.stamps[-1] if self.stamps else self._last_read_at
+            if now - last_read > _AWAY:
+                # It ran out while no read waited: the caller held its last chunk that long
+                # (awaited work, a slow client of the proxy) or the loop ran late. The
+                # upstream's silence counts only while it is listened for, so it is timed again
+                # from this read: a deadline already passed failed an async read at once, bytes
+                # waiting or not, and called it a stall, which opened the breaker that every
+                # caller shares. (A read that starts right after the last one, which a server
+                # trickling keep-alives would have, keeps the deadline.)
+                self._idle_from = now
+                idle = now + self._idle
+        limit = min(self.deadline, idle)
         if not self.committed:
             limit = min(limit, self._ftt_deadline)
         return None if limit == math.inf else max(limit - now, 0.0)
@@ -213,6 +239,7 @@ class StreamAttempt:
         # Once committed, with nothing held back, a read that is exactly one ordinary content
         # frame (as servers write them) is counted and passed on as it came.
         self._count_stamps()
+        self._last_read_at = now
         glance = self._glance
         if glance is not None and glance(chunk) == CONTENT:
             self._chunks += 1
@@ -373,7 +400,7 @@ class StreamAttempt:
             return b""
         if not self.committed and now >= self._ftt_deadline:
             self._fail(failure("first_token_timeout", "first_token", "no content within first_token_timeout"))
-        elif self._idle is not None and now - self._last_event_at > self._idle:
+        elif self._idle is not None and now - max(self._last_event_at, self._idle_from) > self._idle:
             self._fail(failure("stall", self.phase, "no event within idle_timeout"))
         elif now >= self.deadline:
             self._fail(failure("timeout", self.phase, "the call's total_timeout ran out"))
