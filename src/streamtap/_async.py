@@ -34,7 +34,7 @@ from ._driver import (
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
-from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
+from ._whole import body_answer, body_failure, labelled_whole, web_page, whole_error
 
 
 async def send_async(
@@ -126,17 +126,17 @@ class Live:
         upstream = await self.open(send)
         if upstream is None:
             return None
-        chunks = None
-        if answered_whole(send, upstream):
-            whole = await self._whole_body(send, upstream)
-            if whole is None:
-                return None
-            chunks, events = whole
-            if not events:
-                return await self._answer(send, upstream, chunks)
-        self._begin(send, upstream, chunks)
+        if not send.route.stream:
+            return await self._answer(send, upstream, upstream.aiter_bytes())
+        self._begin(send, upstream)
         attempt = self.attempt
-        assert attempt is not None
+        assert attempt is not None and self.chunks is not None
+        if labelled_whole(send, upstream):
+            events = await self._peek(send, upstream)
+            if events is None:
+                return None
+            if not events:
+                return await self._answer(send, upstream, self.chunks)
         first = b""
         while not attempt.committed and attempt.failure is None:
             chunk = await self.read()
@@ -166,21 +166,34 @@ class Live:
         )
         return None
 
-    async def _whole_body(
-        self, send: Send, upstream: httpx2.Response
-    ) -> tuple[AsyncIterator[bytes], bool] | None:
-        """The body of an answer sent whole, and whether it is an event stream after all: labelled
-        JSON, a stream's request may get one (`reads_as_events`). None when it broke before it
-        could tell (the failure is recorded)."""
-        chunks = upstream.aiter_bytes()
-        if not send.route.stream:
-            return chunks, False
+    async def _peek(self, send: Send, upstream: httpx2.Response) -> bool | None:
+        """A stream's answer labelled JSON (`labelled_whole`): read its first bytes, under the
+        stream attempt's deadlines, until they tell events from one JSON answer. True: events,
+        streamed on (the bytes read are the attempt's first); False: one answer, to read whole
+        (the stream's deadlines lifted); None: the read failed first (recorded)."""
+        call = self.call
+        attempt = self.attempt
+        assert attempt is not None and self.chunks is not None
         try:
-            head, events = await peek(chunks)
+            head, events = await peek(self.chunks)
         except CONNECTION_ERRORS as error:
-            await self._body_failed(send, upstream, error)
+            attempt.broke(read_failure(attempt, error, call.engine.clock()))
+            assert attempt.failure is not None
+            await self.close_upstream()
+            call.attempt_failed(
+                send,
+                attempt.failure,
+                now=call.engine.clock(),
+                wall=call.engine.wall(),
+                status_code=upstream.status_code,
+            )
             return None
-        return prefixed(head, chunks), events
+        self.chunks = prefixed(head, self.chunks)
+        if not events:
+            restore, self.restore = self.restore, None
+            if restore is not None:
+                restore()
+        return events
 
     async def _body_failed(self, send: Send, upstream: httpx2.Response, error: Exception) -> None:
         call = self.call
@@ -240,7 +253,7 @@ class Live:
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        self.chunks = chunks or araw_chunks(upstream) or upstream.aiter_bytes()
+        self.chunks = araw_chunks(upstream) or upstream.aiter_bytes()
         self.restore = deadline_reads(upstream, attempt, clock, caller_read_timeout(self.request))
 
     async def read(self) -> bytes | None:

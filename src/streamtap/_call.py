@@ -196,7 +196,7 @@ class Call:
         whose stream broke), for the attempt's telemetry; `response_id` the id its stream gave
         before it broke (a background response's, which a retry rejoins).
         """
-        if self._background and not self.committed:
+        if self._background:
             self.background_id = still_running(failure, response_id or self.background_id)
         self.observer.on_event(
             AttemptFinished(
@@ -284,12 +284,15 @@ class Call:
         return self.api == "responses" and bool(self.primary.body.get("background"))
 
     def _fall_back(self) -> Step | None:
-        if self.background_id is not None:
-            return None  # another route would create a second response beside the one running
-        # Past the total timeout only the cache may serve (see `next_fallback`).
+        # Past the total timeout, or beside a background response that may still run, only the
+        # cache may serve (see `next_fallback`).
         late = self.deadline is not None and self.engine.clock() >= self.deadline
         chosen = next_fallback(
-            self._fallbacks, self.primary, self.suffix, cache_allowed=self._cache_allowed, late=late
+            self._fallbacks,
+            self.primary,
+            self.suffix,
+            cache_allowed=self._cache_allowed,
+            cache_only=late or self.background_id is not None,
         )
         if chosen is None:
             return None

@@ -113,7 +113,7 @@ def resume_after(
 
 
 def next_fallback(
-    fallbacks: list[Fallback], primary: Route, suffix: str, *, cache_allowed: bool, late: bool
+    fallbacks: list[Fallback], primary: Route, suffix: str, *, cache_allowed: bool, cache_only: bool
 ) -> tuple[Fallback, Route] | None:
     """Take from the front of `fallbacks` the next one that can serve the call, with its route;
     None once none is left. Those passed over are dropped: a call tries each at most once.
@@ -122,15 +122,16 @@ def next_fallback(
         primary: the call's own route, which each fallback rewrites.
         suffix: the API's path suffix (`/chat/completions`, `/responses`).
         cache_allowed: False once the primary route failed in a way in `NO_CACHE`.
-        late: the call's total timeout ran out. Only the cache may serve then: a request
+        cache_only: only the cache may serve: the call's total timeout ran out (a request
             upstream could not finish in time, and would only end the call with its own timeout
-            instead of the call's.
+            instead of the call's), or a background response the call created may still run
+            upstream (another route would create a second one beside it).
     """
     while fallbacks:
         fallback = fallbacks.pop(0)
         if fallback.kind == "cache" and not cache_allowed:
             continue
-        if late and fallback.kind != "cache":
+        if cache_only and fallback.kind != "cache":
             continue
         route = fallback_route(primary, fallback, suffix)
         if route is not None:

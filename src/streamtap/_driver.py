@@ -282,11 +282,14 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
         if call.background_id is not None:  # it may still run upstream: the caller's to retrieve
             headers.append((b"x-streamtap-response-id", call.background_id.encode()))
         return whole_response(err.status_code, headers, err.body, request)
-    if exception is not None:
+    if exception is not None and call.background_id is None:
         try:
             raise exception
         finally:
             exception = None  # its traceback holds this frame: no reference cycle through it
+    # Else, with a background response that may still run, a StreamInterrupted (an
+    # APIConnectionError too) that names it.
+    exception = None
     if call.last_failure is not None:
         raise interrupted(call, request, call.last_failure)
     raise CircuitOpenError(request=request, upstream=call.primary.upstream, model=call.primary.model)

@@ -9,7 +9,7 @@ server that replays what the caller has is caught by each event's `sequence_numb
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from ._json import parse_json
 from ._sse import parse_frame, split_frames
@@ -54,4 +54,4 @@ def retrieve_url(url: str, response_id: str, after: int | None) -> str:
     params.append("stream=true")
     if after is not None:
         params.append(f"starting_after={after}")
-    return f"{path}/{response_id}?{'&'.join(params)}"
+    return f"{path}/{quote(response_id, safe='')}?{'&'.join(params)}"  # an id is the upstream's to send

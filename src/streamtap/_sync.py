@@ -34,7 +34,7 @@ from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
 from ._sync_body import SyncBody, bounded, deadline_reads, error_body, peek
-from ._whole import answered_whole, body_answer, body_failure, web_page, whole_error
+from ._whole import body_answer, body_failure, labelled_whole, web_page, whole_error
 
 
 def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:
@@ -124,17 +124,17 @@ class Live:
         upstream = self.open(send)
         if upstream is None:
             return None
-        chunks = None
-        if answered_whole(send, upstream):
-            whole = self._whole_body(send, upstream)
-            if whole is None:
-                return None
-            chunks, events = whole
-            if not events:
-                return self._answer(send, upstream, chunks)
-        self._begin(send, upstream, chunks)
+        if not send.route.stream:
+            return self._answer(send, upstream, upstream.iter_bytes())
+        self._begin(send, upstream)
         attempt = self.attempt
-        assert attempt is not None
+        assert attempt is not None and self.chunks is not None
+        if labelled_whole(send, upstream):
+            events = self._peek(send, upstream)
+            if events is None:
+                return None
+            if not events:
+                return self._answer(send, upstream, self.chunks)
         first = b""
         while not attempt.committed and attempt.failure is None:
             chunk = self.read()
@@ -164,19 +164,34 @@ class Live:
         )
         return None
 
-    def _whole_body(self, send: Send, upstream: httpx2.Response) -> tuple[Iterator[bytes], bool] | None:
-        """The body of an answer sent whole, and whether it is an event stream after all: labelled
-        JSON, a stream's request may get one (`reads_as_events`). None when it broke before it
-        could tell (the failure is recorded)."""
-        chunks = upstream.iter_bytes()
-        if not send.route.stream:
-            return chunks, False
+    def _peek(self, send: Send, upstream: httpx2.Response) -> bool | None:
+        """A stream's answer labelled JSON (`labelled_whole`): read its first bytes, under the
+        stream attempt's deadlines, until they tell events from one JSON answer. True: events,
+        streamed on (the bytes read are the attempt's first); False: one answer, to read whole
+        (the stream's deadlines lifted); None: the read failed first (recorded)."""
+        call = self.call
+        attempt = self.attempt
+        assert attempt is not None and self.chunks is not None
         try:
-            head, events = peek(chunks)
+            head, events = peek(self.chunks)
         except CONNECTION_ERRORS as error:
-            self._body_failed(send, upstream, error)
+            attempt.broke(read_failure(attempt, error, call.engine.clock()))
+            assert attempt.failure is not None
+            self.close_upstream()
+            call.attempt_failed(
+                send,
+                attempt.failure,
+                now=call.engine.clock(),
+                wall=call.engine.wall(),
+                status_code=upstream.status_code,
+            )
             return None
-        return itertools.chain((head,), chunks), events
+        self.chunks = itertools.chain((head,), self.chunks)
+        if not events:
+            restore, self.restore = self.restore, None
+            if restore is not None:
+                restore()
+        return events
 
     def _body_failed(self, send: Send, upstream: httpx2.Response, error: Exception) -> None:
         call = self.call
@@ -228,13 +243,13 @@ class Live:
         call.finish("ok", clock(), body=body)
         return response
 
-    def _begin(self, send: Send, upstream: httpx2.Response, chunks: Iterator[bytes] | None = None) -> None:
+    def _begin(self, send: Send, upstream: httpx2.Response) -> None:
         call = self.call
         clock = call.engine.clock
         self.send = send
         self.upstream = upstream
         self.attempt = attempt = new_stream_attempt(call, send, call.sent_at(send, clock()), clock())
-        self.chunks = chunks or raw_chunks(upstream) or upstream.iter_bytes()
+        self.chunks = raw_chunks(upstream) or upstream.iter_bytes()
         self.restore = deadline_reads(upstream, attempt, clock, caller_read_timeout(self.request))
 
     def read(self) -> bytes | None:

@@ -59,14 +59,12 @@ def web_page(response: httpx2.Response) -> Failure | None:
     )
 
 
-def answered_whole(send: Send, response: httpx2.Response) -> bool:
-    """Whether an attempt's answer is one JSON body: asked for as such, or sent so to a stream's
-    request by an OpenAI-compatible server that ignores `stream`. The plain SDK reads such an
-    answer as an empty stream; it is served as a non-streaming fallback's is. (Not for a resumed
-    stream: its caller has the answer's start already.) Labelled JSON, a stream's answer is still
-    read as a stream when its first bytes are an event's (`reads_as_events`), as the SDK does."""
-    if not send.route.stream:
-        return True
+def labelled_whole(send: Send, response: httpx2.Response) -> bool:
+    """Whether a stream's answer is labelled one JSON body, as an OpenAI-compatible server that
+    ignores `stream` sends it. The plain SDK reads such an answer as an empty stream; it is
+    served as a non-streaming fallback's is, unless its first bytes are an event's
+    (`reads_as_events`): some gateways label an event stream so, and the SDK reads it as one.
+    (Not for a resumed stream: its caller has the answer's start already.)"""
     return _media_type(response) == "application/json" and not send.resume
 
 

@@ -50,7 +50,8 @@ class Script:
     """What the upstream answers, in order, and the requests it got."""
 
     def __init__(self) -> None:
-        self.answers: deque[tuple[int, bytes, bool]] = deque()  # status, body, cut short
+        # status (0: the connection closes before any answer), body, cut short
+        self.answers: deque[tuple[int, bytes, bool]] = deque()
         self.requests: list[tuple[str, str]] = []
 
 
@@ -69,6 +70,9 @@ def upstream() -> Iterator[tuple[str, Script]]:
         def _answer(self) -> None:
             script.requests.append((self.command, self.path))
             status, body, cut = script.answers.popleft()
+            if status == 0:
+                self.close_connection = True
+                return
             self.send_response(status)
             self.send_header("content-type", "text/event-stream" if status == 200 else "application/json")
             if cut:  # the response's first events, then the connection closes
@@ -88,6 +92,19 @@ def upstream() -> Iterator[tuple[str, Script]]:
 def _created_and_cut(stream: bytes) -> tuple[int, bytes, bool]:
     """The stream up to its first content: the response was created, then the stream broke."""
     return 200, stream[: stream.index(b"response.output_text.delta") - len(b"event: ")], True
+
+
+def _failed_after_content(stream: bytes) -> bytes:
+    """The stream up to its third text delta, then `response.failed`: the response is over."""
+    cut = stream.index(b"event: response.output_text.delta")
+    for _ in range(3):
+        cut = stream.index(b"\n\n", cut) + 2
+    failed = {
+        "type": "response.failed",
+        "sequence_number": 99,
+        "response": {"id": _response_id(stream), "object": "response", "status": "failed", "output": []},
+    }
+    return stream[:cut] + b"event: response.failed\ndata: " + json.dumps(failed).encode() + b"\n\n"
 
 
 def _response_id(stream: bytes) -> str:
@@ -143,6 +160,45 @@ def test_a_call_that_gives_up_names_its_response_and_no_fallback_makes_another(
     finished = recording.finished
     assert (finished.outcome, finished.response_id, finished.fallback) == ("error", response_id, None)
     assert recording.of(FallbackUsed) == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_cache_may_still_serve_beside_a_running_response(
+    upstream: tuple[str, Script], stream: bytes, mode: str
+) -> None:
+    # It creates nothing upstream, unlike every other fallback.
+    base, script = upstream
+    cache = streamtap.MemoryCache()
+    script.answers.append((200, stream, False))
+    _read(base, mode, Recording(), fallbacks=[streamtap.Fallback.cached(cache)])
+    script.answers.extend([_created_and_cut(stream)] * 3)
+    recording = Recording()
+    received = _read(base, mode, recording, fallbacks=[streamtap.Fallback.cached(cache)])
+    assert received and (recording.finished.outcome, recording.finished.fallback) == ("ok", "cache")
+    assert [method for method, _ in script.requests] == ["POST", "POST", "GET", "GET"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_call_whose_rejoins_could_not_connect_names_its_response(
+    upstream: tuple[str, Script], stream: bytes, mode: str
+) -> None:
+    base, script = upstream
+    script.answers.extend([_created_and_cut(stream), (0, b"", False), (0, b"", False)])
+    with pytest.raises(streamtap.StreamInterrupted) as raised:  # an APIConnectionError too
+        _read(base, mode, Recording())
+    assert isinstance(raised.value, openai.APIConnectionError)
+    assert raised.value.response_id == _response_id(stream)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_response_that_failed_after_its_first_content_is_not_named_as_running(
+    upstream: tuple[str, Script], stream: bytes, mode: str
+) -> None:
+    base, script = upstream
+    script.answers.append((200, _failed_after_content(stream), False))
+    with pytest.raises(streamtap.StreamInterrupted) as raised:
+        _read(base, mode, Recording())
+    assert (raised.value.error_type, raised.value.response_id) == ("upstream_error_event", None)
 
 
 def test_the_proxys_answer_names_the_response(upstream: tuple[str, Script], stream: bytes) -> None:

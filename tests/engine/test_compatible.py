@@ -118,7 +118,12 @@ LABELLED_JSON = {
     "events-labelled-json": CASES["openrouter-comments"],  # starts with a comment
     "events-labelled-json-data": CASES["groq-extra-fields"],  # starts with `data:`
 }
-LABELLED_JSON_FAULTS = ("events-labelled-json-cut", "events-labelled-json-stall")
+LABELLED_JSON_FAULTS = (
+    "events-labelled-json-cut",
+    "events-labelled-json-stall",
+    "events-labelled-json-late",
+    "events-labelled-json-silent",
+)
 STALL = 2.0  # seconds the stalling case waits after its first content
 # A web page, as a front end's dev server sends on every path: a base URL that is no API.
 PAGE = b"<!doctype html><html><head><title>My app</title></head><body><div id=root></div></body></html>"
@@ -140,6 +145,8 @@ def upstream() -> Iterator[str]:
                 **LABELLED_JSON,
                 "events-labelled-json-cut": TRUNCATED["empty-finish-reasons-cut"],
                 "events-labelled-json-stall": CASES["openrouter-comments"],
+                "events-labelled-json-late": b"\n" * int(STALL * 10) + CASES["groq-extra-fields"],
+                "events-labelled-json-silent": CASES["groq-extra-fields"],
                 "whole-json": WHOLE,
                 "page": PAGE,
                 **dict.fromkeys(ERRORS, BARE_ERROR),
@@ -156,6 +163,14 @@ def upstream() -> Iterator[str]:
             self.send_header("content-type", kind or "text/event-stream")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
+            if case == "events-labelled-json-late":  # blank lines, one a tenth of a second, for STALL s
+                for _ in range(int(STALL * 10)):
+                    self.wfile.write(b"\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                body = body[int(STALL * 10) :]
+            if case == "events-labelled-json-silent":  # nothing for STALL s
+                time.sleep(STALL)
             if case == "events-labelled-json-stall":  # its first events, then a stall
                 cut = body.index(b"data:", body.index(b'"Hi"'))
                 self.wfile.write(body[:cut])
@@ -190,14 +205,17 @@ def _read(
     recording: Recording,
     received: list[str],
     policy: streamtap.Policy = TEST_POLICY,
+    timeout: float | None = None,
 ) -> None:
     """Read the case's stream through streamtap (a sync or an async client), each chunk's text
-    kept in `received` as it comes: a stream that then raises leaves what it gave."""
+    kept in `received` as it comes: a stream that then raises leaves what it gave. `timeout`:
+    the SDK's own, when given."""
+    request = _request(case) | ({"timeout": timeout} if timeout is not None else {})
 
     async def read_async() -> None:
         client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-test")
         async with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
-            async for chunk in await routed.chat.completions.create(**_request(case)):
+            async for chunk in await routed.chat.completions.create(**request):
                 received.append(_text([chunk]))  # noqa: PERF401 (kept as they come: the stream may raise)
 
     if is_async:
@@ -205,7 +223,7 @@ def _read(
         return
     client = openai.OpenAI(base_url=upstream, api_key="sk-test")
     with streamtap.instrument(client, policy=policy, recorders=[recording]) as routed:
-        received.extend(_text([chunk]) for chunk in routed.chat.completions.create(**_request(case)))
+        received.extend(_text([chunk]) for chunk in routed.chat.completions.create(**request))
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -268,6 +286,54 @@ def test_an_event_stream_labelled_json_has_a_streams_checks(
         )
     assert (raised.value.error_type, raised.value.text, "".join(received)) == (error_type, text, text)
     assert time.monotonic() - started < STALL
+
+
+_FIRST_TOKEN = streamtap.Policy(max_attempts=1, first_token_timeout=0.5)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    ("case", "policy", "timeout", "raised", "error_type"),
+    [
+        ("late", _FIRST_TOKEN, None, streamtap.StreamInterrupted, "first_token_timeout"),
+        (
+            "late",
+            streamtap.Policy(max_attempts=1, total_timeout=0.5),
+            None,
+            streamtap.StreamInterrupted,
+            "timeout",
+        ),
+        ("silent", _FIRST_TOKEN, None, streamtap.StreamInterrupted, "first_token_timeout"),
+        ("silent", streamtap.Policy(max_attempts=1), 0.5, streamtap.StreamTimedOut, "timeout"),
+    ],
+    ids=["first-token-timeout", "total-timeout", "silent-first-token-timeout", "callers-timeout"],
+)
+def test_telling_a_stream_labelled_json_keeps_the_streams_deadlines(
+    upstream: str,
+    case: str,
+    policy: streamtap.Policy,
+    timeout: float | None,
+    raised: type[Exception],
+    error_type: str,
+    is_async: bool,
+) -> None:
+    """Its first bytes are read under the stream's deadlines: a body that sends blank lines, or
+    nothing, for STALL seconds before its first event was waited for, past every one of them,
+    or failed as a whole answer's timeout, which the SDK's APITimeoutError did not catch."""
+    recording = Recording()
+    started = time.monotonic()
+    with pytest.raises(raised) as caught:
+        _read(
+            upstream,
+            f"events-labelled-json-{case}",
+            is_async=is_async,
+            recording=recording,
+            received=[],
+            policy=policy,
+            timeout=timeout,
+        )
+    assert getattr(caught.value, "error_type", None) == error_type
+    assert time.monotonic() - started < STALL - 0.5
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])

@@ -65,16 +65,18 @@ def test_rejoin_and_resume_only_a_background_response_with_an_id() -> None:
 def test_next_fallback_takes_each_once_and_skips_those_that_cannot_serve() -> None:
     cache = Fallback.cached()
     fallbacks = [Fallback.model("gpt-y"), cache]
-    chosen = next_fallback(fallbacks, PRIMARY, "/chat/completions", cache_allowed=True, late=False)
+    chosen = next_fallback(fallbacks, PRIMARY, "/chat/completions", cache_allowed=True, cache_only=False)
     assert chosen is not None
     assert chosen[0].kind == "model"
     assert chosen[1].model == "gpt-y"
     assert fallbacks == [cache]
-    assert next_fallback(fallbacks, PRIMARY, "/chat/completions", cache_allowed=False, late=False) is None
+    assert (
+        next_fallback(fallbacks, PRIMARY, "/chat/completions", cache_allowed=False, cache_only=False) is None
+    )
     assert fallbacks == []
 
     late = [Fallback.model("gpt-y"), cache]
-    chosen = next_fallback(late, PRIMARY, "/chat/completions", cache_allowed=True, late=True)
+    chosen = next_fallback(late, PRIMARY, "/chat/completions", cache_allowed=True, cache_only=True)
     assert chosen is not None and chosen[0] is cache
 
 
