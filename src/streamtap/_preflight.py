@@ -8,24 +8,38 @@ the logs or any exception text: at most its fingerprint (``sk-...XYZ9``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 
-from ._preflight_net import Address, cert_hint, check_dns, check_tcp, check_tls
+from ._preflight_net import (
+    Address,
+    Deadline,
+    cert_hint,
+    check_dns,
+    check_tcp,
+    check_tls,
+    deadline_transport,
+    ssl_context,
+)
 from ._preflight_report import Check, PreflightReport, skipped
 from ._preflight_rules import (
     DEFAULT_BASE_URL,
     NETWORK_HINT,
+    PROXY_AUTH_HINT,
     Target,
+    check_header_id,
     check_key,
     parse_base_url,
     proxy_for,
@@ -41,6 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("streamtap.preflight")
 Clock = Callable[[], float]
 T = TypeVar("T")
+PROVIDER = "the client's api_key provider"
 
 
 def preflight(
@@ -76,12 +91,49 @@ def preflight(
     Returns:
         A `PreflightReport` with one `Check` per step; ``report.ok`` when all passed.
     """
+    _check_timeout(timeout)
+    provider = _provider(client, api_key)
+    provided = None if provider is None else _call_provider(provider)
+    return _preflight(
+        client, api_key, base_url, timeout, api_key_env, environ, clock, key_source, url_source, provided
+    )
+
+
+def _check_timeout(timeout: float) -> None:
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+
+
+def _preflight(
+    client: Any,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float,
+    api_key_env: str,
+    environ: Mapping[str, str] | None,
+    clock: Clock,
+    key_source: str | None,
+    url_source: str | None,
+    provided: tuple[str | None, Check | None] | None,
+) -> PreflightReport:
+    """`preflight` once the key is known: `provided` is (key, failure) from the client's api_key
+    provider when the key comes from one (called, or awaited, by the caller), else None."""
     env = os.environ if environ is None else environ
     key, read_key_from, url, read_url_from, headers = _inputs(client, api_key, base_url, api_key_env, env)
+    key_failure: Check | None = None
+    if provided is not None:
+        (key, key_failure), read_key_from = provided, PROVIDER
     key_source = key_source or read_key_from
     url_source = url_source or read_url_from
+    # An organization or project that no header can carry fails the request before it is sent.
+    id_failure = next(
+        (
+            found
+            for source, value in _ids(client, env)
+            if value and (found := check_header_id(value, source=source))
+        ),
+        None,
+    )
     checks: list[Check] = []
 
     def add(check: Check) -> Check:
@@ -91,7 +143,8 @@ def preflight(
 
     url_check, target = _timed(clock, lambda: parse_base_url(url, source=url_source))
     key_check = add(
-        _timed(
+        key_failure
+        or _timed(
             clock, lambda: (check_key(key, source=key_source, host=target.host if target else None), None)
         )[0]
     )
@@ -99,13 +152,17 @@ def preflight(
     if target is None:
         for name in ("dns", "tcp", "tls"):
             add(skipped(name, "needs base_url"))
-        add(skipped("models", "needs api_key, base_url" if not key_check.ok else "needs base_url"))
+        add(
+            id_failure
+            or skipped("models", "needs api_key, base_url" if not key_check.ok else "needs base_url")
+        )
         return PreflightReport.from_checks(checks)
     # One decision for every step, httpx2's: the SDK's requests go the way the checks do.
     proxy = proxy_for(target, environ)
     network = proxy_target(proxy) if proxy else target
     via = f"proxy {network.host}:{network.port}: " if proxy and network else ""
     sock: socket.socket | None = None
+    context: ssl.SSLContext | None = None
     try:
         if network is None:
             hint = "fix the proxy URL in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY"
@@ -121,13 +178,19 @@ def preflight(
         else:
             tcp = skipped("tcp", "needs dns")
         add(tcp)
-        if proxy:
-            tls = skipped("tls", "tunnelled through the proxy: the models request verifies it", ok=True)
+        # The SDK's HTTP client loads the CA certificates even for http://, and fails without them.
+        tls, context = _timed(clock, lambda: _loaded(ssl_context()))
+        if context is None:
+            pass  # `tls` says what is wrong with them
         elif target.scheme == "http":
-            tls = skipped("tls", "http:// has no TLS", ok=True)
+            tls = skipped(
+                "tls", "http:// has no TLS" + (" (the proxy forwards it)" if proxy else ""), ok=True
+            )
+        elif proxy:
+            tls = skipped("tls", "tunnelled through the proxy: the models request verifies it", ok=True)
         elif sock is not None:
-            connected = sock
-            tls = _timed(clock, lambda: (check_tls(connected, target.host, timeout), None))[0]
+            connected, trusted = sock, context
+            tls = _timed(clock, lambda: (check_tls(connected, target.host, timeout, trusted), None))[0]
         else:
             tls = skipped("tls", "needs tcp")
         add(tls)
@@ -136,15 +199,21 @@ def preflight(
             sock.close()
     # Name the root causes only: a step skipped for an earlier failure is not one.
     needs = [c.name for c in (key_check, dns, tcp, tls) if c.status == "fail"]
-    if any(not c.ok for c in (key_check, dns, tcp, tls)):
+    if id_failure is not None:
+        add(id_failure)
+    elif any(not c.ok for c in (key_check, dns, tcp, tls)):
         add(skipped("models", f"needs {', '.join(needs)}"))
     else:
         assert key is not None  # key_check passed
+        assert isinstance(context, ssl.SSLContext)  # tls passed
+        verify = context
         add(
             _timed(
                 clock,
                 lambda: (
-                    check_models(target, key, headers, timeout, proxy=proxy, key_source=key_source),
+                    check_models(
+                        target, key, headers, timeout, proxy=proxy, key_source=key_source, context=verify
+                    ),
                     None,
                 ),
             )[0]
@@ -165,22 +234,106 @@ async def apreflight(
 ) -> PreflightReport:
     """`preflight` in a worker thread, for async code (asyncio or trio); same arguments.
 
-    Cancelling abandons the thread, which ends by itself within the step timeouts.
+    An `openai.AsyncOpenAI` client's api_key provider (``api_key=`` an async callable) is
+    awaited here, in the caller's event loop, within `timeout`. Cancelling abandons the thread,
+    which ends by itself within the step timeouts.
     """
+    import anyio
     import anyio.to_thread
+    import openai
 
+    _check_timeout(timeout)
+    provider = _provider(client, api_key)
+    if provider is None or not isinstance(client, openai.AsyncOpenAI):
+        # A sync client's provider is a blocking call, like the rest: the worker thread makes it.
+        run = functools.partial(
+            preflight,
+            client,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            api_key_env=api_key_env,
+            environ=environ,
+            key_source=key_source,
+            url_source=url_source,
+        )
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    provided: tuple[str | None, Check | None]
+    try:
+        with anyio.fail_after(timeout):
+            value = provider()
+            if inspect.isawaitable(value):
+                value = await value
+    except TimeoutError:
+        detail = f"{PROVIDER} did not return in {timeout:g} s"
+        provided = None, Check("api_key", False, detail, _PROVIDER_HINT)
+    except Exception as err:
+        provided = _provider_failed(err)
+    else:
+        provided = _provided(value)
     run = functools.partial(
-        preflight,
+        _preflight,
         client,
-        api_key=api_key,
-        base_url=base_url,
-        timeout=timeout,
-        api_key_env=api_key_env,
-        environ=environ,
-        key_source=key_source,
-        url_source=url_source,
+        api_key,
+        base_url,
+        timeout,
+        api_key_env,
+        environ,
+        time.perf_counter,
+        key_source,
+        url_source,
+        provided,
     )
     return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+_PROVIDER_HINT = "fix the provider: the SDK calls it for the key before every request, and fails as it does"
+
+
+def _provider(client: Any, api_key: str | None) -> Callable[[], Any] | None:
+    """The client's api_key provider (the SDK's ``api_key=`` a callable, kept in
+    ``_api_key_provider``) when the key comes from it, else None."""
+    if api_key is not None or client is None:
+        return None
+    provider = getattr(client, "_api_key_provider", None)
+    return provider if callable(provider) else None
+
+
+def _call_provider(provider: Callable[[], Any]) -> tuple[str | None, Check | None]:
+    """(key, None) from the provider, or (None, the failed ``api_key`` check); an async one is
+    run to its end here, unless this thread runs an event loop (then use `apreflight`)."""
+    try:
+        value = provider()
+        if inspect.isawaitable(value):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                value = asyncio.run(_awaited(value))
+            else:
+                getattr(value, "close", lambda: None)()  # never awaited: no warning for it
+                detail = f"{PROVIDER} is async, and preflight blocks inside a running event loop"
+                return None, Check("api_key", False, detail, "use `await apreflight(client)` from async code")
+    except Exception as err:
+        return _provider_failed(err)
+    return _provided(value)
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def _provided(value: object) -> tuple[str | None, Check | None]:
+    if isinstance(value, str):
+        return value, None
+    detail = f"{PROVIDER} returned {type(value).__name__}, not a str"
+    return None, Check("api_key", False, detail, "make the provider return the key itself, a str")
+
+
+def _provider_failed(err: BaseException) -> tuple[None, Check]:
+    # Its text is the provider's own, as free as a server's: anything shaped like a key is masked.
+    text = redact(str(err), None)[:200]
+    detail = f"{PROVIDER} raised {type(err).__name__}" + (f": {text}" if text else "")
+    return None, Check("api_key", False, detail, _PROVIDER_HINT)
 
 
 def _inputs(
@@ -203,14 +356,32 @@ def _inputs(
     else:
         url, url_source = DEFAULT_BASE_URL, "the default"
     # A wrong organization or project header makes a good key fail: send what the SDK sends.
-    org = client.organization if client is not None else env.get("OPENAI_ORG_ID")
-    project = client.project if client is not None else env.get("OPENAI_PROJECT_ID")
     headers = {"user-agent": f"streamtap-preflight/{__version__}"}
-    if org:
-        headers["openai-organization"] = org
-    if project:
-        headers["openai-project"] = project
+    for (_, value), header in zip(_ids(client, env), ("openai-organization", "openai-project"), strict=True):
+        if value:
+            headers[header] = value
     return key, key_source, url, url_source, headers
+
+
+def _ids(client: Any, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """[(where the organization came from, it), (the same for the project)], "" when unset."""
+    if client is not None:
+        return [
+            ("the client's organization", client.organization or ""),
+            ("the client's project", client.project or ""),
+        ]
+    return [
+        ("OPENAI_ORG_ID", env.get("OPENAI_ORG_ID", "")),
+        ("OPENAI_PROJECT_ID", env.get("OPENAI_PROJECT_ID", "")),
+    ]
+
+
+def _loaded(context: ssl.SSLContext | Check) -> tuple[Check, ssl.SSLContext | None]:
+    """(the failed ``tls`` check, None) when the CA certificates did not load, else (a
+    placeholder, the context)."""
+    if isinstance(context, Check):
+        return context, None
+    return Check("tls", True, "CA certificates loaded"), context
 
 
 def _timed(clock: Clock, step: Callable[[], tuple[Check, T]]) -> tuple[Check, T]:
@@ -229,6 +400,7 @@ def check_models(
     transport: httpx2.BaseTransport | None = None,
     proxy: str | None = None,
     key_source: str = "OPENAI_API_KEY",
+    context: ssl.SSLContext | None = None,
 ) -> Check:
     """Step 6: an authenticated ``GET {base_url}/models`` answers 200 with a model list.
 
@@ -236,24 +408,39 @@ def check_models(
         target: the parsed base URL.
         key: the API key, sent as ``Authorization: Bearer``; never part of the result.
         headers: extra request headers (user agent, organization, project).
-        timeout: seconds for the whole request.
-        transport: an httpx2 transport (tests); default one through `proxy`.
+        timeout: seconds for the whole request, head and body: one deadline, not one per read.
+        transport: an httpx2 transport (tests); default one through `proxy`, under the deadline.
         proxy: the proxy to send the request through (`proxy_for`, as the earlier steps took
             it), None for none.
         key_source: where the key came from, named in the hint when it is rejected.
+        context: the SSL context to verify with; default httpx2's (SSL_CERT_FILE, SSL_CERT_DIR).
     """
+    deadline: Deadline | None = None
     if transport is None:
+        if context is None:
+            loaded = ssl_context()
+            if isinstance(loaded, Check):
+                return dataclasses.replace(loaded, name="models")
+            context = loaded
         # Not the client's own reading of the environment: the steps before went one way,
         # this request must not go another.
-        transport = httpx2.HTTPTransport(proxy=proxy)
+        transport, deadline = deadline_transport(proxy, context, timeout)
     request_headers = {**headers, "authorization": f"Bearer {key}"}
     try:
         with httpx2.Client(timeout=timeout, transport=transport, follow_redirects=False) as http:
             response = http.get(target.models_url, headers=request_headers)
     except httpx2.ProxyError as err:
         hint = "the proxy failed: check HTTPS_PROXY / HTTP_PROXY, or NO_PROXY for this host"
+        if str(err).startswith("407"):
+            hint = PROXY_AUTH_HINT
         return Check("models", False, redact(f"GET /models via the proxy failed: {err}", key), hint)
     except httpx2.TimeoutException:
+        if deadline is not None and deadline.received:
+            hint = (
+                f"answered too slowly ({deadline.received} bytes in {timeout:g} s, not the whole answer): "
+                "check a proxy or gateway in the way, or raise --timeout"
+            )
+            return Check("models", False, f"GET {target.models_url} took more than {timeout:g} s", hint)
         hint = f"no answer in {timeout:g} s: raise --timeout, or check a firewall or proxy (HTTPS_PROXY)"
         return Check("models", False, f"GET {target.models_url} timed out", hint)
     except httpx2.HTTPError as err:

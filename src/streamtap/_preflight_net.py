@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import httpcore2
 import httpx2
 
 from ._preflight_report import Check
@@ -40,15 +43,25 @@ def check_dns(target: Target, timeout: float, *, via: str = "") -> tuple[Check, 
         return Check("dns", False, f"{via}resolving {host!r} took more than {timeout:g} s", hint), []
     if error:
         err = error[0]
-        if isinstance(err, socket.gaierror) and err.errno == socket.EAI_AGAIN:
-            hint = "DNS is unreachable: are you offline? behind a proxy, set HTTPS_PROXY"
-        else:
-            hint = f"check {host!r} for typos ({target.source}), then this machine's DNS and network"
+        hint = dns_hint(target, err, via=via)
         return Check("dns", False, f"{via}cannot resolve {host!r}: {err}", hint), []
     addresses = [(family, sockaddr) for family, _, _, _, sockaddr in result]
     shown = ", ".join(dict.fromkeys(str(sockaddr[0]) for _, sockaddr in addresses[:3]))
     more = f" (+{len(addresses) - 3} more)" if len(addresses) > 3 else ""
     return Check("dns", True, f"{via}{host} → {shown}{more}"), addresses
+
+
+def dns_hint(target: Target, err: BaseException, *, via: str = "") -> str:
+    """The fix hint for a host that does not resolve: a typo only where the user wrote the host."""
+    if isinstance(err, socket.gaierror) and err.errno == socket.EAI_AGAIN:
+        return "DNS is unreachable: are you offline? behind a proxy, set HTTPS_PROXY"
+    if target.default and not via:
+        # Nobody typed api.openai.com: a machine that cannot resolve it resolves no public name.
+        return (
+            f"this machine cannot resolve public names ({target.host} is the default, not a typo): "
+            "it is offline, or on a network that needs a proxy (set HTTPS_PROXY)"
+        )
+    return f"check {target.host!r} for typos ({target.source}), then this machine's DNS and network"
 
 
 def check_tcp(
@@ -96,7 +109,15 @@ def check_tls(sock: socket.socket, host: str, timeout: float, context: ssl.SSLCo
         timeout: seconds for the handshake.
         context: the SSL context; default httpx2's, the one the SDK's HTTP client uses.
     """
-    ctx = context if context is not None else httpx2.create_ssl_context()
+    if context is None:
+        loaded = ssl_context()
+        if isinstance(loaded, Check):
+            return loaded
+        context = loaded
+    ctx = context
+    # One bound on the whole handshake, not on each read: CPython turns a socket's timeout into a
+    # deadline for the handshake as a whole (a server that drips its certificate a byte at a
+    # time fails at `timeout`).
     sock.settimeout(timeout)
     try:
         # The wrapper takes over the descriptor (`sock` is detached): closing it ends the connection.
@@ -134,3 +155,123 @@ def cert_hint(message: str) -> str:
         "the certificate is not signed by a CA this machine trusts (self-signed, or a TLS-inspecting "
         "proxy): set SSL_CERT_FILE to a bundle with your organization's CA"
     )
+
+
+def ssl_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | Check:
+    """httpx2's SSL context, the SDK's (SSL_CERT_FILE, SSL_CERT_DIR), or the failed ``tls`` check
+    naming the variable, its path and what is wrong with it when it cannot be loaded (the SDK's
+    HTTP client fails to start then, for http:// base URLs too)."""
+    try:
+        return httpx2.create_ssl_context()
+    except (OSError, ValueError) as err:
+        return ca_failure(err, os.environ if environ is None else environ)
+
+
+def ca_failure(err: BaseException, environ: Mapping[str, str]) -> Check:
+    """The ``tls`` check for CA certificates that cannot be loaded (`err`, from loading them)."""
+    if environ.get("SSL_CERT_FILE"):
+        name, path = "SSL_CERT_FILE", environ["SSL_CERT_FILE"]
+    elif environ.get("SSL_CERT_DIR"):
+        name, path = "SSL_CERT_DIR", environ["SSL_CERT_DIR"]
+    else:
+        return Check("tls", False, f"cannot load this machine's CA certificates: {err}", NETWORK_HINT)
+    fix = f"point {name} at a PEM file of CA certificates (with your organization's CA), or unset it"
+    if isinstance(err, FileNotFoundError):
+        what = "does not exist"
+    elif isinstance(err, IsADirectoryError):
+        what = "is a directory"
+        fix = "a directory of CA certificates goes in SSL_CERT_DIR; SSL_CERT_FILE takes a PEM file"
+    elif isinstance(err, PermissionError):
+        what = "cannot be read (permission denied)"
+    elif "NO_CERTIFICATE_OR_CRL_FOUND" in str(err) or "no certificate" in str(err).lower():
+        what = "has no PEM certificate in it"
+    else:
+        what = f"cannot be loaded ({err})"
+    return Check("tls", False, f"{name}={path!r} {what}", fix)
+
+
+class Deadline(httpcore2.NetworkBackend):
+    """httpcore2's network backend under one wall-clock deadline: every connect, TLS handshake,
+    read and write of a request gets the time left, not a fresh timeout each (httpx2's are per
+    operation: a server that drips a byte a second never trips them). Counts the bytes read,
+    to tell a server that never answered from one that answered too slowly.
+
+    Args:
+        seconds: the time the request has, from now.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.received = 0
+        self._backend = httpcore2.SyncBackend()
+
+    def left(self, timeout: float | None, expired: type[Exception]) -> float:
+        """The timeout for the next operation: `timeout` or the time left, the lesser; raises
+        `expired` when none is left."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise expired("the request's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        timeout = self.left(timeout, httpcore2.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream, self)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        timeout = self.left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    def __init__(self, stream: httpcore2.NetworkStream, deadline: Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = self._stream.read(max_bytes, self._deadline.left(timeout, httpcore2.ReadTimeout))
+        self._deadline.received += len(data)
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.left(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore2.NetworkStream:
+        timeout = self._deadline.left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout), self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+def deadline_transport(
+    proxy: str | None, context: ssl.SSLContext, seconds: float
+) -> tuple[httpx2.HTTPTransport, Deadline]:
+    """An httpx2 transport (through `proxy`, verifying with `context`) whose requests end within
+    `seconds` from now, head and body, and the `Deadline` that counts what they read."""
+    transport = httpx2.HTTPTransport(verify=context, proxy=proxy)
+    deadline = Deadline(seconds)
+    # httpx2 takes no network backend; its pool (a ConnectionPool, or an HTTPProxy, which is
+    # one) opens every connection, proxied or not, through this attribute.
+    pool = transport._pool
+    if not isinstance(pool, httpcore2.ConnectionPool) or not hasattr(pool, "_network_backend"):
+        raise RuntimeError(f"httpx2's transport changed: {type(pool).__name__} takes no network backend")
+    pool._network_backend = deadline
+    return transport, deadline

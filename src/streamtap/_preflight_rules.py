@@ -110,6 +110,7 @@ class Target:
         models_url: ``{base_url}/models``.
         source: what to fix when the URL is wrong, named in hints: where it came from
             (``the given base URL``, ``the client's base_url``), OPENAI_BASE_URL otherwise.
+        default: the URL is the default one, which nobody typed (no typo to look for).
     """
 
     url: str
@@ -118,6 +119,7 @@ class Target:
     port: int
     models_url: str
     source: str = "OPENAI_BASE_URL"
+    default: bool = False
 
 
 def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
@@ -135,6 +137,13 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
     shown = without_userinfo(url.strip())
     if url.strip() != url or any(c.isspace() for c in url):
         return Check(name, False, f"{shown!r} has whitespace", f"remove the whitespace from {source}"), None
+    broken = _broken_scheme(url)
+    if broken is not None:
+        prefix, repaired = broken
+        hint = f"write it as {without_userinfo(repaired)} in {source}"
+        scheme = repaired.partition(":")[0]
+        detail = f"the base URL starts with {prefix!r} instead of '{scheme}://'"
+        return Check(name, False, detail, hint), None
     if "://" not in url:
         return Check(
             name, False, f"{shown!r} has no scheme", f"write it as https://{shown} in {source}"
@@ -161,7 +170,8 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
     shown = f"{parts.scheme}://{netloc}{parts.path}"
     # The default URL is fixed by setting OPENAI_BASE_URL.
     fix_in = "OPENAI_BASE_URL" if source == "the default" else source
-    target = Target(shown, parts.scheme, parts.hostname, port, shown.rstrip("/") + "/models", fix_in)
+    models_url = shown.rstrip("/") + "/models"
+    target = Target(shown, parts.scheme, parts.hostname, port, models_url, fix_in, source == "the default")
     path = parts.path.rstrip("/")
     warning: str | None = None
     if path.endswith(_ENDPOINTS):
@@ -171,6 +181,43 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
     elif parts.hostname == OPENAI_HOST and parts.scheme == "http":
         warning = f"use https: {DEFAULT_BASE_URL}"
     return Check(name, True, f"{shown} (from {source})", warning), target
+
+
+# `https//host`, `https:/host`, `http:host`, `https:` alone: a scheme whose `://` lost a character.
+_BROKEN_SCHEME = re.compile(r"(https?)(:/?|/{1,2})([^/].*)?", re.IGNORECASE | re.DOTALL)
+
+
+def _broken_scheme(url: str) -> tuple[str, str] | None:
+    """(the broken start of `url`, `url` repaired) when its scheme's ``://`` is malformed, else None."""
+    match = _BROKEN_SCHEME.fullmatch(url)
+    if match is None:
+        return None
+    scheme, rest = match[1].lower(), match[3] or ""
+    repaired = f"{scheme}://{rest or 'HOST/v1'}"
+    return url[: match.end(2)], repaired
+
+
+def check_header_id(value: str, *, source: str) -> Check | None:
+    """The failed ``models`` check for an organization or project ID (`source` names it) that
+    no HTTP header can carry as it is: whitespace, a control or a non-ASCII character. None
+    when it is fine."""
+    shown = "".join(c if c.isascii() and c.isprintable() else "?" for c in value)
+    if not value.strip():
+        problem, hint = "is only whitespace", f"unset {source} or put the ID itself there"
+    elif any(c.isspace() for c in value):
+        where = "inside" if value.strip() == value else "at its start or end"
+        kind = "a newline" if ("\n" in value or "\r" in value) else "whitespace"
+        problem = f"has {kind} {where}"
+        hint = "remove it: an ID copied from a file, .env or a terminal often keeps a line ending or a space"
+    else:
+        bad = next((i for i, c in enumerate(value) if not (c.isascii() and c.isprintable())), None)
+        if bad is None:
+            return None
+        problem = f"has a non-ASCII or control character at position {bad}"
+        hint = (
+            "re-copy the ID from the platform's settings page: copy-paste can bring in look-alike characters"
+        )
+    return Check("models", False, f"{source} ({shown!r}) {problem}: no request can send it", hint)
 
 
 def proxy_for(target: Target, environ: Mapping[str, str] | None = None) -> str | None:
@@ -246,6 +293,8 @@ def status_hint(
     if status == 401:
         if code == "mismatched_organization":
             return "the key does not belong to the organization sent: check OPENAI_ORG_ID / organization="
+        if code == "mismatched_project":
+            return "the key does not belong to the project sent: check OPENAI_PROJECT_ID / project="
         return f"the key was rejected: create a new key at {KEYS_PAGE} or check {key_source}"
     if status == 403:
         if code == "unsupported_country_region_territory":
@@ -253,6 +302,8 @@ def status_hint(
         return "the key is valid but not allowed: check the key's permissions (listing models needs Models: Read) and its project (OPENAI_PROJECT_ID)"
     if status == 404:
         return f"the server has no /models here: the base URL likely lacks /v1 or has a typo ({url_source})"
+    if status == 407:
+        return PROXY_AUTH_HINT
     if status == 429:
         if code == "insufficient_quota":
             return "the account is out of credit: add billing at https://platform.openai.com/settings/organization/billing"
@@ -266,6 +317,10 @@ def status_hint(
     return f"unexpected status {status}: check {url_source} points at an OpenAI-compatible API"
 
 
+PROXY_AUTH_HINT = (
+    "the proxy wants credentials: put them in the proxy URL, like http://user:password@proxy:port "
+    "(HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)"
+)
 NETWORK_HINT = (
     "check the network: HTTPS_PROXY / HTTP_PROXY / NO_PROXY if you need a proxy, "
     "a firewall or VPN blocking the port, and typos in the base URL (its source is on the base_url line)"

@@ -8,9 +8,11 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio.to_thread
 import openai
 import pytest
 from click.testing import CliRunner, Result
@@ -381,3 +383,250 @@ def test_a_key_the_server_echoes_in_its_reason_phrase_is_never_shown() -> None:
     assert "401 Bad sk-...Q7z9" in str(report)
     assert KEY not in str(report)
     assert KEY not in report.to_json()
+
+
+# A server that answers too slowly, a byte at a time: each read within any per-read timeout.
+
+
+class _Drip(loopback.Handler):
+    """Sends its answer a byte every 0.2 s, for at most 4 s: the head (``/v1/models``), or the
+    head at once and then the body (``/body/v1/models``)."""
+
+    def do_GET(self) -> None:
+        body = b'{"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}'
+        if self.path.startswith("/body"):
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            slow = body
+        else:
+            slow = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + b"x-pad: " + b"x" * 40
+        for byte in slow[:20]:
+            time.sleep(0.2)
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+
+
+@pytest.mark.parametrize("path", ["", "/body"], ids=["head", "body"])
+def test_the_timeout_bounds_the_whole_models_request(path: str) -> None:
+    """Before: httpx2's timeout is per read, so a server dripping its head or body a byte at a
+    time held the check (and /readyz) for as long as it dripped, and the hint said "no answer"."""
+    with loopback.serve(_Drip) as url:
+        start = time.monotonic()
+        report = preflight(api_key=KEY, base_url=f"{url}{path}/v1", timeout=1)
+        elapsed = time.monotonic() - start
+    models = report.check("models")
+    assert elapsed < 2.5, f"took {elapsed:.1f} s with a 1 s timeout"
+    assert (models.ok, models.detail) == (False, f"GET {url}{path}/v1/models took more than 1 s")
+    assert models.hint is not None
+    assert models.hint.startswith("answered too slowly (")
+    assert models.hint.endswith(
+        " bytes in 1 s, not the whole answer): check a proxy or gateway in the way, or raise --timeout"
+    )
+
+
+def test_a_server_that_never_answers_gets_no_answer_within_the_timeout() -> None:
+    class Silent(loopback.Handler):
+        def do_GET(self) -> None:
+            time.sleep(3)
+
+    with loopback.serve(Silent) as url:
+        start = time.monotonic()
+        report = preflight(api_key=KEY, base_url=f"{url}/v1", timeout=1)
+        assert time.monotonic() - start < 2.5
+    assert report.check("models").hint == (
+        "no answer in 1 s: raise --timeout, or check a firewall or proxy (HTTPS_PROXY)"
+    )
+
+
+def test_the_timeout_bounds_the_whole_tls_handshake(tls_port: int, self_signed: tuple[Path, Path]) -> None:
+    """A server that drips its handshake a byte at a time fails the TLS step at the timeout
+    (CPython turns the socket's timeout into one deadline for the whole handshake)."""
+    relay = socket.create_server(("127.0.0.1", 0))
+    relay.settimeout(3)
+
+    def drip() -> None:
+        with relay, relay.accept()[0] as client, socket.create_connection(("127.0.0.1", tls_port)) as server:
+            client.settimeout(3)
+            server.sendall(client.recv(65536))  # the ClientHello
+            for _ in range(20):
+                time.sleep(0.2)
+                try:
+                    client.sendall(server.recv(1))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
+    with socket.create_connection(relay.getsockname(), timeout=2) as sock:
+        start = time.monotonic()
+        tls = check_tls(sock, "localhost", 1, trusting)
+        elapsed = time.monotonic() - start
+    thread.join(5)
+    assert elapsed < 1.5, f"took {elapsed:.1f} s with a 1 s timeout"
+    assert (tls.ok, tls.detail) == (False, "TLS handshake timed out after 1 s")
+
+
+# The CA certificates the SDK's HTTP client loads: SSL_CERT_FILE.
+
+
+@pytest.mark.parametrize(
+    ("content", "problem", "hint"),
+    [
+        pytest.param(
+            None,
+            "does not exist",
+            "point SSL_CERT_FILE at a PEM file of CA certificates (with your organization's CA), or unset it",
+            id="missing",
+        ),
+        pytest.param(
+            "not a certificate\n",
+            "has no PEM certificate in it",
+            "point SSL_CERT_FILE at a PEM file of CA certificates (with your organization's CA), or unset it",
+            id="no-certificates",
+        ),
+        pytest.param(
+            "dir",
+            "is a directory",
+            "a directory of CA certificates goes in SSL_CERT_DIR; SSL_CERT_FILE takes a PEM file",
+            id="directory",
+        ),
+    ],
+)
+def test_a_bad_ssl_cert_file_fails_the_tls_step_with_a_report(
+    keyed: FakeUpstream, tmp_path: Path, content: str | None, problem: str, hint: str
+) -> None:
+    """Before: loading the CA certificates raised outside any step: a traceback, no report, no JSON."""
+    path = tmp_path / "ca.pem"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    result = _check(["--base-url", keyed.base_url, "--json"], OPENAI_API_KEY=KEY, SSL_CERT_FILE=str(path))
+    assert result.exit_code == 1, result.output
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    assert (checks["tls"]["status"], checks["tls"]["detail"], checks["tls"]["hint"]) == (
+        "fail",
+        f"SSL_CERT_FILE={str(path)!r} {problem}",
+        hint,
+    )
+    assert (checks["models"]["status"], checks["models"]["detail"]) == ("skip", "skipped: needs tls")
+
+
+# A key from a callable: the SDK's api_key= provider.
+
+
+@pytest.mark.anyio
+async def test_an_api_key_provider_is_called_and_its_key_checked(keyed: FakeUpstream) -> None:
+    """Before: a client whose api_key is a callable was reported as having an empty key."""
+    detail = "sk-...Q7z9 (48 chars, from the client's api_key provider)"
+    with openai.OpenAI(api_key=lambda: KEY, base_url=keyed.base_url) as sync_client:
+        report = preflight(sync_client, timeout=2)
+        assert report.ok, str(report)
+        assert report.check("api_key").detail == detail
+        report = await apreflight(sync_client, timeout=2)
+        assert report.check("api_key").detail == detail
+
+    async def provide() -> str:
+        return KEY
+
+    async def stuck() -> str:
+        await anyio.sleep(10)
+        return KEY
+
+    async_client = openai.AsyncOpenAI(api_key=provide, base_url=keyed.base_url)
+    report = await apreflight(async_client, timeout=2)
+    assert report.ok, str(report)
+    assert report.check("api_key").detail == detail
+    report = await anyio.to_thread.run_sync(lambda: preflight(async_client, timeout=2))  # no loop there
+    assert report.ok, str(report)
+    report = await apreflight(openai.AsyncOpenAI(api_key=stuck, base_url=keyed.base_url), timeout=0.5)
+    assert report.check("api_key").detail == "the client's api_key provider did not return in 0.5 s"
+
+
+@pytest.mark.anyio
+async def test_an_api_key_provider_that_fails_fails_the_key_step_without_the_key(keyed: FakeUpstream) -> None:
+    def refuse() -> str:
+        raise RuntimeError(f"the vault refused to give {KEY}")
+
+    async def refuse_async() -> str:
+        refuse()
+        return KEY
+
+    hint = "fix the provider: the SDK calls it for the key before every request, and fails as it does"
+    expected = (
+        "fail",
+        "the client's api_key provider raised RuntimeError: the vault refused to give sk-...Q7z9",
+        hint,
+    )
+    sync_report = preflight(openai.OpenAI(api_key=refuse, base_url=keyed.base_url), timeout=2)
+    async_report = await apreflight(
+        openai.AsyncOpenAI(api_key=refuse_async, base_url=keyed.base_url), timeout=2
+    )
+    for report in (sync_report, async_report):
+        key = report.check("api_key")
+        assert (key.status, key.detail, key.hint) == expected
+        assert report.check("models") == skipped("models", "needs api_key")
+        assert KEY not in str(report)
+        assert KEY not in report.to_json()
+
+
+# The organization and project headers.
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        pytest.param("OPENAI_ORG_ID", "org-abc123\n", "has a newline at its start or end", id="org-newline"),
+        pytest.param(
+            "OPENAI_PROJECT_ID",
+            "proj_ab\u00e7",
+            "has a non-ASCII or control character at position 7",
+            id="project-non-ascii",
+        ),
+        pytest.param(
+            "OPENAI_PROJECT_ID",
+            "proj_a\x7fb",
+            "has a non-ASCII or control character at position 6",
+            id="project-control",
+        ),
+    ],
+)
+def test_an_organization_or_project_no_header_can_carry_is_named(
+    keyed: FakeUpstream, variable: str, value: str, problem: str
+) -> None:
+    """Before: a newline failed the request as "Illegal header value" with a network hint, and a
+    non-ASCII character raised UnicodeEncodeError out of the check."""
+    report = preflight(api_key=KEY, base_url=keyed.base_url, timeout=2, environ={variable: value})
+    models = report.check("models")
+    assert models.status == "fail"
+    assert models.detail.startswith(f"{variable} (")
+    assert models.detail.endswith(f") {problem}: no request can send it")
+    assert [c.status for c in report.checks[:4]] == ["ok", "ok", "ok", "ok"]  # the network still checked
+
+
+# An HTTP proxy that wants credentials.
+
+
+def test_a_proxy_that_wants_credentials_gets_the_407_hint() -> None:
+    class Wants(loopback.Handler):
+        def do_GET(self) -> None:
+            self.send_response(407)
+            self.send_header("proxy-authenticate", 'Basic realm="corp"')
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    with loopback.serve(Wants) as proxy:
+        environ = {"HTTP_PROXY": proxy}
+        report = preflight(api_key=KEY, base_url="http://upstream.test/v1", timeout=2, environ=environ)
+    assert report.check("tls") == skipped("tls", "http:// has no TLS (the proxy forwards it)", ok=True)
+    assert report.check("models").hint == (
+        "the proxy wants credentials: put them in the proxy URL, like http://user:password@proxy:port "
+        "(HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 from collections.abc import Callable
 
 import httpx2
@@ -11,10 +12,13 @@ import openai
 import pytest
 
 from streamtap._preflight import _inputs, check_models, preflight
+from streamtap._preflight_net import check_dns, dns_hint
 from streamtap._preflight_report import Check, PreflightReport, skipped
 from streamtap._preflight_rules import (
     NETWORK_HINT,
+    PROXY_AUTH_HINT,
     Target,
+    check_header_id,
     check_key,
     fingerprint,
     parse_base_url,
@@ -182,6 +186,30 @@ def test_check_key(key: str | None, host: str | None, ok: bool, detail: str, hin
             "'api.openai.com/v1' has no scheme",
             "write it as https://api.openai.com/v1 in OPENAI_BASE_URL",
             id="no-scheme",
+        ),
+        pytest.param(
+            "https//gw.example/v1",
+            "the base URL starts with 'https//' instead of 'https://'",
+            "write it as https://gw.example/v1 in OPENAI_BASE_URL",
+            id="scheme-without-colon",
+        ),
+        pytest.param(
+            "https:/gw.example/v1",
+            "the base URL starts with 'https:/' instead of 'https://'",
+            "write it as https://gw.example/v1 in OPENAI_BASE_URL",
+            id="scheme-one-slash",
+        ),
+        pytest.param(
+            "HTTP:localhost:8000/v1",
+            "the base URL starts with 'HTTP:' instead of 'http://'",
+            "write it as http://localhost:8000/v1 in OPENAI_BASE_URL",
+            id="scheme-no-slash",
+        ),
+        pytest.param(
+            "https//user:secret@gw.example/v1",
+            "the base URL starts with 'https//' instead of 'https://'",
+            "write it as https://gw.example/v1 in OPENAI_BASE_URL",
+            id="scheme-typo-credentials-hidden",
         ),
         pytest.param(
             "ftp://example.com/v1",
@@ -483,6 +511,19 @@ def test_proxy_target_hides_credentials() -> None:
             id="301",
         ),
         pytest.param(
+            401,
+            "mismatched_project",
+            "the key does not belong to the project sent: check OPENAI_PROJECT_ID / project=",
+            id="401-project",
+        ),
+        pytest.param(
+            407,
+            None,
+            "the proxy wants credentials: put them in the proxy URL, like http://user:password@proxy:port "
+            "(HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)",
+            id="407",
+        ),
+        pytest.param(
             418,
             None,
             "unexpected status 418: check OPENAI_BASE_URL points at an OpenAI-compatible API",
@@ -585,6 +626,12 @@ def _raise(error: Exception) -> Handler:
         pytest.param(
             httpx2.ProxyError("407 Proxy Authentication Required"),
             "GET /models via the proxy failed: 407 Proxy Authentication Required",
+            PROXY_AUTH_HINT,
+            id="proxy-407",
+        ),
+        pytest.param(
+            httpx2.ProxyError("502 Bad Gateway"),
+            "GET /models via the proxy failed: 502 Bad Gateway",
             "the proxy failed: check HTTPS_PROXY / HTTP_PROXY, or NO_PROXY for this host",
             id="proxy",
         ),
@@ -713,3 +760,54 @@ def test_report_accessors_and_json() -> None:
         "hint": "nothing listens on h:80",
         "seconds": 0.0021,
     }
+
+
+def test_dns_hint_blames_a_typo_only_in_a_host_the_user_gave() -> None:
+    """Before: api.openai.com, the default nobody typed, got "check 'api.openai.com' for typos"."""
+    _, default = parse_base_url("https://api.openai.com/v1", source="the default")
+    _, given = parse_base_url("https://api.openai.com/v1", source="OPENAI_BASE_URL")
+    assert default is not None and given is not None
+    assert (default.default, given.default) == (True, False)
+    missing = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert dns_hint(default, missing) == (
+        "this machine cannot resolve public names (api.openai.com is the default, not a typo): "
+        "it is offline, or on a network that needs a proxy (set HTTPS_PROXY)"
+    )
+    assert dns_hint(given, missing) == (
+        "check 'api.openai.com' for typos (OPENAI_BASE_URL), then this machine's DNS and network"
+    )
+    unreachable = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    assert (
+        dns_hint(default, unreachable)
+        == "DNS is unreachable: are you offline? behind a proxy, set HTTPS_PROXY"
+    )
+
+
+def test_a_default_host_that_does_not_resolve_is_not_called_a_typo() -> None:
+    target = Target(
+        "http://streamtap-preflight.invalid/v1", "http", "streamtap-preflight.invalid", 80, "", default=True
+    )
+    check, addresses = check_dns(target, 5)
+    assert (check.ok, addresses) == (False, [])
+    assert check.hint == (
+        "this machine cannot resolve public names (streamtap-preflight.invalid is the default, not a typo): "
+        "it is offline, or on a network that needs a proxy (set HTTPS_PROXY)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("org-abc\n", "OPENAI_ORG_ID ('org-abc?') has a newline at its start or end: no request can send it"),
+        ("org a", "OPENAI_ORG_ID ('org a') has whitespace inside: no request can send it"),
+        (
+            "org-\u00e9",
+            "OPENAI_ORG_ID ('org-?') has a non-ASCII or control character at position 4: no request can send it",
+        ),
+        ("  ", "OPENAI_ORG_ID ('  ') is only whitespace: no request can send it"),
+    ],
+)
+def test_check_header_id(value: str, detail: str) -> None:
+    check = check_header_id(value, source="OPENAI_ORG_ID")
+    assert check is not None and (check.name, check.ok, check.detail) == ("models", False, detail)
+    assert check_header_id("org-AbC_123", source="OPENAI_ORG_ID") is None
