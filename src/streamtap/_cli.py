@@ -175,7 +175,7 @@ def fake_upstream(
     type=Number(min=0, min_open=True, max=300),
     show_default=True,
     show_envvar=True,
-    help="Seconds allowed to each network step.",
+    help="Seconds allowed to each network step, as a whole (the GET /models request head and body together).",
 )
 @option(
     "--json",

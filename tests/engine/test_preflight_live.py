@@ -430,6 +430,16 @@ def test_the_timeout_bounds_the_whole_models_request(path: str) -> None:
     )
 
 
+def test_the_models_request_is_bounded_as_a_whole_on_this_httpx2() -> None:
+    """The bound rests on httpx2's pool taking a network backend (no public option): a release
+    that changes it leaves only the per-operation timeouts, and this fails."""
+    from streamtap._preflight_net import deadline_transport, has_deadline
+
+    transport, _ = deadline_transport(None, ssl.create_default_context(), 1.0)
+    with transport:
+        assert has_deadline(transport)
+
+
 def test_a_server_that_never_answers_gets_no_answer_within_the_timeout() -> None:
     class Silent(loopback.Handler):
         def do_GET(self) -> None:
