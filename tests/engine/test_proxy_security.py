@@ -61,6 +61,14 @@ def _raw(port: int, request: bytes, *, wait: float = 5.0) -> bytes:
         "/v1//evil.example/models",
         "/v1/models\\..\\admin",
         "/v1/models/%00",
+        # Tomcat and Spring drop a segment's ;parameters before resolving dot segments.
+        "/v1/..;/admin",
+        "/v1/models/..;/..;/admin",
+        "/v1/.;x/..;jsessionid=1/admin",
+        "/v1/..%3b/admin",
+        # A stack that decodes twice reads %252e as ".".
+        "/v1/%252e%252e/admin",
+        "/v1/models/%252E%252e%252fadmin",
         "/admin",
         "/",
     ],
@@ -97,6 +105,10 @@ def test_upstream_url_unit() -> None:
     )
     assert upstream_url(base, b"/v1/x", b"a=1#frag") is None
     assert upstream_url(base, b"/v1/x", b"a=1 b") is None
+    # Parameters on a segment that is not a dot segment, and a percent that decodes to no
+    # escape a second time, go on as they came.
+    assert upstream_url(base, b"/v1/models;v=1/x..;", b"") == "https://api.example/v1/models;v=1/x..;"
+    assert upstream_url(base, b"/v1/files/a%25zz", b"") == "https://api.example/v1/files/a%25zz"
 
 
 def test_hop_by_hop_headers_are_stripped(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
