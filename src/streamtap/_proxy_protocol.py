@@ -7,8 +7,13 @@ on every platform; uvloop is its event loop wherever uvloop installs (CPython, n
 
 llhttp enforces no limit on a request's head, which h11 did for us
 (`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
-headers over `MAX_HEAD` bytes with 431 and closes the connection. It also passes an
-absolute-form request target on whole, as h11 does, so the proxy refuses it.
+headers over `MAX_HEAD` bytes with 431 and closes the connection. To count every head's bytes
+however the client's writes and pipelining split them, a read goes to the parser a part at a
+time, each ending where a message may end: a head at its blank line, a Content-Length body
+after its length, a chunked body at its next blank line (its last chunk and trailers end with
+one). Fed whole, a read would take the heads pipelined after the first message's end past the
+count. It also passes an absolute-form request target on whole, as h11 does, so the proxy
+refuses it.
 
 Neither of uvicorn's protocols bounds the time a head takes: its keep-alive timer runs only
 between requests and stops at the first byte, so a connection that never sends a byte, or
@@ -24,7 +29,8 @@ are closed after each answer anyway), as h11 does.
 A refused connection closes lingering, as nginx's `lingering_close` does: the answer goes, then
 a FIN, and whatever the client still sends is read and dropped for up to `LINGER` seconds or
 until it closes too. Closed at once, the socket would answer the client's next bytes with a
-reset, and a client still sending its head could lose the 408 or 431 before it read it.
+reset, and a client still sending its head could lose the 408 or 431 before it read it. A
+request refused behind pipelined ones still being answered gets its answer after theirs.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import weakref
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from ._proxy_http import Headers, declared_length, header
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 LINGER = 2.0  # seconds a refused connection's late bytes are read and dropped before it closes
@@ -55,9 +63,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     _head_seen = 0  # bytes of the current request's head received so far
     _in_head = True  # between requests, the next bytes are a head
-    _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
+    _tail = b""  # the last bytes of the head or body so far, so "\r\n\r\n" split across reads is found
+    _body_left: int | None = 0  # bytes of the current body not yet fed; None: chunked
     _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
     _lingering = False  # refused: what arrives now is dropped until the connection closes
+    _refusal: bytes | None = None  # the refusal waiting for the answers before it to be sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(cast(asyncio.Transport, transport))
@@ -68,21 +78,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return
-        if self._in_head:
-            seen = self._head_seen
-            joined = self._tail + data
-            end = joined.find(_END)
-            head_here = (end + len(_END) - len(self._tail)) if end >= 0 else len(data)
-            if seen + head_here > MAX_HEAD:
-                self._refuse_head()
-                return
-            if end < 0:
-                self._head_seen, self._tail = seen + len(data), joined[-3:]
-                if self._head_timer is None:
-                    self._time_head()
-        super().data_received(data)
+        view, at = memoryview(data), 0  # the parser takes a memoryview's slices as they are
+        while at < len(data) and not self._lingering and not self.transport.is_closing():
+            end = self._part_end(data, at)
+            if self._in_head:
+                if self._head_seen + end - at > MAX_HEAD:
+                    self._refuse_head()
+                    return
+                self._head_seen += end - at  # the parser's callbacks reset it once the head is whole
+            elif self._body_left:
+                self._body_left -= end - at
+            self._tail = (self._tail + data[max(at, end - 3) : end])[-3:]
+            super().data_received(view[at:end])  # type: ignore[arg-type]
+            at = end
+        if self._in_head and self._head_seen and self._head_timer is None and not self._lingering:
+            self._time_head()
+
+    def _part_end(self, data: bytes, at: int) -> int:
+        """Where the part of `data` from `at` that the parser takes next ends: at the end of a
+        Content-Length body, else at the next blank line (a head's end, and a chunked body's
+        possible end), else at the end of the read."""
+        if not self._in_head and self._body_left:
+            return min(len(data), at + self._body_left)
+        end = blank_line_end(self._tail, data, at)
+        return len(data) if end < 0 else end
 
     def _time_head(self) -> None:
         self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
@@ -108,6 +127,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # The parser's word, not the bytes': in a read holding pipelined requests, the next
         # head may end after the previous message did, and what follows it is a body.
         self._in_head, self._head_seen, self._tail = False, 0, b""
+        self._body_left = body_length(self.headers)
         self._stop_head_timer()
         super().on_headers_complete()
         # What the app may do that ASGI has no word for: end the connection at once (`reset`).
@@ -133,23 +153,62 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head = True  # the next request's head starts (pipelined or after keep-alive)
+        # The next request's head starts (pipelined or after keep-alive).
+        self._in_head, self._tail = True, b""
 
     def _refuse_head(self) -> None:
         self._answer_and_close(431, b"Request Header Fields Too Large", b"request line and headers too large")
 
     def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
         self._stop_head_timer()
-        self.transport.write(
-            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (status, reason, len(message), message)
-        )
+        self._lingering = True  # nothing after the refused request is parsed
+        answer = b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n" % (status, reason)
+        answer += b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Pipelined behind requests still being answered: written now, it would land inside
+            # their answers. It follows the last of them (`on_response_complete`).
+            self._refusal = answer
+            return
+        self._close_with(answer)
+
+    def _close_with(self, answer: bytes) -> None:
+        self.transport.write(answer)
         if not self.transport.can_write_eof():
             self.transport.close()
             return
-        self._lingering = True
         self.transport.write_eof()
         self.loop.call_later(LINGER, self.transport.close)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self._refusal is not None and self.cycle.response_complete:  # the last request's answer
+            self._unset_keepalive_if_required()  # armed by uvicorn: the refusal closes instead
+            answer, self._refusal = self._refusal, None
+            self._close_with(answer)
+        elif self._head_seen:
+            # A head pipelined behind this answer is partial: its own timer bounds it, and
+            # uvicorn's keep-alive timer would close the connection without its 408.
+            self._unset_keepalive_if_required()
+
+
+def blank_line_end(tail: bytes, data: bytes, at: int) -> int:
+    """The offset in `data` just past the first "\r\n\r\n" of `tail` (the bytes before
+    `data[at]`) and `data[at:]`, or -1 when there is none."""
+    if tail:
+        edge = (tail + data[at : at + 3]).find(_END)
+        if edge >= 0:
+            return at + edge + len(_END) - len(tail)
+    end = data.find(_END, at)
+    return end + len(_END) if end >= 0 else -1
+
+
+def body_length(headers: Headers) -> int | None:
+    """The length of the body after a head the parser accepted: its Content-Length, 0 for none,
+    None for chunked (llhttp refuses a request's Transfer-Encoding that does not end in
+    chunked, and one beside a Content-Length)."""
+    return None if header(headers, b"transfer-encoding") is not None else declared_length(headers)
 
 
 def _close_delimited(cycle: RequestResponseCycle) -> None:
