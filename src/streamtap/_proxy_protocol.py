@@ -15,6 +15,14 @@ one). Fed whole, a read would take the heads pipelined after the first message's
 count. It also passes an absolute-form request target on whole, as h11 does, so the proxy
 refuses it.
 
+The proxy switches to no other protocol. llhttp stops at a head that asks for one
+(`Connection: upgrade` with `Upgrade`, or `CONNECT`) and skips its body, which the parser then
+reads as the next request: a body smuggled a request past the proxy's checks, and uvicorn
+served the first with an empty body. Such a request with a body, and `CONNECT`, get a 400
+before the app sees them, and the connection closes. Without a body the upgrade is ignored, as
+RFC 9110 (section 7.8) lets a server do (`curl --http2` asks for h2c on every request): the
+request is served as HTTP/1.1, and what follows it parsed as the next request.
+
 Neither of uvicorn's protocols bounds the time a head takes: its keep-alive timer runs only
 between requests and stops at the first byte, so a connection that never sends a byte, or
 sends its head a byte at a time (slowloris), was held for ever. Here a head must be whole
@@ -38,13 +46,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import socket
 import struct
 import weakref
 from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from ._dialect import error_object
 from ._proxy_http import Headers, declared_length, header
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
@@ -89,10 +100,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             elif self._body_left:
                 self._body_left -= end - at
             self._tail = (self._tail + data[max(at, end - 3) : end])[-3:]
-            super().data_received(view[at:end])  # type: ignore[arg-type]
-            at = end
+            at += self._feed(view[at:end])
         if self._in_head and self._head_seen and self._head_timer is None and not self._lingering:
             self._time_head()
+
+    def _feed(self, part: memoryview) -> int:
+        """Parse `part` (uvicorn's `data_received`, but for an upgrade); how many of its bytes
+        the parser took."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(part)
+        except httptools.HttpParserUpgrade as upgrade:
+            # The parser stopped after an upgrade's head. One with a body was refused
+            # (`on_headers_complete`); one without was served as HTTP/1.1, and what follows it
+            # is the next request. uvicorn would log its warnings and drop those bytes.
+            return int(upgrade.args[0])
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        return len(part)
 
     def _part_end(self, data: bytes, at: int) -> int:
         """Where the part of `data` from `at` that the parser takes next ends: at the end of a
@@ -129,6 +156,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head, self._head_seen, self._tail = False, 0, b""
         self._body_left = body_length(self.headers)
         self._stop_head_timer()
+        if self.parser.should_upgrade():
+            refused = upgrade_refusal(self.parser.get_method(), self._body_left)
+            if refused is not None:
+                self._answer_and_close(400, b"Bad Request", refused, b"application/json")
+                return  # no request for the app: it never runs
         super().on_headers_complete()
         # What the app may do that ASGI has no word for: end the connection at once (`reset`).
         # Weakly: the scope is this protocol's, and a bound method in it would make a reference
@@ -152,6 +184,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def on_message_complete(self) -> None:
+        if self._lingering:
+            return  # the message of a refused upgrade, which has no cycle
         super().on_message_complete()
         # The next request's head starts (pipelined or after keep-alive).
         self._in_head, self._tail = True, b""
@@ -159,11 +193,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._answer_and_close(431, b"Request Header Fields Too Large", b"request line and headers too large")
 
-    def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
+    def _answer_and_close(
+        self, status: int, reason: bytes, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+    ) -> None:
         self._stop_head_timer()
         self._lingering = True  # nothing after the refused request is parsed
-        answer = b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n" % (status, reason)
-        answer += b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message)
+        answer = b"HTTP/1.1 %d %b\r\ncontent-type: %b\r\n" % (status, reason, content_type)
+        answer += b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body)
         if self.cycle is not None and not self.cycle.response_complete:
             # Pipelined behind requests still being answered: written now, it would land inside
             # their answers. It follows the last of them (`on_response_complete`).
@@ -202,6 +238,22 @@ def blank_line_end(tail: bytes, data: bytes, at: int) -> int:
             return at + edge + len(_END) - len(tail)
     end = data.find(_END, at)
     return end + len(_END) if end >= 0 else -1
+
+
+def upgrade_refusal(method: bytes, body_length: int | None) -> bytes | None:
+    """The JSON error body refusing a request that asks for an upgrade, as the proxy's other
+    refusals are written (the OpenAI API's shape); None for one it serves, ignoring the upgrade
+    (no body, not `CONNECT`). `body_length`: as `body_length` gives it."""
+    if method == b"CONNECT":
+        message = "the proxy does not tunnel: CONNECT is not supported"
+    elif body_length != 0:
+        message = (
+            "the proxy does not switch protocols, and a request with a body cannot ask it to: "
+            "send it without Connection: upgrade"
+        )
+    else:
+        return None
+    return json.dumps({"error": error_object("upgrade_not_supported", message)}).encode()
 
 
 def body_length(headers: Headers) -> int | None:
