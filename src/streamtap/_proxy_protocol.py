@@ -27,7 +27,9 @@ Neither of uvicorn's protocols bounds the time a head takes: its keep-alive time
 between requests and stops at the first byte, so a connection that never sends a byte, or
 sends its head a byte at a time (slowloris), was held for ever. Here a head must be whole
 within the keep-alive timeout (15 s) of the connection opening or of its own first byte; a
-partial one then gets 408, and either way the connection is closed.
+partial one then gets 408, and either way the connection is closed. Bytes that arrive once
+every request has its answer (the rest of a body the app did not read: one byte of it held the
+connection for ever) start the same timer: by its end the next request must have come whole.
 
 An HTTP/1.0 client knows no chunked coding, and RFC 9112 (section 6.1) forbids sending it one;
 uvicorn's httptools protocol chunks every body without a Content-Length whatever the request's
@@ -76,7 +78,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True  # between requests, the next bytes are a head
     _tail = b""  # the last bytes of the head or body so far, so "\r\n\r\n" split across reads is found
     _body_left: int | None = 0  # bytes of the current body not yet fed; None: chunked
-    _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
+    # Runs while a head is awaited or partial, or bytes came with every request answered.
+    _head_timer: asyncio.TimerHandle | None = None
     _lingering = False  # refused: what arrives now is dropped until the connection closes
     _refusal: bytes | None = None  # the refusal waiting for the answers before it to be sent
 
@@ -89,6 +92,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
+        self._unset_keepalive_if_required()  # as uvicorn does: bytes came
         view, at = memoryview(data), 0  # the parser takes a memoryview's slices as they are
         while at < len(data) and not self._lingering and not self.transport.is_closing():
             end = self._part_end(data, at)
@@ -101,13 +107,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._body_left -= end - at
             self._tail = (self._tail + data[max(at, end - 3) : end])[-3:]
             at += self._feed(view[at:end])
-        if self._in_head and self._head_seen and self._head_timer is None and not self._lingering:
+        if self._head_timer is None and not self._lingering and (self._head_seen or self._answered()):
+            # A partial head, or bytes with every request answered (the rest of a body the app
+            # left unread): the timer uvicorn stopped at the first byte is not started again.
             self._time_head()
+
+    def _answered(self) -> bool:
+        """Whether every request parsed so far has its whole answer."""
+        return self.cycle is None or self.cycle.response_complete
 
     def _feed(self, part: memoryview) -> int:
         """Parse `part` (uvicorn's `data_received`, but for an upgrade); how many of its bytes
         the parser took."""
-        self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(part)
         except httptools.HttpParserUpgrade as upgrade:
@@ -142,7 +153,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._lingering or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
+        if not self._answered():
             self._time_head()  # a pipelined head, behind a response still going: wait on
             return
         if self._head_seen:
@@ -200,7 +211,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = True  # nothing after the refused request is parsed
         answer = b"HTTP/1.1 %d %b\r\ncontent-type: %b\r\n" % (status, reason, content_type)
         answer += b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body)
-        if self.cycle is not None and not self.cycle.response_complete:
+        if not self._answered():
             # Pipelined behind requests still being answered: written now, it would land inside
             # their answers. It follows the last of them (`on_response_complete`).
             self._refusal = answer

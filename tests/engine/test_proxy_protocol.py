@@ -3,7 +3,9 @@ refusal) and bounds the time a request head may take."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -134,10 +136,14 @@ def test_absolute_form_target_is_refused(proxy: ProxyServer) -> None:
 
 @pytest.fixture(scope="module")
 def impatient() -> Iterator[ProxyServer]:
-    """A proxy whose keep-alive timeout, which also bounds a request head, is 0.3 s."""
-    config = ProxyConfig(upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", shutdown_grace=1)
+    """A proxy, with an ops listener, whose keep-alive timeout, which also bounds a request
+    head, is 0.3 s."""
+    config = ProxyConfig(
+        upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", ops_listen="127.0.0.1:0", shutdown_grace=1
+    )
     server = ProxyServer(config, recorders=[])
-    server._servers[0].config.timeout_keep_alive = 0.3  # read by each connection's protocol
+    for listener in server._servers:
+        listener.config.timeout_keep_alive = 0.3  # read by each connection's protocol
     with server:
         yield server
 
@@ -186,6 +192,57 @@ def test_a_partial_head_pipelined_behind_a_request_gets_408(impatient: ProxyServ
         received, _ = _closed_after(sock)
     assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received
     assert b'"ok"}HTTP/1.1 408 Request Timeout\r\n' in received
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """One answer, read whole (its length declared, or chunked); its head."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: (\d+)", head, re.IGNORECASE)
+    while not (len(body) >= int(length[1]) if length else body.endswith(b"\r\n0\r\n\r\n")):
+        body += sock.recv(65536)
+    return head
+
+
+def _closes_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the proxy ends the connection within `seconds` (a FIN or a reset)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("listener", ["api", "ops"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_an_ops_answer_that_leaves_a_body_unread_closes_the_connection(
+    impatient: ProxyServer, path: str, listener: str
+) -> None:
+    # Kept alive, the connection read the unread body's bytes, and one of them stopped the
+    # keep-alive timer for good: 300 such connections took every file descriptor of the proxy.
+    port = impatient.port if listener == "api" else impatient.ops_port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n".encode())
+        head = _answer(sock)
+        assert b"\r\nconnection: close" in head.lower(), head
+        with contextlib.suppress(OSError):  # already closed: the byte meets a reset
+            sock.sendall(b"A")
+        assert _closes_within(sock, 3)
+
+
+def test_bytes_after_an_answer_that_left_a_body_unread_have_a_timer(impatient: ProxyServer) -> None:
+    # An upload whose upstream cannot be reached gets its 502 before its body is read, and the
+    # connection stays open; the body's first byte after it stopped the keep-alive timer.
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n")
+        assert _answer(sock).startswith(b"HTTP/1.1 502 ")
+        sock.sendall(b"A")
+        assert _closes_within(sock, 3)
 
 
 def test_a_head_sent_in_time_after_a_keep_alive_is_served(impatient: ProxyServer) -> None:
