@@ -6,8 +6,8 @@ Linux, one clock for every process of the machine). The hooks wrap private funct
 proxy, the fake upstream and the load generator: this is a diagnostic, pinned to their code.
 
 Proxy (installed in the proxy's own process, `install_proxy_hooks`):
-    read       uvicorn's protocol is handed the bytes that hold the request's head
-               (`HttpToolsProtocol.data_received`: the event loop got to the socket)
+    read       the proxy's protocol is handed the bytes that hold the request's head
+               (`LimitedHttpToolsProtocol.data_received`: the event loop got to the socket)
     parsed     the head is parsed; uvicorn creates the app's task (`on_headers_complete`)
     entry      the ASGI app starts on the request (`Proxy._forward`): the task's first turn
     written    the request's first bytes go to the upstream (`UpstreamConnection.write`)
@@ -42,12 +42,14 @@ def install_proxy_hooks(out: Path) -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from streamtap import _proxy, _upstream_conn
+    from streamtap._proxy_protocol import LimitedHttpToolsProtocol
 
     sink = out.open("a", buffering=1)
     by_task: dict[asyncio.Task[Any], dict[str, Any]] = {}
     arrived: dict[bytes, dict[str, float]] = {}  # by rid: when its head was read and parsed
     forward = _proxy.Proxy._forward
-    received, headers_complete = HttpToolsProtocol.data_received, HttpToolsProtocol.on_headers_complete
+    # The proxy's protocol parses a read itself, a part at a time; uvicorn's parses each head.
+    received, headers_complete = LimitedHttpToolsProtocol.data_received, HttpToolsProtocol.on_headers_complete
 
     def traced_received(self: Any, data: bytes) -> None:
         self.bench_read = perf_counter()
@@ -97,7 +99,7 @@ def install_proxy_hooks(out: Path) -> None:
             self.bench_marks = None
         data_received(self, data)
 
-    HttpToolsProtocol.data_received = traced_received  # type: ignore[method-assign]
+    LimitedHttpToolsProtocol.data_received = traced_received  # type: ignore[method-assign]
     HttpToolsProtocol.on_headers_complete = traced_headers_complete  # type: ignore[method-assign]
     _proxy.Proxy._forward = traced_forward  # type: ignore[method-assign]
     conn.write = traced_write  # type: ignore[method-assign]

@@ -26,6 +26,7 @@ from ._proxy_client import (
     BodyTooLarge,
     ClientLeft,
     ClientWatch,
+    Message,
     Receive,
     Scope,
     Send,
@@ -103,20 +104,27 @@ class Proxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path in _OPS_PATHS and scope["method"] not in ("GET", "HEAD"):
+        if path not in _OPS_PATHS:
+            await self._forward(scope, receive, send)
+        elif scope["method"] not in ("GET", "HEAD"):
             message = f"{path} answers GET and HEAD only"
             await _refuse(scope, send, 405, "method_not_allowed", message, extra=[(b"allow", b"GET, HEAD")])
-        elif path == "/healthz":
+        else:
+            # These answers read no body: with one, the connection closes after the answer, as
+            # after a refusal. Kept open, it took the body's bytes as they came, with no timer.
+            closing = _closing(send) if has_body(scope["headers"]) else send
+            await self._serve_ops(path, scope, receive, closing)
+
+    async def _serve_ops(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        if path == "/healthz":
             await send_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
             ready, detail = await self._readiness()
             await send_json(
                 send, 200 if ready else 503, {"status": "ready" if ready else "not ready", "detail": detail}
             )
-        elif path == "/metrics":
-            await self._serve_metrics(scope, receive, send)
         else:
-            await self._forward(scope, receive, send)
+            await self._serve_metrics(scope, receive, send)
 
     async def ops(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app of the `ops_listen` listener: /metrics, /healthz and /readyz only."""
@@ -342,6 +350,17 @@ async def _refuse(
     its bytes (sent now, or after an `Expect: 100-continue` the refusal never granted) are not
     read as the next request."""
     await send_error(send, status, code, message, close=has_body(scope["headers"]), extra=extra)
+
+
+def _closing(send: Send) -> Send:
+    """`send`, its answer closing the connection (`connection: close`)."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 @functools.lru_cache(maxsize=256)

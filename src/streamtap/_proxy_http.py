@@ -2,7 +2,10 @@
 
 The proxy only ever talks to its configured upstream. A request names a path under `/v1/`;
 the upstream URL is the configured base plus that path, after refusing anything that could
-climb out of it (dot segments, encoded slashes or backslashes, control characters).
+climb out of it (dot segments, encoded slashes or backslashes, control characters), for the
+upstream or for any server on the way that reads paths otherwise: Tomcat and Spring take a
+segment's `;parameters` off before they look for dot segments (`..;` is `..` there), and a
+stack that decodes twice reads `%252e` as `.`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ Headers = list[tuple[bytes, bytes]]
 # the client would get no answer at all). A name that is not a token is no field.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+# An encoded percent before two hex digits: decoded once more, the path would change.
+_DOUBLE_ENCODED = re.compile(r"%25[0-9A-Fa-f]{2}")
 
 
 def upstream_url(base: str, raw_path: bytes, query: bytes) -> str | None:
@@ -58,10 +63,12 @@ def upstream_url(base: str, raw_path: bytes, query: bytes) -> str | None:
     lowered = path.lower()
     if "%2f" in lowered or "%5c" in lowered or "%2e" in lowered or "%00" in lowered:
         return None
+    if _DOUBLE_ENCODED.search(path):
+        return None
     decoded = unquote(path)
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
         return None
-    if any(segment in (".", "..") for segment in decoded.split("/")):
+    if any(_is_dot_segment(segment) for segment in decoded.split("/")):
         return None
     url = base + path[len("/v1") :]
     if query:
@@ -73,6 +80,12 @@ def upstream_url(base: str, raw_path: bytes, query: bytes) -> str | None:
             return None
         url += "?" + text
     return url
+
+
+def _is_dot_segment(segment: str) -> bool:
+    """Whether a decoded path segment is `.` or `..`, with or without `;parameters` (`..;x`),
+    which servers that drop them before resolving dot segments read as `..`."""
+    return segment.partition(";")[0] in (".", "..")
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:

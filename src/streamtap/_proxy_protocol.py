@@ -7,14 +7,29 @@ on every platform; uvloop is its event loop wherever uvloop installs (CPython, n
 
 llhttp enforces no limit on a request's head, which h11 did for us
 (`h11_max_incomplete_event_size`): `LimitedHttpToolsProtocol` refuses a request line plus
-headers over `MAX_HEAD` bytes with 431 and closes the connection. It also passes an
-absolute-form request target on whole, as h11 does, so the proxy refuses it.
+headers over `MAX_HEAD` bytes with 431 and closes the connection. To count every head's bytes
+however the client's writes and pipelining split them, a read goes to the parser a part at a
+time, each ending where a message may end: a head at its blank line, a Content-Length body
+after its length, a chunked body at its next blank line (its last chunk and trailers end with
+one). Fed whole, a read would take the heads pipelined after the first message's end past the
+count. It also passes an absolute-form request target on whole, as h11 does, so the proxy
+refuses it.
+
+The proxy switches to no other protocol. llhttp stops at a head that asks for one
+(`Connection: upgrade` with `Upgrade`, or `CONNECT`) and skips its body, which the parser then
+reads as the next request: a body smuggled a request past the proxy's checks, and uvicorn
+served the first with an empty body. Such a request with a body, and `CONNECT`, get a 400
+before the app sees them, and the connection closes. Without a body the upgrade is ignored, as
+RFC 9110 (section 7.8) lets a server do (`curl --http2` asks for h2c on every request): the
+request is served as HTTP/1.1, and what follows it parsed as the next request.
 
 Neither of uvicorn's protocols bounds the time a head takes: its keep-alive timer runs only
 between requests and stops at the first byte, so a connection that never sends a byte, or
 sends its head a byte at a time (slowloris), was held for ever. Here a head must be whole
 within the keep-alive timeout (15 s) of the connection opening or of its own first byte; a
-partial one then gets 408, and either way the connection is closed.
+partial one then gets 408, and either way the connection is closed. Bytes that arrive once
+every request has its answer (the rest of a body the app did not read: one byte of it held the
+connection for ever) start the same timer: by its end the next request must have come whole.
 
 An HTTP/1.0 client knows no chunked coding, and RFC 9112 (section 6.1) forbids sending it one;
 uvicorn's httptools protocol chunks every body without a Content-Length whatever the request's
@@ -24,7 +39,8 @@ are closed after each answer anyway), as h11 does.
 A refused connection closes lingering, as nginx's `lingering_close` does: the answer goes, then
 a FIN, and whatever the client still sends is read and dropped for up to `LINGER` seconds or
 until it closes too. Closed at once, the socket would answer the client's next bytes with a
-reset, and a client still sending its head could lose the 408 or 431 before it read it.
+reset, and a client still sending its head could lose the 408 or 431 before it read it. A
+request refused behind pipelined ones still being answered gets its answer after theirs.
 """
 
 from __future__ import annotations
@@ -32,12 +48,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import socket
 import struct
 import weakref
 from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from ._dialect import error_object
+from ._proxy_http import Headers, declared_length, header
 
 MAX_HEAD = 64 * 1024  # a request's line and headers together
 LINGER = 2.0  # seconds a refused connection's late bytes are read and dropped before it closes
@@ -55,9 +76,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     _head_seen = 0  # bytes of the current request's head received so far
     _in_head = True  # between requests, the next bytes are a head
-    _tail = b""  # the last bytes of the head so far, so "\r\n\r\n" split across reads is found
-    _head_timer: asyncio.TimerHandle | None = None  # runs while a head is awaited or partial
+    _tail = b""  # the last bytes of the head or body so far, so "\r\n\r\n" split across reads is found
+    _body_left: int | None = 0  # bytes of the current body not yet fed; None: chunked
+    # Runs while a head is awaited or partial, or bytes came with every request answered.
+    _head_timer: asyncio.TimerHandle | None = None
     _lingering = False  # refused: what arrives now is dropped until the connection closes
+    _refusal: bytes | None = None  # the refusal waiting for the answers before it to be sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(cast(asyncio.Transport, transport))
@@ -70,19 +94,52 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return
-        if self._in_head:
-            seen = self._head_seen
-            joined = self._tail + data
-            end = joined.find(_END)
-            head_here = (end + len(_END) - len(self._tail)) if end >= 0 else len(data)
-            if seen + head_here > MAX_HEAD:
-                self._refuse_head()
-                return
-            if end < 0:
-                self._head_seen, self._tail = seen + len(data), joined[-3:]
-                if self._head_timer is None:
-                    self._time_head()
-        super().data_received(data)
+        self._unset_keepalive_if_required()  # as uvicorn does: bytes came
+        view, at = memoryview(data), 0  # the parser takes a memoryview's slices as they are
+        while at < len(data) and not self._lingering and not self.transport.is_closing():
+            end = self._part_end(data, at)
+            if self._in_head:
+                if self._head_seen + end - at > MAX_HEAD:
+                    self._refuse_head()
+                    return
+                self._head_seen += end - at  # the parser's callbacks reset it once the head is whole
+            elif self._body_left:
+                self._body_left -= end - at
+            self._tail = (self._tail + data[max(at, end - 3) : end])[-3:]
+            at += self._feed(view[at:end])
+        if self._head_timer is None and not self._lingering and (self._head_seen or self._answered()):
+            # A partial head, or bytes with every request answered (the rest of a body the app
+            # left unread): the timer uvicorn stopped at the first byte is not started again.
+            self._time_head()
+
+    def _answered(self) -> bool:
+        """Whether every request parsed so far has its whole answer."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _feed(self, part: memoryview) -> int:
+        """Parse `part` (uvicorn's `data_received`, but for an upgrade); how many of its bytes
+        the parser took."""
+        try:
+            self.parser.feed_data(part)
+        except httptools.HttpParserUpgrade as upgrade:
+            # The parser stopped after an upgrade's head. One with a body was refused
+            # (`on_headers_complete`); one without was served as HTTP/1.1, and what follows it
+            # is the next request. uvicorn would log its warnings and drop those bytes.
+            return int(upgrade.args[0])
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        return len(part)
+
+    def _part_end(self, data: bytes, at: int) -> int:
+        """Where the part of `data` from `at` that the parser takes next ends: at the end of a
+        Content-Length body, else at the next blank line (a head's end, and a chunked body's
+        possible end), else at the end of the read."""
+        if not self._in_head and self._body_left:
+            return min(len(data), at + self._body_left)
+        end = blank_line_end(self._tail, data, at)
+        return len(data) if end < 0 else end
 
     def _time_head(self) -> None:
         self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
@@ -96,7 +153,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._lingering or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
+        if not self._answered():
             self._time_head()  # a pipelined head, behind a response still going: wait on
             return
         if self._head_seen:
@@ -108,7 +165,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # The parser's word, not the bytes': in a read holding pipelined requests, the next
         # head may end after the previous message did, and what follows it is a body.
         self._in_head, self._head_seen, self._tail = False, 0, b""
+        self._body_left = body_length(self.headers)
         self._stop_head_timer()
+        if self.parser.should_upgrade():
+            refused = upgrade_refusal(self.parser.get_method(), self._body_left)
+            if refused is not None:
+                self._answer_and_close(400, b"Bad Request", refused, b"application/json")
+                return  # no request for the app: it never runs
         super().on_headers_complete()
         # What the app may do that ASGI has no word for: end the connection at once (`reset`).
         # Weakly: the scope is this protocol's, and a bound method in it would make a reference
@@ -132,24 +195,83 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def on_message_complete(self) -> None:
+        if self._lingering:
+            return  # the message of a refused upgrade, which has no cycle
         super().on_message_complete()
-        self._in_head = True  # the next request's head starts (pipelined or after keep-alive)
+        # The next request's head starts (pipelined or after keep-alive).
+        self._in_head, self._tail = True, b""
 
     def _refuse_head(self) -> None:
         self._answer_and_close(431, b"Request Header Fields Too Large", b"request line and headers too large")
 
-    def _answer_and_close(self, status: int, reason: bytes, message: bytes) -> None:
+    def _answer_and_close(
+        self, status: int, reason: bytes, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+    ) -> None:
         self._stop_head_timer()
-        self.transport.write(
-            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (status, reason, len(message), message)
-        )
+        self._lingering = True  # nothing after the refused request is parsed
+        answer = b"HTTP/1.1 %d %b\r\ncontent-type: %b\r\n" % (status, reason, content_type)
+        answer += b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body)
+        if not self._answered():
+            # Pipelined behind requests still being answered: written now, it would land inside
+            # their answers. It follows the last of them (`on_response_complete`).
+            self._refusal = answer
+            return
+        self._close_with(answer)
+
+    def _close_with(self, answer: bytes) -> None:
+        self.transport.write(answer)
         if not self.transport.can_write_eof():
             self.transport.close()
             return
-        self._lingering = True
         self.transport.write_eof()
         self.loop.call_later(LINGER, self.transport.close)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self._refusal is not None and self.cycle.response_complete:  # the last request's answer
+            self._unset_keepalive_if_required()  # armed by uvicorn: the refusal closes instead
+            answer, self._refusal = self._refusal, None
+            self._close_with(answer)
+        elif self._head_seen:
+            # A head pipelined behind this answer is partial: its own timer bounds it, and
+            # uvicorn's keep-alive timer would close the connection without its 408.
+            self._unset_keepalive_if_required()
+
+
+def blank_line_end(tail: bytes, data: bytes, at: int) -> int:
+    """The offset in `data` just past the first "\r\n\r\n" of `tail` (the bytes before
+    `data[at]`) and `data[at:]`, or -1 when there is none."""
+    if tail:
+        edge = (tail + data[at : at + 3]).find(_END)
+        if edge >= 0:
+            return at + edge + len(_END) - len(tail)
+    end = data.find(_END, at)
+    return end + len(_END) if end >= 0 else -1
+
+
+def upgrade_refusal(method: bytes, body_length: int | None) -> bytes | None:
+    """The JSON error body refusing a request that asks for an upgrade, as the proxy's other
+    refusals are written (the OpenAI API's shape); None for one it serves, ignoring the upgrade
+    (no body, not `CONNECT`). `body_length`: as `body_length` gives it."""
+    if method == b"CONNECT":
+        message = "the proxy does not tunnel: CONNECT is not supported"
+    elif body_length != 0:
+        message = (
+            "the proxy does not switch protocols, and a request with a body cannot ask it to: "
+            "send it without Connection: upgrade"
+        )
+    else:
+        return None
+    return json.dumps({"error": error_object("upgrade_not_supported", message)}).encode()
+
+
+def body_length(headers: Headers) -> int | None:
+    """The length of the body after a head the parser accepted: its Content-Length, 0 for none,
+    None for chunked (llhttp refuses a request's Transfer-Encoding that does not end in
+    chunked, and one beside a Content-Length)."""
+    return None if header(headers, b"transfer-encoding") is not None else declared_length(headers)
 
 
 def _close_delimited(cycle: RequestResponseCycle) -> None:

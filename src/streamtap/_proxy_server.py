@@ -46,6 +46,7 @@ def uvicorn_config(app: Any, config: ProxyConfig, *, ops: bool = False) -> uvico
         timeout_keep_alive=15,  # also how long a request head may take (`_proxy_protocol`)
         timeout_graceful_shutdown=math.ceil(config.shutdown_grace),  # uvicorn takes whole seconds
         http=LimitedHttpToolsProtocol,  # httptools, with h11's head limit and a head timer
+        ws="none",  # the proxy speaks no WebSocket, even where a WebSocket library is installed
         loop="uvloop" if has_uvloop() else "asyncio",
     )
 

@@ -3,7 +3,9 @@ refusal) and bounds the time a request head may take."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from streamtap._proxy_config import ProxyConfig
-from streamtap._proxy_protocol import LINGER, MAX_HEAD
+from streamtap._proxy_protocol import LINGER, MAX_HEAD, blank_line_end
 from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeUpstream
 
@@ -79,6 +81,52 @@ def test_heads_under_the_limit_are_served_back_to_back(proxy: ProxyServer) -> No
     assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3
 
 
+_SMALL = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+# A call whose body is read whole, then passed through (it is no JSON) to an upstream that
+# refuses the connection: 502, and the connection stays open.
+_POST = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        _SMALL,
+        _POST + b"content-length: 5\r\n\r\nhello",
+        _POST + b"transfer-encoding: chunked\r\n\r\n6\r\nhe\r\n\r\n\r\n0\r\n\r\n",  # a blank line inside
+    ],
+    ids=["no-body", "content-length", "chunked"],
+)
+def test_a_head_over_the_limit_pipelined_in_one_write_is_refused(proxy: ProxyServer, first: bytes) -> None:
+    # The parser took what followed the first message's end in a read uncounted: a head over
+    # the limit behind a small request in the same write was served.
+    big = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * MAX_HEAD + b"\r\n\r\n"
+    reply = _exchange(proxy.port, first + big)
+    # The first answered, then the refusal, after it and not inside it.
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n" if first == _SMALL else b"HTTP/1.1 502 "), reply[:100]
+    assert reply.count(b"HTTP/1.1 ") == 2, reply
+    assert b"}HTTP/1.1 431 Request Header Fields Too Large\r\n" in reply
+    assert reply.endswith(b"request line and headers too large")
+
+
+def test_a_head_begun_in_the_read_that_ended_a_request_is_counted_whole(proxy: ProxyServer) -> None:
+    # Its first KiB came behind a request, the rest in later writes: every part is counted.
+    big = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * MAX_HEAD + b"\r\n\r\n"
+    rest = (big[i : i + 9000] for i in range(1024, len(big), 9000))
+    reply = _exchange(proxy.port, _SMALL + big[:1024], *rest)
+    assert reply.count(b"HTTP/1.1 ") == 2, reply
+    assert b'"ok"}HTTP/1.1 431 Request Header Fields Too Large\r\n' in reply
+
+
+def test_a_blank_line_is_found_however_reads_cut_it() -> None:
+    assert blank_line_end(b"", b"ab\r\n\r\ncd", 0) == 6
+    assert blank_line_end(b"", b"ab\r\n\r\ncd\r\n\r\n", 6) == 12  # from `at` on
+    assert [blank_line_end(b"\r\n\r\n"[:cut], b"\r\n\r\n"[cut:] + b"x", 0) for cut in (1, 2, 3)] == [3, 2, 1]
+    assert blank_line_end(b"\r\n", b"xx\r\n\r\n", 2) == 4  # the tail is what came before `at`
+    assert blank_line_end(b"a\r\n", b"\r", 0) == -1
+
+
 def test_absolute_form_target_is_refused(proxy: ProxyServer) -> None:
     request = (
         b"GET http://169.254.169.254/v1/models HTTP/1.1\r\nhost: 169.254.169.254\r\nconnection: close\r\n\r\n"
@@ -88,10 +136,14 @@ def test_absolute_form_target_is_refused(proxy: ProxyServer) -> None:
 
 @pytest.fixture(scope="module")
 def impatient() -> Iterator[ProxyServer]:
-    """A proxy whose keep-alive timeout, which also bounds a request head, is 0.3 s."""
-    config = ProxyConfig(upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", shutdown_grace=1)
+    """A proxy, with an ops listener, whose keep-alive timeout, which also bounds a request
+    head, is 0.3 s."""
+    config = ProxyConfig(
+        upstream="http://127.0.0.1:9/v1", listen="127.0.0.1:0", ops_listen="127.0.0.1:0", shutdown_grace=1
+    )
     server = ProxyServer(config, recorders=[])
-    server._servers[0].config.timeout_keep_alive = 0.3  # read by each connection's protocol
+    for listener in server._servers:
+        listener.config.timeout_keep_alive = 0.3  # read by each connection's protocol
     with server:
         yield server
 
@@ -130,6 +182,67 @@ def test_a_head_sent_a_byte_at_a_time_gets_408(impatient: ProxyServer) -> None:
     # Meanwhile, and after, the proxy serves the others.
     last = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
     assert _exchange(impatient.port, last).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_a_partial_head_pipelined_behind_a_request_gets_408(impatient: ProxyServer) -> None:
+    # Its timer did not start in the read that ended the request before it: uvicorn's keep-alive
+    # timer closed the connection after the first answer, without a 408.
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        sock.sendall(_SMALL + b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        received, _ = _closed_after(sock)
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received
+    assert b'"ok"}HTTP/1.1 408 Request Timeout\r\n' in received
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """One answer, read whole (its length declared, or chunked); its head."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: (\d+)", head, re.IGNORECASE)
+    while not (len(body) >= int(length[1]) if length else body.endswith(b"\r\n0\r\n\r\n")):
+        body += sock.recv(65536)
+    return head
+
+
+def _closes_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the proxy ends the connection within `seconds` (a FIN or a reset)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("listener", ["api", "ops"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_an_ops_answer_that_leaves_a_body_unread_closes_the_connection(
+    impatient: ProxyServer, path: str, listener: str
+) -> None:
+    # Kept alive, the connection read the unread body's bytes, and one of them stopped the
+    # keep-alive timer for good: 300 such connections took every file descriptor of the proxy.
+    port = impatient.port if listener == "api" else impatient.ops_port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n".encode())
+        head = _answer(sock)
+        assert b"\r\nconnection: close" in head.lower(), head
+        with contextlib.suppress(OSError):  # already closed: the byte meets a reset
+            sock.sendall(b"A")
+        assert _closes_within(sock, 3)
+
+
+def test_bytes_after_an_answer_that_left_a_body_unread_have_a_timer(impatient: ProxyServer) -> None:
+    # An upload whose upstream cannot be reached gets its 502 before its body is read, and the
+    # connection stays open; the body's first byte after it stopped the keep-alive timer.
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n")
+        assert _answer(sock).startswith(b"HTTP/1.1 502 ")
+        sock.sendall(b"A")
+        assert _closes_within(sock, 3)
 
 
 def test_a_head_sent_in_time_after_a_keep_alive_is_served(impatient: ProxyServer) -> None:

@@ -61,6 +61,14 @@ def _raw(port: int, request: bytes, *, wait: float = 5.0) -> bytes:
         "/v1//evil.example/models",
         "/v1/models\\..\\admin",
         "/v1/models/%00",
+        # Tomcat and Spring drop a segment's ;parameters before resolving dot segments.
+        "/v1/..;/admin",
+        "/v1/models/..;/..;/admin",
+        "/v1/.;x/..;jsessionid=1/admin",
+        "/v1/..%3b/admin",
+        # A stack that decodes twice reads %252e as ".".
+        "/v1/%252e%252e/admin",
+        "/v1/models/%252E%252e%252fadmin",
         "/admin",
         "/",
     ],
@@ -97,6 +105,10 @@ def test_upstream_url_unit() -> None:
     )
     assert upstream_url(base, b"/v1/x", b"a=1#frag") is None
     assert upstream_url(base, b"/v1/x", b"a=1 b") is None
+    # Parameters on a segment that is not a dot segment, and a percent that decodes to no
+    # escape a second time, go on as they came.
+    assert upstream_url(base, b"/v1/models;v=1/x..;", b"") == "https://api.example/v1/models;v=1/x..;"
+    assert upstream_url(base, b"/v1/files/a%25zz", b"") == "https://api.example/v1/files/a%25zz"
 
 
 def test_hop_by_hop_headers_are_stripped(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
@@ -137,6 +149,95 @@ def test_a_content_length_beside_chunked_is_not_passed_on() -> None:
             answer = httpx2.get(f"{proxy.base_url}/models")
     assert (answer.status_code, answer.content) == (200, body)
     assert answer.headers.get("content-length") in (None, str(len(body)))
+
+
+@pytest.fixture
+def uvicorn_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """uvicorn's log, which does not propagate to the root logger, captured."""
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+_SMUGGLED = b"GET /v1/SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/files"], ids=["call", "pass-through"])
+def test_an_upgrade_with_a_body_is_refused_before_it_is_served(
+    path: str,
+    proxied: tuple[ProxyServer, Recording],
+    fake: FakeUpstream,
+    uvicorn_log: pytest.LogCaptureFixture,
+) -> None:
+    """llhttp skips the body of a request asking for an upgrade and parses it as the next
+    request: the upstream got the POST with no body, then the request the body held, with the
+    proxy's key on it (or, passed through, the client's Content-Length and no body, holding
+    its connection)."""
+    proxy, _ = proxied
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(_SMUGGLED)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(head)
+        time.sleep(0.2)  # the body in a read of its own, as the reviewer's smuggling sent it
+        sock.sendall(_SMUGGLED)
+        reply = _read_until_closed(sock)
+    status, _, body = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+    assert b"\r\nconnection: close" in status
+    assert json.loads(body)["error"] == {
+        "message": "the proxy does not switch protocols, and a request with a body cannot ask it to: "
+        "send it without Connection: upgrade",
+        "type": "streamtap_error",
+        "param": None,
+        "code": "upgrade_not_supported",
+    }
+    assert fake.requests == []
+    assert uvicorn_log.records == []  # no "Unsupported upgrade request", no WebSocket advice
+
+
+def test_connect_is_refused(proxied: tuple[ProxyServer, Recording], fake: FakeUpstream) -> None:
+    proxy, _ = proxied
+    reply = _raw(proxy.port, b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: 169.254.169.254:80\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["message"] == (
+        "the proxy does not tunnel: CONNECT is not supported"
+    )
+    assert fake.requests == []
+
+
+def test_an_upgrade_without_a_body_is_ignored(
+    proxied: tuple[ProxyServer, Recording], fake: FakeUpstream, uvicorn_log: pytest.LogCaptureFixture
+) -> None:
+    """RFC 9110 §7.8: a server may ignore Upgrade; `curl --http2` asks for h2c on every
+    request. Served as HTTP/1.1, and the request behind it in the same write too (uvicorn
+    dropped what followed an upgrade's head in its read)."""
+    proxy, _ = proxied
+    h2c = (
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+    )
+    reply = _raw(proxy.port, h2c + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert [r.path for r in fake.requests] == ["/v1/models", "/v1/models"]
+    forwarded = dict(fake.requests[0].headers)
+    assert not {"upgrade", "connection", "http2-settings"} & set(forwarded)
+    assert uvicorn_log.records == []
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        pass
+    return received
 
 
 def test_client_key_is_forwarded_but_never_logged_or_recorded(
