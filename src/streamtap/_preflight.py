@@ -179,13 +179,17 @@ def _preflight(
             tcp = skipped("tcp", "needs dns")
         add(tcp)
         # The SDK's HTTP client loads the CA certificates even for http://, and fails without them.
-        tls, context = _timed(clock, lambda: _loaded(ssl_context()))
-        if context is None:
-            pass  # `tls` says what is wrong with them
+        # Checked for another environment than this process's (the proxy's readiness gives its
+        # own), an http:// upstream needs none: the proxy loads them only for https://.
+        no_tls = skipped("tls", "http:// has no TLS" + (" (the proxy forwards it)" if proxy else ""), ok=True)
+        if target.scheme == "http" and environ is not None:
+            tls, context = no_tls, ssl.create_default_context()
+        else:
+            tls, context = _timed(clock, lambda: _loaded(ssl_context()))
+        if context is None or tls.skipped:
+            pass  # `tls` says what is wrong with them, or is no_tls
         elif target.scheme == "http":
-            tls = skipped(
-                "tls", "http:// has no TLS" + (" (the proxy forwards it)" if proxy else ""), ok=True
-            )
+            tls = no_tls
         elif proxy:
             tls = skipped("tls", "tunnelled through the proxy: the models request verifies it", ok=True)
         elif sock is not None:

@@ -150,7 +150,12 @@ class Proxy:
         )
         if url is None:
             await _refuse(
-                scope, send, 404, "not_found", "the proxy forwards only /v1/... paths to its upstream"
+                scope,
+                send,
+                404,
+                "not_found",
+                "the proxy forwards only /v1/... paths to its upstream, and none that climbs out of it "
+                "(a dot segment, encoded or with ;parameters, or an encoded percent sign)",
             )
             return
         routed = engine_api(scope["method"], scope["path"])

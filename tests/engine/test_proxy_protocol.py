@@ -13,7 +13,13 @@ from collections.abc import Iterator
 import pytest
 
 from streamtap._proxy_config import ProxyConfig
-from streamtap._proxy_protocol import LINGER, MAX_HEAD, blank_line_end
+from streamtap._proxy_protocol import (
+    LINGER,
+    MAX_HEAD,
+    LimitedHttpToolsProtocol,
+    blank_line_end,
+    last_chunk_end,
+)
 from streamtap._proxy_server import ProxyServer
 from streamtap.fake import FakeUpstream
 
@@ -125,6 +131,37 @@ def test_a_blank_line_is_found_however_reads_cut_it() -> None:
     assert [blank_line_end(b"\r\n\r\n"[:cut], b"\r\n\r\n"[cut:] + b"x", 0) for cut in (1, 2, 3)] == [3, 2, 1]
     assert blank_line_end(b"\r\n", b"xx\r\n\r\n", 2) == 4  # the tail is what came before `at`
     assert blank_line_end(b"a\r\n", b"\r", 0) == -1
+
+
+def test_a_chunked_bodys_usual_end_is_found_however_reads_cut_it() -> None:
+    body = b"6\r\nhe\r\n\r\n\r\n0\r\n\r\n"  # a blank line inside its data first
+    assert last_chunk_end(b"", body + b"GET", 0) == len(body)
+    assert last_chunk_end(b"", b"0\r\n\r\nGET", 0) == 5  # an empty body, right after its head
+    assert [last_chunk_end(body[cut - 3 : cut], body[cut:], 0) for cut in (len(body) - 6, len(body) - 5)] == [
+        6,
+        5,
+    ]
+    assert last_chunk_end(b"", b"1;x\r\na\r\n0;ext\r\n\r\n", 0) == -1  # not the usual end: read whole
+
+
+def test_a_chunked_body_of_blank_lines_goes_to_the_parser_whole(
+    proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cut at every blank line in it, 256 KiB of them went to the parser 4 bytes at a time, a
+    # Python loop's turn each: 0.65 s of the event loop per MiB, every stream stalled meanwhile.
+    fed: list[int] = []
+    feed = LimitedHttpToolsProtocol._feed
+
+    def counted(self: LimitedHttpToolsProtocol, part: memoryview) -> int:
+        fed.append(len(part))
+        return feed(self, part)
+
+    monkeypatch.setattr(LimitedHttpToolsProtocol, "_feed", counted)
+    data = b"\r\n" * (128 * 1024)
+    body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
+    reply = _exchange(proxy.port, _POST + b"connection: close\r\ntransfer-encoding: chunked\r\n\r\n" + body)
+    assert reply.startswith(b"HTTP/1.1 502 "), reply[:100]  # read whole, then refused upstream
+    assert len(fed) < 40, f"{len(fed)} parts"
 
 
 def test_absolute_form_target_is_refused(proxy: ProxyServer) -> None:

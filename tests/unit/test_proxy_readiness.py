@@ -115,6 +115,22 @@ def test_readiness_ignores_http_proxy_as_the_calls_do(monkeypatch: pytest.Monkey
     assert answer == (200, {"status": "ready", "detail": "upstream reachable and key accepted"})
 
 
+def test_readiness_of_an_http_upstream_needs_no_ca_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy loads them only for an https:// upstream: a bad SSL_CERT_FILE made /readyz 503
+    while every call to its http:// upstream was served. (`streamtap check` still names it: the
+    SDK's own client loads them for http:// too.)"""
+    from streamtap.fake import FakeConfig, FakeUpstream
+
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    key = "sk-test-readiness-0123456789"
+    with FakeUpstream(FakeConfig(api_key=key)) as fake:
+        config = ProxyConfig(
+            upstream=fake.base_url, upstream_api_key=key, client_token="token", ready_cache=0
+        )
+        answer = asyncio.run(_probe(Proxy(config, recorders=[])))
+    assert answer == (200, {"status": "ready", "detail": "upstream reachable and key accepted"})
+
+
 def test_a_failure_comes_with_the_hint_check_gives_it(monkeypatch: pytest.MonkeyPatch) -> None:
     check = SlowPreflight(0, ok=False, hint="is the server running?")
     proxy = _proxy(monkeypatch, check, ready_cache=0)
