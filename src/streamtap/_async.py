@@ -195,18 +195,6 @@ class Live:
                 restore()
         return events
 
-    async def _body_failed(self, send: Send, upstream: httpx2.Response, error: Exception) -> None:
-        call = self.call
-        self.upstream = upstream
-        await self.close_upstream()
-        call.attempt_failed(
-            send,
-            body_failure(error, callers_read_timeout(error, call, send, self.request)),
-            now=call.engine.clock(),
-            wall=call.engine.wall(),
-            status_code=upstream.status_code,
-        )
-
     async def _answer(
         self, send: Send, upstream: httpx2.Response, chunks: AsyncIterator[bytes]
     ) -> httpx2.Response | None:
@@ -215,7 +203,15 @@ class Live:
         try:
             raw = b"".join([chunk async for chunk in bounded(chunks)])
         except (*CONNECTION_ERRORS, ValueError) as error:
-            await self._body_failed(send, upstream, error)
+            self.upstream = upstream
+            await self.close_upstream()
+            call.attempt_failed(
+                send,
+                body_failure(error, callers_read_timeout(error, call, send, self.request)),
+                now=clock(),
+                wall=call.engine.wall(),
+                status_code=upstream.status_code,
+            )
             return None
         finally:
             await upstream.aclose()
@@ -245,9 +241,7 @@ class Live:
         call.finish("ok", clock(), body=body)
         return response
 
-    def _begin(
-        self, send: Send, upstream: httpx2.Response, chunks: AsyncIterator[bytes] | None = None
-    ) -> None:
+    def _begin(self, send: Send, upstream: httpx2.Response) -> None:
         call = self.call
         clock = call.engine.clock
         self.send = send

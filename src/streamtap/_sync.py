@@ -193,18 +193,6 @@ class Live:
                 restore()
         return events
 
-    def _body_failed(self, send: Send, upstream: httpx2.Response, error: Exception) -> None:
-        call = self.call
-        self.upstream = upstream
-        self.close_upstream()
-        call.attempt_failed(
-            send,
-            body_failure(error, callers_read_timeout(error, call, send, self.request)),
-            now=call.engine.clock(),
-            wall=call.engine.wall(),
-            status_code=upstream.status_code,
-        )
-
     def _answer(
         self, send: Send, upstream: httpx2.Response, chunks: Iterator[bytes]
     ) -> httpx2.Response | None:
@@ -213,7 +201,15 @@ class Live:
         try:
             raw = b"".join(bounded(chunks))
         except (*CONNECTION_ERRORS, ValueError) as error:
-            self._body_failed(send, upstream, error)
+            self.upstream = upstream
+            self.close_upstream()
+            call.attempt_failed(
+                send,
+                body_failure(error, callers_read_timeout(error, call, send, self.request)),
+                now=clock(),
+                wall=call.engine.wall(),
+                status_code=upstream.status_code,
+            )
             return None
         finally:
             upstream.close()
