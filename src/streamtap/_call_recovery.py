@@ -89,7 +89,7 @@ def give_up_type(cause: SuppressCause) -> ErrorType | None:
 
 def still_running(failure: Failure, response_id: str | None) -> str | None:
     """The background response `response_id` (None: none known yet) if it still runs upstream
-    after `failure` of an attempt before commit, else None."""
+    after `failure` of one of the call's attempts, else None."""
     return None if failure.error_type in _ENDED else response_id
 
 

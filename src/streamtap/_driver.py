@@ -280,7 +280,7 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
         # SDK's own retries on) must not start over, each round another set of attempts.
         headers += [(b"x-should-retry", b"false"), (b"x-streamtap-attempts", str(call.attempts).encode())]
         if call.background_id is not None:  # it may still run upstream: the caller's to retrieve
-            headers.append((b"x-streamtap-response-id", call.background_id.encode()))
+            headers.append((b"x-streamtap-response-id", call.background_id.encode("utf-8", "replace")))
         return whole_response(err.status_code, headers, err.body, request)
     if exception is not None and call.background_id is None:
         try:

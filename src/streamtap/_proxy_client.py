@@ -330,7 +330,9 @@ def gave_up_headers(
         if error.request_id:
             headers.append((b"x-request-id", field_value(error.request_id.encode())))
         if error.response_id:
-            headers.append((b"x-streamtap-response-id", field_value(error.response_id.encode())))
+            headers.append(
+                (b"x-streamtap-response-id", field_value(error.response_id.encode("utf-8", "replace")))
+            )
     return headers
 
 

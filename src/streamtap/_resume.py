@@ -54,4 +54,5 @@ def retrieve_url(url: str, response_id: str, after: int | None) -> str:
     params.append("stream=true")
     if after is not None:
         params.append(f"starting_after={after}")
-    return f"{path}/{quote(response_id, safe='')}?{'&'.join(params)}"  # an id is the upstream's to send
+    # The id is the upstream's to send: quoted whole, whatever it holds.
+    return f"{path}/{quote(response_id, safe='', errors='replace')}?{'&'.join(params)}"

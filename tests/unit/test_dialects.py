@@ -1187,3 +1187,10 @@ def test_a_chat_answer_made_a_stream_says_what_the_answer_said(message: dict[str
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"},
                         {"index": 1, "message": {"role": "assistant", "content": "other"}, "finish_reason": "stop"}]}  # fmt: skip
     assert CHAT.output_messages(CHAT.from_json(body, {}), "error") == CHAT.answer_messages(body, "error")
+
+
+def test_a_response_id_is_quoted_whole_into_the_rejoin_url() -> None:
+    # The upstream's to send: one holding a line break made building the URL raise, and the
+    # proxy answer 500; a lone surrogate (a JSON escape) could not be encoded.
+    url = retrieve_url("https://api.example/v1/responses", "resp_\ud800\r\n/..", None)
+    assert url == "https://api.example/v1/responses/resp_%3F%0D%0A%2F..?stream=true"
