@@ -35,12 +35,15 @@ _LAZY = {
     "OtelEventRecorder": "._otel_events",
     "OtelMetricsRecorder": "._otel_metrics",
     "OtelTraceRecorder": "._otel_traces",
+    "PreflightReport": "._preflight_report",
     "PrometheusRecorder": "._prometheus",
     "StreamtapInstrumentor": "._instrumentor",
+    "apreflight": "._preflight",
     "default_recorders": "._telemetry",
     "mark_process_dead": "._exposition",
     "metrics_asgi_app": "._exposition",
     "metrics_wsgi_app": "._exposition",
+    "preflight": "._preflight",
     "serve_metrics": "._exposition",
     "setup_telemetry": "._telemetry",
 }
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
     from ._otel_events import OtelEventRecorder
     from ._otel_metrics import OtelMetricsRecorder
     from ._otel_traces import OtelTraceRecorder
+    from ._preflight import apreflight, preflight
+    from ._preflight_report import PreflightReport
     from ._prometheus import PrometheusRecorder
     from ._telemetry import default_recorders, setup_telemetry
 
@@ -94,6 +99,7 @@ __all__ = [
     "OtelMetricsRecorder",
     "OtelTraceRecorder",
     "Policy",
+    "PreflightReport",
     "PrometheusRecorder",
     "Recorder",
     "RetryScheduled",
@@ -103,11 +109,13 @@ __all__ = [
     "StreamtapInstrumentor",
     "StreamtapTransport",
     "__version__",
+    "apreflight",
     "default_recorders",
     "instrument",
     "mark_process_dead",
     "metrics_asgi_app",
     "metrics_wsgi_app",
+    "preflight",
     "serve_metrics",
     "setup_telemetry",
 ]

@@ -55,3 +55,13 @@ def lazily_imported_names() -> None:
 
 def misspelt_names_are_errors() -> None:
     streamtap.Polcy()  # type: ignore[attr-defined]  # unused, hence an error, if typed as Any
+
+
+def preflight_checks(client: openai.OpenAI) -> None:
+    report = streamtap.preflight(client, timeout=2.0)
+    assert_type(report, streamtap.PreflightReport)
+    assert_type(report.ok, bool)
+
+
+async def async_preflight_checks(client: openai.AsyncOpenAI) -> None:
+    assert_type(await streamtap.apreflight(client), streamtap.PreflightReport)
