@@ -132,11 +132,13 @@ class ChatDialect:
                 continue
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:  # some servers write "" for "not yet"
-                facts.finish_reasons.append(reason)
                 index = choice.get("index", 0)
-                facts.finished_choices.add(
-                    index if isinstance(index, int) and not isinstance(index, bool) else 0
-                )
+                index = index if isinstance(index, int) and not isinstance(index, bool) else 0
+                finished = facts.finished_choices
+                if index not in finished:  # some servers repeat it in a closing chunk
+                    # One reason per choice, in the choices' order whatever order they end in.
+                    facts.finish_reasons.insert(sum(i < index for i in finished), reason)
+                    finished.add(index)
             delta = choice.get("delta")
             if isinstance(delta, Mapping) and any(delta.get(key) for key in _CONTENT_KEYS):
                 kind = CONTENT

@@ -45,7 +45,7 @@ class StreamFacts:
     reasoning_output_tokens: int | None = None  # of output_tokens, spent on reasoning
     service_tier: str | None = None  # the tier that served the response
     system_fingerprint: str | None = None
-    finish_reasons: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)  # chat: one per choice, in index order
     # Chat: the indexes of the choices that gave a finish reason (a stream that repeats one
     # for a choice still has that choice alone finished).
     finished_choices: set[int] = field(default_factory=set)

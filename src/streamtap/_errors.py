@@ -151,6 +151,8 @@ def classify_exception(error: BaseException, *, phase: Phase) -> Failure:
 def classify_error_event(payload: Mapping[str, Any], phase: Phase) -> Failure:
     """An upstream error event: chat `{"error": {...}}`, responses `error` or `response.failed`."""
     error = payload.get("error")
+    if isinstance(error, str):  # `{"error": "..."}`, as some servers write it
+        error = {"message": error}
     if not isinstance(error, Mapping):
         error = (
             payload.get("response", {}).get("error") if isinstance(payload.get("response"), Mapping) else None

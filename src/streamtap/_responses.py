@@ -116,7 +116,8 @@ class ResponsesDialect:
         response = payload.get("response")
         if isinstance(response, Mapping):  # a failed response's usage was billed too
             self.body_facts(response, facts, finish=kind in _TERMINAL)
-        if kind in _ERRORS:
+        # A gateway's bare `{"error": {...}}` (no type) is an error too: the SDK raises at it.
+        if kind in _ERRORS or payload.get("error"):
             facts.error = payload
             return ERROR
         if kind in _TERMINAL:

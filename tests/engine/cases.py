@@ -61,6 +61,7 @@ BEFORE_COMMIT = [
     Case("error-event-rate-limit", "error_after=0;error_code=rate_limit_exceeded", None, 2),
     Case("error-event-not-retryable", "error_after=0;error_code=invalid_prompt", "upstream_error_event", 1),
     Case("response-failed", "error_after=0;error_kind=failed", None, 2, apis=("responses",)),
+    Case("bare-error-event", "error_after=0;error_kind=bare", None, 2, apis=("responses",)),
     Case("malformed", "malformed_after=0", None, 2),
     Case("garbled", "garbled_after=0", None, 2),
     Case("keepalive", "keepalive=3", None, 1),
@@ -74,6 +75,14 @@ AFTER_COMMIT = [
     Case(
         "response-failed",
         f"error_after={AFTER};error_kind=failed",
+        "upstream_error_event",
+        1,
+        AFTER,
+        apis=("responses",),
+    ),
+    Case(
+        "bare-error-event",  # a gateway's `data: {"error": ...}` in a responses stream
+        f"error_after={AFTER};error_kind=bare",
         "upstream_error_event",
         1,
         AFTER,

@@ -99,7 +99,9 @@ def test_parse_fault_normalises_text() -> None:
             "status=500;should_retry=maybe", "invalid should_retry='maybe'; accepted: true|false", id="bool"
         ),
         pytest.param(
-            "error_after=1;error_kind=boom", "invalid error_kind='boom'; accepted: event|failed", id="kind"
+            "error_after=1;error_kind=boom",
+            "invalid error_kind='boom'; accepted: event|failed|bare",
+            id="kind",
         ),
         pytest.param("status=500;reset", "status and reset cannot be combined", id="two-terminal"),
         pytest.param(

@@ -444,6 +444,36 @@ def test_responses_errors_keep_the_payload(frame: bytes) -> None:
     assert facts.error == json.loads(parse_frame(frame).data)
 
 
+def test_chat_finish_reasons_one_per_choice_in_the_choices_order() -> None:
+    facts = StreamFacts()
+    second_ends_first = delta("{}", '"length"').replace('"index":0', '"index":1')
+    frames = (C_ROLE, C_CONTENT, C_FINISH, chat(second_ends_first), C_FINISH, C_USAGE, C_DONE)
+    for frame in frames:  # the first choice's reason is repeated by a closing chunk
+        CHAT.inspect(frame, facts)
+    assert facts.finish_reasons == ["stop", "length"]
+    assert facts.finished_choices == {0, 1}
+    facts = StreamFacts()
+    for frame in (chat(second_ends_first), C_FINISH, chat(second_ends_first)):
+        CHAT.inspect(frame, facts)
+    assert facts.finish_reasons == ["stop", "length"]  # index 0 first, though it ended second
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'data: {"error":{"message":"gateway timeout","type":"server_error","code":"timeout"}}',
+        b'event: response.output_text.delta\ndata: {"error":{"message":"m","code":"x"}}',
+    ],
+    ids=["bare", "under_another_event"],
+)
+def test_responses_event_with_a_top_level_error_is_an_error(frame: bytes) -> None:
+    # The SDK raises APIError at any event whose data holds a truthy `error`, typed or not.
+    kind, facts = fresh(RESPONSES, "inspect", frame)
+    assert kind == ERROR
+    assert facts.error == json.loads(parse_frame(frame).data)
+    assert fresh(RESPONSES, "inspect", b'data: {"type":"response.in_progress","error":null}')[0] == PREAMBLE
+
+
 def test_responses_invalid_utf8_is_bad() -> None:
     kind, facts = fresh(RESPONSES, "inspect", b'event: response.output_text.delta\ndata: {"delta":"\xff"}')
     assert kind == BAD

@@ -136,6 +136,7 @@ def test_body_phase_exceptions_are_interruptions(phase: Any, retryable: bool) ->
             "busy",
         ),
         ({"error": {}}, "", "the upstream sent an error event"),
+        ({"error": "model overloaded"}, "", "model overloaded"),  # some servers send a string
     ],
 )
 def test_error_event_code_and_message(payload: dict[str, Any], code: str, message: str) -> None:

@@ -33,7 +33,9 @@ a fault "after N" fires after min(N, chunks) of them (N=0: before the first cont
 ``stall_after=N``           with ``stall=S`` (default 60): send nothing for S after N contents
 ``error_after=N``           an SSE error event after N contents, then the body ends: chat
                             ``data: {"error": {...}}``; responses ``event: error``
-``error_kind=event|failed`` with error_after: responses send ``response.failed`` instead
+``error_kind=event|failed|bare`` with error_after: responses send ``response.failed``, or
+                            (bare) chat's ``data: {"error": {...}}`` with no type, as a gateway
+                            does, instead
 ``error_code=CODE``         the error code (default ``server_error``); also with status
 ``malformed_after=N``       an event whose data is invalid JSON after N contents, then continue
 ``garbled_after=N``         after N contents, a copy of the next (or last) content event with a

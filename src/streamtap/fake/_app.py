@@ -354,6 +354,10 @@ class App:
                 failed = _responses.failed_response(seed, code, message)
                 payload = {"type": "response.failed", "response": failed, "sequence_number": sequence_number}
                 return _content.sse_event("response.failed", payload)
+            if fault.error_kind == "bare":  # a gateway's error, in chat's shape: no type, no event line
+                return _content.sse_data(
+                    {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+                )
             error = {"type": "error", "code": code, "message": message, "param": None}
             return _content.sse_event("error", {**error, "sequence_number": sequence_number})
 

@@ -17,7 +17,7 @@ ERROR_STATUSES = (400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504)
 DEFAULT_STALL_S = 60.0
 """How long `stall_first` / `stall_after` stall when no duration is given."""
 
-ErrorKind = Literal["event", "failed"]
+ErrorKind = Literal["event", "failed", "bare"]
 
 # Faults that end the attempt; combining two of them has no meaning, so it is rejected.
 _TERMINAL = ("status", "reset", "drop_after", "truncate_after", "error_after")
@@ -204,8 +204,8 @@ def parse_fault(spec: str) -> FaultSpec:
                 raise _bad(spec, key, value, "true|false")
             values[key] = value.lower() == "true"
         elif key == "error_kind":
-            if value not in ("event", "failed"):
-                raise _bad(spec, key, value, "event|failed")
+            if value not in ("event", "failed", "bare"):
+                raise _bad(spec, key, value, "event|failed|bare")
             values[key] = value
         elif key in ("error_code", "model"):
             if not value:
