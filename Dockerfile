@@ -12,6 +12,8 @@ COPY src ./src
 RUN pip install . \
     && useradd --create-home --uid 10001 streamtap
 
-USER streamtap
-EXPOSE 8600 9464
+# A numeric user: with runAsNonRoot the kubelet can verify only a number.
+USER 10001
+# 8600 the fake upstream, 8787 the proxy, 9464 the demo's /metrics.
+EXPOSE 8600 8787 9464
 CMD ["streamtap", "--help"]

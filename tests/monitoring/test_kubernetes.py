@@ -182,6 +182,15 @@ def _restricted_violations(spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def test_the_sidecar_pushes_spans_only_and_runs_as_the_images_user() -> None:
+    _, _, sidecar = _sidecar()
+    # Prometheus scrapes its metrics: pushed too, they would go to a collector that may have
+    # no metrics pipeline (a 404 logged every minute).
+    assert _env(sidecar)["OTEL_METRICS_EXPORTER"] == "none"
+    assert "USER 10001" in (ROOT / "Dockerfile").read_text().splitlines()
+    assert sidecar["securityContext"]["runAsUser"] == 10001
+
+
 def test_the_pod_passes_the_restricted_pod_security_standard() -> None:
     pod, _, _ = _sidecar()
     assert _restricted_violations(pod["spec"]) == []

@@ -199,6 +199,10 @@ def test_dockerfile() -> None:
     lines = (ROOT / "Dockerfile").read_text().splitlines()
     assert "FROM python:3.11-slim" in lines
     assert "RUN pip install . \\" in lines
+    # A numeric user (runAsNonRoot can verify only a number), the one useradd creates.
+    assert "USER 10001" in lines and any("--uid 10001" in line for line in lines)
+    exposed = next(line for line in lines if line.startswith("EXPOSE ")).split()[1:]
+    assert exposed == ["8600", "8787", "9464"]  # the fake, the proxy, the demo's /metrics
 
 
 @pytest.mark.integration
@@ -265,3 +269,63 @@ def test_every_signal_sent_to_the_collector_has_a_pipeline() -> None:
         assert sent <= pipelines, (
             f"{name} exports {sorted(sent - pipelines)} the collector has no pipeline for"
         )
+
+
+def _healthcheck_code(service: str, port: int) -> str:
+    """The Python a service's healthcheck runs, aimed at `port` instead of the container's."""
+    test = _compose()["services"][service]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test  # the image has python, not curl
+    listened = {"fake-upstream": "8600", "proxy": "8787"}[service]
+    assert f"--port={listened}" in _compose()["services"][service]["command"] or any(
+        a.endswith(f":{listened}") for a in _compose()["services"][service]["command"]
+    )
+    code: str = test[3].replace(listened, str(port))
+    return code
+
+
+def test_waited_for_services_have_a_healthcheck() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        for needed, how in depends.items() if isinstance(depends, dict) else ():
+            if how.get("condition") == "service_healthy":
+                assert "healthcheck" in services[needed], f"{name} waits for {needed}, which has none"
+    assert services["demo"]["depends_on"]["proxy"] == {"condition": "service_healthy"}
+
+
+@pytest.mark.integration
+def test_healthchecks_pass_against_the_real_servers_and_fail_without_them() -> None:
+    import os
+    import socket
+    import sys
+
+    from streamtap.fake import FakeConfig, FakeUpstream
+
+    def check(code: str) -> int:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30).returncode
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = unused.getsockname()[1]  # bound, not listening: connections are refused
+        assert check(_healthcheck_code("fake-upstream", closed)) != 0
+        assert check(_healthcheck_code("proxy", closed)) != 0
+    with FakeUpstream(FakeConfig()) as fake:
+        fake_port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
+        assert check(_healthcheck_code("fake-upstream", fake_port)) == 0
+        proxy_args = ["--upstream", fake.base_url, "--listen", "127.0.0.1:0"]
+        proxy = subprocess.Popen(
+            [sys.executable, "-c", "from streamtap._cli import main; main()", "proxy", *proxy_args],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+        )
+        try:
+            assert proxy.stderr is not None
+            banner = proxy.stderr.readline()  # printed once bound
+            port = int(re.search(r"127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+            assert check(_healthcheck_code("proxy", port)) == 0
+        finally:
+            proxy.kill()
+            proxy.wait(timeout=30)
+            if proxy.stderr is not None:
+                proxy.stderr.close()
