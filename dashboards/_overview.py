@@ -179,7 +179,8 @@ def overview(p: Params | None = None) -> Dashboard:
                 "Attempts ending in stall, stream_truncated, stream_interrupted or first_token_timeout / "
                 "attempts, by type; and each job's total of the four over 5m, the ratio "
                 "StreamtapStreamFailureSurge compares with the dashed line (it fires on the sum: "
-                "three types under the line each can add up above it).",
+                "three types under the line each can add up above it). The total is per job, "
+                "whatever the Model selection: it is the rules' recorded series.",
                 [
                     (
                         f"{rate(att_err, 'error_type', f', error_type=~{chr(34)}{stream_types}{chr(34)}')}\n"
@@ -209,7 +210,8 @@ def overview(p: Params | None = None) -> Dashboard:
             "Error budget burn rate",
             "Burn rate per window (1 = spending exactly the budget); dashed: the alert factors "
             + ", ".join(f"{f:g}×" for f in factors)
-            + ".",
+            + ". Per job, whatever the Model selection: these are the rules' recorded series, "
+            "what StreamtapErrorBudgetBurn reads.",
             burn_targets,
             "short",
             width=24,

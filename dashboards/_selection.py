@@ -22,8 +22,9 @@ def rate(metric: str, by: str = "", extra: str = "") -> str:
 
 
 def ratio(num: str, den: str, by: str = "") -> str:
-    """`rate(num) / rate(den)`, each summed by the same labels."""
-    return f"{rate(num, by)}\n/\n{rate(den, by)}"
+    """`rate(num) / rate(den)`, each summed by the same labels: 0 where `num` has no series yet
+    (no error counted since the process started) but `den` has traffic, not "No data"."""
+    return f"({rate(num, by)}\nor 0 * {rate(den, by)})\n/\n{rate(den, by)}"
 
 
 def quantile(q: float, metric: str, by: str = "") -> str:

@@ -50,6 +50,9 @@ def exporter() -> Iterator[str]:
     errors = Counter(
         "streamtap_request_errors", "failed calls", ["api", "model", "error_type"], registry=registry
     )
+    # Attempts that never fail nor retry: streamtap_attempt_errors_total and streamtap_retries_total
+    # have no series at all, as in a process that has seen no failure yet.
+    attempts = Counter("streamtap_attempts", "attempts", ["api", "model", "result"], registry=registry)
     ttft = Histogram(
         "streamtap_time_to_first_token_seconds",
         "ttft",
@@ -67,6 +70,7 @@ def exporter() -> Iterator[str]:
         while not stop.wait(0.05):
             n += 1
             requests.labels("chat_completions", "gpt-4o", "ok" if n % 10 else "error").inc()
+            attempts.labels("chat_completions", "gpt-4o", "ok").inc()
             if n % 10 == 0:
                 errors.labels("chat_completions", "gpt-4o", "server_error").inc()
             ttft.labels("chat_completions", "gpt-4o").observe(0.3, exemplar={"trace_id": f"{n:032x}"})
@@ -130,8 +134,11 @@ def test_prometheus_alertmanager_and_webhook(tmp_path: Path, exporter: str) -> N
         # Every dashboard query parses and runs against the real Prometheus.
         for _title, expr in panel_queries(OVERVIEW, {"__rate_interval": "5s", "__range": "1m"}):
             prom.query(expr)  # raises with Prometheus' error and the expression
-        requests = dict(panel_queries(OVERVIEW, {"__rate_interval": "5s"}))["Requests/s"]
-        assert float(prom.query(requests)[0]["value"][1]) > 0
+        queries = dict(panel_queries(OVERVIEW, {"__rate_interval": "5s"}))
+        assert float(prom.query(queries["Requests/s"])[0]["value"][1]) > 0
+        for healthy in ("Upstream attempt error ratio", "Retries per request"):
+            # Nothing failed nor retried: 0, where the bare ratio read "No data".
+            assert [float(s["value"][1]) for s in prom.query(queries[healthy])] == [0.0], healthy
         hook.wait_for(lambda alerts: any(a["labels"]["alertname"] == "AlwaysFiring" for a in alerts))
         firing = [a for a in hook.alerts() if a["labels"]["alertname"] == "AlwaysFiring"]
         assert firing[0]["status"] == "firing"
