@@ -8,6 +8,7 @@ All servers and apps negotiate OpenMetrics (where exemplars live) from the Accep
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import os
@@ -20,7 +21,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import anyio.to_thread
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
@@ -89,7 +90,7 @@ def forget_dead_workers(path: str) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            _multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+            _forget_live_gauges(pid, path)
         except OSError:
             pass  # alive (PermissionError: another user's), or not ours to judge
 
@@ -148,6 +149,14 @@ def _serve(addr: str, port: int, app: Callable[..., Iterable[bytes]]) -> WSGISer
 
     class Server(ThreadingWSGIServer):
         address_family = family
+        owner = os.getpid()
+
+        def shutdown(self) -> None:
+            # A forked child (gunicorn --preload, multiprocessing) has this object but not the
+            # thread serving it: the stdlib's shutdown() waited for that thread for ever. Its
+            # server_close() still closes the child's copy of the socket.
+            if os.getpid() == self.owner:
+                super().shutdown()
 
     server: WSGIServer = make_server(str(sockaddr[0]), port, app, Server, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="streamtap-metrics", daemon=True).start()
@@ -313,4 +322,19 @@ def mark_process_dead(pid: int, path: str | None = None) -> None:
         raise ValueError(
             f"mark_process_dead path must be a directory path or None ({MULTIPROC_ENV}), got {path!r}"
         )
-    _multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    _forget_live_gauges(pid, path)
+
+
+# The gauge modes whose values die with their process (livesum, livemax, ...), as prometheus_client
+# names their files.
+_LIVE_MODES = tuple(sorted(mode for mode in Gauge._MULTIPROC_MODES if mode.startswith("live")))
+
+
+def _forget_live_gauges(pid: int, path: str) -> None:
+    """prometheus_client's `mark_process_dead` without its race: it lists a dead worker's files,
+    then removes each, and a scrape's `forget_dead_workers` and the master's child-exit hook may
+    both remove the same file. The loser raised FileNotFoundError: the scrape failed, and gunicorn,
+    which stops on any error in `child_exit`, stopped every worker."""
+    for mode in _LIVE_MODES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, f"gauge_{mode}_{pid}.db"))

@@ -8,6 +8,10 @@ a proxy stopped after 300 calls took about a minute to exit. Here every provider
 a thread of its own, and exit waits for them at most the longest of their OTLP timeouts
 (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); what is not sent by then is dropped, with a
 warning. A second Ctrl-C or SIGTERM ends the wait at once.
+
+A worker process that `multiprocessing` forks (a Pool, celery's prefork pool) ends with
+`os._exit`, which runs no `atexit` handler: it flushes as its last finalizer instead, or the spans
+it recorded in its last seconds were lost.
 """
 
 from __future__ import annotations
@@ -33,7 +37,25 @@ def flush_at_exit(provider: Any, timeout: float) -> None:
     with _lock:
         if not _providers:
             atexit.register(flush)
+            import multiprocessing.util
+
+            multiprocessing.util.register_after_fork(_WORKERS, _flush_when_the_worker_ends)
         _providers.append((provider, timeout))
+
+
+class _Workers:
+    """What `multiprocessing.util.register_after_fork` keys its call on (it keeps a weak one)."""
+
+
+_WORKERS = _Workers()
+
+
+def _flush_when_the_worker_ends(_: _Workers) -> None:
+    """In a process `multiprocessing` started by fork: flush as it ends (`multiprocessing` runs
+    the finalizers with an exit priority then, as its workers skip `atexit`)."""
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, flush, exitpriority=0)
 
 
 def flush() -> bool:

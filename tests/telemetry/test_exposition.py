@@ -412,3 +412,61 @@ def test_multiprocess_totals_with_real_worker_processes(
     _headers, only = scrape_wsgi(metrics_wsgi_app(), {"QUERY_STRING": "name[]=streamtap_requests_total"})
     assert b'streamtap_requests_total{api="chat_completions",model="gpt-4o-mini",outcome="ok"} 6.0' in only
     assert b"streamtap_retries_total" not in only
+
+
+def test_a_dead_workers_gauges_forgotten_twice_at_once_raise_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's child_exit hook (`mark_process_dead`) and a worker's scrape (which forgets dead
+    workers itself) may remove the same file: the one that came second raised FileNotFoundError,
+    which failed the scrape, or stopped the gunicorn master and every worker with it."""
+    import os
+
+    from streamtap._exposition import forget_dead_workers
+
+    dead = 2**22 + 12345  # above the kernel's pid_max default: no process has it
+    real_remove = os.remove
+
+    def raced(path: str) -> None:
+        real_remove(path)  # the other remover wins...
+        real_remove(path)  # ...and this one finds the file gone
+
+    monkeypatch.setattr(os, "remove", raced)
+    for remove_them in (
+        lambda: mark_process_dead(dead, str(tmp_path)),
+        lambda: forget_dead_workers(str(tmp_path)),
+    ):
+        for mode in ("livesum", "livemax"):
+            (tmp_path / f"gauge_{mode}_{dead}.db").write_bytes(b"")
+        (tmp_path / f"counter_{dead}.db").write_bytes(b"")
+        remove_them()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{dead}.db"]  # counts stay
+
+
+def test_serve_metrics_stops_in_a_forked_child_too(registry: CollectorRegistry) -> None:
+    """A server started before a fork (gunicorn --preload) is stopped as documented in the
+    child: its shutdown() waited for ever for a serving thread the child does not have."""
+    import os
+    import time
+
+    server = serve_metrics(port=0, registry=registry)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: stop "its" server, and say by the exit code how it went
+            server.shutdown()
+            server.server_close()
+            os._exit(0)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("shutdown() in the forked child did not return within 20 s")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        # The parent's server still serves: the child closed only its own copy of the socket.
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
