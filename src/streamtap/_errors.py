@@ -189,7 +189,7 @@ def unframed(rest: bytes, phase: Phase) -> Failure:
         payload = parse_json(rest)
     except (ValueError, UnicodeDecodeError):
         payload = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), Mapping):
+    if isinstance(payload, dict) and isinstance(payload.get("error"), (Mapping, str)) and payload["error"]:
         return classify_error_event(payload, phase)
     return failure("stream_truncated", phase, "the stream ended inside an event")
 

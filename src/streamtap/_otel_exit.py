@@ -9,9 +9,10 @@ a thread of its own, and exit waits for them at most the longest of their OTLP t
 (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); what is not sent by then is dropped, with a
 warning. A second Ctrl-C or SIGTERM ends the wait at once.
 
-A worker process that `multiprocessing` forks (a Pool, celery's prefork pool) ends with
-`os._exit`, which runs no `atexit` handler: it flushes as its last finalizer instead, or the spans
-it recorded in its last seconds were lost.
+A worker process that `multiprocessing` forks (a Process, a Pool's workers) ends with `os._exit`,
+which runs no `atexit` handler: it flushes as its last finalizer instead, or the spans it recorded
+in its last seconds were lost. (A worker a pool terminates is killed first; celery's billiard
+has its own fork hooks, not covered.)
 """
 
 from __future__ import annotations

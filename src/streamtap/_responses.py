@@ -68,6 +68,8 @@ class ResponsesDialect:
             return UNKNOWN
         if not frame.startswith(b"data: {", newline + 1):
             return UNKNOWN
+        if b'"error"' in frame:  # a gateway's error under any event line: the parse says (JSON
+            return UNKNOWN  # escapes quotes in strings, so no text matches the key)
         name = frame[7:newline]
         if name.endswith(b".delta"):
             # An empty delta says nothing yet: the parse tells it from text (as chat's glance

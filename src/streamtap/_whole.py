@@ -128,6 +128,6 @@ def whole_error(call: Call, response: httpx2.Response, raw: bytes, failed: Failu
 
 
 def _reports_error(body: Mapping[str, Any]) -> bool:
-    """A bare `{"error": {...}}`, or a response whose status is failed."""
+    """A bare `{"error": {...}}` (or `{"error": "..."}`), or a response whose status is failed."""
     error = body.get("error")
-    return (isinstance(error, Mapping) and bool(error)) or body.get("status") == "failed"
+    return (isinstance(error, (Mapping, str)) and bool(error)) or body.get("status") == "failed"

@@ -104,7 +104,7 @@ def test_a_forked_multiprocessing_worker_flushes_its_spans_as_it_ends(
         worker.join(60)
         assert worker.exitcode == 0
     else:
-        with fork.Pool(1, maxtasksperchild=1) as pool:  # a celery-like prefork pool
+        with fork.Pool(1, maxtasksperchild=1) as pool:  # workers recycled, as a prefork pool does
             pool.map(_record_a_span, [0, 1])
             pool.close()
             pool.join()

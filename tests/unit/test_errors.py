@@ -19,6 +19,7 @@ from streamtap._errors import (
     classify_status,
     failure,
     status_error_type,
+    unframed,
 )
 from streamtap._taxonomy import ERROR_TYPES, ErrorType
 
@@ -272,3 +273,32 @@ def test_a_responses_error_events_body_is_the_error_object_without_the_events_ty
     failed = classify_error_event(event, "first_token")
     assert failed.body == {"message": "boom", "type": None, "param": None, "code": "server_error"}
     assert (failed.code, failed.retryable) == ("server_error", True)
+
+
+@pytest.mark.parametrize(
+    ("rest", "error_type"),
+    [
+        (b'{"error": {"message": "m", "code": "server_error"}}', "upstream_error_event"),
+        (b'{"error": "model overloaded"}', "upstream_error_event"),  # some servers send a string
+        (b'{"error": ""}', "stream_truncated"),
+        (b'{"id": "x"}', "stream_truncated"),
+    ],
+)
+def test_a_stream_answered_with_a_bare_json_error_gets_that_error(rest: bytes, error_type: str) -> None:
+    assert unframed(rest, "first_token").error_type == error_type
+
+
+@pytest.mark.parametrize(
+    ("body", "reports"),
+    [
+        ({"error": {"message": "m"}}, True),
+        ({"error": "model overloaded"}, True),  # a 200 answer holding only an error, as a string
+        ({"status": "failed"}, True),
+        ({"error": None, "id": "resp_1", "status": "completed"}, False),
+        ({"error": ""}, False),
+    ],
+)
+def test_a_whole_answer_reports_an_error(body: dict[str, Any], reports: bool) -> None:
+    from streamtap._whole import _reports_error
+
+    assert _reports_error(body) is reports
