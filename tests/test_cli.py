@@ -540,3 +540,42 @@ def test_a_port_of_other_digits_is_refused_naming_the_setting(name: str, port: s
     assert result.output.splitlines()[-1] == (
         f"Error: --listen: listen must be host:port with a port in 0..65535, got '127.0.0.1:{port}'"
     )
+
+
+@pytest.mark.parametrize("value", ["::1", "::1:8787", "fe80::1:8788"])
+def test_an_ipv6_listen_address_without_brackets_is_refused_with_the_form(value: str) -> None:
+    # "::1" was read as host "::" port 1, and failed later as "Name or service not known".
+    result = CliRunner().invoke(main, ["proxy", "--listen", value])
+    assert result.exit_code == 2
+    assert "an IPv6 address goes in brackets, as [::1]:8787" in result.output.splitlines()[-1]
+
+
+def _check_cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from streamtap._cli import main; main()", "check", *args]
+
+
+def test_ctrl_c_during_check_exits_130_not_as_a_failed_check() -> None:
+    """click turned the interrupt into "Aborted!" and status 1, the status of a failed check."""
+    with socket.socket() as silent:  # accepts, never answers: the check waits on GET /models
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        process = subprocess.Popen(
+            _check_cli("--base-url", f"http://127.0.0.1:{port}/v1", "--timeout", "30"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OPENAI_API_KEY": "sk-" + "x" * 40},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            silent.settimeout(30)
+            connection, _ = silent.accept()  # the check is under way
+            with connection:
+                process.send_signal(signal.SIGINT)
+                _, errors = process.communicate(timeout=30)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == 130, errors
+    assert "Aborted!" not in errors and "Traceback" not in errors

@@ -5,7 +5,7 @@ added to the group at the end of this module; proxy and demo are in _cli_proxy a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,10 +19,28 @@ if TYPE_CHECKING:
     from .fake import Incident
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMTAP"})
+class _Commands(click.Group):
+    """The commands, each stopped by Ctrl-C with 130 and no "Aborted!": click turned the
+    interrupt into exit status 1, which a script reads as `streamtap check` failing."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMTAP"},
+)
 @click.version_option(__version__, prog_name="streamtap")
 def main() -> None:
-    """streamtap: observable, resilient OpenAI streaming calls."""
+    """streamtap: observable, resilient OpenAI streaming calls.
+
+    Exit status: 0 done, 1 `check` found a problem (or a command failed), 2 a usage error,
+    130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM (`proxy`, `demo`).
+    """
 
 
 def _incidents(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[Incident, ...]:
@@ -248,7 +266,8 @@ def rules(slo: float, compress: float, runbook_base: str, keep_firing_for: str) 
     from .monitoring.rules import Params, dump, render
 
     # The command that made the file, so that running it again remakes it.
-    command = f"streamtap rules --slo {slo} --compress {compress:g}"
+    # Shortest round-trip form (":g" cut 7.1234567 to 7.12346): the header's command remakes the file.
+    command = f"streamtap rules --slo {slo} --compress {repr(compress).removesuffix('.0')}"
     if runbook_base != Params().runbook_base:
         command += f" --runbook-base {shlex.quote(runbook_base)}"
     if keep_firing_for != Params().keep_firing_for:

@@ -191,6 +191,8 @@ def _host_port(name: str, value: str) -> tuple[str, int]:
     # isdigit() alone takes "²" and other digits int() refuses.
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise SettingError(name, f"{name} must be host:port with a port in 0..65535, got {value!r}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise SettingError(name, f"{name}: an IPv6 address goes in brackets, as [::1]:8787, got {value!r}")
     return host.strip("[]"), int(port)
 
 

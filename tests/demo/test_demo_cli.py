@@ -50,15 +50,18 @@ def test_real_without_a_key_exits_2_with_a_message() -> None:
     assert done.stdout == ""
 
 
-def test_ctrl_c_prints_the_summary_and_exits_130() -> None:
+@pytest.mark.parametrize("sigint", ["terminal", "background-job"])
+def test_ctrl_c_prints_the_summary_and_exits_130(sigint: str) -> None:
+    # A script's background job starts with SIGINT ignored: `kill -INT` let the demo run on to
+    # its end and exit 0.
+    handler = signal.SIG_DFL if sigint == "terminal" else signal.SIG_IGN
     process = subprocess.Popen(
         [*DEMO, "--no-ui", "--duration", "60", "--metrics-port", "0", "--no-stack"],
         env=demo_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A shell running us in the background may ignore SIGINT; a user's terminal does not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, handler),
     )
     watchdog = threading.Timer(60, process.kill)
     watchdog.start()

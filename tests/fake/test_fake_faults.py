@@ -151,7 +151,10 @@ def test_parse_incident(text: str, expected: Incident) -> None:
         pytest.param(
             "0-1:1.5:reset", "probability=1.5; accepted: 0..1 (or 0%..100%)", id="probability-range"
         ),
-        pytest.param("5-1:1:reset", "end_s=1.0; accepted: None or seconds > start_s", id="end-before-start"),
+        pytest.param(
+            "5-1:1:reset", "window '5-1' ends before it starts; END must be over START", id="end-before-start"
+        ),
+        pytest.param("0-10:0.5:", "an empty SPEC; expected WINDOW:PROBABILITY:SPEC", id="empty-spec"),
         pytest.param("0-1:1:nope", "unknown key 'nope'", id="spec"),
         pytest.param("0-1:1:reset;times=2", "times is only accepted in headers and queues", id="times"),
     ],

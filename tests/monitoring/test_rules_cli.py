@@ -115,3 +115,13 @@ def test_a_keep_firing_for_that_is_no_duration_names_the_flag() -> None:
         "Invalid value for --keep-firing-for: keep_firing_for: bad unit in duration '15 minutes'"
         in result.output
     )
+
+
+def test_the_header_command_remakes_the_file_with_any_compression() -> None:
+    # ":g" printed --compress 7.12346 for 7.1234567: the header's command made other windows.
+    first = CliRunner().invoke(main, ["rules", "--compress", "7.1234567"])
+    assert first.exit_code == 0, first.output
+    command = first.stdout.splitlines()[0].split("`")[1]
+    assert command == "streamtap rules --slo 0.99 --compress 7.1234567"
+    again = CliRunner().invoke(main, command.split()[1:])
+    assert again.stdout == first.stdout

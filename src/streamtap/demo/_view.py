@@ -130,7 +130,7 @@ class PlainView:
 def render(frame: Frame) -> RenderableType:
     """The live view of one frame."""
     s = frame.stats
-    header = Table.grid(expand=True)
+    header = Table.grid(expand=True, padding=(0, 1))  # a space between columns, however narrow
     header.add_column(ratio=1)
     header.add_column(justify="right")
     header.add_row(

@@ -75,6 +75,8 @@ def parse_incident(text: str) -> Incident:
     probability_text, sep2, spec = rest.partition(":")
     if not (sep1 and sep2):
         raise ValueError(f"incident {text!r}: expected {form}")
+    if not spec.strip():  # it would inject nothing, silently
+        raise ValueError(f"incident {text!r}: an empty SPEC; expected {form}")
     try:
         probability = (
             float(probability_text[:-1]) / 100 if probability_text.endswith("%") else float(probability_text)
@@ -94,6 +96,10 @@ def parse_incident(text: str) -> Incident:
         raise ValueError(f"incident {text!r}: window {window!r}; accepted: START-END, START- or *") from None
     if not dash:
         raise ValueError(f"incident {text!r}: window {window!r}; accepted: START-END, START- or *")
+    if end is not None and not end > start:
+        raise ValueError(
+            f"incident {text!r}: window {window!r} ends before it starts; END must be over START"
+        )
     return Incident(start, end, probability, spec)
 
 
