@@ -13,6 +13,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import httpcore2
 import httpx2
 
 from ._attempt import StreamAttempt
@@ -249,13 +250,18 @@ def deadline_reads(
     if stream is None or read is None or not hasattr(stream, "__dict__"):
         return None
 
-    def deadline_read(max_bytes: int, timeout: float | None = None) -> Awaitable[bytes]:
+    async def deadline_read(max_bytes: int, timeout: float | None = None) -> bytes:
         limit = attempt.read_timeout(clock())
         if limit is None:
             limit = timeout
         elif cap is not None and cap < limit:
             limit = cap  # the caller's own read timeout (the SDK's `timeout=`) still applies
-        return read(stream, max_bytes, limit)  # type: ignore[no-any-return]
+        try:
+            return await read(stream, max_bytes, limit)  # type: ignore[no-any-return]
+        except httpcore2.ReadTimeout:
+            # The deadline's timer and the bytes may be due in the same loop turn (the process
+            # was paused, the loop ran late): bytes already waiting are no stall.
+            return await read(stream, max_bytes, 1e-3)  # type: ignore[no-any-return]
 
     stream.read = deadline_read
     return lambda: stream.__dict__.pop("read", None)

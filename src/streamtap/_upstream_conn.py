@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import os
+import select
 import socket
 from typing import Any, cast
 
@@ -149,9 +150,25 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is None or waiter.done() or self._deadline == math.inf:
             return  # no read waiting: the next one arms the timer again
         if self.loop.time() >= self._deadline:
+            if self._readable():
+                # Bytes wait in the socket that the loop has not read yet: it ran late (the
+                # process was paused; uvloop runs timers before polling). No stall: look again
+                # once the loop has read them.
+                self._timer = self.loop.call_at(self.loop.time() + 0.001, self._on_timer)
+                return
             waiter.set_result(False)
         else:  # the deadline moved on since the timer was set
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
+
+    def _readable(self) -> bool:
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or transport is None or transport.is_closing() or self._reading_paused:
+            return False
+        try:
+            return bool(select.select([sock.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def unread(self, data: bytes) -> None:
         """Put back bytes read past the end of a message."""
