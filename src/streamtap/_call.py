@@ -10,7 +10,8 @@ circuit breakers are `_call_breaker.py`'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import collections
+from collections.abc import Mapping, MutableSequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._attempt import StreamAttempt
@@ -98,7 +99,12 @@ class Call:
         self.time_to_first_token: float | None = None
         self.stream: StreamAttempt | None = None  # the attempt whose content the caller receives
         self.facts = StreamFacts()
-        self.delivered: list[bytes] = []  # bytes released to the caller (for text on error or capture)
+        # The bytes released to the caller: all of them for the text of an error, the cache,
+        # capture and a background response's resume; else the last read only (the proxy:
+        # 20,000 chunks held 6 MB a stream until it ended).
+        self.delivered: MutableSequence[bytes] = (
+            [] if engine.keeps_delivered or self._background else collections.deque(maxlen=1)
+        )
         self.served_by: Fallback | None = None
         self._current_fallback: Fallback | None = None
         self.finished = False

@@ -79,6 +79,10 @@ class Engine:
             For callers that relay the events rather than parse them (the proxy), whose
             clients would otherwise fail where the engine cannot see it. In-process the SDK's
             own parse catches such an event, at no cost to the hot path.
+        keep_text: keep every byte a call delivered until it ends, for the text of a
+            `StreamInterrupted` (its `text`). False (the proxy, whose clients get no such
+            text) keeps only the last read, unless the call needs them all: an answer cache
+            among the fallbacks, content capture, or a background response to resume.
         clock, wall, rng: injectable for tests (a monotonic clock and a wall clock in seconds,
             a uniform random number in [0, 1) for the backoff's jitter).
     """
@@ -91,12 +95,15 @@ class Engine:
         *,
         capture_content: bool | None = None,
         verify_events: bool = False,
+        keep_text: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
         if not isinstance(verify_events, bool):
             raise TypeError(f"verify_events must be True or False, got {verify_events!r}")
+        if not isinstance(keep_text, bool):
+            raise TypeError(f"keep_text must be True or False, got {keep_text!r}")
         for name, function in (("clock", clock), ("wall", wall), ("rng", rng)):
             if not callable(function):
                 raise TypeError(f"{name} must be a function taking no arguments, got {function!r}")
@@ -135,6 +142,8 @@ class Engine:
             getattr(recorder, "capture_content", None) is True for recorder in self.recorder.recorders
         )
         self.verify_events = verify_events
+        # Whether each call keeps all it delivered (see `Call.delivered`).
+        self.keeps_delivered = keep_text or bool(self.caches) or self.captures_answers
         self.clock = clock
         self.wall = wall
         self.rng = rng

@@ -81,7 +81,8 @@ class Proxy:
     ) -> None:
         self.config = config
         # Its clients parse what the engine passes on where the engine cannot see them fail.
-        self.engine = Engine(config.policy, config.fallbacks, recorders, verify_events=True)
+        # Its clients get no StreamInterrupted text: a call keeps only what it needs of its answer.
+        self.engine = Engine(config.policy, config.fallbacks, recorders, verify_events=True, keep_text=False)
         self.transport = transport if transport is not None else UpstreamTransport(max_keepalive=512)
         # A request passed through has no engine, hence no policy deadlines, to bound it.
         waits = config.pass_through_timeout

@@ -992,3 +992,36 @@ def test_call_ids_are_unique_across_engines() -> None:
     body = {"model": "m", "stream": True, "messages": []}
     ids = [e.start_call("chat_completions", "/chat/completions", URL, body).call_id for e in engines * 2]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_call_keeps_all_it_delivered_only_where_something_reads_it() -> None:
+    """The proxy's calls held every relayed byte until they ended (6 MB a 20,000-chunk stream,
+    hundreds of MB under load) for a StreamInterrupted text its clients never get."""
+    import collections
+
+    from streamtap import Engine, Fallback, MemoryCache
+
+    def delivered(engine: Engine, **body: Any) -> Any:
+        call = engine.start_call("responses", "/responses", "http://x/v1/responses", {"model": "m", **body})
+        return call.delivered
+
+    assert isinstance(delivered(Engine(recorders=[])), list)  # door 1: the text of an error
+    relay = Engine(recorders=[], keep_text=False)
+    last = delivered(relay)
+    assert isinstance(last, collections.deque) and last.maxlen == 1
+    last.extend([b"data: 1\n\n", b"data: 2\n\n"])
+    assert list(last) == [b"data: 2\n\n"] and last  # truthy: the caller got something
+    assert isinstance(delivered(relay, background=True), list)  # resumed after its last event
+    cached = Engine(recorders=[], keep_text=False, fallbacks=[Fallback.cached(MemoryCache())])
+    assert isinstance(delivered(cached), list)  # its answer is kept
+    assert isinstance(delivered(Engine(recorders=[], keep_text=False, capture_content=True)), list)
+    with pytest.raises(TypeError, match=r"^keep_text must be True or False, got 'no'$"):
+        Engine(recorders=[], keep_text="no")  # type: ignore[arg-type]
+
+
+def test_the_proxy_keeps_only_what_its_calls_need() -> None:
+    from streamtap._proxy import Proxy
+    from streamtap._proxy_config import ProxyConfig
+
+    proxy = Proxy(ProxyConfig(upstream="http://127.0.0.1:9/v1"), recorders=[])
+    assert proxy.engine.keeps_delivered is False
