@@ -55,21 +55,33 @@ class MemoryCache:
     Args:
         max_entries: how many answers to keep (>= 1).
         ttl: seconds an answer stays usable (> 0).
+        max_bytes: the most text to keep, in UTF-8 bytes (>= 1; 64 MiB): the least recently used
+            answers go first, and an answer over an eighth of it is not kept (it would push out
+            many). Without it 1,024 long answers held as many times their size.
         clock: monotonic seconds; injectable for tests.
     """
 
     def __init__(
-        self, max_entries: int = 1024, ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int = 1024,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int = 64 * 2**20,
     ):
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
             raise ValueError(f"MemoryCache.max_entries must be an integer >= 1, got {max_entries!r}")
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not ttl > 0:
             raise ValueError(f"MemoryCache.ttl must be a number of seconds > 0, got {ttl!r}")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+            raise ValueError(f"MemoryCache.max_bytes must be an integer >= 1, got {max_bytes!r}")
         self._max = max_entries
         self._ttl = float(ttl)
+        self._max_bytes = max_bytes
+        self._bytes = 0  # the UTF-8 size of the texts kept
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, str, int]] = OrderedDict()
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -78,22 +90,29 @@ class MemoryCache:
                 return None
             if entry[0] <= self._clock():
                 del self._entries[key]
+                self._bytes -= entry[2]
                 return None
             self._entries.move_to_end(key)
             return entry[1]
 
     def set(self, key: str, text: str) -> None:
+        size = len(text.encode("utf-8", "replace"))
         with self._lock:
-            self._entries[key] = (self._clock() + self._ttl, text)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            if size > self._max_bytes // 8:
+                return  # too large to keep: the answer was served all the same
+            self._entries[key] = (self._clock() + self._ttl, text, size)
+            self._bytes += size
+            while len(self._entries) > self._max or self._bytes > self._max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][2]
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __repr__(self) -> str:
-        return f"MemoryCache(max_entries={self._max}, ttl={self._ttl})"
+        return f"MemoryCache(max_entries={self._max}, ttl={self._ttl}, max_bytes={self._max_bytes})"
 
 
 @dataclass(frozen=True, slots=True)

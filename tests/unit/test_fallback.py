@@ -196,8 +196,11 @@ def test_repr_never_shows_the_key() -> None:
 
 
 def test_memory_cache_repr_shows_its_settings() -> None:
-    assert repr(MemoryCache()) == "MemoryCache(max_entries=1024, ttl=3600.0)"
-    assert repr(MemoryCache(max_entries=3, ttl=5)) == "MemoryCache(max_entries=3, ttl=5.0)"
+    assert repr(MemoryCache()) == "MemoryCache(max_entries=1024, ttl=3600.0, max_bytes=67108864)"
+    assert (
+        repr(MemoryCache(max_entries=3, ttl=5, max_bytes=80))
+        == "MemoryCache(max_entries=3, ttl=5.0, max_bytes=80)"
+    )
 
 
 # -- routes -----------------------------------------------------------------------------------------
@@ -391,6 +394,34 @@ def test_memory_cache_lru_eviction() -> None:
     cache.set("a", "1'")  # re-setting refreshes recency too
     cache.set("d", "4")
     assert (cache.get("a"), cache.get("c"), cache.get("d")) == ("1'", None, "4")
+
+
+def test_memory_cache_keeps_at_most_max_bytes_of_text() -> None:
+    # By entries alone, 1,024 answers of 684 KB took a proxy's memory to 771 MB.
+    clock = Clock()
+    cache = MemoryCache(max_bytes=80, clock=clock)  # an answer of at most 10 bytes is kept
+    for key in "abcdefg":
+        cache.set(key, key * 10)
+    cache.set("h", "é" * 5)  # 10 bytes of UTF-8 (5 characters): 80 in all, nothing evicted
+    assert len(cache) == 8
+    assert cache.get("a") == "a" * 10  # now the most recently used
+    cache.set("i", "i" * 10)  # 90: the least recently used goes (b)
+    assert cache.get("b") is None and cache.get("a") == "a" * 10 and len(cache) == 8
+    cache.set("big", "x" * 11)  # over an eighth of max_bytes: served, not kept
+    assert cache.get("big") is None and len(cache) == 8
+    cache.set("a", "x" * 11)  # too large now: the key's old answer goes too
+    assert cache.get("a") is None and len(cache) == 7
+    clock.now = 4000.0  # expired answers, once read, give their bytes back
+    assert [cache.get(key) for key in "cdefghi"] == [None] * 7 and len(cache) == 0
+    for key in "jklmnopq":
+        cache.set(key, key * 10)
+    assert len(cache) == 8  # 80 bytes: every removal gave its bytes back
+
+
+@pytest.mark.parametrize("max_bytes", [0, -1, 1.5, True, "3"])
+def test_memory_cache_rejects_bad_max_bytes(max_bytes: Any) -> None:
+    with pytest.raises(ValueError, match=r"MemoryCache\.max_bytes must be an integer >= 1, got "):
+        MemoryCache(max_bytes=max_bytes)
 
 
 @pytest.mark.parametrize("max_entries", [0, -1, 1.5, True, "3"])
