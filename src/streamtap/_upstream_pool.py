@@ -71,6 +71,9 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         self._max_keepalive = max_keepalive
         self._expiry = keepalive_expiry
         self._idle: dict[_Key, deque[UpstreamConnection]] = {}
+        # Per upstream, the timer that closes its idle connections as they expire: without it
+        # they waited for the next request, open for good once traffic stopped.
+        self._sweeps: dict[_Key, asyncio.TimerHandle] = {}
         self._open: set[UpstreamConnection] = set()
         self._closed = False
 
@@ -198,6 +201,20 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         idle.append(conn)
         while idle and now - idle[0].idle_since >= self._expiry:  # the oldest are on the left
             self.discard(idle.popleft())
+        if key not in self._sweeps:  # one timer an upstream, not one a request
+            self._sweeps[key] = conn.loop.call_at(
+                idle[0].idle_since + self._expiry, self._sweep, key, conn.loop
+            )
+
+    def _sweep(self, key: _Key, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the upstream's expired idle connections; come back when the next one expires."""
+        del self._sweeps[key]
+        now = loop.time()
+        idle = self._idle.get(key)
+        while idle and now - idle[0].idle_since >= self._expiry:
+            self.discard(idle.popleft())
+        if idle and not self._closed:
+            self._sweeps[key] = loop.call_at(idle[0].idle_since + self._expiry, self._sweep, key, loop)
 
     def discard(self, conn: UpstreamConnection) -> None:
         """Close a connection and forget it."""
@@ -206,6 +223,9 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
+        for timer in self._sweeps.values():
+            timer.cancel()
+        self._sweeps.clear()
         self._idle.clear()
         for conn in list(self._open):
             self.discard(conn)

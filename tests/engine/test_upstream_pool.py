@@ -111,6 +111,32 @@ async def test_content_length_bodies_reuse_one_connection() -> None:
 
 
 @pytest.mark.anyio
+async def test_idle_connections_close_as_they_expire_with_no_request_after_them() -> None:
+    # They were closed only by the next request's look at the pool: once traffic stopped, every
+    # idle connection (up to 512 an upstream) stayed open for good.
+    closed = asyncio.Event()
+
+    async def answer_then_wait_for_close(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _answers(OK, OK)(server, reader, writer)  # returns when the client closes
+        closed.set()
+
+    async with _server(answer_then_wait_for_close) as server:
+        transport = UpstreamTransport(keepalive_expiry=0.3)
+        started = asyncio.get_running_loop().time()
+        for _ in range(2):  # the second refreshes its idle time: expiry counts from the last
+            response = await transport.handle_async_request(_request(server.port))
+            assert b"".join(await _body(response)) == b"hello"
+            await asyncio.sleep(0.2)
+        await asyncio.wait_for(closed.wait(), 5)
+        assert asyncio.get_running_loop().time() - started >= 0.2 + 0.3
+        assert transport._open == set() and not transport._sweeps
+        await transport.aclose()
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
 async def test_chunked_body_is_decoded_and_the_connection_reused() -> None:
     chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"
     async with _server(_answers(chunked, OK)) as server:
