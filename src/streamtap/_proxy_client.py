@@ -137,7 +137,11 @@ class ClientWatch:
 
     def _look(self) -> None:
         if self.sends % 2 and self.sends == self._seen:  # the same send as at the last look
-            log.warning("dropping a client that took nothing for over %g s", self._send_timeout)
+            log.warning(
+                "dropping a client that let one send wait over %g s (it stopped reading, or reads "
+                "slower than the socket's buffer drains)",
+                self._send_timeout,
+            )
             self._left = True
             reset = self._abort() if self._abort is not None else None
             if reset is not None:
