@@ -88,6 +88,7 @@ def main() -> None:
 
             def read() -> None:
                 total = 0
+                last = b""
                 with (
                     httpx2.Client(timeout=120) as client,
                     client.stream(
@@ -96,7 +97,9 @@ def main() -> None:
                 ):
                     for piece in answer.iter_raw():
                         total += len(piece)
-                relayed.append(total)
+                        last = (last + piece)[-64:]
+                if answer.status_code == 200 and last.endswith(b"data: [DONE]\n\n"):
+                    relayed.append(total)  # a stream read whole, to its end
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()

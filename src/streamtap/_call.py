@@ -413,4 +413,7 @@ class Call:
         self.observer.on_event(call_finished(self, outcome, now, messages))
 
     def delivered_text(self) -> str:
+        """The text the caller got; empty when the call kept only its last read (`keep_text`)."""
+        if not isinstance(self.delivered, list):
+            return ""
         return self.dialect.text(b"".join(self.delivered))

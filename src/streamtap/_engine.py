@@ -81,8 +81,10 @@ class Engine:
             own parse catches such an event, at no cost to the hot path.
         keep_text: keep every byte a call delivered until it ends, for the text of a
             `StreamInterrupted` (its `text`). False (the proxy, whose clients get no such
-            text) keeps only the last read, unless the call needs them all: an answer cache
-            among the fallbacks, content capture, or a background response to resume.
+            text) keeps only the last read, unless the call needs them all (an answer cache
+            among the fallbacks, content capture, a background response to resume); then
+            `StreamInterrupted.text` is empty and a response's `num_bytes_downloaded` counts
+            the last read only.
         clock, wall, rng: injectable for tests (a monotonic clock and a wall clock in seconds,
             a uniform random number in [0, 1) for the backoff's jitter).
     """

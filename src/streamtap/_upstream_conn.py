@@ -165,8 +165,10 @@ class UpstreamConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is None or transport is None or transport.is_closing() or self._reading_paused:
             return False
-        try:
-            return bool(select.select([sock.fileno()], [], [], 0)[0])
+        try:  # poll, not select: select refuses descriptors from 1024 on, a busy proxy's
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return False
 

@@ -412,3 +412,43 @@ def test_request_head_refuses_header_injection() -> None:
         request_head("GET", b"/", [(b"x-a", b"1\r\nx-b: 2")])
     with pytest.raises(httpx2.LocalProtocolError):
         request_head("GET", b"/", [(b"x a", b"1")])
+
+
+def test_bytes_waiting_on_a_socket_numbered_past_1023_are_seen() -> None:
+    """The check that a late loop's deadline finds bytes waiting (a paused proxy) used select(),
+    which refuses descriptors from 1024 on: a busy proxy's paused streams failed as stalls."""
+    import os
+    import resource
+    import socket
+
+    from streamtap._upstream_conn import UpstreamConnection
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if hard != resource.RLIM_INFINITY and hard <= high:
+        pytest.skip(f"this machine allows {hard} open files, fewer than the {high + 1} this test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, high + 1), hard))
+    ours, theirs = socket.socketpair()
+    loop = asyncio.new_event_loop()
+    try:
+        os.dup2(ours.fileno(), high)
+        numbered = socket.socket(fileno=high)
+
+        class Transport:
+            def get_extra_info(self, name: str) -> Any:
+                return numbered if name == "socket" else None
+
+            def is_closing(self) -> bool:
+                return False
+
+        conn = UpstreamConnection(loop)
+        conn.transport = Transport()  # type: ignore[assignment]
+        assert not conn._readable()
+        theirs.send(b"data: waiting\n\n")
+        assert conn._readable()
+        numbered.close()
+    finally:
+        ours.close()
+        theirs.close()
+        loop.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

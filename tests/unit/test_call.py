@@ -1011,6 +1011,11 @@ def test_a_call_keeps_all_it_delivered_only_where_something_reads_it() -> None:
     assert isinstance(last, collections.deque) and last.maxlen == 1
     last.extend([b"data: 1\n\n", b"data: 2\n\n"])
     assert list(last) == [b"data: 2\n\n"] and last  # truthy: the caller got something
+    relayed = relay.start_call(
+        "chat_completions", "/chat/completions", "http://x/v1/chat/completions", {"model": "m"}
+    )
+    relayed.delivered.append(b'data: {"choices":[{"index":0,"delta":{"content":"last"}}]}\n\n')
+    assert relayed.delivered_text() == ""  # not the last read's text passed off as the whole
     assert isinstance(delivered(relay, background=True), list)  # resumed after its last event
     cached = Engine(recorders=[], keep_text=False, fallbacks=[Fallback.cached(MemoryCache())])
     assert isinstance(delivered(cached), list)  # its answer is kept
