@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import anyio.to_thread
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
@@ -325,9 +325,8 @@ def mark_process_dead(pid: int, path: str | None = None) -> None:
     _forget_live_gauges(pid, path)
 
 
-# The gauge modes whose values die with their process (livesum, livemax, ...), as prometheus_client
-# names their files.
-_LIVE_MODES = tuple(sorted(mode for mode in Gauge._MULTIPROC_MODES if mode.startswith("live")))
+# The gauge modes whose values die with their process, as prometheus_client names their files.
+_LIVE_MODES = ("liveall", "livemax", "livemin", "livemostrecent", "livesum")
 
 
 def _forget_live_gauges(pid: int, path: str) -> None:

@@ -197,10 +197,8 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         idle = self._idle.setdefault(key, deque())
         if len(idle) >= self._max_keepalive:
             self.discard(idle.popleft())
-        conn.idle_since = now = conn.loop.time()
+        conn.idle_since = conn.loop.time()
         idle.append(conn)
-        while idle and now - idle[0].idle_since >= self._expiry:  # the oldest are on the left
-            self.discard(idle.popleft())
         if key not in self._sweeps:  # one timer an upstream, not one a request
             self._sweeps[key] = conn.loop.call_at(
                 idle[0].idle_since + self._expiry, self._sweep, key, conn.loop
@@ -211,7 +209,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         del self._sweeps[key]
         now = loop.time()
         idle = self._idle.get(key)
-        while idle and now - idle[0].idle_since >= self._expiry:
+        while idle and now - idle[0].idle_since >= self._expiry:  # the oldest are on the left
             self.discard(idle.popleft())
         if idle and not self._closed:
             self._sweeps[key] = loop.call_at(idle[0].idle_since + self._expiry, self._sweep, key, loop)

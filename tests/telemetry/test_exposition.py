@@ -470,3 +470,12 @@ def test_serve_metrics_stops_in_a_forked_child_too(registry: CollectorRegistry) 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_live_gauge_modes_forgotten_are_prometheus_clients() -> None:
+    from prometheus_client import Gauge
+
+    from streamtap._exposition import _LIVE_MODES
+
+    live = {mode for mode in Gauge._MULTIPROC_MODES if mode.startswith("live")}
+    assert set(_LIVE_MODES) == live  # a mode added upstream would leave its files behind
