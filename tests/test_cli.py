@@ -466,7 +466,8 @@ def test_a_bad_value_is_named_as_the_user_gave_it(tmp_path: pathlib.Path) -> Non
     assert f"Error: Invalid value for STREAMTAP_PROXY_CONFIG (--config): File '{missing}'" in result.output
     result = CliRunner().invoke(main, ["check"], env={"STREAMTAP_CHECK_API_KEY_ENV": "A=B"})
     assert (
-        "Error: Invalid value for STREAMTAP_CHECK_API_KEY_ENV: 'A=B' is not an environment" in result.output
+        "Error: Invalid value for STREAMTAP_CHECK_API_KEY_ENV (--api-key-env): must be the name of an environment"
+        in result.output
     )
     result = CliRunner().invoke(main, ["rules"], env={"STREAMTAP_RULES_RUNBOOK_BASE": " "})
     assert "Error: Invalid value for STREAMTAP_RULES_RUNBOOK_BASE:" in result.output
@@ -499,6 +500,26 @@ def test_a_secret_variable_is_named_as_the_user_gave_it() -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--upstream-api-key-env", "sk-LEAKCANARY-1234"], {}),
+        ([], {"STREAMTAP_PROXY_UPSTREAM_API_KEY_ENV": "sk-LEAKCANARY-1234"}),
+        ([], {"STREAMTAP_PROXY_CLIENT_TOKEN_ENV": "tok LEAKCANARY"}),
+        ([], {"STREAMTAP_PROXY_CLIENT_TOKEN_ENV": " "}),
+    ],
+)
+def test_a_secret_given_where_its_variable_belongs_is_refused_unseen(
+    argv: list[str], env: dict[str, str]
+) -> None:
+    """A manifest that wires the secret into the variable meant for its name: refused without
+    printing it, which pod logs would keep."""
+    result = CliRunner().invoke(main, ["proxy", *argv], env=env)
+    assert result.exit_code == 2
+    assert "must be the name of an environment variable" in result.output
+    assert "LEAKCANARY" not in result.output
+
+
+@pytest.mark.parametrize(
     ("argv", "env", "named"),
     [
         (["--metrics-addr", ""], {}, "'--metrics-addr'"),
@@ -521,9 +542,7 @@ def test_demo_refuses_an_empty_metrics_addr_or_model(
 def test_proxy_refuses_an_empty_variable_name(flag: str) -> None:
     result = CliRunner().invoke(main, ["proxy", flag, ""])
     assert result.exit_code == 2
-    assert (
-        f"Error: Invalid value for '{flag}': must be the name of the variable that holds the" in result.output
-    )
+    assert f"Error: Invalid value for '{flag}': must be the name of an environment variable" in result.output
 
 
 @pytest.mark.parametrize("port", ["²", "١٢", "８７８７"])

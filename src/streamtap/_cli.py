@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._cli_demo import demo
-from ._cli_params import HOST_ACCEPTED, Number, option, origin
+from ._cli_params import HOST_ACCEPTED, Number, env_name, option, origin
 from ._cli_proxy import proxy
 from ._version import __version__
 from .fake._config import MAX_CHUNKS, MAX_SECONDS
@@ -185,6 +185,7 @@ def fake_upstream(
     show_default=True,
     show_envvar=True,
     accepts="the name of the variable that holds the key",
+    callback=env_name,
     help="Environment variable that holds the API key.",
 )
 @option(
@@ -210,11 +211,6 @@ def check(base_url: str | None, api_key_env: str, timeout: float, as_json: bool)
     """
     from ._preflight import preflight
 
-    if not api_key_env or "=" in api_key_env or "\0" in api_key_env:
-        raise click.BadParameter(
-            f"{api_key_env!r} is not an environment variable name",
-            param_hint=origin(click.get_current_context(), "api_key_env"),
-        )
     report = preflight(base_url=base_url, api_key_env=api_key_env, timeout=timeout)
     click.echo(report.to_json() if as_json else str(report))
     if not report.ok:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,20 @@ def http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     problem = base_url_problem(value)
     if problem is not None:
         raise click.BadParameter(f"must be {BASE_URL_ACCEPTED}, got {without_userinfo(value)!r}: {problem}")
+    return value
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME_ACCEPTED = "the name of an environment variable (letters, digits and _, not starting with a digit)"
+
+
+def env_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """The name of an environment variable, or None. A value that is not one is refused without
+    being shown: given where a variable's name belongs, it is most often the secret itself."""
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise click.BadParameter(
+            f"must be {ENV_NAME_ACCEPTED}; the value given is not one, and is not shown (is it the secret itself?)"
+        )
     return value
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from ._cli_params import Number, option, origin
+from ._cli_params import Number, env_name, option, origin
 
 if TYPE_CHECKING:
     from ._proxy_config import ProxyConfig
@@ -54,7 +54,7 @@ _SETTING_PARAMS = {"upstream_api_key": "upstream_api_key_env", "client_token": "
     default=None,
     show_envvar=True,
     accepts="the name of the variable that holds the key",
-    nonblank=True,
+    callback=env_name,
     help="Name of an environment variable holding a key the proxy sends upstream (then clients must "
     "present the token from --client-token-env).",
 )
@@ -63,7 +63,7 @@ _SETTING_PARAMS = {"upstream_api_key": "upstream_api_key_env", "client_token": "
     default=None,
     show_envvar=True,
     accepts="the name of the variable that holds the token",
-    nonblank=True,
+    callback=env_name,
     help="Name of an environment variable holding the bearer token clients must present.",
 )
 @option(

@@ -13,6 +13,7 @@ from httpx2._utils import URLPattern, get_environment_proxies
 
 from ._fallback import parse_failure, without_userinfo
 from ._preflight_report import Check
+from ._secrets import fingerprint
 
 OPENAI_HOST = "api.openai.com"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -20,23 +21,6 @@ KEYS_PAGE = "https://platform.openai.com/api-keys"
 # Anything shaped like an OpenAI key inside server text is masked too, not only the key in use.
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*]{6,}")
 _ENDPOINTS = ("/chat/completions", "/responses", "/completions", "/embeddings", "/models")
-
-
-def fingerprint(key: str) -> str:
-    """A safe label for `key`: ``sk-...XYZ9`` (the last 4 characters only for keys of 16+ characters).
-
-    Args:
-        key: the API key; it never appears in the result.
-    """
-    # Label the key the way its owner knows it: without the quotes or "Bearer " around it.
-    key = key.strip().strip("\"'`")
-    if key.lower().startswith("bearer "):
-        key = key[7:].strip()
-    head = "sk-" if key.startswith("sk-") else ""
-    if len(key) < 16:
-        return f"{head}..."
-    tail = "".join(c if c.isascii() and c.isprintable() and not c.isspace() else "?" for c in key[-4:])
-    return f"{head}...{tail}"
 
 
 def redact(text: str, key: str | None) -> str:

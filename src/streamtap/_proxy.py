@@ -53,6 +53,7 @@ from ._proxy_http import (
     upstream_url,
 )
 from ._proxy_protocol import ABORT
+from ._secrets import SecretMask
 from ._stream_response import StreamResponse
 from ._taxonomy import Api
 from ._upstream_pool import UpstreamTransport
@@ -83,6 +84,8 @@ class Proxy:
         # Its clients parse what the engine passes on where the engine cannot see them fail.
         # Its clients get no StreamInterrupted text: a call keeps only what it needs of its answer.
         self.engine = Engine(config.policy, config.fallbacks, recorders, verify_events=True, keep_text=False)
+        # The keys it holds, which its clients were never given: masked in the errors they get.
+        self._mask = SecretMask([config.upstream_api_key or "", *(f.api_key or "" for f in config.fallbacks)])
         self.transport = transport if transport is not None else UpstreamTransport(max_keepalive=512)
         # A request passed through has no engine, hence no policy deadlines, to bound it.
         waits = config.pass_through_timeout
@@ -212,7 +215,7 @@ class Proxy:
         try:
             response = await send_async(call, self.transport, request)
         except (StreamInterrupted, CircuitOpenError, httpx2.TransportError) as error:
-            status, code, message, upstream = gave_up(error)
+            status, code, message, upstream = gave_up(error, self._mask)
             await send_error(send, status, code, message, upstream=upstream, extra=gave_up_headers(error))
             return
         except asyncio.CancelledError:
@@ -224,7 +227,7 @@ class Proxy:
             return
         # Only a stream the engine relays can be cut; an answer it holds whole goes in one piece.
         error_frame = dialect_for(api).error_frame if isinstance(response, StreamResponse) else None
-        await relay(response, send, watch, error_frame=error_frame)
+        await relay(response, send, watch, error_frame=error_frame, mask=self._mask)
 
     async def _upload(self, scope: Scope, headers: Headers, url: str, receive: Receive, send: Send) -> None:
         """Any other /v1 request with a body (file and audio uploads can be large): the body
@@ -269,7 +272,7 @@ class Proxy:
         )
         response = await self._upstream(request, send, watch)
         if response is not None:
-            await relay(response, send, watch, error_frame=None)
+            await relay(response, send, watch, error_frame=None, mask=self._mask)
 
     async def _upstream(
         self, request: httpx2.Request, send: Send, watch: ClientWatch

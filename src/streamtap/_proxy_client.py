@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from typing import Any, Final
 
 import httpx2
+from httpx2._decoders import SUPPORTED_DECODERS
 
 from ._dialect import error_object
 from ._errors import CircuitOpenError, StreamInterrupted
 from ._proxy_http import Headers, declared_length, field_value, header, response_headers
+from ._secrets import SecretMask
 from ._stream_response import StreamResponse
 
 log = logging.getLogger("streamtap.proxy")
@@ -219,21 +221,27 @@ async def relay(
     watch: ClientWatch,
     *,
     error_frame: Callable[[str, str, Mapping[str, Any] | None], bytes] | None,
+    mask: SecretMask | None = None,
 ) -> None:
     """Send a response to the client as it arrives; `watch` stops it when the client leaves.
 
     A call's stream (`error_frame` given) that fails, or that the server's shutdown deadline
-    cuts, ends with an error event of its dialect, so the client's SDK raises."""
+    cuts, ends with an error event of its dialect, so the client's SDK raises. With `mask`, the
+    secrets it holds are masked in an error answer (status 400 and up: `_masked_error`) and in
+    the error event that ends a stream."""
     headers = response_headers(response.headers.raw)
     status = response.status_code
     if not 100 <= status <= 599:  # HTTP's three digits start 1 to 5; uvicorn writes no other
         status = 502  # what a gateway answers for an answer it cannot pass on (RFC 9110 15.6.3)
+    chunks = _chunks(response)
+    if mask and status >= 400:
+        headers, chunks = _masked_error(response, headers, mask)
     watch.time_sends()
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         failed: tuple[str, str, Mapping[str, Any] | None] | None = None
         try:
-            async for chunk in _chunks(response):
+            async for chunk in chunks:
                 watch.sends += 1
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 watch.sends += 1
@@ -247,7 +255,10 @@ async def relay(
             failed = ("stream_interrupted", "the proxy shut down before the stream ended", None)
         watch.sends += 1  # the end, too, waits for a client's full socket
         if failed is not None and error_frame is not None:
-            await send({"type": "http.response.body", "body": error_frame(*failed), "more_body": True})
+            frame = error_frame(*failed)
+            await send(
+                {"type": "http.response.body", "body": mask(frame) if mask else frame, "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         watch.sends += 1
     finally:
@@ -260,6 +271,33 @@ async def relay(
 def _still_cancelled(task: asyncio.Task[Any]) -> bool:
     """Whether `task` has cancellations pending besides the one just handled."""
     return task.uncancel() > 0
+
+
+def _masked_error(
+    response: httpx2.Response, headers: Headers, mask: SecretMask
+) -> tuple[Headers, AsyncIterator[bytes]]:
+    """The headers and body of an error answer with `mask`'s secrets masked: an upstream's error
+    text may quote the key it was sent. The body goes decoded when it came in a coding httpx2
+    reads (gzip, deflate; br and zstd with their packages), compressed text being unreadable,
+    and without a Content-Length, which the masking may change. A secret split between two
+    reads is masked too: the bytes where one may begin are held for the next read."""
+    codings = [
+        c.strip() for c in (response.headers.get("content-encoding") or "").lower().split(",") if c.strip()
+    ]
+    decoded = all(c in SUPPORTED_DECODERS for c in codings)
+    dropped = {b"content-length", b"content-encoding"} if decoded else {b"content-length"}
+    kept = [(name, mask(value)) for name, value in headers if name not in dropped]
+    return kept, _masked(response.aiter_bytes() if decoded and codings else _chunks(response), mask)
+
+
+async def _masked(pieces: AsyncIterator[bytes], mask: SecretMask) -> AsyncIterator[bytes]:
+    held = b""
+    async for piece in pieces:
+        ready, held = mask.split(held + piece)
+        if ready:
+            yield ready
+    if held:
+        yield held
 
 
 def _chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
@@ -308,12 +346,18 @@ NO_RETRY: Final = ((b"x-should-retry", b"false"),)
 
 def gave_up(
     error: StreamInterrupted | CircuitOpenError | httpx2.TransportError,
+    mask: SecretMask | None = None,
 ) -> tuple[int, str, str, Mapping[str, Any] | None]:
     """The status, code and message of the error a client gets when the engine raised `error`,
     and the upstream's own error object when an error event ended the call (its code, type and
-    param are the client's to branch on, as from the upstream itself)."""
+    param are the client's to branch on, as from the upstream itself); `mask`'s secrets masked
+    in both, which carry the upstream's words."""
     if isinstance(error, StreamInterrupted):
-        return 502, error.error_type, str(error), upstream_error(error)
+        message, upstream = str(error), upstream_error(error)
+        if mask:
+            message = mask(message.encode()).decode()
+            upstream = json.loads(mask(json.dumps(upstream).encode())) if upstream is not None else None
+        return 502, error.error_type, message, upstream
     if isinstance(error, CircuitOpenError):
         return 503, "circuit_open", str(error), None
     if isinstance(error, httpx2.TimeoutException):

@@ -1,6 +1,8 @@
-"""Keys and tokens as a header can carry them: one check for every place a secret is given. Pure."""
+"""Keys and tokens: one check for every place a secret is given, and how one is shown. Pure."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 def clean_secret(value: str, where: str) -> str:
@@ -25,3 +27,56 @@ def clean_secret(value: str, where: str) -> str:
             f"{where} must be a string without control characters, got one with a line break, tab or other inside"
         )
     return value
+
+
+def fingerprint(key: str) -> str:
+    """A safe label for `key`: ``sk-...XYZ9`` (the last 4 characters only for keys of 16+ characters).
+
+    Args:
+        key: the API key; it never appears in the result.
+    """
+    # Label the key the way its owner knows it: without the quotes or "Bearer " around it.
+    key = key.strip().strip("\"'`")
+    if key.lower().startswith("bearer "):
+        key = key[7:].strip()
+    head = "sk-" if key.startswith("sk-") else ""
+    if len(key) < 16:
+        return f"{head}..."
+    tail = "".join(c if c.isascii() and c.isprintable() and not c.isspace() else "?" for c in key[-4:])
+    return f"{head}...{tail}"
+
+
+class SecretMask:
+    """Replaces secrets in text by their fingerprints (`fingerprint`).
+
+    An upstream's error may quote the key it was sent ("Incorrect API key provided: sk-...");
+    the proxy masks the keys it holds in what it tells its clients, who were never given them.
+
+    Args:
+        secrets: the keys to mask; at least 8 characters each (a shorter one would mask
+            ordinary words), which every key is.
+    """
+
+    __slots__ = ("_pairs", "longest")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        unique = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)  # longest first
+        self._pairs = tuple((s.encode(), fingerprint(s).encode()) for s in unique)
+        self.longest = max((len(s) for s, _ in self._pairs), default=0)  # in bytes
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+    def __call__(self, data: bytes) -> bytes:
+        for secret, shown in self._pairs:
+            if secret in data:
+                data = data.replace(secret, shown)
+        return data
+
+    def split(self, data: bytes) -> tuple[bytes, bytes]:
+        """`data` masked, cut where a secret that the next bytes complete could begin: what may
+        be sent now, and what to hold and put before the next bytes. A secret holds no line
+        break (`clean_secret`), so a read that ends with one (an SSE event's) is held nowhere."""
+        data = self(data)
+        hold = min(self.longest - 1, len(data) - data.rfind(b"\n") - 1)
+        return (data[: len(data) - hold], data[len(data) - hold :]) if hold > 0 else (data, b"")

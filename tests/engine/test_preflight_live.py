@@ -237,9 +237,13 @@ def test_https_to_a_plain_http_port(keyed: FakeUpstream) -> None:
 def test_cli_usage_errors_exit_2() -> None:
     assert _check(["--timeout", "soon"]).exit_code == 2
     assert _check(["--timeout", "0"]).exit_code == 2
-    result = _check(["--api-key-env", ""])
-    assert result.exit_code == 2
-    assert "Invalid value for --api-key-env: '' is not an environment variable name" in result.output
+    for name in ("", "sk-proj-LEAKCANARY-1234", "A=B"):
+        result = _check(["--api-key-env", name])
+        assert result.exit_code == 2
+        assert (
+            "Invalid value for '--api-key-env': must be the name of an environment variable" in result.output
+        )
+        assert "LEAKCANARY" not in result.output
 
 
 # A local TLS server with a self-signed certificate for "localhost", made at test time.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import re
@@ -15,10 +16,11 @@ import httpx2
 import openai
 import pytest
 
-from streamtap import CallFinished
+from streamtap import CallFinished, Fallback
 from streamtap._proxy_config import ProxyConfig, load_config
 from streamtap._proxy_http import authorized, upstream_url
 from streamtap._proxy_server import ProxyServer, uvicorn_config
+from streamtap._secrets import SecretMask
 from streamtap.fake import FakeConfig, FakeUpstream
 
 from . import loopback
@@ -276,6 +278,103 @@ def test_token_mode_injects_the_upstream_key_and_requires_the_proxy_token() -> N
             assert fake.requests[0].status == 200  # the fake required, and got, the upstream key
     with pytest.raises(ValueError, match="upstream_api_key needs client_token"):
         ProxyConfig(upstream_api_key="sk-x")
+
+
+class _QuotesTheKey(loopback.Handler):
+    """An upstream whose errors quote the key it was sent, as gateways do ("Incorrect API key
+    provided: ..."): a 401 in two writes that split the key (gzip-encoded when the request
+    path says so), or, for model "event", a stream whose error event quotes it after content."""
+
+    def _key(self) -> str:
+        return self.headers.get("authorization", "").removeprefix("Bearer ")
+
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {"error": {"message": f"Incorrect API key provided: {self._key()}.", "code": "bad"}}
+        )
+        data = body.encode()
+        gzipped = self.path.endswith("/gzip")
+        if gzipped:
+            data = gzip.compress(data)
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        if gzipped:
+            self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        cut = len(data) // 2 if gzipped else body.index(self._key()) + 5
+        self.wfile.write(data[:cut])
+        self.wfile.flush()
+        time.sleep(0.05)  # two reads for the proxy
+        self.wfile.write(data[cut:])
+
+    def do_POST(self) -> None:
+        model = json.loads(self.rfile.read(int(self.headers["content-length"])))["model"]
+        if model != "event":
+            self.do_GET()
+            return
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                 "choices": [{"index": 0, "delta": {"content": "hi "}, "finish_reason": None}]}  # fmt: skip
+        error = {"error": {"message": f"quota exceeded for key {self._key()}", "code": "server_error"}}
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(error)}\n\n".encode())
+        self.close_connection = True
+
+
+def test_the_keys_the_proxy_holds_are_masked_in_the_errors_its_clients_get(fake: FakeUpstream) -> None:
+    """Its own upstream key and a fallback's: clients were never given them, and an upstream's
+    error text may quote them whole. Masked (`sk-...` and the last four characters) in a call's
+    error answer, in the error event that ends a stream, in a passed-through answer, gzipped
+    or split between two reads, as /readyz masks them."""
+    own, spare, token = "sk-proxy-own-key-0000abcd", "sk-fallback-key-1111wxyz", "proxy-token-5e1"
+    with loopback.serve(_QuotesTheKey) as echo:
+        config = ProxyConfig(
+            upstream=echo + "/v1", listen="127.0.0.1:0", upstream_api_key=own, client_token=token,
+            policy=TEST_POLICY,
+        )  # fmt: skip
+        with ProxyServer(config, recorders=[]) as proxy:
+            auth = {"authorization": f"Bearer {token}"}
+            answers = [
+                httpx2.post(
+                    proxy.base_url + "/chat/completions", headers=auth, json={"model": m, "stream": True}
+                )
+                for m in ("gpt-4o", "event")
+            ]
+            answers += [
+                httpx2.get(proxy.base_url + path, headers=auth) for path in ("/models", "/models/gzip")
+            ]
+            assert [a.status_code for a in answers] == [401, 200, 401, 401]
+            for answer in answers:
+                assert own not in answer.text and "sk-...abcd" in answer.text, answer.text
+            with openai.OpenAI(base_url=proxy.base_url, api_key=token, max_retries=0) as client:
+                with pytest.raises(openai.AuthenticationError, match=r"provided: sk-\.\.\.abcd\."):
+                    client.models.list()
+        # A proxy that forwards its clients' keys holds a fallback's own.
+        fallback = Fallback.upstream(echo + "/v1", api_key=spare)
+        config = ProxyConfig(
+            upstream=fake.base_url, listen="127.0.0.1:0", policy=TEST_POLICY, fallbacks=(fallback,)
+        )
+        with ProxyServer(config, recorders=[]) as proxy:
+            answer = httpx2.post(
+                proxy.base_url + "/chat/completions",
+                headers={"authorization": f"Bearer {CLIENT_KEY}", "x-fake-fault": "status=503"},
+                json={"model": "gpt-4o", "messages": CHAT_MESSAGES},
+            )
+            assert answer.status_code == 401
+            assert spare not in answer.text and "sk-...wxyz" in answer.text
+
+
+def test_a_secret_mask_holds_back_only_where_a_secret_may_begin() -> None:
+    mask = SecretMask(["sk-abcdefgh12345678", "short", ""])  # under 8 characters: not masked
+    assert mask(b"x sk-abcdefgh12345678 short") == b"x sk-...5678 short"
+    assert mask.split(b"data: sk-abcdefgh12345678\n\n") == (b"data: sk-...5678\n\n", b"")
+    sent, held = mask.split(b'{"message": "key sk-abcdefgh1')
+    assert len(held) == 18 and sent + held == b'{"message": "key sk-abcdefgh1'  # the longest secret less one
+    assert sent + mask(held + b'2345678"}') == b'{"message": "key sk-...5678"}'
+    assert not SecretMask(["", "tiny"])
 
 
 @pytest.mark.parametrize(
