@@ -122,11 +122,11 @@ def http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     """A base URL every request can be sent to (`base_url_problem`), or None."""
     if value is None:
         return None
-    from ._fallback import BASE_URL_ACCEPTED, base_url_problem, without_userinfo
+    from ._fallback import BASE_URL_ACCEPTED, base_url_problem, shown_url
 
     problem = base_url_problem(value)
     if problem is not None:
-        raise click.BadParameter(f"must be {BASE_URL_ACCEPTED}, got {without_userinfo(value)!r}: {problem}")
+        raise click.BadParameter(f"must be {BASE_URL_ACCEPTED}, got {shown_url(value)!r}: {problem}")
     return value
 
 

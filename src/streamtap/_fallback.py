@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -204,13 +205,13 @@ def _is_name(value: object) -> bool:
 
 def _check_upstream_url(url: object) -> None:
     """Refuse a base URL an upstream fallback could not send every request to; the URL is
-    shown without its user:password, which the error must not spread."""
+    shown without its user:password and query (`shown_url`), which the error must not spread."""
     # Schemes are case-insensitive (RFC 3986 3.1), as base_url_problem and httpx2 read them.
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-        shown = without_userinfo(url) if isinstance(url, str) else url
+        shown = shown_url(url) if isinstance(url, str) else url
         raise ValueError(f"Fallback.upstream base_url must start with http:// or https://, got {shown!r}")
-    shown = without_userinfo(url)
-    if shown != url:
+    shown = shown_url(url)
+    if carries_credentials(url):
         # httpx2 would send them as Basic auth, but the caller's Authorization (or the
         # fallback's key) replaces that header: they would be silently ignored.
         raise ValueError(
@@ -239,6 +240,9 @@ class Route:
 
 
 BASE_URL_ACCEPTED = "an http:// or https:// base URL with a host and, optionally, a port in 1..65535"
+FORWARDING_URL_ACCEPTED = (
+    "an http:// or https:// base URL with a host, optionally a port in 1..65535, and no query or credentials"
+)
 
 
 def base_url_problem(url: str) -> str | None:
@@ -260,26 +264,54 @@ def base_url_problem(url: str) -> str | None:
     return None
 
 
-def without_userinfo(url: str) -> str:
-    """`url` as it may be shown: without the user:password@ of its authority (which ends at the
-    first /, ? or #, as every parser reads it), even when the URL does not parse."""
+def shown_url(url: str) -> str:
+    """`url` as a message may show it, even when it does not parse: without a user:password@
+    and without its query or fragment, where keys go too (Azure's `?api-key=`), shown as `?...`
+    (`#...`). The user:password goes up to the last @ before the query, or, when what comes
+    before the first /, ? or # is no host[:port] (a password holding an unescaped / ? or #,
+    which ends the authority as parsers read it), up to the last @ of all."""
     scheme, sep, rest = url.partition("://")
     if not sep:  # no scheme: the authority comes first
         scheme, rest = "", url
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    if "@" not in rest[:end]:
-        return url
-    return f"{scheme}{sep}{rest[:end].rpartition('@')[2]}{rest[end:]}"
+    query = min((i for i in map(rest.find, "?#") if i >= 0), default=len(rest))
+    if "@" in rest[:query]:
+        rest = rest[:query].rpartition("@")[2] + rest[query:]
+    elif "@" in rest and not _HOST_PORT.fullmatch(re.split(r"[/?#]", rest, maxsplit=1)[0]):
+        rest = rest.rpartition("@")[2]
+    query = min((i for i in map(rest.find, "?#") if i >= 0), default=-1)
+    if query >= 0:
+        rest = rest[: query + 1] + "..."
+    return f"{scheme}{sep}{rest}"
+
+
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:@\[\]]*)(:[0-9]*)?")
+
+
+def forwarding_problem(url: str) -> str | None:
+    """What keeps `url` from being a base URL a proxy forwards every path to (None: nothing):
+    `base_url_problem`'s, or a user:password@ or a query or fragment, which no path appends to."""
+    problem = base_url_problem(url)
+    if problem is None and carries_credentials(url):
+        problem = "it carries credentials (user:password@)"
+    if problem is None and ("?" in url or "#" in url):
+        problem = "it carries a query or fragment"
+    return problem
+
+
+def carries_credentials(url: str) -> bool:
+    """Whether `url` may carry a user:password@: an @ anywhere after its scheme (`shown_url`)."""
+    _, sep, rest = url.partition("://")
+    return "@" in (rest if sep else url)
 
 
 def parse_failure(url: str, error: ValueError) -> str:
     """Why `url` does not parse (`error`, from `urlsplit`), in words that never quote its
-    user:password, as the parser's own may (it quotes a broken [IPv6] host from the @ on)."""
-    shown = without_userinfo(url)
-    if shown == url:
+    user:password, as the parser's own may (it quotes a broken [IPv6] host from the @ on, and
+    a port that a password's unescaped ? cut short)."""
+    if not carries_credentials(url):
         return str(error)
     try:
-        _ = urlsplit(shown).port
+        _ = urlsplit(shown_url(url)).port
     except ValueError as own:
         return str(own)
     return "its user:password does not parse"

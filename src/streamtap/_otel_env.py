@@ -85,14 +85,14 @@ def check_http_endpoint(environ: Mapping[str, str], signal: str) -> None:
     https:// URL, as the specification requires over HTTP: the exporter takes `localhost:4318`
     and every export fails in requests ("No connection adapters were found"), naming nothing.
     Over gRPC such an endpoint is a gRPC target, and valid."""
-    from ._fallback import without_userinfo
+    from ._fallback import shown_url
 
     for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         raw = environ.get(name, "")
         if not raw:  # the exporter reads the next one, as unset
             continue
         if not raw.strip().lower().startswith(("http://", "https://")):
-            shown = without_userinfo(raw.strip())
+            shown = shown_url(raw.strip())
             _once(
                 f"streamtap: {name}={shown} is not an http:// or https:// URL, as OTLP over http/protobuf "
                 f"needs (e.g. http://{shown}): every export to it will fail"

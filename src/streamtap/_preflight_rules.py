@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx2
 from httpx2._utils import URLPattern, get_environment_proxies
 
-from ._fallback import parse_failure, without_userinfo
+from ._fallback import parse_failure, shown_url
 from ._preflight_report import Check
 from ._secrets import fingerprint
 
@@ -118,13 +118,13 @@ def parse_base_url(url: str, *, source: str) -> tuple[Check, Target | None]:
         hint = f"{source} is set but empty: unset it to use {DEFAULT_BASE_URL} or set your server's URL"
         return Check(name, False, f"the base URL from {source} is empty", hint), None
     # A refused URL is shown, and rewritten in hints, without its user:password.
-    shown = without_userinfo(url.strip())
+    shown = shown_url(url.strip())
     if url.strip() != url or any(c.isspace() for c in url):
         return Check(name, False, f"{shown!r} has whitespace", f"remove the whitespace from {source}"), None
     broken = _broken_scheme(url)
     if broken is not None:
         prefix, repaired = broken
-        hint = f"write it as {without_userinfo(repaired)} in {source}"
+        hint = f"write it as {shown_url(repaired)} in {source}"
         scheme = repaired.partition(":")[0]
         detail = f"the base URL starts with {prefix!r} instead of '{scheme}://'"
         return Check(name, False, detail, hint), None

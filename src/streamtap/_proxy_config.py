@@ -24,9 +24,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from ._fallback import BASE_URL_ACCEPTED, Fallback, base_url_problem, lower_scheme, without_userinfo
+from ._fallback import (
+    FORWARDING_URL_ACCEPTED,
+    Fallback,
+    carries_credentials,
+    forwarding_problem,
+    lower_scheme,
+    shown_url,
+)
 from ._policy import Policy
 from ._secrets import clean_secret
 
@@ -152,13 +158,13 @@ class ProxyConfig:
 
 def _base_url(value: str) -> str:
     """The upstream, checked as every request will parse it; without a trailing slash."""
-    problem = base_url_problem(value)
+    problem = forwarding_problem(value)
     if problem is not None:
-        shown = without_userinfo(value)  # the password is not spread by the error
-        raise SettingError("upstream", f"upstream must be {BASE_URL_ACCEPTED}, got {shown!r}: {problem}")
-    parts = urlsplit(value)
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise SettingError("upstream", "upstream must not carry a query, fragment or credentials")
+        shown = shown_url(value)  # the password and the query are not spread by the error
+        raise SettingError(
+            "upstream",
+            f"upstream must be {FORWARDING_URL_ACCEPTED}, got {shown!r}: {problem}",
+        )
     return lower_scheme(value.rstrip("/"))
 
 
@@ -198,9 +204,12 @@ def _host_port(name: str, value: str) -> tuple[str, int]:
 
 def fallbacks_from_data(value: object) -> tuple[Fallback, ...]:
     """The `fallbacks` of a config file: an array of tables, each one `[[fallbacks]]` entry."""
+    # A value of a fallback is never quoted: an entry may hold its api_key.
     if not isinstance(value, list):
+        hint = " (write [[fallbacks]], in double brackets)" if isinstance(value, Mapping) else ""
         raise ValueError(
-            f"fallbacks must be an array of tables (one [[fallbacks]] entry per fallback), got {value!r}"
+            f"fallbacks must be an array of tables (one [[fallbacks]] entry per fallback), got "
+            f"{_toml_kind(value)}{hint}"
         )
     return tuple(fallback_from_mapping(entry, index) for index, entry in enumerate(value))
 
@@ -208,7 +217,9 @@ def fallbacks_from_data(value: object) -> tuple[Fallback, ...]:
 def fallback_from_mapping(data: object, index: int) -> Fallback:
     where = f"fallbacks[{index}]"
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a table with a kind (a [[fallbacks]] entry), got {data!r}")
+        raise ValueError(
+            f"{where} must be a table with a kind (a [[fallbacks]] entry), got {_toml_kind(data)}"
+        )
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in _FALLBACK_KEYS:  # a table or array: unhashable
         raise ValueError(f"{where}.kind must be one of {', '.join(_FALLBACK_KEYS)}, got {kind!r}")
@@ -224,10 +235,10 @@ def fallback_from_mapping(data: object, index: int) -> Fallback:
     # Named as the file names them, before Fallback names them as Python does.
     api_key = clean_secret(data["api_key"], f"{where}.api_key") if "api_key" in data else None
     base_url = data.get("base_url", "")
-    if without_userinfo(base_url) != base_url:
+    if carries_credentials(base_url):
         raise ValueError(
             f"{where}.base_url must not carry credentials (user:password@), got "
-            f"{without_userinfo(base_url)!r}: put the key in the entry's api_key"
+            f"{shown_url(base_url)!r}: put the key in the entry's api_key"
         )
     try:
         if kind == "model":
@@ -239,6 +250,13 @@ def fallback_from_mapping(data: object, index: int) -> Fallback:
         return Fallback.cached()
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+def _toml_kind(value: object) -> str:
+    """What a TOML value is, in TOML's words, for an error that must not quote it."""
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+             (list, "an array"), (Mapping, "a table"))  # fmt: skip
+    return next((kind for t, kind in kinds if isinstance(value, t)), "a date or time")
 
 
 def load_config(path: str | None, **overrides: Any) -> ProxyConfig:

@@ -138,6 +138,18 @@ def test_metrics_url(addr: str, url: str) -> None:
             r"^OPENAI_BASE_URL must be an http:// or https:// base URL .*: Invalid IPv6 URL$",
             id="real-base-url-from-the-environment",
         ),
+        pytest.param(
+            DemoOptions(base_url="http://user:PASSWORD@127.0.0.1:9/v1"),
+            {},
+            r"^--base-url must be .*, got 'http://127\.0\.0\.1:9/v1': it carries credentials \(user:password@\)$",
+            id="base-url-credentials",
+        ),
+        pytest.param(
+            DemoOptions(proxy_url="http://127.0.0.1:9/v1?key=SECRET"),
+            {},
+            r"^--proxy-url must be .*, got 'http://127\.0\.0\.1:9/v1\?\.\.\.': it carries a query or fragment$",
+            id="proxy-url-query",
+        ),
     ],
 )
 def test_a_url_no_request_can_use_is_refused_naming_its_flag(

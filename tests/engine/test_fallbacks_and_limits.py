@@ -560,7 +560,7 @@ def test_input_is_validated_with_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"base_url must start with http:// or https://"):
         streamtap.Fallback.upstream("ftp://x")
     with pytest.raises(
-        ValueError, match=r"base_url must not carry a query or fragment, got 'https://x/v1\?v=1'"
+        ValueError, match=r"base_url must not carry a query or fragment, got 'https://x/v1\?\.\.\.'"
     ):
         streamtap.Fallback.upstream("https://x/v1?v=1")
     with pytest.raises(TypeError, match=r"fallbacks must be streamtap\.Fallback values"):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from .. import BreakerSettings, Fallback, Policy
-from .._fallback import BASE_URL_ACCEPTED, base_url_problem, without_userinfo
+from .._fallback import FORWARDING_URL_ACCEPTED, forwarding_problem, shown_url
 from ._story import DEFAULT_DURATION, FALLBACK_MODEL, PRIMARY_MODEL, check_duration
 from ._traffic import FAKE_WORKLOADS, REAL_WORKLOADS, Workload
 
@@ -157,6 +157,6 @@ def _check_url(name: str, url: str | None) -> None:
     or every call of the run fails."""
     if url is None:
         return
-    problem = base_url_problem(url)
+    problem = forwarding_problem(url)
     if problem is not None:
-        raise DemoError(f"{name} must be {BASE_URL_ACCEPTED}, got {without_userinfo(url)!r}: {problem}")
+        raise DemoError(f"{name} must be {FORWARDING_URL_ACCEPTED}, got {shown_url(url)!r}: {problem}")
