@@ -11,6 +11,7 @@ circuit breakers are `_call_breaker.py`'s.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Mapping, MutableSequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -165,7 +166,7 @@ class Call:
         self.attempts += 1
         url = retrieve_url(route.url, response_id, after)
         started = AttemptStarted(
-            self.call_id, index, "GET", url.split("?", 1)[0], route.model, route.fallback
+            self.call_id, index, "GET", event_url(url.split("?", 1)[0]), route.model, route.fallback
         )
         self.observer.on_event(started)
         return Send("GET", url, None, route, index, started.carrier, after=after)
@@ -174,7 +175,7 @@ class Call:
         index = self.attempts
         self.attempts += 1
         started = AttemptStarted(
-            self.call_id, index, "POST", route.url.split("?", 1)[0], route.model, route.fallback
+            self.call_id, index, "POST", event_url(route.url.split("?", 1)[0]), route.model, route.fallback
         )
         self.observer.on_event(started)
         body = route.content
@@ -417,3 +418,12 @@ class Call:
         if not isinstance(self.delivered, list):
             return ""
         return self.dialect.text(b"".join(self.delivered))
+
+
+@functools.lru_cache(maxsize=256)
+def event_url(url: str) -> str:
+    """An attempt's URL (without its query) as recorders get it: without a user:password@ too,
+    which any recorder, an app's own among them, could log."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}" if "@" in authority else url

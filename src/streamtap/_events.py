@@ -43,7 +43,7 @@ class AttemptStarted:
     call_id: int
     attempt: int  # 0 for the first request, then 1, 2, ... (http.request.resend_count)
     method: str
-    url: str  # without query string
+    url: str  # without query string and user:password@
     model: str  # the model this attempt asks for (differs from the call's under a model fallback)
     fallback: FallbackKind | None
     # Headers to add to this attempt's request; a tracing recorder injects `traceparent` here.

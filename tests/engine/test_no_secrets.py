@@ -24,7 +24,7 @@ import streamtap
 from streamtap.fake import FakeUpstream
 
 from .conftest import TEST_POLICY
-from .support import CHAT_MESSAGES, RESPONSES_INPUT, create, piece
+from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, create, piece
 from .telemetry_support import Telemetry
 
 SECRET = f"sk-proj-leakcheck-{uuid.uuid4().hex}"
@@ -208,3 +208,21 @@ def test_inputs_are_what_the_scenarios_claim() -> None:
     assert CHAT_MESSAGES[0]["content"] == "hello"
     assert RESPONSES_INPUT == "hello"
     assert SECRET not in repr(streamtap.Fallback.upstream("https://example.invalid", api_key=SECRET))
+
+
+def test_recorders_get_no_password_of_the_base_url(fake: FakeUpstream) -> None:
+    """Any recorder, an app's own that logs events among them, gets the attempt's URL without
+    the user:password@ of the base URL (the OTel recorder dropped it, others got it)."""
+    recording = Recording()
+    base_url = f"http://gateway-user:{SECRET}@127.0.0.1:{fake.port}/v1"
+    client = streamtap.instrument(
+        openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0),
+        recorders=[recording],
+        policy=TEST_POLICY,
+    )
+    with client:
+        for _ in create(client, "chat", stream=True):
+            pass
+    started = [e for e in recording.events if type(e).__name__ == "AttemptStarted"]
+    assert [e.url for e in started] == [f"http://127.0.0.1:{fake.port}/v1/chat/completions"]
+    assert SECRET not in repr(recording.events)
