@@ -86,8 +86,13 @@ class AsyncBody(DirectAsyncBody):
                     else:
                         attempt.end()
                 except CONNECTION_ERRORS as error:
+                    if live.stopped:
+                        raise
                     attempt.broke(read_failure(attempt, error, clock()))
                 await live.close_upstream()
+                if live.stopped and attempt.failure is not None:
+                    # Closed by the caller while read: its close counts the call.
+                    raise httpx2.ReadError("the stream was closed while it was being read")
                 if attempt.failure is None:
                     call.attempt_ok(live.send, clock(), 200, ttft(attempt))
                     call.finish("ok", clock())
@@ -117,15 +122,17 @@ class AsyncBody(DirectAsyncBody):
     async def aclose(self) -> None:
         self._finalizer.detach()
         live = self._live
+        live.stopped = True
         attempt = live.attempt
         if (
             attempt is not None
-            and attempt.terminal
+            and attempt.whole
             and attempt.failure is None
             and live.send
             and not live.call.finished
         ):
-            # The SDK stops reading at the terminal event and closes: that is a complete answer.
+            # The SDK stops reading at the terminal event and closes, or the caller once every
+            # choice finished (`[DONE]` unread): that is a complete answer, as the proxy counts it.
             await live.close_upstream()
             call = live.call
             call.attempt_ok(live.send, call.engine.clock(), 200, ttft(attempt))

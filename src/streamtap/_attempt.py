@@ -354,6 +354,13 @@ class StreamAttempt:
         self._seen_through = None
         return False
 
+    @property
+    def whole(self) -> bool:
+        """The answer is whole: its terminal event came, or every choice said it finished (chat)."""
+        return self.terminal or (
+            self.committed and self._choices is not None and len(self.facts.finished_choices) >= self._choices
+        )
+
     def end(self) -> None:
         """The upstream body ended cleanly."""
         if self.failure is not None:
@@ -365,12 +372,7 @@ class StreamAttempt:
         if cut is not None and cut.error_type != "stream_truncated":
             self._fail(cut)  # a bare JSON error answered to the stream's request
         elif not self.terminal:
-            if (
-                self.committed
-                and self._choices is not None
-                and len(self.facts.finished_choices) >= self._choices
-            ):
-                # Every choice said it finished: the answer is whole, only `[DONE]` is missing.
+            if self.whole:  # only `[DONE]` is missing
                 self.terminal = True
                 return
             if cut is not None:

@@ -73,6 +73,9 @@ class Live:
         self.upstream: httpx2.Response | None = None
         self.chunks: Iterator[bytes] | None = None
         self.restore: Callable[[], None] | None = None
+        # The caller closed the stream, maybe from another thread or task while one reads it:
+        # that read's broken connection is the close, no failure to count or resume from.
+        self.stopped = False
 
     def open(self, send: Send) -> httpx2.Response | None:
         """Send one attempt; its response when 2xx, else None (the failure is recorded)."""
@@ -263,7 +266,7 @@ class Live:
     def resume(self) -> bool:
         """After a failure past commit: continue the stream from another attempt, if the call may."""
         call = self.call
-        while True:
+        while not self.stopped:
             step = call.next()
             if isinstance(step, Wait):
                 time.sleep(step.seconds)
@@ -274,6 +277,7 @@ class Live:
                     return True
             else:
                 return False
+        return False
 
     def close_upstream(self) -> None:
         restore, self.restore = self.restore, None
@@ -285,6 +289,7 @@ class Live:
 
     def abort(self, error: BaseException | None) -> None:
         """The caller stopped (or the engine failed): finalise once and release the connection."""
+        self.stopped = True
         call = self.call
         try:
             self.close_upstream()

@@ -148,6 +148,31 @@ def test_breaking_out_early_is_cancelled_and_releases_the_connection(
     assert client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES).choices
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_stream_left_at_its_finish_reason_is_ok(
+    fake: FakeUpstream, recording: Recording, make_client: Any, mode: str
+) -> None:
+    """The caller has the whole answer, every choice finished (`[DONE]` unread): ok, as the proxy
+    counts it."""
+    client = make_client(mode == "async")
+    request = {"model": "gpt-4o", "messages": CHAT_MESSAGES, "stream": True}
+
+    async def read_async() -> None:
+        async with client, await client.chat.completions.create(**request) as stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    break
+
+    if mode == "async":
+        anyio.run(read_async)
+    else:
+        with client.chat.completions.create(**request) as stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    break
+    assert recording.finished.outcome == "ok"
+
+
 def test_a_stream_never_consumed_is_abandoned(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:
