@@ -221,7 +221,10 @@ class Call:
         self._breaker.concluded(self.route, failure)
         self.last_failure = failure
         self.error_response = error_response
-        self.exception = exception
+        # Kept to raise again when the call gives up before its first content, and only then:
+        # held by a committed stream's call, its traceback's frames would hold that stream, and
+        # the stream's finalizer (which holds the call) would never run.
+        self.exception = None if self.committed else exception
         self._give_up_type = None
         if self.route.fallback is None and failure.error_type in NO_CACHE:
             self._cache_allowed = False
@@ -339,6 +342,7 @@ class Call:
         """The attempt's first content (of an answer with `status_code`) is being released to
         the caller."""
         self.committed = True
+        self.exception = None  # an earlier attempt's: no longer the call's to raise (`attempt_failed`)
         self.stream = attempt
         self.facts = attempt.facts
         if self._background:

@@ -215,7 +215,7 @@ class Proxy:
         try:
             response = await send_async(call, self.transport, request)
         except (StreamInterrupted, CircuitOpenError, httpx2.TransportError) as error:
-            status, code, message, upstream = gave_up(error, self._mask)
+            status, code, message, upstream = gave_up(error, self._mask, call.error_type)
             await send_error(send, status, code, message, upstream=upstream, extra=gave_up_headers(error))
             return
         except asyncio.CancelledError:

@@ -347,11 +347,14 @@ NO_RETRY: Final = ((b"x-should-retry", b"false"),)
 def gave_up(
     error: StreamInterrupted | CircuitOpenError | httpx2.TransportError,
     mask: SecretMask | None = None,
+    call_error: str | None = None,
 ) -> tuple[int, str, str, Mapping[str, Any] | None]:
     """The status, code and message of the error a client gets when the engine raised `error`,
     and the upstream's own error object when an error event ended the call (its code, type and
     param are the client's to branch on, as from the upstream itself); `mask`'s secrets masked
-    in both, which carry the upstream's words."""
+    in both, which carry the upstream's words. `call_error`: the call's error type, which names
+    a retry the budget or the breaker refused after a connection failure, as a
+    `StreamInterrupted`'s does."""
     if isinstance(error, StreamInterrupted):
         message, upstream = str(error), upstream_error(error)
         if mask:
@@ -361,8 +364,12 @@ def gave_up(
     if isinstance(error, CircuitOpenError):
         return 503, "circuit_open", str(error), None
     if isinstance(error, httpx2.TimeoutException):
-        return 504, "timeout", f"upstream timed out ({type(error).__name__})", None
-    return 502, "connection", f"upstream unreachable ({type(error).__name__})", None
+        status, code, message = 504, "timeout", f"upstream timed out ({type(error).__name__})"
+    else:
+        status, code, message = 502, "connection", f"upstream unreachable ({type(error).__name__})"
+    if call_error in ("budget_exhausted", "circuit_open"):
+        code, message = call_error, f"{message}; its retry was refused ({call_error})"
+    return status, code, message, None
 
 
 def gave_up_headers(

@@ -620,6 +620,25 @@ def test_a_fallback_the_breaker_refuses_leaves_the_calls_own_error(
     assert recording.of(FallbackUsed)[-1] == FallbackUsed(finished.call_id, "model", "gpt-4o-mini", False)
 
 
+def test_a_proxy_client_whose_retry_the_budget_refused_after_a_reset_is_told_so(fake: FakeUpstream) -> None:
+    """502 `budget_exhausted`, the code the proxy's metrics count, not `connection`."""
+    from streamtap._proxy_config import ProxyConfig
+    from streamtap._proxy_server import ProxyServer
+
+    policy = streamtap.Policy(max_attempts=3, budget=streamtap.BudgetSettings(ratio=0, min_per_second=0))
+    recording = Recording()
+    with ProxyServer(
+        ProxyConfig(upstream=fake.base_url, listen="127.0.0.1:0", policy=policy), recorders=[recording]
+    ) as proxy:
+        fake.clear()
+        fake.enqueue("reset")
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-test", max_retries=0)
+        with client, pytest.raises(openai.InternalServerError) as refused:
+            client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    assert refused.value.status_code == 502 and refused.value.code == "budget_exhausted"
+    assert recording.finished.error_type == "budget_exhausted"
+
+
 def test_a_retry_the_breaker_refuses_when_due_is_counted_once(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:

@@ -173,6 +173,25 @@ def test_a_stream_left_at_its_finish_reason_is_ok(
     assert recording.finished.outcome == "ok"
 
 
+@pytest.mark.parametrize("first", ["", "reset", "status=503"])
+def test_a_stream_never_read_is_abandoned_whatever_its_first_attempt_met(
+    fake: FakeUpstream, make_client: Any, first: str
+) -> None:
+    """After a connection that failed, the call kept that attempt's exception, whose traceback
+    held the stream: its finalizer never ran, the call never ended, its connection stayed open."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    recording = Recording()
+    client = make_client(False, recorders=[recording, streamtap.PrometheusRecorder(registry)])
+    fake.enqueue(first, "")
+    stream = client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+    del stream
+    collect()
+    assert recording.finished.outcome == "abandoned"
+    assert registry.get_sample_value("streamtap_active_streams", {"api": "chat_completions"}) == 0
+
+
 def test_a_stream_never_consumed_is_abandoned(
     fake: FakeUpstream, recording: Recording, make_client: Any
 ) -> None:

@@ -39,3 +39,15 @@ def test_a_retry_the_budget_or_breaker_refused_says_so_not_the_event_it_would_ha
     for refused in ("budget_exhausted", "circuit_open"):
         status, code, _, upstream = gave_up(_interrupted(refused))  # type: ignore[arg-type]
         assert (status, code, upstream) == (502, refused, None)
+
+
+def test_a_refused_retry_after_a_connection_failure_says_so() -> None:
+    """As a StreamInterrupted's error type says it (docs/architecture.md): the proxy answered
+    `connection` while its metrics counted `budget_exhausted`."""
+    failed = httpx2.ConnectError("refused")
+    for refused in ("budget_exhausted", "circuit_open"):
+        status, code, message, _ = gave_up(failed, None, refused)
+        assert (status, code) == (502, refused)
+        assert message == f"upstream unreachable (ConnectError); its retry was refused ({refused})"
+    assert gave_up(httpx2.ReadTimeout("slow"), None, "budget_exhausted")[:2] == (504, "budget_exhausted")
+    assert gave_up(failed, None, "connection")[:2] == (502, "connection")
