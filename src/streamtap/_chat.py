@@ -225,7 +225,12 @@ class ChatDialect:
         for choice in listed(body.get("choices")):
             index = choice.get("index", 0)
             message = choice.get("message") or {}
-            frames.append(self._chunk(base, index, {"role": message.get("role", "assistant"), "content": ""}))
+            # As streamed: content "" to begin a text, null when the message has none (a tool call,
+            # a refusal), which the SDK's accumulated message keeps.
+            content = None if message.get("content") is None else ""
+            frames.append(
+                self._chunk(base, index, {"role": message.get("role", "assistant"), "content": content})
+            )
             # Everything the message says, as one delta with the choice's logprobs;
             # `reasoning_content` is what OpenAI-compatible servers (DeepSeek, vLLM, ...) answer
             # reasoning in, `function_call` the answer to the deprecated `functions` parameter,

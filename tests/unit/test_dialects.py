@@ -635,6 +635,7 @@ def test_chat_from_json_tool_calls_choices_and_usage() -> None:
         ("call_2", "g", "{}"),
     ]
     assert (second.message.content, second.finish_reason) == ("second", "stop")
+    assert first.message.content is None  # as the answer said, and a streamed tool call's role chunk
     assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (7, 3)
     facts = StreamFacts()
     CHAT.body_facts(CHAT_BODY, facts)
@@ -736,6 +737,7 @@ def test_chat_from_json_refusal() -> None:
     }
     chunks = chat_chunks(CHAT.from_json(body, {}))
     assert [c.choices[0].delta.refusal for c in chunks] == [None, "no", None]
+    assert chunks[0].choices[0].delta.content is None
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
