@@ -155,7 +155,7 @@ class Live:
                 headers=headers,
                 stream=body,
                 request=self.request,
-                extensions={"http_version": upstream.extensions.get("http_version", b"HTTP/1.1")},
+                extensions=upstream.extensions,
             )
         assert attempt.failure is not None
         await self.close_upstream()
@@ -240,6 +240,7 @@ class Live:
             ),
             content,
             self.request,
+            upstream.extensions,
         )
         call.finish("ok", clock(), body=body)
         return response

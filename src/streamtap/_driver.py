@@ -253,14 +253,24 @@ def callers_read_timeout(error: Exception, call: Call, send: Send, request: http
     return all(caller < limit for limit in own if limit is not None)
 
 
-def whole_response(status: int, headers: RawHeaders, body: bytes, request: httpx2.Request) -> httpx2.Response:
-    """A response holding `body` whole, still unread, as a transport's would be.
+def whole_response(
+    status: int,
+    headers: RawHeaders,
+    body: bytes,
+    request: httpx2.Request,
+    extensions: Mapping[str, Any] | None = None,
+) -> httpx2.Response:
+    """A response holding `body` whole, still unread, as a transport's would be, with the
+    `extensions` of the upstream's answer it stands for (its HTTP version, reason phrase and
+    connection, as the plain SDK's response has them).
 
     Built with `content=`, it would be read and closed already, and the client that returns it
     would never close it, so its `.elapsed` (set at close) would raise.
     """
     headers = [*headers, (b"content-length", str(len(body)).encode())]
-    return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(body), request=request)
+    return httpx2.Response(
+        status, headers=headers, stream=httpx2.ByteStream(body), request=request, extensions=extensions
+    )
 
 
 def served(step: Serve, call: Call, request: httpx2.Request) -> httpx2.Response:

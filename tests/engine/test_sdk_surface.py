@@ -430,3 +430,18 @@ def test_transports_name_a_bad_argument(make: Any, message: str) -> None:
     and a policy or fallbacks given beside engine= were dropped without a word."""
     with pytest.raises(TypeError, match=message):
         make()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_response_keeps_the_transports_extensions(
+    fake: FakeUpstream, make_client: Any, stream: bool
+) -> None:
+    """As the plain SDK's: the HTTP version, reason phrase and connection (its peer address)."""
+    client = make_client(False)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=CHAT_MESSAGES, stream=stream
+    )
+    extensions = raw.http_response.extensions
+    assert sorted(extensions) == ["http_version", "network_stream", "reason_phrase"]
+    assert extensions["network_stream"].get_extra_info("server_addr") == ("127.0.0.1", fake.port)
+    raw.parse() if not stream else list(raw.parse())
