@@ -277,6 +277,9 @@ class Live:
                 upstream = await self.open(step)
                 if upstream is not None:
                     self._begin(step, upstream)
+                    if self.stopped:  # closed while this attempt opened: the close missed it
+                        await self.close_upstream()
+                        return False
                     return True
             else:
                 return False

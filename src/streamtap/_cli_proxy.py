@@ -116,6 +116,7 @@ def proxy(
 
     from ._proxy_config import SettingError, load_config
     from ._proxy_server import serve
+    from ._secrets import shown_variable
 
     ctx = click.get_current_context()
 
@@ -124,8 +125,9 @@ def proxy(
             return None
         value = os.environ.get(name)
         if not value:
+            shown = shown_variable(name, "--" + param.replace("_", "-"))
             raise click.BadParameter(
-                f"environment variable {name} is empty or unset", param_hint=origin(ctx, param)
+                f"environment variable {shown} is empty or unset", param_hint=origin(ctx, param)
             )
         return value
 

@@ -267,21 +267,34 @@ def base_url_problem(url: str) -> str | None:
 def shown_url(url: str) -> str:
     """`url` as a message may show it, even when it does not parse: without a user:password@
     and without its query or fragment, where keys go too (Azure's `?api-key=`), shown as `?...`
-    (`#...`). The user:password goes up to the last @ before the query, or, when what comes
-    before the first /, ? or # is no host[:port] (a password holding an unescaped / ? or #,
-    which ends the authority as parsers read it), up to the last @ of all."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:  # no scheme: the authority comes first
-        scheme, rest = "", url
-    query = min((i for i in map(rest.find, "?#") if i >= 0), default=len(rest))
-    if "@" in rest[:query]:
-        rest = rest[:query].rpartition("@")[2] + rest[query:]
-    elif "@" in rest and not _HOST_PORT.fullmatch(re.split(r"[/?#]", rest, maxsplit=1)[0]):
-        rest = rest.rpartition("@")[2]
+    (`#...`). A password may hold an unescaped / ? or #, which ends the authority early as
+    parsers read it: an @ after such an authority (`_split`) hides all before it, as `...@`."""
+    scheme, sep, authority, rest = _split(url)
+    if "@" in authority:
+        authority = authority.rpartition("@")[2]
+    elif "@" in rest:
+        authority, rest = "...@", rest.rpartition("@")[2]
     query = min((i for i in map(rest.find, "?#") if i >= 0), default=-1)
     if query >= 0:
         rest = rest[: query + 1] + "..."
-    return f"{scheme}{sep}{rest}"
+    return f"{scheme}{sep}{authority}{rest}"
+
+
+def carries_credentials(url: str) -> bool:
+    """Whether `url` may carry a user:password@: an @ in its authority, or after one that is no
+    host[:port] (a password holding an unescaped / ? or #). An @ in the path of a URL whose
+    authority is a host is the path's."""
+    _, _, authority, rest = _split(url)
+    return "@" in authority or ("@" in rest and not _HOST_PORT.fullmatch(authority))
+
+
+def _split(url: str) -> tuple[str, str, str, str]:
+    """Scheme, "://", the authority as parsers read it (up to the first / ? or #), the rest."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # no scheme: the authority comes first
+        scheme, rest = "", url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return scheme, sep, rest[:end], rest[end:]
 
 
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:@\[\]]*)(:[0-9]*)?")
@@ -296,12 +309,6 @@ def forwarding_problem(url: str) -> str | None:
     if problem is None and ("?" in url or "#" in url):
         problem = "it carries a query or fragment"
     return problem
-
-
-def carries_credentials(url: str) -> bool:
-    """Whether `url` may carry a user:password@: an @ anywhere after its scheme (`shown_url`)."""
-    _, sep, rest = url.partition("://")
-    return "@" in (rest if sep else url)
 
 
 def parse_failure(url: str, error: ValueError) -> str:

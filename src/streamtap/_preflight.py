@@ -47,6 +47,7 @@ from ._preflight_rules import (
     redact,
     status_hint,
 )
+from ._secrets import shown_variable
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -350,7 +351,7 @@ def _inputs(
     elif client is not None:
         key, key_source = client.api_key, "the client's api_key"
     else:
-        key, key_source = env.get(api_key_env), api_key_env
+        key, key_source = env.get(api_key_env), shown_variable(api_key_env, "api_key_env")
     if base_url is not None:
         url, url_source = base_url, "the given base URL"
     elif client is not None:

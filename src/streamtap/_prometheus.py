@@ -117,6 +117,8 @@ class PrometheusRecorder:
         return _PromCall(self, series, active, exemplar)
 
     def breaker_changed(self, event: BreakerTransition) -> None:
+        # Only here, where the breaker reports its transitions in order: a call's own report of
+        # one (for its span) may come late, after the breaker moved on, and would undo it.
         self.set_circuit_state(event)
 
     def telemetry_failed(self, error: BaseException) -> None:
@@ -238,8 +240,6 @@ class _PromCall:
         elif isinstance(event, FallbackUsed):
             if event.kind in FALLBACK_KINDS:
                 s(m.fallbacks, event.kind, "ok" if event.ok else "error").inc()
-        elif isinstance(event, BreakerTransition):
-            self._recorder.set_circuit_state(event)  # idempotent with breaker_changed
         elif isinstance(event, CallFinished):
             self._finish(event, m)
 

@@ -202,7 +202,9 @@ class Proxy:
     ) -> None:
         payload = parse_body(body) if routed is not None else None
         forwarded = forward_request_headers(
-            headers, upstream_key=self.config.upstream_api_key, decoded=payload is not None
+            headers,
+            upstream_key=self.config.upstream_api_key,
+            decoded=payload is not None or bool(self._mask),
         )
         if routed is None or payload is None:
             await self._pass_through(scope["method"], url, forwarded, body, send, watch)
@@ -246,7 +248,9 @@ class Proxy:
         self, scope: Scope, headers: Headers, url: str, receive: Receive, send: Send, watch: ClientWatch
     ) -> None:
         config = self.config
-        forwarded = forward_request_headers(headers, upstream_key=config.upstream_api_key)
+        forwarded = forward_request_headers(
+            headers, upstream_key=config.upstream_api_key, decoded=bool(self._mask)
+        )
         forwarded += length_header(headers)
         try:
             if declared_length(headers) > config.max_upload:

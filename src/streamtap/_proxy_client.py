@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from typing import Any, Final
 
 import httpx2
-from httpx2._decoders import SUPPORTED_DECODERS
 
 from ._dialect import error_object
 from ._errors import CircuitOpenError, StreamInterrupted
@@ -20,6 +19,7 @@ from ._stream_response import StreamResponse
 
 log = logging.getLogger("streamtap.proxy")
 PIECE = 64 * 1024  # how much of an answer held whole goes to the client in one send
+MASKED_BODY = 1024 * 1024  # the largest error body the proxy holds whole to mask its keys in
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -234,10 +234,10 @@ async def relay(
     if not 100 <= status <= 599:  # HTTP's three digits start 1 to 5; uvicorn writes no other
         status = 502  # what a gateway answers for an answer it cannot pass on (RFC 9110 15.6.3)
     chunks = _chunks(response)
-    if mask and status >= 400:
-        headers, chunks = _masked_error(response, headers, mask)
     watch.time_sends()
     try:
+        if mask and status >= 400:
+            headers, chunks = await _masked_error(response, headers, mask)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         failed: tuple[str, str, Mapping[str, Any] | None] | None = None
         try:
@@ -273,31 +273,44 @@ def _still_cancelled(task: asyncio.Task[Any]) -> bool:
     return task.uncancel() > 0
 
 
-def _masked_error(
+async def _masked_error(
     response: httpx2.Response, headers: Headers, mask: SecretMask
 ) -> tuple[Headers, AsyncIterator[bytes]]:
     """The headers and body of an error answer with `mask`'s secrets masked: an upstream's error
-    text may quote the key it was sent. The body goes decoded when it came in a coding httpx2
-    reads (gzip, deflate; br and zstd with their packages), compressed text being unreadable,
-    and without a Content-Length, which the masking may change. A secret split between two
-    reads is masked too: the bytes where one may begin are held for the next read."""
-    codings = [
-        c.strip() for c in (response.headers.get("content-encoding") or "").lower().split(",") if c.strip()
-    ]
-    decoded = all(c in SUPPORTED_DECODERS for c in codings)
-    dropped = {b"content-length", b"content-encoding"} if decoded else {b"content-length"}
+    text may quote the key it was sent. The body is held whole (up to `MASKED_BODY` bytes; an
+    error body is small) and goes decoded when its coding decodes (the proxy offers upstream
+    only codings it reads while it holds keys), with its new Content-Length. A body larger than
+    that is passed on as it comes, unmasked; one with no bytes (HEAD, 204, 304) as it came."""
+    pieces: list[bytes] = []
+    size = 0
+    chunks = _chunks(response)
+    async for piece in chunks:
+        pieces.append(piece)
+        size += len(piece)
+        if size > MASKED_BODY:
+            return headers, _resumed(pieces, chunks)
+    raw = b"".join(pieces)
+    if not raw:
+        return headers, _resumed([], chunks)
+    dropped = {b"content-length"}
+    try:
+        body = httpx2.Response(
+            200, headers=[(k, v) for k, v in headers if k == b"content-encoding"], content=raw
+        ).content
+        dropped.add(b"content-encoding")
+    except httpx2.DecodingError:
+        body = raw  # not in the coding it claims: as it came, its coding kept
+    body = mask(body)
     kept = [(name, mask(value)) for name, value in headers if name not in dropped]
-    return kept, _masked(response.aiter_bytes() if decoded and codings else _chunks(response), mask)
+    return [*kept, (b"content-length", str(len(body)).encode())], _resumed([body], chunks)
 
 
-async def _masked(pieces: AsyncIterator[bytes], mask: SecretMask) -> AsyncIterator[bytes]:
-    held = b""
-    async for piece in pieces:
-        ready, held = mask.split(held + piece)
-        if ready:
-            yield ready
-    if held:
-        yield held
+async def _resumed(pieces: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`pieces`, then what `rest` still has."""
+    for piece in pieces:
+        yield piece
+    async for piece in rest:
+        yield piece
 
 
 def _chunks(response: httpx2.Response) -> AsyncIterator[bytes]:

@@ -99,8 +99,9 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 def forward_request_headers(headers: Headers, *, upstream_key: str | None, decoded: bool = False) -> Headers:
     """The client's headers as sent upstream: hop-by-hop stripped, the key set or passed on.
 
-    `decoded`: the engine reads the answer (a call), so Accept-Encoding offers what it decodes
-    rather than what the client does; a body passed through keeps the client's.
+    `decoded`: the proxy reads the answer (a call's, or, while it holds keys, an error it masks
+    them in), so Accept-Encoding offers what it decodes rather than what the client does; else
+    the client's goes.
     """
     named = _connection_tokens(headers)
     out: Headers = []

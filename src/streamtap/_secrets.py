@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+_CONVENTIONAL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 def clean_secret(value: str, where: str) -> str:
@@ -27,6 +30,13 @@ def clean_secret(value: str, where: str) -> str:
             f"{where} must be a string without control characters, got one with a line break, tab or other inside"
         )
     return value
+
+
+def shown_variable(name: str, setting: str) -> str:
+    """The variable `name` as a message may show it: a conventional name (upper case, digits
+    and _) as it is; anything else as "the variable <setting> names", for given where a name
+    belongs, a value is most often the secret itself (a token of letters and digits too)."""
+    return name if _CONVENTIONAL_NAME.fullmatch(name) else f"the variable {setting} names"
 
 
 def fingerprint(key: str) -> str:
@@ -72,11 +82,3 @@ class SecretMask:
             if secret in data:
                 data = data.replace(secret, shown)
         return data
-
-    def split(self, data: bytes) -> tuple[bytes, bytes]:
-        """`data` masked, cut where a secret that the next bytes complete could begin: what may
-        be sent now, and what to hold and put before the next bytes. A secret holds no line
-        break (`clean_secret`), so a read that ends with one (an SSE event's) is held nowhere."""
-        data = self(data)
-        hold = min(self.longest - 1, len(data) - data.rfind(b"\n") - 1)
-        return (data[: len(data) - hold], data[len(data) - hold :]) if hold > 0 else (data, b"")

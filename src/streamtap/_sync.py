@@ -275,6 +275,9 @@ class Live:
                 upstream = self.open(step)
                 if upstream is not None:
                     self._begin(step, upstream)
+                    if self.stopped:  # closed while this attempt opened: the close missed it
+                        self.close_upstream()
+                        return False
                     return True
             else:
                 return False

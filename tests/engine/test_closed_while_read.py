@@ -7,11 +7,13 @@ response was resumed after the close and read to its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
+import httpx2
 import openai
 import pytest
 
@@ -19,6 +21,7 @@ import streamtap
 from streamtap import AttemptFinished
 from streamtap.fake import FakeConfig, FakeUpstream
 
+from . import loopback
 from .support import CHAT_MESSAGES, Recording
 
 POLICY = streamtap.Policy(max_attempts=3, first_token_timeout=5, idle_timeout=5)
@@ -103,3 +106,92 @@ def test_a_stream_closed_from_another_task_stops_its_reader(slow: FakeUpstream, 
         assert stopped and read < 50
         assert _outcome(recording) == ("cancelled", [])
         assert [r.method for r in slow.requests] == ["POST"]
+
+
+class _SlowResume(loopback.Handler):
+    """A background response whose stream breaks after a few deltas, and whose resume (the GET)
+    takes `WAIT` seconds to answer: a close lands while the reader opens it."""
+
+    WAIT = 0.6
+    stream = b""  # the whole answer, as the fake streams it
+    gets: ClassVar[list[float]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        cut = self.stream.index(b"event: response.output_text.delta")
+        for _ in range(3):
+            cut = self.stream.index(b"\n\n", cut) + 2
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.wfile.write(self.stream[:cut])  # then the connection closes: no terminal event
+        self.close_connection = True
+
+    def do_GET(self) -> None:
+        self.gets.append(time.monotonic())
+        time.sleep(self.WAIT)
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(self.stream)))
+        self.end_headers()
+        self.wfile.write(self.stream)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_stream_closed_while_it_resumes_stops_its_reader(slow: FakeUpstream, mode: str) -> None:
+    """The close came while the reader opened the resume: the reader went on to read it whole."""
+    request = {"model": "gpt-4o", "input": "hi", "stream": True, "background": True}
+    _SlowResume.stream = httpx2.post(slow.base_url + "/responses", json=request).content
+    _SlowResume.gets.clear()
+    recording = Recording()
+    after: list[str] = []
+    with loopback.serve(_SlowResume) as url:
+        if mode == "sync":
+            plain = openai.OpenAI(base_url=url + "/v1", api_key="sk-test", max_retries=0)
+            with streamtap.instrument(plain, policy=POLICY, recorders=[recording]) as client:
+                stream = client.responses.create(**request)
+                closed: list[float] = []
+
+                def reader() -> None:
+                    with contextlib.suppress(openai.APIConnectionError):
+                        after.extend(event.type for event in stream if closed)
+
+                thread = threading.Thread(target=reader)
+                thread.start()
+                _wait_for(lambda: bool(_SlowResume.gets))
+                time.sleep(_SlowResume.WAIT / 3)
+                closed.append(time.monotonic())
+                stream.close()
+                thread.join(5)
+                assert not thread.is_alive()
+        else:
+
+            async def run() -> None:
+                plain = openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-test", max_retries=0)
+                async with streamtap.instrument(plain, policy=POLICY, recorders=[recording]) as client:
+                    stream = await client.responses.create(**request)
+                    closed: list[float] = []
+
+                    async def reader() -> None:
+                        with contextlib.suppress(openai.APIConnectionError):
+                            after.extend([event.type async for event in stream if closed])
+
+                    task = asyncio.create_task(reader())
+                    while not _SlowResume.gets:
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(_SlowResume.WAIT / 3)
+                    closed.append(time.monotonic())
+                    await stream.close()
+                    await asyncio.wait_for(task, 5)
+
+            asyncio.run(run())
+    assert after == []  # nothing read after the close
+    assert recording.finished.outcome == "cancelled"
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

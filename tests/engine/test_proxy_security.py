@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx2
 import openai
@@ -288,11 +288,27 @@ class _QuotesTheKey(loopback.Handler):
     def _key(self) -> str:
         return self.headers.get("authorization", "").removeprefix("Bearer ")
 
+    codings: ClassVar[list[str | None]] = []  # the Accept-Encoding of each GET
+
+    def do_HEAD(self) -> None:
+        self.send_response(404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "75")
+        self.end_headers()
+
     def do_GET(self) -> None:
+        self.codings.append(self.headers.get("accept-encoding"))
         body = json.dumps(
             {"error": {"message": f"Incorrect API key provided: {self._key()}.", "code": "bad"}}
         )
         data = body.encode()
+        if self.path.endswith("/not-gzip"):  # labelled gzip, sent plain
+            self.send_response(401)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         gzipped = self.path.endswith("/gzip")
         if gzipped:
             data = gzip.compress(data)
@@ -367,13 +383,33 @@ def test_the_keys_the_proxy_holds_are_masked_in_the_errors_its_clients_get(fake:
             assert spare not in answer.text and "sk-...wxyz" in answer.text
 
 
-def test_a_secret_mask_holds_back_only_where_a_secret_may_begin() -> None:
-    mask = SecretMask(["sk-abcdefgh12345678", "short", ""])  # under 8 characters: not masked
-    assert mask(b"x sk-abcdefgh12345678 short") == b"x sk-...5678 short"
-    assert mask.split(b"data: sk-abcdefgh12345678\n\n") == (b"data: sk-...5678\n\n", b"")
-    sent, held = mask.split(b'{"message": "key sk-abcdefgh1')
-    assert len(held) == 18 and sent + held == b'{"message": "key sk-abcdefgh1'  # the longest secret less one
-    assert sent + mask(held + b'2345678"}') == b'{"message": "key sk-...5678"}'
+def test_a_proxy_holding_keys_offers_upstream_only_codings_it_can_mask_in() -> None:
+    """A client asking for br (or zstd) would get an error body the proxy cannot read, the key
+    in it unmasked; a body not in the coding it claims, or none at all, still goes whole."""
+    own, token = "sk-proxy-own-key-0000abcd", "proxy-token-5e1"
+    auth = {"authorization": f"Bearer {token}"}
+    with loopback.serve(_QuotesTheKey) as echo:
+        config = ProxyConfig(
+            upstream=echo + "/v1", listen="127.0.0.1:0", upstream_api_key=own, client_token=token
+        )
+        with ProxyServer(config, recorders=[]) as proxy:
+            _QuotesTheKey.codings.clear()
+            answer = httpx2.get(
+                proxy.base_url + "/models", headers={**auth, "accept-encoding": "br, zstd, gzip"}
+            )
+            assert _QuotesTheKey.codings == ["gzip, deflate"]
+            assert answer.status_code == 401 and own not in answer.text and "sk-...abcd" in answer.text
+            with httpx2.stream("GET", proxy.base_url + "/models/not-gzip", headers=auth) as plain:
+                raw = b"".join(plain.iter_raw())  # as it came, its false label kept: masked all the same
+            assert (plain.status_code, plain.headers["content-encoding"]) == (401, "gzip")
+            assert b"provided: sk-...abcd." in raw and own.encode() not in raw
+            head = httpx2.head(proxy.base_url + "/models", headers=auth)
+            assert (head.status_code, head.headers.get("content-length")) == (404, "75")
+
+
+def test_a_secret_mask_masks_the_longest_first() -> None:
+    mask = SecretMask(["sk-abcdefgh12345678", "sk-abcdefgh", "short", ""])  # under 8 characters: kept
+    assert mask(b"x sk-abcdefgh12345678 short sk-abcdefgh") == b"x sk-...5678 short sk-..."
     assert not SecretMask(["", "tiny"])
 
 
@@ -591,6 +627,11 @@ def test_a_bad_upstream_is_refused_naming_the_field(upstream: str, why: str | No
     if why is not None:
         assert message.endswith(why)
     assert ProxyConfig(upstream="http://[::1]:8080/v1/").upstream == "http://[::1]:8080/v1"
+    # An @ in the path is the path's, not credentials (a gateway's route by team or account).
+    assert (
+        ProxyConfig(upstream="http://gw.example/v1/@team/openai").upstream
+        == "http://gw.example/v1/@team/openai"
+    )
 
 
 def test_listens_on_loopback_by_default() -> None:
@@ -605,7 +646,7 @@ def test_listens_on_loopback_by_default() -> None:
         ProxyConfig(upstream="https://api.example/v1?redirect=evil")
     # Neither the query nor the password is shown, even one that ends the authority early.
     for upstream in ("https://u:ab?PASSWORD@api.example/v1", "https://u:ab/PASSWORD@api.example/v1"):
-        with pytest.raises(ValueError, match=r"got 'https://api\.example/v1': it") as refused:
+        with pytest.raises(ValueError, match=r"got 'https://\.\.\.@api\.example/v1': it") as refused:
             ProxyConfig(upstream=upstream)
         assert "PASSWORD" not in str(refused.value)
 

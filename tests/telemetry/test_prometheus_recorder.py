@@ -148,6 +148,20 @@ def test_breaker_changed_outside_a_call(registry: CollectorRegistry) -> None:
     assert value(registry, "streamtap_circuit_state", upstream="primary", model="gpt-4o") == 1
 
 
+def test_a_calls_late_report_of_a_transition_leaves_the_gauge_to_the_breaker(
+    registry: CollectorRegistry,
+) -> None:
+    """A call reports the transition it caused for its span, outside the breaker's lock, and may
+    do so after the breaker moved on: the gauge, set from that report too, stayed open for good
+    over a closed breaker."""
+    recorder = PrometheusRecorder(registry)
+    call = Call(Fanout([recorder])).start()
+    for old, new in (("closed", "open"), ("open", "half_open"), ("half_open", "closed")):
+        recorder.breaker_changed(BreakerTransition("openai", "gpt-4o-mini", old, new))  # type: ignore[arg-type]
+    call.emit(BreakerTransition("openai", "gpt-4o-mini", "closed", "open", call.call_id))  # late
+    assert value(registry, "streamtap_circuit_state", upstream="openai", model="gpt-4o-mini") == 0
+
+
 def test_breakers_sharing_a_gauge_show_the_worst_state(registry: CollectorRegistry) -> None:
     # The label is normalised (lower case) and capped; the breakers are per exact name.
     recorder = PrometheusRecorder(registry)

@@ -14,6 +14,7 @@ from streamtap._fallback import (
     Route,
     cache_key,
     cache_scope,
+    carries_credentials,
     fallback_route,
     shown_url,
     upstream_of,
@@ -182,12 +183,26 @@ def test_a_shown_url_has_no_credentials_and_no_query() -> None:
     assert shown_url("not a url") == "not a url"
     assert shown_url("https://host/v1?api-key=QUERYSECRET") == "https://host/v1?..."
     assert shown_url("https://host/v1#k=SECRET") == "https://host/v1#..."
-    assert shown_url("https://host/v1?email=a@b") == "https://host/v1?..."
-    # A password holding an unescaped ? # or /, which ends the authority as parsers read it.
+    assert shown_url("https://[::1]:8443/v1") == "https://[::1]:8443/v1"
+    # A password holding an unescaped ? # or / ends the authority early as parsers read it: an
+    # @ after the authority hides all before it, digits that read as a port too.
     for cut in "?#/":
-        assert shown_url(f"https://user:ab{cut}PASSWORD@host/v1") == "https://host/v1"
-    # Over-cautious with an @ in the path: shown from after it.
-    assert shown_url("https://host/v1/@scope") == "https://scope"
+        assert shown_url(f"https://user:ab{cut}PASSWORD@host/v1") == "https://...@host/v1"
+    assert shown_url("https://admin:20240611?PASSWORD@host/v1") == "https://...@host/v1"
+    # Over-cautious with an @ in the path or query: hidden up to it.
+    assert shown_url("https://host/v1/@team/openai") == "https://...@team/openai"
+
+
+def test_credentials_are_an_at_in_the_authority_or_after_one_that_is_no_host() -> None:
+    for url in ("https://u:p@host/v1", "u:p@host", "https://user:ab?P@host/v1", "https://user:a/b@host/v1"):
+        assert carries_credentials(url), url
+    # An @ in the path of a URL whose authority is a host is the path's (gateways route so).
+    for url in (
+        "https://host/v1/@team/openai",
+        "https://gw.example/accounts/a@b.example/v1",
+        "https://host/v1",
+    ):
+        assert not carries_credentials(url), url
 
 
 def test_repr_never_shows_the_key() -> None:
