@@ -38,7 +38,7 @@ StartResponse = Callable[..., Any]
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
     if path == "/metrics":
-        return metrics(environ, start_response)  # type: ignore[no-any-return]
+        return metrics(environ, start_response)
     if path != "/ask":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"try /ask?q=... or /metrics\n"]

@@ -14,6 +14,7 @@ from ._events import (
     AttemptFinished,
     AttemptStarted,
     BreakerTransition,
+    CallEvent,
     CallFinished,
     CallObserver,
     CallStarted,
@@ -26,6 +27,7 @@ from ._events import (
 from ._fallback import AnswerCache, Fallback, MemoryCache
 from ._instrument import instrument
 from ._policy import BreakerSettings, BudgetSettings, Policy
+from ._taxonomy import Api, BreakerState, ErrorType, FallbackKind, Outcome, Phase, SuppressCause
 from ._transport import AsyncStreamtapTransport, StreamtapTransport
 from ._version import __version__
 
@@ -80,24 +82,31 @@ if not TYPE_CHECKING:
 
 __all__ = [
     "AnswerCache",
+    "Api",
     "AsyncStreamtapTransport",
     "AttemptFinished",
     "AttemptStarted",
     "BreakerSettings",
+    "BreakerState",
     "BreakerTransition",
     "BudgetSettings",
+    "CallEvent",
     "CallFinished",
     "CallObserver",
     "CallStarted",
     "CircuitOpenError",
     "Engine",
+    "ErrorType",
     "Fallback",
+    "FallbackKind",
     "FallbackUsed",
     "FirstToken",
     "MemoryCache",
     "OtelEventRecorder",
     "OtelMetricsRecorder",
     "OtelTraceRecorder",
+    "Outcome",
+    "Phase",
     "Policy",
     "PreflightReport",
     "PrometheusRecorder",
@@ -108,6 +117,7 @@ __all__ = [
     "StreamTimedOut",
     "StreamtapInstrumentor",
     "StreamtapTransport",
+    "SuppressCause",
     "__version__",
     "apreflight",
     "default_recorders",

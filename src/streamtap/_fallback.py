@@ -45,7 +45,10 @@ IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-p
 class AnswerCache(Protocol):
     """Where last good answers are kept; bring your own (Redis, ...) or use `MemoryCache`."""
 
-    def get(self, key: str) -> str | None: ...
+    def get(self, key: str) -> str | bytes | None:
+        """The text kept for `key` (UTF-8 `bytes` are read as text, as a Redis client without
+        ``decode_responses`` returns it), or None."""
+        ...
 
     def set(self, key: str, text: str) -> None: ...
 
@@ -139,6 +142,13 @@ class Fallback:
                 f"Fallback.kind must be one of {', '.join(FALLBACK_KINDS)}, got {kind!r} (build one with "
                 "Fallback.model(), .upstream(), .non_streaming() or .cached())"
             )
+        # A field its kind takes no value of is refused, not ignored (its repr would not be a call).
+        takes = {"model": ("to_model",), "upstream": ("to_model", "base_url", "api_key"), "cache": ("cache",)}
+        for name in ("to_model", "base_url", "api_key", "cache"):
+            if getattr(self, name) is not None and name not in takes.get(kind, ()):
+                raise ValueError(
+                    f"Fallback of kind {kind!r} takes no {name}; build one with Fallback.{_MAKER[kind]}()"
+                )
         if kind == "model" and not _is_name(self.to_model):
             raise ValueError(f"Fallback.model needs a non-empty model name, got {self.to_model!r}")
         if kind == "upstream":
@@ -162,7 +172,7 @@ class Fallback:
             callable(getattr(self.cache, "get", None)) and callable(getattr(self.cache, "set", None))
         ):
             raise ValueError(
-                "Fallback.cached cache must be an AnswerCache, with get(key) -> str | None and "
+                "Fallback.cached cache must be an AnswerCache, with get(key) -> str | bytes | None and "
                 f"set(key, text) methods, or None for a MemoryCache; got {self.cache!r}"
             )
 
@@ -223,6 +233,9 @@ def _check_upstream_url(url: object) -> None:
     problem = base_url_problem(url)
     if problem is not None:
         raise ValueError(f"Fallback.upstream base_url must be {BASE_URL_ACCEPTED}, got {shown!r}: {problem}")
+
+
+_MAKER = {"model": "model", "upstream": "upstream", "non_streaming": "non_streaming", "cache": "cached"}
 
 
 @dataclass(frozen=True, slots=True)

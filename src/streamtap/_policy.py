@@ -46,6 +46,11 @@ class _Refused(ValueError):
         off = ", or None for off" if optional else ""
         super().__init__(f"{owner}.{name} must be {accepted}{off}, got {value!r}")
 
+    def __reduce__(self) -> tuple[type[ValueError], tuple[str]]:
+        # A plain ValueError with its message, which pickles: raised in a process pool's worker,
+        # this one (its arguments keyword-only) broke the pool, or hung its result handler.
+        return ValueError, (str(self),)
+
     def in_mapping(self, path: str, given: Mapping[Any, object]) -> str:
         """The message for a mapping at `path` (``policy.breaker``) that holds `given`: the
         value as the mapping gave it, or, when it gave none, the default's, said to be one."""

@@ -92,7 +92,7 @@ def preflight(
     Returns:
         A `PreflightReport` with one `Check` per step; ``report.ok`` when all passed.
     """
-    _check_timeout(timeout)
+    _check_arguments(client, api_key, base_url, timeout, api_key_env, environ)
     provider = _provider(client, api_key)
     provided = None if provider is None else _call_provider(provider)
     return _preflight(
@@ -100,8 +100,32 @@ def preflight(
     )
 
 
-def _check_timeout(timeout: float) -> None:
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+def _check_arguments(
+    client: object, api_key: object, base_url: object, timeout: object, api_key_env: object, environ: object
+) -> None:
+    """Refuse, naming the parameter, what `preflight` cannot read: else an AttributeError about
+    its insides (a key passed as the client, `preflight("sk-...")`)."""
+    import openai
+
+    if client is not None and not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
+        hint = " (a key goes as api_key=)" if isinstance(client, str) else ""
+        raise TypeError(
+            f"client must be an openai.OpenAI or openai.AsyncOpenAI client, or None, got {type(client).__name__}{hint}"
+        )
+    for name, value in (("api_key", api_key), ("base_url", base_url)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
+    if not isinstance(api_key_env, str):
+        raise TypeError(
+            f"api_key_env must be the name of an environment variable, got {type(api_key_env).__name__}"
+        )
+    if environ is not None and not isinstance(environ, Mapping):
+        raise TypeError(
+            f"environ must be a mapping of names to values (like os.environ) or None, got {type(environ).__name__}"
+        )
+    if isinstance(timeout, bool) or not (
+        isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0
+    ):
         raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
 
 
@@ -247,7 +271,7 @@ async def apreflight(
     import anyio.to_thread
     import openai
 
-    _check_timeout(timeout)
+    _check_arguments(client, api_key, base_url, timeout, api_key_env, environ)
     provider = _provider(client, api_key)
     if provider is None or not isinstance(client, openai.AsyncOpenAI):
         # A sync client's provider is a blocking call, like the rest: the worker thread makes it.

@@ -12,7 +12,7 @@ from openai.types.chat import ChatCompletionChunk
 from prometheus_client import CollectorRegistry
 
 import streamtap
-from streamtap._taxonomy import ErrorType, Phase
+from streamtap import ErrorType, Phase
 
 
 def sync_client() -> None:
@@ -65,3 +65,44 @@ def preflight_checks(client: openai.OpenAI) -> None:
 
 async def async_preflight_checks(client: openai.AsyncOpenAI) -> None:
     assert_type(await streamtap.apreflight(client), streamtap.PreflightReport)
+
+
+class _BytesCache:
+    """An answer cache whose get returns bytes, as a Redis client without decode_responses."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.kept.get(key)
+
+    def set(self, key: str, text: str) -> None:
+        self.kept[key] = text.encode()
+
+
+class _CountingRecorder:
+    """A user's own recorder, typed with the public names only."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[streamtap.Outcome] = []
+
+    def start_call(self, event: streamtap.CallStarted) -> streamtap.CallObserver:
+        return self
+
+    def on_event(self, event: streamtap.CallEvent) -> None:
+        if isinstance(event, streamtap.CallFinished):
+            self.outcomes.append(event.outcome)
+
+    def breaker_changed(self, event: streamtap.BreakerTransition) -> None:
+        state: streamtap.BreakerState = event.new
+        assert state
+
+    def telemetry_failed(self, error: BaseException) -> None:
+        pass
+
+
+def bring_your_own_cache_and_recorder() -> None:
+    recorder: streamtap.Recorder = _CountingRecorder()
+    streamtap.instrument(
+        openai.OpenAI(), recorders=[recorder], fallbacks=[streamtap.Fallback.cached(_BytesCache())]
+    )

@@ -479,3 +479,24 @@ def test_an_upstream_fallback_base_url_every_request_could_not_parse_is_refused(
     )
     assert message.endswith(f"got {url.rstrip('/')!r}: {why}")
     assert Fallback.upstream("http://[::1]:8080/v1/").base_url == "http://[::1]:8080/v1"
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"kind": "non_streaming", "to_model": "x"}, "Fallback of kind 'non_streaming' takes no to_model"),
+        (
+            {"kind": "model", "to_model": "m", "api_key": "sk-12345678"},
+            "Fallback of kind 'model' takes no api_key",
+        ),
+        ({"kind": "cache", "base_url": "http://h/v1"}, "Fallback of kind 'cache' takes no base_url"),
+        (
+            {"kind": "upstream", "base_url": "http://h/v1", "cache": {}},
+            "Fallback of kind 'upstream' takes no cache",
+        ),
+    ],
+)
+def test_a_field_its_kind_takes_no_value_of_is_refused(fields: dict[str, object], refused: str) -> None:
+    """Not ignored: `Fallback(kind="non_streaming", to_model="x")` showed as a call that is none."""
+    with pytest.raises(ValueError, match=f"^{re.escape(refused)}; build one with Fallback\\."):
+        Fallback(**fields)  # type: ignore[arg-type]

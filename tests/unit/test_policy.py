@@ -294,3 +294,13 @@ def test_from_mapping_rejects(data: dict[str, object], message: str) -> None:
 def test_from_mapping_rejects_non_mapping() -> None:
     with pytest.raises(ValueError, match=r"^policy must be a mapping, got \[1\]$"):
         Policy.from_mapping([1])  # type: ignore[arg-type]
+
+
+def test_a_refused_setting_pickles_as_a_value_error() -> None:
+    """Raised in a process pool's worker, it must cross back: it broke the pool, or hung it."""
+    import pickle
+
+    with pytest.raises(ValueError, match="max_attempts") as refused:
+        Policy(max_attempts=0)
+    again = pickle.loads(pickle.dumps(refused.value))
+    assert type(again) is ValueError and str(again) == str(refused.value)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import socket
 from collections.abc import Callable
 
+import anyio
 import httpx2
 import openai
 import pytest
 
-from streamtap._preflight import _inputs, check_models, preflight
+from streamtap._preflight import _inputs, apreflight, check_models, preflight
 from streamtap._preflight_net import check_dns, dns_hint
 from streamtap._preflight_report import Check, PreflightReport, skipped
 from streamtap._preflight_rules import (
@@ -707,10 +709,28 @@ def test_preflight_bad_base_url_skips_the_network_with_exact_timings() -> None:
     )
 
 
-@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), True])
 def test_preflight_rejects_bad_timeouts(timeout: float) -> None:
     with pytest.raises(ValueError, match=r"^timeout must be a finite number of seconds > 0, got "):
         preflight(api_key=KEY, timeout=timeout, environ={})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "refused"),
+    [
+        ({"client": KEY}, r"^client must be an openai\.OpenAI .*, got str \(a key goes as api_key=\)$"),
+        ({"client": object()}, r"^client must be .*, got object$"),
+        ({"api_key": 123}, r"^api_key must be a string or None, got int$"),
+        ({"base_url": 5}, r"^base_url must be a string or None, got int$"),
+        ({"api_key_env": None}, r"^api_key_env must be the name of an environment variable, got NoneType$"),
+        ({"environ": []}, r"^environ must be a mapping .*, got list$"),
+    ],
+)
+def test_preflight_names_an_argument_it_cannot_read(arguments: dict[str, object], refused: str) -> None:
+    """Not an AttributeError about its insides (`preflight("sk-...")`, the key as the client)."""
+    for check in (preflight, lambda **kw: anyio.run(functools.partial(apreflight, **kw))):
+        with pytest.raises(TypeError, match=refused):
+            check(**{"environ": {}, **arguments})
 
 
 REPORT = PreflightReport.from_checks(
