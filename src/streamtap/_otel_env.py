@@ -216,3 +216,76 @@ def metric_reading(environ: Mapping[str, str]) -> MetricReading:
             environ, "OTEL_METRIC_EXPORT_TIMEOUT", default.export_timeout_millis
         ),
     )
+
+
+def exemplar_filter(environ: Mapping[str, str]) -> str:
+    """OTEL_METRICS_EXEMPLAR_FILTER: trace_based (the default), always_on or always_off. The SDK
+    raises on any other value, an empty one too (a Helm chart's or compose file's unset)."""
+    accepted = ("trace_based", "always_on", "always_off")
+    raw = environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip()
+    if raw.lower() in accepted:
+        return raw.lower()
+    if raw:
+        _ignored("OTEL_METRICS_EXEMPLAR_FILTER", raw, f"one of {', '.join(accepted)}", accepted[0])
+    return accepted[0]
+
+
+UNSET_LIMIT: Final = -1  # SpanLimits.UNSET: no limit
+# SpanLimits' arguments: the variable each reads, the one it takes when that one is unset (if
+# set), and the specification's default.
+_SPAN_LIMITS: Final = (
+    ("max_attributes", "OTEL_ATTRIBUTE_COUNT_LIMIT", None, 128),
+    ("max_span_attributes", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT", 128),
+    ("max_event_attributes", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT", 128),
+    ("max_link_attributes", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT", 128),
+    ("max_events", "OTEL_SPAN_EVENT_COUNT_LIMIT", None, 128),
+    ("max_links", "OTEL_SPAN_LINK_COUNT_LIMIT", None, 128),
+    ("max_attribute_length", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None, UNSET_LIMIT),
+    (
+        "max_span_attribute_length",
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        UNSET_LIMIT,
+    ),
+)
+
+
+def _limit(raw: str | None) -> int | None:
+    """A limit variable's value: an integer >= 0, UNSET_LIMIT for `unset`, None for no valid value."""
+    value = (raw or "").strip().lower()
+    if value == "unset":
+        return UNSET_LIMIT
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def span_limits(environ: Mapping[str, str]) -> dict[str, int]:
+    """SpanLimits' arguments for the OTEL_*_LIMIT variables the SDK would raise on (empty, or
+    neither an integer >= 0 nor `unset`), each treated as unset: the value that stands for it,
+    and a warning for any but empty. The SDK reads the others itself."""
+    fixed: dict[str, int] = {}
+    for argument, name, general, default in _SPAN_LIMITS:
+        raw = environ.get(name)
+        if raw is None or _limit(raw) is not None:
+            continue
+        use = _limit(environ.get(general)) if general is not None else None
+        use = default if use is None else use
+        if raw.strip():
+            _ignored(name, raw.strip(), "an integer >= 0 or unset", "no limit" if use == UNSET_LIMIT else use)
+        fixed[argument] = use
+    return fixed
+
+
+def grpc_endpoint(environ: Mapping[str, str], signal: str) -> str:
+    """The endpoint of an OTLP/gRPC exporter of `signal`: OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT,
+    else OTEL_EXPORTER_OTLP_ENDPOINT, the first that parses as a URL, else the specification's
+    default. The exporter raises on one that does not parse (`http://[bad`)."""
+    from urllib.parse import urlsplit
+
+    def parse(raw: str) -> str | None:
+        try:
+            _ = urlsplit(raw).port
+        except ValueError:
+            return None
+        return raw
+
+    return _per_signal(environ, "ENDPOINT", signal, parse, "a URL", "http://localhost:4317")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ._otel_env import compression
+from ._otel_env import compression, grpc_endpoint
 
 T = TypeVar("T")
 _lock = threading.Lock()  # one swap of a module's `environ` at a time
@@ -31,6 +31,7 @@ def grpc_exporter(cls: type[T], environ: Mapping[str, str], signal: str, timeout
     options: dict[str, Any] = {
         "compression": grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
         "timeout": timeout,
+        "endpoint": grpc_endpoint(environ, signal),
     }
     name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"
     module = next(

@@ -138,20 +138,21 @@ class Metrics:
         for spec in SPECS:
             if spec.kind == "counter":
                 made[spec.name] = Counter(
-                    spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry
+                    spec.name.removesuffix("_total"), spec.help, spec.labels, registry=None
                 )
             elif spec.kind == "gauge":
                 made[spec.name] = Gauge(
                     spec.name,
                     spec.help,
                     spec.labels,
-                    registry=registry,
+                    registry=None,
                     multiprocess_mode=_GAUGE_MODES[spec.name],  # type: ignore[arg-type]
                 )
             else:
                 made[spec.name] = Histogram(
-                    spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets
+                    spec.name, spec.help, spec.labels, registry=None, buckets=spec.buckets
                 )
+        _register_all(registry, made)
         c, g, h = self._counter, self._gauge, self._histogram
         self.requests = c(made, "streamtap_requests_total")
         self.request_errors = c(made, "streamtap_request_errors_total")
@@ -207,6 +208,27 @@ class Metrics:
         metric = made[name]
         assert isinstance(metric, Histogram)
         return metric
+
+
+def _register_all(registry: CollectorRegistry, made: dict[str, Counter | Gauge | Histogram]) -> None:
+    """Register every metric, or none: one whose name the registry holds already would leave the
+    others registered, and every later try would fail on those."""
+    done: list[Counter | Gauge | Histogram] = []
+    try:
+        for name, metric in made.items():
+            try:
+                registry.register(metric)
+            except ValueError as error:
+                raise ValueError(
+                    f"the Prometheus registry already has a metric named like streamtap's {name} ({error}): "
+                    "the application's own, or one of a streamtap module loaded before (a reload); give "
+                    "streamtap a registry of its own, e.g. PrometheusRecorder(CollectorRegistry())"
+                ) from None
+            done.append(metric)
+    except ValueError:
+        for metric in done:
+            registry.unregister(metric)
+        raise
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry import _logs, metrics, trace
-from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
-from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
+from opentelemetry._logs import LoggerProvider
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import ProxyTracerProvider, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._events import Recorder
@@ -27,6 +27,7 @@ from ._otel_attrs import check_provider
 from ._otel_content import emits_events
 from ._otel_env import (
     check_http_endpoint,
+    exemplar_filter,
     exporter_names,
     log_batches,
     metric_reading,
@@ -34,6 +35,7 @@ from ._otel_env import (
     protocol,
     sdk_disabled,
     span_batches,
+    span_limits,
 )
 from ._otel_events import OtelEventRecorder
 from ._otel_exit import flush_at_exit
@@ -54,11 +56,34 @@ _lock = threading.Lock()
 _defaults: list[Recorder] | None = None
 
 
+_SDK_TRACE_READS = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"  # at import, raising on a value it refuses
+
+
+def _import_sdk_trace() -> None:
+    """Import the SDK's trace module, which reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT as it loads and
+    raises on a value that is neither an integer >= 0 nor `unset`, an empty one too (a Helm
+    chart's unset): it is hidden while the module loads, and then read as `span_limits` says."""
+    import sys
+
+    raw = os.environ.get(_SDK_TRACE_READS)
+    if "opentelemetry.sdk.trace" in sys.modules or raw is None or span_limits({_SDK_TRACE_READS: raw}) == {}:
+        import opentelemetry.sdk.trace
+
+        return
+    del os.environ[_SDK_TRACE_READS]
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+    finally:
+        os.environ[_SDK_TRACE_READS] = raw
+
+
 def _is_unconfigured(provider: object) -> bool:
-    # The API hands out proxies (or no-ops) until an application sets a real provider.
-    return isinstance(
-        provider, ProxyTracerProvider | NoOpTracerProvider | NoOpMeterProvider | NoOpLoggerProvider
-    ) or (type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider"))
+    # The API hands out proxies until an application sets a provider; a no-op one is set on
+    # purpose (telemetry off), and kept.
+    return isinstance(provider, ProxyTracerProvider) or type(provider).__name__ in (
+        "_ProxyMeterProvider",
+        "ProxyLoggerProvider",
+    )
 
 
 def _resource(service_name: str, environ: Mapping[str, str]) -> Resource:
@@ -130,11 +155,14 @@ def build_tracer_provider(
     Its resource is `resource` when given, else one named `service_name` (OTEL_SERVICE_NAME
     wins over it, and OTEL_RESOURCE_ATTRIBUTES adds its attributes, as in the SDK).
     """
+    from opentelemetry.sdk.trace import SpanLimits
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
     provider = SdkTracerProvider(
-        resource=_resource(service_name, environ) if resource is None else resource, shutdown_on_exit=False
+        resource=_resource(service_name, environ) if resource is None else resource,
+        shutdown_on_exit=False,
+        span_limits=SpanLimits(**span_limits(environ)),
     )
     batches = vars(span_batches(environ))  # read (and warned of) once, whatever the exporters
     kinds = _exporter_kinds(environ, "traces")
@@ -195,10 +223,18 @@ def build_meter_provider(
 
             exporter = HttpMetrics(timeout=timeout)
         readers.append(PeriodicExportingMetricReader(exporter, **reading))
+    from opentelemetry.sdk.metrics import (
+        AlwaysOffExemplarFilter,
+        AlwaysOnExemplarFilter,
+        TraceBasedExemplarFilter,
+    )
+
+    filters = {"always_on": AlwaysOnExemplarFilter, "always_off": AlwaysOffExemplarFilter}
     provider = SdkMeterProvider(
         metric_readers=readers,
         resource=_resource(service_name, environ) if resource is None else resource,
         shutdown_on_exit=False,
+        exemplar_filter=filters.get(exemplar_filter(environ), TraceBasedExemplarFilter)(),
     )
     flush_at_exit(provider, timeout)
     return provider
@@ -306,6 +342,8 @@ def setup_telemetry(
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()
             build_meter = _is_unconfigured(meter_provider) and not disabled
+        if build_tracer or build_meter:
+            _import_sdk_trace()
         if build_tracer:
             tracer_provider = build_tracer_provider(service_name, resource=resource_of(meter_provider))
             trace.set_tracer_provider(tracer_provider)

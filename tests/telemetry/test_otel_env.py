@@ -16,13 +16,16 @@ from streamtap._otel_env import (
     MetricReading,
     check_http_endpoint,
     compression,
+    exemplar_filter,
     exporter_names,
+    grpc_endpoint,
     log_batches,
     metric_reading,
     otlp_timeout,
     protocol,
     sdk_disabled,
     span_batches,
+    span_limits,
 )
 
 NO_LIMIT_MS = 2**31 - 1
@@ -324,3 +327,51 @@ def test_an_http_endpoint_without_a_scheme_is_warned_of_once(
         assert message.startswith(f"streamtap: {warned} is not an http:// or https:// URL, as OTLP over ")
         assert message.endswith("every export to it will fail")
         assert "hunter2" not in message
+
+
+def test_the_exemplar_filter_the_sdk_would_raise_on_is_unset(caplog: pytest.LogCaptureFixture) -> None:
+    assert exemplar_filter({}) == "trace_based"
+    assert exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": " Always_Off "}) == "always_off"
+    assert exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": ""}) == "trace_based"  # a chart's unset
+    assert caplog.messages == []
+    assert exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "bogus"}) == "trace_based"
+    assert caplog.messages == [
+        "streamtap: OTEL_METRICS_EXEMPLAR_FILTER=bogus is not one of trace_based, always_on, always_off; "
+        "using trace_based"
+    ]
+
+
+def test_span_limits_the_sdk_would_raise_on_are_unset(caplog: pytest.LogCaptureFixture) -> None:
+    """Given to SpanLimits as the value unset stands for; the valid ones the SDK reads itself."""
+    assert (
+        span_limits({"OTEL_SPAN_EVENT_COUNT_LIMIT": "7", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "unset"}) == {}
+    )
+    assert span_limits({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": ""}) == {"max_span_attributes": 128}
+    assert caplog.messages == []
+    fixed = span_limits(
+        {
+            "OTEL_ATTRIBUTE_COUNT_LIMIT": "64",
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "abc",  # then the general limit
+            "OTEL_SPAN_LINK_COUNT_LIMIT": "-1",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-5",  # no limit
+        }
+    )
+    assert fixed == {"max_span_attributes": 64, "max_links": 128, "max_attribute_length": -1}
+    assert caplog.messages == [
+        "streamtap: OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc is not an integer >= 0 or unset; using 64",
+        "streamtap: OTEL_SPAN_LINK_COUNT_LIMIT=-1 is not an integer >= 0 or unset; using 128",
+        "streamtap: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT=-5 is not an integer >= 0 or unset; using no limit",
+    ]
+
+
+def test_a_grpc_endpoint_that_does_not_parse_is_unset(caplog: pytest.LogCaptureFixture) -> None:
+    assert grpc_endpoint({}, "traces") == "http://localhost:4317"
+    assert grpc_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "traces") == "http://c:4317"
+    bad = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://[bad",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
+    }
+    assert grpc_endpoint(bad, "traces") == "http://c:4317"
+    assert caplog.messages == [
+        "streamtap: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://[bad is not a URL; using http://c:4317"
+    ]

@@ -349,3 +349,18 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
     swallowed, so not one metric was recorded."""
     with pytest.raises(TypeError, match=f"^PrometheusRecorder {message}"):
         PrometheusRecorder(**kwargs)
+
+
+def test_a_registry_holding_one_of_its_names_gets_none_of_its_metrics() -> None:
+    """Registered one by one, the metrics before the collision stayed: every later try failed on
+    those, names the application never had."""
+    from prometheus_client import Gauge
+
+    registry = CollectorRegistry()
+    Gauge("streamtap_active_streams", "the application's own", registry=registry)
+    for _ in range(2):
+        with pytest.raises(
+            ValueError, match="already has a metric named like streamtap's streamtap_active_streams"
+        ):
+            PrometheusRecorder(registry)
+    assert [m.name for m in registry.collect()] == ["streamtap_active_streams"]

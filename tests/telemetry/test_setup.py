@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from opentelemetry.trace import ProxyTracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
+import streamtap
 from streamtap import _otel_env, _telemetry
 from streamtap._otel_content import CAPTURE_ENV, EMIT_EVENT_ENV
 from streamtap._otel_events import EVENT_NAME, OtelEventRecorder
@@ -43,8 +46,8 @@ def globals_(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Stand-ins for the global providers: unconfigured proxies, and a record of what is set."""
     state: dict[str, Any] = {
         "tracer": ProxyTracerProvider(),
-        "meter": metrics.NoOpMeterProvider(),
-        "logger": _logs.NoOpLoggerProvider(),
+        "meter": metrics._internal._ProxyMeterProvider(),
+        "logger": _logs._internal.ProxyLoggerProvider(),
     }
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: state["tracer"])
     monkeypatch.setattr(trace, "set_tracer_provider", lambda p: state.__setitem__("set_tracer", p))
@@ -532,3 +535,36 @@ def test_an_exit_flush_waits_at_most_the_otlp_timeout_read_once(
     assert caplog.messages == [
         "streamtap: OTEL_EXPORTER_OTLP_TIMEOUT=soon is not a number of seconds >= 0; using 10.0"
     ]
+
+
+def test_no_op_providers_the_app_set_are_kept(globals_: dict[str, Any]) -> None:
+    """Set on purpose (telemetry off): nothing is built, set or exported beside them."""
+    globals_.update(
+        tracer=trace.NoOpTracerProvider(),
+        meter=metrics.NoOpMeterProvider(),
+        logger=_logs.NoOpLoggerProvider(),
+    )
+    setup_telemetry(prometheus_registry=CollectorRegistry(), events=True)
+    assert not {"set_tracer", "set_meter", "set_logger"} & set(globals_)
+
+
+def test_otel_values_the_sdk_raises_on_start_nothing_but_a_warning() -> None:
+    """Empty (a Helm chart's unset) or invalid: the SDK raised, at its import for one of them,
+    and the app or the proxy stopped at start."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(streamtap.__file__).resolve().parents[1]),  # the streamtap under test
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "",
+        "OTEL_SPAN_LINK_COUNT_LIMIT": "abc",
+        "OTEL_METRICS_EXEMPLAR_FILTER": "",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://[bad",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_SDK_DISABLED": "false",
+    }
+    script = "import streamtap; print(len(streamtap.setup_telemetry()))"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr
+    assert "OTEL_SPAN_LINK_COUNT_LIMIT=abc is not an integer >= 0 or unset; using 128" in done.stderr
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://[bad is not a URL; using http://localhost:4317" in done.stderr
