@@ -250,7 +250,7 @@ _SPAN_LIMITS: Final = (
 )
 
 
-def _limit(raw: str | None) -> int | None:
+def limit_value(raw: str | None) -> int | None:
     """A limit variable's value: an integer >= 0, UNSET_LIMIT for `unset`, None for no valid value."""
     value = (raw or "").strip().lower()
     if value == "unset":
@@ -265,9 +265,9 @@ def span_limits(environ: Mapping[str, str]) -> dict[str, int]:
     fixed: dict[str, int] = {}
     for argument, name, general, default in _SPAN_LIMITS:
         raw = environ.get(name)
-        if raw is None or _limit(raw) is not None:
+        if raw is None or limit_value(raw) is not None:
             continue
-        use = _limit(environ.get(general)) if general is not None else None
+        use = limit_value(environ.get(general)) if general is not None else None
         use = default if use is None else use
         if raw.strip():
             _ignored(name, raw.strip(), "an integer >= 0 or unset", "no limit" if use == UNSET_LIMIT else use)

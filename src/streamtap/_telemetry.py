@@ -29,6 +29,7 @@ from ._otel_env import (
     check_http_endpoint,
     exemplar_filter,
     exporter_names,
+    limit_value,
     log_batches,
     metric_reading,
     otlp_timeout,
@@ -66,7 +67,7 @@ def _import_sdk_trace() -> None:
     import sys
 
     raw = os.environ.get(_SDK_TRACE_READS)
-    if "opentelemetry.sdk.trace" in sys.modules or raw is None or span_limits({_SDK_TRACE_READS: raw}) == {}:
+    if "opentelemetry.sdk.trace" in sys.modules or raw is None or limit_value(raw) is not None:
         import opentelemetry.sdk.trace
 
         return
