@@ -67,12 +67,11 @@ class SecretMask:
             ordinary words), which every key is.
     """
 
-    __slots__ = ("_pairs", "longest")
+    __slots__ = ("_pairs",)
 
     def __init__(self, secrets: Iterable[str]) -> None:
         unique = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)  # longest first
         self._pairs = tuple((s.encode(), fingerprint(s).encode()) for s in unique)
-        self.longest = max((len(s) for s, _ in self._pairs), default=0)  # in bytes
 
     def __bool__(self) -> bool:
         return bool(self._pairs)
