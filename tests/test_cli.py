@@ -488,6 +488,21 @@ def test_a_refused_setting_names_what_gave_it(where: str, tmp_path: pathlib.Path
     assert result.output.splitlines()[-1].startswith(f"Error: {named}listen must be host:port")
 
 
+def test_a_token_given_where_its_variables_name_belongs_is_not_echoed() -> None:
+    """A token of letters and digits is an identifier too: refused as unset, without it."""
+    token = "c0ffee5e3d9a4b7f8e21d6a0b3c4d5e6"
+    result = CliRunner().invoke(main, ["proxy", "--client-token-env", token])
+    assert result.exit_code == 2 and token not in result.output
+    assert "environment variable the variable --client-token-env names is empty or unset" in result.output
+    result = CliRunner().invoke(
+        main,
+        ["check", "--api-key-env", token, "--timeout", "0.5"],
+        env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+    )
+    assert result.exit_code == 1 and token not in result.output
+    assert "no API key (the variable api_key_env names is not set)" in result.output
+
+
 def test_a_secret_variable_is_named_as_the_user_gave_it() -> None:
     result = CliRunner().invoke(
         main, ["proxy"], env={"STREAMTAP_PROXY_UPSTREAM_API_KEY_ENV": "NO_SUCH_VARIABLE_HERE"}
