@@ -39,7 +39,7 @@ from ._events import (
     RetryScheduled,
     RetrySuppressed,
 )
-from ._fallback import Fallback, Route, cache_key, cache_scope, cacheable_request
+from ._fallback import Fallback, Route, cache_key, cache_scope, cacheable_request, split_url
 from ._resume import retrieve_url
 from ._steps import ErrorResponse, GiveUp, Send, Step, Wait
 from ._taxonomy import Api, ErrorType, Outcome, SuppressCause
@@ -428,6 +428,5 @@ class Call:
 def event_url(url: str) -> str:
     """An attempt's URL (without its query) as recorders get it: without a user:password@ too,
     which any recorder, an app's own among them, could log."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}" if "@" in authority else url
+    scheme, sep, authority, rest = split_url(url)
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{rest}" if "@" in authority else url

@@ -281,8 +281,8 @@ def shown_url(url: str) -> str:
     """`url` as a message may show it, even when it does not parse: without a user:password@
     and without its query or fragment, where keys go too (Azure's `?api-key=`), shown as `?...`
     (`#...`). A password may hold an unescaped / ? or #, which ends the authority early as
-    parsers read it: an @ after such an authority (`_split`) hides all before it, as `...@`."""
-    scheme, sep, authority, rest = _split(url)
+    parsers read it: an @ after such an authority (`split_url`) hides all before it, as `...@`."""
+    scheme, sep, authority, rest = split_url(url)
     if "@" in authority:
         authority = authority.rpartition("@")[2]
     elif "@" in rest:
@@ -297,12 +297,13 @@ def carries_credentials(url: str) -> bool:
     """Whether `url` may carry a user:password@: an @ in its authority, or after one that is no
     host[:port] (a password holding an unescaped / ? or #). An @ in the path of a URL whose
     authority is a host is the path's."""
-    _, _, authority, rest = _split(url)
+    _, _, authority, rest = split_url(url)
     return "@" in authority or ("@" in rest and not _HOST_PORT.fullmatch(authority))
 
 
-def _split(url: str) -> tuple[str, str, str, str]:
-    """Scheme, "://", the authority as parsers read it (up to the first / ? or #), the rest."""
+def split_url(url: str) -> tuple[str, str, str, str]:
+    """Scheme, "://", the authority as parsers read it (up to the first / ? or #), the rest;
+    even for a URL that does not parse."""
     scheme, sep, rest = url.partition("://")
     if not sep:  # no scheme: the authority comes first
         scheme, rest = "", url
