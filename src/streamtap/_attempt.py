@@ -195,7 +195,7 @@ class StreamAttempt:
         if not self.committed and now >= self._ftt_deadline - 1e-3:
             return failure("first_token_timeout", "first_token", "no content within first_token_timeout")
         if now >= self.deadline - 1e-3:
-            return failure("timeout", self.phase, "the call's total_timeout ran out")
+            return self._call_out_of_time()
         if now >= self._idle_deadline() - 1e-3:
             return failure("stall", self.phase, "no event within idle_timeout")
         # The caller's own (SDK `timeout=`) read timeout, shorter than the policy's: one
@@ -405,8 +405,19 @@ class StreamAttempt:
         elif self._idle is not None and now - max(self._last_event_at, self._idle_from) > self._idle:
             self._fail(failure("stall", self.phase, "no event within idle_timeout"))
         elif now >= self.deadline:
-            self._fail(failure("timeout", self.phase, "the call's total_timeout ran out"))
+            self._fail(self._call_out_of_time())
         return b""
+
+    def _call_out_of_time(self) -> Failure:
+        """The call's total_timeout ran out. Before the first content the upstream has not
+        answered within all the time the call had: as a first-token timeout, it counts against
+        the breaker. After it the upstream was answering, and none of streamtap's deadlines on
+        it (idle_timeout) ran out: the call's own time did, as a caller's read timeout does, so
+        long answers cut by a short total_timeout do not open the breaker that every call of a
+        healthy upstream shares."""
+        return failure(
+            "timeout", self.phase, "the call's total_timeout ran out", counts_for_breaker=not self.committed
+        )
 
     def _fail(self, failure_: Failure) -> None:
         self.failure = failure_

@@ -44,9 +44,11 @@ _TRANSIENT_EVENT_CODES = frozenset(
 _CALLER_EVENT_CODES = frozenset(
     {"context_length_exceeded", "invalid_prompt", "invalid_request_error", "content_filter"}
 )
-# Error codes of an error status that no wait fixes: a 429 `insufficient_quota` is an account
-# out of credit, not a rate (OpenAI sends it as both the error's code and its type).
-_NO_RETRY_CODES = frozenset({"insufficient_quota"})
+# Error codes of an error status that blame the caller's account, not the upstream: a 429
+# `insufficient_quota` is an account out of credit, not a rate (OpenAI sends it as both the
+# error's code and its type). No wait fixes it, and the upstream still serves every other key:
+# not retried, and neutral to the circuit breaker those keys share (as a revoked key's 401 is).
+_ACCOUNT_CODES = frozenset({"insufficient_quota"})
 # An error code that telemetry may carry: an identifier, never free text.
 _ERROR_CODE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -95,7 +97,7 @@ def classify_status(
     """A status that is no answer (not 2xx). `should_retry` is the upstream's x-should-retry
     override, if any; `code` is the error body's code (`api_error_code`)."""
     retryable = status in (408, 409, 429) or status >= 500
-    if status in _NOT_RETRYABLE or code in _NO_RETRY_CODES:
+    if status in _NOT_RETRYABLE or code in _ACCOUNT_CODES:
         retryable = False
     if should_retry is not None:
         retryable = should_retry
@@ -105,7 +107,7 @@ def classify_status(
         retryable=retryable,
         message=f"upstream answered HTTP {status}" + (f" ({code})" if code else ""),
         status_code=status,
-        counts_for_breaker=status not in _BREAKER_NEUTRAL,
+        counts_for_breaker=status not in _BREAKER_NEUTRAL and code not in _ACCOUNT_CODES,
         code=error_code(code),
     )
 

@@ -326,17 +326,20 @@ def test_timed_out_names_the_deadline_that_ran_out() -> None:
     assert attempt.timed_out(4.0) == Failure("timeout", "streaming", False, caller, counts_for_breaker=False)
     assert attempt.timed_out(5.0).counts_for_breaker is True
     assert attempt.timed_out(5.0) == Failure("stall", "streaming", False, "no event within idle_timeout")
+    # The upstream was answering: the call's own time ran out, which is no fault of the upstream's.
     assert attempt.timed_out(20.0) == Failure(
-        "timeout", "streaming", False, "the call's total_timeout ran out"
+        "timeout", "streaming", False, "the call's total_timeout ran out", counts_for_breaker=False
     )
 
 
 def test_total_timeout_before_first_token() -> None:
     attempt = make(first_token_timeout=30.0, idle_timeout=None, deadline=3.0)
     assert attempt.read_timeout(1.0) == pytest.approx(2.0)
+    # No content within all the time the call had: the upstream's, as a first-token timeout is.
     assert attempt.timed_out(3.0) == Failure(
         "timeout", "first_token", True, "the call's total_timeout ran out"
     )
+    assert attempt.timed_out(3.0).counts_for_breaker
 
 
 def test_keepalives_are_not_progress_stall_fires() -> None:
@@ -373,7 +376,9 @@ def test_content_after_the_call_deadline_is_released_then_fails() -> None:
     attempt = make(first_token_timeout=None, idle_timeout=None, deadline=10.0)
     attempt.feed(content("a"), 1.0)
     assert attempt.feed(content("b"), 10.0) == content("b")
-    assert attempt.failure == Failure("timeout", "streaming", False, "the call's total_timeout ran out")
+    assert attempt.failure == Failure(
+        "timeout", "streaming", False, "the call's total_timeout ran out", counts_for_breaker=False
+    )
 
 
 # -- counters ---------------------------------------------------------------------------------

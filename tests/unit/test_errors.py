@@ -81,9 +81,12 @@ def test_api_error_code(body: bytes, code: str | None) -> None:
     assert api_error_code(body) == code
 
 
-def test_a_quota_429_is_not_retried_unless_the_upstream_says_so() -> None:
+def test_a_quota_429_is_not_retried_unless_the_upstream_says_so_and_leaves_the_breaker_alone() -> None:
+    # An account out of credit is that key's, not the upstream's: every other key sharing the
+    # breaker is still served.
     quota = classify_status(429, {}, None, "insufficient_quota")
-    assert (quota.error_type, quota.retryable, quota.counts_for_breaker) == ("rate_limited", False, True)
+    assert (quota.error_type, quota.retryable, quota.counts_for_breaker) == ("rate_limited", False, False)
+    assert classify_status(429, {}, None, "rate_limit_exceeded").counts_for_breaker
     assert quota.message == "upstream answered HTTP 429 (insufficient_quota)"
     assert classify_status(429, {}, None, "rate_limit_exceeded").retryable
     assert classify_status(429, {}, True, "insufficient_quota").retryable
