@@ -219,6 +219,7 @@ class Call:
             )
         )
         self._breaker.concluded(self.route, failure)
+        before = (self.last_failure, self.error_response, self.exception, self._give_up_type)
         self.last_failure = failure
         self.error_response = error_response
         # Kept to raise again when the call gives up before its first content, and only then:
@@ -242,6 +243,14 @@ class Call:
             self.observer.on_event(
                 FallbackUsed(self.call_id, self.route.fallback or "model", self.route.model, False)
             )
+            if not falls_back(failure):
+                # What stops the chain for the caller's route (a 401, a 400) blames the
+                # fallback's own key or model here (a parameter only the primary takes): the
+                # next fallback may serve, and if none does the caller gets the error of the
+                # route before, never an error about a key or model it did not choose.
+                self.last_failure, self.error_response, self.exception, self._give_up_type = before
+                self._pending = self._fall_back() or GiveUp()
+                return
         if not falls_back(failure):
             self._pending = GiveUp()
             return

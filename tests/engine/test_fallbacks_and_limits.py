@@ -159,6 +159,20 @@ def test_cache_miss_gives_the_sdk_error(fake: FakeUpstream, recording: Recording
     assert recording.of(FallbackUsed)[0].ok is False
 
 
+def test_a_fallback_model_that_refuses_the_request_leaves_the_caller_the_primarys_error(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    # The fallback model's 400 (a parameter only the primary takes) is no fault of the caller's:
+    # the SDK raises the primary's 503, not a BadRequestError about a model it did not ask for.
+    client = make_client(False, fallbacks=[streamtap.Fallback.model("gpt-4o-mini")])
+    fake.enqueue("status=503", "status=503", "status=503", "status=400")
+    with pytest.raises(openai.InternalServerError):
+        _chat_text(client)
+    assert [r.model for r in fake.requests] == ["gpt-4o", "gpt-4o", "gpt-4o", "gpt-4o-mini"]
+    assert recording.finished.error_type == "server_error"
+    assert recording.of(FallbackUsed)[0].ok is False
+
+
 class _DownCache:
     """A Redis-style AnswerCache whose server is down."""
 

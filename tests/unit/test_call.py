@@ -1030,3 +1030,32 @@ def test_the_proxy_keeps_only_what_its_calls_need() -> None:
 
     proxy = Proxy(ProxyConfig(upstream="http://127.0.0.1:9/v1"), recorders=[])
     assert proxy.engine.keeps_delivered is False
+
+
+@pytest.mark.parametrize("status", [401, 400])
+def test_a_fallbacks_own_refusal_goes_on_to_the_next_and_keeps_the_callers_error(status: int) -> None:
+    # A fallback's 401 is its own key's; its 400 a parameter its model does not take: neither is
+    # the caller's fault, so the chain goes on, and the caller never gets an error about them.
+    cache = MemoryCache(clock=Clock())
+    cache.set(cache_key("chat_completions", BODY, cache_scope(URL, {})), "cached")
+    rig = Rig(
+        Policy(max_attempts=1, breaker=NO_BREAKER),
+        fallbacks=(Fallback.upstream("http://other:9/v1", api_key="sk-other"), Fallback.cached(cache)),
+    )
+    call = rig.start()
+    rig.fail_status(call, rig.send(call), 503)
+    rig.fail_status(call, rig.send(call), status)
+    step = call.next()
+    assert isinstance(step, Serve) and CHAT.text(step.body) == "cached"
+    assert FallbackUsed(1, "upstream", "gpt-x", False) in rig.rec.events
+
+    alone = Rig(
+        Policy(max_attempts=1, breaker=NO_BREAKER),
+        fallbacks=(Fallback.upstream("http://other:9/v1", api_key="sk-other"),),
+    )
+    call = alone.start()
+    alone.fail_status(call, alone.send(call), 503)
+    alone.fail_status(call, alone.send(call), status)
+    assert call.next() == GiveUp()
+    assert call.error_type == "server_error"
+    assert call.error_response is not None and call.error_response.status_code == 503
