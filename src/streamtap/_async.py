@@ -14,12 +14,12 @@ from ._async_body import AsyncBody, bounded, deadline_reads, error_body, peek, p
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
+    CallDeadline,
     araw_chunks,
     build_request,
     caller_failure,
     caller_headers,
     caller_read_timeout,
-    callers_read_timeout,
     connect_failure,
     error_response,
     give_up,
@@ -34,7 +34,7 @@ from ._driver import (
 from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
-from ._whole import body_answer, body_failure, labelled_whole, web_page, whole_error
+from ._whole import answer_failure, body_answer, labelled_whole, web_page, whole_error
 
 
 async def send_async(
@@ -203,6 +203,12 @@ class Live:
     ) -> httpx2.Response | None:
         call = self.call
         clock = call.engine.clock
+        deadline = call.deadline
+        restore = (
+            None
+            if deadline is None
+            else deadline_reads(upstream, CallDeadline(deadline), clock, caller_read_timeout(self.request))
+        )
         try:
             raw = b"".join([chunk async for chunk in bounded(chunks)])
         except (*CONNECTION_ERRORS, ValueError) as error:
@@ -210,13 +216,15 @@ class Live:
             await self.close_upstream()
             call.attempt_failed(
                 send,
-                body_failure(error, callers_read_timeout(error, call, send, self.request)),
+                answer_failure(error, call, send, self.request, clock()),
                 now=clock(),
                 wall=call.engine.wall(),
                 status_code=upstream.status_code,
             )
             return None
         finally:
+            if restore is not None:
+                restore()
             await upstream.aclose()
         answer = body_answer(call, send, upstream, raw)
         if not isinstance(answer, tuple):

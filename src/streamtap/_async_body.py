@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpcore2
 import httpx2
 
-from ._attempt import StreamAttempt
-from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
+from ._driver import ReadDeadline, dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectAsyncBody
 from ._whole import MAX_BODY, MAX_ERROR_BODY, reads_as_events
@@ -246,7 +245,7 @@ async def error_body(chunks: AsyncIterator[bytes]) -> bytes:
 
 
 def deadline_reads(
-    upstream: httpx2.Response, attempt: StreamAttempt, clock: Callable[[], float], cap: float | None
+    upstream: httpx2.Response, attempt: ReadDeadline, clock: Callable[[], float], cap: float | None
 ) -> Callable[[], None] | None:
     """Make every socket read of this body wait only until the attempt's next deadline.
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 
@@ -104,6 +104,27 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
             send.method, original.url, headers=headers, stream=original.stream, extensions=extensions
         )
     return httpx2.Request(send.method, send.url, headers=headers, content=send.body, extensions=extensions)
+
+
+class ReadDeadline(Protocol):
+    """What bounds each socket read of a body (`deadline_reads`): a stream's attempt, whose
+    deadlines move with its events, or a whole answer's `CallDeadline`."""
+
+    def read_timeout(self, now: float) -> float | None: ...
+
+
+class CallDeadline:
+    """A whole (non-streamed) answer's reads wait until the call's total_timeout at most. The
+    bound `build_request` set is what was left when the request went: a body that trickles,
+    each piece within it, would outlast the call's deadline."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def read_timeout(self, now: float) -> float:
+        return max(self.deadline - now, 0.0)
 
 
 def caller_read_timeout(request: httpx2.Request) -> float | None:

@@ -14,11 +14,11 @@ import httpx2
 from ._attempt import StreamAttempt
 from ._call import Call
 from ._driver import (
+    CallDeadline,
     build_request,
     caller_failure,
     caller_headers,
     caller_read_timeout,
-    callers_read_timeout,
     connect_failure,
     error_response,
     give_up,
@@ -34,7 +34,7 @@ from ._errors import CONNECTION_ERRORS, failure
 from ._steps import GiveUp, Send, Serve, Wait
 from ._stream_response import StreamResponse
 from ._sync_body import SyncBody, bounded, deadline_reads, error_body, peek
-from ._whole import body_answer, body_failure, labelled_whole, web_page, whole_error
+from ._whole import answer_failure, body_answer, labelled_whole, web_page, whole_error
 
 
 def send_sync(call: Call, transport: httpx2.BaseTransport, request: httpx2.Request) -> httpx2.Response:
@@ -201,6 +201,12 @@ class Live:
     ) -> httpx2.Response | None:
         call = self.call
         clock = call.engine.clock
+        deadline = call.deadline
+        restore = (
+            None
+            if deadline is None
+            else deadline_reads(upstream, CallDeadline(deadline), clock, caller_read_timeout(self.request))
+        )
         try:
             raw = b"".join(bounded(chunks))
         except (*CONNECTION_ERRORS, ValueError) as error:
@@ -208,13 +214,15 @@ class Live:
             self.close_upstream()
             call.attempt_failed(
                 send,
-                body_failure(error, callers_read_timeout(error, call, send, self.request)),
+                answer_failure(error, call, send, self.request, clock()),
                 now=clock(),
                 wall=call.engine.wall(),
                 status_code=upstream.status_code,
             )
             return None
         finally:
+            if restore is not None:
+                restore()
             upstream.close()
         answer = body_answer(call, send, upstream, raw)
         if not isinstance(answer, tuple):

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from ._attempt import StreamAttempt
-from ._driver import dropped_outcome, interrupted, own_network_stream, read_failure, ttft
+from ._driver import ReadDeadline, dropped_outcome, interrupted, own_network_stream, read_failure, ttft
 from ._errors import CONNECTION_ERRORS
 from ._stream_response import DirectSyncBody
 from ._whole import MAX_BODY, MAX_ERROR_BODY, reads_as_events
@@ -191,9 +190,10 @@ SHORTEST_READ = 1e-3
 
 
 def deadline_reads(
-    upstream: httpx2.Response, attempt: StreamAttempt, clock: Callable[[], float], cap: float | None
+    upstream: httpx2.Response, attempt: ReadDeadline, clock: Callable[[], float], cap: float | None
 ) -> Callable[[], None] | None:
-    """Make every socket read of this body wait only until the attempt's next deadline.
+    """Make every socket read of this body wait only until the attempt's next deadline (a
+    whole answer's: the call's, `CallDeadline`).
 
     httpcore fixes a body's read timeout once per response, but the deadline moves: the first
     token deadline applies until commit, the idle deadline after every event. So the

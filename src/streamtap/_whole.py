@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 
 from ._call import Call
-from ._driver import error_response
+from ._driver import callers_read_timeout, error_response
 from ._errors import CONNECTION_ERRORS, Failure, classify_error_event, classify_exception, failure
 from ._json import parse_json
 from ._steps import ErrorResponse, Send
@@ -39,6 +39,19 @@ def body_failure(error: Exception, blame_caller: bool = False) -> Failure:
     if isinstance(error, CONNECTION_ERRORS):
         return classify_exception(error, phase="first_token")
     return failure("bad_response", "first_token", str(error))
+
+
+def answer_failure(error: Exception, call: Call, send: Send, request: httpx2.Request, now: float) -> Failure:
+    """Why reading a whole answer's body failed: the call's total_timeout (its reads bounded by
+    `CallDeadline`), else `body_failure`, breaker-neutral when the caller's own read timeout ran
+    out (`callers_read_timeout`)."""
+    if (
+        call.deadline is not None
+        and now >= call.deadline - 1e-3
+        and isinstance(error, httpx2.TimeoutException)
+    ):
+        return failure("timeout", "first_token", "the call's total_timeout ran out")
+    return body_failure(error, callers_read_timeout(error, call, send, request))
 
 
 def web_page(response: httpx2.Response) -> Failure | None:

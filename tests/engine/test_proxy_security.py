@@ -368,7 +368,8 @@ def test_the_keys_the_proxy_holds_are_masked_in_the_errors_its_clients_get(fake:
             client = openai.OpenAI(base_url=proxy.base_url, api_key=token, max_retries=0)
             with client, pytest.raises(openai.AuthenticationError, match=r"provided: sk-\.\.\.abcd\."):
                 client.models.list()
-        # A proxy that forwards its clients' keys holds a fallback's own.
+        # A proxy that forwards its clients' keys holds a fallback's own. (A fallback's own 401
+        # leaves the client the primary's error: its stream's error event is what reaches it.)
         fallback = Fallback.upstream(echo + "/v1", api_key=spare)
         config = ProxyConfig(
             upstream=fake.base_url, listen="127.0.0.1:0", policy=TEST_POLICY, fallbacks=(fallback,)
@@ -377,9 +378,9 @@ def test_the_keys_the_proxy_holds_are_masked_in_the_errors_its_clients_get(fake:
             answer = httpx2.post(
                 proxy.base_url + "/chat/completions",
                 headers={"authorization": f"Bearer {CLIENT_KEY}", "x-fake-fault": "status=503"},
-                json={"model": "gpt-4o", "messages": CHAT_MESSAGES},
+                json={"model": "event", "messages": CHAT_MESSAGES, "stream": True},
             )
-            assert answer.status_code == 401
+            assert (answer.status_code, answer.headers["x-streamtap-fallback"]) == (200, "upstream")
             assert spare not in answer.text and "sk-...wxyz" in answer.text
 
 
