@@ -243,9 +243,7 @@ class Live:
         call.delivered_whole(clock())
         response = whole_response(
             upstream.status_code,
-            caller_headers(
-                upstream.headers if not call.primary.stream else None, call, sse=call.primary.stream
-            ),
+            caller_headers(upstream.headers, call, sse=call.primary.stream),
             content,
             self.request,
             upstream.extensions,

@@ -15,7 +15,16 @@ from streamtap import CallFinished, FallbackUsed, RetrySuppressed
 from streamtap.fake import FakeUpstream
 
 from .conftest import TEST_POLICY
-from .support import CHAT_MESSAGES, RESPONSES_INPUT, Recording, collect, expected, read_async, read_sync
+from .support import (
+    CHAT_MESSAGES,
+    RESPONSES_INPUT,
+    Recording,
+    collect,
+    create,
+    expected,
+    read_async,
+    read_sync,
+)
 
 
 def _chat_text(client: Any, **kwargs: Any) -> tuple[str, Any]:
@@ -52,6 +61,13 @@ def test_non_streaming_fallback_is_delivered_as_a_stream(
     assert "".join(received) == "".join(expected(fake, api))
     assert [r.stream for r in fake.requests] == [True, True, True, False]
     assert recording.finished.fallback == "non_streaming"
+    # The answer's own headers come with it (its request id, rate limits), relabelled a stream.
+    fake.enqueue("drop_after=0", "drop_after=0", "drop_after=0", "")
+    stream = create(client, api, stream=True)
+    with stream:
+        assert stream.response.headers["x-streamtap-fallback"] == "non_streaming"
+        assert stream.response.headers["x-request-id"] == fake.requests[-1].request_id
+        assert stream.response.headers["content-type"].startswith("text/event-stream")
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
