@@ -28,7 +28,7 @@ from ._errors import (
     classify_status,
     failure,
 )
-from ._fallback import IDENTITY_HEADERS
+from ._fallback import is_identity
 from ._steps import ErrorResponse, RawHeaders, Send, Serve
 from ._taxonomy import Outcome
 
@@ -73,10 +73,11 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
         for name in ("content-length", "transfer-encoding", "host"):
             headers.pop(name, None)
     if send.route.api_key is not None:
-        # The route's own key replaces the caller's identity whole: its credential in either
-        # header (Azure's clients send theirs as `api-key`) and the organization and project it
-        # bills, which another account's key is refused with and another upstream must not see.
-        for name in IDENTITY_HEADERS:
+        # The route's own key replaces the caller's identity whole: its credential in any header
+        # (Azure's clients send theirs as `api-key`, a gateway's in its own) and the organization
+        # and project it bills, which another account's key is refused with and another upstream
+        # must not see.
+        for name in [name for name in headers if is_identity(name.lower())]:
             headers.pop(name, None)
         headers["authorization"] = f"Bearer {send.route.api_key}"
     if send.method == "GET":

@@ -35,11 +35,22 @@ _NOT_IN_KEY = frozenset(
 )
 # Request fields a non-streaming fallback drops.
 _NOT_IN_NON_STREAMING = frozenset({"stream", "stream_options", "background"})
-# Request headers that say whose an answer is: the credential (OpenAI's bearer token, Azure's
-# `api-key`) and the organization and project it bills.
 # Who a request is from: its credential (`Authorization`, Azure's `api-key`) and the account it
 # bills (OpenAI's organization and project headers).
 IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
+# A gateway's own credential goes in a header of its choosing (Azure API Management's
+# `Ocp-Apim-Subscription-Key`, `x-api-key`, Cloudflare AI Gateway's `cf-aig-authorization`,
+# Helicone's `helicone-auth`, a session cookie): any header named like one is the caller's
+# identity too. An idempotency key names a request, not its sender.
+_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|cookie|session")
+_NOT_CREDENTIALS = frozenset({"idempotency-key"})
+
+
+def is_identity(name: str) -> bool:
+    """Whether a request header (by its lower-case name) says who sends the request."""
+    return name in IDENTITY_HEADERS or (
+        _CREDENTIAL_NAME.search(name) is not None and name not in _NOT_CREDENTIALS
+    )
 
 
 class AnswerCache(Protocol):
@@ -415,13 +426,19 @@ def cache_scope(url: str, headers: Mapping[str, str]) -> str:
     One engine serves every key and base URL of a client (`with_options`) and every client of
     the proxy; an answer made with one key or upstream must never serve a request of another
     (a key out of quota, or without access to the model). Only the digest is kept, never the
-    credential.
+    credential. The credential is in the identity headers (`IDENTITY_HEADERS`) or any other
+    named like one (`is_identity`: a gateway's own).
 
     Args:
         url: the request's URL (its upstream, path and query).
         headers: the request's headers, looked up without regard to case (`httpx2.Headers`).
     """
-    identity = [url, *(headers.get(name) or "" for name in IDENTITY_HEADERS)]
+    identity: list[object] = [url, *(headers.get(name) or "" for name in IDENTITY_HEADERS)]
+    identity += sorted(
+        (name.lower(), value)
+        for name, value in headers.items()
+        if name.lower() not in IDENTITY_HEADERS and is_identity(name.lower())
+    )
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 

@@ -16,6 +16,8 @@ import zlib
 from collections.abc import Iterable
 from urllib.parse import unquote
 
+from ._fallback import IDENTITY_HEADERS
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the proxy-only ones; never forwarded either way.
 HOP_BY_HOP = frozenset(
     {
@@ -33,6 +35,10 @@ HOP_BY_HOP = frozenset(
 # Recomputed or owned by the proxy.
 # The client's traceparent passes on; an attempt span, when tracing is on, replaces it with its own.
 _REQUEST_OWNED = frozenset({b"host", b"content-length", b"authorization"})
+# With a key of the proxy's own, the client's identity beside it: Azure's `api-key`, and the
+# organization and project to bill, which the client must not choose for the proxy's key (nor
+# get refused with, a project-scoped key under another project's header).
+_CLIENT_IDENTITY = frozenset(name.encode() for name in IDENTITY_HEADERS) - {b"authorization"}
 # uvicorn writes its own Date on every response.
 _RESPONSE_DROPPED = HOP_BY_HOP | {b"date"}
 # The content codings the engine decodes (httpx2's own decoders, without optional packages; door 1's
@@ -115,6 +121,8 @@ def forward_request_headers(headers: Headers, *, upstream_key: str | None, decod
             if lower == b"authorization" and upstream_key is None:
                 out.append((b"authorization", value))
             continue
+        if upstream_key is not None and lower in _CLIENT_IDENTITY:
+            continue  # the proxy's key, not the client, says which account and project pay
         out.append((lower, value))
     if upstream_key is not None:
         out.append((b"authorization", f"Bearer {upstream_key}".encode()))

@@ -97,7 +97,8 @@ def test_upstream_fallback_uses_its_own_base_url_and_key(recording: Recording, m
     ):
         first.enqueue("status=401")
         client = streamtap.instrument(
-            openai.OpenAI(base_url=first.base_url, api_key="sk-first"),
+            # A gateway's own credential header is the caller's identity too, not the backup's.
+            openai.OpenAI(base_url=first.base_url, api_key="sk-first", default_headers={"x-api-key": "gw-1"}),
             policy=TEST_POLICY,
             recorders=[recording],
             fallbacks=[streamtap.Fallback.upstream(second.base_url, api_key="sk-second")],
@@ -110,6 +111,8 @@ def test_upstream_fallback_uses_its_own_base_url_and_key(recording: Recording, m
     assert text == second.expected_text(model="gpt-4o", messages=CHAT_MESSAGES)
     assert headers["x-streamtap-fallback"] == "upstream"
     assert len(second.requests) == 1
+    assert first.requests[0].header("x-api-key") is not None
+    assert second.requests[0].header("x-api-key") is None
 
 
 def test_cached_answer_serves_when_everything_fails(

@@ -272,10 +272,20 @@ def test_token_mode_injects_the_upstream_key_and_requires_the_proxy_token() -> N
                 with client, pytest.raises(openai.AuthenticationError):
                     client.models.list()
             assert fake.requests == []  # a rejected client never reaches the upstream
-            client = openai.OpenAI(base_url=proxy.base_url, api_key=token, max_retries=0)
+            # The client's identity beside the proxy's key is dropped: the key says who pays.
+            client = openai.OpenAI(
+                base_url=proxy.base_url,
+                api_key=token,
+                max_retries=0,
+                organization="org-someone-else",
+                project="proj_other",
+                default_headers={"api-key": "tenant-own-azure-key"},
+            )
             with client:
                 assert client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES).choices
             assert fake.requests[0].status == 200  # the fake required, and got, the upstream key
+            sent = {name for name, _ in fake.requests[0].headers}
+            assert not sent & {"openai-organization", "openai-project", "api-key"}, sent
     with pytest.raises(ValueError, match="upstream_api_key needs client_token"):
         ProxyConfig(upstream_api_key="sk-x")
 

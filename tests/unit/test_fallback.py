@@ -374,8 +374,23 @@ def test_cache_scope_differs_by_credential_and_url(url: str, headers: dict[str, 
     assert cache_scope(url, httpx2.Headers(headers)) != SCOPE
 
 
+@pytest.mark.parametrize(
+    "name", ["x-api-key", "Ocp-Apim-Subscription-Key", "cf-aig-authorization", "helicone-auth", "cookie"]
+)
+def test_a_gateways_own_credential_header_scopes_the_cache_too(name: str) -> None:
+    # Behind a gateway that takes its key in a header of its own, two tenants' requests differ
+    # only there: one's cached answer must never serve the other.
+    def scope(key: str) -> str:
+        return cache_scope(URL, httpx2.Headers({"authorization": "Bearer sk-a", name: key}))
+
+    assert scope("tenant-a") != scope("tenant-b")
+    assert scope("tenant-a") not in (SCOPE, scope("tenant-b")) and scope("tenant-a") == scope("tenant-a")
+
+
 def test_cache_scope_is_a_digest_that_ignores_other_headers() -> None:
-    headers = httpx2.Headers({"Authorization": "Bearer sk-a", "x-stainless-retry-count": "2"})
+    headers = httpx2.Headers(
+        {"Authorization": "Bearer sk-a", "x-stainless-retry-count": "2", "idempotency-key": "stainless-1"}
+    )
     assert cache_scope(URL, headers) == SCOPE  # header names without regard to case; others ignored
     assert len(SCOPE) == 64 and "sk-a" not in SCOPE
 
