@@ -6,16 +6,18 @@ Semantics (Finagle's RetryBudget, as in gRPC retry throttling):
   retry (`try_withdraw()`);
 * `balance = min_per_second * ttl + ratio * (live deposits) - (live withdrawals)`, and a
   withdrawal succeeds only when `balance >= 1` (otherwise nothing is withdrawn);
-* deposits and withdrawals are both live for `ttl` seconds. Time is cut into 10 buckets of
-  `ttl / 10`; an entry made at time t lives while `floor(now / w) < floor(t / w) + 10`
-  (w = ttl / 10), i.e. it expires between 0.9·ttl and ttl after it was made, at the next
-  bucket boundary. Memory is O(10) whatever the traffic.
+* time is cut into buckets of `w = ttl / 10`. A deposit made at time t lives while
+  `floor(now / w) < floor(t / w) + 10`: it expires between 0.9·ttl and ttl after it was made,
+  at a bucket boundary. A withdrawal lives one bucket longer (`+ 11`), between ttl and 1.1·ttl,
+  so every retry of the last ttl seconds is still counted: with 10 buckets for both, a burst
+  late in one bucket and another once it expired put twice the floor within 0.9·ttl. Memory
+  is O(11) whatever the traffic.
 
-So within any ttl window at most `min_per_second * ttl + ratio * calls` retries happen: with
-the defaults (0.2, 1/s, 10 s) 100 calls allow exactly 20 + 10 = 30 retries. Because
-withdrawals outlive the deposits they spent, the balance can dip below the floor (even below
-zero) for a while after a burst: that is deliberate, it keeps a retry storm from restarting
-the moment old deposits expire.
+So within any ttl window at most `min_per_second * ttl + ratio * calls` retries happen, `calls`
+those of the ttl before the window's last retry: with the defaults (0.2, 1/s, 10 s) 100 calls
+allow exactly 20 + 10 = 30 retries. Because withdrawals outlive the deposits they spent, the
+balance can dip below the floor (even below zero) for a while after a burst: that is
+deliberate, it keeps a retry storm from restarting the moment old deposits expire.
 
 The arithmetic is exact (integer counts, `ratio` and the floor as fractions), so "exactly 20"
 never becomes 19 by float rounding.
@@ -32,7 +34,8 @@ from fractions import Fraction
 
 from ._policy import BudgetSettings
 
-_BUCKETS = 10
+_BUCKETS = 10  # a deposit's life, in buckets of ttl / 10
+_WITHDRAWAL_BUCKETS = _BUCKETS + 1  # a withdrawal's: never less than ttl
 # Settings are floats; as fractions with a bounded denominator 0.2 is exactly 1/5.
 _DENOMINATOR = 1_000_000
 
@@ -56,7 +59,7 @@ class RetryBudget:
         self._ratio = _exact(settings.ratio)
         self._floor = _exact(settings.min_per_second) * _exact(settings.ttl)
         self._lock = threading.Lock()
-        # [bucket index, deposits, withdrawals], oldest first; at most _BUCKETS entries.
+        # [bucket index, deposits, withdrawals], oldest first; at most _WITHDRAWAL_BUCKETS entries.
         self._buckets: deque[list[int]] = deque()
 
     @property
@@ -67,7 +70,7 @@ class RetryBudget:
         """Drop expired buckets and return the live one for now (caller holds the lock)."""
         index = math.floor(self._clock() / self._width)
         buckets = self._buckets
-        while buckets and buckets[0][0] <= index - _BUCKETS:
+        while buckets and buckets[0][0] <= index - _WITHDRAWAL_BUCKETS:
             buckets.popleft()
         # A clock that steps back (it should not) reuses the newest bucket rather than reorder.
         if buckets and buckets[-1][0] >= index:
@@ -77,8 +80,12 @@ class RetryBudget:
         return bucket
 
     def _balance(self) -> Fraction:
-        deposits = sum(b[1] for b in self._buckets)
-        withdrawals = sum(b[2] for b in self._buckets)
+        """The balance now (caller holds the lock, `_current` just ran): a deposit in the
+        oldest bucket kept has expired, only withdrawals live that long."""
+        buckets = self._buckets
+        oldest = buckets[-1][0] - _BUCKETS if buckets else 0
+        deposits = sum(b[1] for b in buckets if b[0] > oldest)
+        withdrawals = sum(b[2] for b in buckets)
         return self._floor + self._ratio * deposits - withdrawals
 
     def deposit(self) -> None:

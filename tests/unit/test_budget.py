@@ -100,9 +100,23 @@ def test_withdrawals_expire_too_and_can_leave_a_debt() -> None:
     clock.now = 1010.0  # the deposits expired, the withdrawals (made at 1005) did not
     assert budget.balance() == -20.0
     assert budget.try_withdraw() is False
-    clock.now = 1015.0  # the withdrawals expired: the floor is back
+    clock.now = 1015.999  # a withdrawal lives one bucket longer than a deposit: ttl at least
+    assert budget.balance() == -20.0
+    clock.now = 1016.0  # the withdrawals expired: the floor is back
     assert budget.balance() == 10.0
     assert withdraw_all(budget) == 10
+
+
+def test_no_ttl_window_holds_more_retries_than_the_floor() -> None:
+    # 4 retries per 2 s: a burst late in one bucket, another as soon as it may. With both kept 10
+    # buckets, the second came 1.8 s after the first, 8 retries within one ttl.
+    clock = FakeClock(1000.19)  # late in the bucket [1000.0, 1000.2)
+    budget = RetryBudget(BudgetSettings(ratio=0.0, min_per_second=2.0, ttl=2.0), clock=clock)
+    assert withdraw_all(budget) == 4
+    clock.now = 1002.0  # 1.81 s later
+    assert withdraw_all(budget) == 0
+    clock.now = 1002.2  # 2.01 s later: the first burst is out of every window with the next
+    assert withdraw_all(budget) == 4
 
 
 def test_sliding_window_mixes_old_and_new_deposits() -> None:
@@ -127,7 +141,7 @@ def test_memory_is_bounded_by_buckets() -> None:
         clock.now = step * 0.37
         budget.deposit()
         budget.try_withdraw()
-    assert len(budget._buckets) <= 10
+    assert len(budget._buckets) <= 11
 
 
 def test_disabled_always_allows() -> None:
