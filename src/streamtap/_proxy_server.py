@@ -20,6 +20,7 @@ import anyio
 import uvicorn
 
 from ._events import Recorder
+from ._fallback import shown_url
 from ._heap import settle_for_serving
 from ._preflight_rules import parse_base_url
 from ._proxy import Proxy
@@ -57,6 +58,17 @@ def _servers(config: ProxyConfig, recorders: Sequence[Recorder] | None) -> tuple
     warning = parse_base_url(config.upstream, source="upstream")[0].hint
     if warning:
         log.warning("upstream %s: %s", config.upstream, warning)
+    if config.upstream_api_key is not None:
+        # Without a key of its own an upstream fallback is sent the request's headers as they
+        # go upstream: here they carry the proxy's key, to another host.
+        for index, fallback in enumerate(config.fallbacks):
+            if fallback.kind == "upstream" and fallback.api_key is None and fallback.base_url is not None:
+                log.warning(
+                    "fallbacks[%d] (upstream %s) has no api_key: it is sent the proxy's own upstream "
+                    "key; give it an api_key of its own unless that upstream may see this key",
+                    index,
+                    shown_url(fallback.base_url),
+                )
     app = Proxy(config, recorders=recorders)
     servers = [uvicorn.Server(uvicorn_config(app, config))]
     if config.ops_listen is not None:

@@ -1033,3 +1033,26 @@ def _read_to_the_end(sock: socket.socket) -> None:
 
 def _tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
+
+
+def test_a_proxy_holding_its_key_warns_of_an_upstream_fallback_that_would_be_sent_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keyless = Fallback.upstream("https://backup.example/v1")
+    keyed = Fallback.upstream("https://other.example/v1", api_key="sk-other-0000")
+    config = ProxyConfig(
+        upstream="http://127.0.0.1:9/v1",
+        listen="127.0.0.1:0",
+        upstream_api_key="sk-proxy-own-key-0000abcd",
+        client_token="proxy-token-5e1",
+        fallbacks=(keyless, keyed),
+    )
+    caplog.set_level(logging.WARNING, logger="streamtap.proxy")
+    with ProxyServer(config, recorders=[]):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "api_key" in r.getMessage()]
+    assert warned == [
+        "fallbacks[0] (upstream https://backup.example/v1) has no api_key: it is sent the proxy's own "
+        "upstream key; give it an api_key of its own unless that upstream may see this key"
+    ]
+    assert "sk-proxy" not in caplog.text
