@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._engine import Engine
-from ._errors import CircuitOpenError, StreamInterrupted, StreamTimedOut
+from ._errors import CircuitOpenError, StreamBroken, StreamInterrupted, StreamTimedOut
 from ._events import (
     AttemptFinished,
     AttemptStarted,
@@ -113,6 +113,7 @@ __all__ = [
     "Recorder",
     "RetryScheduled",
     "RetrySuppressed",
+    "StreamBroken",
     "StreamInterrupted",
     "StreamTimedOut",
     "StreamtapInstrumentor",

@@ -21,6 +21,7 @@ from ._call import Call
 from ._errors import (
     CircuitOpenError,
     Failure,
+    StreamBroken,
     StreamInterrupted,
     StreamTimedOut,
     api_error_code,
@@ -319,8 +320,7 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
             raise exception
         finally:
             exception = None  # its traceback holds this frame: no reference cycle through it
-    # Else, with a background response that may still run, a StreamInterrupted (an
-    # APIConnectionError too) that names it.
+    # Else, with a background response that may still run, a StreamInterrupted that names it.
     exception = None
     if call.last_failure is not None:
         raise interrupted(call, request, call.last_failure)
@@ -328,7 +328,15 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
 
 
 def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> StreamInterrupted:
-    raised = StreamTimedOut if failure_.callers_timeout else StreamInterrupted
+    """What the caller gets for `failure_`: an upstream error event's is an `openai.APIError`
+    (as the plain SDK raises), a break's a connection error (`StreamBroken`)."""
+    raised: type[StreamInterrupted]
+    if failure_.callers_timeout:
+        raised = StreamTimedOut
+    elif failure_.error_type == "upstream_error_event":
+        raised = StreamInterrupted
+    else:
+        raised = StreamBroken
     return raised(
         request=request,
         error_type=call.error_type,

@@ -232,12 +232,14 @@ def failure(
     )
 
 
-class _PicklableError(openai.APIConnectionError):
+class _PicklableError(openai.APIError):
     """Pickles with its attributes (process pools, task queues), which the SDK's errors cannot.
 
     The default reduction calls the class with `args`, but these take keyword arguments only.
     The request crosses as its method and URL alone: its headers hold the API key.
     """
+
+    request: httpx2.Request
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {**self.__dict__, "request": httpx2.Request(self.request.method, self.request.url)}
@@ -254,6 +256,12 @@ class StreamInterrupted(_PicklableError):
     Raised after the first content was delivered (the caller already has part of the answer),
     or when every attempt of a stream broke before its first content. Never a silent short
     answer, never duplicated text.
+
+    An `openai.APIError`, as the plain SDK raises for an upstream error event that ends a stream
+    (`error_type` "upstream_error_event"); any other break (the connection, a stall, a
+    truncation, a timeout) raises a `StreamBroken`, a `StreamInterrupted` that is an
+    `openai.APIConnectionError` too: `except openai.APIConnectionError` catches what the network
+    did, never what the upstream said.
 
     Attributes:
         error_type: one of streamtap's error types, e.g. "stream_truncated" or "stall".
@@ -292,7 +300,13 @@ class StreamInterrupted(_PicklableError):
         self.response_id = response_id
 
 
-class StreamTimedOut(StreamInterrupted, openai.APITimeoutError):
+class StreamBroken(StreamInterrupted, openai.APIConnectionError):
+    """A `StreamInterrupted` whose stream broke (the connection, a stall, a truncation, a bad
+    event, a timeout) rather than ended with the upstream's error event: an
+    `openai.APIConnectionError` too."""
+
+
+class StreamTimedOut(StreamBroken, openai.APITimeoutError):
     """The caller's own read timeout (the SDK's `timeout=`) ran out while reading a stream.
 
     A `StreamInterrupted` (error_type "timeout") that `except openai.APITimeoutError` catches as
@@ -300,7 +314,7 @@ class StreamTimedOut(StreamInterrupted, openai.APITimeoutError):
     """
 
 
-class CircuitOpenError(_PicklableError):
+class CircuitOpenError(_PicklableError, openai.APIConnectionError):
     """The circuit breaker for this upstream and model is open and no fallback served the call."""
 
     error_type: ErrorType = "circuit_open"

@@ -76,8 +76,11 @@ def test_fault(
         if case.error_type == "upstream_error_event":  # the error object, as the SDK's APIError has it
             assert isinstance(error.body, dict) and error.code == error.body["code"] is not None
             assert error.code in str(error)
+            # What the upstream said, not what the network did: an APIError, as the plain SDK's.
+            assert not isinstance(error, openai.APIConnectionError)
         else:
             assert (error.body, error.code) == (None, None)
+            assert isinstance(error, openai.APIConnectionError)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

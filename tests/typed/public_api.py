@@ -33,8 +33,15 @@ def subclasses_keep_their_type() -> None:
     assert_type(streamtap.instrument(openai.AsyncAzureOpenAI(api_version="v")), openai.AsyncAzureOpenAI)
 
 
-def errors(error: streamtap.StreamInterrupted, open_circuit: streamtap.CircuitOpenError) -> None:
-    connection_error: openai.APIConnectionError = error
+def errors(
+    error: streamtap.StreamInterrupted,
+    broken: streamtap.StreamBroken,
+    open_circuit: streamtap.CircuitOpenError,
+) -> None:
+    api_error: openai.APIError = error
+    connection_error: openai.APIConnectionError = broken
+    assert_type(broken.error_type, ErrorType)
+    print(api_error)
     assert_type(error.error_type, ErrorType)
     assert_type(error.phase, Phase)
     assert_type(error.attempts, int)

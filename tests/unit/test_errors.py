@@ -12,6 +12,7 @@ import pytest
 from streamtap._errors import (
     CircuitOpenError,
     Failure,
+    StreamBroken,
     StreamInterrupted,
     api_error_code,
     classify_error_event,
@@ -209,12 +210,12 @@ def test_engine_detected_failures(error_type: ErrorType, phase: Any, retryable: 
     assert failure(error_type, phase, "why", retryable=not retryable).retryable is (not retryable)
 
 
-def test_stream_interrupted_is_the_sdks_connection_error() -> None:
+def test_a_broken_stream_is_the_sdks_connection_error() -> None:
     request = httpx2.Request("POST", "http://x/v1/chat/completions")
-    error = StreamInterrupted(
+    error = StreamBroken(
         request=request, error_type="stall", phase="streaming", attempts=2, text="Hel", message="no event"
     )
-    assert isinstance(error, openai.APIConnectionError)
+    assert isinstance(error, openai.APIConnectionError) and isinstance(error, StreamInterrupted)
     assert str(error) == "streamtap: stall: no event"
     assert (error.error_type, error.phase, error.attempts, error.text) == ("stall", "streaming", 2, "Hel")
     assert error.request is request
@@ -236,7 +237,7 @@ def test_circuit_open_error() -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        StreamInterrupted(
+        StreamBroken(
             request=httpx2.Request(
                 "POST", "http://x/v1/responses", headers={"Authorization": "Bearer sk-SECRET"}
             ),
@@ -305,3 +306,20 @@ def test_a_whole_answer_reports_an_error(body: dict[str, Any], reports: bool) ->
     from streamtap._whole import _reports_error
 
     assert _reports_error(body) is reports
+
+
+def test_an_upstream_error_event_is_an_api_error_not_a_connection_error() -> None:
+    # The plain SDK raises openai.APIError for an error event that ends a stream: an app's
+    # `except openai.APIConnectionError` ("the server could not be reached") must not take it.
+    error = StreamInterrupted(
+        request=httpx2.Request("POST", "http://x/v1/chat/completions"),
+        error_type="upstream_error_event",
+        phase="streaming",
+        attempts=1,
+        text="Hel",
+        message="upstream error event context_length_exceeded: too long",
+        body={"message": "too long", "code": "context_length_exceeded", "type": "invalid_request_error"},
+    )
+    assert isinstance(error, openai.APIError) and not isinstance(error, openai.APIConnectionError)
+    assert (error.code, error.type) == ("context_length_exceeded", "invalid_request_error")
+    assert type(pickle.loads(pickle.dumps(error))) is StreamInterrupted
