@@ -243,14 +243,13 @@ class Call:
             self.observer.on_event(
                 FallbackUsed(self.call_id, self.route.fallback or "model", self.route.model, False)
             )
-            if not falls_back(failure):
-                # What stops the chain for the caller's route (a 401, a 400) blames the
-                # fallback's own key or model here (a parameter only the primary takes): the
-                # next fallback may serve, and if none does the caller gets the error of the
-                # route before, never an error about a key or model it did not choose.
-                self.last_failure, self.error_response, self.exception, self._give_up_type = before
-                self._pending = self._fall_back() or GiveUp()
-                return
+            # A fallback's failure is its own (its key, its model, its account, its upstream),
+            # even what would stop the chain for the caller's route (a 401, a 400): the next
+            # fallback may serve, and a call none serves fails with the error its own route
+            # met, never one about a key or model the caller did not choose.
+            self.last_failure, self.error_response, self.exception, self._give_up_type = before
+            self._pending = self._fall_back() or GiveUp()
+            return
         if not falls_back(failure):
             self._pending = GiveUp()
             return

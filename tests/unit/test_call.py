@@ -631,7 +631,7 @@ def test_a_model_the_key_cannot_reach_is_not_hidden_by_the_cache() -> None:
     to_model = rig.send(call)  # another model may still serve it
     rig.fail_status(call, to_model, 503)
     assert call.next() == GiveUp()
-    assert call.error_type == "server_error"
+    assert call.error_type == "not_found"  # what its own route met, not the fallback's 503
     assert of_type(rig.rec.events, FallbackUsed) == [FallbackUsed(2, "model", "gpt-y", False)]
     # An outage of the primary whose model fallback is not found does go to the cache.
     call = rig.start()
@@ -1032,7 +1032,7 @@ def test_the_proxy_keeps_only_what_its_calls_need() -> None:
     assert proxy.engine.keeps_delivered is False
 
 
-@pytest.mark.parametrize("status", [401, 400])
+@pytest.mark.parametrize("status", [401, 400, 404, 429, 503])
 def test_a_fallbacks_own_refusal_goes_on_to_the_next_and_keeps_the_callers_error(status: int) -> None:
     # A fallback's 401 is its own key's; its 400 a parameter its model does not take: neither is
     # the caller's fault, so the chain goes on, and the caller never gets an error about them.
