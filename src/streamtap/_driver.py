@@ -29,7 +29,7 @@ from ._errors import (
     classify_status,
     failure,
 )
-from ._fallback import is_identity
+from ._fallback import IDENTITY_HEADERS
 from ._steps import ErrorResponse, RawHeaders, Send, Serve
 from ._taxonomy import Outcome
 
@@ -74,11 +74,12 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
         for name in ("content-length", "transfer-encoding", "host"):
             headers.pop(name, None)
     if send.route.api_key is not None:
-        # The route's own key replaces the caller's identity whole: its credential in any header
-        # (Azure's clients send theirs as `api-key`, a gateway's in its own) and the organization
-        # and project it bills, which another account's key is refused with and another upstream
-        # must not see.
-        for name in [name for name in headers if is_identity(name.lower())]:
+        # The route's own key replaces the caller's identity whole: its credential in either
+        # header (Azure's clients send theirs as `api-key`) and the organization and project it
+        # bills, which another account's key is refused with and another upstream must not see.
+        # A gateway's own headers go as every other header does: the fallback may be the same
+        # gateway, with another provider's key.
+        for name in IDENTITY_HEADERS:
             headers.pop(name, None)
         headers["authorization"] = f"Bearer {send.route.api_key}"
     if send.method == "GET":
@@ -116,17 +117,28 @@ class ReadDeadline(Protocol):
 
 
 class CallDeadline:
-    """A whole (non-streamed) answer's reads wait until the call's total_timeout at most. The
-    bound `build_request` set is what was left when the request went: a body that trickles,
-    each piece within it, would outlast the call's deadline."""
+    """A whole answer's reads wait until the call's total_timeout at most. `build_request`
+    bounds each read (by what was left of it when the request went, and for a stream answered
+    whole by its first-token and idle timeouts): a body that trickles, each piece within that
+    bound, would outlast the call's deadline. Each read waits the nearer of the two."""
 
-    __slots__ = ("deadline",)
+    __slots__ = ("deadline", "per_read")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, per_read: float | None) -> None:
         self.deadline = deadline
+        self.per_read = per_read
 
     def read_timeout(self, now: float) -> float:
-        return max(self.deadline - now, 0.0)
+        left = max(self.deadline - now, 0.0)
+        return left if self.per_read is None else min(left, self.per_read)
+
+    @classmethod
+    def of(cls, call: Call, upstream: httpx2.Response) -> CallDeadline | None:
+        """The deadline of `upstream`'s body reads, or None: no total_timeout, or HTTP/2 (its
+        streams share the connection's reads, `own_network_stream`)."""
+        if call.deadline is None or upstream.extensions.get("http_version") == b"HTTP/2":
+            return None
+        return cls(call.deadline, caller_read_timeout(upstream.request))
 
 
 def caller_read_timeout(request: httpx2.Request) -> float | None:

@@ -94,6 +94,7 @@ class Live:
                 exception=error,
             )
             return None
+        upstream.request = upstream_request  # a transport's answer has none; its bounds are read here
         call.request_id = upstream.headers.get("x-request-id")
         if 200 <= upstream.status_code < 300:  # an answer; any other status goes back as it came
             page = web_page(upstream)
@@ -201,11 +202,11 @@ class Live:
     ) -> httpx2.Response | None:
         call = self.call
         clock = call.engine.clock
-        deadline = call.deadline
+        deadline = CallDeadline.of(call, upstream)
         restore = (
             None
             if deadline is None
-            else deadline_reads(upstream, CallDeadline(deadline), clock, caller_read_timeout(self.request))
+            else deadline_reads(upstream, deadline, clock, caller_read_timeout(self.request))
         )
         try:
             raw = b"".join(bounded(chunks))

@@ -7,6 +7,7 @@ page), and what a caller who asked for no stream gets when such an error ends th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,12 +31,15 @@ def body_failure(error: Exception, blame_caller: bool = False) -> Failure:
     too large (`phase` first_token: no answer yet, and the headers did arrive). `blame_caller`
     (`callers_read_timeout`) makes it breaker-neutral."""
     if isinstance(error, httpx2.TimeoutException):
-        return failure(
+        timed_out = failure(
             "timeout",
             "first_token",
             f"the answer's body timed out ({type(error).__name__})",
             counts_for_breaker=not blame_caller,
         )
+        # The caller's own read timeout: raised as `StreamTimedOut`, an `openai.APITimeoutError`,
+        # as the plain SDK raises it for the same body.
+        return dataclasses.replace(timed_out, callers_timeout=blame_caller)
     if isinstance(error, CONNECTION_ERRORS):
         return classify_exception(error, phase="first_token")
     return failure("bad_response", "first_token", str(error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -10,6 +11,7 @@ import openai
 import pytest
 
 import streamtap
+from streamtap import AttemptFinished
 
 from . import loopback
 from .support import CHAT_MESSAGES, Recording
@@ -98,4 +100,75 @@ def test_a_trickling_whole_answer_is_cut_at_the_total_timeout(is_async: bool, st
         took = time.monotonic() - started
     # Cut at the deadline (one read's slack), not at the body's end 3 s in.
     assert took < total + 0.5, took
+    assert recording.of(AttemptFinished)[-1].error_type == "timeout", recording.attempts()
+    # A fallback's failure is its own: the streaming call keeps its own route's 503.
+    assert recording.finished.error_type == ("server_error" if stream else "timeout")
+
+
+class StallsItsJson(loopback.Handler):
+    """A stream request answered whole, as JSON, whose body stalls after its headers."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(ANSWER)))
+        self.end_headers()
+        self.wfile.write(ANSWER[:100])
+        self.wfile.flush()
+        time.sleep(3.0)
+        with contextlib.suppress(OSError):
+            self.wfile.write(ANSWER[100:])
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_total_timeout_adds_a_bound_and_takes_none_away(is_async: bool) -> None:
+    # A stream answered whole keeps its first-token bound on each read of its body with a
+    # total_timeout too (its first bytes came in time, the rest stalls).
+    policy = streamtap.Policy(max_attempts=1, first_token_timeout=0.5, idle_timeout=0.5, total_timeout=30)
+    recording = Recording()
+    with loopback.serve(StallsItsJson) as url:
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+        client = streamtap.instrument(
+            cls(base_url=url + "/v1", api_key="sk-x", max_retries=0), policy=policy, recorders=[recording]
+        )
+
+        async def call_async() -> None:
+            await client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)  # type: ignore[misc]
+
+        def call() -> None:
+            if is_async:
+                asyncio.run(call_async())
+            else:
+                client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES, stream=True)
+
+        started = time.monotonic()
+        with pytest.raises(openai.APIError):
+            call()
+        took = time.monotonic() - started
+    assert took < 2.0, took
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_the_callers_own_timeout_on_a_whole_answers_body_is_the_sdks_timeout_error(is_async: bool) -> None:
+    # `except openai.APITimeoutError` catches it, as it catches the plain SDK's for the same body.
+    recording = Recording()
+    policy = streamtap.Policy(max_attempts=1)
+    with loopback.serve(StallsItsJson) as url:
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+        raw = cls(base_url=url + "/v1", api_key="sk-x", max_retries=0, timeout=0.5)
+        client = streamtap.instrument(raw, policy=policy, recorders=[recording])
+
+        async def call_async() -> None:
+            await client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)  # type: ignore[misc]
+
+        def call() -> None:
+            if is_async:
+                asyncio.run(call_async())
+            else:
+                client.chat.completions.create(model="gpt-4o", messages=CHAT_MESSAGES)
+
+        with pytest.raises(openai.APITimeoutError) as raised:
+            call()
+    assert isinstance(raised.value, streamtap.StreamTimedOut)
     assert recording.finished.error_type == "timeout"
