@@ -40,17 +40,21 @@ _NOT_IN_NON_STREAMING = frozenset({"stream", "stream_options", "background"})
 IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
 # A gateway's own credential goes in a header of its choosing (Azure API Management's
 # `Ocp-Apim-Subscription-Key`, `x-api-key`, Cloudflare AI Gateway's `cf-aig-authorization`,
-# Helicone's `helicone-auth`, a session cookie): any header named like one is the caller's
-# identity too. An idempotency key names a request, not its sender.
-_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|cookie|session")
-_NOT_CREDENTIALS = frozenset({"idempotency-key"})
+# Helicone's `helicone-auth`, a cookie): a header one of whose words (split at `-` and `_`) is a
+# credential's is whose the request is, too. Whole words: `x-portkey-provider` or `x-max-tokens`
+# is none; and an idempotency key names a request, not its sender.
+_CREDENTIAL_WORDS = frozenset(
+    {"auth", "authorization", "key", "apikey", "token", "secret", "password", "cookie", "subscription"}
+)
+_WORD = re.compile(r"[-_]")
 
 
 def is_identity(name: str) -> bool:
     """Whether a request header (by its lower-case name) says who sends the request."""
-    return name in IDENTITY_HEADERS or (
-        _CREDENTIAL_NAME.search(name) is not None and name not in _NOT_CREDENTIALS
-    )
+    if name in IDENTITY_HEADERS:
+        return True
+    words = set(_WORD.split(name))
+    return not words.isdisjoint(_CREDENTIAL_WORDS) and "idempotency" not in words
 
 
 class AnswerCache(Protocol):

@@ -375,7 +375,15 @@ def test_cache_scope_differs_by_credential_and_url(url: str, headers: dict[str, 
 
 
 @pytest.mark.parametrize(
-    "name", ["x-api-key", "Ocp-Apim-Subscription-Key", "cf-aig-authorization", "helicone-auth", "cookie"]
+    "name",
+    [
+        "x-api-key",
+        "Ocp-Apim-Subscription-Key",
+        "cf-aig-authorization",
+        "helicone-auth",
+        "cookie",
+        "x-portkey-api-key",
+    ],
 )
 def test_a_gateways_own_credential_header_scopes_the_cache_too(name: str) -> None:
     # Behind a gateway that takes its key in a header of its own, two tenants' requests differ
@@ -388,9 +396,21 @@ def test_a_gateways_own_credential_header_scopes_the_cache_too(name: str) -> Non
 
 
 def test_cache_scope_is_a_digest_that_ignores_other_headers() -> None:
-    headers = httpx2.Headers(
-        {"Authorization": "Bearer sk-a", "x-stainless-retry-count": "2", "idempotency-key": "stainless-1"}
-    )
+    # Per-request values (retry counts, idempotency keys, sessions, traces) would give every
+    # request a scope of its own: the cache would never serve.
+    others = {
+        "x-stainless-retry-count": "2",
+        "idempotency-key": "stainless-1",
+        "x-idempotency-key": "i-2",
+        "helicone-session-id": "s-3",
+        "x-session-id": "s-4",
+        "x-portkey-trace-id": "t-5",
+        "x-portkey-provider": "openai",
+        "x-max-tokens": "100",
+        "x-author": "someone",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
+    headers = httpx2.Headers({"Authorization": "Bearer sk-a", **others})
     assert cache_scope(URL, headers) == SCOPE  # header names without regard to case; others ignored
     assert len(SCOPE) == 64 and "sk-a" not in SCOPE
 
