@@ -411,10 +411,10 @@ class StreamAttempt:
     def _call_out_of_time(self) -> Failure:
         """The call's total_timeout ran out. Before the first content the upstream has not
         answered within all the time the call had: as a first-token timeout, it counts against
-        the breaker. After it the upstream was answering, and none of streamtap's deadlines on
-        it (idle_timeout) ran out: the call's own time did, as a caller's read timeout does, so
-        long answers cut by a short total_timeout do not open the breaker that every call of a
-        healthy upstream shares."""
+        the breaker. After it none of streamtap's deadlines on the upstream (idle_timeout) ran
+        out: the call's own time did, as a caller's read timeout does, so long answers cut by a
+        short total_timeout do not open the breaker that every call of a healthy upstream
+        shares. (A stream that went silent counts as a stall once idle_timeout runs out.)"""
         return failure(
             "timeout", self.phase, "the call's total_timeout ran out", counts_for_breaker=not self.committed
         )

@@ -31,6 +31,7 @@ and swallowed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -242,13 +243,29 @@ class CircuitBreaker:
             # Loop: a transition queued between our last check and the release is ours to send.
 
 
+# The longest model name a breaker is kept under. The name is the caller's (any request to the
+# proxy names one, up to its body limit), and a kept breaker outlives its call: a longer one is
+# kept as its start and a digest of the whole, still one breaker per distinct name.
+MAX_MODEL_KEY = 256
+
+
+def model_key(model: str) -> str:
+    """`model` as a breaker is kept under: itself, or, past `MAX_MODEL_KEY` characters, its
+    start and a digest of it (as long as `MAX_MODEL_KEY`)."""
+    if len(model) <= MAX_MODEL_KEY:
+        return model
+    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{model[: MAX_MODEL_KEY - len(digest) - 1]}~{digest}"
+
+
 class Breakers:
     """Thread-safe registry of circuit breakers keyed by (upstream, model).
 
     Breakers are created on first use with shared settings, clock and callback. At most
     `max_keys` are kept: a new key evicts the least recently used closed breaker (or, when
     none is closed, the least recently used one, reporting it as moving to closed, which is
-    what a recreated breaker would be), so unbounded model names cannot grow memory.
+    what a recreated breaker would be), and a long model name is kept as `model_key` makes it,
+    so unbounded model names cannot grow memory, however many or long.
 
     Args:
         settings: the settings of every breaker.
@@ -287,7 +304,7 @@ class Breakers:
             upstream: the upstream's name or base URL.
             model: the model the attempt asks for.
         """
-        key = (upstream, model)
+        key = (upstream, model_key(model))
         evicted: tuple[tuple[str, str], BreakerState] | None = None
         with self._lock:
             breaker = self._breakers.get(key)

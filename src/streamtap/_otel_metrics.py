@@ -32,8 +32,8 @@ TOKEN_BOUNDARIES: Final = (
 # The exact model name is an attribute here (the conventions want it exact), still capped:
 # an unbounded attribute would hit the SDK's cardinality limit and fold everything together.
 MAX_MODELS: Final = 200
-# Distinct `server.address` values (an upstream per host, a fallback's own among them) before
-# `_OTHER`, which then carries no `server.port`.
+# Distinct `server.address` and `server.port` pairs (an upstream per base URL, a fallback's own
+# among them) before `server.address` `_OTHER`, which then carries no `server.port`.
 MAX_SERVERS: Final = 50
 # OpenAI's service tiers. Any other value an upstream sends is `_OTHER` on the metrics (the span
 # keeps it as sent): a metric attribute takes no unbounded value from the wire.
@@ -85,11 +85,17 @@ class OtelMetricsRecorder:
             "gen_ai.provider.name": PROVIDER,
             "gen_ai.request.model": self._models(event.model),
         }
-        server = self._servers(event.server_address) if event.server_address else None
-        if server:
-            attrs["server.address"] = server
-        if event.server_port is not None and server != OTHER:  # a port of any server says little
-            attrs["server.port"] = event.server_port
+        if event.server_address:
+            # Capped as (address, port) pairs: a port is as unbounded as an address (one host,
+            # as many ports as base URLs name).
+            port = event.server_port
+            pair = event.server_address if port is None else f"{event.server_address}:{port}"
+            if self._servers(pair) == OTHER:
+                attrs["server.address"] = OTHER  # and no port: a port of any server says little
+            else:
+                attrs["server.address"] = event.server_address
+                if port is not None:
+                    attrs["server.port"] = port
         return _MetricsCall(self, attrs, event.stream)
 
     def breaker_changed(self, event: BreakerTransition) -> None:

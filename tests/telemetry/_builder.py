@@ -43,6 +43,7 @@ class Call:
     observer: CallObserver | None = None
     capture_content: bool | None = None  # the engine's word on capture (None: the recorders')
     server_address: str = "api.openai.com"
+    server_port: int = 443
 
     def start(self) -> Call:
         self.observer = self.fanout.start_call(
@@ -52,7 +53,7 @@ class Call:
                 model=self.model,
                 stream=self.stream,
                 server_address=self.server_address,
-                server_port=443,
+                server_port=self.server_port,
                 request=self.request,
                 capture_content=self.capture_content,
             )

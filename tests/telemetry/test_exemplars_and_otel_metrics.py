@@ -163,6 +163,19 @@ def test_the_server_address_is_capped_and_its_overflow_has_no_port(
     assert other.count == 3
 
 
+def test_the_ports_of_one_server_are_capped_with_it(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """One host, a port per base URL: as many series as ports, under the same cap."""
+    fanout = Fanout([OtelMetricsRecorder(meter_provider)])
+    for n in range(MAX_SERVERS + 3):
+        Call(fanout, server_address="127.0.0.1", server_port=8000 + n).start().finish("ok")
+    durations = points(metric_reader)["gen_ai.client.operation.duration"]
+    assert len(durations) == MAX_SERVERS + 1
+    (other,) = [p for p in durations if p.attributes["server.address"] == "_other"]
+    assert "server.port" not in other.attributes and other.count == 3
+
+
 def test_error_call_has_error_type_and_no_stream_metrics_when_not_streaming(
     meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
 ) -> None:

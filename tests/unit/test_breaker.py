@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from streamtap._breaker import Breakers, CircuitBreaker
+from streamtap._breaker import MAX_MODEL_KEY, Breakers, CircuitBreaker, model_key
 from streamtap._engine import start_timer
 from streamtap._policy import BreakerSettings
 from streamtap._taxonomy import BreakerState
@@ -457,6 +457,17 @@ def test_registry_memory_is_capped() -> None:
         breakers.get("u", f"model-{n}")
     assert len(breakers) == 50
     assert ("u", "model-499") in breakers.states()
+
+
+def test_a_long_model_name_is_kept_short_and_still_its_own() -> None:
+    # A caller names the model, as long as a request body may be: a kept breaker, which outlives
+    # the call, must not hold megabytes of it.
+    breakers = Breakers(BreakerSettings(), clock=FakeClock())
+    first, second = "m" * 2_000_000 + "a", "m" * 2_000_000 + "b"
+    a = breakers.get("u", first)
+    assert breakers.get("u", first) is a and breakers.get("u", second) is not a
+    assert all(len(model) == MAX_MODEL_KEY for _, model in breakers.states())
+    assert model_key("gpt-4o") == "gpt-4o" and model_key(first).startswith("m" * 200)
 
 
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
