@@ -96,6 +96,11 @@ class Call:
         # still run upstream: retries read it again, and no fallback creates another.
         self.background_id: str | None = None
         self._give_up_type: ErrorType | None = None
+        # How the caller's own route ended, kept when the first fallback is taken.
+        self._own_route_end: (
+            tuple[Failure | None, ErrorResponse | None, BaseException | None, ErrorType | None, str | None]
+            | None
+        ) = None
         self.committed = False
         self.time_to_first_token: float | None = None
         self.stream: StreamAttempt | None = None  # the attempt whose content the caller receives
@@ -219,7 +224,6 @@ class Call:
             )
         )
         self._breaker.concluded(self.route, failure)
-        before = (self.last_failure, self.error_response, self.exception, self._give_up_type)
         self.last_failure = failure
         self.error_response = error_response
         # Kept to raise again when the call gives up before its first content, and only then:
@@ -247,7 +251,10 @@ class Call:
             # even what would stop the chain for the caller's route (a 401, a 400): the next
             # fallback may serve, and a call none serves fails with the error its own route
             # met, never one about a key or model the caller did not choose.
-            self.last_failure, self.error_response, self.exception, self._give_up_type = before
+            assert self._own_route_end is not None
+            self.last_failure, self.error_response, self.exception, self._give_up_type, self.request_id = (
+                self._own_route_end
+            )
             self._pending = self._fall_back() or GiveUp()
             return
         if not falls_back(failure):
@@ -302,6 +309,16 @@ class Call:
         return self.api == "responses" and bool(self.primary.body.get("background"))
 
     def _fall_back(self) -> Step | None:
+        if self._current_fallback is None:
+            # How the caller's own route ended, which a call no fallback serves fails with (its
+            # x-request-id with it: the one support would ask for).
+            self._own_route_end = (
+                self.last_failure,
+                self.error_response,
+                self.exception,
+                self._give_up_type,
+                self.request_id,
+            )
         # Past the total timeout, or beside a background response that may still run, only the
         # cache may serve (see `next_fallback`).
         late = self.deadline is not None and self.engine.clock() >= self.deadline
@@ -351,6 +368,7 @@ class Call:
         the caller."""
         self.committed = True
         self.exception = None  # an earlier attempt's: no longer the call's to raise (`attempt_failed`)
+        self._own_route_end = None  # so is the exception kept with it
         self.stream = attempt
         self.facts = attempt.facts
         if self._background:
@@ -408,6 +426,7 @@ class Call:
         # let go of it (`give_up` took it first), so the call is freed without the cyclic
         # collector, whose pauses under load stop every stream at once.
         self.exception = None
+        self._own_route_end = None
         self._breaker.release()
         engine = self.engine
         if outcome == "ok" and self.served_by is None and engine.caches and self._cache_allowed:

@@ -29,7 +29,7 @@ from ._errors import (
     classify_status,
     failure,
 )
-from ._fallback import IDENTITY_HEADERS
+from ._fallback import IDENTITY_HEADERS, is_identity
 from ._steps import ErrorResponse, RawHeaders, Send, Serve
 from ._taxonomy import Outcome
 
@@ -77,9 +77,12 @@ def build_request(original: httpx2.Request, send: Send, call: Call) -> httpx2.Re
         # The route's own key replaces the caller's identity whole: its credential in either
         # header (Azure's clients send theirs as `api-key`) and the organization and project it
         # bills, which another account's key is refused with and another upstream must not see.
-        # A gateway's own headers go as every other header does: the fallback may be the same
-        # gateway, with another provider's key.
-        for name in IDENTITY_HEADERS:
+        # A gateway's own credentials (`is_identity`) go on to the same gateway, whose other
+        # provider the key may be for, and to no other host.
+        elsewhere = httpx2.URL(send.url).netloc != original.url.netloc
+        for name in [
+            name for name in headers if name in IDENTITY_HEADERS or (elsewhere and is_identity(name))
+        ]:
             headers.pop(name, None)
         headers["authorization"] = f"Bearer {send.route.api_key}"
     if send.method == "GET":
@@ -336,7 +339,9 @@ def give_up(call: Call, request: httpx2.Request) -> httpx2.Response:
     exception = None
     if call.last_failure is not None:
         raise interrupted(call, request, call.last_failure)
-    raise CircuitOpenError(request=request, upstream=call.primary.upstream, model=call.primary.model)
+    raise CircuitOpenError(
+        request=request, upstream=call.primary.upstream, model=call.primary.model, attempts=call.attempts
+    )
 
 
 def interrupted(call: Call, request: httpx2.Request, failure_: Failure) -> StreamInterrupted:

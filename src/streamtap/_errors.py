@@ -315,15 +315,21 @@ class StreamTimedOut(StreamBroken, openai.APITimeoutError):
 
 
 class CircuitOpenError(_PicklableError, openai.APIConnectionError):
-    """The circuit breaker for this upstream and model is open and no fallback served the call."""
+    """The circuit breaker for this upstream and model is open and no fallback served the call.
+
+    Attributes:
+        upstream, model: whose breaker is open.
+        attempts: the attempts the call sent: 0, or its fallbacks' that failed (the breaker let
+            none of its own route's go).
+    """
 
     error_type: ErrorType = "circuit_open"
 
-    def __init__(self, *, request: httpx2.Request, upstream: str, model: str) -> None:
+    def __init__(self, *, request: httpx2.Request, upstream: str, model: str, attempts: int = 0) -> None:
         super().__init__(
             message=f"streamtap: circuit_open: the circuit for {upstream} / {model} is open; failing fast",
             request=request,
         )
         self.upstream = upstream
         self.model = model
-        self.attempts = 0
+        self.attempts = attempts

@@ -41,10 +41,17 @@ IDENTITY_HEADERS = ("authorization", "api-key", "openai-organization", "openai-p
 # A gateway's own credential goes in a header of its choosing (Azure API Management's
 # `Ocp-Apim-Subscription-Key`, `x-api-key`, Cloudflare AI Gateway's `cf-aig-authorization`,
 # Helicone's `helicone-auth`, a cookie): a header one of whose words (split at `-` and `_`) is a
-# credential's is whose the request is, too. Whole words: `x-portkey-provider` or `x-max-tokens`
-# is none; and an idempotency key names a request, not its sender.
+# credential's is whose the request is, too, a word joined of two (`x-authtoken`, `accesskey`)
+# among them. Whole words: `x-portkey-provider` or `x-max-tokens` is none, nor is a session or
+# an idempotency id, which name a visit or a request, not its sender.
 _CREDENTIAL_WORDS = frozenset(
-    {"auth", "authorization", "key", "apikey", "token", "secret", "password", "cookie", "subscription"}
+    {"auth", "authorization", "authentication", "credential", "credentials", "secret", "password"}
+    | {"cookie", "subscription", "key", "token"}
+    | {
+        prefix + suffix
+        for prefix in ("api", "access", "auth", "secret", "bearer", "id", "refresh", "session", "private")
+        for suffix in ("key", "token")
+    }
 )
 _WORD = re.compile(r"[-_]")
 

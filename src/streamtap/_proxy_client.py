@@ -393,6 +393,8 @@ def gave_up_headers(
     and the background response the call created (`x-streamtap-response-id`), which may still
     run upstream."""
     headers = list(NO_RETRY)
+    if isinstance(error, CircuitOpenError) and error.attempts:  # its fallbacks', which failed
+        headers.append((b"x-streamtap-attempts", str(error.attempts).encode()))
     if isinstance(error, StreamInterrupted):
         headers.append((b"x-streamtap-attempts", str(error.attempts).encode()))
         if error.request_id:

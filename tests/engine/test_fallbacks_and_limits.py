@@ -97,8 +97,7 @@ def test_upstream_fallback_uses_its_own_base_url_and_key(recording: Recording, m
     ):
         first.enqueue("status=401")
         client = streamtap.instrument(
-            # A gateway's own header goes to the fallback as any header does: it may be the same
-            # gateway with another provider's key. Its key replaces only the caller's OpenAI identity.
+            # A gateway's own credential is the caller's identity too: never sent to another host.
             openai.OpenAI(base_url=first.base_url, api_key="sk-first", default_headers={"x-api-key": "gw-1"}),
             policy=TEST_POLICY,
             recorders=[recording],
@@ -113,7 +112,32 @@ def test_upstream_fallback_uses_its_own_base_url_and_key(recording: Recording, m
     assert headers["x-streamtap-fallback"] == "upstream"
     assert len(second.requests) == 1
     assert first.requests[0].header("x-api-key") is not None
-    assert second.requests[0].header("x-api-key") is not None
+    assert second.requests[0].header("x-api-key") is None
+
+
+def test_an_upstream_fallback_to_the_same_gateway_keeps_its_headers(
+    fake: FakeUpstream, recording: Recording
+) -> None:
+    # The same gateway, another provider's key: the gateway's own credential still goes, and
+    # only the caller's OpenAI identity is replaced.
+    raw = openai.OpenAI(
+        base_url=fake.base_url,
+        api_key="sk-first",
+        default_headers={"x-api-key": "gw-1"},
+        organization="org-a",
+    )
+    client = streamtap.instrument(
+        raw,
+        policy=TEST_POLICY,
+        recorders=[recording],
+        fallbacks=[streamtap.Fallback.upstream(fake.base_url, api_key="sk-other-provider")],
+    )
+    fake.enqueue("status=503;should_retry=false")
+    _, headers = _chat_text(client)
+    client.close()
+    assert headers["x-streamtap-fallback"] == "upstream"
+    fallback = fake.requests[-1]
+    assert fallback.header("x-api-key") is not None and fallback.header("openai-organization") is None
 
 
 def test_cached_answer_serves_when_everything_fails(
@@ -382,6 +406,27 @@ def test_open_circuit_goes_to_fallbacks(fake: FakeUpstream, recording: Recording
     assert [r.model for r in fake.requests] == ["gpt-4o-mini"]
     assert headers["x-streamtap-fallback"] == "model"
     assert text == fake.expected_text(model="gpt-4o-mini", messages=CHAT_MESSAGES)
+
+
+def test_an_open_circuit_whose_fallbacks_fail_says_what_was_sent_and_the_primarys_request_id(
+    fake: FakeUpstream, recording: Recording, make_client: Any
+) -> None:
+    policy = streamtap.Policy(
+        max_attempts=1, breaker=streamtap.BreakerSettings(min_requests=1, failure_ratio=0.5, open_for=60)
+    )
+    client = make_client(False, policy=policy, fallbacks=[streamtap.Fallback.model("gpt-4o-mini")])
+    # The primary's 503 opens its breaker; the fallback's 404 is its own: the caller gets the 503
+    # with the primary's x-request-id, not the fallback's.
+    fake.enqueue("status=503", "status=404")
+    with pytest.raises(openai.InternalServerError) as primary:
+        _chat_text(client)
+    assert primary.value.request_id == fake.requests[0].request_id != fake.requests[1].request_id
+    # Now the breaker refuses the primary; the fallback goes, and fails.
+    fake.enqueue("status=404")
+    with pytest.raises(streamtap.CircuitOpenError) as refused:
+        _chat_text(client)
+    assert refused.value.attempts == 1  # the fallback's: the primary's breaker let none go
+    assert [r.model for r in fake.requests[2:]] == ["gpt-4o-mini"]
 
 
 def test_total_timeout_bounds_the_call(fake: FakeUpstream, recording: Recording, make_client: Any) -> None:

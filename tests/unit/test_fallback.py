@@ -383,6 +383,9 @@ def test_cache_scope_differs_by_credential_and_url(url: str, headers: dict[str, 
         "helicone-auth",
         "cookie",
         "x-portkey-api-key",
+        "x-authtoken",
+        "accesskey",
+        "x-authentication",
     ],
 )
 def test_a_gateways_own_credential_header_scopes_the_cache_too(name: str) -> None:
