@@ -445,11 +445,8 @@ def cache_scope(url: str, headers: Mapping[str, str]) -> str:
         headers: the request's headers, looked up without regard to case (`httpx2.Headers`).
     """
     identity: list[object] = [url, *(headers.get(name) or "" for name in IDENTITY_HEADERS)]
-    identity += sorted(
-        (name.lower(), value)
-        for name, value in headers.items()
-        if name.lower() not in IDENTITY_HEADERS and is_identity(name.lower())
-    )
+    lowered = ((name.lower(), value) for name, value in headers.items())
+    identity += sorted(pair for pair in lowered if pair[0] not in IDENTITY_HEADERS and is_identity(pair[0]))
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
